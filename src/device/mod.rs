@@ -1,0 +1,31 @@
+//! Devices: where frames enter and leave the stack.
+//!
+//! Every device is a smoltcp [`Device`] carrying raw IP packets (`Medium::Ip`), so it can
+//! be driven by smoltcp directly as well as by ustack's stack thread. [`Link`] adds what a
+//! thread needs to sleep on a device instead of spinning, and a way to report I/O errors
+//! as values (smoltcp's `Device` has no error path; its own TUN adapter panics instead).
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use smoltcp::phy::Device;
+
+pub mod tun;
+pub mod wire;
+
+pub use tun::{TunConfig, TunDevice};
+pub use wire::{Wire, WireEnd};
+
+/// A device the stack thread can wait on.
+pub trait Link: Device + Send {
+    /// A file descriptor that becomes readable when a frame may be waiting in
+    /// [`Device::receive`]. The stack thread `poll(2)`s it; it never busy-waits.
+    fn wait_fd(&self) -> BorrowedFd<'_>;
+
+    /// The first I/O error the device met since the last call, if any. A device that
+    /// fails stops yielding frames; the stack thread checks this after every poll and
+    /// shuts the stack down with the error instead of spinning or panicking.
+    fn take_error(&mut self) -> Option<io::Error> {
+        None
+    }
+}

@@ -1,0 +1,534 @@
+//! The stack: one thread that owns the smoltcp interface and drives it, and the state the
+//! socket API shares with it.
+//!
+//! The shape is lwIP's: a single owner of protocol state, and callers that wait for it.
+//! API calls lock [`Core`], change smoltcp sockets' buffers or ustack's own tables, wake
+//! the stack thread through an eventfd when there is something to send, and wait on a
+//! condition variable that the stack thread signals after every round of work. The stack
+//! thread sleeps in `poll(2)` on the device and the eventfd, for at most smoltcp's
+//! `poll_delay`: no busy loop, no fixed tick.
+//!
+//! Every arriving frame passes ustack's demux ([`demux`]) before smoltcp sees it. That is
+//! where listen backlogs are enforced, connections are created for admitted SYNs (smoltcp
+//! has no backlog: a listening socket *becomes* the connection), and resets are noticed.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy;
+use smoltcp::socket::{tcp, udp};
+use smoltcp::wire::{HardwareAddress, IpCidr};
+
+use crate::device::Link;
+
+pub mod clock;
+pub mod demux;
+pub mod ports;
+mod staged;
+
+pub use clock::Clock;
+pub use demux::{Disposition, FiveTuple};
+use ports::{Holder, Ports, Proto};
+use staged::Staged;
+
+/// A socket's number in the stack, like a file descriptor (never reused within a stack).
+pub type SockId = u64;
+
+/// Frames taken from the device per lock hold, so API calls are never kept waiting long.
+const INGRESS_BATCH: usize = 64;
+
+/// Linux's default `net.core.somaxconn`: listen() clamps larger backlogs to it.
+pub const SOMAXCONN: u32 = 4096;
+
+/// How long a half-open (SYN-RECEIVED) connection waits for the handshake's last ACK.
+/// Linux gives up after 5 SYN-ACK retransmissions, about 63 s.
+pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(63);
+
+/// How a stack is set up.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The stack's own addresses, with prefix lengths.
+    pub addrs: Vec<IpCidr>,
+    /// Bytes of receive and of send buffer per TCP connection.
+    pub tcp_buffer: usize,
+    /// Datagrams, and bytes of payload, buffered per UDP socket each way.
+    pub udp_packets: usize,
+    pub udp_buffer: usize,
+    /// What a listener does with a SYN when its accept queue is full: drop it (Linux's
+    /// default), or answer RST (Linux's `tcp_abort_on_overflow=1`).
+    pub reset_on_overflow: bool,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            addrs: Vec::new(),
+            tcp_buffer: 64 * 1024,
+            udp_packets: 64,
+            udp_buffer: 64 * 1024,
+            reset_on_overflow: false,
+        }
+    }
+}
+
+/// The address family of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// AF_INET: IPv4.
+    Inet,
+    /// AF_INET6: IPv6, and IPv4 through v4-mapped addresses (dual-stack, as Linux by default).
+    Inet6,
+}
+
+/// The type of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    /// SOCK_STREAM: TCP.
+    Stream,
+    /// SOCK_DGRAM: UDP.
+    Dgram,
+}
+
+/// A listener's queues (Linux's request queue and accept queue).
+#[derive(Debug, Default)]
+pub struct Listener {
+    /// listen()'s backlog, clamped to [`SOMAXCONN`]. Up to `backlog + 1` connections wait
+    /// in the accept queue, and up to `max(backlog, 1)` in the SYN queue, as in Linux.
+    pub backlog: u32,
+    /// Half-open connections: SYN received, SYN-ACK sent, waiting for the ACK.
+    pub syn_queue: Vec<SocketHandle>,
+    /// Established connections that accept() has not taken yet.
+    pub accept_queue: std::collections::VecDeque<SocketHandle>,
+    /// SYNs dropped because a queue was full.
+    pub syns_dropped: u64,
+    /// Handshake-completing ACKs dropped because the accept queue was full.
+    pub acks_dropped: u64,
+    /// SYNs answered with RST because the accept queue was full (reset_on_overflow).
+    pub syns_reset: u64,
+}
+
+impl Listener {
+    /// Linux's `sk_acceptq_is_full`: more than `backlog` connections already waiting.
+    pub fn accept_queue_full(&self) -> bool {
+        self.accept_queue.len() > self.backlog as usize
+    }
+
+    /// Linux's `inet_csk_reqsk_queue_is_full`, with a floor of one so backlog 0 still
+    /// lets a connection in (Linux reaches the same through SYN cookies).
+    pub fn syn_queue_full(&self) -> bool {
+        self.syn_queue.len() >= (self.backlog as usize).max(1)
+    }
+}
+
+/// What a socket is, as the socket API sees it.
+#[derive(Debug)]
+pub enum SockState {
+    /// Created, maybe bound, not yet listening or connected.
+    Idle,
+    /// A TCP listener.
+    Listening(Listener),
+    /// A TCP socket with a connection (connecting, established, or closing).
+    Connected(SocketHandle),
+    /// A bound UDP socket, maybe with a fixed peer.
+    Udp { handle: SocketHandle, peer: Option<SocketAddr> },
+}
+
+/// A socket of the API.
+#[derive(Debug)]
+pub struct Entry {
+    pub domain: Domain,
+    pub ty: Type,
+    /// Open handles (a `try_clone` is a dup): the socket closes when the last one does.
+    pub refs: usize,
+    pub nonblocking: bool,
+    pub reuse_addr: bool,
+    /// The bound local address, once bound (explicitly or implicitly).
+    pub local: Option<SocketAddr>,
+    pub state: SockState,
+    /// shutdown(SHUT_RD) was called: recv() reports end of stream.
+    pub shut_read: bool,
+    /// SO_RCVTIMEO and SO_SNDTIMEO: how long a blocking call waits before EAGAIN.
+    pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+}
+
+/// Who a TCP connection belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// In a listener's SYN queue or accept queue.
+    Listener(SockId),
+    /// An API socket's connection.
+    Socket(SockId),
+    /// Closed by the API, finishing its FIN exchange or TIME-WAIT in the stack.
+    Orphan,
+}
+
+/// ustack's record of one TCP connection (one smoltcp socket).
+#[derive(Debug)]
+pub struct Conn {
+    pub tuple: FiveTuple,
+    pub owner: Owner,
+    /// The state when the stack last looked, to log transitions.
+    pub state: tcp::State,
+    /// When the first SYN of this connection was sent or received.
+    pub born: smoltcp::time::Instant,
+    /// An error the next send/recv reports once (Linux's `sk_err`): ECONNRESET or
+    /// ECONNREFUSED after a RST, ETIMEDOUT after a timeout.
+    pub pending_error: Option<crate::socket::Errno>,
+    /// A RST arrived for this connection.
+    pub reset: bool,
+    /// Whether ustack still holds a port for it (accepted connections and orphans do).
+    pub holds_port: bool,
+}
+
+/// State shared by the stack thread and the socket API, behind one lock.
+pub struct Core {
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
+    pub config: StackConfig,
+    pub clock: Clock,
+    pub entries: HashMap<SockId, Entry>,
+    pub conns: HashMap<SocketHandle, Conn>,
+    /// TCP connections by 5-tuple: the demux table.
+    pub demux: HashMap<FiveTuple, SocketHandle>,
+    pub ports: Ports,
+    /// Closed UDP sockets still sending what they had queued, with the port they hold.
+    pub udp_draining: Vec<(SocketHandle, u16)>,
+    /// Listening sockets by port, for the demux to find a SYN's listener without a scan.
+    pub listeners: HashMap<u16, Vec<SockId>>,
+    next_id: SockId,
+    /// Why the stack stopped (device failure or shutdown), once it has.
+    pub down: Option<String>,
+    /// The device's MTU: the largest IP packet the stack sends.
+    pub mtu: usize,
+}
+
+/// The part of a stack that sockets hold on to.
+pub struct Shared {
+    core: Mutex<Core>,
+    /// Signalled after every round of the stack thread, and whenever the API changes
+    /// something another API caller may wait for.
+    pub changed: Condvar,
+    wake: EventFd,
+}
+
+/// A running stack: the interface, its sockets and the thread that drives them.
+///
+/// Dropping it stops the thread; sockets still open then fail with ENETDOWN.
+pub struct Stack {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // getrandom only fails where the OS has no random source at all; fall back to the
+    // clock rather than to smoltcp's fixed default seed of 0.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return nanos.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+    }
+    u64::from_ne_bytes(bytes)
+}
+
+/// A random number from the OS (ephemeral ports, the interface's seed).
+pub fn random_u32() -> u32 {
+    random_u64() as u32
+}
+
+impl Stack {
+    /// Starts a stack on `device` with `config`.
+    pub fn new<D: Link + 'static>(mut device: D, config: StackConfig) -> io::Result<Stack> {
+        if device.capabilities().medium != phy::Medium::Ip {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "ustack needs an IP-medium (TUN-like) device"));
+        }
+        let clock = Clock::new();
+        let mut iface_config = Config::new(HardwareAddress::Ip);
+        iface_config.random_seed = random_u64();
+        let mut iface = Interface::new(iface_config, &mut device, clock.now());
+        let mut too_many = false;
+        iface.update_ip_addrs(|addrs| {
+            for cidr in &config.addrs {
+                too_many |= addrs.push(*cidr).is_err();
+            }
+        });
+        if too_many {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many addresses for one interface"));
+        }
+        let core = Core {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            config,
+            clock,
+            entries: HashMap::new(),
+            conns: HashMap::new(),
+            demux: HashMap::new(),
+            ports: Ports::default(),
+            listeners: HashMap::new(),
+            udp_draining: Vec::new(),
+            next_id: 3, // 0, 1 and 2 are stdin, stdout and stderr; start where a process's sockets would
+            down: None,
+            mtu: device.capabilities().max_transmission_unit,
+        };
+        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
+        let shared = Arc::new(Shared { core: Mutex::new(core), changed: Condvar::new(), wake });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("ustack".into())
+            .spawn(move || run(&thread_shared, &mut device))?;
+        Ok(Stack { shared, thread: Some(thread) })
+    }
+
+    /// The state the socket API works on.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The stack's addresses.
+    pub fn addrs(&self) -> Vec<IpCidr> {
+        self.shared.lock().config.addrs.clone()
+    }
+
+    /// Why the stack stopped, if it has (e.g. the device failed).
+    pub fn error(&self) -> Option<String> {
+        self.shared.lock().down.clone()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shared.lock().down.get_or_insert_with(|| "stack stopped".into());
+        self.shared.wake();
+        self.shared.changed.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Shared {
+    /// Locks the core. A panic elsewhere while holding the lock is a bug; the state is
+    /// still the best there is, so carry on rather than poison every later call.
+    pub fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Tells the stack thread there is work (data to send, a connection to open or close).
+    pub fn wake(&self) {
+        let _ = self.wake.write(1);
+    }
+
+    /// Waits for the stack thread's next round, or until `timeout`. Returns the guard and
+    /// whether the wait timed out.
+    pub fn wait<'a>(&self, core: MutexGuard<'a, Core>, timeout: Option<Duration>) -> (MutexGuard<'a, Core>, bool) {
+        match timeout {
+            None => (self.changed.wait(core).unwrap_or_else(|p| p.into_inner()), false),
+            Some(t) => {
+                let (core, result) = self.changed.wait_timeout(core, t).unwrap_or_else(|p| p.into_inner());
+                (core, result.timed_out())
+            }
+        }
+    }
+}
+
+impl Core {
+    /// A new socket number.
+    pub fn new_id(&mut self) -> SockId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Whether `addr` is one of the stack's addresses.
+    pub fn is_local(&self, addr: IpAddr) -> bool {
+        self.config.addrs.iter().any(|cidr| IpAddr::from(cidr.address()) == addr)
+    }
+
+    /// A new smoltcp TCP socket with the configured buffers.
+    pub fn new_tcp_socket(&self) -> tcp::Socket<'static> {
+        let size = self.config.tcp_buffer;
+        tcp::Socket::new(tcp::SocketBuffer::new(vec![0; size]), tcp::SocketBuffer::new(vec![0; size]))
+    }
+
+    /// Registers a TCP connection in the demux table.
+    pub fn add_conn(&mut self, handle: SocketHandle, tuple: FiveTuple, owner: Owner, state: tcp::State) {
+        let born = self.clock.now();
+        self.demux.insert(tuple, handle);
+        self.conns.insert(
+            handle,
+            Conn { tuple, owner, state, born, pending_error: None, reset: false, holds_port: false },
+        );
+    }
+
+    /// Forgets a TCP connection and frees its smoltcp socket and port.
+    pub fn free_conn(&mut self, handle: SocketHandle) {
+        if let Some(conn) = self.conns.remove(&handle) {
+            self.demux.remove(&conn.tuple);
+            if conn.holds_port {
+                self.ports.release(Proto::Tcp, conn.tuple.local.port(), Holder::Connection(handle));
+            }
+        }
+        self.sockets.remove(handle);
+    }
+
+    /// Looks at every connection after a round of work: logs state changes, moves
+    /// completed handshakes to accept queues, and frees what is finished.
+    fn reap(&mut self) {
+        let now = self.clock.now();
+        let mut finished = Vec::new();
+        for (&handle, conn) in self.conns.iter_mut() {
+            let socket = self.sockets.get::<tcp::Socket>(handle);
+            let state = socket.state();
+            if state != conn.state {
+                log::info!(
+                    target: "ustack::handshake",
+                    "{} {} -> {} +{:.3}ms",
+                    conn.tuple,
+                    conn.state,
+                    state,
+                    (now - conn.born).total_micros() as f64 / 1000.0
+                );
+                if conn.state == tcp::State::SynSent && state == tcp::State::Closed && conn.pending_error.is_none() {
+                    conn.pending_error = Some(if conn.reset {
+                        crate::socket::Errno::ECONNREFUSED
+                    } else {
+                        crate::socket::Errno::ETIMEDOUT
+                    });
+                } else if state == tcp::State::Closed && conn.reset && conn.pending_error.is_none() {
+                    conn.pending_error = Some(crate::socket::Errno::ECONNRESET);
+                }
+                conn.state = state;
+            }
+            match conn.owner {
+                Owner::Listener(id) => {
+                    let half_open = matches!(state, tcp::State::SynReceived);
+                    let expired = half_open && (now - conn.born) > HALF_OPEN_TIMEOUT.into();
+                    // smoltcp sends a RST'd half-open socket back to LISTEN; ustack never
+                    // keeps an idle listening socket, so that connection is gone.
+                    if matches!(state, tcp::State::Closed | tcp::State::Listen) || expired {
+                        finished.push((handle, Some(id)));
+                    } else if !half_open {
+                        if let Some(Entry { state: SockState::Listening(listener), .. }) = self.entries.get_mut(&id) {
+                            if let Some(pos) = listener.syn_queue.iter().position(|&h| h == handle) {
+                                listener.syn_queue.swap_remove(pos);
+                                listener.accept_queue.push_back(handle);
+                                log::info!(
+                                    target: "ustack::backlog",
+                                    "{} handshake complete: accept queue {}/{} (backlog {}), SYN queue {}",
+                                    conn.tuple,
+                                    listener.accept_queue.len(),
+                                    listener.backlog + 1,
+                                    listener.backlog,
+                                    listener.syn_queue.len()
+                                );
+                            }
+                        }
+                    }
+                }
+                Owner::Orphan if is_finished(socket) => finished.push((handle, None)),
+                _ => {}
+            }
+        }
+        let sockets = &mut self.sockets;
+        let ports = &mut self.ports;
+        self.udp_draining.retain(|&(handle, port)| {
+            if sockets.get::<udp::Socket>(handle).send_queue() > 0 {
+                return true;
+            }
+            sockets.remove(handle);
+            ports.release(Proto::Udp, port, Holder::Connection(handle));
+            false
+        });
+        for (handle, listener) in finished {
+            if let Some(id) = listener {
+                if let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id) {
+                    l.syn_queue.retain(|&h| h != handle);
+                    l.accept_queue.retain(|&h| h != handle);
+                }
+                self.sockets.get_mut::<tcp::Socket>(handle).abort();
+            }
+            self.free_conn(handle);
+        }
+    }
+}
+
+/// Whether a TCP socket is done for good: closed, with no RST left to send (an aborted
+/// socket keeps its endpoints until its RST has gone out).
+pub fn is_finished(socket: &tcp::Socket) -> bool {
+    socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none()
+}
+
+/// The stack thread: receive, demux, let smoltcp process, transmit, sleep.
+fn run<D: Link>(shared: &Shared, device: &mut D) {
+    let mut frame = Vec::with_capacity(device.capabilities().max_transmission_unit);
+    loop {
+        let delay = {
+            let mut guard = shared.lock();
+            let core = &mut *guard;
+            if core.down.is_some() {
+                break;
+            }
+            let now = core.clock.now();
+            let mut more = false;
+            for _ in 0..INGRESS_BATCH {
+                let Some((rx, _)) = device.receive(now) else { break };
+                phy::RxToken::consume(rx, |bytes| {
+                    frame.clear();
+                    frame.extend_from_slice(bytes);
+                });
+                let disposition = demux::admit(core, &frame);
+                if disposition != Disposition::Drop {
+                    let mut staged = Staged::new(&frame, device);
+                    core.iface.poll_ingress_single(now, &mut staged, &mut core.sockets);
+                }
+                if let Disposition::Admit(handle) = disposition {
+                    demux::settle(core, handle);
+                }
+                more = true;
+            }
+            core.iface.poll_maintenance(now);
+            while core.iface.poll_egress(now, device, &mut core.sockets) == smoltcp::iface::PollResult::SocketStateChanged {}
+            core.reap();
+            if let Some(err) = device.take_error() {
+                log::error!(target: "ustack", "device failed: {err}");
+                core.down = Some(format!("device failed: {err}"));
+            }
+            shared.changed.notify_all();
+            if more {
+                Some(Duration::ZERO)
+            } else {
+                core.iface.poll_delay(now, &core.sockets).map(Duration::from)
+            }
+        };
+        if delay != Some(Duration::ZERO) {
+            sleep(shared, device, delay);
+        }
+    }
+    shared.changed.notify_all();
+}
+
+/// Sleeps until the device is readable, the API wakes us, or `delay` passes.
+fn sleep<D: Link>(shared: &Shared, device: &D, delay: Option<Duration>) {
+    let timeout = match delay {
+        // Round up: waking a little early only means another short sleep.
+        Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX),
+        None => PollTimeout::NONE,
+    };
+    let mut fds = [
+        PollFd::new(device.wait_fd(), PollFlags::POLLIN),
+        PollFd::new(shared.wake.as_fd(), PollFlags::POLLIN),
+    ];
+    // EINTR and the like just mean another round.
+    let _ = nix::poll::poll(&mut fds, timeout);
+    if fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
+        let _ = shared.wake.read();
+    }
+}

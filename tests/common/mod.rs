@@ -1,0 +1,158 @@
+//! Two ustack stacks joined by the in-memory wire: 10.0.0.1 ("a") and 10.0.0.2 ("b"),
+//! with fd00::1 and fd00::2 for IPv6.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use smoltcp::wire::IpCidr;
+use ustack::device::Wire;
+use ustack::{Stack, StackConfig};
+
+pub struct Pair {
+    pub a: Stack,
+    pub b: Stack,
+}
+
+pub const A: &str = "10.0.0.1";
+pub const B: &str = "10.0.0.2";
+pub const A6: &str = "fd00::1";
+pub const B6: &str = "fd00::2";
+
+pub fn addr(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+pub fn config(v4: &str, v6: &str) -> StackConfig {
+    StackConfig {
+        addrs: vec![IpCidr::from_str(&format!("{v4}/24")).unwrap(), IpCidr::from_str(&format!("{v6}/64")).unwrap()],
+        ..StackConfig::default()
+    }
+}
+
+pub fn pair() -> Pair {
+    pair_with(config(A, A6), config(B, B6))
+}
+
+pub fn pair_with(a: StackConfig, b: StackConfig) -> Pair {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (end_a, end_b) = Wire::pair(1500).unwrap();
+    Pair { a: Stack::new(end_a, a).unwrap(), b: Stack::new(end_b, b).unwrap() }
+}
+
+pub mod lab;
+
+// ---- Helpers for the socket API tests (api_*.rs) ----
+
+use std::time::{Duration, Instant};
+
+use ustack::device::WireEnd;
+use ustack::{Domain, Errno, Events, PollFd, Socket, Type};
+
+/// The bound on every wait in the tests: a bug fails a test instead of hanging it.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// One stack with raw access to the other end of its wire, where no stack runs: frames
+/// sent there are never answered unless the test answers them itself.
+pub struct Lone {
+    pub stack: Stack,
+    pub wire: WireEnd,
+}
+
+/// Stack "a" (10.0.0.1, fd00::1) alone: nobody answers at 10.0.0.2.
+pub fn lone_a() -> Lone {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (end_a, end_b) = Wire::pair(1500).unwrap();
+    Lone { stack: Stack::new(end_a, config(A, A6)).unwrap(), wire: end_b }
+}
+
+/// Stack "b" (10.0.0.2, fd00::2) alone; the test plays "a" through `wire`.
+pub fn lone_b() -> Lone {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (end_a, end_b) = Wire::pair(1500).unwrap();
+    Lone { stack: Stack::new(end_b, config(B, B6)).unwrap(), wire: end_a }
+}
+
+/// socket(), with SO_RCVTIMEO and SO_SNDTIMEO of [`WAIT`] so no call blocks forever.
+pub fn sock(stack: &Stack, domain: Domain, ty: Type) -> Socket {
+    let s = Socket::new(stack, domain, ty).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+pub fn tcp(stack: &Stack, domain: Domain) -> Socket {
+    sock(stack, domain, Type::Stream)
+}
+
+pub fn udp(stack: &Stack, domain: Domain) -> Socket {
+    sock(stack, domain, Type::Dgram)
+}
+
+/// The domain an address belongs to.
+pub fn domain_of(ip: &str) -> Domain {
+    if ip.contains(':') { Domain::Inet6 } else { Domain::Inet }
+}
+
+/// The errno of a call that must fail.
+#[track_caller]
+pub fn err<T: std::fmt::Debug>(result: Result<T, Errno>) -> Errno {
+    match result {
+        Ok(v) => panic!("expected an errno, got Ok({v:?})"),
+        Err(e) => e,
+    }
+}
+
+/// A TCP listener on `ip` (an ephemeral port) of `stack`, and its address.
+pub fn listener(stack: &Stack, ip: &str, backlog: u32) -> (Socket, SocketAddr) {
+    let l = tcp(stack, domain_of(ip));
+    l.bind(addr(ip, 0)).unwrap();
+    l.listen(backlog).unwrap();
+    let at = l.local_addr().unwrap();
+    (l, at)
+}
+
+/// An established connection from a (at `a_ip`) to b (at `b_ip`): (client, server).
+pub fn connection(p: &Pair, a_ip: &str, b_ip: &str) -> (Socket, Socket) {
+    let (l, at) = listener(&p.b, b_ip, 1);
+    let c = tcp(&p.a, domain_of(a_ip));
+    c.connect_timeout(at, WAIT).unwrap();
+    let (s, _) = l.accept().unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    (c, s)
+}
+
+/// Waits (up to [`WAIT`]) until `socket` reports one of `events` (or ERR/HUP); returns
+/// what it reported.
+#[track_caller]
+pub fn wait_for(socket: &Socket, events: Events) -> Events {
+    let mut fds = [PollFd::new(socket, events)];
+    let n = ustack::poll(&mut fds, Some(WAIT)).unwrap();
+    assert_eq!(n, 1, "socket not ready within {WAIT:?}");
+    fds[0].revents
+}
+
+/// Reads exactly `n` bytes from a TCP socket.
+#[track_caller]
+pub fn recv_exact(socket: &Socket, n: usize) -> Vec<u8> {
+    let mut out = vec![0; n];
+    let mut got = 0;
+    while got < n {
+        let k = socket.recv(&mut out[got..]).unwrap();
+        assert!(k > 0, "EOF after {got} of {n} bytes");
+        got += k;
+    }
+    out
+}
+
+/// For a condition no call can wait on (a counter in the stack): checks it every few
+/// milliseconds, failing the test if it does not hold within [`WAIT`].
+#[track_caller]
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

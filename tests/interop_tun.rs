@@ -1,0 +1,396 @@
+//! ustack against the Linux kernel over a real TUN, inside a network namespace each test
+//! creates (and that vanishes with it). Kernel sockets are std::net, on threads that
+//! entered the namespace.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener as KernelListener, TcpStream as KernelStream, UdpSocket as KernelUdp};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::addr;
+use common::lab::{lab, KERNEL, KERNEL6, USTACK, USTACK6};
+use ustack::{Errno, TcpListener, TcpStream, UdpSocket};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Deterministic, non-repeating-looking test data.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Serves echo on `listener` for `connections` connections, one thread each.
+fn echo_server(listener: TcpListener, connections: usize) -> std::thread::JoinHandle<Vec<SocketAddr>> {
+    std::thread::spawn(move || {
+        let mut peers = Vec::new();
+        let mut workers = Vec::new();
+        for _ in 0..connections {
+            let (stream, peer) = listener.accept().expect("accept");
+            peers.push(peer);
+            workers.push(std::thread::spawn(move || {
+                stream.set_read_timeout(Some(PATIENCE)).unwrap();
+                let mut buf = vec![0; 16 * 1024];
+                loop {
+                    let n = (&stream).read(&mut buf).expect("server read");
+                    if n == 0 {
+                        break;
+                    }
+                    (&stream).write_all(&buf[..n]).expect("server write");
+                }
+            }));
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        peers
+    })
+}
+
+#[test]
+fn kernel_client_echoes_one_mebibyte_through_ustack() {
+    ustack::require_tun!();
+    let lab = lab();
+    let server = echo_server(TcpListener::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap(), 1);
+    let data = pattern(1 << 20);
+    let sent = data.clone();
+    let echoed = lab
+        .ns
+        .run(move || -> io::Result<Vec<u8>> {
+            let stream = KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE)?;
+            stream.set_read_timeout(Some(PATIENCE))?;
+            let writer = stream.try_clone()?;
+            let sender = std::thread::spawn(move || -> io::Result<()> {
+                (&writer).write_all(&sent)?;
+                writer.shutdown(Shutdown::Write)
+            });
+            let mut echoed = Vec::new();
+            (&stream).read_to_end(&mut echoed)?;
+            sender.join().unwrap()?;
+            Ok(echoed)
+        })
+        .unwrap()
+        .expect("kernel client");
+    assert_eq!(echoed.len(), data.len());
+    assert!(echoed == data, "echo is not byte-exact");
+    let peers = server.join().unwrap();
+    assert_eq!(peers[0].ip().to_string(), KERNEL, "accept() reports the kernel's address");
+}
+
+/// Runs `serve` on a kernel thread inside the lab's namespace, once `bind` succeeded;
+/// returns after the kernel socket is bound, so the caller can connect at once.
+fn kernel_thread<S, T, B, F>(lab: &common::lab::Lab, bind: B, serve: F) -> std::thread::JoinHandle<io::Result<T>>
+where
+    S: Send + 'static,
+    T: Send + 'static,
+    B: FnOnce() -> io::Result<S> + Send + 'static,
+    F: FnOnce(S) -> io::Result<T> + Send + 'static,
+{
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let handle = lab
+        .ns
+        .spawn(move || {
+            let socket = bind();
+            let socket = match socket {
+                Ok(s) => {
+                    bound_tx.send(Ok(())).unwrap();
+                    s
+                }
+                Err(e) => {
+                    bound_tx.send(Err(e.to_string())).unwrap();
+                    return Err(e);
+                }
+            };
+            serve(socket)
+        })
+        .unwrap();
+    bound_rx.recv_timeout(PATIENCE).expect("kernel thread").expect("kernel bind");
+    handle
+}
+
+#[test]
+fn ustack_client_talks_to_kernel_server() {
+    ustack::require_tun!();
+    let lab = lab();
+    let kernel = kernel_thread(
+        &lab,
+        || KernelListener::bind(addr(KERNEL, 8080)),
+        |listener| {
+            let (mut stream, peer) = listener.accept()?;
+            stream.set_read_timeout(Some(PATIENCE))?;
+            let mut request = Vec::new();
+            stream.read_to_end(&mut request)?;
+            stream.write_all(b"kernel says hi")?;
+            Ok((peer, request))
+        },
+    );
+    let stream = TcpStream::connect_timeout(&lab.stack, addr(KERNEL, 8080), PATIENCE).expect("connect to kernel");
+    (&stream).write_all(b"hello from ustack").unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    (&stream).read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"kernel says hi");
+    let (peer, request) = kernel.join().unwrap().unwrap();
+    assert_eq!(request, b"hello from ustack");
+    assert_eq!(peer, stream.local_addr().unwrap(), "the kernel sees ustack's address and ephemeral port");
+    assert!((49152..=65535).contains(&peer.port()));
+}
+
+#[test]
+fn ustack_client_sends_one_mebibyte_to_kernel() {
+    ustack::require_tun!();
+    let lab = lab();
+    let kernel = kernel_thread(
+        &lab,
+        || KernelListener::bind(addr(KERNEL, 9000)),
+        |listener| {
+            let (mut stream, _) = listener.accept()?;
+            stream.set_read_timeout(Some(PATIENCE))?;
+            let mut received = Vec::new();
+            stream.read_to_end(&mut received)?;
+            Ok(received)
+        },
+    );
+    let data = pattern(1 << 20);
+    let stream = TcpStream::connect_timeout(&lab.stack, addr(KERNEL, 9000), PATIENCE).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    (&stream).write_all(&data).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let received = kernel.join().unwrap().unwrap();
+    assert_eq!(received.len(), data.len());
+    assert!(received == data, "the kernel received different bytes");
+}
+
+#[test]
+fn udp_both_ways() {
+    ustack::require_tun!();
+    let lab = lab();
+    // Kernel → ustack: a ustack echo socket answers a kernel client.
+    let echo = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    echo.set_read_timeout(Some(PATIENCE)).unwrap();
+    let echoer = std::thread::spawn(move || {
+        let mut buf = [0; 2048];
+        for _ in 0..3 {
+            let (n, from) = echo.recv_from(&mut buf).unwrap();
+            echo.send_to(&buf[..n], from).unwrap();
+        }
+    });
+    let replies = lab
+        .ns
+        .run(|| -> io::Result<Vec<(Vec<u8>, SocketAddr)>> {
+            let socket = KernelUdp::bind(addr(KERNEL, 0))?;
+            socket.set_read_timeout(Some(PATIENCE))?;
+            let mut replies = Vec::new();
+            for message in [&b"one"[..], &b"two two"[..], &[7u8; 1000][..]] {
+                socket.send_to(message, addr(USTACK, 7))?;
+                let mut buf = [0; 2048];
+                let (n, from) = socket.recv_from(&mut buf)?;
+                replies.push((buf[..n].to_vec(), from));
+            }
+            Ok(replies)
+        })
+        .unwrap()
+        .unwrap();
+    echoer.join().unwrap();
+    assert_eq!(replies[0], (b"one".to_vec(), addr(USTACK, 7)));
+    assert_eq!(replies[1].0, b"two two", "datagram boundaries are kept");
+    assert_eq!(replies[2].0, vec![7u8; 1000]);
+
+    // ustack → kernel: a kernel echo socket answers a ustack client.
+    let kernel = kernel_thread(
+        &lab,
+        || KernelUdp::bind(addr(KERNEL, 5353)),
+        |socket| {
+            socket.set_read_timeout(Some(PATIENCE))?;
+            let mut buf = [0; 2048];
+            let (n, from) = socket.recv_from(&mut buf)?;
+            socket.send_to(&buf[..n], from)?;
+            Ok(from)
+        },
+    );
+    let client = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 0)).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.send_to(b"ping over udp", addr(KERNEL, 5353)).unwrap();
+    let mut buf = [0; 100];
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping over udp");
+    assert_eq!(from, addr(KERNEL, 5353));
+    let seen = kernel.join().unwrap().unwrap();
+    assert_eq!(seen.port(), client.local_addr().unwrap().port());
+}
+
+#[test]
+fn ustack_connect_to_closed_kernel_port_is_refused() {
+    ustack::require_tun!();
+    let lab = lab();
+    let started = std::time::Instant::now();
+    let err = TcpStream::connect_timeout(&lab.stack, addr(KERNEL, 9), PATIENCE).unwrap_err();
+    assert_eq!(err, Errno::ECONNREFUSED);
+    assert!(started.elapsed() < Duration::from_secs(3), "a RST answers at once, not after a timeout");
+    let io_err: io::Error = err.into();
+    assert_eq!(io_err.kind(), io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn kernel_connect_to_closed_ustack_port_is_refused() {
+    ustack::require_tun!();
+    let lab = lab();
+    let result = lab.ns.run(|| KernelStream::connect_timeout(&addr(USTACK, 9), PATIENCE)).unwrap();
+    assert_eq!(result.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+}
+
+#[test]
+fn thirty_two_concurrent_kernel_clients_all_get_in() {
+    ustack::require_tun!();
+    const CLIENTS: usize = 32;
+    let lab = lab();
+    let listener = TcpListener::bind_with_backlog(&lab.stack, addr("0.0.0.0", 7), CLIENTS as u32).unwrap();
+    let server = echo_server(listener, CLIENTS);
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let start = start.clone();
+            lab.ns
+                .spawn(move || -> io::Result<Vec<u8>> {
+                    start.wait();
+                    let mut stream = KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE)?;
+                    stream.set_read_timeout(Some(PATIENCE))?;
+                    stream.write_all(format!("client {i}").as_bytes())?;
+                    stream.shutdown(Shutdown::Write)?;
+                    let mut reply = Vec::new();
+                    stream.read_to_end(&mut reply)?;
+                    Ok(reply)
+                })
+                .unwrap()
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let reply = client.join().unwrap().unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_eq!(reply, format!("client {i}").as_bytes());
+    }
+    let peers = server.join().unwrap();
+    let mut ports: Vec<_> = peers.iter().map(|p| p.port()).collect();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), CLIENTS, "each accept() returned a different connection");
+}
+
+#[test]
+fn ipv6_kernel_client_echo() {
+    ustack::require_tun!();
+    let lab = lab();
+    let server = echo_server(TcpListener::bind(&lab.stack, addr("::", 7)).unwrap(), 1);
+    let reply = lab
+        .ns
+        .run(|| -> io::Result<Vec<u8>> {
+            let mut stream = KernelStream::connect_timeout(&addr(USTACK6, 7), PATIENCE)?;
+            stream.set_read_timeout(Some(PATIENCE))?;
+            stream.write_all(b"over IPv6")?;
+            stream.shutdown(Shutdown::Write)?;
+            let mut reply = Vec::new();
+            stream.read_to_end(&mut reply)?;
+            Ok(reply)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, b"over IPv6");
+    assert_eq!(server.join().unwrap()[0].ip().to_string(), KERNEL6, "accept() reports the IPv6 peer");
+}
+
+/// Sends one ICMP echo request from a kernel raw socket and waits for the matching reply.
+fn kernel_ping(destination: std::net::IpAddr) -> io::Result<Vec<u8>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let (family, protocol, request_type, reply_type) = match destination {
+        std::net::IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8, 0u8),
+        std::net::IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128u8, 129u8),
+    };
+    // SAFETY: plain socket(2) call; the result is checked and owned at once.
+    let fd = unsafe { libc::socket(family, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let timeout = libc::timeval { tv_sec: PATIENCE.as_secs() as _, tv_usec: 0 };
+    // SAFETY: a valid timeval for SO_RCVTIMEO.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    let payload = b"ustack ping";
+    let mut echo = vec![request_type, 0, 0, 0, 0x12, 0x34, 0x00, 0x01];
+    echo.extend_from_slice(payload);
+    if family == libc::AF_INET {
+        // ICMPv4 needs our checksum; the kernel fills in ICMPv6's.
+        let sum = echo.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum::<u32>();
+        let folded = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        echo[2..4].copy_from_slice(&folded.to_be_bytes());
+    }
+    let (storage, len) = socket_addr(SocketAddr::new(destination, 0));
+    // SAFETY: storage holds a valid sockaddr of length len.
+    let sent = unsafe {
+        libc::sendto(fd.as_raw_fd(), echo.as_ptr().cast(), echo.len(), 0, (&storage as *const libc::sockaddr_storage).cast(), len)
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 1500];
+    loop {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // IPv4 raw sockets hand over the IP header too; IPv6 ones do not.
+        let icmp = if family == libc::AF_INET { &buf[usize::from(buf[0] & 0x0f) * 4..n as usize] } else { &buf[..n as usize] };
+        if icmp.first() == Some(&reply_type) && icmp.get(4..6) == Some(&[0x12, 0x34]) {
+            return Ok(icmp[8..].to_vec());
+        }
+    }
+}
+
+fn socket_addr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as _;
+            sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+            (storage, std::mem::size_of::<libc::sockaddr_in>() as _)
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as _;
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            (storage, std::mem::size_of::<libc::sockaddr_in6>() as _)
+        }
+    }
+}
+
+#[test]
+fn ustack_answers_ping_over_ipv4_and_ipv6() {
+    ustack::require_tun!();
+    let lab = lab();
+    for destination in [USTACK, USTACK6] {
+        let ip = destination.parse().unwrap();
+        let reply = lab.ns.run(move || kernel_ping(ip)).unwrap();
+        assert_eq!(reply.unwrap_or_else(|e| panic!("ping {destination}: {e}")), b"ustack ping");
+    }
+}
