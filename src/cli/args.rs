@@ -1,0 +1,195 @@
+//! Arguments shared by the subcommands that run on a TUN (`serve`, `connect`): their
+//! parsers, checks across flags, and opening the TUN and the stack they describe.
+//!
+//! Parsers return `Err(String)`, which clap turns into a one-line usage error (exit 2).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Args;
+use smoltcp::wire::{IpAddress, IpCidr};
+use ustack::device::{TunConfig, TunDevice};
+use ustack::sys::netlink::MAX_IFNAME_LEN;
+use ustack::{Stack, StackConfig};
+
+use super::{Failure, context};
+
+/// The smallest MTU the kernel allows IPv6 on.
+const IPV6_MIN_MTU: usize = 1280;
+
+/// Where the stack lives: the TUN, its kernel side, and the stack's own addresses.
+#[derive(Debug, Clone, Args)]
+pub struct NetArgs {
+    /// TUN interface to create (or attach to, if it exists persistently); at most 15 bytes.
+    /// Two ustack processes in one network namespace need different names.
+    #[arg(long, value_name = "NAME", default_value = "ustack0", value_parser = parse_tun_name)]
+    pub tun: String,
+
+    /// An address of the userspace stack, with its prefix length (repeatable).
+    #[arg(long = "addr", value_name = "IP/LEN", default_values = ["10.7.0.2/24", "fd00:7::2/64"], value_parser = parse_cidr)]
+    pub addrs: Vec<IpCidr>,
+
+    /// An address for the kernel side of the TUN (repeatable). Its prefix makes the kernel
+    /// route that subnet into the TUN, so it should contain the --addr addresses.
+    #[arg(long = "peer-addr", value_name = "IP/LEN", default_values = ["10.7.0.1/24", "fd00:7::1/64"], value_parser = parse_cidr)]
+    pub peer_addrs: Vec<IpCidr>,
+
+    /// MTU of the TUN, in bytes (default: the kernel's, 1500). IPv6 needs at least 1280.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(68..))]
+    pub mtu: Option<u16>,
+}
+
+impl NetArgs {
+    /// Checks across flags that clap cannot express; the message becomes a usage error.
+    pub fn validate(&self) -> Result<(), String> {
+        let all = || self.addrs.iter().chain(&self.peer_addrs);
+        let v6 = all().find(|c| matches!(c.address(), IpAddress::Ipv6(_)));
+        if let (Some(mtu), Some(v6)) = (self.mtu, v6)
+            && usize::from(mtu) < IPV6_MIN_MTU
+        {
+            return Err(format!(
+                "--mtu {mtu} is too small for IPv6 address {v6} (IPv6 needs at least {IPV6_MIN_MTU}); \
+                 raise the MTU or give only IPv4 addresses"
+            ));
+        }
+        for addr in &self.addrs {
+            if self.peer_addrs.iter().any(|peer| peer.address() == addr.address()) {
+                return Err(format!(
+                    "{} is given both as --addr and --peer-addr: the stack and the kernel need different addresses",
+                    addr.address()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stack addresses no kernel-side prefix covers: the kernel will not route to them.
+    pub fn unrouted(&self) -> Vec<IpCidr> {
+        self.addrs.iter().filter(|a| !self.peer_addrs.iter().any(|p| p.contains_addr(&a.address()))).copied().collect()
+    }
+
+    /// Creates the TUN, configures its kernel side, and starts a stack on it. Returns the
+    /// stack and the TUN's MTU.
+    pub fn open_stack(&self, tcp_buffer: Option<usize>) -> Result<(Stack, usize), Failure> {
+        for cidr in self.unrouted() {
+            log::warn!(
+                target: "ustack",
+                "stack address {cidr} is in no --peer-addr subnet: the kernel will not route to it"
+            );
+        }
+        let config =
+            TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
+        let device = TunDevice::open(&config).map_err(Failure::new)?;
+        let mtu = device.mtu();
+        let mut stack_config = StackConfig { addrs: self.addrs.clone(), ..StackConfig::default() };
+        if let Some(bytes) = tcp_buffer {
+            stack_config.tcp_buffer = bytes;
+        }
+        let stack = Stack::new(device, stack_config).map_err(context("starting the stack"))?;
+        Ok((stack, mtu))
+    }
+
+    /// "10.7.0.2, fd00:7::2": the stack's addresses without prefixes.
+    pub fn stack_ips(&self) -> String {
+        join_ips(&self.addrs)
+    }
+
+    /// "10.7.0.1, fd00:7::1": the kernel side's addresses without prefixes.
+    pub fn peer_ips(&self) -> String {
+        join_ips(&self.peer_addrs)
+    }
+}
+
+fn join_ips(cidrs: &[IpCidr]) -> String {
+    cidrs.iter().map(|c| c.address().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// `IP/LEN`, e.g. `10.7.0.2/24` or `fd00:7::2/64`: a unicast address and a prefix length
+/// of 1..=32 (IPv4) or 1..=128 (IPv6).
+pub fn parse_cidr(s: &str) -> Result<IpCidr, String> {
+    let (ip, len) = s.split_once('/').ok_or("expected IP/LEN, e.g. 10.7.0.2/24 or fd00:7::2/64")?;
+    let ip: IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 or IPv6 address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| (1..=max).contains(l))
+        .ok_or_else(|| format!("prefix length {len:?} is not a number from 1 to {max}"))?;
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_unspecified() || ip.is_multicast() || broadcast {
+        return Err(format!("{ip} is not a unicast address"));
+    }
+    Ok(IpCidr::new(IpAddress::from(ip), len))
+}
+
+/// A TUN name the kernel accepts as given (tun-tap would silently truncate a long one).
+pub fn parse_tun_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > MAX_IFNAME_LEN {
+        return Err(format!("interface names have 1 to {MAX_IFNAME_LEN} bytes"));
+    }
+    if s == "." || s == ".." || s.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace()) {
+        return Err("interface names cannot be . or .. or contain '/', ':' or whitespace".into());
+    }
+    Ok(s.to_string())
+}
+
+/// `IP:PORT` with a literal address (ustack resolves no names): `10.7.0.1:7`, `[fd00:7::1]:7`.
+pub fn parse_target(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.parse().map_err(|_| {
+        "expected IP:PORT with a literal address, e.g. 10.7.0.1:7 or [fd00:7::1]:7 (ustack has no DNS)".to_string()
+    })?;
+    if addr.port() == 0 {
+        return Err("port 0 cannot be connected to".into());
+    }
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() {
+        return Err(format!("{} is not a unicast address", addr.ip()));
+    }
+    Ok(addr)
+}
+
+/// Seconds, possibly fractional (`2`, `0.5`), more than zero and at most a day.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err("the timeout must be more than 0 and at most 86400 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(parse_cidr("10.7.0.2/24").unwrap().to_string(), "10.7.0.2/24");
+        assert_eq!(parse_cidr("fd00:7::2/64").unwrap().to_string(), "fd00:7::2/64");
+        for bad in [
+            "nonsense",
+            "10.7.0.2",
+            "10.7.0.2/33",
+            "10.7.0.2/0",
+            "fd00::1/129",
+            "10.7.0/24",
+            "0.0.0.0/8",
+            "224.0.0.1/4",
+            "10.7.0.2/x",
+        ] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tun_names_and_targets() {
+        assert!(parse_tun_name("ustack0").is_ok());
+        assert!(parse_tun_name("a-name-longer-than-15").is_err());
+        assert!(parse_tun_name("a/b").is_err());
+        assert!(parse_tun_name("").is_err());
+        assert_eq!(parse_target("[fd00:7::1]:7").unwrap().port(), 7);
+        assert!(parse_target("10.7.0.1:0").is_err());
+        assert!(parse_target("example.com:80").is_err());
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("nan").is_err());
+        assert_eq!(parse_secs("0.5").unwrap(), Duration::from_millis(500));
+    }
+}
