@@ -2,10 +2,9 @@
 //! available) `serve` and `connect` against the kernel, each inside a network namespace
 //! the test creates — nothing is configured in the host's namespace.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -120,14 +119,9 @@ fn ustack(args: &[&str]) -> Finished {
     Proc::spawn(command).finish(DEADLINE)
 }
 
-/// A handle on the namespace that a child process can enter before it runs.
-fn ns_file(ns: &NetNs) -> File {
-    ns.run(|| File::open("/proc/thread-self/ns/net")).unwrap().expect("opening the namespace")
-}
-
 /// Runs `ustack args` inside the namespace `ns` (setns between fork and exec).
-fn ustack_in(ns: &File, args: &[&str]) -> Proc {
-    let fd = ns.as_raw_fd();
+fn ustack_in(ns: &NetNs, args: &[&str]) -> Proc {
+    let fd = ns.as_fd().as_raw_fd();
     let mut command = Command::new(BIN);
     command.args(args).env_remove("RUST_LOG");
     // SAFETY: setns is a plain system call, safe between fork and exec; `fd` stays open
@@ -275,7 +269,7 @@ fn udp_echo(ns: &NetNs, addr: SocketAddr, data: &'static [u8]) -> (Vec<u8>, Sock
 fn serve_echoes_tcp_and_udp_over_ipv4_and_ipv6_until_sigterm() {
     ustack::require_tun!();
     let ns = NetNs::new().unwrap();
-    let mut serve = ustack_in(&ns_file(&ns), &["serve", "--tcp", "7", "--udp", "7", "--tcp", "9", "--backlog", "4"]);
+    let mut serve = ustack_in(&ns, &["serve", "--tcp", "7", "--udp", "7", "--tcp", "9", "--backlog", "4"]);
 
     for target in ["10.7.0.2:7", "[fd00:7::2]:7"] {
         let addr: SocketAddr = target.parse().unwrap();
@@ -327,7 +321,7 @@ fn serve_echoes_tcp_and_udp_over_ipv4_and_ipv6_until_sigterm() {
 fn serve_discard_reads_and_closes() {
     ustack::require_tun!();
     let ns = NetNs::new().unwrap();
-    let mut serve = ustack_in(&ns_file(&ns), &["serve", "--app", "discard", "--tcp", "9", "--tun", "ustackd0"]);
+    let mut serve = ustack_in(&ns, &["serve", "--app", "discard", "--tcp", "9", "--tun", "ustackd0"]);
     let stream = connect_when_ready(&ns, &mut serve, "10.7.0.2:9".parse().unwrap());
     assert_eq!(tcp_echo(stream, b"into the void\n"), b"");
     serve.signal(Signal::SIGINT);
@@ -367,7 +361,7 @@ fn connect_sends_stdin_and_prints_the_reply() {
     ustack::require_tun!();
     let ns = NetNs::new().unwrap();
     let server = kernel_tcp_server(&ns, "0.0.0.0:5000", |got| format!("kernel got {} bytes\n", got.len()).into_bytes());
-    let mut client = ustack_in(&ns_file(&ns), &["connect", "10.7.0.1:5000"]);
+    let mut client = ustack_in(&ns, &["connect", "10.7.0.1:5000"]);
     client.write_stdin(b"hello from ustack\n");
     let out = client.finish(DEADLINE);
     assert_eq!(out.code(), Some(0), "{out:?}");
@@ -383,7 +377,7 @@ fn connect_over_ipv6() {
     ustack::require_tun!();
     let ns = NetNs::new().unwrap();
     let server = kernel_tcp_server(&ns, "[::]:5001", <[u8]>::to_vec);
-    let mut client = ustack_in(&ns_file(&ns), &["connect", "--tun", "ustack6", "[fd00:7::1]:5001"]);
+    let mut client = ustack_in(&ns, &["connect", "--tun", "ustack6", "[fd00:7::1]:5001"]);
     client.write_stdin(b"v6");
     let out = client.finish(DEADLINE);
     assert_eq!(out.code(), Some(0), "{out:?}");
@@ -395,7 +389,7 @@ fn connect_over_ipv6() {
 fn connect_to_a_closed_port_is_refused() {
     ustack::require_tun!();
     let ns = NetNs::new().unwrap();
-    let client = ustack_in(&ns_file(&ns), &["connect", "10.7.0.1:5002"]);
+    let client = ustack_in(&ns, &["connect", "10.7.0.1:5002"]);
     let out = client.finish(DEADLINE);
     assert_eq!(out.code(), Some(1), "{out:?}");
     assert_eq!(out.stderr, "ustack: connect 10.7.0.1:5002: ECONNREFUSED (Connection refused)\n");
@@ -407,7 +401,7 @@ fn connect_times_out_when_nobody_answers() {
     ustack::require_tun!();
     let ns = NetNs::new().unwrap();
     // 10.7.0.9 is routed into the TUN but is nobody's: the kernel drops the SYNs.
-    let client = ustack_in(&ns_file(&ns), &["connect", "--timeout", "0.5", "10.7.0.9:7"]);
+    let client = ustack_in(&ns, &["connect", "--timeout", "0.5", "10.7.0.9:7"]);
     let out = client.finish(DEADLINE);
     assert_eq!(out.code(), Some(1), "{out:?}");
     assert_eq!(out.stderr, "ustack: connect 10.7.0.9:7: ETIMEDOUT (Connection timed out)\n");
@@ -428,7 +422,7 @@ fn connect_udp_sends_a_datagram_per_chunk() {
             socket.send_to(&[b"re:", &buf[..n]].concat(), from).unwrap();
         }
     });
-    let mut client = ustack_in(&ns_file(&ns), &["connect", "--udp", "--wait", "300", "10.7.0.1:5003"]);
+    let mut client = ustack_in(&ns, &["connect", "--udp", "--wait", "300", "10.7.0.1:5003"]);
     // One chunk at a time: the second is written only once the first has arrived, so
     // the client cannot read them as one.
     client.write_stdin(b"one\n");

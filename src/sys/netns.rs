@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, mpsc};
 use std::thread;
 
@@ -103,6 +103,13 @@ impl NetNs {
                 Err(e)
             }
         }
+    }
+}
+
+/// The namespace's file descriptor, for `setns` in a child process between fork and exec.
+impl AsFd for NetNs {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
