@@ -5,12 +5,36 @@ use std::time::Instant;
 
 use smoltcp::socket::udp;
 
-use super::{autobind, entry, from_user, to_user, Errno, Result, Socket, Type};
+use super::{autobind, entry, from_user_dgram, to_user, unspecified, Domain, Errno, Result, Socket, Type};
 use crate::stack::SockState;
 
 /// IP and UDP header bytes in front of a datagram's payload.
 fn header_len(remote: &SocketAddr) -> usize {
     if remote.is_ipv4() { 20 + 8 } else { 40 + 8 }
+}
+
+/// Whether a datagram from `from` is for the socket: on a connected socket only the
+/// peer's are, and an AF_INET socket takes no IPv6 (smoltcp's wildcard binding covers
+/// both families; Linux would not deliver it).
+fn wanted(domain: Domain, peer: Option<SocketAddr>, from: SocketAddr) -> bool {
+    !(domain == Domain::Inet && from.is_ipv6()) && peer.is_none_or(|p| p == from)
+}
+
+/// Drops the queued datagrams that are not for the socket (Linux drops them on arrival),
+/// so that the head of the queue is what recv() returns and poll() reports readable
+/// only when recv() has something.
+pub(super) fn discard_unwanted(socket: &mut udp::Socket, domain: Domain, peer: Option<SocketAddr>) {
+    loop {
+        let from = match socket.peek() {
+            Ok((_, meta)) => SocketAddr::new(meta.endpoint.addr.into(), meta.endpoint.port),
+            Err(_) => return,
+        };
+        if wanted(domain, peer, from) {
+            return;
+        }
+        log::debug!(target: "ustack::udp", "datagram from {from} dropped: not for this socket");
+        let _ = socket.recv();
+    }
 }
 
 impl Socket {
@@ -32,10 +56,13 @@ impl Socket {
     pub(super) fn udp_send_to(&self, buf: &[u8], addr: SocketAddr) -> Result<usize> {
         let mut core = self.lock()?;
         let e = entry(&mut core, self.id)?;
-        let remote = from_user(e.domain, addr)?;
+        let remote = from_user_dgram(e.domain, addr)?;
         let deadline = e.write_timeout.map(|t| Instant::now() + t);
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(Errno::EINVAL);
+        }
+        if e.shut_write {
+            return Err(Errno::EPIPE);
         }
         let max = core.mtu.saturating_sub(header_len(&remote)).min(core.config.udp_buffer);
         if buf.len() > max {
@@ -73,9 +100,13 @@ impl Socket {
         let mut core = self.lock()?;
         let e = entry(&mut core, self.id)?;
         if e.ty == Type::Stream {
+            let domain = e.domain;
             drop(core);
             let n = self.recv(buf)?;
-            return Ok((n, self.peer_addr()?));
+            // Linux gives no address for TCP; the peer's, while there is one, is more use.
+            // After a reset or a full close there is none: the wildcard, not ENOTCONN.
+            let peer = self.peer_addr().unwrap_or_else(|_| SocketAddr::new(unspecified(domain), 0));
+            return Ok((n, peer));
         }
         let deadline = e.read_timeout.map(|t| Instant::now() + t);
         loop {
@@ -93,15 +124,20 @@ impl Socket {
                 }
                 continue;
             };
+            let shut_read = e.shut_read;
             let socket = core.sockets.get_mut::<udp::Socket>(handle);
-            while let Ok((data, meta)) = socket.recv() {
+            discard_unwanted(socket, domain, peer);
+            if let Ok((data, meta)) = socket.recv() {
                 let from = SocketAddr::new(meta.endpoint.addr.into(), meta.endpoint.port);
-                if peer.is_some_and(|p| p != from) {
-                    continue;
-                }
                 let n = data.len().min(buf.len());
                 buf[..n].copy_from_slice(&data[..n]);
                 return Ok((n, to_user(domain, from)));
+            }
+            // After shutdown(SHUT_RD), recv() returns 0 instead of waiting (datagrams that
+            // still arrive are returned, as in Linux).
+            if shut_read {
+                let from = peer.unwrap_or_else(|| SocketAddr::new(unspecified(domain), 0));
+                return Ok((0, to_user(domain, from)));
             }
             if nonblocking {
                 return Err(Errno::EAGAIN);

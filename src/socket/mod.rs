@@ -59,6 +59,9 @@ fn to_user(domain: Domain, addr: SocketAddr) -> SocketAddr {
 }
 
 /// Checks an address against the socket's family and unmaps v4-mapped IPv6 addresses.
+///
+/// As Linux: an AF_INET socket given an IPv6 address says EAFNOSUPPORT; an AF_INET6 socket
+/// given an IPv4 one says EINVAL (a `sockaddr_in` is shorter than a `sockaddr_in6`).
 fn from_user(domain: Domain, addr: SocketAddr) -> Result<SocketAddr> {
     match (domain, addr) {
         (Domain::Inet, SocketAddr::V4(_)) => Ok(addr),
@@ -66,7 +69,17 @@ fn from_user(domain: Domain, addr: SocketAddr) -> Result<SocketAddr> {
             Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
             None => addr,
         }),
-        _ => Err(Errno::EAFNOSUPPORT),
+        (Domain::Inet, SocketAddr::V6(_)) => Err(Errno::EAFNOSUPPORT),
+        (Domain::Inet6, SocketAddr::V4(_)) => Err(Errno::EINVAL),
+    }
+}
+
+/// [`from_user`] for UDP's connect() and sendto(): there Linux takes a plain IPv4 address
+/// on an AF_INET6 socket as IPv4 (dual-stack), where bind() and TCP's connect() say EINVAL.
+fn from_user_dgram(domain: Domain, addr: SocketAddr) -> Result<SocketAddr> {
+    match (domain, addr) {
+        (Domain::Inet6, SocketAddr::V4(_)) => Ok(addr),
+        _ => from_user(domain, addr),
     }
 }
 
@@ -115,6 +128,8 @@ impl Socket {
                     local: None,
                     state: SockState::Idle,
                     shut_read: false,
+                    shut_write: false,
+                    connecting: false,
                     read_timeout: None,
                     write_timeout: None,
                 },
@@ -191,7 +206,7 @@ impl Socket {
         let e = entry(core, self.id)?;
         e.state = SockState::Listening(Listener { backlog, ..Listener::default() });
         core.listeners.entry(local.port()).or_default().push(self.id);
-        core.ports.set_listening(Proto::Tcp, local.port(), self.id);
+        core.ports.set_listening(Proto::Tcp, local.port(), self.id, true);
         log::info!(target: "ustack::backlog", "listener #{} on {local}: backlog {backlog} (accept queue holds {})", self.id, backlog + 1);
         Ok(())
     }
@@ -204,7 +219,7 @@ impl Socket {
         loop {
             let core_ref = &mut *core;
             let e = entry(core_ref, self.id)?;
-            let (domain, nonblocking) = (e.domain, e.nonblocking);
+            let (domain, nonblocking, reuse_addr) = (e.domain, e.nonblocking, e.reuse_addr);
             let listener = match &mut e.state {
                 SockState::Listening(l) => l,
                 _ if e.ty == Type::Dgram => return Err(Errno::EOPNOTSUPP),
@@ -217,7 +232,8 @@ impl Socket {
                 conn.owner = Owner::Socket(id);
                 conn.holds_port = true;
                 let tuple = conn.tuple;
-                core_ref.ports.hold(Proto::Tcp, tuple.local.ip(), tuple.local.port(), Holder::Connection(handle));
+                // The accepted socket inherits the listener's SO_REUSEADDR, as in Linux.
+                core_ref.ports.hold(Proto::Tcp, tuple.local.ip(), tuple.local.port(), Holder::Connection(handle), reuse_addr);
                 core_ref.entries.insert(
                     id,
                     Entry {
@@ -225,10 +241,12 @@ impl Socket {
                         ty: Type::Stream,
                         refs: 1,
                         nonblocking: false,
-                        reuse_addr: false,
+                        reuse_addr,
                         local: Some(tuple.local),
                         state: SockState::Connected(handle),
                         shut_read: false,
+                        shut_write: false,
+                        connecting: false,
                         read_timeout: None,
                         write_timeout: None,
                     },
@@ -251,8 +269,10 @@ impl Socket {
     /// connect(): for TCP, opens a connection and (blocking) waits until it is established
     /// (Ok), refused by RST (ECONNREFUSED), or [`DEFAULT_CONNECT_TIMEOUT`] passes
     /// (ETIMEDOUT); non-blocking, it returns EINPROGRESS and [`poll`] reports writable
-    /// when done. For UDP, fixes the peer datagrams go to and come from. Binds an
-    /// ephemeral port first if the socket is unbound.
+    /// when done, EALREADY while in progress, and the next connect() after that reports
+    /// the outcome (Ok or the error) once; then EISCONN, as in Linux. For UDP, fixes the
+    /// peer datagrams go to and come from. Binds an ephemeral port first if the socket
+    /// is unbound. An AF_INET6 TCP socket given an IPv4 address: EINVAL (Linux).
     pub fn connect(&self, addr: SocketAddr) -> Result<()> {
         self.connect_timeout(addr, DEFAULT_CONNECT_TIMEOUT)
     }
@@ -262,11 +282,12 @@ impl Socket {
         let deadline = Instant::now() + timeout;
         let mut core = self.lock()?;
         let e = entry(&mut core, self.id)?;
-        let remote = from_user(e.domain, addr)?;
         if e.ty == Type::Dgram {
+            let remote = from_user_dgram(e.domain, addr)?;
             return udp_connect(&mut core, self.id, remote);
         }
-        let nonblocking = e.nonblocking;
+        let remote = from_user(e.domain, addr)?;
+        let (nonblocking, connecting) = (e.nonblocking, e.connecting);
         match e.state {
             SockState::Listening(_) => return Err(Errno::EISCONN),
             SockState::Udp { .. } => unreachable!("stream sockets have no UDP state"),
@@ -279,11 +300,21 @@ impl Socket {
                         self.wait_connected(deadline)
                     }
                     // A non-blocking connect that failed: report it, then allow a new one.
-                    tcp::State::Closed if conn.pending_error.is_some() => {
+                    // (A connection that was established and reported stays "connected"
+                    // for connect() even after a RST: EISCONN, as in Linux.)
+                    tcp::State::Closed if connecting => {
                         let err = core.conns.get_mut(&handle).and_then(|c| c.pending_error.take());
                         core.free_conn(handle);
-                        entry(&mut core, self.id)?.state = SockState::Idle;
+                        let e = entry(&mut core, self.id)?;
+                        e.state = SockState::Idle;
+                        e.connecting = false;
                         Err(err.unwrap_or(Errno::ECONNREFUSED))
+                    }
+                    // The first connect() after a non-blocking one succeeded reports the
+                    // success; later ones say EISCONN (Linux).
+                    _ if connecting => {
+                        entry(&mut core, self.id)?.connecting = false;
+                        Ok(())
                     }
                     _ => Err(Errno::EISCONN),
                 };
@@ -312,20 +343,21 @@ impl Socket {
                     entry(&mut core, self.id)?.state = SockState::Idle;
                     return Err(err);
                 }
-                _ => return Ok(()),
+                _ => {
+                    entry(&mut core, self.id)?.connecting = false;
+                    return Ok(());
+                }
             }
             let (next, timed_out) = self.wait(core, Some(deadline))?;
             core = next;
-            if timed_out {
-                if let SockState::Connected(handle) = entry(&mut core, self.id)?.state {
-                    if core.conns.get(&handle).is_some_and(|c| c.state == tcp::State::SynSent) {
+            if timed_out
+                && let SockState::Connected(handle) = entry(&mut core, self.id)?.state
+                    && core.conns.get(&handle).is_some_and(|c| c.state == tcp::State::SynSent) {
                         log::info!(target: "ustack::handshake", "{}: connect() timed out", core.conns[&handle].tuple);
                         core.free_conn(handle);
                         entry(&mut core, self.id)?.state = SockState::Idle;
                         return Err(Errno::ETIMEDOUT);
                     }
-                }
-            }
         }
     }
 
@@ -396,13 +428,8 @@ impl Socket {
             let e = entry(&mut core, self.id)?;
             let (nonblocking, shut_read) = (e.nonblocking, e.shut_read);
             let SockState::Connected(handle) = e.state else { return Err(Errno::ENOTCONN) };
-            if shut_read {
-                return Ok(0);
-            }
-            let conn = core.conns.get_mut(&handle).ok_or(Errno::ENOTCONN)?;
-            if let Some(err) = conn.pending_error.take() {
-                return Err(err);
-            }
+            // As in Linux: data already received first, then a pending error, then end
+            // of stream (shutdown(Read) included). An empty buffer waits like any other.
             let socket = core.sockets.get_mut::<tcp::Socket>(handle);
             if socket.can_recv() {
                 let n = socket.recv_slice(buf).unwrap_or(0);
@@ -410,11 +437,16 @@ impl Socket {
                 self.shared.wake();
                 return Ok(n);
             }
-            let connecting = matches!(socket.state(), tcp::State::SynSent | tcp::State::SynReceived);
-            if !connecting && !socket.may_recv() {
+            let conn = core.conns.get_mut(&handle).ok_or(Errno::ENOTCONN)?;
+            if let Some(err) = conn.pending_error.take() {
+                return Err(err);
+            }
+            if shut_read {
                 return Ok(0);
             }
-            if buf.is_empty() {
+            let socket = core.sockets.get::<tcp::Socket>(handle);
+            let connecting = matches!(socket.state(), tcp::State::SynSent | tcp::State::SynReceived);
+            if !connecting && !socket.may_recv() {
                 return Ok(0);
             }
             if nonblocking {
@@ -429,18 +461,47 @@ impl Socket {
     }
 
     /// shutdown(): `Write` sends FIN once queued data is sent, and the socket can still
-    /// receive; `Read` makes recv() report end of stream; `Both` does both. ENOTCONN if
-    /// there is no connection.
+    /// receive; `Read` makes recv() report end of stream once received data is read;
+    /// `Both` does both. On a listener, `Read`/`Both` stops listening and wakes accept()
+    /// with EINVAL (`Write` does nothing), as in Linux. ENOTCONN if there is no connection
+    /// (or it is over: reset, or closed both ways).
     pub fn shutdown(&self, how: Shutdown) -> Result<()> {
         let mut core = self.lock()?;
         let e = entry(&mut core, self.id)?;
         let handle = match e.state {
             SockState::Connected(handle) => Some(handle),
             SockState::Udp { peer: Some(_), .. } => None,
+            // Linux: SHUT_WR means nothing to a listener; SHUT_RD stops it listening, and
+            // a thread blocked in accept() gets EINVAL (how servers wake an accept loop).
+            SockState::Listening(_) => {
+                if matches!(how, Shutdown::Read | Shutdown::Both) {
+                    let local = e.local;
+                    let SockState::Listening(l) = std::mem::replace(&mut e.state, SockState::Idle) else {
+                        unreachable!("matched above")
+                    };
+                    unlisten(&mut core, self.id, local, l);
+                    if let Some(local) = local {
+                        core.ports.set_listening(Proto::Tcp, local.port(), self.id, false);
+                    }
+                    log::info!(target: "ustack::backlog", "listener #{} shut down", self.id);
+                    drop(core);
+                    self.shared.wake();
+                    self.shared.changed.notify_all();
+                }
+                return Ok(());
+            }
             _ => return Err(Errno::ENOTCONN),
         };
+        // A connection that is over (reset, or closed both ways): ENOTCONN, as in Linux.
+        if handle.is_some_and(|h| core.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed) {
+            return Err(Errno::ENOTCONN);
+        }
+        let e = entry(&mut core, self.id)?;
         if matches!(how, Shutdown::Read | Shutdown::Both) {
             e.shut_read = true;
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            e.shut_write = true;
         }
         if let (Some(handle), Shutdown::Write | Shutdown::Both) = (handle, how) {
             core.sockets.get_mut::<tcp::Socket>(handle).close();
@@ -518,6 +579,15 @@ impl Socket {
         // A connection knows the source address routing chose for it, as getsockname shows.
         let local = match e.state {
             SockState::Connected(handle) => Some(core.conns[&handle].tuple.local),
+            // A connected UDP socket on a wildcard address shows the source address its
+            // datagrams go out with, as Linux does.
+            SockState::Udp { peer: Some(peer), .. } => e.local.map(|local| match local.ip().is_unspecified() {
+                true => match core.iface.get_source_address(&peer.ip().into()) {
+                    Some(source) => SocketAddr::new(source.into(), local.port()),
+                    None => local,
+                },
+                false => local,
+            }),
             _ => e.local,
         };
         Ok(to_user(domain, local.unwrap_or_else(|| SocketAddr::new(unspecified(domain), 0))))
@@ -597,7 +667,7 @@ fn bind_locked(core: &mut Core, id: SockId, addr: SocketAddr) -> Result<()> {
         let handle = core.sockets.add(socket);
         entry(core, id)?.state = SockState::Udp { handle, peer: None };
     }
-    core.ports.hold(proto, ip, port, Holder::Socket { id, listening: false });
+    core.ports.hold(proto, ip, port, Holder::Socket { id, listening: false }, reuse);
     entry(core, id)?.local = Some(local);
     Ok(())
 }
@@ -639,7 +709,9 @@ fn start_connect(core: &mut Core, id: SockId, remote: SocketAddr) -> Result<()> 
         .map_err(|_| Errno::ENETUNREACH)?;
     let handle = core.sockets.add(socket);
     core.add_conn(handle, tuple, Owner::Socket(id), tcp::State::SynSent);
-    entry(core, id)?.state = SockState::Connected(handle);
+    let e = entry(core, id)?;
+    e.state = SockState::Connected(handle);
+    e.connecting = true;
     log::info!(target: "ustack::handshake", "{tuple} CLOSED -> SYN-SENT (connect)");
     Ok(())
 }
@@ -650,6 +722,25 @@ fn udp_connect(core: &mut Core, id: SockId, remote: SocketAddr) -> Result<()> {
         *peer = Some(remote);
     }
     Ok(())
+}
+
+/// Takes listener `id` (bound to `local`) off the demux and resets the connections
+/// waiting in its queues.
+fn unlisten(core: &mut Core, id: SockId, local: Option<SocketAddr>, l: Listener) {
+    if let Some(local) = local
+        && let Some(ids) = core.listeners.get_mut(&local.port())
+    {
+        ids.retain(|&other| other != id);
+        if ids.is_empty() {
+            core.listeners.remove(&local.port());
+        }
+    }
+    for handle in l.syn_queue.into_iter().chain(l.accept_queue) {
+        core.sockets.get_mut::<tcp::Socket>(handle).abort();
+        if let Some(conn) = core.conns.get_mut(&handle) {
+            conn.owner = Owner::Orphan;
+        }
+    }
 }
 
 /// Tears a socket down once its last handle is closed.
@@ -664,22 +755,7 @@ fn release(core: &mut Core, id: SockId) {
     let me = Holder::Socket { id, listening: matches!(e.state, SockState::Listening(_)) };
     match e.state {
         SockState::Idle => {}
-        SockState::Listening(l) => {
-            if let Some(local) = e.local {
-                if let Some(ids) = core.listeners.get_mut(&local.port()) {
-                    ids.retain(|&other| other != id);
-                    if ids.is_empty() {
-                        core.listeners.remove(&local.port());
-                    }
-                }
-            }
-            for handle in l.syn_queue.into_iter().chain(l.accept_queue) {
-                core.sockets.get_mut::<tcp::Socket>(handle).abort();
-                if let Some(conn) = core.conns.get_mut(&handle) {
-                    conn.owner = Owner::Orphan;
-                }
-            }
-        }
+        SockState::Listening(l) => unlisten(core, id, e.local, l),
         SockState::Connected(handle) => {
             let socket = core.sockets.get_mut::<tcp::Socket>(handle);
             let finished = crate::stack::is_finished(socket);
@@ -692,7 +768,7 @@ fn release(core: &mut Core, id: SockId) {
                 conn.owner = Owner::Orphan;
                 if !conn.holds_port {
                     if let Some(local) = e.local {
-                        core.ports.transfer(proto, local.port(), me, Holder::Connection(handle));
+                        core.ports.transfer(proto, local.port(), me, Holder::Connection(handle), e.reuse_addr);
                     }
                     conn.holds_port = true;
                 }
@@ -706,7 +782,7 @@ fn release(core: &mut Core, id: SockId) {
             // the port stays held until they have.
             if core.sockets.get::<udp::Socket>(handle).send_queue() > 0 {
                 if let Some(local) = e.local {
-                    core.ports.transfer(proto, local.port(), me, Holder::Connection(handle));
+                    core.ports.transfer(proto, local.port(), me, Holder::Connection(handle), e.reuse_addr);
                     core.udp_draining.push((handle, local.port()));
                 }
             } else {

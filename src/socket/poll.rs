@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use smoltcp::socket::{tcp, udp};
 
-use super::{Errno, Result, Socket};
+use super::datagram::discard_unwanted;
+use super::{Errno, Result, Socket, Type};
 use crate::stack::{Core, SockState};
 
 /// poll(2) event bits.
@@ -66,11 +67,14 @@ impl<'a> PollFd<'a> {
     }
 }
 
-fn readiness(core: &Core, socket: &Socket) -> Events {
+fn readiness(core: &mut Core, socket: &Socket) -> Events {
     let Some(entry) = core.entries.get(&socket.id) else { return Events::ERR | Events::HUP };
     let mut ready = Events::NONE;
     match &entry.state {
-        SockState::Idle => ready |= Events::HUP,
+        // Linux: an unconnected TCP socket is writable (send fails at once) and hung up;
+        // an unbound UDP socket is just writable.
+        SockState::Idle if entry.ty == Type::Stream => ready |= Events::OUT | Events::HUP,
+        SockState::Idle => ready |= Events::OUT,
         SockState::Listening(l) => {
             if !l.accept_queue.is_empty() {
                 ready |= Events::IN;
@@ -87,16 +91,19 @@ fn readiness(core: &Core, socket: &Socket) -> Events {
             if tcp.can_recv() || entry.shut_read || (!connecting && !tcp.may_recv()) {
                 ready |= Events::IN;
             }
-            if (!connecting && tcp.can_send()) || (!connecting && !tcp.may_send()) {
+            // Writable when there is room, or when a send would fail at once (EPIPE).
+            if !connecting && (tcp.can_send() || !tcp.may_send()) {
                 ready |= Events::OUT;
             }
             if state == tcp::State::Closed || (!tcp.may_send() && !tcp.may_recv() && !connecting) {
                 ready |= Events::HUP;
             }
         }
-        SockState::Udp { handle, .. } => {
-            let udp = core.sockets.get::<udp::Socket>(*handle);
-            if udp.can_recv() {
+        SockState::Udp { handle, peer } => {
+            let (domain, peer, shut_read) = (entry.domain, *peer, entry.shut_read);
+            let udp = core.sockets.get_mut::<udp::Socket>(*handle);
+            discard_unwanted(udp, domain, peer);
+            if udp.can_recv() || shut_read {
                 ready |= Events::IN;
             }
             if udp.can_send() {
@@ -126,7 +133,7 @@ pub fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> Result<usize> 
     loop {
         let mut ready = 0;
         for fd in fds.iter_mut() {
-            let now = readiness(&core, fd.socket);
+            let now = readiness(&mut core, fd.socket);
             fd.revents = Events(now.0 & (fd.events.0 | Events::ERR.0 | Events::HUP.0));
             if !fd.revents.is_empty() {
                 ready += 1;

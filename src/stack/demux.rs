@@ -117,17 +117,14 @@ pub fn admit(core: &mut Core, frame: &[u8]) -> Disposition {
         log::trace!(target: "ustack::demux", "{tuple}: to connection #{handle} ({})", conn.state);
         // Linux drops the ACK that would complete a handshake while the accept queue is
         // full; the client's connection stays half-open here and the SYN-ACK is resent.
-        if let (Owner::Listener(id), tcp::State::SynReceived) = (conn.owner, conn.state) {
-            if seg.ack && !seg.syn && !seg.rst {
-                if let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id) {
-                    if l.accept_queue_full() {
+        if let (Owner::Listener(id), tcp::State::SynReceived) = (conn.owner, conn.state)
+            && seg.ack && !seg.syn && !seg.rst
+                && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id)
+                    && l.accept_queue_full() {
                         l.acks_dropped += 1;
                         log::info!(target: "ustack::backlog", "{tuple}: accept queue full ({}/{}), handshake ACK dropped", l.accept_queue.len(), l.backlog + 1);
                         return Disposition::Drop;
                     }
-                }
-            }
-        }
         return Disposition::Deliver;
     }
     if !seg.syn || seg.ack || seg.rst {
@@ -186,10 +183,9 @@ pub fn settle(core: &mut Core, handle: SocketHandle) {
     if core.sockets.get::<tcp::Socket>(handle).state() != tcp::State::Listen {
         return;
     }
-    if let Some(Owner::Listener(id)) = core.conns.get(&handle).map(|c| c.owner) {
-        if let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id) {
+    if let Some(Owner::Listener(id)) = core.conns.get(&handle).map(|c| c.owner)
+        && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id) {
             l.syn_queue.retain(|&h| h != handle);
         }
-    }
     core.free_conn(handle);
 }

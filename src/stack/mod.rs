@@ -31,12 +31,14 @@ use crate::device::Link;
 
 pub mod clock;
 pub mod demux;
+mod looped;
 pub mod ports;
 mod staged;
 
 pub use clock::Clock;
 pub use demux::{Disposition, FiveTuple};
 use ports::{Holder, Ports, Proto};
+use looped::Looped;
 use staged::Staged;
 
 /// A socket's number in the stack, like a file descriptor (never reused within a stack).
@@ -153,8 +155,15 @@ pub struct Entry {
     /// The bound local address, once bound (explicitly or implicitly).
     pub local: Option<SocketAddr>,
     pub state: SockState,
-    /// shutdown(SHUT_RD) was called: recv() reports end of stream.
+    /// shutdown(SHUT_RD) was called: recv() reports end of stream once nothing is queued.
     pub shut_read: bool,
+    /// shutdown(SHUT_WR) was called on a UDP socket: send() gives EPIPE (TCP keeps this
+    /// in the smoltcp socket's state).
+    pub shut_write: bool,
+    /// Linux's SS_CONNECTING: a TCP connect() started and no connect() call has reported
+    /// its outcome yet (a non-blocking one returns EINPROGRESS; the next connect() after
+    /// the handshake returns success or the error).
+    pub connecting: bool,
     /// SO_RCVTIMEO and SO_SNDTIMEO: how long a blocking call waits before EAGAIN.
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
@@ -415,9 +424,9 @@ impl Core {
                     // keeps an idle listening socket, so that connection is gone.
                     if matches!(state, tcp::State::Closed | tcp::State::Listen) || expired {
                         finished.push((handle, Some(id)));
-                    } else if !half_open {
-                        if let Some(Entry { state: SockState::Listening(listener), .. }) = self.entries.get_mut(&id) {
-                            if let Some(pos) = listener.syn_queue.iter().position(|&h| h == handle) {
+                    } else if !half_open
+                        && let Some(Entry { state: SockState::Listening(listener), .. }) = self.entries.get_mut(&id)
+                            && let Some(pos) = listener.syn_queue.iter().position(|&h| h == handle) {
                                 listener.syn_queue.swap_remove(pos);
                                 listener.accept_queue.push_back(handle);
                                 log::info!(
@@ -430,8 +439,6 @@ impl Core {
                                     listener.syn_queue.len()
                                 );
                             }
-                        }
-                    }
                 }
                 Owner::Orphan if is_finished(socket) => finished.push((handle, None)),
                 _ => {}
@@ -469,6 +476,10 @@ pub fn is_finished(socket: &tcp::Socket) -> bool {
 /// The stack thread: receive, demux, let smoltcp process, transmit, sleep.
 fn run<D: Link>(shared: &Shared, device: &mut D) {
     let mut frame = Vec::with_capacity(device.capabilities().max_transmission_unit);
+    // Packets the stack sent to its own addresses, to be received like the device's.
+    let mut loopback: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    let mut scratch = Vec::with_capacity(device.capabilities().max_transmission_unit);
+    let local: Vec<IpAddr> = shared.lock().config.addrs.iter().map(|cidr| IpAddr::from(cidr.address())).collect();
     loop {
         let delay = {
             let mut guard = shared.lock();
@@ -479,14 +490,19 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
             let now = core.clock.now();
             let mut more = false;
             for _ in 0..INGRESS_BATCH {
-                let Some((rx, _)) = device.receive(now) else { break };
-                phy::RxToken::consume(rx, |bytes| {
-                    frame.clear();
-                    frame.extend_from_slice(bytes);
-                });
+                if let Some(looped) = loopback.pop_front() {
+                    frame = looped;
+                } else {
+                    let Some((rx, _)) = device.receive(now) else { break };
+                    phy::RxToken::consume(rx, |bytes| {
+                        frame.clear();
+                        frame.extend_from_slice(bytes);
+                    });
+                }
                 let disposition = demux::admit(core, &frame);
                 if disposition != Disposition::Drop {
-                    let mut staged = Staged::new(&frame, device);
+                    let mut out = Looped { device: &mut *device, local: &local, queue: &mut loopback, scratch: &mut scratch };
+                    let mut staged = Staged::new(&frame, &mut out);
                     core.iface.poll_ingress_single(now, &mut staged, &mut core.sockets);
                 }
                 if let Disposition::Admit(handle) = disposition {
@@ -495,14 +511,15 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                 more = true;
             }
             core.iface.poll_maintenance(now);
-            while core.iface.poll_egress(now, device, &mut core.sockets) == smoltcp::iface::PollResult::SocketStateChanged {}
+            let mut out = Looped { device: &mut *device, local: &local, queue: &mut loopback, scratch: &mut scratch };
+            while core.iface.poll_egress(now, &mut out, &mut core.sockets) == smoltcp::iface::PollResult::SocketStateChanged {}
             core.reap();
             if let Some(err) = device.take_error() {
                 log::error!(target: "ustack", "device failed: {err}");
                 core.down = Some(format!("device failed: {err}"));
             }
             shared.changed.notify_all();
-            if more {
+            if more || !loopback.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 core.iface.poll_delay(now, &core.sockets).map(Duration::from)

@@ -35,6 +35,10 @@ pub enum Holder {
 struct Use {
     addr: IpAddr,
     holder: Holder,
+    /// SO_REUSEADDR of the socket the hold comes from (a listener's, for accepted
+    /// connections): Linux lets a port be reused over a lingering connection only when
+    /// both the old and the new socket set it.
+    reuse: bool,
 }
 
 /// Which (protocol, port, address) each socket and connection holds.
@@ -56,38 +60,42 @@ fn overlaps(a: IpAddr, b: IpAddr) -> bool {
 
 impl Ports {
     /// Whether `addr:port` can be taken. With `reuse_addr` (SO_REUSEADDR), a port held only
-    /// by connections — closing, TIME-WAIT, or accepted ones — can be taken again; a port
-    /// held by another open socket never can.
+    /// by connections — closing, TIME-WAIT, or accepted ones — whose sockets set
+    /// SO_REUSEADDR too can be taken again (Linux's rule); a port held by another open
+    /// socket never can.
     pub fn is_free(&self, proto: Proto, addr: IpAddr, port: u16, reuse_addr: bool) -> bool {
         let Some(uses) = self.uses.get(&(proto, port)) else { return true };
         uses.iter()
             .filter(|u| overlaps(u.addr, addr))
-            .all(|u| reuse_addr && matches!(u.holder, Holder::Connection(_)))
+            .all(|u| reuse_addr && u.reuse && matches!(u.holder, Holder::Connection(_)))
     }
 
-    /// Records that `holder` holds `addr:port`. The caller checked [`Ports::is_free`].
-    pub fn hold(&mut self, proto: Proto, addr: IpAddr, port: u16, holder: Holder) {
-        self.uses.entry((proto, port)).or_default().push(Use { addr, holder });
+    /// Records that `holder` holds `addr:port`, with the SO_REUSEADDR of the socket it
+    /// comes from. The caller checked [`Ports::is_free`].
+    pub fn hold(&mut self, proto: Proto, addr: IpAddr, port: u16, holder: Holder, reuse: bool) {
+        self.uses.entry((proto, port)).or_default().push(Use { addr, holder, reuse });
     }
 
     /// Hands what `from` holds on `port` over to `to` (a closed socket's port passes to its
-    /// lingering connection).
-    pub fn transfer(&mut self, proto: Proto, port: u16, from: Holder, to: Holder) {
+    /// lingering connection), with the socket's SO_REUSEADDR as it was at close.
+    pub fn transfer(&mut self, proto: Proto, port: u16, from: Holder, to: Holder, reuse: bool) {
         if let Some(uses) = self.uses.get_mut(&(proto, port)) {
             for u in uses.iter_mut().filter(|u| u.holder == from) {
                 u.holder = to;
+                u.reuse = reuse;
             }
         }
     }
 
-    /// Marks a socket's hold as a listener's (a listener's port is never reused over).
-    pub fn set_listening(&mut self, proto: Proto, port: u16, id: SockId) {
+    /// Marks a socket's hold as a listener's (a listener's port is never reused over), or
+    /// no longer (a listener shut down).
+    pub fn set_listening(&mut self, proto: Proto, port: u16, id: SockId, listening: bool) {
         if let Some(uses) = self.uses.get_mut(&(proto, port)) {
             for u in uses.iter_mut() {
-                if let Holder::Socket { id: held, listening } = &mut u.holder {
-                    if *held == id {
-                        *listening = true;
-                    }
+                if let Holder::Socket { id: held, listening: was } = &mut u.holder
+                    && *held == id
+                {
+                    *was = listening;
                 }
             }
         }
@@ -131,7 +139,7 @@ mod tests {
     #[test]
     fn wildcard_conflicts_across_families_and_addresses() {
         let mut ports = Ports::default();
-        ports.hold(Proto::Tcp, ANY4, 80, sock(1));
+        ports.hold(Proto::Tcp, ANY4, 80, sock(1), false);
         assert!(!ports.is_free(Proto::Tcp, A, 80, false));
         assert!(!ports.is_free(Proto::Tcp, ANY6, 80, false), "[::] is dual-stack, so it overlaps 0.0.0.0");
         assert!(ports.is_free(Proto::Udp, A, 80, false), "UDP and TCP ports are separate");
@@ -141,12 +149,16 @@ mod tests {
     #[test]
     fn reuse_addr_takes_over_lingering_connections_only() {
         let mut ports = Ports::default();
-        ports.hold(Proto::Tcp, A, 80, sock(1));
-        ports.transfer(Proto::Tcp, 80, sock(1), Holder::Connection(SocketHandle::default()));
+        ports.hold(Proto::Tcp, A, 80, sock(1), true);
+        ports.transfer(Proto::Tcp, 80, sock(1), Holder::Connection(SocketHandle::default()), true);
         assert!(!ports.is_free(Proto::Tcp, A, 80, false));
         assert!(ports.is_free(Proto::Tcp, A, 80, true));
         ports.release(Proto::Tcp, 80, Holder::Connection(SocketHandle::default()));
         assert!(ports.is_free(Proto::Tcp, A, 80, false));
+        // Both sockets must set SO_REUSEADDR: not the old one, no reuse (Linux).
+        ports.hold(Proto::Tcp, A, 81, sock(2), false);
+        ports.transfer(Proto::Tcp, 81, sock(2), Holder::Connection(SocketHandle::default()), false);
+        assert!(!ports.is_free(Proto::Tcp, A, 81, true));
     }
 
     #[test]
@@ -154,7 +166,7 @@ mod tests {
         let mut ports = Ports::default();
         let first = ports.ephemeral(Proto::Tcp, A, 7).unwrap();
         assert!(EPHEMERAL.contains(&first));
-        ports.hold(Proto::Tcp, A, first, sock(1));
+        ports.hold(Proto::Tcp, A, first, sock(1), false);
         let second = ports.ephemeral(Proto::Tcp, A, 7).unwrap();
         assert_ne!(first, second, "a held port is skipped");
         assert_ne!(ports.ephemeral(Proto::Tcp, A, 7), ports.ephemeral(Proto::Tcp, A, 9000));

@@ -1,0 +1,292 @@
+//! The UDP half of the socket API over the in-memory wire: sendto/recvfrom, datagram
+//! boundaries, connect(), message sizes, shutdown, dual-stack. Errnos are Linux's.
+
+mod common;
+use common::*;
+
+use std::net::{Shutdown, SocketAddr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ustack::{Domain, Errno, Events, PollFd, Socket};
+
+const FAMILIES: [(&str, &str); 2] = [(A, B), (A6, B6)];
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A UDP socket on `ip` (an ephemeral port) and its address.
+fn bound(stack: &ustack::Stack, ip: &str) -> (Socket, SocketAddr) {
+    let s = udp(stack, domain_of(ip));
+    s.bind(addr(ip, 0)).unwrap();
+    let at = s.local_addr().unwrap();
+    (s, at)
+}
+
+#[test]
+fn datagram_boundaries_are_kept_and_recvfrom_names_the_sender() {
+    let p = pair();
+    for (a_ip, b_ip) in FAMILIES {
+        let (rx, at) = bound(&p.b, b_ip);
+        let (tx, from) = bound(&p.a, a_ip);
+        let sizes = [1, 100, 1000];
+        for (i, &n) in sizes.iter().enumerate() {
+            assert_eq!(tx.send_to(&vec![i as u8; n], at).unwrap(), n);
+        }
+        for (i, &n) in sizes.iter().enumerate() {
+            let mut buf = [0xff; 2048];
+            let (got, sender) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(got, n, "one recv, one whole datagram");
+            assert!(buf[..got].iter().all(|&b| b == i as u8));
+            assert_eq!(sender, from);
+        }
+        // An empty datagram is a datagram too.
+        tx.send_to(&[], at).unwrap();
+        assert_eq!(rx.recv_from(&mut [0; 8]).unwrap(), (0, from));
+    }
+}
+
+#[test]
+fn sendto_from_an_unbound_socket_binds_an_ephemeral_port() {
+    let p = pair();
+    let (rx, at) = bound(&p.b, B);
+    let tx = udp(&p.a, Domain::Inet);
+    assert_eq!(tx.local_addr().unwrap(), addr("0.0.0.0", 0));
+    tx.send_to(b"hi", at).unwrap();
+    let local = tx.local_addr().unwrap();
+    assert!((49152..=65535).contains(&local.port()));
+    let (_, from) = rx.recv_from(&mut [0; 8]).unwrap();
+    assert_eq!(from, addr(A, local.port()));
+    // The reply comes back to the implicit port.
+    rx.send_to(b"back", from).unwrap();
+    let mut buf = [0; 8];
+    assert_eq!(tx.recv_from(&mut buf).unwrap(), (4, at));
+}
+
+#[test]
+fn connect_fixes_the_peer_and_filters_other_senders() {
+    let p = pair();
+    let (u, at) = bound(&p.b, B);
+    let (v, v_at) = bound(&p.a, A);
+    let (w, _) = bound(&p.a, A);
+    let (x, x_at) = bound(&p.a, A);
+    u.connect(v_at).unwrap();
+    assert_eq!(u.peer_addr().unwrap(), v_at);
+    assert_eq!(u.local_addr().unwrap(), at);
+    // w's datagram to u reaches b before w's datagram to y (also on b): when y has its
+    // own, u has had its.
+    let (y, y_at) = bound(&p.b, B);
+    w.send_to(b"not from the peer", at).unwrap();
+    w.send_to(b"marker", y_at).unwrap();
+    assert_eq!(y.recv_from(&mut [0; 16]).unwrap().0, 6);
+    let mut fds = [PollFd::new(&u, Events::IN)];
+    assert_eq!(ustack::poll(&mut fds, Some(Duration::ZERO)).unwrap(), 0, "a filtered datagram does not make u readable");
+    u.set_nonblocking(true).unwrap();
+    assert_eq!(err(u.recv(&mut [0; 32])), Errno::EAGAIN);
+    u.set_nonblocking(false).unwrap();
+    v.send_to(b"from the peer", at).unwrap();
+    let mut buf = [0; 32];
+    assert_eq!(u.recv_from(&mut buf).unwrap(), (13, v_at));
+    assert_eq!(&buf[..13], b"from the peer");
+    // send() without an address goes to the peer.
+    assert_eq!(u.send(b"reply").unwrap(), 5);
+    assert_eq!(v.recv_from(&mut buf).unwrap(), (5, at));
+    // sendto() with an address still goes there (Linux).
+    u.send_to(b"elsewhere", x_at).unwrap();
+    assert_eq!(x.recv_from(&mut buf).unwrap(), (9, at));
+}
+
+#[test]
+fn connect_shows_the_chosen_source_address() {
+    let p = pair();
+    let u = udp(&p.a, Domain::Inet);
+    u.connect(addr(B, 53)).unwrap();
+    let local = u.local_addr().unwrap();
+    assert_eq!(local.ip().to_string(), A, "getsockname() after connect() shows the route's source");
+    assert!((49152..=65535).contains(&local.port()));
+}
+
+#[test]
+fn send_on_an_unconnected_udp_socket_is_edestaddrreq() {
+    let p = pair();
+    let u = udp(&p.a, Domain::Inet);
+    assert_eq!(err(u.send(b"x")), Errno::EDESTADDRREQ);
+    u.bind(addr(A, 0)).unwrap();
+    assert_eq!(err(u.send(b"x")), Errno::EDESTADDRREQ);
+    assert_eq!(err(u.peer_addr()), Errno::ENOTCONN);
+    assert_eq!(err(u.send_to(b"x", addr(B, 0))), Errno::EINVAL, "port 0");
+}
+
+#[test]
+fn a_datagram_larger_than_the_link_is_emsgsize() {
+    // ustack does not fragment: the limit is the MTU (1500) less the IP and UDP headers.
+    // Linux would fragment up to 65,507 bytes; beyond that it says EMSGSIZE too.
+    let p = pair();
+    for ((a_ip, b_ip), max) in FAMILIES.into_iter().zip([1500 - 28, 1500 - 48]) {
+        let (rx, at) = bound(&p.b, b_ip);
+        let tx = udp(&p.a, domain_of(a_ip));
+        assert_eq!(err(tx.send_to(&vec![0; max + 1], at)), Errno::EMSGSIZE);
+        assert_eq!(err(tx.send_to(&vec![0; 65_508], at)), Errno::EMSGSIZE);
+        assert_eq!(tx.send_to(&vec![7; max], at).unwrap(), max);
+        let mut buf = vec![0; 4096];
+        assert_eq!(rx.recv_from(&mut buf).unwrap().0, max, "the largest datagram arrives whole");
+    }
+}
+
+#[test]
+fn recv_into_a_smaller_buffer_truncates_and_drops_the_rest() {
+    let p = pair();
+    let (rx, at) = bound(&p.b, B);
+    let (tx, _) = bound(&p.a, A);
+    tx.send_to(b"0123456789", at).unwrap();
+    tx.send_to(b"next", at).unwrap();
+    let mut small = [0; 4];
+    assert_eq!(rx.recv(&mut small).unwrap(), 4);
+    assert_eq!(&small, b"0123");
+    let mut buf = [0; 16];
+    assert_eq!(rx.recv(&mut buf).unwrap(), 4, "the rest of the first datagram is gone");
+    assert_eq!(&buf[..4], b"next");
+}
+
+#[test]
+fn listen_and_accept_on_udp_are_eopnotsupp() {
+    let p = pair();
+    let (u, _) = bound(&p.a, A);
+    assert_eq!(err(u.listen(1)), Errno::EOPNOTSUPP);
+    assert_eq!(err(u.accept()), Errno::EOPNOTSUPP);
+    let fresh = udp(&p.a, Domain::Inet6);
+    assert_eq!(err(fresh.listen(1)), Errno::EOPNOTSUPP);
+}
+
+#[test]
+fn recv_nonblocking_and_with_timeout_give_eagain() {
+    let p = pair();
+    let (u, _) = bound(&p.a, A);
+    u.set_nonblocking(true).unwrap();
+    assert_eq!(err(u.recv_from(&mut [0; 8])), Errno::EAGAIN);
+    assert_eq!(err(u.recv(&mut [0; 8])), Errno::EAGAIN);
+    u.set_nonblocking(false).unwrap();
+    u.set_read_timeout(Some(Duration::from_millis(150))).unwrap();
+    let start = Instant::now();
+    assert_eq!(err(u.recv_from(&mut [0; 8])), Errno::EAGAIN);
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    // An unbound socket can wait too (nothing can arrive).
+    let unbound = udp(&p.a, Domain::Inet);
+    unbound.set_nonblocking(true).unwrap();
+    assert_eq!(err(unbound.recv(&mut [0; 8])), Errno::EAGAIN);
+}
+
+#[test]
+fn recv_waits_for_a_datagram_from_another_thread() {
+    let p = pair();
+    let (rx, at) = bound(&p.b, B);
+    let (tx, from) = bound(&p.a, A);
+    thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut buf = [0; 16];
+            let (n, sender) = rx.recv_from(&mut buf).unwrap();
+            (buf[..n].to_vec(), sender)
+        });
+        tx.send_to(b"knock", at).unwrap();
+        assert_eq!(reader.join().unwrap(), (b"knock".to_vec(), from));
+    });
+}
+
+#[test]
+fn shutdown_of_udp_sockets() {
+    let p = pair();
+    let (u, at) = bound(&p.b, B);
+    assert_eq!(err(u.shutdown(Shutdown::Both)), Errno::ENOTCONN, "not connected");
+    let (v, v_at) = bound(&p.a, A);
+    u.connect(v_at).unwrap();
+    u.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(err(u.send(b"x")), Errno::EPIPE);
+    assert_eq!(err(u.send_to(b"x", v_at)), Errno::EPIPE);
+    u.shutdown(Shutdown::Read).unwrap();
+    let start = Instant::now();
+    assert_eq!(u.recv(&mut [0; 8]).unwrap(), 0, "SHUT_RD: recv() returns 0 instead of waiting");
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(wait_for(&u, Events::IN).contains(Events::IN));
+    // Linux still delivers datagrams that arrive after SHUT_RD.
+    v.send_to(b"late", at).unwrap();
+    eventually("the late datagram arrives", || u.recv(&mut [0; 8]) == Ok(4));
+}
+
+#[test]
+fn poll_waits_on_several_sockets_and_reports_only_the_ready_one() {
+    let p = pair();
+    let (u1, _) = bound(&p.b, B);
+    let (u2, at2) = bound(&p.b, B6);
+    let (tx, _) = bound(&p.a, A6);
+    thread::scope(|scope| {
+        let sender = scope.spawn(|| tx.send_to(b"for u2", at2));
+        let mut fds = [PollFd::new(&u1, Events::IN), PollFd::new(&u2, Events::IN)];
+        assert_eq!(ustack::poll(&mut fds, Some(WAIT)).unwrap(), 1);
+        assert!(fds[0].revents.is_empty());
+        assert!(fds[1].revents.contains(Events::IN));
+        sender.join().unwrap().unwrap();
+    });
+    assert_eq!(u2.recv(&mut [0; 16]).unwrap(), 6);
+    // Nothing ready: the timeout passes and poll() returns 0.
+    let mut fds = [PollFd::new(&u1, Events::IN), PollFd::new(&u2, Events::IN)];
+    let start = Instant::now();
+    assert_eq!(ustack::poll(&mut fds, Some(Duration::from_millis(100))).unwrap(), 0);
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    // A UDP socket is writable, bound or not (Linux).
+    let fresh = udp(&p.b, Domain::Inet);
+    let mut fds = [PollFd::new(&u1, Events::OUT), PollFd::new(&fresh, Events::IN | Events::OUT)];
+    assert_eq!(ustack::poll(&mut fds, Some(Duration::ZERO)).unwrap(), 2);
+    assert_eq!(fds[0].revents, Events::OUT);
+    assert_eq!(fds[1].revents, Events::OUT);
+}
+
+#[test]
+fn an_ipv6_wildcard_socket_talks_to_ipv4_through_v4_mapped_addresses() {
+    let p = pair();
+    let u = udp(&p.b, Domain::Inet6);
+    u.bind(addr("::", 0)).unwrap();
+    let port = u.local_addr().unwrap().port();
+    let (tx4, from4) = bound(&p.a, A);
+    tx4.send_to(b"v4", addr(B, port)).unwrap();
+    let mut buf = [0; 8];
+    let (n, from) = u.recv_from(&mut buf).unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(from, sa(&format!("[::ffff:10.0.0.1]:{}", from4.port())));
+    // Replies: to the mapped address, or (Linux) to a plain IPv4 sockaddr.
+    u.send_to(b"mapped", from).unwrap();
+    assert_eq!(tx4.recv_from(&mut buf).unwrap(), (6, addr(B, port)));
+    u.send_to(b"plain", from4).unwrap();
+    assert_eq!(tx4.recv_from(&mut buf).unwrap(), (5, addr(B, port)));
+    let (tx6, from6) = bound(&p.a, A6);
+    tx6.send_to(b"v6", addr(B6, port)).unwrap();
+    assert_eq!(u.recv_from(&mut buf).unwrap(), (2, from6));
+}
+
+#[test]
+fn an_ipv4_socket_does_not_receive_ipv6_datagrams() {
+    let p = pair();
+    let u = udp(&p.b, Domain::Inet);
+    u.bind(addr("0.0.0.0", 0)).unwrap();
+    let port = u.local_addr().unwrap().port();
+    let (tx6, _) = bound(&p.a, A6);
+    let (tx4, from4) = bound(&p.a, A);
+    tx6.send_to(b"v6", addr(B6, port)).unwrap();
+    tx4.send_to(b"v4", addr(B, port)).unwrap();
+    let mut buf = [0; 8];
+    assert_eq!(u.recv_from(&mut buf).unwrap(), (2, from4), "the IPv6 datagram is not for an AF_INET socket");
+    assert_eq!(&buf[..2], b"v4");
+}
+
+#[test]
+fn a_stack_sends_datagrams_to_its_own_addresses() {
+    let p = pair();
+    for ip in [B, B6] {
+        let (rx, at) = bound(&p.b, ip);
+        let (tx, from) = bound(&p.b, ip);
+        tx.send_to(b"loop", at).unwrap();
+        let mut buf = [0; 8];
+        assert_eq!(rx.recv_from(&mut buf).unwrap(), (4, from));
+        assert_eq!(&buf[..4], b"loop");
+    }
+}
