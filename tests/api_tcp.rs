@@ -81,6 +81,43 @@ fn connect_to_a_closed_port_is_refused_at_once() {
 }
 
 #[test]
+fn non_blocking_connect_to_a_host_that_never_answers_gives_up_with_etimedout() {
+    // smoltcp would resend the SYN forever; the stack's connect timeout (Linux: 127 s)
+    // ends the attempt for non-blocking sockets too.
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (end_a, _silent) = ustack::device::Wire::pair(1500).unwrap();
+    let config = ustack::StackConfig { connect_timeout: Duration::from_millis(400), ..common::config(A, A6) };
+    let stack = ustack::Stack::new(end_a, config).unwrap();
+    let c = tcp(&stack, Domain::Inet);
+    c.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    assert_eq!(err(c.connect(addr(B, 80))), Errno::EINPROGRESS);
+    let ready = wait_for(&c, Events::OUT);
+    assert!(ready.contains(Events::ERR), "poll reports the failure: {ready:?}");
+    assert!(start.elapsed() >= Duration::from_millis(400), "not before the timeout");
+    assert_eq!(err(c.connect(addr(B, 80))), Errno::ETIMEDOUT);
+}
+
+#[test]
+fn a_reset_during_a_long_send_is_reported_by_the_next_call() {
+    // Linux reports the bytes queued before the RST, then ECONNRESET on the next send.
+    let p = pair();
+    let (client, server) = connection(&p, A, B);
+    let sender = std::thread::spawn(move || {
+        let first = client.send(&vec![0u8; 1 << 20]);
+        (first, client.send(b"more"))
+    });
+    // Once data has arrived the send is under way, and 1 MiB cannot fit in the two 64 KiB
+    // buffers of a server that never reads; closing with unread data resets the connection.
+    wait_for(&server, Events::IN);
+    drop(server);
+    let (first, second) = sender.join().unwrap();
+    let queued = first.expect("the bytes queued before the reset are reported");
+    assert!(queued > 0 && queued < 1 << 20, "queued {queued}");
+    assert_eq!(err(second), Errno::ECONNRESET);
+}
+
+#[test]
 fn connect_to_a_host_that_never_answers_times_out() {
     let lone = lone_a();
     for ip in [B, B6] {

@@ -29,8 +29,7 @@ pub use net::{TcpListener, TcpStream, UdpSocket};
 pub use poll::{poll, Events, PollFd};
 pub use std::net::Shutdown;
 
-/// How long a blocking connect() waits for the handshake: Linux's 127 s (6 SYN retries).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
+pub use crate::stack::DEFAULT_CONNECT_TIMEOUT;
 
 /// A socket: the handle every call goes through, like a file descriptor.
 pub struct Socket {
@@ -274,7 +273,8 @@ impl Socket {
     /// peer datagrams go to and come from. Binds an ephemeral port first if the socket
     /// is unbound. An AF_INET6 TCP socket given an IPv4 address: EINVAL (Linux).
     pub fn connect(&self, addr: SocketAddr) -> Result<()> {
-        self.connect_timeout(addr, DEFAULT_CONNECT_TIMEOUT)
+        let timeout = self.lock()?.config.connect_timeout;
+        self.connect_timeout(addr, timeout)
     }
 
     /// connect() that gives up with ETIMEDOUT after `timeout`.
@@ -383,8 +383,9 @@ impl Socket {
             let nonblocking = e.nonblocking;
             let SockState::Connected(handle) = e.state else { return Err(Errno::EPIPE) };
             let conn = core.conns.get_mut(&handle).ok_or(Errno::EPIPE)?;
-            if let Some(err) = conn.pending_error.take() {
-                return if sent > 0 { Ok(sent) } else { Err(err) };
+            // An error after part of the data went out is kept for the next call, as in Linux.
+            if conn.pending_error.is_some() {
+                return if sent > 0 { Ok(sent) } else { Err(conn.pending_error.take().expect("checked")) };
             }
             let socket = core.sockets.get_mut::<tcp::Socket>(handle);
             let connecting = matches!(socket.state(), tcp::State::SynSent | tcp::State::SynReceived);

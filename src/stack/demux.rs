@@ -114,7 +114,7 @@ pub fn admit(core: &mut Core, frame: &[u8]) -> Disposition {
         if seg.rst {
             conn.reset = true;
         }
-        log::trace!(target: "ustack::demux", "{tuple}: to connection #{handle} ({})", conn.state);
+        log::trace!(target: "ustack::demux", "{tuple}: to connection {handle} ({})", conn.state);
         // Linux drops the ACK that would complete a handshake while the accept queue is
         // full; the client's connection stays half-open here and the SYN-ACK is resent.
         if let (Owner::Listener(id), tcp::State::SynReceived) = (conn.owner, conn.state)

@@ -54,6 +54,9 @@ pub const SOMAXCONN: u32 = 4096;
 /// Linux gives up after 5 SYN-ACK retransmissions, about 63 s.
 pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(63);
 
+/// How long a connection may stay in SYN-SENT: Linux's 127 s (`tcp_syn_retries` = 6).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
+
 /// How a stack is set up.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -67,6 +70,9 @@ pub struct StackConfig {
     /// What a listener does with a SYN when its accept queue is full: drop it (Linux's
     /// default), or answer RST (Linux's `tcp_abort_on_overflow=1`).
     pub reset_on_overflow: bool,
+    /// How long a connect() — blocking or not — waits for the handshake before ETIMEDOUT.
+    /// smoltcp itself would resend the SYN forever.
+    pub connect_timeout: Duration,
 }
 
 impl Default for StackConfig {
@@ -77,6 +83,7 @@ impl Default for StackConfig {
             udp_packets: 64,
             udp_buffer: 64 * 1024,
             reset_on_overflow: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -392,8 +399,14 @@ impl Core {
     /// completed handshakes to accept queues, and frees what is finished.
     fn reap(&mut self) {
         let now = self.clock.now();
+        let connect_timeout = smoltcp::time::Duration::from(self.config.connect_timeout);
         let mut finished = Vec::new();
         for (&handle, conn) in self.conns.iter_mut() {
+            if conn.state == tcp::State::SynSent && now - conn.born > connect_timeout {
+                log::info!(target: "ustack::handshake", "{}: no answer to the SYN, connect() timed out", conn.tuple);
+                conn.pending_error.get_or_insert(crate::socket::Errno::ETIMEDOUT);
+                self.sockets.get_mut::<tcp::Socket>(handle).abort();
+            }
             let socket = self.sockets.get::<tcp::Socket>(handle);
             let state = socket.state();
             if state != conn.state {
