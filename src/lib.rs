@@ -9,6 +9,7 @@
 //! - [`sys`]: network namespaces and netlink, for the TUN and for tests.
 
 pub mod device;
+pub mod packet;
 pub mod socket;
 pub mod stack;
 pub mod sys;

@@ -10,9 +10,13 @@ use std::os::fd::BorrowedFd;
 
 use smoltcp::phy::Device;
 
+pub mod pcap;
+pub mod trace;
 pub mod tun;
 pub mod wire;
 
+pub use pcap::PcapRecorder;
+pub use trace::Tracer;
 pub use tun::{TunConfig, TunDevice};
 pub use wire::{Wire, WireEnd};
 
