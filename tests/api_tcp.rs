@@ -3,6 +3,7 @@
 //! returns for the same call (checked against the kernel on loopback).
 
 mod common;
+use common::raw::{inject, next_segment, tcp_flags};
 use common::*;
 
 use std::collections::HashSet;
@@ -11,9 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use smoltcp::socket::tcp::State;
-use ustack::device::WireEnd;
 use ustack::{Domain, Errno, Events, PollFd, Socket};
 
 /// (client address on "a", server address on "b") for each family.
@@ -246,49 +245,6 @@ fn accept_blocks_until_a_client_connects() {
         s.send(b"welcome").unwrap();
         assert_eq!(recv_exact(&c, 7), b"welcome");
     });
-}
-
-struct Flags {
-    syn: bool,
-    ack: bool,
-    rst: bool,
-    seq: u32,
-    ack_no: u32,
-}
-
-fn tcp_flags(frame: &[u8]) -> Option<Flags> {
-    let packet = SlicedPacket::from_ip(frame).ok()?;
-    let Some(TransportSlice::Tcp(t)) = packet.transport else { return None };
-    Some(Flags { syn: t.syn(), ack: t.ack(), rst: t.rst(), seq: t.sequence_number(), ack_no: t.acknowledgment_number() })
-}
-
-/// Sends a TCP segment from 10.0.0.1:`from` to 10.0.0.2:`to`, as stack "a" would.
-fn inject(wire: &WireEnd, from: u16, to: u16, seq: u32, ack: Option<u32>, syn: bool) {
-    let mut builder = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(from, to, seq, 65535);
-    if syn {
-        builder = builder.syn();
-    }
-    if let Some(ack) = ack {
-        builder = builder.ack(ack);
-    }
-    let mut frame = Vec::new();
-    builder.write(&mut frame, &[]).unwrap();
-    wire.send_raw(&frame);
-}
-
-/// The next TCP segment stack "b" sends.
-fn next_segment(wire: &WireEnd) -> Flags {
-    let mut found = None;
-    eventually("a segment from the stack", || {
-        while let Some(frame) = wire.recv_raw() {
-            if let Some(flags) = tcp_flags(&frame) {
-                found = Some(flags);
-                return true;
-            }
-        }
-        false
-    });
-    found.unwrap()
 }
 
 #[test]

@@ -394,3 +394,49 @@ fn ustack_answers_ping_over_ipv4_and_ipv6() {
         assert_eq!(reply.unwrap_or_else(|e| panic!("ping {destination}: {e}")), b"ustack ping");
     }
 }
+
+#[test]
+fn backlog_one_lets_two_kernel_clients_in_and_the_third_retransmits_until_accept() {
+    ustack::require_tun!();
+    const CLIENTS: usize = 3;
+    let lab = lab();
+    let listener = TcpListener::bind_with_backlog(&lab.stack, addr("0.0.0.0", 7), 1).unwrap();
+    let (connected_tx, connected) = std::sync::mpsc::channel();
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (start, connected_tx) = (start.clone(), connected_tx.clone());
+            lab.ns
+                .spawn(move || -> io::Result<KernelStream> {
+                    start.wait();
+                    // Long enough for the kernel's SYN retransmissions at 1 s and 3 s.
+                    let stream = KernelStream::connect_timeout(&addr(USTACK, 7), Duration::from_secs(20))?;
+                    connected_tx.send(()).unwrap();
+                    Ok(stream)
+                })
+                .unwrap()
+        })
+        .collect();
+    // Linux's rule: backlog + 1 = 2 connections may wait for accept(). The third client's
+    // SYNs are dropped silently — no RST — so its connect() keeps waiting and retrying.
+    for _ in 0..2 {
+        connected.recv_timeout(PATIENCE).expect("two clients complete the handshake");
+    }
+    let queues = || listener.socket().listen_queues().unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    // At once two SYNs are dropped (the SYN queue holds one); about 1 s later the two
+    // retransmit, one gets in, and the other is dropped again: 3 drops, 2 waiting.
+    while !matches!(queues(), (0, 2, dropped) if dropped >= 3) {
+        assert!(std::time::Instant::now() < deadline, "two connections wait and the third client's SYNs are dropped");
+        connected.recv_timeout(Duration::from_millis(50)).expect_err("the third client must not get in yet");
+    }
+    assert!(connected.try_recv().is_err(), "exactly two clients are connected");
+
+    // accept() makes room; the third client's next retransmitted SYN gets in.
+    let mut accepted = vec![listener.accept().unwrap(), listener.accept().unwrap()];
+    accepted.push(listener.accept().unwrap());
+    for client in clients {
+        client.join().unwrap().expect("no client was refused");
+    }
+    assert_eq!(accepted.len(), CLIENTS);
+}

@@ -205,6 +205,7 @@ impl Socket {
         let e = entry(core, self.id)?;
         e.state = SockState::Listening(Listener { backlog, ..Listener::default() });
         core.listeners.entry(local.port()).or_default().push(self.id);
+        core.generation += 1;
         core.ports.set_listening(Proto::Tcp, local.port(), self.id, true);
         log::info!(target: "ustack::backlog", "listener #{} on {local}: backlog {backlog} (accept queue holds {})", self.id, backlog + 1);
         Ok(())
@@ -629,6 +630,12 @@ impl Socket {
         }
     }
 
+    /// What ustack recorded about this socket's TCP connection: its 5-tuple, every state
+    /// it entered (timed from its first SYN), the handshake RTT and who closed first.
+    pub fn connection_info(&self) -> Option<crate::stack::ConnectionInfo> {
+        self.lock().ok()?.connection_info(self.id)
+    }
+
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -667,6 +674,8 @@ fn bind_locked(core: &mut Core, id: SockId, addr: SocketAddr) -> Result<()> {
         socket.bind(listen_endpoint(local)).map_err(|_| Errno::EINVAL)?;
         let handle = core.sockets.add(socket);
         entry(core, id)?.state = SockState::Udp { handle, peer: None };
+        core.udp_ports.entry(port).or_default().push(id);
+        core.generation += 1;
     }
     core.ports.hold(proto, ip, port, Holder::Socket { id, listening: false }, reuse);
     entry(core, id)?.local = Some(local);
@@ -728,18 +737,24 @@ fn udp_connect(core: &mut Core, id: SockId, remote: SocketAddr) -> Result<()> {
 /// Takes listener `id` (bound to `local`) off the demux and resets the connections
 /// waiting in its queues.
 fn unlisten(core: &mut Core, id: SockId, local: Option<SocketAddr>, l: Listener) {
-    if let Some(local) = local
-        && let Some(ids) = core.listeners.get_mut(&local.port())
-    {
-        ids.retain(|&other| other != id);
-        if ids.is_empty() {
-            core.listeners.remove(&local.port());
-        }
+    if let Some(local) = local {
+        unindex(&mut core.listeners, local.port(), id);
     }
+    core.generation += 1;
     for handle in l.syn_queue.into_iter().chain(l.accept_queue) {
         core.sockets.get_mut::<tcp::Socket>(handle).abort();
         if let Some(conn) = core.conns.get_mut(&handle) {
             conn.owner = Owner::Orphan;
+        }
+    }
+}
+
+/// Removes socket `id` from a by-port index (listeners, UDP sockets).
+fn unindex(index: &mut std::collections::HashMap<u16, Vec<SockId>>, port: u16, id: SockId) {
+    if let Some(ids) = index.get_mut(&port) {
+        ids.retain(|&other| other != id);
+        if ids.is_empty() {
+            index.remove(&port);
         }
     }
 }
@@ -779,6 +794,10 @@ fn release(core: &mut Core, id: SockId) {
             }
         }
         SockState::Udp { handle, .. } => {
+            if let Some(local) = e.local {
+                unindex(&mut core.udp_ports, local.port(), id);
+            }
+            core.generation += 1;
             // Datagrams sendto() already accepted still go out, as they would from Linux;
             // the port stays held until they have.
             if core.sockets.get::<udp::Socket>(handle).send_queue() > 0 {

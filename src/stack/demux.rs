@@ -1,23 +1,31 @@
-//! ustack's demux, in front of smoltcp: every arriving TCP segment is matched against the
-//! 5-tuple table and the listeners, and the decision is made here, not inside smoltcp.
+//! ustack's demux, in front of smoltcp: every arriving packet is classified by its 5-tuple
+//! and the decision is made — and recorded — here, not inside smoltcp.
 //!
-//! - A segment of a known connection goes to it. A RST is noted, so the socket API can
+//! - A TCP segment of a known connection goes to it. A RST is noted, so the socket API can
 //!   tell "refused"/"reset" from a timeout (smoltcp closes the socket either way).
 //! - A SYN for a listener is admitted only if its queues have room (Linux's rules, see
-//!   [`Listener`]); then a fresh smoltcp socket is made to take exactly that SYN. Otherwise
-//!   the SYN is dropped, so the client retransmits, or with `reset_on_overflow` smoltcp
-//!   answers RST (it finds no socket).
-//! - Anything else (UDP, ICMP, a segment for no socket) goes to smoltcp, which delivers
-//!   it to a bound UDP socket, answers pings, or replies RST / ICMP port unreachable.
+//!   [`Listener`](super::Listener)); then a fresh smoltcp socket is made to take exactly
+//!   that SYN. Otherwise the SYN is dropped, so the client retransmits, or with
+//!   `reset_on_overflow` smoltcp answers RST (it finds no socket).
+//! - UDP goes to the bound socket; ICMP echo requests are answered by smoltcp.
+//! - A packet for no socket goes to smoltcp, which answers TCP with RST and UDP with ICMP
+//!   port unreachable.
+//!
+//! Each decision is a [`Decision`] value: logged (new connections and refusals at info,
+//! every data packet at trace), counted, and kept in a short history tests can assert on.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
-use smoltcp::wire::{IpListenEndpoint, IpProtocol, IpVersion, Ipv4Packet, Ipv6Packet, TcpPacket};
+use smoltcp::wire::{
+    Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet, IpListenEndpoint, IpProtocol, IpVersion, Ipv4Packet,
+    Ipv6Packet, TcpPacket, UdpPacket,
+};
 
-use super::{Core, Entry, Owner, SockState};
+use super::{Core, Entry, Owner, SockId, SockState};
 
 /// A TCP connection's identity, from ustack's side: local and remote address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,42 +52,236 @@ pub enum Disposition {
     Drop,
 }
 
-/// The header fields the demux needs from a TCP segment.
-struct Segment {
-    src: SocketAddr,
-    dst: SocketAddr,
-    syn: bool,
-    ack: bool,
-    rst: bool,
+/// Which of a listener's queues was full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    Syn,
+    Accept,
 }
 
-fn parse_tcp(frame: &[u8]) -> Option<Segment> {
-    let (src, dst, payload): (IpAddr, IpAddr, &[u8]) = match IpVersion::of_packet(frame).ok()? {
+/// Why a packet went where it went: the demux's decision, as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A segment of a known TCP connection (`owner` says whose it is).
+    Connection { handle: SocketHandle, state: tcp::State, owner: Owner },
+    /// A SYN admitted to listener `listener`: a new half-open connection in its SYN queue.
+    Admitted { listener: SockId, handle: SocketHandle, syn_queue: usize, accept_queue: usize, backlog: u32 },
+    /// A SYN for a listener whose `queue` was full: dropped (the client retransmits), or
+    /// answered with RST when `reset` (reset on overflow).
+    Overflow { listener: SockId, queue: Queue, reset: bool },
+    /// The ACK completing a handshake, dropped because the accept queue was full; the
+    /// connection stays half-open and the SYN-ACK is resent.
+    AckDropped { listener: SockId },
+    /// TCP for no socket: smoltcp answers with RST (unless it is itself a RST).
+    TcpNoSocket { syn: bool },
+    /// A datagram for bound UDP socket `socket`.
+    Udp { socket: SockId },
+    /// A datagram for no socket: smoltcp answers ICMP port unreachable.
+    UdpNoSocket,
+    /// An ICMP or ICMPv6 echo request: smoltcp answers it.
+    Ping,
+    /// Anything else: not addressed to the stack, IPv6 neighbour discovery and MLD, other
+    /// ICMP, other protocols, or not a packet at all. smoltcp looks at it and most likely
+    /// ignores it.
+    Other(&'static str),
+}
+
+/// The protocol and endpoints of a packet, as the demux saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// "tcp", "udp", "icmp", "icmpv6", or "ip".
+    pub proto: &'static str,
+    /// The packet's destination (ustack's side) and source (the peer's side); the port is
+    /// 0 where the protocol has none.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if matches!(self.proto, "tcp" | "udp") {
+            write!(f, "{} {} <- {}", self.proto, self.local, self.remote)
+        } else {
+            write!(f, "{} {} <- {}", self.proto, self.local.ip(), self.remote.ip())
+        }
+    }
+}
+
+/// One decision, with when and for what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemuxEvent {
+    /// Milliseconds since the stack started.
+    pub at_ms: u64,
+    /// None when the packet could not be parsed at all.
+    pub flow: Option<Flow>,
+    pub decision: Decision,
+}
+
+impl fmt::Display for DemuxEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.flow {
+            Some(flow) => write!(f, "{flow}: {}", self.decision),
+            None => write!(f, "{}", self.decision),
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Decision::Connection { handle, state, owner } => {
+                let whose = match owner {
+                    Owner::Socket(id) => format!("socket #{id}"),
+                    Owner::Listener(id) => format!("listener #{id}'s queue"),
+                    Owner::Orphan => "closed socket".into(),
+                };
+                write!(f, "to connection {handle} ({whose}, {state})")
+            }
+            Decision::Admitted { listener, syn_queue, accept_queue, backlog, .. } => write!(
+                f,
+                "SYN to listener #{listener}: admitted, SYN queue {syn_queue}/{}, accept queue {accept_queue}/{}",
+                backlog.max(1),
+                backlog + 1
+            ),
+            Decision::Overflow { listener, queue, reset } => {
+                let queue = if queue == Queue::Syn { "SYN queue" } else { "accept queue" };
+                let action = if reset { "answered with RST" } else { "dropped; the client will retransmit" };
+                write!(f, "SYN to listener #{listener}: {queue} full, {action}")
+            }
+            Decision::AckDropped { listener } => {
+                write!(f, "handshake ACK for listener #{listener}: accept queue full, dropped")
+            }
+            Decision::TcpNoSocket { syn: true } => write!(f, "SYN to a port nobody listens on: answered with RST"),
+            Decision::TcpNoSocket { syn: false } => write!(f, "no connection: answered with RST"),
+            Decision::Udp { socket } => write!(f, "to UDP socket #{socket}"),
+            Decision::UdpNoSocket => write!(f, "no UDP socket: answered with ICMP port unreachable"),
+            Decision::Ping => write!(f, "echo request: answered"),
+            Decision::Other(what) => write!(f, "{what}"),
+        }
+    }
+}
+
+/// How many decisions of each kind the demux made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DemuxCounters {
+    pub connection: u64,
+    pub admitted: u64,
+    pub overflow_dropped: u64,
+    pub overflow_reset: u64,
+    pub ack_dropped: u64,
+    pub tcp_no_socket: u64,
+    pub udp: u64,
+    pub udp_no_socket: u64,
+    pub ping: u64,
+    pub other: u64,
+}
+
+/// Decisions the stack remembers, newest last; older ones are forgotten.
+pub const HISTORY: usize = 1024;
+
+/// The demux's record: counters and recent decisions.
+#[derive(Debug, Default)]
+pub struct DemuxLog {
+    pub counters: DemuxCounters,
+    pub recent: VecDeque<DemuxEvent>,
+}
+
+impl DemuxLog {
+    fn record(&mut self, event: DemuxEvent) {
+        let c = &mut self.counters;
+        match event.decision {
+            Decision::Connection { .. } => c.connection += 1,
+            Decision::Admitted { .. } => c.admitted += 1,
+            Decision::Overflow { reset: false, .. } => c.overflow_dropped += 1,
+            Decision::Overflow { reset: true, .. } => c.overflow_reset += 1,
+            Decision::AckDropped { .. } => c.ack_dropped += 1,
+            Decision::TcpNoSocket { .. } => c.tcp_no_socket += 1,
+            Decision::Udp { .. } => c.udp += 1,
+            Decision::UdpNoSocket => c.udp_no_socket += 1,
+            Decision::Ping => c.ping += 1,
+            Decision::Other(_) => c.other += 1,
+        }
+        match event.decision {
+            Decision::Admitted { .. } | Decision::TcpNoSocket { syn: true } | Decision::UdpNoSocket => {
+                log::info!(target: "ustack::demux", "{event}")
+            }
+            Decision::Overflow { .. } | Decision::AckDropped { .. } => log::info!(target: "ustack::backlog", "{event}"),
+            Decision::TcpNoSocket { syn: false } | Decision::Udp { .. } | Decision::Ping => {
+                log::debug!(target: "ustack::demux", "{event}")
+            }
+            Decision::Connection { .. } | Decision::Other(_) => log::trace!(target: "ustack::demux", "{event}"),
+        }
+        if self.recent.len() == HISTORY {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(event);
+    }
+}
+
+/// What the demux reads of a packet.
+enum Parsed {
+    Tcp { flow: Flow, syn: bool, ack: bool, rst: bool },
+    Udp { flow: Flow },
+    Icmp { flow: Flow, echo_request: bool, neighbour: bool },
+    Other { flow: Flow },
+}
+
+fn parse(frame: &[u8]) -> Option<Parsed> {
+    let (src, dst, protocol, payload): (IpAddr, IpAddr, IpProtocol, &[u8]) = match IpVersion::of_packet(frame).ok()? {
         IpVersion::Ipv4 => {
             let ip = Ipv4Packet::new_checked(frame).ok()?;
-            if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
-                return None;
-            }
             let header = usize::from(ip.header_len());
             let total = usize::from(ip.total_len()).min(frame.len());
-            (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()), frame.get(header..total)?)
+            let payload = frame.get(header..total)?;
+            // Fragments carry no (or a partial) transport header; smoltcp does not reassemble.
+            let protocol = if ip.more_frags() || ip.frag_offset() != 0 { IpProtocol::Unknown(0) } else { ip.next_header() };
+            (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()), protocol, payload)
         }
         IpVersion::Ipv6 => {
             let ip = Ipv6Packet::new_checked(frame).ok()?;
-            if ip.next_header() != IpProtocol::Tcp {
-                return None;
-            }
             let end = (40 + usize::from(ip.payload_len())).min(frame.len());
-            (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()), frame.get(40..end)?)
+            (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()), ip.next_header(), frame.get(40..end)?)
         }
     };
-    let tcp = TcpPacket::new_checked(payload).ok()?;
-    Some(Segment {
-        src: SocketAddr::new(src, tcp.src_port()),
-        dst: SocketAddr::new(dst, tcp.dst_port()),
-        syn: tcp.syn(),
-        ack: tcp.ack(),
-        rst: tcp.rst(),
+    let flow = |proto, sport, dport| Flow { proto, local: SocketAddr::new(dst, dport), remote: SocketAddr::new(src, sport) };
+    Some(match protocol {
+        IpProtocol::Tcp => match TcpPacket::new_checked(payload) {
+            Ok(tcp) => Parsed::Tcp {
+                flow: flow("tcp", tcp.src_port(), tcp.dst_port()),
+                syn: tcp.syn(),
+                ack: tcp.ack(),
+                rst: tcp.rst(),
+            },
+            Err(_) => Parsed::Other { flow: flow("tcp", 0, 0) },
+        },
+        IpProtocol::Udp => match UdpPacket::new_checked(payload) {
+            Ok(udp) => Parsed::Udp { flow: flow("udp", udp.src_port(), udp.dst_port()) },
+            Err(_) => Parsed::Other { flow: flow("udp", 0, 0) },
+        },
+        IpProtocol::Icmp => {
+            let echo_request = Icmpv4Packet::new_checked(payload).is_ok_and(|p| p.msg_type() == Icmpv4Message::EchoRequest);
+            Parsed::Icmp { flow: flow("icmp", 0, 0), echo_request, neighbour: false }
+        }
+        IpProtocol::Icmpv6 => {
+            let message = Icmpv6Packet::new_checked(payload).map(|p| p.msg_type()).ok();
+            Parsed::Icmp {
+                flow: flow("icmpv6", 0, 0),
+                echo_request: message == Some(Icmpv6Message::EchoRequest),
+                neighbour: matches!(
+                    message,
+                    Some(
+                        Icmpv6Message::RouterSolicit
+                            | Icmpv6Message::RouterAdvert
+                            | Icmpv6Message::NeighborSolicit
+                            | Icmpv6Message::NeighborAdvert
+                            | Icmpv6Message::Redirect
+                            | Icmpv6Message::MldQuery
+                            | Icmpv6Message::MldReport
+                    )
+                ),
+            }
+        }
+        _ => Parsed::Other { flow: flow("ip", 0, 0) },
     })
 }
 
@@ -92,89 +294,121 @@ pub fn bound_matches(bound: IpAddr, dst: IpAddr) -> bool {
     }
 }
 
-/// The listener a SYN to `dst` goes to: one bound to exactly `dst` before a wildcard one.
-fn find_listener(core: &Core, dst: SocketAddr) -> Option<super::SockId> {
-    let ids = core.listeners.get(&dst.port())?;
-    let bound = |id: &&super::SockId| core.entries.get(id).and_then(|e| e.local).map(|l| l.ip());
+/// Of the sockets `ids` bound to `dst`'s port, the one `dst` goes to: one bound to exactly
+/// `dst` before a wildcard one.
+fn find_bound(core: &Core, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Option<SockId> {
+    let ids = ids?;
+    let bound = |id: &&SockId| core.entries.get(id).and_then(|e| e.local).map(|l| l.ip());
     ids.iter()
         .find(|id| bound(id) == Some(dst.ip()))
         .or_else(|| ids.iter().find(|id| bound(id).is_some_and(|b| bound_matches(b, dst.ip()))))
         .copied()
 }
 
-/// Decides what happens to `frame`, and does the ustack side of it.
-pub fn admit(core: &mut Core, frame: &[u8]) -> Disposition {
-    let Some(seg) = parse_tcp(frame) else { return Disposition::Deliver };
-    if !core.is_local(seg.dst.ip()) {
-        return Disposition::Deliver;
-    }
-    let tuple = FiveTuple { local: seg.dst, remote: seg.src };
-    if let Some(&handle) = core.demux.get(&tuple) {
-        let Some(conn) = core.conns.get_mut(&handle) else { return Disposition::Deliver };
-        if seg.rst {
-            conn.reset = true;
+/// Decides what happens to `frame`, does the ustack side of it, and records the decision.
+/// Also returns the TCP connection the packet is for, if any, so the stack can look at its
+/// state right after smoltcp has processed the packet.
+pub fn admit(core: &mut Core, frame: &[u8]) -> (Disposition, Option<SocketHandle>) {
+    let (flow, decision, disposition) = match parse(frame) {
+        None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver),
+        Some(parsed) => {
+            let (flow, decision, disposition) = decide(core, parsed);
+            (Some(flow), decision, disposition)
         }
-        log::trace!(target: "ustack::demux", "{tuple}: to connection {handle} ({})", conn.state);
+    };
+    let at_ms = core.clock.now().total_millis() as u64;
+    core.demux_log.record(DemuxEvent { at_ms, flow, decision });
+    let conn = match decision {
+        Decision::Connection { handle, .. } | Decision::Admitted { handle, .. } => Some(handle),
+        _ => None,
+    };
+    (disposition, conn)
+}
+
+fn decide(core: &mut Core, parsed: Parsed) -> (Flow, Decision, Disposition) {
+    use Disposition::Deliver;
+    let flow = match &parsed {
+        Parsed::Tcp { flow, .. } | Parsed::Udp { flow } | Parsed::Icmp { flow, .. } | Parsed::Other { flow } => *flow,
+    };
+    if !core.is_local(flow.local.ip()) {
+        return (flow, Decision::Other("not addressed to this stack"), Deliver);
+    }
+    match parsed {
+        Parsed::Tcp { syn, ack, rst, .. } => {
+            let (decision, disposition) = decide_tcp(core, FiveTuple { local: flow.local, remote: flow.remote }, syn, ack, rst);
+            (flow, decision, disposition)
+        }
+        Parsed::Udp { .. } => match find_bound(core, core.udp_ports.get(&flow.local.port()), flow.local) {
+            Some(socket) => (flow, Decision::Udp { socket }, Deliver),
+            None => (flow, Decision::UdpNoSocket, Deliver),
+        },
+        Parsed::Icmp { echo_request: true, .. } => (flow, Decision::Ping, Deliver),
+        Parsed::Icmp { neighbour: true, .. } => (flow, Decision::Other("IPv6 neighbour discovery or MLD: ignored"), Deliver),
+        Parsed::Icmp { .. } => (flow, Decision::Other("ICMP message"), Deliver),
+        Parsed::Other { .. } => (flow, Decision::Other("protocol ustack does not serve"), Deliver),
+    }
+}
+
+fn decide_tcp(core: &mut Core, tuple: FiveTuple, syn: bool, ack: bool, rst: bool) -> (Decision, Disposition) {
+    if let Some(&handle) = core.demux.get(&tuple) {
+        let Some(conn) = core.conns.get_mut(&handle) else {
+            return (Decision::Other("stale demux entry"), Disposition::Deliver);
+        };
+        conn.reset |= rst;
+        let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
         // Linux drops the ACK that would complete a handshake while the accept queue is
         // full; the client's connection stays half-open here and the SYN-ACK is resent.
-        if let (Owner::Listener(id), tcp::State::SynReceived) = (conn.owner, conn.state)
-            && seg.ack && !seg.syn && !seg.rst
-                && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id)
-                    && l.accept_queue_full() {
-                        l.acks_dropped += 1;
-                        log::info!(target: "ustack::backlog", "{tuple}: accept queue full ({}/{}), handshake ACK dropped", l.accept_queue.len(), l.backlog + 1);
-                        return Disposition::Drop;
-                    }
-        return Disposition::Deliver;
+        if let (Owner::Listener(listener), tcp::State::SynReceived) = (conn.owner, conn.state)
+            && ack
+            && !syn
+            && !rst
+            && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener)
+            && l.accept_queue_full()
+        {
+            l.acks_dropped += 1;
+            return (Decision::AckDropped { listener }, Disposition::Drop);
+        }
+        return (decision, Disposition::Deliver);
     }
-    if !seg.syn || seg.ack || seg.rst {
-        log::debug!(target: "ustack::demux", "{tuple}: no connection, smoltcp answers RST");
-        return Disposition::Deliver;
+    if !syn || ack || rst {
+        return (Decision::TcpNoSocket { syn: false }, Disposition::Deliver);
     }
-    let Some(id) = find_listener(core, seg.dst) else {
-        log::info!(target: "ustack::demux", "{tuple}: SYN to a port nobody listens on, answered with RST");
-        return Disposition::Deliver;
+    let Some(listener) = find_bound(core, core.listeners.get(&tuple.local.port()), tuple.local) else {
+        return (Decision::TcpNoSocket { syn: true }, Disposition::Deliver);
     };
     let reset_on_overflow = core.config.reset_on_overflow;
-    let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id) else {
-        return Disposition::Deliver;
+    let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener) else {
+        return (Decision::TcpNoSocket { syn: true }, Disposition::Deliver);
     };
     if l.accept_queue_full() || l.syn_queue_full() {
-        let which = if l.accept_queue_full() { "accept queue" } else { "SYN queue" };
+        let queue = if l.accept_queue_full() { Queue::Accept } else { Queue::Syn };
         if reset_on_overflow {
             l.syns_reset += 1;
-            log::info!(target: "ustack::backlog", "{tuple}: {which} full, SYN answered with RST (reset on overflow)");
-            return Disposition::Deliver;
+            // smoltcp finds no socket for the SYN and answers it with RST.
+            return (Decision::Overflow { listener, queue, reset: true }, Disposition::Deliver);
         }
         l.syns_dropped += 1;
-        log::info!(
-            target: "ustack::backlog",
-            "{tuple}: {which} full (accept {}/{}, SYN {}), SYN dropped ({} so far); the client will retransmit",
-            l.accept_queue.len(),
-            l.backlog + 1,
-            l.syn_queue.len(),
-            l.syns_dropped
-        );
-        return Disposition::Drop;
+        return (Decision::Overflow { listener, queue, reset: false }, Disposition::Drop);
     }
     let mut socket = core.new_tcp_socket();
-    let endpoint = IpListenEndpoint { addr: Some(seg.dst.ip().into()), port: seg.dst.port() };
+    let endpoint = IpListenEndpoint { addr: Some(tuple.local.ip().into()), port: tuple.local.port() };
     if socket.listen(endpoint).is_err() {
-        return Disposition::Deliver;
+        return (Decision::Other("listener port 0"), Disposition::Deliver);
     }
     let handle = core.sockets.add(socket);
-    let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id) else { unreachable!() };
+    let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener) else {
+        unreachable!("checked above")
+    };
     l.syn_queue.push(handle);
-    log::info!(
-        target: "ustack::demux",
-        "{tuple}: SYN to listener #{id}: SYN queue {}/{}, accept queue {}/{}",
-        l.syn_queue.len(),
-        (l.backlog).max(1),
-        l.accept_queue.len(),
-        l.backlog + 1
-    );
-    core.add_conn(handle, tuple, Owner::Listener(id), tcp::State::Listen);
-    Disposition::Admit(handle)
+    let decision = Decision::Admitted {
+        listener,
+        handle,
+        syn_queue: l.syn_queue.len(),
+        accept_queue: l.accept_queue.len(),
+        backlog: l.backlog,
+    };
+    core.add_conn(handle, tuple, Owner::Listener(listener), tcp::State::Listen);
+    (decision, Disposition::Admit(handle))
 }
 
 /// After smoltcp processed an admitted SYN: if it rejected it (a bad checksum, say), the
@@ -184,8 +418,9 @@ pub fn settle(core: &mut Core, handle: SocketHandle) {
         return;
     }
     if let Some(Owner::Listener(id)) = core.conns.get(&handle).map(|c| c.owner)
-        && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id) {
-            l.syn_queue.retain(|&h| h != handle);
-        }
+        && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id)
+    {
+        l.syn_queue.retain(|&h| h != handle);
+    }
     core.free_conn(handle);
 }

@@ -30,16 +30,20 @@ use smoltcp::wire::{HardwareAddress, IpCidr};
 use crate::device::Link;
 
 pub mod clock;
+mod conn;
 pub mod demux;
 mod looped;
 pub mod ports;
 mod staged;
+mod table;
 
 pub use clock::Clock;
-pub use demux::{Disposition, FiveTuple};
+pub use conn::{Conn, Owner, Side};
+pub use demux::{Decision, DemuxCounters, DemuxEvent, DemuxLog, Disposition, FiveTuple, Flow};
 use ports::{Holder, Ports, Proto};
 use looped::Looped;
 use staged::Staged;
+pub use table::{ConnectionInfo, DemuxRow, DemuxTable, ListenQueues};
 
 /// A socket's number in the stack, like a file descriptor (never reused within a stack).
 pub type SockId = u64;
@@ -176,35 +180,6 @@ pub struct Entry {
     pub write_timeout: Option<Duration>,
 }
 
-/// Who a TCP connection belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
-    /// In a listener's SYN queue or accept queue.
-    Listener(SockId),
-    /// An API socket's connection.
-    Socket(SockId),
-    /// Closed by the API, finishing its FIN exchange or TIME-WAIT in the stack.
-    Orphan,
-}
-
-/// ustack's record of one TCP connection (one smoltcp socket).
-#[derive(Debug)]
-pub struct Conn {
-    pub tuple: FiveTuple,
-    pub owner: Owner,
-    /// The state when the stack last looked, to log transitions.
-    pub state: tcp::State,
-    /// When the first SYN of this connection was sent or received.
-    pub born: smoltcp::time::Instant,
-    /// An error the next send/recv reports once (Linux's `sk_err`): ECONNRESET or
-    /// ECONNREFUSED after a RST, ETIMEDOUT after a timeout.
-    pub pending_error: Option<crate::socket::Errno>,
-    /// A RST arrived for this connection.
-    pub reset: bool,
-    /// Whether ustack still holds a port for it (accepted connections and orphans do).
-    pub holds_port: bool,
-}
-
 /// State shared by the stack thread and the socket API, behind one lock.
 pub struct Core {
     pub iface: Interface,
@@ -220,6 +195,13 @@ pub struct Core {
     pub udp_draining: Vec<(SocketHandle, u16)>,
     /// Listening sockets by port, for the demux to find a SYN's listener without a scan.
     pub listeners: HashMap<u16, Vec<SockId>>,
+    /// Bound UDP sockets by port, for the demux to name a datagram's socket.
+    pub udp_ports: HashMap<u16, Vec<SockId>>,
+    /// The demux's counters and recent decisions.
+    pub demux_log: DemuxLog,
+    /// Bumped whenever the demux table changes (a connection, listener or UDP socket comes,
+    /// goes or changes state), so a watcher can print it on every change.
+    pub generation: u64,
     next_id: SockId,
     /// Why the stack stopped (device failure or shutdown), once it has.
     pub down: Option<String>,
@@ -289,6 +271,9 @@ impl Stack {
             demux: HashMap::new(),
             ports: Ports::default(),
             listeners: HashMap::new(),
+            udp_ports: HashMap::new(),
+            demux_log: DemuxLog::default(),
+            generation: 0,
             udp_draining: Vec::new(),
             next_id: 3, // 0, 1 and 2 are stdin, stdout and stderr; start where a process's sockets would
             down: None,
@@ -311,6 +296,38 @@ impl Stack {
     /// The stack's addresses.
     pub fn addrs(&self) -> Vec<IpCidr> {
         self.shared.lock().config.addrs.clone()
+    }
+
+    /// A snapshot of the demux table: listeners with their queues, connections with their
+    /// states, bound UDP sockets, and the demux's counters.
+    pub fn demux_table(&self) -> DemuxTable {
+        self.shared.lock().table()
+    }
+
+    /// The demux's most recent decisions (up to [`demux::HISTORY`]), oldest first.
+    pub fn demux_events(&self) -> Vec<DemuxEvent> {
+        self.shared.lock().demux_log.recent.iter().copied().collect()
+    }
+
+    /// A number that changes whenever the demux table does; pass it to
+    /// [`Stack::wait_for_change`].
+    pub fn generation(&self) -> u64 {
+        self.shared.lock().generation
+    }
+
+    /// Waits until the demux table differs from generation `seen`, or `timeout` passes.
+    /// Returns the generation now.
+    pub fn wait_for_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut core = self.shared.lock();
+        while core.generation == seen && core.down.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            core = self.shared.wait(core, Some(left)).0;
+        }
+        core.generation
     }
 
     /// Why the stack stopped, if it has (e.g. the device failed).
@@ -376,16 +393,46 @@ impl Core {
 
     /// Registers a TCP connection in the demux table.
     pub fn add_conn(&mut self, handle: SocketHandle, tuple: FiveTuple, owner: Owner, state: tcp::State) {
-        let born = self.clock.now();
         self.demux.insert(tuple, handle);
-        self.conns.insert(
-            handle,
-            Conn { tuple, owner, state, born, pending_error: None, reset: false, holds_port: false },
-        );
+        self.conns.insert(handle, Conn::new(tuple, owner, state, self.clock.now()));
+        self.generation += 1;
+    }
+
+    /// Records the state smoltcp's socket for `handle` is in now (called right after each
+    /// packet for its connection, so every transition is seen, and in each round's sweep).
+    pub fn observe(&mut self, handle: SocketHandle) {
+        let now = self.clock.now();
+        if let Some(conn) = self.conns.get_mut(&handle) {
+            let state = self.sockets.get::<tcp::Socket>(handle).state();
+            if !conn.advance(state, now) {
+                return;
+            }
+            self.generation += 1;
+            // A completed handshake moves from the SYN queue to the accept queue at once, so
+            // the next packet's accept-queue check counts it.
+            let past_handshake = !matches!(state, tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed);
+            if let (Owner::Listener(id), true) = (conn.owner, past_handshake)
+                && let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id)
+                && let Some(pos) = l.syn_queue.iter().position(|&h| h == handle)
+            {
+                l.syn_queue.swap_remove(pos);
+                l.accept_queue.push_back(handle);
+                log::info!(
+                    target: "ustack::backlog",
+                    "{}: handshake complete, to listener #{id}'s accept queue: {}/{} (backlog {}), SYN queue {}",
+                    conn.tuple,
+                    l.accept_queue.len(),
+                    l.backlog + 1,
+                    l.backlog,
+                    l.syn_queue.len()
+                );
+            }
+        }
     }
 
     /// Forgets a TCP connection and frees its smoltcp socket and port.
     pub fn free_conn(&mut self, handle: SocketHandle) {
+        self.generation += 1;
         if let Some(conn) = self.conns.remove(&handle) {
             self.demux.remove(&conn.tuple);
             if conn.holds_port {
@@ -400,58 +447,30 @@ impl Core {
     fn reap(&mut self) {
         let now = self.clock.now();
         let connect_timeout = smoltcp::time::Duration::from(self.config.connect_timeout);
+        let half_open_timeout = smoltcp::time::Duration::from(HALF_OPEN_TIMEOUT);
         let mut finished = Vec::new();
-        for (&handle, conn) in self.conns.iter_mut() {
+        let handles: Vec<SocketHandle> = self.conns.keys().copied().collect();
+        for handle in handles {
+            let conn = &mut self.conns.get_mut(&handle).expect("listed above");
             if conn.state == tcp::State::SynSent && now - conn.born > connect_timeout {
                 log::info!(target: "ustack::handshake", "{}: no answer to the SYN, connect() timed out", conn.tuple);
                 conn.pending_error.get_or_insert(crate::socket::Errno::ETIMEDOUT);
                 self.sockets.get_mut::<tcp::Socket>(handle).abort();
             }
+            self.observe(handle);
+            let conn = &self.conns[&handle];
             let socket = self.sockets.get::<tcp::Socket>(handle);
-            let state = socket.state();
-            if state != conn.state {
-                log::info!(
-                    target: "ustack::handshake",
-                    "{} {} -> {} +{:.3}ms",
-                    conn.tuple,
-                    conn.state,
-                    state,
-                    (now - conn.born).total_micros() as f64 / 1000.0
-                );
-                if conn.state == tcp::State::SynSent && state == tcp::State::Closed && conn.pending_error.is_none() {
-                    conn.pending_error = Some(if conn.reset {
-                        crate::socket::Errno::ECONNREFUSED
-                    } else {
-                        crate::socket::Errno::ETIMEDOUT
-                    });
-                } else if state == tcp::State::Closed && conn.reset && conn.pending_error.is_none() {
-                    conn.pending_error = Some(crate::socket::Errno::ECONNRESET);
-                }
-                conn.state = state;
-            }
             match conn.owner {
                 Owner::Listener(id) => {
-                    let half_open = matches!(state, tcp::State::SynReceived);
-                    let expired = half_open && (now - conn.born) > HALF_OPEN_TIMEOUT.into();
+                    let expired = conn.state == tcp::State::SynReceived && now - conn.born > half_open_timeout;
                     // smoltcp sends a RST'd half-open socket back to LISTEN; ustack never
                     // keeps an idle listening socket, so that connection is gone.
-                    if matches!(state, tcp::State::Closed | tcp::State::Listen) || expired {
+                    if matches!(conn.state, tcp::State::Closed | tcp::State::Listen) || expired {
+                        if expired {
+                            log::info!(target: "ustack::backlog", "{}: half-open for {HALF_OPEN_TIMEOUT:?}, dropped", conn.tuple);
+                        }
                         finished.push((handle, Some(id)));
-                    } else if !half_open
-                        && let Some(Entry { state: SockState::Listening(listener), .. }) = self.entries.get_mut(&id)
-                            && let Some(pos) = listener.syn_queue.iter().position(|&h| h == handle) {
-                                listener.syn_queue.swap_remove(pos);
-                                listener.accept_queue.push_back(handle);
-                                log::info!(
-                                    target: "ustack::backlog",
-                                    "{} handshake complete: accept queue {}/{} (backlog {}), SYN queue {}",
-                                    conn.tuple,
-                                    listener.accept_queue.len(),
-                                    listener.backlog + 1,
-                                    listener.backlog,
-                                    listener.syn_queue.len()
-                                );
-                            }
+                    }
                 }
                 Owner::Orphan if is_finished(socket) => finished.push((handle, None)),
                 _ => {}
@@ -512,7 +531,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                         frame.extend_from_slice(bytes);
                     });
                 }
-                let disposition = demux::admit(core, &frame);
+                let (disposition, conn) = demux::admit(core, &frame);
                 if disposition != Disposition::Drop {
                     let mut out = Looped { device: &mut *device, local: &local, queue: &mut loopback, scratch: &mut scratch };
                     let mut staged = Staged::new(&frame, &mut out);
@@ -520,6 +539,9 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                 }
                 if let Disposition::Admit(handle) = disposition {
                     demux::settle(core, handle);
+                }
+                if let Some(handle) = conn.filter(|h| core.conns.contains_key(h)) {
+                    core.observe(handle);
                 }
                 more = true;
             }

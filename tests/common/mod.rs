@@ -41,6 +41,7 @@ pub fn pair_with(a: StackConfig, b: StackConfig) -> Pair {
 }
 
 pub mod lab;
+pub mod raw;
 
 // ---- Helpers for the socket API tests (api_*.rs) ----
 

@@ -1,0 +1,192 @@
+//! ustack's record of each TCP connection: its 5-tuple, owner, and timeline — every state
+//! transition, timed from the connection's first SYN — from which the handshake RTT and
+//! who closed first are read.
+
+use smoltcp::socket::tcp::State;
+use smoltcp::time::{Duration, Instant};
+
+use super::{FiveTuple, SockId};
+use crate::socket::Errno;
+
+/// Transitions kept per connection; a connection has at most about ten, so this only
+/// bounds what a misbehaving peer could make it record.
+const TIMELINE_LIMIT: usize = 32;
+
+/// Who a TCP connection belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// In a listener's SYN queue or accept queue.
+    Listener(SockId),
+    /// An API socket's connection.
+    Socket(SockId),
+    /// Closed by the API, finishing its FIN exchange or TIME-WAIT in the stack.
+    Orphan,
+}
+
+/// Which end did something first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// This stack (ustack).
+    Local,
+    /// The peer.
+    Remote,
+    /// Both at once (simultaneous close: FIN-WAIT-1 → CLOSING).
+    Both,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+            Side::Both => "both",
+        })
+    }
+}
+
+/// ustack's record of one TCP connection (one smoltcp socket).
+#[derive(Debug)]
+pub struct Conn {
+    pub tuple: FiveTuple,
+    pub owner: Owner,
+    /// The state when the stack last looked.
+    pub state: State,
+    /// When the first SYN of this connection was sent or received.
+    pub born: Instant,
+    /// Every state the connection entered, with when (the first is its initial state).
+    pub timeline: Vec<(Instant, State)>,
+    /// The handshake round trip: SYN sent → ESTABLISHED for an active open (the peer's
+    /// SYN-ACK arrived), SYN-ACK sent → ESTABLISHED for a passive one (its ACK arrived).
+    pub handshake_rtt: Option<Duration>,
+    /// Which side sent the first FIN.
+    pub closed_first: Option<Side>,
+    /// An error the next send/recv reports once (Linux's `sk_err`): ECONNRESET or
+    /// ECONNREFUSED after a RST, ETIMEDOUT after a timeout.
+    pub pending_error: Option<Errno>,
+    /// A RST arrived for this connection.
+    pub reset: bool,
+    /// Whether ustack still holds a port for it (accepted connections and orphans do).
+    pub holds_port: bool,
+}
+
+fn millis(d: Duration) -> f64 {
+    d.total_micros() as f64 / 1000.0
+}
+
+impl Conn {
+    pub fn new(tuple: FiveTuple, owner: Owner, state: State, now: Instant) -> Conn {
+        Conn {
+            tuple,
+            owner,
+            state,
+            born: now,
+            timeline: vec![(now, state)],
+            handshake_rtt: None,
+            closed_first: None,
+            pending_error: None,
+            reset: false,
+            holds_port: false,
+        }
+    }
+
+    /// Records that smoltcp's socket is now in `state`. Returns whether it changed.
+    ///
+    /// smoltcp may move through several states on one segment (an ACK carrying data and
+    /// a FIN takes SYN-RECEIVED to CLOSE-WAIT); the handshake's ESTABLISHED is recorded
+    /// in between, since the connection did pass through it.
+    pub fn advance(&mut self, state: State, now: Instant) -> bool {
+        if state == self.state {
+            return false;
+        }
+        let handshaking = matches!(self.state, State::SynSent | State::SynReceived);
+        let past_handshake = !matches!(state, State::Closed | State::Listen | State::SynSent | State::SynReceived);
+        if handshaking && past_handshake && state != State::Established {
+            self.enter(State::Established, now);
+        }
+        self.enter(state, now);
+        true
+    }
+
+    fn enter(&mut self, state: State, now: Instant) {
+        let from = self.state;
+        self.state = state;
+        if self.timeline.len() < TIMELINE_LIMIT {
+            self.timeline.push((now, state));
+        }
+        let since_syn = millis(now - self.born);
+        log::info!(target: "ustack::handshake", "{} {from} -> {state} +{since_syn:.3}ms", self.tuple);
+        match (from, state) {
+            (State::SynSent | State::SynReceived, State::Established) => {
+                let started = self.timeline.iter().rev().find(|(_, s)| *s == from).map_or(self.born, |(t, _)| *t);
+                let rtt = now - started;
+                self.handshake_rtt = Some(rtt);
+                log::info!(target: "ustack::handshake", "{} handshake complete, RTT {:.3}ms", self.tuple, millis(rtt));
+            }
+            (State::Established, State::FinWait1) => self.closed_first = self.closed_first.or(Some(Side::Local)),
+            (State::Established, State::CloseWait) => self.closed_first = self.closed_first.or(Some(Side::Remote)),
+            (State::FinWait1, State::Closing) => self.closed_first = Some(Side::Both),
+            _ => {}
+        }
+        if state == State::Closed {
+            self.pending_error = self.pending_error.or(match from {
+                State::SynSent if self.reset => Some(Errno::ECONNREFUSED),
+                State::SynSent => Some(Errno::ETIMEDOUT),
+                _ if self.reset => Some(Errno::ECONNRESET),
+                _ => None,
+            });
+            let how = match (self.reset, self.closed_first) {
+                (true, _) => "reset".to_string(),
+                (false, Some(side)) => format!("{side} closed first"),
+                (false, None) => "never established".to_string(),
+            };
+            log::info!(target: "ustack::handshake", "{} closed: {how}, after {since_syn:.3}ms", self.tuple);
+        }
+    }
+
+    /// The timeline as (milliseconds since the first SYN, RFC 9293 state name).
+    pub fn timeline_ms(&self) -> Vec<(f64, String)> {
+        self.timeline.iter().map(|(t, s)| (millis(*t - self.born), s.to_string())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(state: State) -> Conn {
+        let tuple = FiveTuple { local: "10.0.0.2:7".parse().unwrap(), remote: "10.0.0.1:40000".parse().unwrap() };
+        Conn::new(tuple, Owner::Orphan, state, Instant::from_millis(0))
+    }
+
+    #[test]
+    fn passive_open_records_rtt_and_who_closed_first() {
+        let mut c = conn(State::Listen);
+        c.advance(State::SynReceived, Instant::from_millis(1));
+        c.advance(State::Established, Instant::from_millis(4));
+        assert_eq!(c.handshake_rtt, Some(Duration::from_millis(3)));
+        c.advance(State::CloseWait, Instant::from_millis(10));
+        assert_eq!(c.closed_first, Some(Side::Remote));
+        let states: Vec<_> = c.timeline_ms().into_iter().map(|(_, s)| s).collect();
+        assert_eq!(states, ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT"]);
+    }
+
+    #[test]
+    fn a_jump_past_established_still_records_it() {
+        let mut c = conn(State::SynReceived);
+        c.advance(State::CloseWait, Instant::from_millis(2));
+        let states: Vec<_> = c.timeline_ms().into_iter().map(|(_, s)| s).collect();
+        assert_eq!(states, ["SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT"]);
+        assert_eq!(c.closed_first, Some(Side::Remote));
+    }
+
+    #[test]
+    fn refused_and_timed_out_connects_leave_the_right_error() {
+        let mut refused = conn(State::SynSent);
+        refused.reset = true;
+        refused.advance(State::Closed, Instant::from_millis(1));
+        assert_eq!(refused.pending_error, Some(Errno::ECONNREFUSED));
+        let mut silent = conn(State::SynSent);
+        silent.advance(State::Closed, Instant::from_millis(1));
+        assert_eq!(silent.pending_error, Some(Errno::ETIMEDOUT));
+    }
+}

@@ -1,0 +1,204 @@
+//! The demux table as a snapshot: every listener, connection and UDP socket the demux
+//! sends packets to, with states and queue lengths — what `serve --show-demux` prints.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use smoltcp::socket::tcp;
+
+use super::{Core, DemuxCounters, Owner, SockId, SockState};
+
+/// A listener's queues at the moment of the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenQueues {
+    pub backlog: u32,
+    /// Half-open connections, and how many the SYN queue holds.
+    pub syn: usize,
+    pub syn_limit: usize,
+    /// Established connections waiting for accept(), and how many may wait.
+    pub accept: usize,
+    pub accept_limit: usize,
+    pub syns_dropped: u64,
+    pub acks_dropped: u64,
+    pub syns_reset: u64,
+}
+
+/// One entry of the demux table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemuxRow {
+    /// "tcp" or "udp".
+    pub proto: &'static str,
+    pub local: SocketAddr,
+    /// The peer, for connections and connected UDP sockets.
+    pub remote: Option<SocketAddr>,
+    /// Who gets the packets: "#5" (a socket), "#3 syn-q" / "#3 accept-q" (waiting in
+    /// listener #3's queues), or "closed" (a connection finishing after close()).
+    pub owner: String,
+    /// The RFC 9293 state for TCP; "bound" or "connected" for UDP.
+    pub state: String,
+    /// For listeners.
+    pub queues: Option<ListenQueues>,
+}
+
+/// The demux table: listeners, then connections, then UDP sockets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemuxTable {
+    pub rows: Vec<DemuxRow>,
+    pub counters: DemuxCounters,
+}
+
+impl Core {
+    /// A snapshot of the demux table.
+    pub fn table(&self) -> DemuxTable {
+        let mut listeners = Vec::new();
+        let mut udp = Vec::new();
+        for (&id, entry) in &self.entries {
+            let Some(local) = entry.local else { continue };
+            match &entry.state {
+                SockState::Listening(l) => listeners.push(DemuxRow {
+                    proto: "tcp",
+                    local,
+                    remote: None,
+                    owner: format!("#{id}"),
+                    state: tcp::State::Listen.to_string(),
+                    queues: Some(ListenQueues {
+                        backlog: l.backlog,
+                        syn: l.syn_queue.len(),
+                        syn_limit: (l.backlog as usize).max(1),
+                        accept: l.accept_queue.len(),
+                        accept_limit: l.backlog as usize + 1,
+                        syns_dropped: l.syns_dropped,
+                        acks_dropped: l.acks_dropped,
+                        syns_reset: l.syns_reset,
+                    }),
+                }),
+                SockState::Udp { peer, .. } => udp.push(DemuxRow {
+                    proto: "udp",
+                    local,
+                    remote: *peer,
+                    owner: format!("#{id}"),
+                    state: if peer.is_some() { "connected" } else { "bound" }.into(),
+                    queues: None,
+                }),
+                _ => {}
+            }
+        }
+        let mut conns: Vec<DemuxRow> = self
+            .conns
+            .values()
+            .map(|conn| DemuxRow {
+                proto: "tcp",
+                local: conn.tuple.local,
+                remote: Some(conn.tuple.remote),
+                owner: match conn.owner {
+                    Owner::Socket(id) => format!("#{id}"),
+                    Owner::Listener(id) if conn.state == tcp::State::SynReceived => format!("#{id} syn-q"),
+                    Owner::Listener(id) => format!("#{id} accept-q"),
+                    Owner::Orphan => "closed".into(),
+                },
+                state: conn.state.to_string(),
+                queues: None,
+            })
+            .collect();
+        let key = |row: &DemuxRow| (row.local.port(), row.local, row.remote);
+        listeners.sort_by_key(key);
+        conns.sort_by_key(key);
+        udp.sort_by_key(key);
+        let rows = listeners.into_iter().chain(conns).chain(udp).collect();
+        DemuxTable { rows, counters: self.demux_log.counters }
+    }
+}
+
+impl fmt::Display for DemuxTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cells: Vec<[String; 6]> = self
+            .rows
+            .iter()
+            .map(|row| {
+                let queues = row.queues.map_or(String::new(), |q| {
+                    let mut s =
+                        format!("syn {}/{}  accept {}/{}  backlog {}", q.syn, q.syn_limit, q.accept, q.accept_limit, q.backlog);
+                    if q.syns_dropped + q.acks_dropped + q.syns_reset > 0 {
+                        s += &format!(
+                            "  dropped {} SYN, {} ACK; reset {}",
+                            q.syns_dropped, q.acks_dropped, q.syns_reset
+                        );
+                    }
+                    s
+                });
+                [
+                    row.proto.to_string(),
+                    row.local.to_string(),
+                    row.remote.map_or("*".into(), |r| r.to_string()),
+                    row.owner.clone(),
+                    row.state.clone(),
+                    queues,
+                ]
+            })
+            .collect();
+        let header = ["PROTO", "LOCAL", "REMOTE", "SOCKET", "STATE", "QUEUES"];
+        let mut widths = header.map(str::len);
+        for row in &cells {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.len());
+            }
+        }
+        let line = |f: &mut fmt::Formatter<'_>, cells: &[String]| -> fmt::Result {
+            let mut text = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    text += cell;
+                } else {
+                    text += &format!("{cell:<width$}  ", width = widths[i]);
+                }
+            }
+            writeln!(f, "{}", text.trim_end())
+        };
+        line(f, &header.map(String::from))?;
+        for row in &cells {
+            line(f, row)?;
+        }
+        let c = &self.counters;
+        write!(
+            f,
+            "packets: {} to connections, {} SYNs admitted, {} SYNs dropped, {} reset on overflow, {} ACKs dropped, \
+             {} TCP to no socket, {} UDP, {} UDP to no socket, {} pings, {} other",
+            c.connection,
+            c.admitted,
+            c.overflow_dropped,
+            c.overflow_reset,
+            c.ack_dropped,
+            c.tcp_no_socket,
+            c.udp,
+            c.udp_no_socket,
+            c.ping,
+            c.other
+        )
+    }
+}
+
+/// A connection's handshake and close, for showing to a user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionInfo {
+    pub tuple: super::FiveTuple,
+    /// Each state entered, with milliseconds since the connection's first SYN.
+    pub timeline: Vec<(f64, String)>,
+    /// The handshake's round trip, in milliseconds (see [`Conn::handshake_rtt`](super::Conn)).
+    pub handshake_rtt_ms: Option<f64>,
+    /// Who sent the first FIN, if anyone has.
+    pub closed_first: Option<super::Side>,
+}
+
+impl Core {
+    /// What ustack recorded about the connection of socket `id`, if it has one.
+    pub fn connection_info(&self, id: SockId) -> Option<ConnectionInfo> {
+        let SockState::Connected(handle) = self.entries.get(&id)?.state else { return None };
+        let conn = self.conns.get(&handle)?;
+        Some(ConnectionInfo {
+            tuple: conn.tuple,
+            timeline: conn.timeline_ms(),
+            handshake_rtt_ms: conn.handshake_rtt.map(|d| d.total_micros() as f64 / 1000.0),
+            closed_first: conn.closed_first,
+        })
+    }
+}

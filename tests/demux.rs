@@ -1,0 +1,202 @@
+//! ustack's demux: every arriving packet is classified by 5-tuple, and the decision is data
+//! the stack records — asserted here for each case, with what the peer sees on the wire.
+
+mod common;
+
+use common::raw::{frames_before_ping_reply, inject, inject_udp, next_segment, tcp_flags};
+use common::*;
+use etherparse::{Icmpv4Type, SlicedPacket, TransportSlice};
+use ustack::stack::demux::Queue;
+use ustack::stack::{Decision, DemuxEvent, Owner, Side};
+use ustack::{Errno, Events, Stack, StackConfig};
+
+/// The decisions `stack` made for packets from `remote_port`, oldest first.
+fn decisions_from(stack: &Stack, remote_port: u16) -> Vec<Decision> {
+    stack
+        .demux_events()
+        .into_iter()
+        .filter(|e: &DemuxEvent| e.flow.is_some_and(|f| f.remote.port() == remote_port))
+        .map(|e| e.decision)
+        .collect()
+}
+
+#[test]
+fn a_syn_goes_to_the_listener_and_later_segments_to_the_accepted_socket() {
+    let p = pair();
+    let (l, at) = listener(&p.b, B, 4);
+    let c = tcp(&p.a, domain_of(B));
+    c.connect(at).unwrap();
+    let (s, peer) = l.accept().unwrap();
+    c.send(b"hello").unwrap();
+    assert_eq!(recv_exact(&s, 5), b"hello");
+
+    let at_server = decisions_from(&p.b, peer.port());
+    assert!(
+        matches!(at_server[0], Decision::Admitted { listener, syn_queue: 1, accept_queue: 0, .. } if listener == l.id()),
+        "the SYN is admitted to the listener: {at_server:?}"
+    );
+    assert!(
+        at_server.iter().any(|d| matches!(d, Decision::Connection { owner: Owner::Socket(id), .. } if *id == s.id())),
+        "the data segment goes to the accepted socket: {at_server:?}"
+    );
+    let at_client = decisions_from(&p.a, at.port());
+    assert!(
+        matches!(at_client[0], Decision::Connection { owner: Owner::Socket(id), .. } if id == c.id()),
+        "the SYN-ACK goes to the connecting socket: {at_client:?}"
+    );
+}
+
+#[test]
+fn a_syn_for_a_closed_port_is_answered_with_rst_and_counted() {
+    let p = pair();
+    let c = tcp(&p.a, domain_of(B));
+    assert_eq!(err(c.connect(addr(B, 9))), Errno::ECONNREFUSED);
+    let events = p.b.demux_events();
+    assert!(
+        events.iter().any(|e| e.decision == Decision::TcpNoSocket { syn: true }
+            && e.flow.is_some_and(|f| f.local.port() == 9 && f.proto == "tcp")),
+        "{events:?}"
+    );
+    assert_eq!(p.b.demux_table().counters.tcp_no_socket, 1);
+}
+
+#[test]
+fn udp_goes_to_the_bound_socket_and_to_nobody_gets_port_unreachable() {
+    let lone = lone_b();
+    let u = udp(&lone.stack, domain_of(B));
+    u.bind(addr(B, 53)).unwrap();
+    inject_udp(&lone.wire, 5000, 53, b"query");
+    let mut buf = [0; 16];
+    assert_eq!(u.recv_from(&mut buf).unwrap(), (5, addr(A, 5000)));
+    assert_eq!(decisions_from(&lone.stack, 5000), [Decision::Udp { socket: u.id() }]);
+
+    inject_udp(&lone.wire, 5001, 54, b"nobody home");
+    let answers = frames_before_ping_reply(&lone.wire, 1);
+    let unreachable = answers.iter().any(|frame| {
+        let packet = SlicedPacket::from_ip(frame).unwrap();
+        matches!(packet.transport, Some(TransportSlice::Icmpv4(icmp))
+            if matches!(icmp.icmp_type(), Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port)))
+    });
+    assert!(unreachable, "ICMP port unreachable comes back");
+    assert_eq!(decisions_from(&lone.stack, 5001), [Decision::UdpNoSocket]);
+    assert_eq!(lone.stack.demux_table().counters.ping, 1, "the barrier's ping was classified too");
+}
+
+#[test]
+fn a_full_accept_queue_drops_syns_silently_and_a_retransmitted_syn_makes_no_second_connection() {
+    let lone = lone_b();
+    // Backlog 0: one connection may wait for accept() (Linux lets backlog + 1 wait).
+    let (l, at) = listener(&lone.stack, B, 0);
+    inject(&lone.wire, 40000, at.port(), 1000, None, true);
+    let syn_ack = next_segment(&lone.wire);
+    assert!(syn_ack.syn && syn_ack.ack);
+    inject(&lone.wire, 40000, at.port(), 1000, None, true); // a retransmitted SYN
+    frames_before_ping_reply(&lone.wire, 1);
+    assert!(matches!(decisions_from(&lone.stack, 40000)[1], Decision::Connection { .. }));
+    assert_eq!(l.listen_queues(), Some((1, 0, 0)), "still one half-open connection");
+    inject(&lone.wire, 40000, at.port(), 1001, Some(syn_ack.seq.wrapping_add(1)), false);
+    wait_for(&l, Events::IN);
+    assert_eq!(l.listen_queues(), Some((0, 1, 0)));
+
+    inject(&lone.wire, 40001, at.port(), 5000, None, true);
+    let answers = frames_before_ping_reply(&lone.wire, 2);
+    assert!(answers.iter().all(|f| tcp_flags(f).is_none()), "no SYN-ACK and no RST: the SYN is dropped silently");
+    assert_eq!(
+        decisions_from(&lone.stack, 40001),
+        [Decision::Overflow { listener: l.id(), queue: Queue::Accept, reset: false }]
+    );
+    assert_eq!(l.listen_queues(), Some((0, 1, 1)), "the drop is counted");
+
+    let (_first, _) = l.accept().unwrap();
+    inject(&lone.wire, 40001, at.port(), 5000, None, true); // the client's retransmission
+    let syn_ack = next_segment(&lone.wire);
+    assert!(syn_ack.syn && syn_ack.ack && syn_ack.ack_no == 5001, "with room again, the retransmitted SYN gets in");
+}
+
+#[test]
+fn reset_on_overflow_answers_a_syn_with_rst() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (end_a, end_b) = ustack::device::Wire::pair(1500).unwrap();
+    let stack = Stack::new(end_b, StackConfig { reset_on_overflow: true, ..config(B, B6) }).unwrap();
+    let (l, at) = listener(&stack, B, 0);
+    inject(&end_a, 40000, at.port(), 1000, None, true);
+    let syn_ack = next_segment(&end_a);
+    inject(&end_a, 40000, at.port(), 1001, Some(syn_ack.seq.wrapping_add(1)), false);
+    wait_for(&l, Events::IN);
+    inject(&end_a, 40001, at.port(), 5000, None, true);
+    let answers = frames_before_ping_reply(&end_a, 1);
+    assert!(answers.iter().any(|f| tcp_flags(f).is_some_and(|t| t.rst)), "the SYN is answered with RST");
+    assert_eq!(
+        decisions_from(&stack, 40001),
+        [Decision::Overflow { listener: l.id(), queue: Queue::Accept, reset: true }]
+    );
+}
+
+#[test]
+fn the_ack_completing_a_handshake_is_dropped_while_the_accept_queue_is_full() {
+    let lone = lone_b();
+    // Backlog 2: the SYN queue holds 2 and the accept queue 3.
+    let (l, at) = listener(&lone.stack, B, 2);
+    let syn = |port: u16| {
+        inject(&lone.wire, port, at.port(), 1000, None, true);
+        next_segment(&lone.wire).seq
+    };
+    let ack = |port: u16, isn: u32| inject(&lone.wire, port, at.port(), 1001, Some(isn.wrapping_add(1)), false);
+    for (port, waiting) in [(40000, 1), (40001, 2)] {
+        let isn = syn(port);
+        ack(port, isn);
+        eventually("the handshake completes", || l.listen_queues() == Some((0, waiting, 0)));
+    }
+    let (isn3, isn4) = (syn(40002), syn(40003));
+    assert_eq!(l.listen_queues(), Some((2, 2, 0)), "two half-open connections");
+    ack(40002, isn3);
+    eventually("the accept queue fills", || l.listen_queues() == Some((1, 3, 0)));
+    ack(40003, isn4);
+    frames_before_ping_reply(&lone.wire, 1);
+    assert_eq!(decisions_from(&lone.stack, 40003).last(), Some(&Decision::AckDropped { listener: l.id() }));
+    assert_eq!(l.listen_queues(), Some((1, 3, 1)), "the fourth stays half-open, and the drop is counted");
+}
+
+#[test]
+fn the_demux_table_shows_listeners_connections_and_udp_sockets() {
+    let p = pair();
+    let (l, at) = listener(&p.b, B, 4);
+    let (c, s) = connection_to(&p, &l, at);
+    let u = udp(&p.b, domain_of(B));
+    u.bind(addr(B, 53)).unwrap();
+    let table = p.b.demux_table();
+    let text = table.to_string();
+    assert!(text.starts_with("PROTO"), "{text}");
+    let row = |needle: &str| text.lines().find(|line| line.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}"));
+    assert!(row("LISTEN").contains(&format!("#{}", l.id())) && row("LISTEN").contains("syn 0/4  accept 0/5"));
+    let conn = row(&c.local_addr().unwrap().to_string());
+    assert!(conn.contains("ESTABLISHED") && conn.contains(&format!("#{}", s.id())), "{conn}");
+    assert!(row("udp").contains("bound"));
+}
+
+/// A connection from a's socket to listener `l` on b, and the accepted socket.
+fn connection_to(p: &Pair, l: &ustack::Socket, at: std::net::SocketAddr) -> (ustack::Socket, ustack::Socket) {
+    let c = tcp(&p.a, domain_of(B));
+    c.connect(at).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (c, s)
+}
+
+#[test]
+fn each_connection_keeps_its_timeline_rtt_and_who_closed_first() {
+    let p = pair();
+    let (l, at) = listener(&p.b, B, 4);
+    let (c, s) = connection_to(&p, &l, at);
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(s.recv(&mut [0; 8]).unwrap(), 0);
+    let server = s.connection_info().unwrap();
+    let client = c.connection_info().unwrap();
+    let states = |info: &ustack::stack::ConnectionInfo| info.timeline.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
+    assert_eq!(states(&server), ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT"]);
+    assert_eq!(&states(&client)[..2], ["SYN-SENT", "ESTABLISHED"]);
+    assert!(server.timeline.windows(2).all(|w| w[0].0 <= w[1].0), "times never go backwards");
+    assert!(server.handshake_rtt_ms.is_some() && client.handshake_rtt_ms.is_some());
+    assert_eq!(server.closed_first, Some(Side::Remote));
+    eventually("the client's FIN acknowledged", || c.connection_info().unwrap().closed_first == Some(Side::Local));
+    assert_eq!(server.tuple.remote, c.local_addr().unwrap());
+}
