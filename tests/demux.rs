@@ -200,3 +200,65 @@ fn each_connection_keeps_its_timeline_rtt_and_who_closed_first() {
     eventually("the client's FIN acknowledged", || c.connection_info().unwrap().closed_first == Some(Side::Local));
     assert_eq!(server.tuple.remote, c.local_addr().unwrap());
 }
+
+#[test]
+fn a_syn_beyond_the_syn_queue_gets_a_cookie_and_the_cookie_ack_makes_the_connection() {
+    let lone = lone_b();
+    let (l, at) = listener(&lone.stack, B, 1); // the SYN queue holds one
+    inject(&lone.wire, 40000, at.port(), 1000, None, true);
+    next_segment(&lone.wire); // 40000 stays half-open, filling the SYN queue
+    inject(&lone.wire, 40001, at.port(), 5000, None, true);
+    let cookie = next_segment(&lone.wire);
+    assert!(cookie.syn && cookie.ack && cookie.ack_no == 5001, "a SYN-ACK answers, from no state");
+    assert_eq!(decisions_from(&lone.stack, 40001), [Decision::CookieSent { listener: l.id() }]);
+    assert_eq!(l.listen_queues(), Some((1, 0, 0)), "the cookie took no room");
+
+    common::raw::inject_data(&lone.wire, 40001, at.port(), 5001, cookie.seq.wrapping_add(1), b"hi");
+    let (s, peer) = l.accept().unwrap();
+    assert_eq!(peer, addr(A, 40001));
+    assert_eq!(recv_exact(&s, 2), b"hi", "data on the cookie ACK is delivered");
+    assert!(matches!(decisions_from(&lone.stack, 40001)[1], Decision::CookieAccepted { .. }));
+    s.send(b"yo").unwrap();
+    let reply = next_segment(&lone.wire);
+    assert_eq!(reply.seq, cookie.seq.wrapping_add(1), "ustack keeps numbering from the cookie");
+}
+
+#[test]
+fn an_ack_with_a_forged_cookie_is_answered_with_rst() {
+    let lone = lone_b();
+    let (_l, at) = listener(&lone.stack, B, 1);
+    inject(&lone.wire, 40000, at.port(), 1000, None, true);
+    next_segment(&lone.wire);
+    common::raw::inject_data(&lone.wire, 40001, at.port(), 5001, 0x1234_5678, b"hi");
+    let rst = next_segment(&lone.wire);
+    assert!(rst.rst, "no connection is made from a forged cookie");
+    assert_eq!(decisions_from(&lone.stack, 40001), [Decision::TcpNoSocket { syn: false }]);
+}
+
+#[test]
+fn isns_follow_rfc_6528_a_keyed_hash_of_the_tuple_plus_a_4_microsecond_clock() {
+    // Two connects from the same port to the same peer: their ISNs on the wire differ by
+    // the time between them in 4 µs ticks, as RFC 6528 has it (smoltcp's own ISNs are
+    // unrelated draws of a small generator, which an observer can predict).
+    let lone = lone_a();
+    let syn_isn = |port: u16| {
+        let c = tcp(&lone.stack, domain_of(B));
+        c.set_reuse_address(true).unwrap(); // the last attempt may still hold the port
+        c.bind(addr(A, port)).unwrap();
+        c.set_nonblocking(true).unwrap();
+        assert_eq!(err(c.connect(addr(B, 80))), Errno::EINPROGRESS);
+        let isn = next_segment(&lone.wire).seq;
+        let sent = std::time::Instant::now();
+        c.close().unwrap();
+        // Closing a connection in SYN-SENT resets it; once that RST is out, the 4-tuple is free.
+        while !next_segment(&lone.wire).rst {}
+        (isn, sent)
+    };
+    let (first, at_first) = syn_isn(50000);
+    let (second, at_second) = syn_isn(50000);
+    let ticks = second.wrapping_sub(first) as u64;
+    let elapsed = at_second.duration_since(at_first).as_micros() as u64 / 4;
+    assert!(ticks.abs_diff(elapsed) < 5_000, "ISN advanced {ticks} ticks in {elapsed} ticks of time");
+    let (other, _) = syn_isn(50001);
+    assert!(other.wrapping_sub(second) > 1_000_000 || second.wrapping_sub(other) > 1_000_000, "another tuple, another ISN");
+}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::addr;
-use common::lab::{lab, KERNEL, KERNEL6, USTACK, USTACK6};
+use common::lab::{lab, lab_with, KERNEL, KERNEL6, USTACK, USTACK6};
 use ustack::{Errno, TcpListener, TcpStream, UdpSocket};
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -396,10 +396,11 @@ fn ustack_answers_ping_over_ipv4_and_ipv6() {
 }
 
 #[test]
-fn backlog_one_lets_two_kernel_clients_in_and_the_third_retransmits_until_accept() {
+fn without_syn_cookies_backlog_one_lets_two_kernel_clients_in_and_the_third_retransmits_until_accept() {
     ustack::require_tun!();
     const CLIENTS: usize = 3;
-    let lab = lab();
+    // Linux with tcp_syncookies=0: the SYN queue holds max(backlog, 1) half-open connections.
+    let lab = lab_with(ustack::StackConfig { syn_cookies: false, ..Default::default() });
     let listener = TcpListener::bind_with_backlog(&lab.stack, addr("0.0.0.0", 7), 1).unwrap();
     let (connected_tx, connected) = std::sync::mpsc::channel();
     let start = Arc::new(Barrier::new(CLIENTS));
@@ -439,4 +440,64 @@ fn backlog_one_lets_two_kernel_clients_in_and_the_third_retransmits_until_accept
         client.join().unwrap().expect("no client was refused");
     }
     assert_eq!(accepted.len(), CLIENTS);
+}
+
+#[test]
+fn a_syn_meeting_a_full_accept_queue_is_dropped_and_retransmitted_until_accept() {
+    ustack::require_tun!();
+    let lab = lab(); // SYN cookies on, as in Linux by default
+    let listener = TcpListener::bind_with_backlog(&lab.stack, addr("0.0.0.0", 7), 1).unwrap();
+    let connect = || lab.ns.spawn(|| KernelStream::connect_timeout(&addr(USTACK, 7), Duration::from_secs(20))).unwrap();
+    // Two connections fill the accept queue (backlog + 1).
+    let first = connect().join().unwrap().unwrap();
+    let second = connect().join().unwrap().unwrap();
+    let queues = || listener.socket().listen_queues().unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while queues() != (0, 2, 0) {
+        assert!(std::time::Instant::now() < deadline, "two connections wait: {:?}", queues());
+        std::thread::yield_now();
+    }
+    let third = connect();
+    while queues().2 < 1 {
+        assert!(std::time::Instant::now() < deadline, "the third SYN is dropped");
+        std::thread::yield_now();
+    }
+    assert!(!third.is_finished(), "no RST: the client is still trying");
+    drop(listener.accept().unwrap());
+    let third = third.join().unwrap().expect("its retransmitted SYN gets in once there is room");
+    drop((first, second, third));
+    assert_eq!(listener.accept().unwrap().0.peer_addr().unwrap().ip().to_string(), KERNEL);
+}
+
+#[test]
+fn syn_cookies_let_simultaneous_clients_in_beyond_the_syn_queue() {
+    ustack::require_tun!();
+    const CLIENTS: usize = 8;
+    let lab = lab();
+    // Backlog 8: the SYN queue holds 8 and the accept queue 9; eight clients at once may
+    // overrun the SYN queue for a moment, and those SYNs are answered with cookies.
+    let listener = TcpListener::bind_with_backlog(&lab.stack, addr("0.0.0.0", 7), CLIENTS as u32).unwrap();
+    let server = echo_server(listener, CLIENTS);
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let start = start.clone();
+            lab.ns
+                .spawn(move || -> io::Result<Vec<u8>> {
+                    start.wait();
+                    let mut stream = KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE)?;
+                    stream.set_read_timeout(Some(PATIENCE))?;
+                    stream.write_all(format!("client {i}").as_bytes())?;
+                    stream.shutdown(Shutdown::Write)?;
+                    let mut reply = Vec::new();
+                    stream.read_to_end(&mut reply)?;
+                    Ok(reply)
+                })
+                .unwrap()
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        assert_eq!(client.join().unwrap().unwrap(), format!("client {i}").as_bytes());
+    }
+    assert_eq!(server.join().unwrap().len(), CLIENTS);
 }

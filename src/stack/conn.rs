@@ -67,6 +67,12 @@ pub struct Conn {
     pub reset: bool,
     /// Whether ustack still holds a port for it (accepted connections and orphans do).
     pub holds_port: bool,
+    /// smoltcp's ISN minus the ISN on the wire (see [`super::rewrite`]); set when the
+    /// connection's first SYN or SYN-ACK goes out.
+    pub shift: Option<u32>,
+    /// For a connection made from a SYN cookie: the cookie (our ISN on the wire), until
+    /// smoltcp's own SYN-ACK has been suppressed and the shift learnt from it.
+    pub cookie: Option<u32>,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -86,6 +92,8 @@ impl Conn {
             pending_error: None,
             reset: false,
             holds_port: false,
+            shift: None,
+            cookie: None,
         }
     }
 

@@ -41,7 +41,7 @@ impl fmt::Display for FiveTuple {
 }
 
 /// What happens to an arriving frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
     /// smoltcp processes it.
     Deliver,
@@ -50,6 +50,11 @@ pub enum Disposition {
     Admit(SocketHandle),
     /// Dropped before smoltcp sees it.
     Drop,
+    /// Not for smoltcp: the stack sends this packet back instead (a SYN cookie's SYN-ACK).
+    Reply(Vec<u8>),
+    /// A valid SYN cookie ACK: smoltcp gets `syn` (the client's SYN, rebuilt) for the new
+    /// socket `handle`, then, its own SYN-ACK suppressed, the ACK itself.
+    Cookie { handle: SocketHandle, syn: Vec<u8> },
 }
 
 /// Which of a listener's queues was full.
@@ -72,6 +77,12 @@ pub enum Decision {
     /// The ACK completing a handshake, dropped because the accept queue was full; the
     /// connection stays half-open and the SYN-ACK is resent.
     AckDropped { listener: SockId },
+    /// A SYN for a listener whose SYN queue was full (but not its accept queue): answered
+    /// with a SYN cookie, keeping no state (Linux's `tcp_syncookies=1`).
+    CookieSent { listener: SockId },
+    /// An ACK carrying a valid SYN cookie: the connection is made now, straight into the
+    /// accept queue.
+    CookieAccepted { listener: SockId, handle: SocketHandle },
     /// TCP for no socket: smoltcp answers with RST (unless it is itself a RST).
     TcpNoSocket { syn: bool },
     /// A datagram for bound UDP socket `socket`.
@@ -151,6 +162,12 @@ impl fmt::Display for Decision {
             Decision::AckDropped { listener } => {
                 write!(f, "handshake ACK for listener #{listener}: accept queue full, dropped")
             }
+            Decision::CookieSent { listener } => {
+                write!(f, "SYN to listener #{listener}: SYN queue full, answered with a SYN cookie")
+            }
+            Decision::CookieAccepted { listener, handle } => {
+                write!(f, "ACK with a valid SYN cookie for listener #{listener}: connection {handle} made")
+            }
             Decision::TcpNoSocket { syn: true } => write!(f, "SYN to a port nobody listens on: answered with RST"),
             Decision::TcpNoSocket { syn: false } => write!(f, "no connection: answered with RST"),
             Decision::Udp { socket } => write!(f, "to UDP socket #{socket}"),
@@ -169,6 +186,8 @@ pub struct DemuxCounters {
     pub overflow_dropped: u64,
     pub overflow_reset: u64,
     pub ack_dropped: u64,
+    pub cookies_sent: u64,
+    pub cookies_accepted: u64,
     pub tcp_no_socket: u64,
     pub udp: u64,
     pub udp_no_socket: u64,
@@ -195,6 +214,8 @@ impl DemuxLog {
             Decision::Overflow { reset: false, .. } => c.overflow_dropped += 1,
             Decision::Overflow { reset: true, .. } => c.overflow_reset += 1,
             Decision::AckDropped { .. } => c.ack_dropped += 1,
+            Decision::CookieSent { .. } => c.cookies_sent += 1,
+            Decision::CookieAccepted { .. } => c.cookies_accepted += 1,
             Decision::TcpNoSocket { .. } => c.tcp_no_socket += 1,
             Decision::Udp { .. } => c.udp += 1,
             Decision::UdpNoSocket => c.udp_no_socket += 1,
@@ -205,7 +226,10 @@ impl DemuxLog {
             Decision::Admitted { .. } | Decision::TcpNoSocket { syn: true } | Decision::UdpNoSocket => {
                 log::info!(target: "ustack::demux", "{event}")
             }
-            Decision::Overflow { .. } | Decision::AckDropped { .. } => log::info!(target: "ustack::backlog", "{event}"),
+            Decision::Overflow { .. }
+            | Decision::AckDropped { .. }
+            | Decision::CookieSent { .. }
+            | Decision::CookieAccepted { .. } => log::info!(target: "ustack::backlog", "{event}"),
             Decision::TcpNoSocket { syn: false } | Decision::Udp { .. } | Decision::Ping => {
                 log::debug!(target: "ustack::demux", "{event}")
             }
@@ -220,7 +244,7 @@ impl DemuxLog {
 
 /// What the demux reads of a packet.
 enum Parsed {
-    Tcp { flow: Flow, syn: bool, ack: bool, rst: bool },
+    Tcp { flow: Flow, syn: bool, ack: bool, rst: bool, tcp: std::ops::Range<usize> },
     Udp { flow: Flow },
     Icmp { flow: Flow, echo_request: bool, neighbour: bool },
     Other { flow: Flow },
@@ -246,12 +270,17 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
     let flow = |proto, sport, dport| Flow { proto, local: SocketAddr::new(dst, dport), remote: SocketAddr::new(src, sport) };
     Some(match protocol {
         IpProtocol::Tcp => match TcpPacket::new_checked(payload) {
-            Ok(tcp) => Parsed::Tcp {
-                flow: flow("tcp", tcp.src_port(), tcp.dst_port()),
-                syn: tcp.syn(),
-                ack: tcp.ack(),
-                rst: tcp.rst(),
-            },
+            Ok(tcp) => {
+                // Where the segment lies in the frame (payload is a subslice of it).
+                let start = payload.as_ptr() as usize - frame.as_ptr() as usize;
+                Parsed::Tcp {
+                    flow: flow("tcp", tcp.src_port(), tcp.dst_port()),
+                    syn: tcp.syn(),
+                    ack: tcp.ack(),
+                    rst: tcp.rst(),
+                    tcp: start..start + payload.len(),
+                }
+            }
             Err(_) => Parsed::Other { flow: flow("tcp", 0, 0) },
         },
         IpProtocol::Udp => match UdpPacket::new_checked(payload) {
@@ -308,24 +337,35 @@ fn find_bound(core: &Core, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Option
 /// Decides what happens to `frame`, does the ustack side of it, and records the decision.
 /// Also returns the TCP connection the packet is for, if any, so the stack can look at its
 /// state right after smoltcp has processed the packet.
-pub fn admit(core: &mut Core, frame: &[u8]) -> (Disposition, Option<SocketHandle>) {
+pub fn admit(core: &mut Core, frame: &mut [u8]) -> (Disposition, Option<SocketHandle>) {
     let (flow, decision, disposition) = match parse(frame) {
         None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver),
         Some(parsed) => {
-            let (flow, decision, disposition) = decide(core, parsed);
+            let (flow, decision, disposition) = decide(core, parsed, frame);
             (Some(flow), decision, disposition)
         }
     };
+    // A connection whose ISN on the wire is not smoltcp's: its acknowledgments (and SACK
+    // blocks) name the wire's numbering; smoltcp must see its own.
+    if let Decision::Connection { handle, .. } = decision
+        && disposition == Disposition::Deliver
+        && let Some(shift) = core.conns.get(&handle).and_then(|c| c.shift)
+        && let Some((offset, _, _)) = super::rewrite::tcp_header(frame)
+    {
+        super::rewrite::incoming(frame, offset, shift);
+    }
     let at_ms = core.clock.now().total_millis() as u64;
     core.demux_log.record(DemuxEvent { at_ms, flow, decision });
     let conn = match decision {
-        Decision::Connection { handle, .. } | Decision::Admitted { handle, .. } => Some(handle),
+        Decision::Connection { handle, .. } | Decision::Admitted { handle, .. } | Decision::CookieAccepted { handle, .. } => {
+            Some(handle)
+        }
         _ => None,
     };
     (disposition, conn)
 }
 
-fn decide(core: &mut Core, parsed: Parsed) -> (Flow, Decision, Disposition) {
+fn decide(core: &mut Core, parsed: Parsed, frame: &[u8]) -> (Flow, Decision, Disposition) {
     use Disposition::Deliver;
     let flow = match &parsed {
         Parsed::Tcp { flow, .. } | Parsed::Udp { flow } | Parsed::Icmp { flow, .. } | Parsed::Other { flow } => *flow,
@@ -334,8 +374,9 @@ fn decide(core: &mut Core, parsed: Parsed) -> (Flow, Decision, Disposition) {
         return (flow, Decision::Other("not addressed to this stack"), Deliver);
     }
     match parsed {
-        Parsed::Tcp { syn, ack, rst, .. } => {
-            let (decision, disposition) = decide_tcp(core, FiveTuple { local: flow.local, remote: flow.remote }, syn, ack, rst);
+        Parsed::Tcp { syn, ack, rst, tcp, .. } => {
+            let segment = Segment { tuple: FiveTuple { local: flow.local, remote: flow.remote }, syn, ack, rst, bytes: &frame[tcp] };
+            let (decision, disposition) = decide_tcp(core, segment);
             (flow, decision, disposition)
         }
         Parsed::Udp { .. } => match find_bound(core, core.udp_ports.get(&flow.local.port()), flow.local) {
@@ -349,39 +390,73 @@ fn decide(core: &mut Core, parsed: Parsed) -> (Flow, Decision, Disposition) {
     }
 }
 
-fn decide_tcp(core: &mut Core, tuple: FiveTuple, syn: bool, ack: bool, rst: bool) -> (Decision, Disposition) {
+/// A TCP segment as the demux sees it.
+struct Segment<'a> {
+    tuple: FiveTuple,
+    syn: bool,
+    ack: bool,
+    rst: bool,
+    /// The TCP header and payload.
+    bytes: &'a [u8],
+}
+
+impl Segment<'_> {
+    fn info(&self) -> Option<super::cookie::SegmentInfo> {
+        super::cookie::segment_info(self.bytes, self.tuple.remote.ip().into(), self.tuple.local.ip().into())
+    }
+}
+
+fn decide_tcp(core: &mut Core, seg: Segment) -> (Decision, Disposition) {
+    let tuple = seg.tuple;
     if let Some(&handle) = core.demux.get(&tuple) {
         let Some(conn) = core.conns.get_mut(&handle) else {
             return (Decision::Other("stale demux entry"), Disposition::Deliver);
         };
-        conn.reset |= rst;
+        conn.reset |= seg.rst;
         let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
         // Linux drops the ACK that would complete a handshake while the accept queue is
         // full; the client's connection stays half-open here and the SYN-ACK is resent.
         if let (Owner::Listener(listener), tcp::State::SynReceived) = (conn.owner, conn.state)
-            && ack
-            && !syn
-            && !rst
+            && seg.ack
+            && !seg.syn
+            && !seg.rst
             && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener)
             && l.accept_queue_full()
         {
             l.acks_dropped += 1;
+            core.generation += 1;
             return (Decision::AckDropped { listener }, Disposition::Drop);
         }
         return (decision, Disposition::Deliver);
     }
-    if !syn || ack || rst {
+    let listener = find_bound(core, core.listeners.get(&tuple.local.port()), tuple.local);
+    if seg.ack && !seg.syn && !seg.rst && core.config.syn_cookies
+        && let Some(listener) = listener
+        && let Some(made) = accept_cookie(core, &seg, listener)
+    {
+        return made;
+    }
+    if !seg.syn || seg.ack || seg.rst {
         return (Decision::TcpNoSocket { syn: false }, Disposition::Deliver);
     }
-    let Some(listener) = find_bound(core, core.listeners.get(&tuple.local.port()), tuple.local) else {
+    let Some(listener) = listener else {
         return (Decision::TcpNoSocket { syn: true }, Disposition::Deliver);
     };
-    let reset_on_overflow = core.config.reset_on_overflow;
+    let (reset_on_overflow, syn_cookies) = (core.config.reset_on_overflow, core.config.syn_cookies);
     let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener) else {
         return (Decision::TcpNoSocket { syn: true }, Disposition::Deliver);
     };
-    if l.accept_queue_full() || l.syn_queue_full() {
-        let queue = if l.accept_queue_full() { Queue::Accept } else { Queue::Syn };
+    let accept_full = l.accept_queue_full();
+    if !accept_full && l.syn_queue_full() && syn_cookies {
+        l.cookies_sent += 1;
+        return match send_cookie(core, &seg) {
+            Some(reply) => (Decision::CookieSent { listener }, Disposition::Reply(reply)),
+            None => (Decision::Other("SYN with a bad checksum"), Disposition::Drop),
+        };
+    }
+    if accept_full || l.syn_queue_full() {
+        let queue = if accept_full { Queue::Accept } else { Queue::Syn };
+        core.generation += 1;
         if reset_on_overflow {
             l.syns_reset += 1;
             // smoltcp finds no socket for the SYN and answers it with RST.
@@ -390,16 +465,12 @@ fn decide_tcp(core: &mut Core, tuple: FiveTuple, syn: bool, ack: bool, rst: bool
         l.syns_dropped += 1;
         return (Decision::Overflow { listener, queue, reset: false }, Disposition::Drop);
     }
-    let mut socket = core.new_tcp_socket();
-    let endpoint = IpListenEndpoint { addr: Some(tuple.local.ip().into()), port: tuple.local.port() };
-    if socket.listen(endpoint).is_err() {
+    let Some(handle) = new_half_open(core, tuple, listener) else {
         return (Decision::Other("listener port 0"), Disposition::Deliver);
-    }
-    let handle = core.sockets.add(socket);
-    let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener) else {
+    };
+    let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get(&listener) else {
         unreachable!("checked above")
     };
-    l.syn_queue.push(handle);
     let decision = Decision::Admitted {
         listener,
         handle,
@@ -407,16 +478,68 @@ fn decide_tcp(core: &mut Core, tuple: FiveTuple, syn: bool, ack: bool, rst: bool
         accept_queue: l.accept_queue.len(),
         backlog: l.backlog,
     };
-    core.add_conn(handle, tuple, Owner::Listener(listener), tcp::State::Listen);
     (decision, Disposition::Admit(handle))
+}
+
+/// A fresh smoltcp socket listening for exactly `tuple`'s SYN, in `listener`'s SYN queue.
+fn new_half_open(core: &mut Core, tuple: FiveTuple, listener: SockId) -> Option<SocketHandle> {
+    let mut socket = core.new_tcp_socket();
+    let endpoint = IpListenEndpoint { addr: Some(tuple.local.ip().into()), port: tuple.local.port() };
+    socket.listen(endpoint).ok()?;
+    let handle = core.sockets.add(socket);
+    if let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener) {
+        l.syn_queue.push(handle);
+    }
+    core.add_conn(handle, tuple, Owner::Listener(listener), tcp::State::Listen);
+    Some(handle)
+}
+
+/// The minute SYN cookies are made for (they stay valid for two).
+fn cookie_minute(core: &Core) -> u32 {
+    (core.clock.now().total_millis() / 60_000) as u32
+}
+
+/// A SYN-ACK whose ISN is a cookie, for a SYN the SYN queue has no room for; None if the
+/// SYN's checksum is wrong.
+fn send_cookie(core: &Core, seg: &Segment) -> Option<Vec<u8>> {
+    let info = seg.info()?;
+    let cookie = core.secret.cookie(&seg.tuple, cookie_minute(core), info.mss.unwrap_or(536));
+    let ip_and_tcp = if seg.tuple.local.is_ipv4() { 40 } else { 60 };
+    let our_mss = u16::try_from(core.mtu.saturating_sub(ip_and_tcp)).unwrap_or(u16::MAX);
+    Some(super::cookie::syn_ack(&seg.tuple, info.seq, cookie, our_mss))
+}
+
+/// If `seg` is an ACK carrying a valid cookie of `listener`'s, the connection it makes (or
+/// the ACK dropped because the accept queue is full); None if it carries no valid cookie.
+fn accept_cookie(core: &mut Core, seg: &Segment, listener: SockId) -> Option<(Decision, Disposition)> {
+    let info = seg.info()?;
+    let cookie = info.ack?.wrapping_sub(1);
+    let mss = core.secret.check_cookie(&seg.tuple, cookie_minute(core), cookie)?;
+    let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener) else { return None };
+    if l.accept_queue_full() {
+        l.acks_dropped += 1;
+        core.generation += 1;
+        return Some((Decision::AckDropped { listener }, Disposition::Drop));
+    }
+    let handle = new_half_open(core, seg.tuple, listener)?;
+    if let Some(conn) = core.conns.get_mut(&handle) {
+        conn.cookie = Some(cookie);
+    }
+    let syn = super::cookie::replayed_syn(&seg.tuple, info.seq.wrapping_sub(1), mss);
+    Some((Decision::CookieAccepted { listener, handle }, Disposition::Cookie { handle, syn }))
 }
 
 /// After smoltcp processed an admitted SYN: if it rejected it (a bad checksum, say), the
 /// socket made for it is still listening and must not catch another client's SYN.
 pub fn settle(core: &mut Core, handle: SocketHandle) {
-    if core.sockets.get::<tcp::Socket>(handle).state() != tcp::State::Listen {
-        return;
+    if core.sockets.get::<tcp::Socket>(handle).state() == tcp::State::Listen {
+        forget_half_open(core, handle);
     }
+}
+
+/// Removes a half-open connection from its listener's SYN queue and frees it, sending
+/// nothing.
+pub fn forget_half_open(core: &mut Core, handle: SocketHandle) {
     if let Some(Owner::Listener(id)) = core.conns.get(&handle).map(|c| c.owner)
         && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id)
     {

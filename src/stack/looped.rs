@@ -3,12 +3,17 @@
 //! of its own for an IP-medium device, so without this a socket could not reach a
 //! listener on its own stack.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+
+use smoltcp::iface::SocketHandle;
 
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpVersion, Ipv4Packet, Ipv6Packet};
+
+use super::isn::Secret;
+use super::{rewrite, Conn, FiveTuple};
 
 /// The destination of an IP packet, if it parses.
 fn destination(packet: &[u8]) -> Option<IpAddr> {
@@ -28,20 +33,61 @@ pub struct Looped<'a, D> {
     /// Where a packet is built before its destination is known; reused, so the common
     /// case costs a copy but no allocation.
     pub scratch: &'a mut Vec<u8>,
+    pub seq: SeqNumbers<'a>,
 }
 
-pub struct Tx<'a, T> {
+/// What the transmit path needs to put TCP sequence numbers into the wire's numbering.
+pub struct SeqNumbers<'a> {
+    pub conns: &'a mut HashMap<SocketHandle, Conn>,
+    pub demux: &'a HashMap<FiveTuple, SocketHandle>,
+    pub secret: &'a Secret,
+    /// Now, for RFC 6528's 4 µs clock.
+    pub micros: u64,
+}
+
+impl SeqNumbers<'_> {
+    /// Rewrites an outgoing TCP segment's sequence number; false if the segment must not
+    /// go out at all (smoltcp's SYN-ACK for a connection made from a SYN cookie: the
+    /// client already has the cookie's).
+    fn outgoing(&mut self, packet: &mut [u8]) -> bool {
+        let Some((offset, src, dst)) = rewrite::tcp_header(packet) else { return true };
+        let Some(conn) = self.demux.get(&FiveTuple { local: src, remote: dst }).and_then(|h| self.conns.get_mut(h))
+        else {
+            return true;
+        };
+        let (syn, _, seq) = rewrite::flags_and_seq(packet, offset);
+        if syn {
+            if let Some(cookie) = conn.cookie.take() {
+                conn.shift = Some(seq.wrapping_sub(cookie));
+                return false;
+            }
+            if conn.shift.is_none() {
+                conn.shift = Some(seq.wrapping_sub(self.secret.isn(&conn.tuple, self.micros)));
+            }
+        }
+        if let Some(shift) = conn.shift {
+            rewrite::outgoing(packet, offset, shift);
+        }
+        true
+    }
+}
+
+pub struct Tx<'a, 'b, T> {
     token: T,
     local: &'a [IpAddr],
     queue: &'a mut VecDeque<Vec<u8>>,
     scratch: &'a mut Vec<u8>,
+    seq: &'a mut SeqNumbers<'b>,
 }
 
-impl<T: phy::TxToken> phy::TxToken for Tx<'_, T> {
+impl<T: phy::TxToken> phy::TxToken for Tx<'_, '_, T> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         self.scratch.clear();
         self.scratch.resize(len, 0);
         let result = f(self.scratch);
+        if !self.seq.outgoing(self.scratch) {
+            return result;
+        }
         if destination(self.scratch).is_some_and(|dst| self.local.contains(&dst)) {
             self.queue.push_back(self.scratch.clone());
         } else {
@@ -59,9 +105,9 @@ impl phy::RxToken for NoRx {
     }
 }
 
-impl<D: Device> Device for Looped<'_, D> {
+impl<'a, D: Device> Device for Looped<'a, D> {
     type RxToken<'b> = NoRx where Self: 'b;
-    type TxToken<'b> = Tx<'b, D::TxToken<'b>> where Self: 'b;
+    type TxToken<'b> = Tx<'b, 'a, D::TxToken<'b>> where Self: 'b;
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         None
@@ -70,7 +116,7 @@ impl<D: Device> Device for Looped<'_, D> {
     /// A token only while the real device has room, so smoltcp keeps what it cannot send.
     fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
         let token = self.device.transmit(now)?;
-        Some(Tx { token, local: self.local, queue: &mut *self.queue, scratch: &mut *self.scratch })
+        Some(Tx { token, local: self.local, queue: &mut *self.queue, scratch: &mut *self.scratch, seq: &mut self.seq })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

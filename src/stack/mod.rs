@@ -31,9 +31,12 @@ use crate::device::Link;
 
 pub mod clock;
 mod conn;
+mod cookie;
 pub mod demux;
+mod isn;
 mod looped;
 pub mod ports;
+mod rewrite;
 mod staged;
 mod table;
 
@@ -74,6 +77,9 @@ pub struct StackConfig {
     /// What a listener does with a SYN when its accept queue is full: drop it (Linux's
     /// default), or answer RST (Linux's `tcp_abort_on_overflow=1`).
     pub reset_on_overflow: bool,
+    /// Answer SYNs the SYN queue has no room for with SYN cookies, keeping no state, as
+    /// Linux does by default (`tcp_syncookies=1`). Off, such SYNs are dropped.
+    pub syn_cookies: bool,
     /// How long a connect() — blocking or not — waits for the handshake before ETIMEDOUT.
     /// smoltcp itself would resend the SYN forever.
     pub connect_timeout: Duration,
@@ -87,6 +93,7 @@ impl Default for StackConfig {
             udp_packets: 64,
             udp_buffer: 64 * 1024,
             reset_on_overflow: false,
+            syn_cookies: true,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
@@ -126,6 +133,8 @@ pub struct Listener {
     pub acks_dropped: u64,
     /// SYNs answered with RST because the accept queue was full (reset_on_overflow).
     pub syns_reset: u64,
+    /// SYNs answered with a SYN cookie because the SYN queue was full.
+    pub cookies_sent: u64,
 }
 
 impl Listener {
@@ -207,6 +216,8 @@ pub struct Core {
     pub down: Option<String>,
     /// The device's MTU: the largest IP packet the stack sends.
     pub mtu: usize,
+    /// The key of RFC 6528 ISNs and SYN cookies.
+    secret: isn::Secret,
 }
 
 /// The part of a stack that sockets hold on to.
@@ -278,6 +289,7 @@ impl Stack {
             next_id: 3, // 0, 1 and 2 are stdin, stdout and stderr; start where a process's sockets would
             down: None,
             mtu: device.capabilities().max_transmission_unit,
+            secret: isn::Secret::new(),
         };
         let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         let shared = Arc::new(Shared { core: Mutex::new(core), changed: Condvar::new(), wake });
@@ -520,6 +532,25 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                 break;
             }
             let now = core.clock.now();
+            // The transmit path: loopback for the stack's own addresses, sequence numbers
+            // shifted to the wire's, then the device. Built from disjoint parts of the core,
+            // so smoltcp can hold the interface and sockets at the same time.
+            macro_rules! out {
+                () => {
+                    Looped {
+                        device: &mut *device,
+                        local: &local,
+                        queue: &mut loopback,
+                        scratch: &mut scratch,
+                        seq: looped::SeqNumbers {
+                            conns: &mut core.conns,
+                            demux: &core.demux,
+                            secret: &core.secret,
+                            micros: now.total_micros() as u64,
+                        },
+                    }
+                };
+            }
             let mut more = false;
             for _ in 0..INGRESS_BATCH {
                 if let Some(looped) = loopback.pop_front() {
@@ -531,23 +562,54 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                         frame.extend_from_slice(bytes);
                     });
                 }
-                let (disposition, conn) = demux::admit(core, &frame);
-                if disposition != Disposition::Drop {
-                    let mut out = Looped { device: &mut *device, local: &local, queue: &mut loopback, scratch: &mut scratch };
-                    let mut staged = Staged::new(&frame, &mut out);
-                    core.iface.poll_ingress_single(now, &mut staged, &mut core.sockets);
-                }
-                if let Disposition::Admit(handle) = disposition {
-                    demux::settle(core, handle);
+                more = true;
+                let (disposition, conn) = demux::admit(core, &mut frame);
+                match disposition {
+                    Disposition::Drop => {}
+                    Disposition::Reply(packet) => {
+                        let mut out = out!();
+                        if let Some(token) = phy::Device::transmit(&mut out, now) {
+                            phy::TxToken::consume(token, packet.len(), |buf| buf.copy_from_slice(&packet));
+                        }
+                    }
+                    Disposition::Deliver => {
+                        let mut out = out!();
+                        core.iface.poll_ingress_single(now, &mut Staged::new(&frame, &mut out), &mut core.sockets);
+                    }
+                    Disposition::Admit(handle) => {
+                        let mut out = out!();
+                        core.iface.poll_ingress_single(now, &mut Staged::new(&frame, &mut out), &mut core.sockets);
+                        demux::settle(core, handle);
+                    }
+                    Disposition::Cookie { handle, syn } => {
+                        let mut out = out!();
+                        core.iface.poll_ingress_single(now, &mut Staged::new(&syn, &mut out), &mut core.sockets);
+                        // smoltcp answers the replayed SYN; the transmit path drops that
+                        // SYN-ACK and learns the shift from it.
+                        while core.iface.poll_egress(now, &mut out!(), &mut core.sockets)
+                            == smoltcp::iface::PollResult::SocketStateChanged
+                        {}
+                        match (core.conns.get(&handle).and_then(|c| c.shift), rewrite::tcp_header(&frame)) {
+                            (Some(shift), Some((offset, _, _))) => {
+                                rewrite::incoming(&mut frame, offset, shift);
+                                let mut out = out!();
+                                core.iface.poll_ingress_single(now, &mut Staged::new(&frame, &mut out), &mut core.sockets);
+                            }
+                            _ => {
+                                log::warn!(target: "ustack::backlog", "SYN cookie connection {handle}: smoltcp sent no SYN-ACK");
+                                demux::forget_half_open(core, handle);
+                            }
+                        }
+                    }
                 }
                 if let Some(handle) = conn.filter(|h| core.conns.contains_key(h)) {
                     core.observe(handle);
                 }
-                more = true;
             }
             core.iface.poll_maintenance(now);
-            let mut out = Looped { device: &mut *device, local: &local, queue: &mut loopback, scratch: &mut scratch };
-            while core.iface.poll_egress(now, &mut out, &mut core.sockets) == smoltcp::iface::PollResult::SocketStateChanged {}
+            while core.iface.poll_egress(now, &mut out!(), &mut core.sockets) == smoltcp::iface::PollResult::SocketStateChanged
+            {
+            }
             core.reap();
             if let Some(err) = device.take_error() {
                 log::error!(target: "ustack", "device failed: {err}");

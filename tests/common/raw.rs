@@ -35,6 +35,18 @@ pub fn inject(wire: &WireEnd, from: u16, to: u16, seq: u32, ack: Option<u32>, sy
     wire.send_raw(&frame);
 }
 
+/// Sends an ACK segment carrying `payload` from 10.0.0.1:`from` to 10.0.0.2:`to`.
+pub fn inject_data(wire: &WireEnd, from: u16, to: u16, seq: u32, ack: u32, payload: &[u8]) {
+    let mut frame = Vec::new();
+    PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(from, to, seq, 65535)
+        .ack(ack)
+        .psh()
+        .write(&mut frame, payload)
+        .unwrap();
+    wire.send_raw(&frame);
+}
+
 /// Sends a UDP datagram from 10.0.0.1:`from` to 10.0.0.2:`to`.
 pub fn inject_udp(wire: &WireEnd, from: u16, to: u16, payload: &[u8]) {
     let mut frame = Vec::new();

@@ -1,0 +1,75 @@
+//! The packets of a SYN-cookie handshake: the SYN-ACK ustack sends without keeping any
+//! state, and the SYN it replays into a fresh smoltcp socket when the cookie comes back.
+//!
+//! smoltcp cannot be told to open a connection in SYN-RECEIVED with a given ISN; so when
+//! a valid cookie ACK arrives, the stack feeds smoltcp the SYN the client once sent (its
+//! ISN and the MSS the cookie carries), drops the SYN-ACK smoltcp answers with (the
+//! client already has ours), and from then on shifts sequence numbers between smoltcp's
+//! ISN and the cookie ([`super::rewrite`]).
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{IpAddress, IpProtocol, IpRepr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+
+use super::FiveTuple;
+
+/// The window a cookie SYN-ACK offers. Without window scaling (a cookie cannot carry it),
+/// so the connection does without, as Linux's does when timestamps are off.
+const COOKIE_WINDOW: u16 = 65535;
+
+fn emit(src: IpAddress, dst: IpAddress, tcp: &TcpRepr) -> Vec<u8> {
+    let ip = IpRepr::new(src, dst, IpProtocol::Tcp, tcp.buffer_len(), 64);
+    let mut packet = vec![0; ip.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut packet[..], &caps);
+    let header = ip.header_len();
+    tcp.emit(&mut TcpPacket::new_unchecked(&mut packet[header..]), &src, &dst, &caps);
+    packet
+}
+
+fn repr(tuple_ports: (u16, u16), control: TcpControl, seq: u32, ack: Option<u32>, mss: u16) -> TcpRepr<'static> {
+    TcpRepr {
+        src_port: tuple_ports.0,
+        dst_port: tuple_ports.1,
+        control,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+        window_len: COOKIE_WINDOW,
+        window_scale: None,
+        max_seg_size: Some(mss),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    }
+}
+
+/// ustack's SYN-ACK carrying `cookie` as its ISN, for the client's SYN with ISN `client_isn`.
+pub fn syn_ack(tuple: &FiveTuple, client_isn: u32, cookie: u32, mss: u16) -> Vec<u8> {
+    let tcp = repr((tuple.local.port(), tuple.remote.port()), TcpControl::Syn, cookie, Some(client_isn.wrapping_add(1)), mss);
+    emit(tuple.local.ip().into(), tuple.remote.ip().into(), &tcp)
+}
+
+/// The client's SYN as it was (ISN and MSS), rebuilt from its cookie ACK.
+pub fn replayed_syn(tuple: &FiveTuple, client_isn: u32, mss: u16) -> Vec<u8> {
+    let tcp = repr((tuple.remote.port(), tuple.local.port()), TcpControl::Syn, client_isn, None, mss);
+    emit(tuple.remote.ip().into(), tuple.local.ip().into(), &tcp)
+}
+
+/// What the cookie path reads of a TCP segment: its sequence and acknowledgment numbers
+/// and the MSS it offers — only if the checksum is right, so no cookie is made or
+/// honoured for a corrupted segment.
+pub struct SegmentInfo {
+    pub seq: u32,
+    pub ack: Option<u32>,
+    pub mss: Option<u16>,
+}
+
+pub fn segment_info(tcp: &[u8], src: IpAddress, dst: IpAddress) -> Option<SegmentInfo> {
+    let packet = TcpPacket::new_checked(tcp).ok()?;
+    let repr = TcpRepr::parse(&packet, &src, &dst, &ChecksumCapabilities::default()).ok()?;
+    Some(SegmentInfo {
+        seq: repr.seq_number.0 as u32,
+        ack: repr.ack_number.map(|a| a.0 as u32),
+        mss: repr.max_seg_size,
+    })
+}

@@ -1,0 +1,103 @@
+//! Initial sequence numbers (RFC 6528) and SYN cookies (RFC 4987), both from one secret.
+//!
+//! smoltcp draws ISNs from a small non-cryptographic generator (PCG32); an attacker who
+//! sees a few of them can work out the rest. ustack does not use smoltcp's ISN on the
+//! wire: each connection's ISN is a keyed hash of its 4-tuple plus a 4 µs clock, as
+//! RFC 6528 says, and the stack shifts sequence numbers between smoltcp's space and the
+//! wire's ([`super::rewrite`]).
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::SocketAddr;
+
+use super::FiveTuple;
+
+/// The MSS values a SYN cookie can carry (2 bits), as Linux's `msstab` does.
+pub const COOKIE_MSS: [u16; 4] = [536, 1300, 1440, 1460];
+
+/// How long a SYN cookie stays valid: the minute it was made and the one after.
+const COOKIE_MINUTES: u32 = 2;
+
+/// The stack's secret: a randomly keyed SipHash (std's `RandomState` draws its keys from
+/// the OS's random source). Never leaves the stack.
+pub struct Secret {
+    key: std::collections::hash_map::RandomState,
+}
+
+impl Secret {
+    pub fn new() -> Secret {
+        Secret { key: std::collections::hash_map::RandomState::new() }
+    }
+
+    fn hash(&self, purpose: u8, tuple: &FiveTuple, extra: u32) -> u64 {
+        let mut h = self.key.build_hasher();
+        purpose.hash(&mut h);
+        hash_addr(&mut h, tuple.local);
+        hash_addr(&mut h, tuple.remote);
+        extra.hash(&mut h);
+        h.finish()
+    }
+
+    /// RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), with M
+    /// a timer ticking every 4 µs (`micros` since the stack started).
+    pub fn isn(&self, tuple: &FiveTuple, micros: u64) -> u32 {
+        (self.hash(0, tuple, 0) as u32).wrapping_add((micros / 4) as u32)
+    }
+
+    /// The ISN of a SYN-ACK that keeps no state: a MAC of the 4-tuple and the current
+    /// minute in the top 30 bits, and the index of the client's MSS in [`COOKIE_MSS`] in
+    /// the low 2 bits.
+    pub fn cookie(&self, tuple: &FiveTuple, minute: u32, mss: u16) -> u32 {
+        let index = COOKIE_MSS.iter().rposition(|&m| m <= mss).unwrap_or(0) as u32;
+        (self.hash(1, tuple, minute) as u32 & !3) | index
+    }
+
+    /// If `cookie` is one this stack made for `tuple` in the last two minutes, the MSS it
+    /// carries.
+    pub fn check_cookie(&self, tuple: &FiveTuple, minute: u32, cookie: u32) -> Option<u16> {
+        (0..COOKIE_MINUTES)
+            .filter_map(|age| minute.checked_sub(age))
+            .any(|m| self.hash(1, tuple, m) as u32 & !3 == cookie & !3)
+            .then(|| COOKIE_MSS[(cookie & 3) as usize])
+    }
+}
+
+impl Default for Secret {
+    fn default() -> Self {
+        Secret::new()
+    }
+}
+
+fn hash_addr(h: &mut impl Hasher, addr: SocketAddr) {
+    addr.ip().hash(h);
+    addr.port().hash(h);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(port: u16) -> FiveTuple {
+        FiveTuple { local: "10.0.0.2:80".parse().unwrap(), remote: format!("10.0.0.1:{port}").parse().unwrap() }
+    }
+
+    #[test]
+    fn isns_differ_by_tuple_and_secret_and_advance_with_time() {
+        let (a, b) = (Secret::new(), Secret::new());
+        assert_ne!(a.isn(&tuple(1000), 0), a.isn(&tuple(1001), 0));
+        assert_ne!(a.isn(&tuple(1000), 0), b.isn(&tuple(1000), 0), "another stack, another secret");
+        assert_eq!(a.isn(&tuple(1000), 4_000).wrapping_sub(a.isn(&tuple(1000), 0)), 1000);
+    }
+
+    #[test]
+    fn cookies_check_for_two_minutes_and_carry_the_mss() {
+        let s = Secret::new();
+        let c = s.cookie(&tuple(1000), 7, 1460);
+        assert_eq!(s.check_cookie(&tuple(1000), 7, c), Some(1460));
+        assert_eq!(s.check_cookie(&tuple(1000), 8, c), Some(1460));
+        assert_eq!(s.check_cookie(&tuple(1000), 9, c), None, "expired");
+        assert_eq!(s.check_cookie(&tuple(1001), 7, c), None, "another client");
+        assert_eq!(s.check_cookie(&tuple(1000), 7, c ^ 0x100), None, "forged");
+        assert_eq!(s.check_cookie(&tuple(1000), 7, s.cookie(&tuple(1000), 7, 1400)), Some(1300));
+        assert_eq!(s.check_cookie(&tuple(1000), 7, s.cookie(&tuple(1000), 7, 100)), Some(536));
+    }
+}

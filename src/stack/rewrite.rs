@@ -1,0 +1,161 @@
+//! Rewriting TCP sequence numbers in place, between smoltcp's numbering and the wire's.
+//!
+//! A connection's `shift` is smoltcp's ISN minus the ISN ustack put on the wire (an
+//! RFC 6528 ISN or a SYN cookie). Outgoing segments carry `seq - shift`; incoming ones
+//! have `shift` added to their acknowledgment number and SACK blocks (which name our
+//! sequence space). The checksum is patched incrementally (RFC 1624), so a rewrite costs
+//! a few arithmetic operations, not a pass over the payload.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Where the TCP header of an IP packet starts, and its endpoints (source, destination);
+/// None for anything but a plain IPv4/IPv6 packet carrying TCP (IPv6 extension headers
+/// and IP fragments are left alone).
+pub fn tcp_header(packet: &[u8]) -> Option<(usize, SocketAddr, SocketAddr)> {
+    let (offset, src, dst): (usize, IpAddr, IpAddr) = match packet.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            let fragmented = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]) & 0x3fff != 0;
+            if ihl < 20 || *packet.get(9)? != 6 || fragmented {
+                return None;
+            }
+            let src: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+            let dst: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+            (ihl, Ipv4Addr::from(src).into(), Ipv4Addr::from(dst).into())
+        }
+        6 => {
+            if *packet.get(6)? != 6 {
+                return None;
+            }
+            let src: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+            (40, Ipv6Addr::from(src).into(), Ipv6Addr::from(dst).into())
+        }
+        _ => return None,
+    };
+    let tcp = packet.get(offset..)?;
+    let data_offset = usize::from(*tcp.get(12)? >> 4) * 4;
+    if data_offset < 20 || tcp.len() < data_offset {
+        return None;
+    }
+    let port = |at: usize| u16::from_be_bytes([tcp[at], tcp[at + 1]]);
+    Some((offset, SocketAddr::new(src, port(0)), SocketAddr::new(dst, port(2))))
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// RFC 1624's incremental update: the checksum after a 32-bit word changes old → new.
+fn patch_checksum(tcp: &mut [u8], old: u32, new: u32) {
+    let mut sum = u32::from(!u16::from_be_bytes([tcp[16], tcp[17]]));
+    for (o, n) in [(old >> 16, new >> 16), (old & 0xffff, new & 0xffff)] {
+        sum += (!o & 0xffff) + n;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    tcp[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+fn set_u32(tcp: &mut [u8], at: usize, value: u32) {
+    let old = read_u32(tcp, at);
+    tcp[at..at + 4].copy_from_slice(&value.to_be_bytes());
+    patch_checksum(tcp, old, value);
+}
+
+/// The SYN and ACK flags and the sequence number of the TCP segment at `offset`.
+pub fn flags_and_seq(packet: &[u8], offset: usize) -> (bool, bool, u32) {
+    let tcp = &packet[offset..];
+    (tcp[13] & 0x02 != 0, tcp[13] & 0x10 != 0, read_u32(tcp, 4))
+}
+
+/// An outgoing segment: `seq -= shift`.
+pub fn outgoing(packet: &mut [u8], offset: usize, shift: u32) {
+    let tcp = &mut packet[offset..];
+    let seq = read_u32(tcp, 4);
+    set_u32(tcp, 4, seq.wrapping_sub(shift));
+}
+
+/// An incoming segment: `ack += shift`, and every SACK block edge too.
+pub fn incoming(packet: &mut [u8], offset: usize, shift: u32) {
+    let tcp = &mut packet[offset..];
+    if tcp[13] & 0x10 != 0 {
+        let ack = read_u32(tcp, 8);
+        set_u32(tcp, 8, ack.wrapping_add(shift));
+    }
+    let end = usize::from(tcp[12] >> 4) * 4;
+    let mut at = 20;
+    while at < end {
+        match tcp[at] {
+            0 => break,
+            1 => at += 1,
+            kind => {
+                let Some(&len) = tcp.get(at + 1) else { break };
+                let len = usize::from(len);
+                if len < 2 || at + len > end {
+                    break;
+                }
+                if kind == 5 {
+                    for edge in (at + 2..at + len).step_by(4).take_while(|e| e + 4 <= at + len) {
+                        let value = read_u32(tcp, edge);
+                        set_u32(tcp, edge, value.wrapping_add(shift));
+                    }
+                }
+                at += len;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
+
+    fn segment(seq: u32, ack: u32, sack: Option<(u32, u32)>) -> Vec<u8> {
+        let mut builder = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(1, 2, seq, 1000).ack(ack);
+        if let Some(block) = sack {
+            builder = builder.options(&[TcpOptionElement::SelectiveAcknowledgement(block, [None; 3])]).unwrap();
+        }
+        let mut packet = Vec::new();
+        builder.write(&mut packet, b"payload").unwrap();
+        packet
+    }
+
+    fn checksum_ok(packet: &[u8]) -> bool {
+        let sliced = SlicedPacket::from_ip(packet).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = sliced.transport else { panic!() };
+        let Some(etherparse::NetSlice::Ipv4(ip)) = sliced.net else { panic!() };
+        tcp.calc_checksum_ipv4(ip.header().source(), ip.header().destination()).unwrap() == tcp.checksum()
+    }
+
+    #[test]
+    fn rewrites_keep_the_checksum_valid_and_round_trip() {
+        let mut packet = segment(0xffff_fff0, 0x10, Some((0x20, 0x30)));
+        let (offset, src, dst) = tcp_header(&packet).unwrap();
+        assert_eq!((src.port(), dst.port()), (1, 2));
+        outgoing(&mut packet, offset, 0x20);
+        assert_eq!(flags_and_seq(&packet, offset).2, 0xffff_ffd0, "wraps around");
+        assert!(checksum_ok(&packet));
+        incoming(&mut packet, offset, 0x1_0000);
+        assert!(checksum_ok(&packet));
+        let sliced = SlicedPacket::from_ip(&packet).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = sliced.transport else { panic!() };
+        assert_eq!(tcp.acknowledgment_number(), 0x1_0010);
+        let sack = tcp.options_iterator().find_map(|o| match o {
+            Ok(TcpOptionElement::SelectiveAcknowledgement(block, _)) => Some(block),
+            _ => None,
+        });
+        assert_eq!(sack, Some((0x1_0020, 0x1_0030)), "SACK edges name our sequence space too");
+    }
+
+    #[test]
+    fn anything_but_plain_tcp_is_left_alone() {
+        assert!(tcp_header(&[]).is_none());
+        assert!(tcp_header(&[0x45; 10]).is_none());
+        let mut udp = Vec::new();
+        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(1, 2).write(&mut udp, b"x").unwrap();
+        assert!(tcp_header(&udp).is_none());
+    }
+}
