@@ -131,6 +131,7 @@ impl Socket {
                     connecting: false,
                     read_timeout: None,
                     write_timeout: None,
+                    udp_dropped: 0,
                 },
             );
             id
@@ -249,8 +250,11 @@ impl Socket {
                         connecting: false,
                         read_timeout: None,
                         write_timeout: None,
+                    udp_dropped: 0,
                     },
                 );
+                // The connection's owner and the listener's accept queue changed: the demux table did.
+                core_ref.generation += 1;
                 log::info!(target: "ustack::backlog", "{tuple}: accepted as socket #{id}; {waiting} still in the accept queue");
                 let socket = Socket { shared: self.shared.clone(), id, open: AtomicBool::new(true) };
                 return Ok((socket, to_user(domain, tuple.remote)));

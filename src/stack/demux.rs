@@ -190,6 +190,8 @@ pub struct DemuxCounters {
     pub cookies_accepted: u64,
     pub tcp_no_socket: u64,
     pub udp: u64,
+    /// Datagrams for a UDP socket whose receive buffer was full: dropped.
+    pub udp_dropped: u64,
     pub udp_no_socket: u64,
     pub ping: u64,
     pub other: u64,
@@ -335,9 +337,9 @@ fn find_bound(core: &Core, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Option
 }
 
 /// Decides what happens to `frame`, does the ustack side of it, and records the decision.
-/// Also returns the TCP connection the packet is for, if any, so the stack can look at its
-/// state right after smoltcp has processed the packet.
-pub fn admit(core: &mut Core, frame: &mut [u8]) -> (Disposition, Option<SocketHandle>) {
+/// Also returns the socket the packet is for, if any, so the stack can look at it right
+/// after smoltcp has processed the packet.
+pub fn admit(core: &mut Core, frame: &mut [u8]) -> (Disposition, Option<Target>) {
     let (flow, decision, disposition) = match parse(frame) {
         None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver),
         Some(parsed) => {
@@ -356,13 +358,37 @@ pub fn admit(core: &mut Core, frame: &mut [u8]) -> (Disposition, Option<SocketHa
     }
     let at_ms = core.clock.now().total_millis() as u64;
     core.demux_log.record(DemuxEvent { at_ms, flow, decision });
-    let conn = match decision {
+    let target = match decision {
         Decision::Connection { handle, .. } | Decision::Admitted { handle, .. } | Decision::CookieAccepted { handle, .. } => {
-            Some(handle)
+            Some(Target::Tcp(handle))
         }
+        Decision::Udp { socket } => match core.entries.get(&socket).map(|e| &e.state) {
+            Some(SockState::Udp { handle, .. }) => {
+                Some(Target::Udp { socket, handle: *handle, len: udp_payload_len(frame).unwrap_or(0) })
+            }
+            _ => None,
+        },
         _ => None,
     };
-    (disposition, conn)
+    (disposition, target)
+}
+
+/// The socket a packet went to, for the stack to look at after smoltcp processed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A TCP connection: its state may have changed.
+    Tcp(SocketHandle),
+    /// A bound UDP socket: the datagram (`len` bytes of payload) may not have fit in its
+    /// buffer.
+    Udp { socket: SockId, handle: SocketHandle, len: usize },
+}
+
+fn udp_payload_len(frame: &[u8]) -> Option<usize> {
+    let payload = match IpVersion::of_packet(frame).ok()? {
+        IpVersion::Ipv4 => Ipv4Packet::new_checked(frame).ok().map(|ip| ip.payload().len())?,
+        IpVersion::Ipv6 => Ipv6Packet::new_checked(frame).ok().map(|ip| ip.payload().len())?,
+    };
+    Some(payload.saturating_sub(8))
 }
 
 fn decide(core: &mut Core, parsed: Parsed, frame: &[u8]) -> (Flow, Decision, Disposition) {

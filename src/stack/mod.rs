@@ -184,6 +184,8 @@ pub struct Entry {
     /// its outcome yet (a non-blocking one returns EINPROGRESS; the next connect() after
     /// the handshake returns success or the error).
     pub connecting: bool,
+    /// Datagrams dropped because this UDP socket's receive buffer was full.
+    pub udp_dropped: u64,
     /// SO_RCVTIMEO and SO_SNDTIMEO: how long a blocking call waits before EAGAIN.
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
@@ -563,7 +565,11 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                     });
                 }
                 more = true;
-                let (disposition, conn) = demux::admit(core, &mut frame);
+                let (disposition, target) = demux::admit(core, &mut frame);
+                let udp_queued = match target {
+                    Some(demux::Target::Udp { handle, .. }) => core.sockets.get::<udp::Socket>(handle).recv_queue(),
+                    _ => 0,
+                };
                 match disposition {
                     Disposition::Drop => {}
                     Disposition::Reply(packet) => {
@@ -602,8 +608,19 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                         }
                     }
                 }
-                if let Some(handle) = conn.filter(|h| core.conns.contains_key(h)) {
-                    core.observe(handle);
+                match target {
+                    Some(demux::Target::Tcp(handle)) if core.conns.contains_key(&handle) => core.observe(handle),
+                    // smoltcp drops a datagram that does not fit without a word; count it.
+                    Some(demux::Target::Udp { socket, handle, len })
+                        if len > 0 && core.sockets.get::<udp::Socket>(handle).recv_queue() == udp_queued =>
+                    {
+                        core.demux_log.counters.udp_dropped += 1;
+                        if let Some(Entry { udp_dropped, .. }) = core.entries.get_mut(&socket) {
+                            *udp_dropped += 1;
+                        }
+                        log::debug!(target: "ustack::demux", "UDP socket #{socket}: receive buffer full, datagram dropped");
+                    }
+                    _ => {}
                 }
             }
             core.iface.poll_maintenance(now);

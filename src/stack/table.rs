@@ -38,6 +38,8 @@ pub struct DemuxRow {
     pub state: String,
     /// For listeners.
     pub queues: Option<ListenQueues>,
+    /// For UDP sockets: datagrams dropped because the receive buffer was full.
+    pub dropped: u64,
 }
 
 /// The demux table: listeners, then connections, then UDP sockets.
@@ -71,6 +73,7 @@ impl Core {
                         acks_dropped: l.acks_dropped,
                         syns_reset: l.syns_reset,
                     }),
+                    dropped: 0,
                 }),
                 SockState::Udp { peer, .. } => udp.push(DemuxRow {
                     proto: "udp",
@@ -79,6 +82,7 @@ impl Core {
                     owner: format!("#{id}"),
                     state: if peer.is_some() { "connected" } else { "bound" }.into(),
                     queues: None,
+                    dropped: entry.udp_dropped,
                 }),
                 _ => {}
             }
@@ -98,6 +102,7 @@ impl Core {
                 },
                 state: conn.state.to_string(),
                 queues: None,
+                dropped: 0,
             })
             .collect();
         let key = |row: &DemuxRow| (row.local.port(), row.local, row.remote);
@@ -115,7 +120,7 @@ impl fmt::Display for DemuxTable {
             .rows
             .iter()
             .map(|row| {
-                let queues = row.queues.map_or(String::new(), |q| {
+                let queues = row.queues.map_or_else(|| if row.dropped > 0 { format!("dropped {}", row.dropped) } else { String::new() }, |q| {
                     let mut s =
                         format!("syn {}/{}  accept {}/{}  backlog {}", q.syn, q.syn_limit, q.accept, q.accept_limit, q.backlog);
                     if q.syns_dropped + q.acks_dropped + q.syns_reset > 0 {
@@ -162,14 +167,18 @@ impl fmt::Display for DemuxTable {
         write!(
             f,
             "packets: {} to connections, {} SYNs admitted, {} SYNs dropped, {} reset on overflow, {} ACKs dropped, \
-             {} TCP to no socket, {} UDP, {} UDP to no socket, {} pings, {} other",
+             {} SYN cookies sent, {} accepted, {} TCP to no socket, {} UDP ({} dropped), {} UDP to no socket, \
+             {} pings, {} other",
             c.connection,
             c.admitted,
             c.overflow_dropped,
             c.overflow_reset,
             c.ack_dropped,
+            c.cookies_sent,
+            c.cookies_accepted,
             c.tcp_no_socket,
             c.udp,
+            c.udp_dropped,
             c.udp_no_socket,
             c.ping,
             c.other

@@ -1,0 +1,164 @@
+//! Floods from the kernel side of a TUN: ustack keeps its limits and keeps serving.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream as KernelStream, UdpSocket as KernelUdp};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::addr;
+use common::lab::{lab, USTACK};
+use ustack::{TcpListener, UdpSocket};
+
+/// Sends spoofed SYNs to 10.7.0.2:`port` from random addresses in 10.99.0.0/16, whose
+/// SYN-ACKs go nowhere, until `stop` is set, `max` are sent or 10 s pass.
+fn syn_flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, max: u64) -> io::Result<()> {
+    // SAFETY: plain socket(2); the result is checked and owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid sockaddr_in; the fields are set below.
+    let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    to.sin_family = libc::AF_INET as _;
+    to.sin_addr.s_addr = u32::from_ne_bytes([10, 7, 0, 2]);
+    let mut x: u32 = 0x2545_f491;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut packet = Vec::with_capacity(64);
+    while !stop.load(Ordering::Relaxed) && sent.load(Ordering::Relaxed) < max && Instant::now() < deadline {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let [a, b, c, d] = x.to_be_bytes();
+        packet.clear();
+        etherparse::PacketBuilder::ipv4([10, 99, a, b], [10, 7, 0, 2], 64)
+            .tcp(u16::from_be_bytes([c, d]) | 1024, port, x, 64240)
+            .syn()
+            .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+            .unwrap()
+            .write(&mut packet, &[])
+            .unwrap();
+        // SAFETY: packet and `to` are valid for the lengths given.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&to as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            // The TUN's queue is full: the flood outruns the stack, which is the point.
+            if err.raw_os_error() != Some(libc::ENOBUFS) {
+                return Err(err);
+            }
+        } else {
+            sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_syn_flood_keeps_the_queues_bounded_and_a_real_client_still_gets_in() {
+    ustack::require_tun!();
+    const BACKLOG: u32 = 128;
+    let lab = lab();
+    let listener = TcpListener::bind_with_backlog(&lab.stack, addr("0.0.0.0", 7), BACKLOG).unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0; 64];
+        let n = (&stream).read(&mut buf).unwrap();
+        (&stream).write_all(&buf[..n]).unwrap();
+        listener
+    });
+    let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let flood = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        lab.ns.spawn(move || syn_flood(7, stop, sent, 100_000)).unwrap()
+    };
+    // Once the flood is well under way, a real client connects through it.
+    while sent.load(Ordering::Relaxed) < 20_000 {
+        assert!(!flood.is_finished(), "the flood stopped early: {:?}", flood.join());
+        std::thread::yield_now();
+    }
+    let started = Instant::now();
+    let echoed = lab
+        .ns
+        .run(|| -> io::Result<Vec<u8>> {
+            let mut stream = KernelStream::connect_timeout(&addr(USTACK, 7), Duration::from_secs(5))?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            stream.write_all(b"real client")?;
+            stream.shutdown(Shutdown::Write)?;
+            let mut reply = Vec::new();
+            stream.read_to_end(&mut reply)?;
+            Ok(reply)
+        })
+        .unwrap();
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap().expect("the flood ran");
+    assert_eq!(echoed.expect("the real client connects during the flood"), b"real client");
+    assert!(took < Duration::from_secs(5), "connected in {took:?}");
+
+    let listener = server.join().unwrap();
+    let (syn_queue, accept_queue, _) = listener.socket().listen_queues().unwrap();
+    assert!(syn_queue <= BACKLOG as usize && accept_queue <= BACKLOG as usize + 1);
+    let table = lab.stack.demux_table();
+    assert!(table.rows.len() <= BACKLOG as usize + 4, "state stays bounded: {} rows", table.rows.len());
+    assert!(table.counters.cookies_sent > 0, "beyond the SYN queue, SYNs got cookies: {:?}", table.counters);
+    eprintln!("{} spoofed SYNs sent; {:?}; real client in after {took:?}", sent.load(Ordering::Relaxed), table.counters);
+}
+
+#[test]
+fn a_udp_flood_fills_the_buffer_then_drops_and_counts_and_the_socket_keeps_working() {
+    ustack::require_tun!();
+    let lab = lab();
+    let socket = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 9)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    const FLOOD: usize = 5_000;
+    lab.ns
+        .run(|| -> io::Result<()> {
+            let flooder = KernelUdp::bind(addr("10.7.0.1", 0))?;
+            for i in 0..FLOOD {
+                flooder.send_to(format!("datagram {i}").as_bytes(), addr(USTACK, 9))?;
+            }
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+    // The last datagrams may still be on their way through the TUN: wait for the stack to
+    // have classified them all (or the kernel to have dropped some at the TUN queue).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let counters = loop {
+        let c = lab.stack.demux_table().counters;
+        if c.udp as usize >= FLOOD || Instant::now() > deadline {
+            break c;
+        }
+        std::thread::yield_now();
+    };
+    assert!(counters.udp_dropped > 0, "a full buffer drops datagrams, counted: {counters:?}");
+    let mut read = 0;
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0; 64];
+    while socket.recv_from(&mut buf).is_ok() {
+        read += 1;
+    }
+    assert_eq!(read as u64 + counters.udp_dropped, counters.udp, "every datagram was read or counted as dropped");
+    // The socket keeps working.
+    socket.set_nonblocking(false).unwrap();
+    lab.ns.run(|| KernelUdp::bind(addr("10.7.0.1", 0)).unwrap().send_to(b"after", addr(USTACK, 9)).unwrap()).unwrap();
+    let (n, _) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"after");
+    let row = lab.stack.demux_table().to_string();
+    assert!(row.contains(&format!("dropped {}", counters.udp_dropped)), "{row}");
+}
