@@ -796,3 +796,21 @@ fn listen_binds_an_unbound_socket_and_may_be_called_again() {
     assert_eq!(err(c.listen(1)), Errno::EINVAL, "a connected socket cannot listen");
     assert_eq!(err(s.listen(1)), Errno::EINVAL);
 }
+
+#[test]
+fn stack_shutdown_closes_every_socket_as_a_process_exit_does() {
+    let p = pair();
+    let (l, at) = listener(&p.b, B, 4);
+    let (c, s) = {
+        let c = tcp(&p.a, domain_of(B));
+        c.connect(at).unwrap();
+        (c, l.accept().unwrap().0)
+    };
+    let queued = tcp(&p.a, domain_of(B));
+    queued.connect(at).unwrap(); // established, waiting in the accept queue
+    assert_eq!(p.b.shutdown(WAIT), 0, "every FIN exchange finished in time");
+    assert_eq!(c.recv(&mut [0; 8]).unwrap(), 0, "an established connection ends with FIN");
+    assert_eq!(err(queued.recv(&mut [0; 8])), Errno::ECONNRESET, "a queued one is reset, as Linux resets it");
+    assert_eq!(err(s.send(b"late")), Errno::EBADF, "the server's handles are gone");
+    assert_eq!(err(l.accept()), Errno::EBADF);
+}

@@ -89,12 +89,6 @@ fn unspecified(domain: Domain) -> IpAddr {
     }
 }
 
-fn proto(ty: Type) -> Proto {
-    match ty {
-        Type::Stream => Proto::Tcp,
-        Type::Dgram => Proto::Udp,
-    }
-}
 
 fn listen_endpoint(addr: SocketAddr) -> IpListenEndpoint {
     let ip = (!addr.ip().is_unspecified()).then(|| addr.ip().into());
@@ -485,7 +479,7 @@ impl Socket {
                     let SockState::Listening(l) = std::mem::replace(&mut e.state, SockState::Idle) else {
                         unreachable!("matched above")
                     };
-                    unlisten(&mut core, self.id, local, l);
+                    core.unlisten(self.id, local, l);
                     if let Some(local) = local {
                         core.ports.set_listening(Proto::Tcp, local.port(), self.id, false);
                     }
@@ -527,7 +521,7 @@ impl Socket {
             return Err(Errno::EBADF);
         }
         let mut core = self.shared.lock();
-        release(&mut core, self.id);
+        core.release(self.id);
         drop(core);
         self.shared.wake();
         self.shared.changed.notify_all();
@@ -664,7 +658,7 @@ fn bind_locked(core: &mut Core, id: SockId, addr: SocketAddr) -> Result<()> {
     if !ip.is_unspecified() && !core.is_local(ip) {
         return Err(Errno::EADDRNOTAVAIL);
     }
-    let proto = proto(ty);
+    let proto = ty.proto();
     let port = match addr.port() {
         0 => core.ports.ephemeral(proto, ip, crate::stack::random_u32()).ok_or(Errno::EADDRINUSE)?,
         port if core.ports.is_free(proto, ip, port, reuse) => port,
@@ -738,83 +732,3 @@ fn udp_connect(core: &mut Core, id: SockId, remote: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// Takes listener `id` (bound to `local`) off the demux and resets the connections
-/// waiting in its queues.
-fn unlisten(core: &mut Core, id: SockId, local: Option<SocketAddr>, l: Listener) {
-    if let Some(local) = local {
-        unindex(&mut core.listeners, local.port(), id);
-    }
-    core.generation += 1;
-    for handle in l.syn_queue.into_iter().chain(l.accept_queue) {
-        core.sockets.get_mut::<tcp::Socket>(handle).abort();
-        if let Some(conn) = core.conns.get_mut(&handle) {
-            conn.owner = Owner::Orphan;
-        }
-    }
-}
-
-/// Removes socket `id` from a by-port index (listeners, UDP sockets).
-fn unindex(index: &mut std::collections::HashMap<u16, Vec<SockId>>, port: u16, id: SockId) {
-    if let Some(ids) = index.get_mut(&port) {
-        ids.retain(|&other| other != id);
-        if ids.is_empty() {
-            index.remove(&port);
-        }
-    }
-}
-
-/// Tears a socket down once its last handle is closed.
-fn release(core: &mut Core, id: SockId) {
-    let Some(e) = core.entries.get_mut(&id) else { return };
-    e.refs -= 1;
-    if e.refs > 0 {
-        return;
-    }
-    let e = core.entries.remove(&id).expect("present above");
-    let proto = proto(e.ty);
-    let me = Holder::Socket { id, listening: matches!(e.state, SockState::Listening(_)) };
-    match e.state {
-        SockState::Idle => {}
-        SockState::Listening(l) => unlisten(core, id, e.local, l),
-        SockState::Connected(handle) => {
-            let socket = core.sockets.get_mut::<tcp::Socket>(handle);
-            let finished = crate::stack::is_finished(socket);
-            if socket.recv_queue() > 0 {
-                socket.abort();
-            } else {
-                socket.close();
-            }
-            if let Some(conn) = core.conns.get_mut(&handle) {
-                conn.owner = Owner::Orphan;
-                if !conn.holds_port {
-                    if let Some(local) = e.local {
-                        core.ports.transfer(proto, local.port(), me, Holder::Connection(handle), e.reuse_addr);
-                    }
-                    conn.holds_port = true;
-                }
-            }
-            if finished {
-                core.free_conn(handle);
-            }
-        }
-        SockState::Udp { handle, .. } => {
-            if let Some(local) = e.local {
-                unindex(&mut core.udp_ports, local.port(), id);
-            }
-            core.generation += 1;
-            // Datagrams sendto() already accepted still go out, as they would from Linux;
-            // the port stays held until they have.
-            if core.sockets.get::<udp::Socket>(handle).send_queue() > 0 {
-                if let Some(local) = e.local {
-                    core.ports.transfer(proto, local.port(), me, Holder::Connection(handle), e.reuse_addr);
-                    core.udp_draining.push((handle, local.port()));
-                }
-            } else {
-                core.sockets.remove(handle);
-            }
-        }
-    }
-    if let Some(local) = e.local {
-        core.ports.release(proto, local.port(), me);
-    }
-}

@@ -39,6 +39,7 @@ pub mod ports;
 mod rewrite;
 mod staged;
 mod table;
+mod teardown;
 
 pub use clock::Clock;
 pub use conn::{Conn, Owner, Side};
@@ -47,6 +48,7 @@ use ports::{Holder, Ports, Proto};
 use looped::Looped;
 use staged::Staged;
 pub use table::{ConnectionInfo, DemuxRow, DemuxTable, ListenQueues};
+pub use teardown::unindex;
 
 /// A socket's number in the stack, like a file descriptor (never reused within a stack).
 pub type SockId = u64;
@@ -115,6 +117,16 @@ pub enum Type {
     Stream,
     /// SOCK_DGRAM: UDP.
     Dgram,
+}
+
+impl Type {
+    /// The port space the type's sockets bind in.
+    pub fn proto(self) -> Proto {
+        match self {
+            Type::Stream => Proto::Tcp,
+            Type::Dgram => Proto::Udp,
+        }
+    }
 }
 
 /// A listener's queues (Linux's request queue and accept queue).
@@ -342,6 +354,45 @@ impl Stack {
             core = self.shared.wait(core, Some(left)).0;
         }
         core.generation
+    }
+
+    /// Closes every socket as a process's exit closes its descriptors — listeners reset
+    /// the connections in their queues, connections send FIN (RST if unread data is left)
+    /// — and waits up to `timeout` until every FIN is acknowledged: the peers then have all
+    /// the data. Sockets still held by the application fail with EBADF from then on.
+    /// Returns how many connections' FINs were still unacknowledged. (What comes after —
+    /// the peer's own FIN, TIME-WAIT — the stack carries on with while it runs; a
+    /// process's exit does not wait for it on Linux either.)
+    pub fn shutdown(&self, timeout: Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut core = self.shared.lock();
+        let ids: Vec<SockId> = core.entries.keys().copied().collect();
+        for id in ids {
+            if let Some(entry) = core.entries.get_mut(&id) {
+                entry.refs = 1;
+            }
+            core.release(id);
+        }
+        self.shared.wake();
+        self.shared.changed.notify_all();
+        loop {
+            let open = core
+                .conns
+                .keys()
+                .filter(|&&h| {
+                    matches!(
+                        core.sockets.get::<tcp::Socket>(h).state(),
+                        tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
+                    )
+                })
+                .count();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if open == 0 || left.is_zero() || core.down.is_some() {
+                log::info!(target: "ustack", "shutdown: {open} FIN(s) not acknowledged");
+                return open;
+            }
+            core = self.shared.wait(core, Some(left)).0;
+        }
     }
 
     /// Why the stack stopped, if it has (e.g. the device failed).
