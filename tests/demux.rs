@@ -262,3 +262,52 @@ fn isns_follow_rfc_6528_a_keyed_hash_of_the_tuple_plus_a_4_microsecond_clock() {
     let (other, _) = syn_isn(50001);
     assert!(other.wrapping_sub(second) > 1_000_000 || second.wrapping_sub(other) > 1_000_000, "another tuple, another ISN");
 }
+
+/// A connection from 10.0.0.1:`port` to `l`, played by hand; returns the accepted socket
+/// and the next sequence numbers of the client (ours) and the server.
+fn raw_connection(lone: &common::Lone, l: &ustack::Socket, at: std::net::SocketAddr, port: u16) -> (ustack::Socket, u32, u32) {
+    inject(&lone.wire, port, at.port(), 1000, None, true);
+    let syn_ack = next_segment(&lone.wire);
+    inject(&lone.wire, port, at.port(), 1001, Some(syn_ack.seq.wrapping_add(1)), false);
+    let (s, _) = l.accept().unwrap();
+    (s, 1001, syn_ack.seq.wrapping_add(1))
+}
+
+#[test]
+fn an_in_window_rst_that_is_not_exact_gets_a_challenge_ack_and_an_exact_one_resets() {
+    let lone = lone_b();
+    let (l, at) = listener(&lone.stack, B, 4);
+    let (s, client_next, server_next) = raw_connection(&lone, &l, at, 40000);
+    // RFC 5961 §3.2: in the window, but not RCV.NXT.
+    common::raw::inject_rst(&lone.wire, 40000, at.port(), client_next + 100);
+    let challenge = next_segment(&lone.wire);
+    assert!(challenge.ack && !challenge.rst && !challenge.syn, "a challenge ACK");
+    assert_eq!((challenge.seq, challenge.ack_no), (server_next, client_next), "it tells the peer RCV.NXT");
+    assert!(matches!(decisions_from(&lone.stack, 40000).last(), Some(Decision::ChallengeAck { .. })));
+    s.send(b"still here").unwrap();
+    assert!(next_segment(&lone.wire).ack, "the connection lives on");
+    assert_eq!(s.tcp_state(), Some(smoltcp::socket::tcp::State::Established));
+
+    // Outside the window: ignored, no answer.
+    common::raw::inject_rst(&lone.wire, 40000, at.port(), client_next.wrapping_add(1 << 30));
+    assert!(frames_before_ping_reply(&lone.wire, 1).iter().all(|f| tcp_flags(f).is_none()));
+    assert!(matches!(decisions_from(&lone.stack, 40000).last(), Some(Decision::RstOutOfWindow { .. })));
+
+    // Exactly RCV.NXT: the connection is reset.
+    common::raw::inject_rst(&lone.wire, 40000, at.port(), client_next);
+    assert_eq!(err(s.recv(&mut [0; 8])), Errno::ECONNRESET);
+}
+
+#[test]
+fn an_in_window_syn_on_an_established_connection_gets_a_challenge_ack() {
+    let lone = lone_b();
+    let (l, at) = listener(&lone.stack, B, 4);
+    let (s, client_next, server_next) = raw_connection(&lone, &l, at, 40000);
+    inject(&lone.wire, 40000, at.port(), client_next + 10, None, true);
+    let challenge = next_segment(&lone.wire);
+    // smoltcp alone drops such a SYN silently; RFC 5961 §4.2 wants a challenge ACK.
+    assert!(challenge.ack && !challenge.syn && !challenge.rst, "a challenge ACK");
+    assert_eq!((challenge.seq, challenge.ack_no), (server_next, client_next));
+    assert!(matches!(decisions_from(&lone.stack, 40000).last(), Some(Decision::ChallengeAck { .. })));
+    assert_eq!(s.tcp_state(), Some(smoltcp::socket::tcp::State::Established));
+}

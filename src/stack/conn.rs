@@ -73,6 +73,20 @@ pub struct Conn {
     /// For a connection made from a SYN cookie: the cookie (our ISN on the wire), until
     /// smoltcp's own SYN-ACK has been suppressed and the shift learnt from it.
     pub cookie: Option<u32>,
+    /// The last segment ustack sent, in the wire's numbering: where its sequence space
+    /// ended, what it acknowledged (RCV.NXT as the peer knows it), and its window field.
+    /// RFC 5961's checks of incoming RSTs measure against it.
+    pub sent: Option<Sent>,
+    /// When the last challenge ACK went out (RFC 5961 §7: at most one a second).
+    pub challenged_at: Option<Instant>,
+}
+
+/// See [`Conn::sent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub seq_end: u32,
+    pub ack: u32,
+    pub window: u16,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -94,6 +108,8 @@ impl Conn {
             holds_port: false,
             shift: None,
             cookie: None,
+            sent: None,
+            challenged_at: None,
         }
     }
 

@@ -49,6 +49,14 @@ pub fn syn_ack(tuple: &FiveTuple, client_isn: u32, cookie: u32, mss: u16) -> Vec
     emit(tuple.local.ip().into(), tuple.remote.ip().into(), &tcp)
 }
 
+/// A bare ACK from ustack's side: RFC 5961's challenge ACK, repeating what ustack last sent.
+pub fn ack(tuple: &FiveTuple, sent: &super::conn::Sent) -> Vec<u8> {
+    let mut tcp = repr((tuple.local.port(), tuple.remote.port()), TcpControl::None, sent.seq_end, Some(sent.ack), 0);
+    tcp.max_seg_size = None;
+    tcp.window_len = sent.window;
+    emit(tuple.local.ip().into(), tuple.remote.ip().into(), &tcp)
+}
+
 /// The client's SYN as it was (ISN and MSS), rebuilt from its cookie ACK.
 pub fn replayed_syn(tuple: &FiveTuple, client_isn: u32, mss: u16) -> Vec<u8> {
     let tcp = repr((tuple.remote.port(), tuple.local.port()), TcpControl::Syn, client_isn, None, mss);

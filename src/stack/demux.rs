@@ -83,6 +83,13 @@ pub enum Decision {
     /// An ACK carrying a valid SYN cookie: the connection is made now, straight into the
     /// accept queue.
     CookieAccepted { listener: SockId, handle: SocketHandle },
+    /// A RST for a connection whose sequence number is in the receive window but not
+    /// exactly the next expected one, or a SYN for an established connection: answered
+    /// with a challenge ACK (RFC 5961 §3.2, §4.2), and the connection lives on; a peer
+    /// that really reset it (or restarted) answers the challenge with an exact RST.
+    ChallengeAck { handle: SocketHandle },
+    /// A RST outside the receive window: ignored (RFC 5961 §3.2).
+    RstOutOfWindow { handle: SocketHandle },
     /// TCP for no socket: smoltcp answers with RST (unless it is itself a RST).
     TcpNoSocket { syn: bool },
     /// A datagram for bound UDP socket `socket`.
@@ -168,6 +175,10 @@ impl fmt::Display for Decision {
             Decision::CookieAccepted { listener, handle } => {
                 write!(f, "ACK with a valid SYN cookie for listener #{listener}: connection {handle} made")
             }
+            Decision::ChallengeAck { handle } => {
+                write!(f, "SYN, or RST not at the next sequence number, for connection {handle}: challenge ACK")
+            }
+            Decision::RstOutOfWindow { handle } => write!(f, "RST outside the window of connection {handle}: ignored"),
             Decision::TcpNoSocket { syn: true } => write!(f, "SYN to a port nobody listens on: answered with RST"),
             Decision::TcpNoSocket { syn: false } => write!(f, "no connection: answered with RST"),
             Decision::Udp { socket } => write!(f, "to UDP socket #{socket}"),
@@ -188,6 +199,9 @@ pub struct DemuxCounters {
     pub ack_dropped: u64,
     pub cookies_sent: u64,
     pub cookies_accepted: u64,
+    /// RSTs answered with a challenge ACK, or ignored as out of window (RFC 5961).
+    pub challenge_acks: u64,
+    pub rst_ignored: u64,
     pub tcp_no_socket: u64,
     pub udp: u64,
     /// Datagrams for a UDP socket whose receive buffer was full: dropped.
@@ -218,6 +232,8 @@ impl DemuxLog {
             Decision::AckDropped { .. } => c.ack_dropped += 1,
             Decision::CookieSent { .. } => c.cookies_sent += 1,
             Decision::CookieAccepted { .. } => c.cookies_accepted += 1,
+            Decision::ChallengeAck { .. } => c.challenge_acks += 1,
+            Decision::RstOutOfWindow { .. } => c.rst_ignored += 1,
             Decision::TcpNoSocket { .. } => c.tcp_no_socket += 1,
             Decision::Udp { .. } => c.udp += 1,
             Decision::UdpNoSocket => c.udp_no_socket += 1,
@@ -232,6 +248,7 @@ impl DemuxLog {
             | Decision::AckDropped { .. }
             | Decision::CookieSent { .. }
             | Decision::CookieAccepted { .. } => log::info!(target: "ustack::backlog", "{event}"),
+            Decision::ChallengeAck { .. } | Decision::RstOutOfWindow { .. } => log::info!(target: "ustack::demux", "{event}"),
             Decision::TcpNoSocket { syn: false } | Decision::Udp { .. } | Decision::Ping => {
                 log::debug!(target: "ustack::demux", "{event}")
             }
@@ -435,9 +452,15 @@ impl Segment<'_> {
 fn decide_tcp(core: &mut Core, seg: Segment) -> (Decision, Disposition) {
     let tuple = seg.tuple;
     if let Some(&handle) = core.demux.get(&tuple) {
-        let Some(conn) = core.conns.get_mut(&handle) else {
+        if !core.conns.contains_key(&handle) {
             return (Decision::Other("stale demux entry"), Disposition::Deliver);
-        };
+        }
+        if (seg.rst || seg.syn)
+            && let Some(answer) = check_control(core, handle, &seg)
+        {
+            return answer;
+        }
+        let Some(conn) = core.conns.get_mut(&handle) else { unreachable!("looked up above") };
         conn.reset |= seg.rst;
         let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
         // Linux drops the ACK that would complete a handshake while the accept queue is
@@ -505,6 +528,47 @@ fn decide_tcp(core: &mut Core, seg: Segment) -> (Decision, Disposition) {
         backlog: l.backlog,
     };
     (decision, Disposition::Admit(handle))
+}
+
+/// RFC 5961 for a RST or SYN on a synchronized connection, which smoltcp gets wrong: it
+/// accepts any RST in the window (a blind attacker hits one with a chance of window / 2^32,
+/// not 1 / 2^32), and drops a SYN without an ACK silently (a restarted peer then never
+/// learns its old connection is still there). So:
+/// - a RST resets the connection only if its sequence number is exactly RCV.NXT (what
+///   ustack last acknowledged); in the window but not exact, it gets a challenge ACK
+///   (§3.2); outside the window it is ignored;
+/// - a SYN, whatever its sequence number, gets a challenge ACK (§4.2).
+///
+/// Challenge ACKs go out at most once a second per connection (§7). A peer that really
+/// reset the connection, or restarted, answers the challenge with an exact RST. None lets
+/// the segment through to smoltcp.
+fn check_control(core: &mut Core, handle: SocketHandle, seg: &Segment) -> Option<(Decision, Disposition)> {
+    let window = core.sockets.get::<tcp::Socket>(handle).recv_capacity() as u32;
+    let now = core.clock.now();
+    let conn = core.conns.get_mut(&handle)?;
+    let synchronized =
+        !matches!(conn.state, tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Closed);
+    let sent = conn.sent?;
+    if !synchronized {
+        return None;
+    }
+    if seg.rst && !seg.syn {
+        let seq = u32::from_be_bytes(seg.bytes.get(4..8)?.try_into().ok()?);
+        if seq == sent.ack {
+            return None;
+        }
+        if seq.wrapping_sub(sent.ack) >= window.max(1) {
+            return Some((Decision::RstOutOfWindow { handle }, Disposition::Drop));
+        }
+    }
+    if conn.challenged_at.is_some_and(|at| now - at < smoltcp::time::Duration::from_secs(1)) {
+        return Some((Decision::ChallengeAck { handle }, Disposition::Drop));
+    }
+    conn.challenged_at = Some(now);
+    // Built in smoltcp's numbering, like everything that goes out: the transmit path
+    // shifts it to the wire's.
+    let unshifted = super::conn::Sent { seq_end: sent.seq_end.wrapping_add(conn.shift.unwrap_or(0)), ..sent };
+    Some((Decision::ChallengeAck { handle }, Disposition::Reply(super::cookie::ack(&conn.tuple, &unshifted))))
 }
 
 /// A fresh smoltcp socket listening for exactly `tuple`'s SYN, in `listener`'s SYN queue.

@@ -13,6 +13,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{IpVersion, Ipv4Packet, Ipv6Packet};
 
 use super::isn::Secret;
+use super::conn::Sent;
 use super::{rewrite, Conn, FiveTuple};
 
 /// The destination of an IP packet, if it parses.
@@ -67,6 +68,9 @@ impl SeqNumbers<'_> {
         }
         if let Some(shift) = conn.shift {
             rewrite::outgoing(packet, offset, shift);
+        }
+        if let (seq_end, Some(ack), window) = rewrite::position(packet, offset) {
+            conn.sent = Some(Sent { seq_end, ack, window });
         }
         true
     }

@@ -70,6 +70,21 @@ pub fn flags_and_seq(packet: &[u8], offset: usize) -> (bool, bool, u32) {
     (tcp[13] & 0x02 != 0, tcp[13] & 0x10 != 0, read_u32(tcp, 4))
 }
 
+/// What a segment tells about its sender's position: the sequence number just after it
+/// (counting SYN and FIN), its acknowledgment number (if ACK is set), and its window field.
+pub fn position(packet: &[u8], offset: usize) -> (u32, Option<u32>, u16) {
+    let tcp = &packet[offset..];
+    let header = usize::from(tcp[12] >> 4) * 4;
+    let ip_payload = match packet[0] >> 4 {
+        4 => usize::from(u16::from_be_bytes([packet[2], packet[3]])).saturating_sub(offset),
+        _ => usize::from(u16::from_be_bytes([packet[4], packet[5]])),
+    };
+    let flags = tcp[13];
+    let len = ip_payload.saturating_sub(header) as u32 + u32::from(flags & 0x02 != 0) + u32::from(flags & 0x01 != 0);
+    let ack = (flags & 0x10 != 0).then(|| read_u32(tcp, 8));
+    (read_u32(tcp, 4).wrapping_add(len), ack, u16::from_be_bytes([tcp[14], tcp[15]]))
+}
+
 /// An outgoing segment: `seq -= shift`.
 pub fn outgoing(packet: &mut [u8], offset: usize, shift: u32) {
     let tcp = &mut packet[offset..];

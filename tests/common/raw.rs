@@ -47,6 +47,13 @@ pub fn inject_data(wire: &WireEnd, from: u16, to: u16, seq: u32, ack: u32, paylo
     wire.send_raw(&frame);
 }
 
+/// Sends a RST from 10.0.0.1:`from` to 10.0.0.2:`to` with sequence number `seq`.
+pub fn inject_rst(wire: &WireEnd, from: u16, to: u16, seq: u32) {
+    let mut frame = Vec::new();
+    PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(from, to, seq, 0).rst().write(&mut frame, &[]).unwrap();
+    wire.send_raw(&frame);
+}
+
 /// Sends a UDP datagram from 10.0.0.1:`from` to 10.0.0.2:`to`.
 pub fn inject_udp(wire: &WireEnd, from: u16, to: u16, payload: &[u8]) {
     let mut frame = Vec::new();
