@@ -7,8 +7,12 @@
 //!   listener queues and ports.
 //! - [`device`]: TUN and in-memory wire devices (smoltcp `phy::Device`s).
 //! - [`sys`]: network namespaces and netlink, for the TUN and for tests.
+//!
+//! Beside them, [`observe`] reads capture files into flow tables and ladder diagrams
+//! (`ustack inspect`).
 
 pub mod device;
+pub mod observe;
 pub mod packet;
 pub mod socket;
 pub mod stack;

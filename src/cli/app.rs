@@ -1,4 +1,5 @@
-//! The applications `serve` runs on its sockets: echo (RFC 862) and discard (RFC 863).
+//! The applications `serve` runs on its sockets: echo (RFC 862) and discard (RFC 863)
+//! here, and a small HTTP server in [`http`](super::http).
 
 use std::fmt;
 use std::net::{Shutdown, SocketAddr};
@@ -16,6 +17,16 @@ pub enum App {
     Echo,
     /// Read and drop everything (RFC 863).
     Discard,
+    /// HTTP/1.1, TCP only: GET / shows the asking connection's 5-tuple, handshake
+    /// timeline and RTT, and the demux table (JSON with Accept: application/json).
+    Http,
+}
+
+impl App {
+    /// Whether the application can serve UDP ports.
+    pub fn serves_udp(self) -> bool {
+        self != App::Http
+    }
 }
 
 impl fmt::Display for App {
@@ -23,6 +34,7 @@ impl fmt::Display for App {
         f.write_str(match self {
             App::Echo => "echo",
             App::Discard => "discard",
+            App::Http => "http",
         })
     }
 }
@@ -36,8 +48,8 @@ pub struct StreamEnd {
     pub error: Option<Errno>,
 }
 
-/// Serves one accepted TCP connection until the client closes its side (recv() == 0),
-/// then closes ours: echo sends a FIN after the last echoed byte.
+/// Serves one accepted TCP connection with echo or discard until the client closes its
+/// side (recv() == 0), then closes ours: echo sends a FIN after the last echoed byte.
 pub fn serve_stream(app: App, conn: &Socket) -> StreamEnd {
     let mut buf = vec![0; BUF];
     let mut bytes = 0;

@@ -1,14 +1,19 @@
-//! Arguments shared by the subcommands that run on a TUN (`serve`, `connect`): their
-//! parsers, checks across flags, and opening the TUN and the stack they describe.
+//! Arguments shared by the subcommands: where a stack lives on a TUN (`serve`, `connect`)
+//! and how its packets are watched (`--trace`, `--pcap`: `serve`, `connect`, `demo`) —
+//! their parsers, checks across flags, and starting the stack they describe.
 //!
 //! Parsers return `Err(String)`, which clap turns into a one-line usage error (exit 2).
 
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use smoltcp::wire::{IpAddress, IpCidr};
-use ustack::device::{TunConfig, TunDevice};
+use ustack::device::{Link, PcapRecorder, Tracer, TunConfig, TunDevice, trace};
+use ustack::packet::TcpdumpFormatter;
 use ustack::sys::netlink::MAX_IFNAME_LEN;
 use ustack::{Stack, StackConfig};
 
@@ -68,24 +73,24 @@ impl NetArgs {
         self.addrs.iter().filter(|a| !self.peer_addrs.iter().any(|p| p.contains_addr(&a.address()))).copied().collect()
     }
 
-    /// Creates the TUN, configures its kernel side, and starts a stack on it. Returns the
-    /// stack and the TUN's MTU.
-    pub fn open_stack(&self, tcp_buffer: Option<usize>) -> Result<(Stack, usize), Failure> {
+    /// Creates the TUN, configures its kernel side, and starts a stack on it with `config`
+    /// (whose addresses are replaced by --addr), tapped as `taps` says. Returns the stack
+    /// and the TUN's MTU.
+    pub fn open_stack(&self, config: StackConfig, taps: &TapArgs) -> Result<(Stack, usize), Failure> {
+        // Before the TUN exists, so that a bad --pcap path changes nothing.
+        let mut pcap = taps.open_pcap()?;
         for cidr in self.unrouted() {
             log::warn!(
                 target: "ustack",
                 "stack address {cidr} is in no --peer-addr subnet: the kernel will not route to it"
             );
         }
-        let config =
+        let tun =
             TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
-        let device = TunDevice::open(&config).map_err(Failure::new)?;
+        let device = TunDevice::open(&tun).map_err(Failure::new)?;
         let mtu = device.mtu();
-        let mut stack_config = StackConfig { addrs: self.addrs.clone(), ..StackConfig::default() };
-        if let Some(bytes) = tcp_buffer {
-            stack_config.tcp_buffer = bytes;
-        }
-        let stack = Stack::new(device, stack_config).map_err(context("starting the stack"))?;
+        let config = StackConfig { addrs: self.addrs.clone(), ..config };
+        let stack = start_tapped(device, &mut pcap, TcpdumpFormatter::new(), config)?;
         Ok((stack, mtu))
     }
 
@@ -98,6 +103,78 @@ impl NetArgs {
     pub fn peer_ips(&self) -> String {
         join_ips(&self.peer_addrs)
     }
+}
+
+/// Watching a stack's packets: `--trace` and `--pcap`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TapArgs {
+    /// Print every packet the stack receives (`in`) and sends (`out`), one `tcpdump -nn`
+    /// line each, among the logs (log target ustack::trace).
+    #[arg(long)]
+    pub trace: bool,
+
+    /// Record every packet the stack receives and sends to FILE, a pcap file (LINKTYPE_RAW,
+    /// raw IP) that `tcpdump -nn -r FILE` and Wireshark read, also while ustack runs.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+}
+
+/// Where --pcap records go: the file, buffered (the recorder flushes after every record).
+pub type PcapFile = BufWriter<File>;
+
+impl TapArgs {
+    /// Creates (or truncates) the --pcap file, if one was given.
+    pub fn open_pcap(&self) -> Result<Option<PcapFile>, Failure> {
+        let Some(path) = &self.pcap else { return Ok(None) };
+        let file = File::create(path).map_err(context(format!("--pcap {}", path.display())))?;
+        Ok(Some(BufWriter::new(file)))
+    }
+}
+
+/// Starts a stack on `device`, tapped: the device is always wrapped in a [`Tracer`], and
+/// in a [`PcapRecorder`] too when `pcap` holds a file (which is taken).
+///
+/// Why this shape: the stack is generic over its device, so each combination of
+/// middleware is its own type. The tracer decodes nothing while its log target is off
+/// (one level check per packet), so it can stay in place and `--trace` (or RUST_LOG) only
+/// switches its log target on; that leaves one choice, recorder or not, made here once
+/// for every subcommand, instead of four device types spread through them.
+pub fn start_tapped<D: Link + 'static>(
+    device: D,
+    pcap: &mut Option<PcapFile>,
+    formatter: TcpdumpFormatter,
+    config: StackConfig,
+) -> Result<Stack, Failure> {
+    let started = match pcap.take() {
+        Some(file) => {
+            let recorder = PcapRecorder::new(device, file).map_err(context("writing the --pcap file"))?;
+            Stack::new(Tracer::new(recorder).with_formatter(formatter), config)
+        }
+        None => Stack::new(Tracer::new(device).with_formatter(formatter), config),
+    };
+    started.map_err(context("starting the stack"))
+}
+
+/// Logging on standard error, for `serve` and `connect`: RUST_LOG if set, else `default`;
+/// `--trace` turns the packet trace (target [`trace::TARGET`]) on at info either way.
+///
+/// Trace lines are printed bare — `in  12:34:56.789012 IP ...`, as tcpdump prints them,
+/// with their own time of day — so they can be read, grepped and compared with
+/// `tcpdump -nn -r` output; every other line as `[time LEVEL target] message`.
+pub fn init_logging(default: &str, trace: bool) {
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    if trace {
+        // Added after the RUST_LOG or default directives: it replaces any for the target.
+        builder.filter_module(trace::TARGET, log::LevelFilter::Info);
+    }
+    builder
+        .format(|buf, record| {
+            if record.target() == trace::TARGET {
+                return writeln!(buf, "{}", record.args());
+            }
+            writeln!(buf, "[{} {:<5} {}] {}", buf.timestamp_micros(), record.level(), record.target(), record.args())
+        })
+        .init();
 }
 
 fn join_ips(cidrs: &[IpCidr]) -> String {

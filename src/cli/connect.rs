@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
-use ustack::{Domain, Errno, Socket, Stack, Type};
+use ustack::{Domain, Errno, Socket, Stack, StackConfig, Type};
 
-use super::args::{NetArgs, parse_secs, parse_target};
+use super::args::{NetArgs, TapArgs, parse_secs, parse_target};
 use super::{Failure, context, warn_if_initial_netns};
 
 /// Bytes read from standard input at a time (TCP).
@@ -35,6 +35,9 @@ peer closes; a clean close exits 0. A failure prints one line, errno name first,
   ustack: connect 10.7.0.1:9: ECONNREFUSED (Connection refused)
 and exits 1.
 
+--trace prints each packet in and out on standard error, as tcpdump -nn would; --pcap FILE
+records them for tcpdump -r or Wireshark. Standard output carries only the data.
+
 UDP (--udp): each chunk read from standard input (one line, when typing) is one datagram,
 and each reply is written out as it arrives. ICMP errors are not reported: no answer just
 means no output.
@@ -50,6 +53,9 @@ give it another TUN name and subnet; the kernel forwards between the two TUNs:
 pub struct ConnectArgs {
     #[command(flatten)]
     pub net: NetArgs,
+
+    #[command(flatten)]
+    pub taps: TapArgs,
 
     /// Send UDP datagrams instead of opening a TCP connection.
     #[arg(long)]
@@ -86,7 +92,7 @@ impl ConnectArgs {
 
 pub fn run(args: ConnectArgs) -> Result<(), Failure> {
     warn_if_initial_netns("connect");
-    let (stack, mtu) = args.net.open_stack(None)?;
+    let (stack, mtu) = args.net.open_stack(StackConfig::default(), &args.taps)?;
     if args.udp { udp(&args, &stack, mtu) } else { tcp(&args, &stack) }
 }
 

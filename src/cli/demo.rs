@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use smoltcp::wire::{IpAddress, IpCidr};
-use ustack::device::{TunConfig, TunDevice, Wire};
+use ustack::device::{TunConfig, TunDevice, Wire, trace};
+use ustack::packet::{TcpdumpFormatter, TimeFormat};
 use ustack::sys::NetNs;
 use ustack::{Domain, Errno, Socket, Stack, StackConfig, Type};
 
 use super::Failure;
+use super::args::{PcapFile, TapArgs, start_tapped};
 
 /// Every blocking call of the tour gives up after this long.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,27 +43,41 @@ Takes well under a second and exits 0. As root, a real Linux kernel is the clien
 ustack over a TUN device inside a network namespace that the demo creates and that
 vanishes with it (the host's network is not touched). Otherwise two ustack stacks talk
 over an in-memory wire. The lines marked `·` are ustack's own logs (RUST_LOG changes
-what is shown).")]
+what is shown).
+
+--trace shows every packet of the server stack (ustack at 10.7.0.2) inline, as tcpdump -nn
+prints it with times since the first packet, each arriving one followed by ustack's demux
+decision for it; --pcap FILE records the same packets for tcpdump -nn -r FILE or Wireshark.
+Without a TUN they are the packets on the in-memory wire.")]
 pub struct DemoArgs {
-    /// Also show ustack's demux decision for every TCP segment (log target ustack::demux).
-    #[arg(long)]
-    pub trace: bool,
+    #[command(flatten)]
+    pub taps: TapArgs,
 
     /// Use two ustack stacks over the in-memory wire even when a TUN is available.
     #[arg(long)]
     pub wire: bool,
 }
 
-/// The demo's logs go to stdout, inline with the narration, as `· target: message`.
+/// The demo's logs go to stdout, inline with the narration, as `· target: message`;
+/// packet trace lines (--trace) as `· in  0.000123 IP ...`, their direction first.
 pub fn init_logging(trace: bool) {
     let default = if trace {
-        "warn,ustack::handshake=info,ustack::backlog=info,ustack::demux=trace"
+        // Every packet, and after each arriving one the demux's decision for it.
+        "warn,ustack::handshake=info,ustack::backlog=info,ustack::demux=trace,ustack::trace=info"
     } else {
         "warn,ustack::handshake=info,ustack::backlog=info,ustack::demux=info"
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    if trace {
+        // As in serve and connect: --trace shows the packets whatever RUST_LOG says.
+        builder.filter_module(trace::TARGET, log::LevelFilter::Info);
+    }
+    builder
         .target(env_logger::Target::Stdout)
         .format(|buf, record| {
+            if record.target() == trace::TARGET {
+                return writeln!(buf, "           · {}", record.args());
+            }
             let target = record.target().strip_prefix("ustack::").unwrap_or(record.target());
             writeln!(buf, "           · {target}: {}", record.args())
         })
@@ -71,13 +87,17 @@ pub fn init_logging(trace: bool) {
 pub fn run(args: DemoArgs) -> Result<(), Failure> {
     start_watchdog();
     let started = Instant::now();
+    let mut pcap = args.taps.open_pcap()?;
     say!("ustack demo: TCP and UDP through a userspace stack, step by step.");
     say!();
-    let world = World::new(args.wire)?;
-    world.introduce();
+    let world = World::new(args.wire, &mut pcap)?;
+    world.introduce(&args.taps);
     tour(&world)?;
     say!();
     say!("Done in {}: handshake, echo, UDP, ECONNREFUSED and close.", ms(started.elapsed()));
+    if let Some(path) = &args.taps.pcap {
+        say!("The server stack's packets are in {0}: tcpdump -nn -r {0}", path.display());
+    }
     say!("Try it with your own tools (as root; the namespace keeps it off your real network):");
     say!("  ip netns add ustack && ip netns exec ustack ustack serve --tcp 7 --udp 7 &");
     say!("  ip netns exec ustack sh -c 'echo hello | nc -N 10.7.0.2 7'");
@@ -104,26 +124,29 @@ struct World {
 }
 
 impl World {
-    fn new(force_wire: bool) -> Result<World, Failure> {
+    /// The world, with the server stack's device tapped: traced, and recorded to `pcap`
+    /// if it holds a file.
+    fn new(force_wire: bool, pcap: &mut Option<PcapFile>) -> Result<World, Failure> {
         let why = if force_wire {
             "--wire was given".to_string()
         } else {
             match ustack::sys::tun_support() {
-                Ok(()) => match World::over_tun() {
+                Ok(()) => match World::over_tun(pcap) {
                     Ok(world) => return Ok(world),
                     Err(e) => format!("TUN devices seemed available, but setting one up failed: {e}"),
                 },
                 Err(reason) => reason,
             }
         };
-        World::over_wire(why)
+        World::over_wire(why, pcap)
     }
 
-    fn over_tun() -> Result<World, String> {
+    fn over_tun(pcap: &mut Option<PcapFile>) -> Result<World, String> {
         let ns = NetNs::new().map_err(|e| e.to_string())?;
         let config = TunConfig { name: TUN_NAME.into(), peer_addrs: vec![cidr(CLIENT_IP)], mtu: None };
         let device = ns.run(|| TunDevice::open(&config)).and_then(|opened| opened).map_err(|e| e.to_string())?;
-        let server = Stack::new(device, stack_config(SERVER_IP)).map_err(|e| e.to_string())?;
+        // Only fails where the wire would too (no thread), so losing `pcap` then is moot.
+        let server = start_tapped(device, pcap, formatter(), stack_config(SERVER_IP)).map_err(|e| e.to_string())?;
         Ok(World {
             server,
             client: Box::new(KernelClient { ns }),
@@ -133,14 +156,14 @@ impl World {
         })
     }
 
-    fn over_wire(why: String) -> Result<World, Failure> {
+    fn over_wire(why: String, pcap: &mut Option<PcapFile>) -> Result<World, Failure> {
         let (a, b) = Wire::pair(1500).map_err(super::context("creating the in-memory wire"))?;
         let client = Stack::new(a, stack_config(CLIENT_IP)).map_err(super::context("starting stack A"))?;
-        let server = Stack::new(b, stack_config(SERVER_IP)).map_err(super::context("starting stack B"))?;
+        let server = start_tapped(b, pcap, formatter(), stack_config(SERVER_IP))?;
         Ok(World { server, client: Box::new(UstackClient { stack: client }), why })
     }
 
-    fn introduce(&self) {
+    fn introduce(&self, taps: &TapArgs) {
         match self.client.kind() {
             ClientKind::Kernel => {
                 say!("Mode: the Linux kernel and ustack, over a TUN device.");
@@ -174,11 +197,25 @@ impl World {
             "Lines marked · are ustack's own logs: each connection as `tcp LOCAL <-> REMOTE` \
              from the logging stack's side, its RFC 9293 state changes, and its listen queues.",
         );
+        if taps.trace {
+            explain(&format!(
+                "With --trace, `· in` and `· out` lines are the packets the server stack at {SERVER_IP} \
+                 receives and sends, as tcpdump -nn prints them (seconds since the first packet; \
+                 Flags [S] is a SYN, [S.] a SYN-ACK, [.] an ACK, [P.] data, [F.] a FIN, [R] a reset). \
+                 After each packet a stack receives, `· demux:` says where its demux sent it."
+            ));
+        }
     }
 }
 
 fn cidr(ip: Ipv4Addr) -> IpCidr {
     IpCidr::new(IpAddress::Ipv4(ip), 24)
+}
+
+/// Trace lines in the demo: times since the first packet, which read better in a tour
+/// than times of day.
+fn formatter() -> TcpdumpFormatter {
+    TcpdumpFormatter::new().time_format(TimeFormat::Relative)
 }
 
 fn stack_config(ip: Ipv4Addr) -> StackConfig {

@@ -32,6 +32,8 @@ mod app;
 mod args;
 mod connect;
 mod demo;
+mod http;
+mod inspect;
 mod serve;
 
 /// ustack: a userspace TCP/UDP stack with the Berkeley socket API, on a Linux TUN device.
@@ -53,12 +55,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve echo or discard on TCP and UDP ports of the userspace stack, over a TUN.
+    /// Serve echo, discard or HTTP on TCP and UDP ports of the userspace stack, over a TUN.
     ///
     /// Creates the TUN (or attaches to it), gives its kernel side --peer-addr, runs the
-    /// stack at --addr, and serves until SIGINT or SIGTERM. SIGUSR1 logs each listener's
-    /// queues and connection counts. Needs root (CAP_NET_ADMIN); run it in a network
-    /// namespace of its own.
+    /// stack at --addr, and serves until SIGINT or SIGTERM. SIGUSR1 prints the demux
+    /// table. Needs root (CAP_NET_ADMIN); run it in a network namespace of its own.
     Serve(serve::ServeArgs),
     /// Connect to HOST:PORT from the userspace stack: standard input out, replies to standard output.
     ///
@@ -70,6 +71,13 @@ enum Command {
     /// Shows a TCP handshake, an echo, a UDP exchange, a refused connection and a close,
     /// explaining each step, with the socket states and ustack's logs along the way.
     Demo(demo::DemoArgs),
+    /// Read a capture file (pcap or pcapng, from tcpdump, Wireshark or ustack) as tcpdump
+    /// lines, JSON, a flow table or TCP ladder diagrams.
+    ///
+    /// Needs no privileges and touches no network. A capture that cannot be read (cut
+    /// short, not a capture, a length that cannot be) gives one line on stderr and exit 2,
+    /// after every record before the damage.
+    Inspect(inspect::InspectArgs),
 }
 
 /// A runtime failure: printed as one line `ustack: <message>`, exit code 1.
@@ -102,23 +110,25 @@ pub fn main() -> ExitCode {
     let validated = match &cli.command {
         Command::Serve(args) => args.validate(),
         Command::Connect(args) => args.validate(),
-        Command::Demo(_) => Ok(()),
+        Command::Demo(_) | Command::Inspect(_) => Ok(()),
     };
     if let Err(message) = validated {
         return usage_error(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message));
     }
     let result = match cli.command {
+        // Its failures are bad input (exit 2), not runtime failures.
+        Command::Inspect(args) => return inspect::run(args),
         Command::Serve(args) => {
-            init_logging("warn,ustack=info,ustack::handshake=info,ustack::backlog=info,ustack::demux=info");
+            args::init_logging(serve::DEFAULT_LOG, args.taps.trace);
             serve::run(args)
         }
         Command::Connect(args) => {
             // stdout carries the data; stay quiet on stderr unless something goes wrong.
-            init_logging("warn");
+            args::init_logging("warn", args.taps.trace);
             connect::run(args)
         }
         Command::Demo(args) => {
-            demo::init_logging(args.trace);
+            demo::init_logging(args.taps.trace);
             demo::run(args)
         }
     };
@@ -151,11 +161,6 @@ fn usage_error(e: clap::Error) -> ExitCode {
     let first = text.split("\n\n").next().unwrap_or(&text);
     complain!("{}", first.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" "));
     ExitCode::from(2)
-}
-
-/// env_logger on stderr: RUST_LOG if set, else `default`.
-fn init_logging(default: &str) {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
 }
 
 /// Whether this process is in the host's network namespace (the one of PID 1). `None`

@@ -185,14 +185,21 @@ fn configure(name: &str, config: &TunConfig) -> io::Result<usize> {
     let link = netlink.link_by_name(name)?.ok_or_else(|| {
         io::Error::new(io::ErrorKind::NotFound, format!("interface {name} vanished right after opening it"))
     })?;
+    // Each step changes only what differs, so a user may run ustack on a persistent TUN
+    // that root made and configured for them once: then nothing here needs privileges.
     if let Some(mtu) = config.mtu {
         let mtu = u32::try_from(mtu)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("MTU {mtu} too large")))?;
-        netlink.set_mtu(link.index, mtu)?;
+        if mtu != link.mtu {
+            netlink.set_mtu(link.index, mtu).map_err(needs_root)?;
+        }
     }
     for cidr in &config.peer_addrs {
         let addr: IpAddr = cidr.address().into();
-        netlink.add_address(link.index, addr, cidr.prefix_len()).map_err(|e| {
+        if netlink.is_local(addr)? {
+            continue;
+        }
+        netlink.add_address(link.index, addr, cidr.prefix_len()).map_err(needs_root).map_err(|e| {
             // The kernel disables IPv6 on small-MTU links and then just says EINVAL.
             let mtu = config.mtu.unwrap_or(link.mtu as usize);
             if addr.is_ipv6() && mtu < IPV6_MIN_MTU {
@@ -202,13 +209,29 @@ fn configure(name: &str, config: &TunConfig) -> io::Result<usize> {
             }
         })?;
     }
-    netlink.set_up(link.index)?;
+    if !link.up {
+        netlink.set_up(link.index).map_err(needs_root)?;
+    }
     wait_until_local(&mut netlink, &config.peer_addrs)?;
     let mtu = netlink.link_by_index(link.index)?.mtu as usize;
     if mtu == 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "kernel reported MTU 0"));
     }
     Ok(mtu)
+}
+
+/// Says how to do without privileges when the kernel refuses a change for want of them.
+fn needs_root(e: io::Error) -> io::Error {
+    if e.kind() != io::ErrorKind::PermissionDenied {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!(
+            "{e} (as root, create the TUN once for this user and configure it, e.g. `ip tuntap add dev NAME mode tun \
+             user USER; ip addr add 10.7.0.1/24 dev NAME; ip link set NAME up`; then ustack needs no privileges)"
+        ),
+    )
 }
 
 /// Waits (bounded) until the kernel accepts packets for every peer address. IPv6 puts an

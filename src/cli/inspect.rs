@@ -1,0 +1,160 @@
+//! `ustack inspect FILE`: a capture file made anywhere (tcpdump, Wireshark, ustack's own
+//! recorder) as tcpdump lines, JSON lines, a flow table or TCP ladder diagrams.
+//!
+//! Reading and analysis are library code ([`ustack::observe`], [`ustack::packet`]); this
+//! module opens the input, picks the rendering and writes it. Every failure to read the
+//! capture is bad input: one line `ustack: inspect FILE: ...` on stderr and exit 2, after
+//! whatever was read before it has been printed.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use ustack::observe::ladder::{DEFAULT_HEAD, DEFAULT_TAIL};
+use ustack::observe::{CaptureReader, FlowTable, draw};
+use ustack::packet::{JsonFormatter, Net, TcpdumpFormatter};
+
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+Reads pcap (either byte order, micro- or nanosecond timestamps) and pcapng (any number of \
+interfaces, each with its own link type and timestamp resolution). Link types: raw IP, \
+Ethernet, Linux cooked v1 and v2 (tcpdump -i any), BSD loopback. Timestamps print in UTC, \
+as `TZ=UTC tcpdump -nn -r FILE` prints them.
+
+A record that cannot be decoded (ARP, another protocol, garbage, a frame cut short, an \
+unknown link type) still gets its line, saying what it is. A damaged file (cut short, \
+wrong magic, a length that cannot be) prints every record before the damage, then one line \
+on stderr, and exits 2.")]
+pub struct InspectArgs {
+    /// The capture file, pcap or pcapng; `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Print the flow table instead of the packets: per conversation, packets and bytes
+    /// each way, the TCP handshake, how it ended, and how long it lasted.
+    #[arg(long)]
+    pub flows: bool,
+
+    /// Draw each TCP connection as a ladder diagram instead of printing the packets, with
+    /// the handshake's round-trip times and who closed first.
+    #[arg(long)]
+    pub handshakes: bool,
+
+    /// One JSON object per record instead of tcpdump lines (keys ts, src, dst, proto,
+    /// sport, dport, flags, seq, ack, win, len, flow, problem; null where not applicable).
+    #[arg(long, conflicts_with_all = ["flows", "handshakes", "absolute"])]
+    pub json: bool,
+
+    /// Absolute TCP sequence and acknowledgment numbers (tcpdump -S), in lines and ladders.
+    #[arg(short = 'S', long)]
+    pub absolute: bool,
+}
+
+/// What the records are turned into.
+enum Output {
+    Lines(TcpdumpFormatter),
+    Json(JsonFormatter),
+    /// The flow table and ladders, printed at the end.
+    Summary(FlowTable),
+}
+
+/// Runs `inspect`; the exit code is 0, or 2 for a capture that cannot be read.
+pub fn run(args: InspectArgs) -> ExitCode {
+    let name = args.file.display().to_string();
+    let source: Box<dyn Read> = if args.file.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        match File::open(&args.file) {
+            Ok(file) => Box::new(file),
+            Err(e) => return bad_input(&name, e),
+        }
+    };
+    let mut reader = match CaptureReader::new(source) {
+        Ok(reader) => reader,
+        Err(e) => return bad_input(&name, e),
+    };
+
+    let mut output = if args.flows || args.handshakes {
+        let table = FlowTable::new();
+        Output::Summary(if args.handshakes { table.with_ladders(DEFAULT_HEAD, DEFAULT_TAIL) } else { table })
+    } else if args.json {
+        Output::Json(JsonFormatter::new())
+    } else {
+        Output::Lines(TcpdumpFormatter::new().absolute(args.absolute))
+    };
+
+    let mut out = BufWriter::new(io::stdout().lock());
+    let failure = loop {
+        let record = match reader.next_record() {
+            Ok(Some(record)) => record,
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        };
+        let summary = record.decode();
+        let line = match &mut output {
+            Output::Lines(formatter) => formatter.format(record.ts, &summary),
+            Output::Json(formatter) => {
+                let json = formatter.format(record.ts, &summary);
+                // The packet module leaves `proto` null for what it could not decode at
+                // all; say so in the field a script filters on.
+                if summary.net == Net::None {
+                    json.replacen("\"proto\":null", "\"proto\":\"unknown\"", 1)
+                } else {
+                    json
+                }
+            }
+            Output::Summary(table) => {
+                table.observe(record.ts, &summary);
+                continue;
+            }
+        };
+        if writeln!(out, "{line}").is_err() {
+            // Standard output is gone (`| head`): nothing more is wanted.
+            return ExitCode::SUCCESS;
+        }
+    };
+
+    if let Output::Summary(table) = &output {
+        let _ = write_summary(&mut out, table, &args);
+    }
+    // Everything read goes out before the complaint about what could not be.
+    let _ = out.flush();
+    drop(out);
+    match failure {
+        None => ExitCode::SUCCESS,
+        Some(e) => bad_input(&name, e),
+    }
+}
+
+fn write_summary(out: &mut impl Write, table: &FlowTable, args: &InspectArgs) -> io::Result<()> {
+    if args.flows {
+        if table.flows().is_empty() {
+            writeln!(out, "no IP flows")?;
+        } else {
+            write!(out, "{}", table.render())?;
+        }
+    }
+    if args.handshakes {
+        let mut drawn = 0;
+        for (i, flow) in table.flows().iter().enumerate().filter(|(_, f)| f.tcp.is_some()) {
+            if drawn > 0 || args.flows {
+                writeln!(out)?;
+            }
+            // Numbered as in the flow table, so `--flows --handshakes` agree.
+            write!(out, "{}", draw(flow, i + 1, args.absolute))?;
+            drawn += 1;
+        }
+        if drawn == 0 {
+            writeln!(out, "no TCP connections")?;
+        }
+    }
+    Ok(())
+}
+
+/// The one-line complaint about the input, and exit code 2.
+fn bad_input(name: &str, e: impl std::fmt::Display) -> ExitCode {
+    complain!("ustack: inspect {name}: {e}");
+    ExitCode::from(2)
+}
