@@ -221,6 +221,10 @@ fn a_syn_beyond_the_syn_queue_gets_a_cookie_and_the_cookie_ack_makes_the_connect
     s.send(b"yo").unwrap();
     let reply = next_segment(&lone.wire);
     assert_eq!(reply.seq, cookie.seq.wrapping_add(1), "ustack keeps numbering from the cookie");
+    let info = s.connection_info().unwrap();
+    let states: Vec<_> = info.timeline.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(states, ["LISTEN", "SYN-RECEIVED", "ESTABLISHED"]);
+    assert_eq!(info.handshake_rtt_ms, None, "no RTT: the SYN came before any state was kept");
 }
 
 #[test]

@@ -73,6 +73,9 @@ pub struct Conn {
     /// For a connection made from a SYN cookie: the cookie (our ISN on the wire), until
     /// smoltcp's own SYN-ACK has been suppressed and the shift learnt from it.
     pub cookie: Option<u32>,
+    /// Made from a SYN cookie: its SYN came before ustack kept any state, so its timeline
+    /// starts at the cookie's ACK and it has no handshake RTT.
+    pub via_cookie: bool,
     /// The last segment ustack sent, in the wire's numbering: where its sequence space
     /// ended, what it acknowledged (RCV.NXT as the peer knows it), and its window field.
     /// RFC 5961's checks of incoming RSTs measure against it.
@@ -108,6 +111,7 @@ impl Conn {
             holds_port: false,
             shift: None,
             cookie: None,
+            via_cookie: false,
             sent: None,
             challenged_at: None,
         }
@@ -140,6 +144,9 @@ impl Conn {
         let since_syn = millis(now - self.born);
         log::info!(target: "ustack::handshake", "{} {from} -> {state} +{since_syn:.3}ms", self.tuple);
         match (from, state) {
+            (State::SynReceived, State::Established) if self.via_cookie => {
+                log::info!(target: "ustack::handshake", "{} handshake complete through a SYN cookie (no RTT: no state was kept for the SYN)", self.tuple);
+            }
             (State::SynSent | State::SynReceived, State::Established) => {
                 let started = self.timeline.iter().rev().find(|(_, s)| *s == from).map_or(self.born, |(t, _)| *t);
                 let rtt = now - started;

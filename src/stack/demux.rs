@@ -614,6 +614,7 @@ fn accept_cookie(core: &mut Core, seg: &Segment, listener: SockId) -> Option<(De
     let handle = new_half_open(core, seg.tuple, listener)?;
     if let Some(conn) = core.conns.get_mut(&handle) {
         conn.cookie = Some(cookie);
+        conn.via_cookie = true;
     }
     let syn = super::cookie::replayed_syn(&seg.tuple, info.seq.wrapping_sub(1), mss);
     Some((Decision::CookieAccepted { listener, handle }, Disposition::Cookie { handle, syn }))

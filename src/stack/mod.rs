@@ -641,6 +641,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                     Disposition::Cookie { handle, syn } => {
                         let mut out = out!();
                         core.iface.poll_ingress_single(now, &mut Staged::new(&syn, &mut out), &mut core.sockets);
+                        core.observe(handle);
                         // smoltcp answers the replayed SYN; the transmit path drops that
                         // SYN-ACK and learns the shift from it.
                         while core.iface.poll_egress(now, &mut out!(), &mut core.sockets)
