@@ -248,15 +248,11 @@ fn kernel_connect_to_closed_ustack_port_is_refused() {
     assert_eq!(result.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
 }
 
-#[test]
-fn thirty_two_concurrent_kernel_clients_all_get_in() {
-    ustack::require_tun!();
-    const CLIENTS: usize = 32;
-    let lab = lab();
-    let listener = TcpListener::bind_with_backlog(&lab.stack, addr("0.0.0.0", 7), CLIENTS as u32).unwrap();
-    let server = echo_server(listener, CLIENTS);
-    let start = Arc::new(Barrier::new(CLIENTS));
-    let clients: Vec<_> = (0..CLIENTS)
+/// `count` kernel clients connect to 10.7.0.2:7 at the same moment (a barrier), each sends
+/// its number and must get it echoed back — no RST, no timeout.
+fn simultaneous_echo_clients(lab: &common::lab::Lab, count: usize) {
+    let start = Arc::new(Barrier::new(count));
+    let clients: Vec<_> = (0..count)
         .map(|i| {
             let start = start.clone();
             lab.ns
@@ -277,6 +273,16 @@ fn thirty_two_concurrent_kernel_clients_all_get_in() {
         let reply = client.join().unwrap().unwrap_or_else(|e| panic!("client {i}: {e}"));
         assert_eq!(reply, format!("client {i}").as_bytes());
     }
+}
+
+#[test]
+fn thirty_two_concurrent_kernel_clients_all_get_in() {
+    ustack::require_tun!();
+    const CLIENTS: usize = 32;
+    let lab = lab();
+    let listener = TcpListener::bind_with_backlog(&lab.stack, addr("0.0.0.0", 7), CLIENTS as u32).unwrap();
+    let server = echo_server(listener, CLIENTS);
+    simultaneous_echo_clients(&lab, CLIENTS);
     let peers = server.join().unwrap();
     let mut ports: Vec<_> = peers.iter().map(|p| p.port()).collect();
     ports.sort();
@@ -478,26 +484,6 @@ fn syn_cookies_let_simultaneous_clients_in_beyond_the_syn_queue() {
     // overrun the SYN queue for a moment, and those SYNs are answered with cookies.
     let listener = TcpListener::bind_with_backlog(&lab.stack, addr("0.0.0.0", 7), CLIENTS as u32).unwrap();
     let server = echo_server(listener, CLIENTS);
-    let start = Arc::new(Barrier::new(CLIENTS));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let start = start.clone();
-            lab.ns
-                .spawn(move || -> io::Result<Vec<u8>> {
-                    start.wait();
-                    let mut stream = KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE)?;
-                    stream.set_read_timeout(Some(PATIENCE))?;
-                    stream.write_all(format!("client {i}").as_bytes())?;
-                    stream.shutdown(Shutdown::Write)?;
-                    let mut reply = Vec::new();
-                    stream.read_to_end(&mut reply)?;
-                    Ok(reply)
-                })
-                .unwrap()
-        })
-        .collect();
-    for (i, client) in clients.into_iter().enumerate() {
-        assert_eq!(client.join().unwrap().unwrap(), format!("client {i}").as_bytes());
-    }
+    simultaneous_echo_clients(&lab, CLIENTS);
     assert_eq!(server.join().unwrap().len(), CLIENTS);
 }

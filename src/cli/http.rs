@@ -20,6 +20,7 @@ use std::fmt::Write as _;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
+use ustack::packet::json_quote as quote;
 use ustack::stack::{ConnectionInfo, DemuxTable};
 use ustack::{Errno, Socket, Stack};
 
@@ -336,13 +337,13 @@ fn page_json(info: Option<&ConnectionInfo>, table: &DemuxTable) -> String {
             let _ = write!(
                 j,
                 "\"connection\":{{\"proto\":\"tcp\",\"local\":{},\"remote\":{}}},",
-                json_str(&t.local.to_string()),
-                json_str(&t.remote.to_string())
+                quote(&t.local.to_string()),
+                quote(&t.remote.to_string())
             );
             let steps: Vec<String> = info
                 .timeline
                 .iter()
-                .map(|(ms, state)| format!("{{\"ms\":{},\"state\":{}}}", json_num(*ms), json_str(state)))
+                .map(|(ms, state)| format!("{{\"ms\":{},\"state\":{}}}", json_num(*ms), quote(state)))
                 .collect();
             let _ = write!(j, "\"timeline\":[{}],", steps.join(","));
             let rtt = info.handshake_rtt_ms.map_or("null".to_string(), json_num);
@@ -370,11 +371,11 @@ fn page_json(info: Option<&ConnectionInfo>, table: &DemuxTable) -> String {
             });
             format!(
                 "{{\"proto\":{},\"local\":{},\"remote\":{},\"socket\":{},\"state\":{},\"queues\":{queues}}}",
-                json_str(row.proto),
-                json_str(&row.local.to_string()),
-                row.remote.map_or("null".to_string(), |r| json_str(&r.to_string())),
-                json_str(&row.owner),
-                json_str(&row.state)
+                quote(row.proto),
+                quote(&row.local.to_string()),
+                row.remote.map_or("null".to_string(), |r| quote(&r.to_string())),
+                quote(&row.owner),
+                quote(&row.state)
             )
         })
         .collect();
@@ -398,27 +399,6 @@ fn page_json(info: Option<&ConnectionInfo>, table: &DemuxTable) -> String {
     let _ = write!(j, "\"demux\":{{\"rows\":[{}],\"counters\":{{{}}}}}}}", rows.join(","), counters.join(","));
     j.push('\n');
     j
-}
-
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// A JSON number with microsecond precision (`null` if not finite, which JSON cannot say).
@@ -592,7 +572,7 @@ mod tests {
         assert!(text.contains("\r\nAllow: GET, HEAD\r\n"), "{text}");
         assert!(text.contains(&format!("\r\nContent-Length: {}\r\n", response.body.len())), "{text}");
         assert!(text.ends_with("\r\n\r\n405 Method Not Allowed: no\n"), "{text}");
-        assert_eq!(json_str("a\"b\\\n\u{1}"), "\"a\\\"b\\\\\\n\\u0001\"");
+        assert_eq!(quote("a\"b\\\n\u{1}"), "\"a\\\"b\\\\\\n\\u0001\"");
         assert_eq!(log_line(b"GET /\x1b[31m HTTP/1.1\r\nHost: a"), "GET /\\x1b[31m HTTP/1.1");
         assert!(log_line(&[b'a'; 500]).len() <= LOG_LINE + 3);
     }

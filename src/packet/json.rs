@@ -131,7 +131,7 @@ struct Fields {
 }
 
 /// A JSON string literal (RFC 8259 §7).
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -22,7 +22,7 @@ mod tcpdump;
 
 pub use decode::decode;
 pub use flow::{DEFAULT_FLOW_CAPACITY, FlowIds, FlowKey};
-pub use json::{JsonFormatter, to_json};
+pub use json::{JsonFormatter, quote as json_quote, to_json};
 pub use link::{Arp, LinkHeader, decode_link, linktype};
 pub use summary::{
     Echo, ExtHeader, Fragment, Icmp, Ip, IpVersion, Net, Summary, Tcp, TcpFlags, TcpOption, Transport, Udp,
