@@ -98,9 +98,11 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     if let Some(path) = &args.taps.pcap {
         say!("The server stack's packets are in {0}: tcpdump -nn -r {0}", path.display());
     }
+    // The binary that is running, so the commands work straight after `cargo run`.
+    let me = std::env::current_exe().map_or_else(|_| "ustack".into(), |p| p.display().to_string());
     say!("Try it with your own tools (as root; the namespace keeps it off your real network):");
-    say!("  ip netns add ustack && ip netns exec ustack ustack serve --tcp 7 --udp 7 &");
-    say!("  ip netns exec ustack sh -c 'echo hello | nc -N 10.7.0.2 7'");
+    say!("  ip netns add ustack && ip netns exec ustack {me} serve --tcp 7 --udp 7 &");
+    say!("  ip netns exec ustack python3 -c 'import socket; s = socket.create_connection((\"10.7.0.2\", 7)); s.sendall(b\"hello\"); print(s.recv(99))'");
     say!("  kill %1; ip netns del ustack");
     Ok(())
 }
