@@ -14,6 +14,7 @@
 pub mod device;
 pub mod observe;
 pub mod packet;
+pub mod replay;
 pub mod socket;
 pub mod stack;
 pub mod sys;

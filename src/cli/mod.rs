@@ -34,6 +34,7 @@ mod connect;
 mod demo;
 mod http;
 mod inspect;
+mod replay;
 mod serve;
 
 /// ustack: a userspace TCP/UDP stack with the Berkeley socket API, on a Linux TUN device.
@@ -78,6 +79,13 @@ enum Command {
     /// short, not a capture, a length that cannot be) gives one line on stderr and exit 2,
     /// after every record before the damage.
     Inspect(inspect::InspectArgs),
+    /// Replay a capture of real peers against ustack: ustack takes one host's place, the
+    /// other is played from the capture, and ustack is held to what the captured host did.
+    ///
+    /// Compares control flags, acknowledgments and the byte streams, prints the first
+    /// difference with both sides' packets side by side (exit 1), or a one-line match
+    /// (exit 0). A file that is not a replayable capture: one line on stderr, exit 2.
+    Replay(replay::ReplayArgs),
 }
 
 /// A runtime failure: printed as one line `ustack: <message>`, exit code 1.
@@ -110,7 +118,7 @@ pub fn main() -> ExitCode {
     let validated = match &cli.command {
         Command::Serve(args) => args.validate(),
         Command::Connect(args) => args.validate(),
-        Command::Demo(_) | Command::Inspect(_) => Ok(()),
+        Command::Demo(_) | Command::Inspect(_) | Command::Replay(_) => Ok(()),
     };
     if let Err(message) = validated {
         return usage_error(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message));
@@ -118,6 +126,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         // Its failures are bad input (exit 2), not runtime failures.
         Command::Inspect(args) => return inspect::run(args),
+        // Its own exit codes: 1 for a difference, 2 for input that cannot be replayed.
+        Command::Replay(args) => return replay::run(args),
         Command::Serve(args) => {
             args::init_logging(serve::DEFAULT_LOG, args.taps.trace);
             serve::run(args)
