@@ -11,6 +11,7 @@
 //! Beside them, [`observe`] reads capture files into flow tables and ladder diagrams
 //! (`ustack inspect`).
 
+pub mod bench;
 pub mod device;
 pub mod observe;
 pub mod packet;

@@ -30,6 +30,7 @@ macro_rules! complain {
 
 mod app;
 mod args;
+mod bench;
 mod connect;
 mod demo;
 mod http;
@@ -86,6 +87,12 @@ enum Command {
     /// difference with both sides' packets side by side (exit 1), or a one-line match
     /// (exit 0). A file that is not a replayable capture: one line on stderr, exit 2.
     Replay(replay::ReplayArgs),
+    /// Measure ustack beside the kernel and raw smoltcp: bulk TCP, connection setup, a
+    /// connect burst, UDP, thousands of connections, capture decoding; one table.
+    ///
+    /// Makes its own network namespaces (they vanish with it). Needs root. BENCHMARKS.md
+    /// describes the method; --quick takes under a minute.
+    Bench(bench::BenchArgs),
 }
 
 /// A runtime failure: printed as one line `ustack: <message>`, exit code 1.
@@ -118,7 +125,7 @@ pub fn main() -> ExitCode {
     let validated = match &cli.command {
         Command::Serve(args) => args.validate(),
         Command::Connect(args) => args.validate(),
-        Command::Demo(_) | Command::Inspect(_) | Command::Replay(_) => Ok(()),
+        Command::Demo(_) | Command::Inspect(_) | Command::Bench(_) | Command::Replay(_) => Ok(()),
     };
     if let Err(message) = validated {
         return usage_error(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message));
@@ -140,6 +147,10 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => {
             demo::init_logging(args.taps.trace);
             demo::run(args)
+        }
+        Command::Bench(args) => {
+            args::init_logging("warn", false);
+            bench::run(args)
         }
     };
     match result {

@@ -1,5 +1,6 @@
 //! A minimal synchronous rtnetlink client: just what ustack needs to configure the kernel
-//! side of a TUN device (look up a link, set its MTU, bring it up, add addresses).
+//! side of a TUN device (look up a link, set its MTU, bring it up, add addresses), and a
+//! veth pair between two namespaces for the benchmarks' kernel baseline.
 //!
 //! Talking rtnetlink directly, instead of running `ip`, keeps the library free of
 //! subprocesses, works in minimal containers, and gives real errors back: every request
@@ -10,13 +11,14 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
     NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as LinkInfoNla, LinkMessage, State};
 use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
@@ -124,6 +126,42 @@ impl Netlink {
         self.request(RouteNetlinkMessage::DelLink(msg), 0)
             .map(drop)
             .map_err(|e| e.into_io(format_args!("deleting interface #{index}")))
+    }
+
+    /// Creates a veth pair: interface `name` in this socket's namespace and its peer `peer`
+    /// in the namespace `peer_netns` refers to (this one if `None`). Both start down. A
+    /// pair joining two namespaces is how two kernel stacks talk over a real link (the
+    /// benchmarks' kernel baseline); an address in the same namespace would go over `lo`.
+    pub fn add_veth_pair(&mut self, name: &str, peer: &str, peer_netns: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        let mut peer_msg = LinkMessage::default();
+        peer_msg.attributes.push(LinkAttribute::IfName(peer.to_string()));
+        if let Some(fd) = peer_netns {
+            peer_msg.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
+        }
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfoNla::Kind(InfoKind::Veth),
+            LinkInfoNla::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+            .map_err(|e| e.into_io(format_args!("creating veth pair {name} / {peer}")))
+    }
+
+    /// Whether interface `index` is operationally up (`IFLA_OPERSTATE` is `UP`). A veth
+    /// set up is only usable once the kernel's link watcher has seen its carrier, which
+    /// happens asynchronously (up to a second later); until then it drops what it is given.
+    pub fn is_oper_up(&mut self, index: u32) -> io::Result<bool> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let replies = self
+            .request(RouteNetlinkMessage::GetLink(msg), 0)
+            .map_err(|e| e.into_io(format_args!("looking up interface #{index}")))?;
+        Ok(replies.iter().any(|reply| {
+            matches!(reply, RouteNetlinkMessage::NewLink(link)
+                if link.attributes.iter().any(|a| matches!(a, LinkAttribute::OperState(State::Up))))
+        }))
     }
 
     /// Adds `addr/prefix_len` to interface `index`. An address that is already there is
