@@ -505,6 +505,7 @@ impl Socket {
         }
         if let (Some(handle), Shutdown::Write | Shutdown::Both) = (handle, how) {
             core.sockets.get_mut::<tcp::Socket>(handle).close();
+            core.dirty.push(handle);
             self.shared.wake();
         }
         self.shared.changed.notify_all();

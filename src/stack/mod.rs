@@ -56,6 +56,10 @@ pub type SockId = u64;
 /// Frames taken from the device per lock hold, so API calls are never kept waiting long.
 const INGRESS_BATCH: usize = 64;
 
+/// How often, at most, the stack looks at every connection for what timers changed; a
+/// connection's packets and API calls are looked at at once.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Linux's default `net.core.somaxconn`: listen() clamps larger backlogs to it.
 pub const SOMAXCONN: u32 = 4096;
 
@@ -222,6 +226,13 @@ pub struct Core {
     pub udp_ports: HashMap<u16, Vec<SockId>>,
     /// The demux's counters and recent decisions.
     pub demux_log: DemuxLog,
+    /// Connections an API call changed (close, shutdown), looked at in the next round.
+    pub dirty: Vec<SocketHandle>,
+    /// Work was done since the last sweep, which is due at `next_sweep`.
+    sweep_owed: bool,
+    next_sweep: smoltcp::time::Instant,
+    /// API callers waiting on `Shared::changed`: with none, a round signals nobody.
+    waiters: usize,
     /// Bumped whenever the demux table changes (a connection, listener or UDP socket comes,
     /// goes or changes state), so a watcher can print it on every change.
     pub generation: u64,
@@ -299,6 +310,10 @@ impl Stack {
             udp_ports: HashMap::new(),
             demux_log: DemuxLog::default(),
             generation: 0,
+            dirty: Vec::new(),
+            sweep_owed: false,
+            next_sweep: smoltcp::time::Instant::ZERO,
+            waiters: 0,
             udp_draining: Vec::new(),
             next_id: 3, // 0, 1 and 2 are stdin, stdout and stderr; start where a process's sockets would
             down: None,
@@ -426,14 +441,17 @@ impl Shared {
 
     /// Waits for the stack thread's next round, or until `timeout`. Returns the guard and
     /// whether the wait timed out.
-    pub fn wait<'a>(&self, core: MutexGuard<'a, Core>, timeout: Option<Duration>) -> (MutexGuard<'a, Core>, bool) {
-        match timeout {
+    pub fn wait<'a>(&self, mut core: MutexGuard<'a, Core>, timeout: Option<Duration>) -> (MutexGuard<'a, Core>, bool) {
+        core.waiters += 1;
+        let (mut core, timed_out) = match timeout {
             None => (self.changed.wait(core).unwrap_or_else(|p| p.into_inner()), false),
             Some(t) => {
                 let (core, result) = self.changed.wait_timeout(core, t).unwrap_or_else(|p| p.into_inner());
                 (core, result.timed_out())
             }
-        }
+        };
+        core.waiters -= 1;
+        (core, timed_out)
     }
 }
 
@@ -463,15 +481,17 @@ impl Core {
         self.generation += 1;
     }
 
-    /// Records the state smoltcp's socket for `handle` is in now (called right after each
-    /// packet for its connection, so every transition is seen, and in each round's sweep).
-    pub fn observe(&mut self, handle: SocketHandle) {
-        let now = self.clock.now();
-        if let Some(conn) = self.conns.get_mut(&handle) {
-            let state = self.sockets.get::<tcp::Socket>(handle).state();
-            if !conn.advance(state, now) {
-                return;
-            }
+    /// Records the state smoltcp's socket for `handle` is in now, and acts on it: a
+    /// completed handshake moves to its listener's accept queue, a finished connection is
+    /// freed. Called right after each packet for the connection (so every transition is
+    /// seen, and a half-open connection a RST sent back to LISTEN is gone before it can
+    /// catch another client's SYN), for connections the API touched, and in the sweep.
+    pub fn observe(&mut self, handle: SocketHandle, now: smoltcp::time::Instant) {
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
+        let socket = self.sockets.get::<tcp::Socket>(handle);
+        let state = socket.state();
+        let finished = is_finished(socket);
+        if conn.advance(state, now) {
             self.generation += 1;
             // A completed handshake moves from the SYN queue to the accept queue at once, so
             // the next packet's accept-queue check counts it.
@@ -493,6 +513,19 @@ impl Core {
                 );
             }
         }
+        match conn.owner {
+            // smoltcp sends a RST'd half-open socket back to LISTEN; ustack never keeps an
+            // idle listening socket, so that connection is gone.
+            Owner::Listener(id) if matches!(state, tcp::State::Closed | tcp::State::Listen) => {
+                if let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id) {
+                    l.syn_queue.retain(|&h| h != handle);
+                    l.accept_queue.retain(|&h| h != handle);
+                }
+                self.free_conn(handle);
+            }
+            Owner::Orphan if finished => self.free_conn(handle),
+            _ => {}
+        }
     }
 
     /// Forgets a TCP connection and frees its smoltcp socket and port.
@@ -507,39 +540,13 @@ impl Core {
         self.sockets.remove(handle);
     }
 
-    /// Looks at every connection after a round of work: logs state changes, moves
-    /// completed handshakes to accept queues, and frees what is finished.
-    fn reap(&mut self) {
-        let now = self.clock.now();
-        let connect_timeout = smoltcp::time::Duration::from(self.config.connect_timeout);
-        let half_open_timeout = smoltcp::time::Duration::from(HALF_OPEN_TIMEOUT);
-        let mut finished = Vec::new();
-        let handles: Vec<SocketHandle> = self.conns.keys().copied().collect();
-        for handle in handles {
-            let conn = &mut self.conns.get_mut(&handle).expect("listed above");
-            if conn.state == tcp::State::SynSent && now - conn.born > connect_timeout {
-                log::info!(target: "ustack::handshake", "{}: no answer to the SYN, connect() timed out", conn.tuple);
-                conn.pending_error.get_or_insert(crate::socket::Errno::ETIMEDOUT);
-                self.sockets.get_mut::<tcp::Socket>(handle).abort();
-            }
-            self.observe(handle);
-            let conn = &self.conns[&handle];
-            let socket = self.sockets.get::<tcp::Socket>(handle);
-            match conn.owner {
-                Owner::Listener(id) => {
-                    let expired = conn.state == tcp::State::SynReceived && now - conn.born > half_open_timeout;
-                    // smoltcp sends a RST'd half-open socket back to LISTEN; ustack never
-                    // keeps an idle listening socket, so that connection is gone.
-                    if matches!(conn.state, tcp::State::Closed | tcp::State::Listen) || expired {
-                        if expired {
-                            log::info!(target: "ustack::backlog", "{}: half-open for {HALF_OPEN_TIMEOUT:?}, dropped", conn.tuple);
-                        }
-                        finished.push((handle, Some(id)));
-                    }
-                }
-                Owner::Orphan if is_finished(socket) => finished.push((handle, None)),
-                _ => {}
-            }
+    /// After a round of work: looks at the connections the API touched, lets closed UDP
+    /// sockets go once drained, and — at most every [`SWEEP_INTERVAL`], when work was done
+    /// since the last time — sweeps every connection for what timers change (TIME-WAIT
+    /// ending, retransmissions giving up, connect and half-open timeouts).
+    fn reap(&mut self, now: smoltcp::time::Instant) {
+        for handle in std::mem::take(&mut self.dirty) {
+            self.observe(handle, now);
         }
         let sockets = &mut self.sockets;
         let ports = &mut self.ports;
@@ -551,15 +558,34 @@ impl Core {
             ports.release(Proto::Udp, port, Holder::Connection(handle));
             false
         });
-        for (handle, listener) in finished {
-            if let Some(id) = listener {
-                if let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id) {
-                    l.syn_queue.retain(|&h| h != handle);
-                    l.accept_queue.retain(|&h| h != handle);
+        if self.sweep_owed && now >= self.next_sweep {
+            self.sweep(now);
+            self.sweep_owed = false;
+            self.next_sweep = now + smoltcp::time::Duration::from(SWEEP_INTERVAL);
+        }
+    }
+
+    /// Every connection: timeouts first, then what its state says.
+    fn sweep(&mut self, now: smoltcp::time::Instant) {
+        let connect_timeout = smoltcp::time::Duration::from(self.config.connect_timeout);
+        let half_open_timeout = smoltcp::time::Duration::from(HALF_OPEN_TIMEOUT);
+        let handles: Vec<SocketHandle> = self.conns.keys().copied().collect();
+        for handle in handles {
+            let Some(conn) = self.conns.get_mut(&handle) else { continue };
+            let age = now - conn.born;
+            match (conn.state, conn.owner) {
+                (tcp::State::SynSent, _) if age > connect_timeout => {
+                    log::info!(target: "ustack::handshake", "{}: no answer to the SYN, connect() timed out", conn.tuple);
+                    conn.pending_error.get_or_insert(crate::socket::Errno::ETIMEDOUT);
+                    self.sockets.get_mut::<tcp::Socket>(handle).abort();
                 }
-                self.sockets.get_mut::<tcp::Socket>(handle).abort();
+                (tcp::State::SynReceived, Owner::Listener(_)) if age > half_open_timeout => {
+                    log::info!(target: "ustack::backlog", "{}: half-open for {HALF_OPEN_TIMEOUT:?}, dropped", conn.tuple);
+                    self.sockets.get_mut::<tcp::Socket>(handle).abort();
+                }
+                _ => {}
             }
-            self.free_conn(handle);
+            self.observe(handle, now);
         }
     }
 }
@@ -641,7 +667,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                     Disposition::Cookie { handle, syn } => {
                         let mut out = out!();
                         core.iface.poll_ingress_single(now, &mut Staged::new(&syn, &mut out), &mut core.sockets);
-                        core.observe(handle);
+                        core.observe(handle, now);
                         // smoltcp answers the replayed SYN; the transmit path drops that
                         // SYN-ACK and learns the shift from it.
                         while core.iface.poll_egress(now, &mut out!(), &mut core.sockets)
@@ -661,7 +687,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                     }
                 }
                 match target {
-                    Some(demux::Target::Tcp(handle)) if core.conns.contains_key(&handle) => core.observe(handle),
+                    Some(demux::Target::Tcp(handle)) => core.observe(handle, now),
                     // smoltcp drops a datagram that does not fit without a word; count it.
                     Some(demux::Target::Udp { socket, handle, len })
                         if len > 0 && core.sockets.get::<udp::Socket>(handle).recv_queue() == udp_queued =>
@@ -676,19 +702,30 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                 }
             }
             core.iface.poll_maintenance(now);
+            let mut sent = false;
             while core.iface.poll_egress(now, &mut out!(), &mut core.sockets) == smoltcp::iface::PollResult::SocketStateChanged
             {
+                sent = true;
             }
-            core.reap();
+            core.sweep_owed |= more || sent || !core.dirty.is_empty();
+            core.reap(now);
             if let Some(err) = device.take_error() {
                 log::error!(target: "ustack", "device failed: {err}");
                 core.down = Some(format!("device failed: {err}"));
             }
-            shared.changed.notify_all();
+            if core.waiters > 0 {
+                shared.changed.notify_all();
+            }
             if more || !loopback.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                core.iface.poll_delay(now, &core.sockets).map(Duration::from)
+                let timers = core.iface.poll_delay(now, &core.sockets).map(Duration::from);
+                // An owed sweep must happen even if no timer would wake the thread.
+                let sweep = core.sweep_owed.then(|| Duration::from(core.next_sweep - now.min(core.next_sweep)));
+                match (timers, sweep) {
+                    (Some(t), Some(s)) => Some(t.min(s)),
+                    (t, s) => t.or(s),
+                }
             }
         };
         if delay != Some(Duration::ZERO) {

@@ -31,6 +31,7 @@ impl Core {
             if let Some(conn) = self.conns.get_mut(&handle) {
                 conn.owner = Owner::Orphan;
             }
+            self.dirty.push(handle);
         }
     }
 
@@ -66,6 +67,8 @@ impl Core {
                 }
                 if finished {
                     self.free_conn(handle);
+                } else {
+                    self.dirty.push(handle);
                 }
             }
             SockState::Udp { handle, .. } => {
