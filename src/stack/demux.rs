@@ -270,7 +270,7 @@ enum Parsed {
 }
 
 fn parse(frame: &[u8]) -> Option<Parsed> {
-    let (src, dst, protocol, payload): (IpAddr, IpAddr, IpProtocol, &[u8]) = match IpVersion::of_packet(frame).ok()? {
+    let (src, dst, protocol, payload): (IpAddr, IpAddr, IpProtocol, &[u8]) = match super::rewrite::ip_version(frame)? {
         IpVersion::Ipv4 => {
             let ip = Ipv4Packet::new_checked(frame).ok()?;
             let header = usize::from(ip.header_len());
@@ -358,6 +358,7 @@ fn find_bound(core: &Core, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Option
 /// after smoltcp has processed the packet.
 pub fn admit(core: &mut Core, frame: &mut [u8]) -> (Disposition, Option<Target>) {
     let (flow, decision, disposition) = match parse(frame) {
+        None if frame.is_empty() => (None, Decision::Other("empty frame"), Disposition::Drop),
         None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver),
         Some(parsed) => {
             let (flow, decision, disposition) = decide(core, parsed, frame);
@@ -401,7 +402,7 @@ pub enum Target {
 }
 
 fn udp_payload_len(frame: &[u8]) -> Option<usize> {
-    let payload = match IpVersion::of_packet(frame).ok()? {
+    let payload = match super::rewrite::ip_version(frame)? {
         IpVersion::Ipv4 => Ipv4Packet::new_checked(frame).ok().map(|ip| ip.payload().len())?,
         IpVersion::Ipv6 => Ipv6Packet::new_checked(frame).ok().map(|ip| ip.payload().len())?,
     };

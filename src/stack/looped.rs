@@ -18,7 +18,7 @@ use super::{rewrite, Conn, FiveTuple};
 
 /// The destination of an IP packet, if it parses.
 fn destination(packet: &[u8]) -> Option<IpAddr> {
-    match IpVersion::of_packet(packet).ok()? {
+    match super::rewrite::ip_version(packet)? {
         IpVersion::Ipv4 => Some(IpAddr::V4(Ipv4Packet::new_checked(packet).ok()?.dst_addr())),
         IpVersion::Ipv6 => Some(IpAddr::V6(Ipv6Packet::new_checked(packet).ok()?.dst_addr())),
     }

@@ -8,6 +8,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+/// The IP version of a packet; None for an empty one (smoltcp's `IpVersion::of_packet`
+/// indexes the first byte unchecked, and nothing from the wire may panic the stack).
+pub fn ip_version(packet: &[u8]) -> Option<smoltcp::wire::IpVersion> {
+    if packet.is_empty() {
+        return None;
+    }
+    smoltcp::wire::IpVersion::of_packet(packet).ok()
+}
+
 /// Where the TCP header of an IP packet starts, and its endpoints (source, destination);
 /// None for anything but a plain IPv4/IPv6 packet carrying TCP (IPv6 extension headers
 /// and IP fragments are left alone).
