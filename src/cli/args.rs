@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Args;
 use smoltcp::wire::{IpAddress, IpCidr};
-use ustack::device::{Link, PcapRecorder, Tracer, TunConfig, TunDevice, trace};
+use ustack::device::{FaultConfig, FaultInjector, Faults, Link, PcapRecorder, Tracer, TunConfig, TunDevice, trace};
 use ustack::packet::TcpdumpFormatter;
 use ustack::sys::netlink::MAX_IFNAME_LEN;
 use ustack::{Stack, StackConfig};
@@ -90,7 +90,7 @@ impl NetArgs {
         let device = TunDevice::open(&tun).map_err(Failure::new)?;
         let mtu = device.mtu();
         let config = StackConfig { addrs: self.addrs.clone(), ..config };
-        let stack = start_tapped(device, &mut pcap, TcpdumpFormatter::new(), config)?;
+        let stack = start_tapped(device, taps.faults(), &mut pcap, TcpdumpFormatter::new(), config)?;
         Ok((stack, mtu))
     }
 
@@ -117,12 +117,38 @@ pub struct TapArgs {
     /// raw IP) that `tcpdump -nn -r FILE` and Wireshark read, also while ustack runs.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+
+    /// Lose PCT percent of the packets, each way (fault injection, to watch TCP recover).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = parse_percent)]
+    pub drop_chance: f64,
+
+    /// Change one byte of PCT percent of the packets, each way; the checksum catches it, so
+    /// the packet is lost to the receiver (fault injection).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = parse_percent)]
+    pub corrupt_chance: f64,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("expected a percentage from 0 to 100, not {s}")),
+    }
 }
 
 /// Where --pcap records go: the file, buffered (the recorder flushes after every record).
 pub type PcapFile = BufWriter<File>;
 
 impl TapArgs {
+    /// The fault injector to put under the stack, if --drop-chance or --corrupt-chance asked
+    /// for one.
+    pub fn faults(&self) -> Option<FaultConfig> {
+        if self.drop_chance == 0.0 && self.corrupt_chance == 0.0 {
+            return None;
+        }
+        let both_ways = Faults { drop_pct: self.drop_chance, corrupt_pct: self.corrupt_chance, ..Faults::NONE };
+        Some(FaultConfig { rx: both_ways, tx: both_ways, ..FaultConfig::default() })
+    }
+
     /// Creates (or truncates) the --pcap file, if one was given.
     pub fn open_pcap(&self) -> Result<Option<PcapFile>, Failure> {
         let Some(path) = &self.pcap else { return Ok(None) };
@@ -140,6 +166,24 @@ impl TapArgs {
 /// switches its log target on; that leaves one choice, recorder or not, made here once
 /// for every subcommand, instead of four device types spread through them.
 pub fn start_tapped<D: Link + 'static>(
+    device: D,
+    faults: Option<FaultConfig>,
+    pcap: &mut Option<PcapFile>,
+    formatter: TcpdumpFormatter,
+    config: StackConfig,
+) -> Result<Stack, Failure> {
+    // The injector sits nearest the device, so the trace and the pcap show what the stack
+    // itself sent and received; without faults asked for, there is none at all.
+    match faults {
+        Some(faults) => {
+            let device = FaultInjector::new(device, faults).map_err(context("setting up fault injection"))?;
+            start_recorded(device, pcap, formatter, config)
+        }
+        None => start_recorded(device, pcap, formatter, config),
+    }
+}
+
+fn start_recorded<D: Link + 'static>(
     device: D,
     pcap: &mut Option<PcapFile>,
     formatter: TcpdumpFormatter,

@@ -21,6 +21,7 @@ use ustack::{Domain, Errno, Socket, Stack, StackConfig, Type};
 
 use super::Failure;
 use super::args::{PcapFile, TapArgs, start_tapped};
+use ustack::device::FaultConfig;
 
 /// Every blocking call of the tour gives up after this long.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,7 +91,7 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     let mut pcap = args.taps.open_pcap()?;
     say!("ustack demo: TCP and UDP through a userspace stack, step by step.");
     say!();
-    let world = World::new(args.wire, &mut pcap)?;
+    let world = World::new(args.wire, args.taps.faults(), &mut pcap)?;
     world.introduce(&args.taps);
     tour(&world)?;
     say!();
@@ -128,27 +129,27 @@ struct World {
 impl World {
     /// The world, with the server stack's device tapped: traced, and recorded to `pcap`
     /// if it holds a file.
-    fn new(force_wire: bool, pcap: &mut Option<PcapFile>) -> Result<World, Failure> {
+    fn new(force_wire: bool, faults: Option<FaultConfig>, pcap: &mut Option<PcapFile>) -> Result<World, Failure> {
         let why = if force_wire {
             "--wire was given".to_string()
         } else {
             match ustack::sys::tun_support() {
-                Ok(()) => match World::over_tun(pcap) {
+                Ok(()) => match World::over_tun(faults.clone(), pcap) {
                     Ok(world) => return Ok(world),
                     Err(e) => format!("TUN devices seemed available, but setting one up failed: {e}"),
                 },
                 Err(reason) => reason,
             }
         };
-        World::over_wire(why, pcap)
+        World::over_wire(why, faults, pcap)
     }
 
-    fn over_tun(pcap: &mut Option<PcapFile>) -> Result<World, String> {
+    fn over_tun(faults: Option<FaultConfig>, pcap: &mut Option<PcapFile>) -> Result<World, String> {
         let ns = NetNs::new().map_err(|e| e.to_string())?;
         let config = TunConfig { name: TUN_NAME.into(), peer_addrs: vec![cidr(CLIENT_IP)], mtu: None };
         let device = ns.run(|| TunDevice::open(&config)).and_then(|opened| opened).map_err(|e| e.to_string())?;
         // Only fails where the wire would too (no thread), so losing `pcap` then is moot.
-        let server = start_tapped(device, pcap, formatter(), stack_config(SERVER_IP)).map_err(|e| e.to_string())?;
+        let server = start_tapped(device, faults, pcap, formatter(), stack_config(SERVER_IP)).map_err(|e| e.to_string())?;
         Ok(World {
             server,
             client: Box::new(KernelClient { ns }),
@@ -158,10 +159,10 @@ impl World {
         })
     }
 
-    fn over_wire(why: String, pcap: &mut Option<PcapFile>) -> Result<World, Failure> {
+    fn over_wire(why: String, faults: Option<FaultConfig>, pcap: &mut Option<PcapFile>) -> Result<World, Failure> {
         let (a, b) = Wire::pair(1500).map_err(super::context("creating the in-memory wire"))?;
         let client = Stack::new(a, stack_config(CLIENT_IP)).map_err(super::context("starting stack A"))?;
-        let server = start_tapped(b, pcap, formatter(), stack_config(SERVER_IP))?;
+        let server = start_tapped(b, faults, pcap, formatter(), stack_config(SERVER_IP))?;
         Ok(World { server, client: Box::new(UstackClient { stack: client }), why })
     }
 

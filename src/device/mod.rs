@@ -10,11 +10,13 @@ use std::os::fd::BorrowedFd;
 
 use smoltcp::phy::Device;
 
+pub mod fault;
 pub mod pcap;
 pub mod trace;
 pub mod tun;
 pub mod wire;
 
+pub use fault::{Corruption, FaultConfig, FaultCounters, FaultInjector, FaultStats, Faults};
 pub use pcap::PcapRecorder;
 pub use trace::Tracer;
 pub use tun::{TunConfig, TunDevice};

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 
 use smoltcp::wire::IpCidr;
-use ustack::device::{TunConfig, TunDevice};
+use ustack::device::{Link, TunConfig, TunDevice};
 use ustack::sys::NetNs;
 use ustack::{Stack, StackConfig};
 
@@ -24,6 +24,12 @@ pub fn lab() -> Lab {
 }
 
 pub fn lab_with(config: StackConfig) -> Lab {
+    lab_with_device(config, |tun| tun)
+}
+
+/// A lab whose stack runs on `wrap(tun)`: middleware (a fault injector, a tracer) between
+/// the stack and the TUN.
+pub fn lab_with_device<D: Link + 'static>(config: StackConfig, wrap: impl FnOnce(TunDevice) -> D) -> Lab {
     let _ = env_logger::builder().is_test(true).try_init();
     let cidr = |s: &str| IpCidr::from_str(s).unwrap();
     let ns = NetNs::new().expect("creating a network namespace");
@@ -34,6 +40,6 @@ pub fn lab_with(config: StackConfig) -> Lab {
     };
     let device = ns.run(|| TunDevice::open(&tun)).unwrap().expect("opening the TUN inside the namespace");
     let config = StackConfig { addrs: vec![cidr(&format!("{USTACK}/24")), cidr(&format!("{USTACK6}/64"))], ..config };
-    let stack = Stack::new(device, config).expect("starting the stack");
+    let stack = Stack::new(wrap(device), config).expect("starting the stack");
     Lab { stack, ns }
 }

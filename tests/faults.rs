@@ -1,0 +1,372 @@
+//! TCP under loss and corruption: megabytes each way through a `FaultInjector`, over the
+//! in-memory wire between two ustack stacks and over a TUN with the kernel as the peer.
+//! Every byte must arrive exactly once and in order (compared by length and FNV-1a hash),
+//! within a bounded time; a stall fails the test through the sockets' timeouts instead of
+//! hanging it. The transfers read exactly the bytes sent and do not wait for end of
+//! stream: two smoltcp 0.14 bugs can stall a close under loss (tests at the end, ignored
+//! until fixed; docs/robustness.md explains them).
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream as KernelStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::lab::{KERNEL, USTACK, lab_with_device};
+use common::{A, A6, B, B6, addr, config};
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use ustack::device::{Corruption, FaultConfig, FaultCounters, FaultInjector, Faults, Tracer, Wire, WireEnd};
+use ustack::{Stack, StackConfig, TcpListener, TcpStream};
+
+/// How long one blocking call may wait: far above any retransmission timeout a lossy
+/// link needs (smoltcp backs off from 1 s), so only a real stall trips it.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The transfers' size each way.
+const MIB4: usize = 4 << 20;
+
+/// The loss and damage the brief asks TCP to survive.
+fn lossy() -> Faults {
+    Faults::lossy(5.0, 1.0)
+}
+
+/// Test data that does not repeat in any way TCP could get away with.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// FNV-1a, 64-bit, fed incrementally.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn of(bytes: &[u8]) -> Fnv {
+        let mut h = Fnv::new();
+        h.update(bytes);
+        h
+    }
+}
+
+/// What one side of a connection received: how many bytes, and their hash.
+#[derive(Debug, PartialEq, Eq)]
+struct Received {
+    len: usize,
+    hash: Fnv,
+}
+
+impl Received {
+    fn of(data: &[u8]) -> Received {
+        Received { len: data.len(), hash: Fnv::of(data) }
+    }
+}
+
+/// One side of a full-duplex exchange: sends `data` then shuts down writing (on a thread
+/// of its own), while reading `expect` bytes; then, if `eof`, waits for end of stream.
+/// Returns what it read.
+fn exchange<S>(
+    stream: S,
+    data: Arc<Vec<u8>>,
+    expect: usize,
+    eof: bool,
+    shut_write: fn(&S) -> io::Result<()>,
+) -> JoinHandle<io::Result<Received>>
+where
+    S: Send + Sync + 'static,
+    for<'a> &'a S: Read + Write,
+{
+    std::thread::spawn(move || {
+        let stream = Arc::new(stream);
+        let writer = stream.clone();
+        let sender = std::thread::spawn(move || -> io::Result<()> {
+            (&*writer).write_all(&data)?;
+            shut_write(&writer)
+        });
+        let mut buf = vec![0; 64 * 1024];
+        let mut got = Received { len: 0, hash: Fnv::new() };
+        while got.len < expect || eof {
+            let want = if got.len < expect { (expect - got.len).min(buf.len()) } else { buf.len() };
+            let n = (&*stream).read(&mut buf[..want])?;
+            if n == 0 {
+                break;
+            }
+            got.len += n;
+            got.hash.update(&buf[..n]);
+        }
+        sender.join().map_err(|_| io::Error::other("sender panicked"))??;
+        Ok(got)
+    })
+}
+
+fn ustack_shut_write(s: &TcpStream) -> io::Result<()> {
+    Ok(s.shutdown(Shutdown::Write)?)
+}
+
+fn kernel_shut_write(s: &KernelStream) -> io::Result<()> {
+    s.shutdown(Shutdown::Write)
+}
+
+fn patient(stream: &TcpStream) {
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+}
+
+/// Two stacks on a wire, each end wrapped in a fault injector with its own config.
+/// Returns the stacks ("a" at 10.0.0.1, "b" at 10.0.0.2) and both injectors' counters.
+fn faulty_pair(on_a: FaultConfig, on_b: FaultConfig) -> (Stack, Stack, FaultCounters, FaultCounters) {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (end_a, end_b) = Wire::pair(1500).unwrap();
+    let end_a = FaultInjector::new(end_a, on_a).unwrap();
+    let end_b = FaultInjector::new(end_b, on_b).unwrap();
+    eprintln!("fault seeds: a {:#x}, b {:#x}", end_a.seed(), end_b.seed());
+    let (counters_a, counters_b) = (end_a.counters(), end_b.counters());
+    // Tracers outside the injectors: RUST_LOG=ustack::trace=info shows what each stack
+    // sent and what reached it.
+    let a = Stack::new(Tracer::new(end_a), config(A, A6)).unwrap();
+    let b = Stack::new(Tracer::new(end_b), config(B, B6)).unwrap();
+    (a, b, counters_a, counters_b)
+}
+
+/// `size` bytes each way at once between a client on `a` and a server on `b`, to `b_ip`;
+/// asserts both arrive intact (and, if `eof`, that both sides then see end of stream)
+/// and returns how long it took.
+fn duplex_over(a: &Stack, b: &Stack, b_ip: &str, size: usize, eof: bool) -> Duration {
+    let listener = TcpListener::bind(b, addr(b_ip, 0)).unwrap();
+    let at = listener.local_addr().unwrap();
+    let (up, down) = (Arc::new(pattern(size, 1)), Arc::new(pattern(size, 2)));
+    let started = Instant::now();
+    let client = TcpStream::connect_timeout(a, at, PATIENCE).expect("connect over the lossy wire");
+    let (server, _) = listener.accept().expect("accept over the lossy wire");
+    patient(&client);
+    patient(&server);
+    let client = exchange(client, up.clone(), size, eof, ustack_shut_write);
+    let server = exchange(server, down.clone(), size, eof, ustack_shut_write);
+    let at_server = server.join().unwrap().expect("server side");
+    let at_client = client.join().unwrap().expect("client side");
+    let took = started.elapsed();
+    assert_eq!(at_server, Received::of(&up), "client to server is not byte-exact");
+    assert_eq!(at_client, Received::of(&down), "server to client is not byte-exact");
+    took
+}
+
+/// Prints the figures of a run, so `cargo test -- --nocapture` shows them.
+fn report(what: &str, took: Duration, counters: &[&FaultCounters]) {
+    let stats: Vec<_> = counters.iter().map(|c| c.get()).collect();
+    eprintln!("{what}: {took:.2?}; injected {stats:?}");
+}
+
+#[test]
+fn four_mebibytes_each_way_through_a_lossy_wire() {
+    // One injector, both directions: every packet meets 5% loss and 1% corruption once.
+    let (a, b, faults, _) = faulty_pair(FaultConfig::both(lossy()), FaultConfig::default());
+    let took = duplex_over(&a, &b, B, MIB4, false);
+    report("4 MiB each way, 5% loss + 1% corruption", took, &[&faults]);
+    let stats = faults.get();
+    assert!(stats.rx.dropped > 0 && stats.tx.dropped > 0, "the injector dropped nothing: {stats:?}");
+    assert!(stats.rx.corrupted > 0 && stats.tx.corrupted > 0, "the injector corrupted nothing: {stats:?}");
+    assert!(took < Duration::from_secs(300), "took {took:?}");
+}
+
+#[test]
+fn a_mebibyte_each_way_over_ipv6_with_injectors_on_both_ends() {
+    // Each end damages what it sends: every packet still meets the faults once.
+    let (a, b, fa, fb) = faulty_pair(FaultConfig::tx_only(lossy()), FaultConfig::tx_only(lossy()));
+    let took = duplex_over(&a, &b, B6, 1 << 20, false);
+    report("1 MiB each way over IPv6, injectors on both ends", took, &[&fa, &fb]);
+    assert!(fa.get().tx.dropped > 0 && fb.get().tx.dropped > 0);
+    assert!(took < Duration::from_secs(120), "took {took:?}");
+}
+
+#[test]
+fn half_a_mebibyte_each_way_through_duplication_reordering_and_damaged_headers() {
+    let chaos = Faults { drop_pct: 2.0, corrupt_pct: 2.0, duplicate_pct: 5.0, reorder_pct: 5.0 };
+    let config = FaultConfig::both(chaos).with_corruption(Corruption::Anywhere);
+    let (a, b, faults, _) = faulty_pair(config, FaultConfig::default());
+    let took = duplex_over(&a, &b, B, 512 << 10, false);
+    let took6 = duplex_over(&a, &b, B6, 512 << 10, false);
+    report("512 KiB each way over IPv4 then IPv6, duplicates, reordering, damage anywhere", took + took6, &[&faults]);
+    let stats = faults.get();
+    assert!(stats.rx.duplicated > 0 && stats.rx.reordered > 0 && stats.tx.reordered > 0, "{stats:?}");
+}
+
+#[test]
+fn the_stacks_still_connect_after_a_lossy_exchange() {
+    // After a lossy exchange, the same stacks still make new connections and their
+    // demux history stays within its bound.
+    let (a, b, _, _) = faulty_pair(FaultConfig::both(lossy()), FaultConfig::default());
+    duplex_over(&a, &b, B, 256 << 10, false);
+    for _ in 0..3 {
+        duplex_over(&a, &b, B, 16 << 10, false);
+    }
+    assert!(a.demux_events().len() <= ustack::stack::demux::HISTORY);
+    assert!(b.demux_events().len() <= ustack::stack::demux::HISTORY);
+}
+
+/// The same exchanges, waiting for end of stream: often stalls for good, because of two
+/// smoltcp 0.14 bugs in closing under loss (the two tests below reproduce each
+/// deterministically; docs/robustness.md has the details).
+#[test]
+#[ignore = "smoltcp 0.14: a lost FIN can stall the close for good (see docs/robustness.md)"]
+fn lossy_exchanges_end_with_end_of_stream_on_both_sides() {
+    let (a, b, _, _) = faulty_pair(FaultConfig::both(lossy()), FaultConfig::default());
+    for _ in 0..8 {
+        duplex_over(&a, &b, B, 64 << 10, true);
+    }
+}
+
+#[test]
+fn four_mebibytes_each_way_with_the_kernel_through_a_lossy_tun() {
+    ustack::require_tun!();
+    let mut counters = None;
+    let lab = lab_with_device(StackConfig::default(), |tun| {
+        let injector = FaultInjector::new(tun, FaultConfig::both(lossy())).expect("fault injector");
+        eprintln!("fault seed {:#x}", injector.seed());
+        counters = Some(injector.counters());
+        injector
+    });
+    let counters = counters.unwrap();
+    let listener = TcpListener::bind(&lab.stack, addr(USTACK, 7)).unwrap();
+    let (up, down) = (Arc::new(pattern(MIB4, 3)), Arc::new(pattern(MIB4, 4)));
+    let started = Instant::now();
+    let target: SocketAddr = addr(USTACK, 7);
+    let kernel = lab
+        .ns
+        .run(move || -> io::Result<KernelStream> {
+            let stream = KernelStream::connect_timeout(&target, PATIENCE)?;
+            stream.set_read_timeout(Some(PATIENCE))?;
+            stream.set_write_timeout(Some(PATIENCE))?;
+            Ok(stream)
+        })
+        .unwrap()
+        .expect("kernel connect through the lossy TUN");
+    let (server, peer) = listener.accept().expect("accept");
+    assert_eq!(peer.ip().to_string(), KERNEL);
+    patient(&server);
+    let at_kernel = exchange(kernel, up.clone(), MIB4, false, kernel_shut_write);
+    let at_ustack = exchange(server, down.clone(), MIB4, false, ustack_shut_write);
+    let at_ustack = at_ustack.join().unwrap().expect("ustack side");
+    let at_kernel = at_kernel.join().unwrap().expect("kernel side");
+    let took = started.elapsed();
+    report("4 MiB each way with the kernel, 5% loss + 1% corruption", took, &[&counters]);
+    assert_eq!(at_ustack, Received::of(&up), "kernel to ustack is not byte-exact");
+    assert_eq!(at_kernel, Received::of(&down), "ustack to kernel is not byte-exact");
+    let stats = counters.get();
+    assert!(stats.rx.dropped > 0 && stats.tx.corrupted > 0, "{stats:?}");
+    assert!(took < Duration::from_secs(300), "took {took:?}");
+}
+
+// ---- Closing under loss: two smoltcp 0.14 bugs, deterministically ----
+
+/// A segment from 10.0.0.1:`from` to stack "b", port `to`, as the test plays "a".
+fn segment(wire: &WireEnd, from: u16, to: u16, seq: u32, ack: u32, fin: bool, payload: &[u8]) {
+    let mut builder = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(from, to, seq, 65535).ack(ack);
+    if fin {
+        builder = builder.fin();
+    }
+    let mut frame = Vec::new();
+    builder.write(&mut frame, payload).unwrap();
+    wire.send_raw(&frame);
+}
+
+/// What the test reads of the stack's segments: (seq, ack, FIN, payload length).
+fn read_segment(frame: &[u8]) -> Option<(u32, u32, bool, usize)> {
+    let packet = SlicedPacket::from_ip(frame).ok()?;
+    let Some(TransportSlice::Tcp(t)) = packet.transport else { return None };
+    Some((t.sequence_number(), t.acknowledgment_number(), t.fin(), t.payload().len()))
+}
+
+/// Segments the stack sends within `within`.
+fn segments_within(wire: &WireEnd, within: Duration) -> Vec<(u32, u32, bool, usize)> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while Instant::now() < deadline {
+        match wire.recv_raw() {
+            Some(frame) => out.extend(read_segment(&frame)),
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    out
+}
+
+/// A connection to a listener on lone stack "b", handshaken by hand from 10.0.0.1:4000
+/// with ISN 1000. Returns the accepted socket and b's ISN.
+fn handshake(lone: &common::Lone) -> (ustack::Socket, u32) {
+    let (l, at) = common::listener(&lone.stack, B, 1);
+    common::raw::inject(&lone.wire, 4000, at.port(), 1000, None, true);
+    let syn_ack = common::raw::next_segment(&lone.wire);
+    assert!(syn_ack.syn && syn_ack.ack);
+    common::raw::inject(&lone.wire, 4000, at.port(), 1001, Some(syn_ack.seq + 1), false);
+    let (s, _) = l.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    (s, syn_ack.seq)
+}
+
+/// The peer got the data but not the FIN after it, and says so with duplicate ACKs (as it
+/// does when older segments of a go-back-N retransmission arrive). smoltcp counts them
+/// and starts a fast retransmit, which has no data to resend (tcp.rs `seq_to_transmit`:
+/// `pending_fast_retransmit && !tx_buffer.is_empty()`) and does not rewind
+/// `remote_last_seq`, so it sends nothing — and it has already replaced the retransmit
+/// timer with an idle one (`dispatch`: `timer.set_for_idle` in the fast-retransmit
+/// branch). The FIN is never sent again: the peer waits in FIN-WAIT-2 forever.
+#[test]
+#[ignore = "smoltcp 0.14 bug: a FIN alone in flight is never retransmitted after 3 duplicate ACKs"]
+fn a_fin_alone_in_flight_is_retransmitted_after_duplicate_acks() {
+    let lone = common::lone_b();
+    let (s, isn) = handshake(&lone);
+    s.send(b"hello").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let sent = segments_within(&lone.wire, Duration::from_millis(300));
+    assert!(sent.iter().any(|&(_, _, fin, _)| fin), "the stack sent its FIN: {sent:?}");
+    let port = s.local_addr().unwrap().port();
+    // ACK the data, not the FIN, then three duplicates of that ACK.
+    for _ in 0..4 {
+        segment(&lone.wire, 4000, port, 1001, isn + 6, false, b"");
+    }
+    let later = segments_within(&lone.wire, Duration::from_secs(4));
+    assert!(
+        later.iter().any(|&(seq, _, fin, _)| fin && seq == isn + 6),
+        "the FIN was not retransmitted within 4 s (RTO is 1 s): {later:?}"
+    );
+}
+
+/// A retransmitted segment carrying data the stack already has and a FIN right after it
+/// (SEG.SEQ < RCV.NXT = SEG.SEQ + data length): RFC 9293's acceptability test counts the
+/// FIN in SEG.LEN, so the segment is acceptable and the FIN must be processed. smoltcp
+/// 0.14 (tcp.rs `process`, `segment_end = seq + payload.len()`) leaves the FIN out, finds
+/// the segment "not in receive window", answers a duplicate ACK and drops the FIN — so
+/// after a lost FIN whose data arrived, a sender that retransmits data and FIN together
+/// (smoltcp itself, after an RTO) never gets its FIN through.
+#[test]
+#[ignore = "smoltcp 0.14 bug: a FIN behind already-received data is judged out of window"]
+fn a_fin_behind_already_received_data_is_accepted() {
+    let lone = common::lone_b();
+    let (s, isn) = handshake(&lone);
+    let port = s.local_addr().unwrap().port();
+    segment(&lone.wire, 4000, port, 1001, isn + 1, false, b"abc");
+    let mut buf = [0; 8];
+    assert_eq!(s.recv(&mut buf).unwrap(), 3);
+    // The same data again, now with the FIN (at 1004 = RCV.NXT).
+    segment(&lone.wire, 4000, port, 1001, isn + 1, true, b"abc");
+    let answers = segments_within(&lone.wire, Duration::from_millis(500));
+    assert!(answers.iter().any(|&(_, ack, _, _)| ack == 1005), "the FIN was not acknowledged: {answers:?}");
+    assert_eq!(s.recv(&mut buf).unwrap(), 0, "end of stream");
+}
