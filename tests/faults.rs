@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::lab::{KERNEL, USTACK, lab_with_device};
-use common::{A, A6, B, B6, addr, config};
+use common::{A, A6, B, B6, addr, config, pattern};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use ustack::device::{Corruption, FaultConfig, FaultCounters, FaultInjector, Faults, Tracer, Wire, WireEnd};
 use ustack::{Stack, StackConfig, TcpListener, TcpStream};
@@ -30,19 +30,6 @@ const MIB4: usize = 4 << 20;
 /// The loss and damage the brief asks TCP to survive.
 fn lossy() -> Faults {
     Faults::lossy(5.0, 1.0)
-}
-
-/// Test data that does not repeat in any way TCP could get away with.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 /// FNV-1a, 64-bit, fed incrementally.

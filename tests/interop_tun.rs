@@ -9,24 +9,11 @@ use std::net::{Shutdown, SocketAddr, TcpListener as KernelListener, TcpStream as
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::addr;
+use common::{addr, pattern};
 use common::lab::{lab, lab_with, KERNEL, KERNEL6, USTACK, USTACK6};
 use ustack::{Errno, TcpListener, TcpStream, UdpSocket};
 
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Deterministic, non-repeating-looking test data.
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 /// Serves echo on `listener` for `connections` connections, one thread each.
 fn echo_server(listener: TcpListener, connections: usize) -> std::thread::JoinHandle<Vec<SocketAddr>> {
@@ -60,7 +47,7 @@ fn kernel_client_echoes_one_mebibyte_through_ustack() {
     ustack::require_tun!();
     let lab = lab();
     let server = echo_server(TcpListener::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap(), 1);
-    let data = pattern(1 << 20);
+    let data = pattern(1 << 20, 0x9e37_79b9);
     let sent = data.clone();
     let echoed = lab
         .ns
@@ -160,7 +147,7 @@ fn ustack_client_sends_one_mebibyte_to_kernel() {
             Ok(received)
         },
     );
-    let data = pattern(1 << 20);
+    let data = pattern(1 << 20, 0x9e37_79b9);
     let stream = TcpStream::connect_timeout(&lab.stack, addr(KERNEL, 9000), PATIENCE).unwrap();
     stream.set_write_timeout(Some(PATIENCE)).unwrap();
     (&stream).write_all(&data).unwrap();
