@@ -248,14 +248,6 @@ fn is_syn_ack_to(frame: &[u8], port: u16) -> bool {
 fuzz_target!(|data: &[u8]| {
     let mut h = harness().lock().unwrap_or_else(|p| p.into_inner());
     for (control, mut frame) in frames(data) {
-        // KNOWN BUG, reported: an empty frame panics the stack thread (smoltcp's
-        // IpVersion::of_packet indexes byte 0, called from ustack's demux and from
-        // smoltcp's Interface). Skipped so the fuzzer can look for other bugs; remove
-        // this once the stack drops empty frames (tests/proptest_packets.rs has the
-        // regression test).
-        if frame.is_empty() {
-            continue;
-        }
         doctor(control, &mut frame);
         h.wire.send_raw(&frame);
     }
