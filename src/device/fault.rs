@@ -50,7 +50,7 @@ use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFl
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 
-use super::Link;
+use super::{Link, OwnedRxToken};
 
 /// The most packets [`FaultConfig::max_held`] may ask to hold back per direction.
 pub const MAX_HELD_LIMIT: usize = 64;
@@ -572,7 +572,7 @@ impl<D> FaultInjector<D> {
 
 impl<D: Device> Device for FaultInjector<D> {
     type RxToken<'a>
-        = RxToken
+        = OwnedRxToken
     where
         Self: 'a;
     type TxToken<'a>
@@ -597,7 +597,7 @@ impl<D: Device> Device for FaultInjector<D> {
         let packet = packet?;
         // No transmit token means a reply through this pair would be lost, as on a full link.
         let token = self.inner.transmit(now);
-        Some((RxToken(packet), TxToken { token, state: &self.state, now }))
+        Some((OwnedRxToken(packet), TxToken { token, state: &self.state, now }))
     }
 
     fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
@@ -626,16 +626,6 @@ impl<D: Link> Link for FaultInjector<D> {
 
     fn take_error(&mut self) -> Option<io::Error> {
         self.inner.take_error()
-    }
-}
-
-/// A received packet, owned (the injector may have copied, changed or kept it).
-#[doc(hidden)]
-pub struct RxToken(Vec<u8>);
-
-impl phy::RxToken for RxToken {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
     }
 }
 

@@ -22,6 +22,17 @@ pub use trace::Tracer;
 pub use tun::{TunConfig, TunDevice};
 pub use wire::{Wire, WireEnd};
 
+/// A received frame the device owns outright (taken from a queue, or copied because a
+/// middleware changed or kept it), handed to smoltcp as is.
+#[doc(hidden)]
+pub struct OwnedRxToken(pub Vec<u8>);
+
+impl smoltcp::phy::RxToken for OwnedRxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
 /// A device the stack thread can wait on.
 pub trait Link: Device + Send {
     /// A file descriptor that becomes readable when a frame may be waiting in

@@ -14,7 +14,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use super::Link;
+use super::{Link, OwnedRxToken};
 
 /// Frames one direction of the wire holds before it drops.
 pub const DEFAULT_QUEUE_FRAMES: usize = 4096;
@@ -98,12 +98,12 @@ impl WireEnd {
 }
 
 impl Device for WireEnd {
-    type RxToken<'a> = RxToken;
+    type RxToken<'a> = OwnedRxToken;
     type TxToken<'a> = TxToken<'a>;
 
-    fn receive(&mut self, _now: Instant) -> Option<(RxToken, TxToken<'_>)> {
+    fn receive(&mut self, _now: Instant) -> Option<(OwnedRxToken, TxToken<'_>)> {
         let frame = self.rx.pop()?;
-        Some((RxToken(frame), TxToken(&self.tx)))
+        Some((OwnedRxToken(frame), TxToken(&self.tx)))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
@@ -121,15 +121,6 @@ impl Device for WireEnd {
 impl Link for WireEnd {
     fn wait_fd(&self) -> BorrowedFd<'_> {
         self.rx.ready.as_fd()
-    }
-}
-
-#[doc(hidden)]
-pub struct RxToken(Vec<u8>);
-
-impl phy::RxToken for RxToken {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
     }
 }
 
