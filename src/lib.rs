@@ -20,7 +20,5 @@ pub mod socket;
 pub mod stack;
 pub mod sys;
 
-pub use socket::{
-    poll, Domain, Errno, Events, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type, UdpSocket,
-};
+pub use socket::{Domain, Errno, Events, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type, UdpSocket, poll};
 pub use stack::{Stack, StackConfig};

@@ -81,7 +81,11 @@ fn connect_fixes_the_peer_and_filters_other_senders() {
     w.send_to(b"marker", y_at).unwrap();
     assert_eq!(y.recv_from(&mut [0; 16]).unwrap().0, 6);
     let mut fds = [PollFd::new(&u, Events::IN)];
-    assert_eq!(ustack::poll(&mut fds, Some(Duration::ZERO)).unwrap(), 0, "a filtered datagram does not make u readable");
+    assert_eq!(
+        ustack::poll(&mut fds, Some(Duration::ZERO)).unwrap(),
+        0,
+        "a filtered datagram does not make u readable"
+    );
     u.set_nonblocking(true).unwrap();
     assert_eq!(err(u.recv(&mut [0; 32])), Errno::EAGAIN);
     u.set_nonblocking(false).unwrap();

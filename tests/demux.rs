@@ -167,7 +167,8 @@ fn the_demux_table_shows_listeners_connections_and_udp_sockets() {
     let table = p.b.demux_table();
     let text = table.to_string();
     assert!(text.starts_with("PROTO"), "{text}");
-    let row = |needle: &str| text.lines().find(|line| line.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}"));
+    let row =
+        |needle: &str| text.lines().find(|line| line.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}"));
     assert!(row("LISTEN").contains(&format!("#{}", l.id())) && row("LISTEN").contains("syn 0/4  accept 0/5"));
     let conn = row(&c.local_addr().unwrap().to_string());
     assert!(conn.contains("ESTABLISHED") && conn.contains(&format!("#{}", s.id())), "{conn}");
@@ -191,7 +192,8 @@ fn each_connection_keeps_its_timeline_rtt_and_who_closed_first() {
     assert_eq!(s.recv(&mut [0; 8]).unwrap(), 0);
     let server = s.connection_info().unwrap();
     let client = c.connection_info().unwrap();
-    let states = |info: &ustack::stack::ConnectionInfo| info.timeline.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
+    let states =
+        |info: &ustack::stack::ConnectionInfo| info.timeline.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
     assert_eq!(states(&server), ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT"]);
     assert_eq!(&states(&client)[..2], ["SYN-SENT", "ESTABLISHED"]);
     assert!(server.timeline.windows(2).all(|w| w[0].0 <= w[1].0), "times never go backwards");
@@ -264,12 +266,20 @@ fn isns_follow_rfc_6528_a_keyed_hash_of_the_tuple_plus_a_4_microsecond_clock() {
     let elapsed = at_second.duration_since(at_first).as_micros() as u64 / 4;
     assert!(ticks.abs_diff(elapsed) < 5_000, "ISN advanced {ticks} ticks in {elapsed} ticks of time");
     let (other, _) = syn_isn(50001);
-    assert!(other.wrapping_sub(second) > 1_000_000 || second.wrapping_sub(other) > 1_000_000, "another tuple, another ISN");
+    assert!(
+        other.wrapping_sub(second) > 1_000_000 || second.wrapping_sub(other) > 1_000_000,
+        "another tuple, another ISN"
+    );
 }
 
 /// A connection from 10.0.0.1:`port` to `l`, played by hand; returns the accepted socket
 /// and the next sequence numbers of the client (ours) and the server.
-fn raw_connection(lone: &common::Lone, l: &ustack::Socket, at: std::net::SocketAddr, port: u16) -> (ustack::Socket, u32, u32) {
+fn raw_connection(
+    lone: &common::Lone,
+    l: &ustack::Socket,
+    at: std::net::SocketAddr,
+    port: u16,
+) -> (ustack::Socket, u32, u32) {
     inject(&lone.wire, port, at.port(), 1000, None, true);
     let syn_ack = next_segment(&lone.wire);
     inject(&lone.wire, port, at.port(), 1001, Some(syn_ack.seq.wrapping_add(1)), false);

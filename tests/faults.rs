@@ -3,8 +3,8 @@
 //! Every byte must arrive exactly once and in order (compared by length and FNV-1a hash),
 //! within a bounded time; a stall fails the test through the sockets' timeouts instead of
 //! hanging it. The transfers read exactly the bytes sent and do not wait for end of
-//! stream: two smoltcp 0.14 bugs can stall a close under loss (tests at the end, ignored
-//! until fixed; docs/robustness.md explains them).
+//! stream; closing under loss has tests of its own at the end (two smoltcp 0.14 bugs there
+//! are worked around in ustack's demux: docs/robustness.md).
 
 mod common;
 
@@ -208,11 +208,10 @@ fn the_stacks_still_connect_after_a_lossy_exchange() {
     assert!(b.demux_events().len() <= ustack::stack::demux::HISTORY);
 }
 
-/// The same exchanges, waiting for end of stream: often stalls for good, because of two
+/// The same exchanges, waiting for end of stream. Without ustack's workarounds for two
 /// smoltcp 0.14 bugs in closing under loss (the two tests below reproduce each
-/// deterministically; docs/robustness.md has the details).
+/// deterministically; docs/robustness.md has the details) this often stalls for good.
 #[test]
-#[ignore = "smoltcp 0.14: a lost FIN can stall the close for good (see docs/robustness.md)"]
 fn lossy_exchanges_end_with_end_of_stream_on_both_sides() {
     let (a, b, _, _) = faulty_pair(FaultConfig::both(lossy()), FaultConfig::default());
     for _ in 0..8 {
@@ -261,7 +260,7 @@ fn four_mebibytes_each_way_with_the_kernel_through_a_lossy_tun() {
     assert!(took < Duration::from_secs(300), "took {took:?}");
 }
 
-// ---- Closing under loss: two smoltcp 0.14 bugs, deterministically ----
+// ---- Closing under loss: two smoltcp 0.14 bugs ustack works around, deterministically ----
 
 /// A segment from 10.0.0.1:`from` to stack "b", port `to`, as the test plays "a".
 fn segment(wire: &WireEnd, from: u16, to: u16, seq: u32, ack: u32, fin: bool, payload: &[u8]) {
@@ -313,9 +312,9 @@ fn handshake(lone: &common::Lone) -> (ustack::Socket, u32) {
 /// `pending_fast_retransmit && !tx_buffer.is_empty()`) and does not rewind
 /// `remote_last_seq`, so it sends nothing — and it has already replaced the retransmit
 /// timer with an idle one (`dispatch`: `timer.set_for_idle` in the fast-retransmit
-/// branch). The FIN is never sent again: the peer waits in FIN-WAIT-2 forever.
+/// branch). The FIN is never sent again: the peer waits in FIN-WAIT-2 forever. ustack's
+/// demux keeps such duplicates from smoltcp, so its retransmission timer resends the FIN.
 #[test]
-#[ignore = "smoltcp 0.14 bug: a FIN alone in flight is never retransmitted after 3 duplicate ACKs"]
 fn a_fin_alone_in_flight_is_retransmitted_after_duplicate_acks() {
     let lone = common::lone_b();
     let (s, isn) = handshake(&lone);
@@ -333,6 +332,13 @@ fn a_fin_alone_in_flight_is_retransmitted_after_duplicate_acks() {
         later.iter().any(|&(seq, _, fin, _)| fin && seq == isn + 6),
         "the FIN was not retransmitted within 4 s (RTO is 1 s): {later:?}"
     );
+    let withheld = lone
+        .stack
+        .demux_events()
+        .iter()
+        .filter(|e| matches!(e.decision, ustack::stack::demux::Decision::FinDuplicateAck { .. }))
+        .count();
+    assert_eq!(withheld, 3, "the three duplicates, not the first ACK, are kept from smoltcp");
 }
 
 /// A retransmitted segment carrying data the stack already has and a FIN right after it
@@ -341,9 +347,9 @@ fn a_fin_alone_in_flight_is_retransmitted_after_duplicate_acks() {
 /// 0.14 (tcp.rs `process`, `segment_end = seq + payload.len()`) leaves the FIN out, finds
 /// the segment "not in receive window", answers a duplicate ACK and drops the FIN — so
 /// after a lost FIN whose data arrived, a sender that retransmits data and FIN together
-/// (smoltcp itself, after an RTO) never gets its FIN through.
+/// (smoltcp itself, after an RTO) never gets its FIN through. ustack's demux hands smoltcp
+/// such a segment in two: the data, then the FIN alone.
 #[test]
-#[ignore = "smoltcp 0.14 bug: a FIN behind already-received data is judged out of window"]
 fn a_fin_behind_already_received_data_is_accepted() {
     let lone = common::lone_b();
     let (s, isn) = handshake(&lone);

@@ -5,12 +5,12 @@ mod common;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream as KernelStream, UdpSocket as KernelUdp};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::addr;
-use common::lab::{lab, USTACK};
+use common::lab::{USTACK, lab};
 use ustack::{TcpListener, UdpSocket};
 
 /// Sends spoofed SYNs to 10.7.0.2:`port` from random addresses in 10.99.0.0/16, whose
@@ -116,7 +116,11 @@ fn a_syn_flood_keeps_the_queues_bounded_and_a_real_client_still_gets_in() {
     let table = lab.stack.demux_table();
     assert!(table.rows.len() <= BACKLOG as usize + 4, "state stays bounded: {} rows", table.rows.len());
     assert!(table.counters.cookies_sent > 0, "beyond the SYN queue, SYNs got cookies: {:?}", table.counters);
-    eprintln!("{} spoofed SYNs sent; {:?}; real client in after {took:?}", sent.load(Ordering::Relaxed), table.counters);
+    eprintln!(
+        "{} spoofed SYNs sent; {:?}; real client in after {took:?}",
+        sent.load(Ordering::Relaxed),
+        table.counters
+    );
 }
 
 #[test]

@@ -5,12 +5,14 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener as KernelListener, TcpStream as KernelStream, UdpSocket as KernelUdp};
+use std::net::{
+    Shutdown, SocketAddr, TcpListener as KernelListener, TcpStream as KernelStream, UdpSocket as KernelUdp,
+};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use common::lab::{KERNEL, KERNEL6, USTACK, USTACK6, lab, lab_with};
 use common::{addr, pattern};
-use common::lab::{lab, lab_with, KERNEL, KERNEL6, USTACK, USTACK6};
 use ustack::{Errno, TcpListener, TcpStream, UdpSocket};
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -336,7 +338,14 @@ fn kernel_ping(destination: std::net::IpAddr) -> io::Result<Vec<u8>> {
     let (storage, len) = socket_addr(SocketAddr::new(destination, 0));
     // SAFETY: storage holds a valid sockaddr of length len.
     let sent = unsafe {
-        libc::sendto(fd.as_raw_fd(), echo.as_ptr().cast(), echo.len(), 0, (&storage as *const libc::sockaddr_storage).cast(), len)
+        libc::sendto(
+            fd.as_raw_fd(),
+            echo.as_ptr().cast(),
+            echo.len(),
+            0,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
     };
     if sent < 0 {
         return Err(io::Error::last_os_error());
@@ -349,7 +358,8 @@ fn kernel_ping(destination: std::net::IpAddr) -> io::Result<Vec<u8>> {
             return Err(io::Error::last_os_error());
         }
         // IPv4 raw sockets hand over the IP header too; IPv6 ones do not.
-        let icmp = if family == libc::AF_INET { &buf[usize::from(buf[0] & 0x0f) * 4..n as usize] } else { &buf[..n as usize] };
+        let icmp =
+            if family == libc::AF_INET { &buf[usize::from(buf[0] & 0x0f) * 4..n as usize] } else { &buf[..n as usize] };
         if icmp.first() == Some(&reply_type) && icmp.get(4..6) == Some(&[0x12, 0x34]) {
             return Ok(icmp[8..].to_vec());
         }

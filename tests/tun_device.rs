@@ -424,7 +424,10 @@ fn a_user_runs_serve_without_root_on_a_persistent_tun_root_made_for_them() {
     }
     let echoed = ns
         .run(|| -> std::io::Result<Vec<u8>> {
-            let mut stream = std::net::TcpStream::connect_timeout(&"10.7.0.2:7".parse().unwrap(), std::time::Duration::from_secs(5))?;
+            let mut stream = std::net::TcpStream::connect_timeout(
+                &"10.7.0.2:7".parse().unwrap(),
+                std::time::Duration::from_secs(5),
+            )?;
             stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
             stream.write_all(b"no root needed")?;
             stream.shutdown(std::net::Shutdown::Write)?;

@@ -103,7 +103,9 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     let me = std::env::current_exe().map_or_else(|_| "ustack".into(), |p| p.display().to_string());
     say!("Try it with your own tools (as root; the namespace keeps it off your real network):");
     say!("  ip netns add ustack && ip netns exec ustack {me} serve --tcp 7 --udp 7 &");
-    say!("  ip netns exec ustack python3 -c 'import socket; s = socket.create_connection((\"10.7.0.2\", 7)); s.sendall(b\"hello\"); print(s.recv(99))'");
+    say!(
+        "  ip netns exec ustack python3 -c 'import socket; s = socket.create_connection((\"10.7.0.2\", 7)); s.sendall(b\"hello\"); print(s.recv(99))'"
+    );
     say!("  kill %1; ip netns del ustack");
     Ok(())
 }
@@ -149,7 +151,8 @@ impl World {
         let config = TunConfig { name: TUN_NAME.into(), peer_addrs: vec![cidr(CLIENT_IP)], mtu: None };
         let device = ns.run(|| TunDevice::open(&config)).and_then(|opened| opened).map_err(|e| e.to_string())?;
         // Only fails where the wire would too (no thread), so losing `pcap` then is moot.
-        let server = start_tapped(device, faults, pcap, formatter(), stack_config(SERVER_IP)).map_err(|e| e.to_string())?;
+        let server =
+            start_tapped(device, faults, pcap, formatter(), stack_config(SERVER_IP)).map_err(|e| e.to_string())?;
         Ok(World {
             server,
             client: Box::new(KernelClient { ns }),

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use smoltcp::socket::udp;
 
-use super::{autobind, entry, from_user_dgram, to_user, unspecified, Domain, Errno, Result, Socket, Type};
+use super::{Domain, Errno, Result, Socket, Type, autobind, entry, from_user_dgram, to_user, unspecified};
 use crate::stack::SockState;
 
 /// IP and UDP header bytes in front of a datagram's payload.

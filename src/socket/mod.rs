@@ -16,17 +16,17 @@ use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::IpListenEndpoint;
 
 use crate::stack::ports::{Holder, Proto};
-use crate::stack::{Core, Entry, Listener, Owner, Shared, SockId, SockState, Stack, SOMAXCONN};
+use crate::stack::{Core, Entry, Listener, Owner, SOMAXCONN, Shared, SockId, SockState, Stack};
 
+mod datagram;
 mod errno;
 mod net;
-mod datagram;
 mod poll;
 
 pub use crate::stack::{Domain, FiveTuple, Type};
 pub use errno::{Errno, Result};
 pub use net::{TcpListener, TcpStream, UdpSocket};
-pub use poll::{poll, Events, PollFd};
+pub use poll::{Events, PollFd, poll};
 pub use std::net::Shutdown;
 
 pub use crate::stack::DEFAULT_CONNECT_TIMEOUT;
@@ -88,7 +88,6 @@ fn unspecified(domain: Domain) -> IpAddr {
         Domain::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     }
 }
-
 
 fn listen_endpoint(addr: SocketAddr) -> IpListenEndpoint {
     let ip = (!addr.ip().is_unspecified()).then(|| addr.ip().into());
@@ -228,7 +227,13 @@ impl Socket {
                 conn.holds_port = true;
                 let tuple = conn.tuple;
                 // The accepted socket inherits the listener's SO_REUSEADDR, as in Linux.
-                core_ref.ports.hold(Proto::Tcp, tuple.local.ip(), tuple.local.port(), Holder::Connection(handle), reuse_addr);
+                core_ref.ports.hold(
+                    Proto::Tcp,
+                    tuple.local.ip(),
+                    tuple.local.port(),
+                    Holder::Connection(handle),
+                    reuse_addr,
+                );
                 core_ref.entries.insert(
                     id,
                     Entry {
@@ -244,7 +249,7 @@ impl Socket {
                         connecting: false,
                         read_timeout: None,
                         write_timeout: None,
-                    udp_dropped: 0,
+                        udp_dropped: 0,
                     },
                 );
                 // The connection's owner and the listener's accept queue changed: the demux table did.
@@ -332,7 +337,9 @@ impl Socket {
     fn wait_connected(&self, deadline: Instant) -> Result<()> {
         let mut core = self.lock()?;
         loop {
-            let SockState::Connected(handle) = entry(&mut core, self.id)?.state else { return Err(Errno::ECONNABORTED) };
+            let SockState::Connected(handle) = entry(&mut core, self.id)?.state else {
+                return Err(Errno::ECONNABORTED);
+            };
             let conn = core.conns.get_mut(&handle).ok_or(Errno::ECONNABORTED)?;
             match conn.state {
                 tcp::State::SynSent => {}
@@ -351,12 +358,13 @@ impl Socket {
             core = next;
             if timed_out
                 && let SockState::Connected(handle) = entry(&mut core, self.id)?.state
-                    && core.conns.get(&handle).is_some_and(|c| c.state == tcp::State::SynSent) {
-                        log::info!(target: "ustack::handshake", "{}: connect() timed out", core.conns[&handle].tuple);
-                        core.free_conn(handle);
-                        entry(&mut core, self.id)?.state = SockState::Idle;
-                        return Err(Errno::ETIMEDOUT);
-                    }
+                && core.conns.get(&handle).is_some_and(|c| c.state == tcp::State::SynSent)
+            {
+                log::info!(target: "ustack::handshake", "{}: connect() timed out", core.conns[&handle].tuple);
+                core.free_conn(handle);
+                entry(&mut core, self.id)?.state = SockState::Idle;
+                return Err(Errno::ETIMEDOUT);
+            }
         }
     }
 
@@ -732,4 +740,3 @@ fn udp_connect(core: &mut Core, id: SockId, remote: SocketAddr) -> Result<()> {
     }
     Ok(())
 }
-

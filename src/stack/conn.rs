@@ -82,6 +82,12 @@ pub struct Conn {
     pub sent: Option<Sent>,
     /// When the last challenge ACK went out (RFC 5961 §7: at most one a second).
     pub challenged_at: Option<Instant>,
+    /// Where ustack's FIN ends in the wire's numbering (its sequence number + 1), once one
+    /// went out.
+    pub fin_end: Option<u32>,
+    /// The acknowledgment number (wire numbering) and window field of the last segment
+    /// received with ACK: a duplicate ACK repeats both.
+    pub last_ack_in: Option<(u32, u16)>,
 }
 
 /// See [`Conn::sent`].
@@ -114,6 +120,8 @@ impl Conn {
             via_cookie: false,
             sent: None,
             challenged_at: None,
+            fin_end: None,
+            last_ack_in: None,
         }
     }
 

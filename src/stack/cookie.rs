@@ -45,7 +45,8 @@ fn repr(tuple_ports: (u16, u16), control: TcpControl, seq: u32, ack: Option<u32>
 
 /// ustack's SYN-ACK carrying `cookie` as its ISN, for the client's SYN with ISN `client_isn`.
 pub fn syn_ack(tuple: &FiveTuple, client_isn: u32, cookie: u32, mss: u16) -> Vec<u8> {
-    let tcp = repr((tuple.local.port(), tuple.remote.port()), TcpControl::Syn, cookie, Some(client_isn.wrapping_add(1)), mss);
+    let tcp =
+        repr((tuple.local.port(), tuple.remote.port()), TcpControl::Syn, cookie, Some(client_isn.wrapping_add(1)), mss);
     emit(tuple.local.ip().into(), tuple.remote.ip().into(), &tcp)
 }
 

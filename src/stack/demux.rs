@@ -25,7 +25,7 @@ use smoltcp::wire::{
     Ipv6Packet, TcpPacket, UdpPacket,
 };
 
-use super::{Core, Entry, Owner, SockId, SockState};
+use super::{Conn, Core, Entry, Owner, SockId, SockState};
 
 /// A TCP connection's identity, from ustack's side: local and remote address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,6 +55,11 @@ pub enum Disposition {
     /// A valid SYN cookie ACK: smoltcp gets `syn` (the client's SYN, rebuilt) for the new
     /// socket `handle`, then, its own SYN-ACK suppressed, the ACK itself.
     Cookie { handle: SocketHandle, syn: Vec<u8> },
+    /// A segment with data and FIN, split for smoltcp (see [`rewrite::split_fin`]): it
+    /// processes this, the data, then the frame, now the FIN alone.
+    ///
+    /// [`rewrite::split_fin`]: super::rewrite::split_fin
+    DataThenFin(Vec<u8>),
 }
 
 /// Which of a listener's queues was full.
@@ -90,6 +95,10 @@ pub enum Decision {
     ChallengeAck { handle: SocketHandle },
     /// A RST outside the receive window: ignored (RFC 5961 §3.2).
     RstOutOfWindow { handle: SocketHandle },
+    /// A duplicate ACK while only ustack's FIN is unacknowledged: kept from smoltcp, whose
+    /// fast retransmit (smoltcp 0.14) would otherwise never send the FIN again. Its
+    /// retransmission timer resends the FIN instead.
+    FinDuplicateAck { handle: SocketHandle },
     /// TCP for no socket: smoltcp answers with RST (unless it is itself a RST).
     TcpNoSocket { syn: bool },
     /// A datagram for bound UDP socket `socket`.
@@ -179,6 +188,10 @@ impl fmt::Display for Decision {
                 write!(f, "SYN, or RST not at the next sequence number, for connection {handle}: challenge ACK")
             }
             Decision::RstOutOfWindow { handle } => write!(f, "RST outside the window of connection {handle}: ignored"),
+            Decision::FinDuplicateAck { handle } => write!(
+                f,
+                "duplicate ACK for connection {handle}, whose FIN alone is unacknowledged: kept from smoltcp, its timer resends the FIN"
+            ),
             Decision::TcpNoSocket { syn: true } => write!(f, "SYN to a port nobody listens on: answered with RST"),
             Decision::TcpNoSocket { syn: false } => write!(f, "no connection: answered with RST"),
             Decision::Udp { socket } => write!(f, "to UDP socket #{socket}"),
@@ -202,6 +215,8 @@ pub struct DemuxCounters {
     /// RSTs answered with a challenge ACK, or ignored as out of window (RFC 5961).
     pub challenge_acks: u64,
     pub rst_ignored: u64,
+    /// Duplicate ACKs kept from smoltcp while only ustack's FIN was unacknowledged.
+    pub fin_duplicate_acks: u64,
     pub tcp_no_socket: u64,
     pub udp: u64,
     /// Datagrams for a UDP socket whose receive buffer was full: dropped.
@@ -234,6 +249,7 @@ impl DemuxLog {
             Decision::CookieAccepted { .. } => c.cookies_accepted += 1,
             Decision::ChallengeAck { .. } => c.challenge_acks += 1,
             Decision::RstOutOfWindow { .. } => c.rst_ignored += 1,
+            Decision::FinDuplicateAck { .. } => c.fin_duplicate_acks += 1,
             Decision::TcpNoSocket { .. } => c.tcp_no_socket += 1,
             Decision::Udp { .. } => c.udp += 1,
             Decision::UdpNoSocket => c.udp_no_socket += 1,
@@ -248,8 +264,13 @@ impl DemuxLog {
             | Decision::AckDropped { .. }
             | Decision::CookieSent { .. }
             | Decision::CookieAccepted { .. } => log::info!(target: "ustack::backlog", "{event}"),
-            Decision::ChallengeAck { .. } | Decision::RstOutOfWindow { .. } => log::info!(target: "ustack::demux", "{event}"),
-            Decision::TcpNoSocket { syn: false } | Decision::Udp { .. } | Decision::Ping => {
+            Decision::ChallengeAck { .. } | Decision::RstOutOfWindow { .. } => {
+                log::info!(target: "ustack::demux", "{event}")
+            }
+            Decision::TcpNoSocket { syn: false }
+            | Decision::Udp { .. }
+            | Decision::Ping
+            | Decision::FinDuplicateAck { .. } => {
                 log::debug!(target: "ustack::demux", "{event}")
             }
             Decision::Connection { .. } | Decision::Other(_) => log::trace!(target: "ustack::demux", "{event}"),
@@ -277,7 +298,8 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
             let total = usize::from(ip.total_len()).min(frame.len());
             let payload = frame.get(header..total)?;
             // Fragments carry no (or a partial) transport header; smoltcp does not reassemble.
-            let protocol = if ip.more_frags() || ip.frag_offset() != 0 { IpProtocol::Unknown(0) } else { ip.next_header() };
+            let protocol =
+                if ip.more_frags() || ip.frag_offset() != 0 { IpProtocol::Unknown(0) } else { ip.next_header() };
             (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()), protocol, payload)
         }
         IpVersion::Ipv6 => {
@@ -286,7 +308,8 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
             (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()), ip.next_header(), frame.get(40..end)?)
         }
     };
-    let flow = |proto, sport, dport| Flow { proto, local: SocketAddr::new(dst, dport), remote: SocketAddr::new(src, sport) };
+    let flow =
+        |proto, sport, dport| Flow { proto, local: SocketAddr::new(dst, dport), remote: SocketAddr::new(src, sport) };
     Some(match protocol {
         IpProtocol::Tcp => match TcpPacket::new_checked(payload) {
             Ok(tcp) => {
@@ -307,7 +330,8 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
             Err(_) => Parsed::Other { flow: flow("udp", 0, 0) },
         },
         IpProtocol::Icmp => {
-            let echo_request = Icmpv4Packet::new_checked(payload).is_ok_and(|p| p.msg_type() == Icmpv4Message::EchoRequest);
+            let echo_request =
+                Icmpv4Packet::new_checked(payload).is_ok_and(|p| p.msg_type() == Icmpv4Message::EchoRequest);
             Parsed::Icmp { flow: flow("icmp", 0, 0), echo_request, neighbour: false }
         }
         IpProtocol::Icmpv6 => {
@@ -356,8 +380,8 @@ fn find_bound(core: &Core, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Option
 /// Decides what happens to `frame`, does the ustack side of it, and records the decision.
 /// Also returns the socket the packet is for, if any, so the stack can look at it right
 /// after smoltcp has processed the packet.
-pub fn admit(core: &mut Core, frame: &mut [u8]) -> (Disposition, Option<Target>) {
-    let (flow, decision, disposition) = match parse(frame) {
+pub fn admit(core: &mut Core, frame: &mut Vec<u8>) -> (Disposition, Option<Target>) {
+    let (flow, decision, mut disposition) = match parse(frame) {
         None if frame.is_empty() => (None, Decision::Other("empty frame"), Disposition::Drop),
         None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver),
         Some(parsed) => {
@@ -369,17 +393,21 @@ pub fn admit(core: &mut Core, frame: &mut [u8]) -> (Disposition, Option<Target>)
     // blocks) name the wire's numbering; smoltcp must see its own.
     if let Decision::Connection { handle, .. } = decision
         && disposition == Disposition::Deliver
-        && let Some(shift) = core.conns.get(&handle).and_then(|c| c.shift)
-        && let Some((offset, _, _)) = super::rewrite::tcp_header(frame)
+        && let Some((offset, src, dst)) = super::rewrite::tcp_header(frame)
     {
-        super::rewrite::incoming(frame, offset, shift);
+        if let Some(shift) = core.conns.get(&handle).and_then(|c| c.shift) {
+            super::rewrite::incoming(frame, offset, shift);
+        }
+        if let Some(data) = super::rewrite::split_fin(frame, offset, src.ip(), dst.ip()) {
+            disposition = Disposition::DataThenFin(data);
+        }
     }
     let at_ms = core.clock.now().total_millis() as u64;
     core.demux_log.record(DemuxEvent { at_ms, flow, decision });
     let target = match decision {
-        Decision::Connection { handle, .. } | Decision::Admitted { handle, .. } | Decision::CookieAccepted { handle, .. } => {
-            Some(Target::Tcp(handle))
-        }
+        Decision::Connection { handle, .. }
+        | Decision::Admitted { handle, .. }
+        | Decision::CookieAccepted { handle, .. } => Some(Target::Tcp(handle)),
         Decision::Udp { socket } => match core.entries.get(&socket).map(|e| &e.state) {
             Some(SockState::Udp { handle, .. }) => {
                 Some(Target::Udp { socket, handle: *handle, len: udp_payload_len(frame).unwrap_or(0) })
@@ -419,7 +447,13 @@ fn decide(core: &mut Core, parsed: Parsed, frame: &[u8]) -> (Flow, Decision, Dis
     }
     match parsed {
         Parsed::Tcp { syn, ack, rst, tcp, .. } => {
-            let segment = Segment { tuple: FiveTuple { local: flow.local, remote: flow.remote }, syn, ack, rst, bytes: &frame[tcp] };
+            let segment = Segment {
+                tuple: FiveTuple { local: flow.local, remote: flow.remote },
+                syn,
+                ack,
+                rst,
+                bytes: &frame[tcp],
+            };
             let (decision, disposition) = decide_tcp(core, segment);
             (flow, decision, disposition)
         }
@@ -428,7 +462,9 @@ fn decide(core: &mut Core, parsed: Parsed, frame: &[u8]) -> (Flow, Decision, Dis
             None => (flow, Decision::UdpNoSocket, Deliver),
         },
         Parsed::Icmp { echo_request: true, .. } => (flow, Decision::Ping, Deliver),
-        Parsed::Icmp { neighbour: true, .. } => (flow, Decision::Other("IPv6 neighbour discovery or MLD: ignored"), Deliver),
+        Parsed::Icmp { neighbour: true, .. } => {
+            (flow, Decision::Other("IPv6 neighbour discovery or MLD: ignored"), Deliver)
+        }
         Parsed::Icmp { .. } => (flow, Decision::Other("ICMP message"), Deliver),
         Parsed::Other { .. } => (flow, Decision::Other("protocol ustack does not serve"), Deliver),
     }
@@ -463,6 +499,9 @@ fn decide_tcp(core: &mut Core, seg: Segment) -> (Decision, Disposition) {
         }
         let Some(conn) = core.conns.get_mut(&handle) else { unreachable!("looked up above") };
         conn.reset |= seg.rst;
+        if is_duplicate_ack_for_fin(conn, &seg) {
+            return (Decision::FinDuplicateAck { handle }, Disposition::Drop);
+        }
         let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
         // Linux drops the ACK that would complete a handshake while the accept queue is
         // full; the client's connection stays half-open here and the SYN-ACK is resent.
@@ -480,7 +519,10 @@ fn decide_tcp(core: &mut Core, seg: Segment) -> (Decision, Disposition) {
         return (decision, Disposition::Deliver);
     }
     let listener = find_bound(core, core.listeners.get(&tuple.local.port()), tuple.local);
-    if seg.ack && !seg.syn && !seg.rst && core.config.syn_cookies
+    if seg.ack
+        && !seg.syn
+        && !seg.rst
+        && core.config.syn_cookies
         && let Some(listener) = listener
         && let Some(made) = accept_cookie(core, &seg, listener)
     {
@@ -570,6 +612,28 @@ fn check_control(core: &mut Core, handle: SocketHandle, seg: &Segment) -> Option
     // shifts it to the wire's.
     let unshifted = super::conn::Sent { seq_end: sent.seq_end.wrapping_add(conn.shift.unwrap_or(0)), ..sent };
     Some((Decision::ChallengeAck { handle }, Disposition::Reply(super::cookie::ack(&conn.tuple, &unshifted))))
+}
+
+/// Whether `seg` is a duplicate ACK (no data, no SYN/FIN/RST, the same acknowledgment and
+/// window as the segment before) of everything but ustack's FIN. smoltcp 0.14 counts these
+/// toward a fast retransmit even with only the FIN in flight, then has nothing to resend
+/// and no timer left: the FIN never goes out again. Without them, its retransmission
+/// timer resends the FIN. Remembers `seg`'s acknowledgment for the next call.
+fn is_duplicate_ack_for_fin(conn: &mut Conn, seg: &Segment) -> bool {
+    use super::rewrite::{ACK, FIN, RST, SYN};
+    let bytes = seg.bytes;
+    let flags = bytes[13];
+    if flags & ACK == 0 {
+        return false;
+    }
+    let ack = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    let window = u16::from_be_bytes([bytes[14], bytes[15]]);
+    let previous = conn.last_ack_in.replace((ack, window));
+    let empty = bytes.len() == usize::from(bytes[12] >> 4) * 4;
+    empty
+        && flags & (SYN | FIN | RST) == 0
+        && conn.fin_end == Some(ack.wrapping_add(1))
+        && previous == Some((ack, window))
 }
 
 /// A fresh smoltcp socket listening for exactly `tuple`'s SYN, in `listener`'s SYN queue.

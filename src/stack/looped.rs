@@ -12,9 +12,9 @@ use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpVersion, Ipv4Packet, Ipv6Packet};
 
-use super::isn::Secret;
 use super::conn::Sent;
-use super::{rewrite, Conn, FiveTuple};
+use super::isn::Secret;
+use super::{Conn, FiveTuple, rewrite};
 
 /// The destination of an IP packet, if it parses.
 fn destination(packet: &[u8]) -> Option<IpAddr> {
@@ -71,6 +71,9 @@ impl SeqNumbers<'_> {
         }
         if let (seq_end, Some(ack), window) = rewrite::position(packet, offset) {
             conn.sent = Some(Sent { seq_end, ack, window });
+            if rewrite::flags(packet, offset) & rewrite::FIN != 0 {
+                conn.fin_end = Some(seq_end);
+            }
         }
         true
     }
@@ -110,8 +113,14 @@ impl phy::RxToken for NoRx {
 }
 
 impl<'a, D: Device> Device for Looped<'a, D> {
-    type RxToken<'b> = NoRx where Self: 'b;
-    type TxToken<'b> = Tx<'b, 'a, D::TxToken<'b>> where Self: 'b;
+    type RxToken<'b>
+        = NoRx
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = Tx<'b, 'a, D::TxToken<'b>>
+    where
+        Self: 'b;
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         None

@@ -44,8 +44,8 @@ mod teardown;
 pub use clock::Clock;
 pub use conn::{Conn, Owner, Side};
 pub use demux::{Decision, DemuxCounters, DemuxEvent, DemuxLog, Disposition, FiveTuple, Flow};
-use ports::{Holder, Ports, Proto};
 use looped::Looped;
+use ports::{Holder, Ports, Proto};
 use staged::Staged;
 pub use table::{ConnectionInfo, DemuxRow, DemuxTable, ListenQueues};
 pub use teardown::unindex;
@@ -323,9 +323,8 @@ impl Stack {
         let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
         let shared = Arc::new(Shared { core: Mutex::new(core), changed: Condvar::new(), wake });
         let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("ustack".into())
-            .spawn(move || run(&thread_shared, &mut device))?;
+        let thread =
+            std::thread::Builder::new().name("ustack".into()).spawn(move || run(&thread_shared, &mut device))?;
         Ok(Stack { shared, thread: Some(thread) })
     }
 
@@ -659,6 +658,12 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                         let mut out = out!();
                         core.iface.poll_ingress_single(now, &mut Staged::new(&frame, &mut out), &mut core.sockets);
                     }
+                    Disposition::DataThenFin(data) => {
+                        let mut out = out!();
+                        core.iface.poll_ingress_single(now, &mut Staged::new(&data, &mut out), &mut core.sockets);
+                        let mut out = out!();
+                        core.iface.poll_ingress_single(now, &mut Staged::new(&frame, &mut out), &mut core.sockets);
+                    }
                     Disposition::Admit(handle) => {
                         let mut out = out!();
                         core.iface.poll_ingress_single(now, &mut Staged::new(&frame, &mut out), &mut core.sockets);
@@ -677,7 +682,11 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                             (Some(shift), Some((offset, _, _))) => {
                                 rewrite::incoming(&mut frame, offset, shift);
                                 let mut out = out!();
-                                core.iface.poll_ingress_single(now, &mut Staged::new(&frame, &mut out), &mut core.sockets);
+                                core.iface.poll_ingress_single(
+                                    now,
+                                    &mut Staged::new(&frame, &mut out),
+                                    &mut core.sockets,
+                                );
                             }
                             _ => {
                                 log::warn!(target: "ustack::backlog", "SYN cookie connection {handle}: smoltcp sent no SYN-ACK");
@@ -703,7 +712,8 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
             }
             core.iface.poll_maintenance(now);
             let mut sent = false;
-            while core.iface.poll_egress(now, &mut out!(), &mut core.sockets) == smoltcp::iface::PollResult::SocketStateChanged
+            while core.iface.poll_egress(now, &mut out!(), &mut core.sockets)
+                == smoltcp::iface::PollResult::SocketStateChanged
             {
                 sent = true;
             }
@@ -739,13 +749,12 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
 fn sleep<D: Link>(shared: &Shared, device: &D, delay: Option<Duration>) {
     let timeout = match delay {
         // Round up: waking a little early only means another short sleep.
-        Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX),
+        Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX),
         None => PollTimeout::NONE,
     };
-    let mut fds = [
-        PollFd::new(device.wait_fd(), PollFlags::POLLIN),
-        PollFd::new(shared.wake.as_fd(), PollFlags::POLLIN),
-    ];
+    let mut fds =
+        [PollFd::new(device.wait_fd(), PollFlags::POLLIN), PollFd::new(shared.wake.as_fd(), PollFlags::POLLIN)];
     // EINTR and the like just mean another round.
     let _ = nix::poll::poll(&mut fds, timeout);
     if fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {

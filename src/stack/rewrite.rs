@@ -73,10 +73,20 @@ fn set_u32(tcp: &mut [u8], at: usize, value: u32) {
     patch_checksum(tcp, old, value);
 }
 
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const ACK: u8 = 0x10;
+
+/// The flags byte of the TCP segment at `offset`.
+pub fn flags(packet: &[u8], offset: usize) -> u8 {
+    packet[offset + 13]
+}
+
 /// The SYN and ACK flags and the sequence number of the TCP segment at `offset`.
 pub fn flags_and_seq(packet: &[u8], offset: usize) -> (bool, bool, u32) {
     let tcp = &packet[offset..];
-    (tcp[13] & 0x02 != 0, tcp[13] & 0x10 != 0, read_u32(tcp, 4))
+    (tcp[13] & SYN != 0, tcp[13] & ACK != 0, read_u32(tcp, 4))
 }
 
 /// What a segment tells about its sender's position: the sequence number just after it
@@ -89,8 +99,8 @@ pub fn position(packet: &[u8], offset: usize) -> (u32, Option<u32>, u16) {
         _ => usize::from(u16::from_be_bytes([packet[4], packet[5]])),
     };
     let flags = tcp[13];
-    let len = ip_payload.saturating_sub(header) as u32 + u32::from(flags & 0x02 != 0) + u32::from(flags & 0x01 != 0);
-    let ack = (flags & 0x10 != 0).then(|| read_u32(tcp, 8));
+    let len = ip_payload.saturating_sub(header) as u32 + u32::from(flags & SYN != 0) + u32::from(flags & FIN != 0);
+    let ack = (flags & ACK != 0).then(|| read_u32(tcp, 8));
     (read_u32(tcp, 4).wrapping_add(len), ack, u16::from_be_bytes([tcp[14], tcp[15]]))
 }
 
@@ -104,7 +114,7 @@ pub fn outgoing(packet: &mut [u8], offset: usize, shift: u32) {
 /// An incoming segment: `ack += shift`, and every SACK block edge too.
 pub fn incoming(packet: &mut [u8], offset: usize, shift: u32) {
     let tcp = &mut packet[offset..];
-    if tcp[13] & 0x10 != 0 {
+    if tcp[13] & ACK != 0 {
         let ack = read_u32(tcp, 8);
         set_u32(tcp, 8, ack.wrapping_add(shift));
     }
@@ -130,6 +140,46 @@ pub fn incoming(packet: &mut [u8], offset: usize, shift: u32) {
             }
         }
     }
+}
+
+/// Splits a segment carrying data and a FIN in two: returns the data without the FIN, and
+/// leaves in `packet` the FIN alone, at the sequence number after the data. None, with
+/// `packet` untouched, for any other segment.
+///
+/// smoltcp 0.14 judges a segment's acceptability by its data alone (`segment_end = seq +
+/// payload.len()`), so data it already has followed by a FIN at RCV.NXT is dropped as out
+/// of window, FIN and all — which after a lost FIN is exactly what a retransmission looks
+/// like. Given the two halves, it drops the stale data and takes the FIN. For a segment
+/// it would have taken whole, the halves have the same effect: it reads the data, then
+/// the FIN at the end of it.
+pub fn split_fin(packet: &mut Vec<u8>, offset: usize, src: IpAddr, dst: IpAddr) -> Option<Vec<u8>> {
+    use smoltcp::wire::{IpAddress, Ipv4Packet, Ipv6Packet, TcpPacket};
+    let flags = *packet.get(offset + 13)?;
+    if flags & FIN == 0 || flags & (SYN | RST) != 0 {
+        return None;
+    }
+    let header = usize::from(packet[offset + 12] >> 4) * 4;
+    let v4 = packet[0] >> 4 == 4;
+    let length = |at: usize| usize::from(u16::from_be_bytes([packet[at], packet[at + 1]]));
+    let end = if v4 { length(2) } else { 40 + length(4) }.min(packet.len());
+    let data_len = end.checked_sub(offset + header).filter(|&n| n > 0)?;
+
+    let mut data = packet[..end].to_vec();
+    let word = read_u32(&data[offset..], 12);
+    set_u32(&mut data[offset..], 12, word & !(u32::from(FIN) << 16));
+
+    let seq = read_u32(&packet[offset..], 4);
+    packet.truncate(offset + header);
+    packet[offset + 4..offset + 8].copy_from_slice(&seq.wrapping_add(data_len as u32).to_be_bytes());
+    if v4 {
+        let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
+        ip.set_total_len((offset + header) as u16);
+        ip.fill_checksum();
+    } else {
+        Ipv6Packet::new_unchecked(&mut packet[..]).set_payload_len(header as u16);
+    }
+    TcpPacket::new_unchecked(&mut packet[offset..]).fill_checksum(&IpAddress::from(src), &IpAddress::from(dst));
+    Some(data)
 }
 
 #[cfg(test)]
@@ -172,6 +222,66 @@ mod tests {
             _ => None,
         });
         assert_eq!(sack, Some((0x1_0020, 0x1_0030)), "SACK edges name our sequence space too");
+    }
+
+    #[test]
+    fn data_and_fin_split_into_the_data_then_the_fin_after_it() {
+        let mut v4 = Vec::new();
+        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1, 2, 1000, 500)
+            .ack(7)
+            .fin()
+            .write(&mut v4, b"abc")
+            .unwrap();
+        let mut v6 = Vec::new();
+        PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64)
+            .tcp(1, 2, u32::MAX - 1, 500)
+            .ack(7)
+            .fin()
+            .write(&mut v6, b"abc")
+            .unwrap();
+        for (mut packet, fin_seq) in [(v4, 1003u32), (v6, 1)] {
+            let (offset, src, dst) = tcp_header(&packet).unwrap();
+            let data = split_fin(&mut packet, offset, src.ip(), dst.ip()).expect("split");
+            for (half, seq, fin, payload) in
+                [(&data, fin_seq.wrapping_sub(3), false, &b"abc"[..]), (&packet, fin_seq, true, b"")]
+            {
+                let sliced = SlicedPacket::from_ip(half).unwrap();
+                let Some(TransportSlice::Tcp(tcp)) = sliced.transport else { panic!() };
+                assert_eq!((tcp.sequence_number(), tcp.fin(), tcp.payload()), (seq, fin, payload));
+                assert_eq!(tcp.acknowledgment_number(), 7);
+                let checksum = match sliced.net.unwrap() {
+                    etherparse::NetSlice::Ipv4(ip) => {
+                        assert!(ip.header().to_header().calc_header_checksum() == ip.header().header_checksum());
+                        tcp.calc_checksum_ipv4(ip.header().source(), ip.header().destination())
+                    }
+                    etherparse::NetSlice::Ipv6(ip) => {
+                        tcp.calc_checksum_ipv6(ip.header().source(), ip.header().destination())
+                    }
+                    _ => panic!(),
+                };
+                assert_eq!(checksum.unwrap(), tcp.checksum());
+            }
+        }
+        let mut bare_fin = Vec::new();
+        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1, 2, 1000, 500)
+            .ack(7)
+            .fin()
+            .write(&mut bare_fin, b"")
+            .unwrap();
+        let mut data_only = Vec::new();
+        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1, 2, 1000, 500)
+            .ack(7)
+            .write(&mut data_only, b"abc")
+            .unwrap();
+        for mut packet in [bare_fin, data_only] {
+            let before = packet.clone();
+            let (offset, src, dst) = tcp_header(&packet).unwrap();
+            assert!(split_fin(&mut packet, offset, src.ip(), dst.ip()).is_none());
+            assert_eq!(packet, before, "left untouched");
+        }
     }
 
     #[test]

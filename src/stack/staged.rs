@@ -37,8 +37,14 @@ impl<T: phy::TxToken> phy::TxToken for Tx<T> {
 }
 
 impl<'a, D: Device> Device for Staged<'a, D> {
-    type RxToken<'b> = Rx<'a> where Self: 'b;
-    type TxToken<'b> = Tx<D::TxToken<'b>> where Self: 'b;
+    type RxToken<'b>
+        = Rx<'a>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = Tx<D::TxToken<'b>>
+    where
+        Self: 'b;
 
     fn receive(&mut self, now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let frame = self.frame.take()?;

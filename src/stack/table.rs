@@ -120,17 +120,22 @@ impl fmt::Display for DemuxTable {
             .rows
             .iter()
             .map(|row| {
-                let queues = row.queues.map_or_else(|| if row.dropped > 0 { format!("dropped {}", row.dropped) } else { String::new() }, |q| {
-                    let mut s =
-                        format!("syn {}/{}  accept {}/{}  backlog {}", q.syn, q.syn_limit, q.accept, q.accept_limit, q.backlog);
-                    if q.syns_dropped + q.acks_dropped + q.syns_reset > 0 {
-                        s += &format!(
-                            "  dropped {} SYN, {} ACK; reset {}",
-                            q.syns_dropped, q.acks_dropped, q.syns_reset
+                let queues = row.queues.map_or_else(
+                    || if row.dropped > 0 { format!("dropped {}", row.dropped) } else { String::new() },
+                    |q| {
+                        let mut s = format!(
+                            "syn {}/{}  accept {}/{}  backlog {}",
+                            q.syn, q.syn_limit, q.accept, q.accept_limit, q.backlog
                         );
-                    }
-                    s
-                });
+                        if q.syns_dropped + q.acks_dropped + q.syns_reset > 0 {
+                            s += &format!(
+                                "  dropped {} SYN, {} ACK; reset {}",
+                                q.syns_dropped, q.acks_dropped, q.syns_reset
+                            );
+                        }
+                        s
+                    },
+                );
                 [
                     row.proto.to_string(),
                     row.local.to_string(),

@@ -18,7 +18,13 @@ pub struct Flags {
 pub fn tcp_flags(frame: &[u8]) -> Option<Flags> {
     let packet = SlicedPacket::from_ip(frame).ok()?;
     let Some(TransportSlice::Tcp(t)) = packet.transport else { return None };
-    Some(Flags { syn: t.syn(), ack: t.ack(), rst: t.rst(), seq: t.sequence_number(), ack_no: t.acknowledgment_number() })
+    Some(Flags {
+        syn: t.syn(),
+        ack: t.ack(),
+        rst: t.rst(),
+        seq: t.sequence_number(),
+        ack_no: t.acknowledgment_number(),
+    })
 }
 
 /// Sends a TCP segment from 10.0.0.1:`from` to 10.0.0.2:`to`, as stack "a" would.
