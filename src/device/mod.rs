@@ -8,7 +8,8 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 
-use smoltcp::phy::Device;
+use smoltcp::phy::{Device, RxToken, TxToken};
+use smoltcp::time::Instant;
 
 pub mod fault;
 pub mod pcap;
@@ -44,5 +45,28 @@ pub trait Link: Device + Send {
     /// shuts the stack down with the error instead of spinning or panicking.
     fn take_error(&mut self) -> Option<io::Error> {
         None
+    }
+
+    /// Takes the next received frame into `frame`, replacing its contents; false if none
+    /// is waiting. The stack thread receives this way, not through [`Device::receive`]:
+    /// a device that can read straight into `frame` overrides it and saves a copy of
+    /// every packet (the default copies out of a receive token).
+    fn receive_into(&mut self, now: Instant, frame: &mut Vec<u8>) -> bool {
+        let Some((rx, _)) = self.receive(now) else { return false };
+        RxToken::consume(rx, |bytes| {
+            frame.clear();
+            frame.extend_from_slice(bytes);
+        });
+        true
+    }
+
+    /// Sends `frame` as one packet; false if the device had no room for it (it is
+    /// lost, as on a full link). The stack thread sends this way a packet smoltcp built
+    /// in its own buffer; a device that can write straight from `frame` overrides it
+    /// and saves a copy (the default copies into a transmit token).
+    fn transmit_from(&mut self, now: Instant, frame: &[u8]) -> bool {
+        let Some(tx) = self.transmit(now) else { return false };
+        TxToken::consume(tx, frame.len(), |buf| buf.copy_from_slice(frame));
+        true
     }
 }

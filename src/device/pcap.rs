@@ -147,6 +147,19 @@ impl<D: Link, W: Write + Send> Link for PcapRecorder<D, W> {
     fn take_error(&mut self) -> Option<io::Error> {
         self.inner.take_error().or_else(|| self.sink.get_mut().error.take())
     }
+
+    fn receive_into(&mut self, now: Instant, frame: &mut Vec<u8>) -> bool {
+        let received = self.inner.receive_into(now, frame);
+        if received {
+            self.sink.get_mut().record(frame);
+        }
+        received
+    }
+
+    fn transmit_from(&mut self, now: Instant, frame: &[u8]) -> bool {
+        self.sink.get_mut().record(frame);
+        self.inner.transmit_from(now, frame)
+    }
 }
 
 #[doc(hidden)]

@@ -127,6 +127,19 @@ impl<D: Link> Link for Tracer<D> {
     fn take_error(&mut self) -> Option<io::Error> {
         self.inner.take_error()
     }
+
+    fn receive_into(&mut self, now: Instant, frame: &mut Vec<u8>) -> bool {
+        let received = self.inner.receive_into(now, frame);
+        if received {
+            self.state.get_mut().log("in ", frame);
+        }
+        received
+    }
+
+    fn transmit_from(&mut self, now: Instant, frame: &[u8]) -> bool {
+        self.state.get_mut().log("out", frame);
+        self.inner.transmit_from(now, frame)
+    }
 }
 
 #[doc(hidden)]

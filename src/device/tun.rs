@@ -261,28 +261,13 @@ impl Device for TunDevice {
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
-        if self.state.failed {
-            return None;
-        }
-        for _ in 0..MAX_SKIPS {
-            match self.iface.recv(&mut self.rx_buf) {
-                Ok(0) => self.state.stats.rx_dropped += 1,
-                Ok(len) => {
-                    self.state.stats.rx_packets += 1;
-                    self.state.stats.rx_bytes += len as u64;
-                    let rx = RxToken { packet: &self.rx_buf[..len] };
-                    let tx = TxToken { iface: &self.iface, state: &mut self.state };
-                    return Some((rx, tx));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.state.fail(self.iface.name(), "reading from", e);
-                    return None;
-                }
-            }
-        }
-        None
+        let mut buf = std::mem::take(&mut self.rx_buf);
+        let received = self.read_packet(&mut buf);
+        self.rx_buf = buf;
+        received?;
+        let rx = RxToken { packet: &self.rx_buf };
+        let tx = TxToken { iface: &self.iface, state: &mut self.state };
+        Some((rx, tx))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<TxToken<'_>> {
@@ -307,6 +292,57 @@ impl Link for TunDevice {
 
     fn take_error(&mut self) -> Option<io::Error> {
         self.state.error.take()
+    }
+
+    fn receive_into(&mut self, _now: Instant, frame: &mut Vec<u8>) -> bool {
+        self.read_packet(frame).is_some()
+    }
+
+    fn transmit_from(&mut self, _now: Instant, frame: &[u8]) -> bool {
+        self.state.send(&self.iface, frame);
+        !self.state.failed
+    }
+}
+
+impl TunDevice {
+    /// Reads the next packet into `buf` (its length becomes the packet's), skipping
+    /// empty reads; None if none is waiting or the device failed.
+    fn read_packet(&mut self, buf: &mut Vec<u8>) -> Option<()> {
+        if self.state.failed {
+            return None;
+        }
+        buf.clear();
+        buf.reserve(RX_BUFFER.max(self.mtu));
+        for _ in 0..MAX_SKIPS {
+            // Straight into the spare capacity: zeroing it first would cost as much as
+            // the copy this saves.
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: read(2) writes at most `spare.len()` bytes to memory `buf` owns,
+            // and `set_len` below covers only bytes it wrote.
+            let n = unsafe { libc::read(self.iface.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+            match usize::try_from(n) {
+                Ok(0) => self.state.stats.rx_dropped += 1,
+                Ok(len) => {
+                    // SAFETY: see above; read(2) initialized the first `len` bytes.
+                    unsafe { buf.set_len(len) };
+                    self.state.stats.rx_packets += 1;
+                    self.state.stats.rx_bytes += len as u64;
+                    return Some(());
+                }
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return None,
+                        io::ErrorKind::Interrupted => {}
+                        _ => {
+                            self.state.fail(self.iface.name(), "reading from", e);
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        None
     }
 }
 
@@ -350,37 +386,48 @@ pub struct TxToken<'a> {
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let state = self.state;
-        if state.tx_buf.len() < len {
-            state.tx_buf.resize(len, 0);
+        let mut buf = std::mem::take(&mut state.tx_buf);
+        if buf.len() < len {
+            buf.resize(len, 0);
         }
-        let result = f(&mut state.tx_buf[..len]);
-        if state.failed {
-            return result;
+        let result = f(&mut buf[..len]);
+        state.send(self.iface, &buf[..len]);
+        state.tx_buf = buf;
+        result
+    }
+}
+
+impl State {
+    /// Writes one packet to the TUN. A write error that loses only this packet is
+    /// counted; any other stops the device.
+    fn send(&mut self, iface: &Iface, packet: &[u8]) {
+        if self.failed {
+            return;
         }
         loop {
-            match self.iface.send(&state.tx_buf[..len]) {
+            match iface.send(packet) {
                 Ok(_) => {
-                    state.down_reported = false;
-                    state.stats.tx_packets += 1;
-                    state.stats.tx_bytes += len as u64;
+                    self.down_reported = false;
+                    self.stats.tx_packets += 1;
+                    self.stats.tx_bytes += packet.len() as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(Errno::EIO as i32) => {
                     // The interface is administratively down; like a NIC without link,
                     // drop until someone brings it up again.
-                    state.stats.tx_dropped += 1;
-                    if !state.down_reported {
-                        state.down_reported = true;
-                        warn!("TUN {} is down: dropping packets until it is up again", self.iface.name());
+                    self.stats.tx_dropped += 1;
+                    if !self.down_reported {
+                        self.down_reported = true;
+                        warn!("TUN {} is down: dropping packets until it is up again", iface.name());
                     }
                 }
                 Err(e) if is_transient_tx_error(&e) => {
-                    state.stats.tx_dropped += 1;
-                    debug!("TUN {}: dropped a {len}-byte packet: {e}", self.iface.name());
+                    self.stats.tx_dropped += 1;
+                    debug!("TUN {}: dropped a {}-byte packet: {e}", iface.name(), packet.len());
                 }
-                Err(e) => state.fail(self.iface.name(), "writing to", e),
+                Err(e) => self.fail(iface.name(), "writing to", e),
             }
-            return result;
+            return;
         }
     }
 }

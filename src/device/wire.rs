@@ -122,6 +122,16 @@ impl Link for WireEnd {
     fn wait_fd(&self) -> BorrowedFd<'_> {
         self.rx.ready.as_fd()
     }
+
+    fn receive_into(&mut self, _now: Instant, frame: &mut Vec<u8>) -> bool {
+        match self.rx.pop() {
+            Some(received) => {
+                *frame = received;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 #[doc(hidden)]

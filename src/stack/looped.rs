@@ -15,6 +15,7 @@ use smoltcp::wire::{IpVersion, Ipv4Packet, Ipv6Packet};
 use super::conn::Sent;
 use super::isn::Secret;
 use super::{Conn, FiveTuple, rewrite};
+use crate::device::Link;
 
 /// The destination of an IP packet, if it parses.
 fn destination(packet: &[u8]) -> Option<IpAddr> {
@@ -31,8 +32,8 @@ pub struct Looped<'a, D> {
     pub device: &'a mut D,
     pub local: &'a [IpAddr],
     pub queue: &'a mut VecDeque<Vec<u8>>,
-    /// Where a packet is built before its destination is known; reused, so the common
-    /// case costs a copy but no allocation.
+    /// Where smoltcp builds a packet before its destination is known; reused, so a
+    /// packet costs neither an allocation nor a copy on its way to the device.
     pub scratch: &'a mut Vec<u8>,
     pub seq: SeqNumbers<'a>,
 }
@@ -79,26 +80,37 @@ impl SeqNumbers<'_> {
     }
 }
 
-pub struct Tx<'a, 'b, T> {
-    token: T,
+/// Room for any IP + TCP header (at most 60 + 60 bytes).
+const HEADERS_MAX: usize = 128;
+
+/// A permission to send one packet, granted while the real device has room.
+pub struct Tx<'a, 'b, D> {
+    device: &'a mut D,
+    now: Instant,
     local: &'a [IpAddr],
     queue: &'a mut VecDeque<Vec<u8>>,
     scratch: &'a mut Vec<u8>,
     seq: &'a mut SeqNumbers<'b>,
 }
 
-impl<T: phy::TxToken> phy::TxToken for Tx<'_, '_, T> {
+impl<D: Link> phy::TxToken for Tx<'_, '_, D> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        self.scratch.clear();
-        self.scratch.resize(len, 0);
-        let result = f(self.scratch);
-        if !self.seq.outgoing(self.scratch) {
+        // The buffer is reused without zeroing the payload (that would cost as much as a
+        // copy of the packet): smoltcp writes all of it. Headers are zeroed, since smoltcp
+        // leaves the bytes after a TCP option list's end-of-list as they were.
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        let packet = &mut self.scratch[..len];
+        packet[..len.min(HEADERS_MAX)].fill(0);
+        let result = f(packet);
+        if !self.seq.outgoing(packet) {
             return result;
         }
-        if destination(self.scratch).is_some_and(|dst| self.local.contains(&dst)) {
-            self.queue.push_back(self.scratch.clone());
+        if destination(packet).is_some_and(|dst| self.local.contains(&dst)) {
+            self.queue.push_back(packet.to_vec());
         } else {
-            self.token.consume(len, |buf| buf.copy_from_slice(self.scratch));
+            self.device.transmit_from(self.now, packet);
         }
         result
     }
@@ -112,13 +124,13 @@ impl phy::RxToken for NoRx {
     }
 }
 
-impl<'a, D: Device> Device for Looped<'a, D> {
+impl<'a, D: Link> Device for Looped<'a, D> {
     type RxToken<'b>
         = NoRx
     where
         Self: 'b;
     type TxToken<'b>
-        = Tx<'b, 'a, D::TxToken<'b>>
+        = Tx<'b, 'a, D>
     where
         Self: 'b;
 
@@ -128,8 +140,17 @@ impl<'a, D: Device> Device for Looped<'a, D> {
 
     /// A token only while the real device has room, so smoltcp keeps what it cannot send.
     fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
-        let token = self.device.transmit(now)?;
-        Some(Tx { token, local: self.local, queue: &mut *self.queue, scratch: &mut *self.scratch, seq: &mut self.seq })
+        // The device's own token only says there is room: the packet goes out through
+        // `transmit_from`, straight from the buffer smoltcp built it in.
+        self.device.transmit(now)?;
+        Some(Tx {
+            device: &mut *self.device,
+            now,
+            local: self.local,
+            queue: &mut *self.queue,
+            scratch: &mut *self.scratch,
+            seq: &mut self.seq,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

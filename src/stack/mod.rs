@@ -634,11 +634,9 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                 if let Some(looped) = loopback.pop_front() {
                     frame = looped;
                 } else {
-                    let Some((rx, _)) = device.receive(now) else { break };
-                    phy::RxToken::consume(rx, |bytes| {
-                        frame.clear();
-                        frame.extend_from_slice(bytes);
-                    });
+                    if !device.receive_into(now, &mut frame) {
+                        break;
+                    }
                 }
                 more = true;
                 let (disposition, target) = demux::admit(core, &mut frame);
