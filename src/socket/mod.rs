@@ -720,11 +720,12 @@ fn start_connect(core: &mut Core, id: SockId, remote: SocketAddr) -> Result<()> 
     if core.demux.contains_key(&tuple) {
         return Err(Errno::EADDRNOTAVAIL);
     }
-    let mut socket = core.new_tcp_socket();
-    socket
-        .connect(core.iface.context(), (remote.ip(), remote.port()), (local_ip, local.port()))
-        .map_err(|_| Errno::ENETUNREACH)?;
-    let handle = core.sockets.add(socket);
+    let (mut socket, slot) = core.buffers.tcp_socket().ok_or(Errno::ENOBUFS)?;
+    if socket.connect(core.iface.context(), (remote.ip(), remote.port()), (local_ip, local.port())).is_err() {
+        core.buffers.give_back(socket, slot);
+        return Err(Errno::ENETUNREACH);
+    }
+    let handle = core.add_tcp_socket(socket, slot);
     core.add_conn(handle, tuple, Owner::Socket(id), tcp::State::SynSent);
     let e = entry(core, id)?;
     e.state = SockState::Connected(handle);

@@ -67,7 +67,7 @@ pub struct Conn {
     pub reset: bool,
     /// Whether ustack still holds a port for it (accepted connections and orphans do).
     pub holds_port: bool,
-    /// smoltcp's ISN minus the ISN on the wire (see [`super::rewrite`]); set when the
+    /// smoltcp's ISN minus the ISN on the wire (see `stack::rewrite`); set when the
     /// connection's first SYN or SYN-ACK goes out.
     pub shift: Option<u32>,
     /// For a connection made from a SYN cookie: the cookie (our ISN on the wire), until

@@ -55,10 +55,8 @@ pub enum Disposition {
     /// A valid SYN cookie ACK: smoltcp gets `syn` (the client's SYN, rebuilt) for the new
     /// socket `handle`, then, its own SYN-ACK suppressed, the ACK itself.
     Cookie { handle: SocketHandle, syn: Vec<u8> },
-    /// A segment with data and FIN, split for smoltcp (see [`rewrite::split_fin`]): it
+    /// A segment with data and FIN, split for smoltcp (see `rewrite::split_fin`): it
     /// processes this, the data, then the frame, now the FIN alone.
-    ///
-    /// [`rewrite::split_fin`]: super::rewrite::split_fin
     DataThenFin(Vec<u8>),
 }
 
@@ -557,8 +555,13 @@ fn decide_tcp(core: &mut Core, seg: Segment) -> (Decision, Disposition) {
         l.syns_dropped += 1;
         return (Decision::Overflow { listener, queue, reset: false }, Disposition::Drop);
     }
-    let Some(handle) = new_half_open(core, tuple, listener) else {
-        return (Decision::Other("listener port 0"), Disposition::Deliver);
+    let handle = match new_half_open(core, tuple, listener) {
+        Ok(handle) => handle,
+        Err(NoSocket::PortZero) => return (Decision::Other("listener port 0"), Disposition::Deliver),
+        // Like a full SYN queue: the client retransmits.
+        Err(NoSocket::NoMemory) => {
+            return (Decision::Other("SYN for a listener: no memory for socket buffers, dropped"), Disposition::Drop);
+        }
     };
     let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get(&listener) else {
         unreachable!("checked above")
@@ -636,17 +639,26 @@ fn is_duplicate_ack_for_fin(conn: &mut Conn, seg: &Segment) -> bool {
         && previous == Some((ack, window))
 }
 
+/// Why no half-open connection could be made.
+enum NoSocket {
+    PortZero,
+    NoMemory,
+}
+
 /// A fresh smoltcp socket listening for exactly `tuple`'s SYN, in `listener`'s SYN queue.
-fn new_half_open(core: &mut Core, tuple: FiveTuple, listener: SockId) -> Option<SocketHandle> {
-    let mut socket = core.new_tcp_socket();
+fn new_half_open(core: &mut Core, tuple: FiveTuple, listener: SockId) -> Result<SocketHandle, NoSocket> {
+    let (mut socket, slot) = core.buffers.tcp_socket().ok_or(NoSocket::NoMemory)?;
     let endpoint = IpListenEndpoint { addr: Some(tuple.local.ip().into()), port: tuple.local.port() };
-    socket.listen(endpoint).ok()?;
-    let handle = core.sockets.add(socket);
+    if socket.listen(endpoint).is_err() {
+        core.buffers.give_back(socket, slot);
+        return Err(NoSocket::PortZero);
+    }
+    let handle = core.add_tcp_socket(socket, slot);
     if let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener) {
         l.syn_queue.push(handle);
     }
     core.add_conn(handle, tuple, Owner::Listener(listener), tcp::State::Listen);
-    Some(handle)
+    Ok(handle)
 }
 
 /// The minute SYN cookies are made for (they stay valid for two).
@@ -676,7 +688,7 @@ fn accept_cookie(core: &mut Core, seg: &Segment, listener: SockId) -> Option<(De
         core.generation += 1;
         return Some((Decision::AckDropped { listener }, Disposition::Drop));
     }
-    let handle = new_half_open(core, seg.tuple, listener)?;
+    let handle = new_half_open(core, seg.tuple, listener).ok()?;
     if let Some(conn) = core.conns.get_mut(&handle) {
         conn.cookie = Some(cookie);
         conn.via_cookie = true;

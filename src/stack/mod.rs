@@ -29,6 +29,7 @@ use smoltcp::wire::{HardwareAddress, IpCidr};
 
 use crate::device::Link;
 
+pub mod buffers;
 pub mod clock;
 mod conn;
 mod cookie;
@@ -75,7 +76,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
 pub struct StackConfig {
     /// The stack's own addresses, with prefix lengths.
     pub addrs: Vec<IpCidr>,
-    /// Bytes of receive and of send buffer per TCP connection.
+    /// Bytes of receive and of send buffer per TCP connection. This is address space
+    /// reserved per connection; memory is used only where data has passed through (see
+    /// [`buffers`]), so generous buffers cost idle connections next to nothing.
     pub tcp_buffer: usize,
     /// Datagrams, and bytes of payload, buffered per UDP socket each way.
     pub udp_packets: usize,
@@ -211,6 +214,9 @@ pub struct Entry {
 pub struct Core {
     pub iface: Interface,
     pub sockets: SocketSet<'static>,
+    /// The memory of the TCP sockets' buffers. Declared after `sockets`, so that the
+    /// sockets are dropped before it (see [`buffers::BufferPool`]).
+    pub buffers: buffers::BufferPool,
     pub config: StackConfig,
     pub clock: Clock,
     pub entries: HashMap<SockId, Entry>,
@@ -300,6 +306,7 @@ impl Stack {
         let core = Core {
             iface,
             sockets: SocketSet::new(Vec::new()),
+            buffers: buffers::BufferPool::new(config.tcp_buffer),
             config,
             clock,
             entries: HashMap::new(),
@@ -467,10 +474,18 @@ impl Core {
         self.config.addrs.iter().any(|cidr| IpAddr::from(cidr.address()) == addr)
     }
 
-    /// A new smoltcp TCP socket with the configured buffers.
-    pub fn new_tcp_socket(&self) -> tcp::Socket<'static> {
-        let size = self.config.tcp_buffer;
-        tcp::Socket::new(tcp::SocketBuffer::new(vec![0; size]), tcp::SocketBuffer::new(vec![0; size]))
+    /// Adds `socket`, made by `self.buffers.tcp_socket()` with `slot`, to the socket set.
+    pub fn add_tcp_socket(&mut self, socket: tcp::Socket<'static>, slot: buffers::Slot) -> SocketHandle {
+        let handle = self.sockets.add(socket);
+        self.buffers.register(handle, slot);
+        handle
+    }
+
+    /// Removes a socket from the set and frees it, buffers and all.
+    pub fn remove_socket(&mut self, handle: SocketHandle) {
+        drop(self.sockets.remove(handle));
+        // SAFETY: the only socket using the handle's buffers was just dropped.
+        unsafe { self.buffers.release_for(handle) };
     }
 
     /// Registers a TCP connection in the demux table.
@@ -536,7 +551,7 @@ impl Core {
                 self.ports.release(Proto::Tcp, conn.tuple.local.port(), Holder::Connection(handle));
             }
         }
-        self.sockets.remove(handle);
+        self.remove_socket(handle);
     }
 
     /// After a round of work: looks at the connections the API touched, lets closed UDP

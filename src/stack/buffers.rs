@@ -1,0 +1,202 @@
+//! TCP socket buffers in memory ustack maps itself, so that a connection costs the memory
+//! it uses, not the buffer sizes it was given.
+//!
+//! smoltcp takes a socket's buffers whole when the socket is made and cannot grow them,
+//! so each connection is given its full receive and send buffers up front (64 KiB each by
+//! default). Allocated on the heap, they would cost that much per connection as soon as
+//! the heap reuses memory (calloc then clears it, touching every page). Here each
+//! connection gets a slot of anonymous memory, mapped `MAP_NORESERVE`: a page becomes
+//! resident only when data passes through it, and when the connection is gone its pages
+//! go back to the kernel (`MADV_DONTNEED`), so the next connection in the slot starts
+//! from untouched, zero pages again. An idle connection costs a few pages, as in Linux,
+//! whose socket buffers hold only the data in flight.
+
+use std::collections::HashMap;
+use std::ptr::NonNull;
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+
+/// Slots mapped at once when the pool runs out.
+const SLOTS_PER_CHUNK: usize = 16;
+
+/// The memory of one socket's two buffers: receive, then send.
+#[derive(Debug)]
+pub struct Slot(NonNull<u8>);
+
+/// Hands out buffer slots and takes them back; see the [module docs](self).
+///
+/// A slot's memory is given to smoltcp as `&'static mut [u8]`; it is `'static` only in
+/// the sense that it lives as long as the pool. `Core` declares its `SocketSet` before
+/// its pool, so its sockets are dropped before the pool unmaps their memory.
+#[derive(Debug)]
+pub struct BufferPool {
+    /// Bytes of each buffer, as configured.
+    size: usize,
+    /// Bytes of each buffer, rounded up to whole pages: where the send buffer starts.
+    stride: usize,
+    chunks: Vec<(NonNull<u8>, usize)>,
+    free: Vec<Slot>,
+    used: HashMap<SocketHandle, Slot>,
+}
+
+// SAFETY: the pool owns its mappings outright; the raw pointers are not shared with
+// anything that outlives it or lives on another thread without the pool (the stack's
+// mutex guards both the pool and the sockets using its memory).
+unsafe impl Send for BufferPool {}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).ok().filter(|&p| p > 0).unwrap_or(4096)
+}
+
+impl BufferPool {
+    /// A pool for sockets with `size`-byte receive and send buffers.
+    pub fn new(size: usize) -> BufferPool {
+        let page = page_size();
+        let stride = size.max(1).div_ceil(page) * page;
+        BufferPool { size, stride, chunks: Vec::new(), free: Vec::new(), used: HashMap::new() }
+    }
+
+    /// A new smoltcp TCP socket with buffers in a slot of the pool, and the slot; None if
+    /// no memory could be mapped. The slot goes back with [`BufferPool::register`] once
+    /// the socket is in a socket set, or with [`BufferPool::give_back`] if it never is.
+    pub fn tcp_socket(&mut self) -> Option<(tcp::Socket<'static>, Slot)> {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.grow()?;
+                self.free.pop()?
+            }
+        };
+        let base = slot.0.as_ptr();
+        // SAFETY: the slot spans 2 × `stride` bytes of a live mapping, and nothing else
+        // refers to it until it is released, which only happens after the socket made
+        // here is dropped (`give_back` takes the socket; `release` requires it). The
+        // mapping outlives the socket: see the type's docs.
+        let (rx, tx) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(base, self.size),
+                std::slice::from_raw_parts_mut(base.add(self.stride), self.size),
+            )
+        };
+        Some((tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx)), slot))
+    }
+
+    /// Notes that socket `handle` uses `slot`, to be released when it is removed.
+    pub fn register(&mut self, handle: SocketHandle, slot: Slot) {
+        self.used.insert(handle, slot);
+    }
+
+    /// Takes back the slot of a socket that never made it into a socket set.
+    pub fn give_back(&mut self, socket: tcp::Socket<'static>, slot: Slot) {
+        drop(socket);
+        // SAFETY: the only socket using the slot was just dropped.
+        unsafe { self.release(slot) }
+    }
+
+    /// Takes back the slot of socket `handle`, if it has one. The socket must have been
+    /// removed from its set and dropped.
+    ///
+    /// # Safety
+    /// No socket may still use the slot.
+    pub unsafe fn release_for(&mut self, handle: SocketHandle) {
+        if let Some(slot) = self.used.remove(&handle) {
+            // SAFETY: passed on to the caller.
+            unsafe { self.release(slot) }
+        }
+    }
+
+    /// Slots in use.
+    pub fn in_use(&self) -> usize {
+        self.used.len()
+    }
+
+    /// Address space mapped for buffers, in bytes (resident only where touched).
+    pub fn mapped(&self) -> usize {
+        self.chunks.iter().map(|&(_, len)| len).sum()
+    }
+
+    /// # Safety
+    /// No socket may still use the slot.
+    unsafe fn release(&mut self, slot: Slot) {
+        // SAFETY: the slot lies in one of our mappings. Should this fail, the pages keep
+        // old data, which is harmless: smoltcp never reads a buffer beyond what it wrote.
+        unsafe { libc::madvise(slot.0.as_ptr().cast(), 2 * self.stride, libc::MADV_DONTNEED) };
+        self.free.push(slot);
+    }
+
+    fn grow(&mut self) -> Option<()> {
+        let len = SLOTS_PER_CHUNK.checked_mul(2 * self.stride)?;
+        // SAFETY: a fresh anonymous private mapping, owned by the pool from here on.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            log::warn!(target: "ustack", "no memory for socket buffers: {}", std::io::Error::last_os_error());
+            return None;
+        }
+        let base = NonNull::new(base.cast::<u8>())?;
+        self.chunks.push((base, len));
+        // SAFETY: each offset stays within the mapping just made.
+        self.free.extend((0..SLOTS_PER_CHUNK).rev().map(|i| Slot(unsafe { base.add(i * 2 * self.stride) })));
+        Some(())
+    }
+}
+
+impl Drop for BufferPool {
+    fn drop(&mut self) {
+        for &(base, len) in &self.chunks {
+            // SAFETY: our own mapping; no socket uses it any more (see the type's docs).
+            unsafe { libc::munmap(base.as_ptr().cast(), len) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::iface::SocketSet;
+
+    #[test]
+    fn slots_are_reused_and_come_back_zeroed() {
+        let mut pool = BufferPool::new(10_000);
+        let mut sockets = SocketSet::new(Vec::new());
+        let (socket, slot) = pool.tcp_socket().unwrap();
+        assert_eq!((socket.recv_capacity(), socket.send_capacity()), (10_000, 10_000));
+        let first = slot.0;
+        // SAFETY (test): write through the slot as smoltcp would, then release it.
+        unsafe { first.as_ptr().write_bytes(0xab, 2 * pool.stride) };
+        let handle = sockets.add(socket);
+        pool.register(handle, slot);
+        assert_eq!(pool.in_use(), 1);
+        sockets.remove(handle);
+        unsafe { pool.release_for(handle) };
+        assert_eq!(pool.in_use(), 0);
+        let (socket, slot) = pool.tcp_socket().unwrap();
+        assert_eq!(slot.0, first, "the last slot released is the next one handed out");
+        let bytes = unsafe { std::slice::from_raw_parts(first.as_ptr(), 2 * pool.stride) };
+        assert!(bytes.iter().all(|&b| b == 0), "released pages come back as zero pages");
+        pool.give_back(socket, slot);
+        assert_eq!(pool.mapped(), SLOTS_PER_CHUNK * 2 * pool.stride);
+    }
+
+    #[test]
+    fn a_pool_grows_by_chunks() {
+        let mut pool = BufferPool::new(4096);
+        let made: Vec<_> = (0..SLOTS_PER_CHUNK + 1).map(|_| pool.tcp_socket().unwrap()).collect();
+        assert_eq!(pool.chunks.len(), 2);
+        for (socket, slot) in made {
+            pool.give_back(socket, slot);
+        }
+        assert_eq!(pool.free.len(), 2 * SLOTS_PER_CHUNK);
+    }
+}
