@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -215,6 +215,7 @@ fn help_for_every_subcommand() {
         "--pcap",
         "--show-demux",
         "--on-overflow",
+        "--syn-cookies",
         "--accept-delay",
         "http",
         "SIGUSR1",
@@ -251,6 +252,7 @@ fn bad_usage_exits_2_with_one_line() {
         (&["serve", "--app", "bogus"], "possible values: echo, discard, http"),
         (&["serve", "--app", "http", "--udp", "80"], "--udp"),
         (&["serve", "--on-overflow", "maybe"], "possible values: drop, rst"),
+        (&["serve", "--syn-cookies", "maybe"], "possible values: on, off"),
         (&["serve", "--accept-delay", "0"], "--accept-delay"),
         (&["serve", "--accept-delay", "soon"], "--accept-delay"),
         (&["serve", "--pcap"], "--pcap"),
@@ -712,6 +714,76 @@ fn serve_on_overflow_rst_refuses_at_once() {
         "{}",
         out.stderr
     );
+}
+
+/// A SYN from `from` to 10.7.0.2:`port`, sent through a raw socket (run it inside the
+/// namespace): the SYN-ACK goes to an address nobody has, so the connection stays half-open.
+fn spoofed_syn(from: [u8; 4], port: u16) -> io::Result<()> {
+    let raw = raw_socket()?;
+    let mut packet = Vec::new();
+    etherparse::PacketBuilder::ipv4(from, [10, 7, 0, 2], 64)
+        .tcp(40000, port, 1, 64240)
+        .syn()
+        .write(&mut packet, &[])
+        .map_err(io::Error::other)?;
+    // SAFETY: all-zero is a valid sockaddr_in; the fields are set below.
+    let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    to.sin_family = libc::AF_INET as _;
+    to.sin_addr.s_addr = u32::from_ne_bytes([10, 7, 0, 2]);
+    // SAFETY: packet and `to` are valid for the lengths given.
+    let n = unsafe {
+        libc::sendto(
+            raw.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&to as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// A raw IPv4 socket whose packets carry their own IP header.
+fn raw_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked and owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `--syn-cookies`: with a backlog of 1 and one half-open connection filling the SYN
+/// queue, a kernel client gets in at once through a SYN cookie (on, the default); with
+/// `off` its SYN and the retransmission 1 s later are dropped, so connect() times out.
+#[test]
+fn serve_syn_cookies_off_drops_syns_beyond_the_syn_queue() {
+    ustack::require_tun!();
+    let ns = NetNs::new().unwrap();
+    for cookies in ["on", "off"] {
+        let serve = serve_in(&ns, &["serve", "--tcp", "7", "--backlog", "1", "--syn-cookies", cookies]);
+        ns.run(|| spoofed_syn([10, 7, 0, 9], 7)).unwrap().unwrap();
+        serve.expect_stderr("admitted, SYN queue 1/1", READY);
+        let started = Instant::now();
+        let connected =
+            ns.run(|| TcpStream::connect_timeout(&"10.7.0.2:7".parse().unwrap(), Duration::from_millis(2500))).unwrap();
+        let took = started.elapsed();
+        let out = stop(serve);
+        if cookies == "on" {
+            assert!(connected.is_ok(), "{connected:?}");
+            assert!(took < Duration::from_millis(900), "a cookie answers the first SYN: {took:?}");
+            assert!(out.stderr.contains("SYN queue full, answered with a SYN cookie"), "{}", out.stderr);
+        } else {
+            assert_eq!(connected.map_err(|e| e.kind()).err(), Some(io::ErrorKind::TimedOut));
+            assert!(out.stderr.contains("SYN cookies off"), "{}", out.stderr);
+            // The first SYN and at least its retransmission after 1 s.
+            let dropped = out.stderr.matches("SYN queue full, dropped; the client will retransmit").count();
+            assert!(dropped >= 2, "{dropped} SYNs dropped:\n{}", out.stderr);
+            assert!(!out.stderr.contains("answered with a SYN cookie"), "{}", out.stderr);
+        }
+    }
 }
 
 /// --show-demux prints the table at start (the listener) and when a connection comes;

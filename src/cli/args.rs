@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use smoltcp::wire::{IpAddress, IpCidr};
 use ustack::device::{FaultConfig, FaultInjector, Faults, Link, PcapRecorder, Tracer, TunConfig, TunDevice, trace};
 use ustack::packet::TcpdumpFormatter;
@@ -133,6 +133,15 @@ fn parse_percent(s: &str) -> Result<f64, String> {
         Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
         _ => Err(format!("expected a percentage from 0 to 100, not {s}")),
     }
+}
+
+/// On or off: `--syn-cookies` (serve, replay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// Where --pcap records go: the file, buffered (the recorder flushes after every record).

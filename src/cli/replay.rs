@@ -14,6 +14,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use ustack::replay::{self, App, Options, ReplayError, Role};
 
+use super::args::Switch;
+
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
 Compared: control flags (SYN-ACK, FIN, RST, ICMP unreachable), the acknowledgment relation, \
@@ -76,15 +78,6 @@ pub enum AppArg {
     Echo,
     /// Read and drop (RFC 863).
     Discard,
-}
-
-/// On or off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Switch {
-    /// On.
-    On,
-    /// Off.
-    Off,
 }
 
 /// Runs `replay`; see the module docs for the exit codes.

@@ -22,7 +22,7 @@ use ustack::stack::DemuxRow;
 use ustack::{Domain, Errno, Socket, Stack, StackConfig, Type};
 
 use super::app::{self, App};
-use super::args::{NetArgs, TapArgs};
+use super::args::{NetArgs, Switch, TapArgs};
 use super::http;
 use super::{Failure, context, warn_if_initial_netns};
 
@@ -97,7 +97,7 @@ pub struct ServeArgs {
     /// listen() backlog, at most 4096 (SOMAXCONN): up to N+1 established connections wait
     /// for accept(); a SYN that finds them full is dropped (the client retransmits), as in
     /// Linux. Up to N (at least 1) half-open ones wait for their handshake's last ACK;
-    /// beyond that, SYNs are answered with SYN cookies.
+    /// beyond that, SYNs are answered with SYN cookies (or dropped: --syn-cookies off).
     #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=i64::from(ustack::stack::SOMAXCONN)))]
     pub backlog: u32,
 
@@ -106,6 +106,11 @@ pub struct ServeArgs {
     /// ECONNREFUSED (like Linux's net.ipv4.tcp_abort_on_overflow=1).
     #[arg(long, value_enum, value_name = "ACTION", default_value_t = Overflow::Drop)]
     pub on_overflow: Overflow,
+
+    /// SYN cookies for SYNs beyond a full SYN queue (on, as Linux by default, or off, as
+    /// with net.ipv4.tcp_syncookies=0).
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::On)]
+    pub syn_cookies: Switch,
 
     /// Sleep this many milliseconds before each accept(), so that the accept queue fills
     /// and drains at a pace you can watch (each accept is logged with the queues after it).
@@ -166,7 +171,11 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     // Before any thread exists, so that every thread inherits the blocked mask and the
     // signals reach only the signalfd.
     let signals = Signals::block()?;
-    let mut config = StackConfig { reset_on_overflow: args.on_overflow == Overflow::Rst, ..StackConfig::default() };
+    let mut config = StackConfig {
+        reset_on_overflow: args.on_overflow == Overflow::Rst,
+        syn_cookies: args.syn_cookies == Switch::On,
+        ..StackConfig::default()
+    };
     if let Some(bytes) = args.tcp_buffer {
         config.tcp_buffer = bytes as usize;
     }
@@ -222,6 +231,9 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     }
     if args.on_overflow == Overflow::Rst {
         info!(target: "ustack", "a SYN that finds the accept queue full is answered with RST");
+    }
+    if args.syn_cookies == Switch::Off {
+        info!(target: "ustack", "SYN cookies off: a SYN that finds the SYN queue full is dropped");
     }
 
     loop {
