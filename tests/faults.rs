@@ -5,6 +5,7 @@
 //! hanging it. The transfers read exactly the bytes sent and do not wait for end of
 //! stream; closing under loss has tests of its own at the end (two smoltcp 0.14 bugs there
 //! are worked around in ustack's demux: docs/robustness.md).
+//! UDP through the same faults has a test of its own: datagrams whole or not at all.
 
 mod common;
 
@@ -18,7 +19,7 @@ use common::lab::{KERNEL, USTACK, lab_with_device};
 use common::{A, A6, B, B6, addr, config, pattern};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use ustack::device::{Corruption, FaultConfig, FaultCounters, FaultInjector, Faults, Tracer, Wire, WireEnd};
-use ustack::{Stack, StackConfig, TcpListener, TcpStream};
+use ustack::{Stack, StackConfig, TcpListener, TcpStream, UdpSocket};
 
 /// How long one blocking call may wait: far above any retransmission timeout a lossy
 /// link needs (smoltcp backs off from 1 s), so only a real stall trips it.
@@ -258,6 +259,143 @@ fn four_mebibytes_each_way_with_the_kernel_through_a_lossy_tun() {
     let stats = counters.get();
     assert!(stats.rx.dropped > 0 && stats.tx.corrupted > 0, "{stats:?}");
     assert!(took < Duration::from_secs(300), "took {took:?}");
+}
+
+// ---- UDP under loss and corruption ----
+
+/// How many frames stack `s`'s demux has classified, of every kind (the destructuring is
+/// exhaustive, so a new counter cannot be left out).
+fn frames_classified(s: &Stack) -> u64 {
+    let ustack::stack::demux::DemuxCounters {
+        connection,
+        admitted,
+        overflow_dropped,
+        overflow_reset,
+        ack_dropped,
+        cookies_sent,
+        cookies_accepted,
+        challenge_acks,
+        rst_ignored,
+        fin_duplicate_acks,
+        tcp_no_socket,
+        udp,
+        udp_dropped: _, // also counted in `udp`
+        udp_no_socket,
+        ping,
+        other,
+    } = s.demux_table().counters;
+    connection
+        + admitted
+        + overflow_dropped
+        + overflow_reset
+        + ack_dropped
+        + cookies_sent
+        + cookies_accepted
+        + challenge_acks
+        + rst_ignored
+        + fin_duplicate_acks
+        + tcp_no_socket
+        + udp
+        + udp_no_socket
+        + ping
+        + other
+}
+
+/// Datagram `i`: its index, its length and the FNV-1a hash of its body, then the body, an
+/// xorshift pattern seeded by `i`, 14 to 1472 bytes in all (the most one IPv4 packet holds).
+fn datagram(i: u32) -> Vec<u8> {
+    let len = 14 + (i as usize * 7919) % (1472 - 14 + 1);
+    let body = pattern(len - 14, i);
+    let mut d = Vec::with_capacity(len);
+    d.extend_from_slice(&i.to_be_bytes());
+    d.extend_from_slice(&(len as u16).to_be_bytes());
+    d.extend_from_slice(&Fnv::of(&body).0.to_be_bytes());
+    d.extend_from_slice(&body);
+    d
+}
+
+/// 2000 datagrams of varied sizes through 5% loss and 5% corruption of any byte: each one
+/// arrives whole and byte-exact or not at all, none twice, the loss is what the injector
+/// caused (none from the stack itself: batches are small enough for the receive buffer),
+/// and the socket works afterwards.
+#[test]
+fn udp_datagrams_arrive_whole_or_not_at_all_through_loss_and_corruption() {
+    const COUNT: u32 = 2000;
+    const BATCH: u32 = 32; // 32 × at most 1472 bytes fits the 64-datagram, 64 KiB buffer
+    let faults = Faults { drop_pct: 5.0, corrupt_pct: 5.0, ..Faults::NONE };
+    let config = FaultConfig::tx_only(faults).with_corruption(Corruption::Anywhere);
+    let (a, b, injected, _) = faulty_pair(config, FaultConfig::default());
+    let started = Instant::now();
+    let receiver = UdpSocket::bind(&b, addr(B, 0)).unwrap();
+    let to = receiver.local_addr().unwrap();
+    let sender = UdpSocket::bind(&a, addr(A, 0)).unwrap();
+    receiver.set_nonblocking(true).unwrap();
+    let mut seen = vec![false; COUNT as usize];
+    let mut buf = [0; 2048];
+    for batch in (0..COUNT).step_by(BATCH as usize) {
+        let end = (batch + BATCH).min(COUNT);
+        for i in batch..end {
+            sender.send_to(&datagram(i), to).expect("send_to");
+        }
+        // send_to() returns once the datagram is queued in a: wait until the batch has
+        // left a, then until b has classified every frame the injector let through, so
+        // each is in the receiver's buffer or lost. Then drain it, without waiting blind.
+        common::eventually("a sends the batch", || injected.get().tx.packets >= u64::from(end));
+        let stats = injected.get().tx;
+        let passed = stats.packets - stats.dropped;
+        common::eventually("b classifies every frame that got through", || frames_classified(&b) >= passed);
+        loop {
+            let n = match receiver.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    assert_eq!(from, sender.local_addr().unwrap());
+                    n
+                }
+                Err(ustack::Errno::EAGAIN) => break,
+                Err(e) => panic!("recv_from: {e}"),
+            };
+            let got = &buf[..n];
+            assert!(n >= 14, "a {n}-byte datagram: cut short");
+            let i = u32::from_be_bytes(got[..4].try_into().unwrap());
+            assert!(i < COUNT, "index {i}: damaged");
+            assert_eq!(got, &datagram(i)[..], "datagram {i} ({n} bytes) is not whole and byte-exact");
+            assert!(!seen[i as usize], "datagram {i} arrived twice; no duplication was configured");
+            seen[i as usize] = true;
+        }
+    }
+    let received = seen.iter().filter(|&&s| s).count() as u64;
+    let stats = injected.get().tx;
+    let counters = b.demux_table().counters;
+    eprintln!(
+        "UDP: {received} of {COUNT} datagrams received in {:.2?}; injected {stats:?}; b's demux {counters:?}",
+        started.elapsed()
+    );
+    assert_eq!(stats.packets, u64::from(COUNT), "one packet per datagram");
+    // Every loss is the injector's: a dropped packet, or a damaged one that a checksum
+    // caught. (A damaged packet may still arrive: a UDP checksum turned into 0, "none",
+    // leaves the data intact, and is caught above if not.)
+    let undamaged = u64::from(COUNT) - stats.dropped - stats.corrupted;
+    assert!(received >= undamaged, "{received} received, but {undamaged} went through untouched");
+    assert!(received <= u64::from(COUNT) - stats.dropped, "more received than the injector let through");
+    assert_eq!(counters.udp_dropped, 0, "the receive buffer never filled, so no datagram was dropped for room");
+    // About 1 - 0.95² = 9.75% lost (~195 of 2000, standard deviation ~13).
+    let lost = u64::from(COUNT) - received;
+    assert!((100..=300).contains(&lost), "{lost} of {COUNT} lost, for 5% loss and 5% damage");
+
+    // The socket keeps working: both ways, through the same faults (each try has a ~10%
+    // chance of loss, so twenty tries all lost would be a failure, not bad luck).
+    receiver.set_nonblocking(false).unwrap();
+    receiver.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let got_one = (0..20).any(|_| {
+        sender.send_to(b"after", to).unwrap();
+        matches!(receiver.recv_from(&mut buf), Ok((5, _)) if &buf[..5] == b"after")
+    });
+    assert!(got_one, "no datagram got through after the run");
+    let reply = UdpSocket::bind(&b, addr(B, 0)).unwrap();
+    reply.send_to(b"back", sender.local_addr().unwrap()).unwrap();
+    sender.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (n, _) = sender.recv_from(&mut buf).expect("a datagram the other way, where nothing is injected");
+    assert_eq!(&buf[..n], b"back");
+    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
 }
 
 // ---- Closing under loss: two smoltcp 0.14 bugs ustack works around, deterministically ----

@@ -427,6 +427,27 @@ pub enum Target {
     Udp { socket: SockId, handle: SocketHandle, len: usize },
 }
 
+/// Whether a UDP datagram's checksums (the IPv4 header's and the UDP one) are right, as
+/// smoltcp checks them before it queues the datagram. Only asked when a datagram did not
+/// reach its socket, to tell damage from a full buffer.
+pub fn udp_checksums_ok(frame: &[u8]) -> bool {
+    let Some(version) = super::rewrite::ip_version(frame) else { return false };
+    let (src, dst, payload): (smoltcp::wire::IpAddress, smoltcp::wire::IpAddress, &[u8]) = match version {
+        IpVersion::Ipv4 => {
+            let Ok(ip) = Ipv4Packet::new_checked(frame) else { return false };
+            if !ip.verify_checksum() {
+                return false;
+            }
+            (ip.src_addr().into(), ip.dst_addr().into(), ip.payload())
+        }
+        IpVersion::Ipv6 => {
+            let Ok(ip) = Ipv6Packet::new_checked(frame) else { return false };
+            (ip.src_addr().into(), ip.dst_addr().into(), ip.payload())
+        }
+    };
+    UdpPacket::new_checked(payload).is_ok_and(|udp| udp.verify_checksum(&src, &dst))
+}
+
 fn udp_payload_len(frame: &[u8]) -> Option<usize> {
     let payload = match super::rewrite::ip_version(frame)? {
         IpVersion::Ipv4 => Ipv4Packet::new_checked(frame).ok().map(|ip| ip.payload().len())?,

@@ -711,8 +711,11 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                 match target {
                     Some(demux::Target::Tcp(handle)) => core.observe(handle, now),
                     // smoltcp drops a datagram that does not fit without a word; count it.
+                    // It drops a damaged one as silently: that is not the buffer's doing.
                     Some(demux::Target::Udp { socket, handle, len })
-                        if len > 0 && core.sockets.get::<udp::Socket>(handle).recv_queue() == udp_queued =>
+                        if len > 0
+                            && core.sockets.get::<udp::Socket>(handle).recv_queue() == udp_queued
+                            && demux::udp_checksums_ok(&frame) =>
                     {
                         core.demux_log.counters.udp_dropped += 1;
                         if let Some(Entry { udp_dropped, .. }) = core.entries.get_mut(&socket) {
