@@ -232,6 +232,51 @@ pub const HISTORY: usize = 1024;
 pub struct DemuxLog {
     pub counters: DemuxCounters,
     pub recent: VecDeque<DemuxEvent>,
+    limit: LogLimit,
+}
+
+/// Info lines per kind of decision per second, at most; the rest are counted and the
+/// count logged once the second is over (the kernel's `net_ratelimit` in spirit). A flood
+/// of SYNs or of packets to closed ports must not become a flood of log lines.
+const LOG_BURST: u32 = 20;
+
+/// The decisions logged at info level, which a flood can make by the thousand.
+const LIMITED: [&str; 8] = [
+    "SYN admissions",
+    "SYNs to closed ports",
+    "datagrams to closed ports",
+    "queue overflows",
+    "dropped handshake ACKs",
+    "SYN cookies sent",
+    "SYN cookies accepted",
+    "RFC 5961 decisions",
+];
+
+#[derive(Debug, Default)]
+struct LogLimit {
+    second: u64,
+    logged: [u32; LIMITED.len()],
+    suppressed: [u64; LIMITED.len()],
+}
+
+impl LogLimit {
+    /// Whether a decision of kind `kind` (an index into [`LIMITED`]) may be logged now.
+    fn allow(&mut self, kind: usize, at_ms: u64) -> bool {
+        if at_ms / 1000 != self.second {
+            for (name, &n) in LIMITED.iter().zip(&self.suppressed) {
+                if n > 0 {
+                    log::info!(target: "ustack::demux", "{n} more {name} in the last second, not logged one by one");
+                }
+            }
+            *self = LogLimit { second: at_ms / 1000, ..LogLimit::default() };
+        }
+        self.logged[kind] += 1;
+        let allowed = self.logged[kind] <= LOG_BURST;
+        if !allowed {
+            self.suppressed[kind] += 1;
+        }
+        allowed
+    }
 }
 
 impl DemuxLog {
@@ -254,24 +299,31 @@ impl DemuxLog {
             Decision::Ping => c.ping += 1,
             Decision::Other(_) => c.other += 1,
         }
-        match event.decision {
-            Decision::Admitted { .. } | Decision::TcpNoSocket { syn: true } | Decision::UdpNoSocket => {
-                log::info!(target: "ustack::demux", "{event}")
+        let limited = match event.decision {
+            Decision::Admitted { .. } => Some((0, "ustack::demux")),
+            Decision::TcpNoSocket { syn: true } => Some((1, "ustack::demux")),
+            Decision::UdpNoSocket => Some((2, "ustack::demux")),
+            Decision::Overflow { .. } => Some((3, "ustack::backlog")),
+            Decision::AckDropped { .. } => Some((4, "ustack::backlog")),
+            Decision::CookieSent { .. } => Some((5, "ustack::backlog")),
+            Decision::CookieAccepted { .. } => Some((6, "ustack::backlog")),
+            Decision::ChallengeAck { .. } | Decision::RstOutOfWindow { .. } => Some((7, "ustack::demux")),
+            _ => None,
+        };
+        if let Some((kind, target)) = limited {
+            if log::log_enabled!(target: target, log::Level::Info) && self.limit.allow(kind, event.at_ms) {
+                log::info!(target: target, "{event}");
             }
-            Decision::Overflow { .. }
-            | Decision::AckDropped { .. }
-            | Decision::CookieSent { .. }
-            | Decision::CookieAccepted { .. } => log::info!(target: "ustack::backlog", "{event}"),
-            Decision::ChallengeAck { .. } | Decision::RstOutOfWindow { .. } => {
-                log::info!(target: "ustack::demux", "{event}")
-            }
+        } else if matches!(
+            event.decision,
             Decision::TcpNoSocket { syn: false }
-            | Decision::Udp { .. }
-            | Decision::Ping
-            | Decision::FinDuplicateAck { .. } => {
-                log::debug!(target: "ustack::demux", "{event}")
-            }
-            Decision::Connection { .. } | Decision::Other(_) => log::trace!(target: "ustack::demux", "{event}"),
+                | Decision::Udp { .. }
+                | Decision::Ping
+                | Decision::FinDuplicateAck { .. }
+        ) {
+            log::debug!(target: "ustack::demux", "{event}");
+        } else {
+            log::trace!(target: "ustack::demux", "{event}");
         }
         if self.recent.len() == HISTORY {
             self.recent.pop_front();
@@ -735,4 +787,20 @@ pub fn forget_half_open(core: &mut Core, handle: SocketHandle) {
         l.syn_queue.retain(|&h| h != handle);
     }
     core.free_conn(handle);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_one_kind_of_decision_is_logged_twenty_lines_a_second() {
+        let mut limit = LogLimit::default();
+        let allowed = (0..1000).filter(|i| limit.allow(5, 5_000 + i % 1000)).count();
+        assert_eq!(allowed, LOG_BURST as usize);
+        assert_eq!(limit.suppressed[5], 1000 - u64::from(LOG_BURST));
+        assert!(limit.allow(3, 5_999), "other kinds have their own budget");
+        assert!(limit.allow(5, 6_000), "a new second starts afresh");
+        assert_eq!(limit.suppressed, [0; LIMITED.len()]);
+    }
 }
