@@ -1,7 +1,7 @@
 //! What a packet means: the types [`decode`](super::decode) and
 //! [`decode_link`](super::decode_link) produce, and the renderings read.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use super::link::{Arp, LinkHeader};
@@ -169,6 +169,30 @@ impl TcpFlags {
     pub fn has(self, mask: u8) -> bool {
         self.0 & mask == mask
     }
+
+    /// tcpdump's letters in tcpdump's order, `F S R P . U E W`.
+    const LETTERS: [(u8, char); 8] = [
+        (TcpFlags::FIN, 'F'),
+        (TcpFlags::SYN, 'S'),
+        (TcpFlags::RST, 'R'),
+        (TcpFlags::PSH, 'P'),
+        (TcpFlags::ACK, '.'),
+        (TcpFlags::URG, 'U'),
+        (TcpFlags::ECE, 'E'),
+        (TcpFlags::CWR, 'W'),
+    ];
+
+    /// The `Display` text appended to a line without going through `fmt`.
+    pub(crate) fn push_letters(self, out: &mut String) {
+        if self.0 == 0 {
+            out.push_str("none");
+        }
+        for (bit, letter) in Self::LETTERS {
+            if self.0 & bit != 0 {
+                out.push(letter);
+            }
+        }
+    }
 }
 
 impl fmt::Display for TcpFlags {
@@ -178,19 +202,9 @@ impl fmt::Display for TcpFlags {
         if self.0 == 0 {
             return f.write_str("none");
         }
-        const LETTERS: [(u8, char); 8] = [
-            (TcpFlags::FIN, 'F'),
-            (TcpFlags::SYN, 'S'),
-            (TcpFlags::RST, 'R'),
-            (TcpFlags::PSH, 'P'),
-            (TcpFlags::ACK, '.'),
-            (TcpFlags::URG, 'U'),
-            (TcpFlags::ECE, 'E'),
-            (TcpFlags::CWR, 'W'),
-        ];
-        for (bit, letter) in LETTERS {
+        for (bit, letter) in Self::LETTERS {
             if self.0 & bit != 0 {
-                write!(f, "{letter}")?;
+                f.write_char(letter)?;
             }
         }
         Ok(())

@@ -109,10 +109,18 @@ impl TcpdumpFormatter {
     /// The line for a packet captured at `ts` (time since the Unix epoch), without a
     /// trailing newline.
     pub fn format(&mut self, ts: Duration, summary: &Summary) -> String {
-        let mut line = self.timestamp(ts);
-        let isns = if self.absolute { None } else { Some(&mut self.isns) };
-        line.push_str(&render(summary, isns));
+        let mut line = String::new();
+        self.format_into(ts, summary, &mut line);
         line
+    }
+
+    /// Appends the line for a packet captured at `ts` to `line`, without a trailing
+    /// newline: [`format`](Self::format) without allocating, for one buffer reused for
+    /// every packet.
+    pub fn format_into(&mut self, ts: Duration, summary: &Summary, line: &mut String) {
+        self.timestamp(ts, line);
+        let isns = if self.absolute { None } else { Some(&mut self.isns) };
+        render(line, summary, isns);
     }
 
     /// Decodes a raw IP packet and formats it.
@@ -120,23 +128,33 @@ impl TcpdumpFormatter {
         self.format(ts, &super::decode(packet))
     }
 
-    fn timestamp(&mut self, ts: Duration) -> String {
+    fn timestamp(&mut self, ts: Duration, out: &mut String) {
         let first = *self.first.get_or_insert(ts);
-        match self.time {
+        let (sign, secs, micros) = match self.time {
             TimeFormat::TimeOfDay => {
                 let secs = ts.as_secs() % 86_400;
-                format!("{:02}:{:02}:{:02}.{:06} ", secs / 3600, secs / 60 % 60, secs % 60, ts.subsec_micros())
+                push_padded(out, secs / 3600, 2);
+                out.push(':');
+                push_padded(out, secs / 60 % 60, 2);
+                out.push(':');
+                push_padded(out, secs % 60, 2);
+                out.push('.');
+                push_padded(out, u64::from(ts.subsec_micros()), 6);
+                out.push(' ');
+                return;
             }
-            TimeFormat::Relative => {
-                let (sign, delta) = match ts.checked_sub(first) {
-                    Some(d) => ("", d),
-                    None => ("-", first - ts),
-                };
-                format!("{sign}{}.{:06} ", delta.as_secs(), delta.subsec_micros())
-            }
-            TimeFormat::Epoch => format!("{}.{:06} ", ts.as_secs(), ts.subsec_micros()),
-            TimeFormat::None => String::new(),
-        }
+            TimeFormat::Relative => match ts.checked_sub(first) {
+                Some(d) => ("", d.as_secs(), d.subsec_micros()),
+                None => ("-", (first - ts).as_secs(), (first - ts).subsec_micros()),
+            },
+            TimeFormat::Epoch => ("", ts.as_secs(), ts.subsec_micros()),
+            TimeFormat::None => return,
+        };
+        out.push_str(sign);
+        push_u64(out, secs);
+        out.push('.');
+        push_padded(out, u64::from(micros), 6);
+        out.push(' ');
     }
 }
 
@@ -144,40 +162,105 @@ impl TcpdumpFormatter {
 /// (see [`TcpdumpFormatter`] for tcpdump's relative sequence numbers).
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&render(self, None))
+        let mut line = String::new();
+        render(&mut line, self, None);
+        f.write_str(&line)
     }
 }
 
-/// The line without timestamp; relative TCP numbers when given the table to keep them in.
-fn render(summary: &Summary, isns: Option<&mut IsnTable>) -> String {
-    let mut out = String::new();
-    match &summary.net {
-        Net::Ip(ip) => match ip.version {
-            IpVersion::V4 => ipv4(&mut out, ip, isns),
-            IpVersion::V6 => ipv6(&mut out, ip, isns),
-        },
-        Net::Arp(arp) => arp_line(&mut out, arp),
-        Net::Other { ether_type, len } => {
-            let _ = write!(out, "ethertype 0x{ether_type:04x}, length {len}");
-        }
-        Net::None => out.push_str(summary.problems.first().map_or("undecodable", String::as_str)),
+// Numbers and addresses are written with itoa and `push_str` rather than through
+// `fmt`: its machinery (`write!`, `pad_integral`, a `String` per address) was most of
+// the time `ustack inspect` spent per packet. `write!` remains for the rarer lines.
+
+/// `n` in decimal.
+fn push_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// `n` in decimal, zero-padded to at least `width` digits.
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    for _ in digits.len()..width {
+        out.push('0');
     }
-    out
+    out.push_str(digits);
+}
+
+/// A `usize` in decimal (lengths; never wider than 64 bits on any target Rust has).
+fn push_usize(out: &mut String, n: usize) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// An address as tcpdump prints it, for `write!`; [`Addr::Text`] stands in for one
+/// that is not there.
+#[derive(Clone, Copy)]
+enum Addr {
+    Ip(IpAddr),
+    Text(&'static str),
+}
+
+impl Default for Addr {
+    fn default() -> Self {
+        Addr::Text("")
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Addr::Ip(a) => write_addr(f, a),
+            Addr::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+fn addr(a: IpAddr) -> Addr {
+    Addr::Ip(a)
 }
 
 /// Addresses as tcpdump prints them: IPv6 per RFC 5952, except that tcpdump (like
 /// inet_ntop) writes the last 32 bits of an IPv4-compatible address (`::a.b.c.d`) dotted.
-fn addr(a: IpAddr) -> String {
+/// Generic so that a line's `String` gets it without the `fmt` machinery.
+fn write_addr(w: &mut impl fmt::Write, a: IpAddr) -> fmt::Result {
     match a {
         IpAddr::V6(v6) => {
             let o = v6.octets();
             if o[..12].iter().all(|&b| b == 0) && (o[12] != 0 || o[13] != 0) {
-                format!("::{}.{}.{}.{}", o[12], o[13], o[14], o[15])
+                w.write_str("::")?;
+                write_dotted(w, [o[12], o[13], o[14], o[15]])
             } else {
-                v6.to_string()
+                write!(w, "{v6}")
             }
         }
-        v4 => v4.to_string(),
+        IpAddr::V4(v4) => write_dotted(w, v4.octets()),
+    }
+}
+
+fn write_dotted(w: &mut impl fmt::Write, octets: [u8; 4]) -> fmt::Result {
+    let mut buf = itoa::Buffer::new();
+    for (i, b) in octets.into_iter().enumerate() {
+        if i > 0 {
+            w.write_char('.')?;
+        }
+        w.write_str(buf.format(b))?;
+    }
+    Ok(())
+}
+
+/// The line without timestamp, appended to `out`; relative TCP numbers when given the
+/// table to keep them in.
+fn render(out: &mut String, summary: &Summary, isns: Option<&mut IsnTable>) {
+    match &summary.net {
+        Net::Ip(ip) => match ip.version {
+            IpVersion::V4 => ipv4(out, ip, isns),
+            IpVersion::V6 => ipv6(out, ip, isns),
+        },
+        Net::Arp(arp) => arp_line(out, arp),
+        Net::Other { ether_type, len } => {
+            let _ = write!(out, "ethertype 0x{ether_type:04x}, length {len}");
+        }
+        Net::None => out.push_str(summary.problems.first().map_or("undecodable", String::as_str)),
     }
 }
 
@@ -204,7 +287,7 @@ fn ipv4(out: &mut String, ip: &Ip, isns: Option<&mut IsnTable>) {
             let _ = write!(out, "{src} > {dst}: ICMP ");
             icmp4(out, icmp);
         }
-        _ => upper(out, ip, &src, &dst, true, isns),
+        _ => upper(out, ip, true, isns),
     }
 }
 
@@ -239,18 +322,26 @@ fn ipv6(out: &mut String, ip: &Ip, isns: Option<&mut IsnTable>) {
     }
     match &ip.transport {
         Transport::Icmpv6(icmp) => icmp6(out, icmp),
-        _ => upper(out, ip, &src, &dst, direct, isns),
+        _ => upper(out, ip, direct, isns),
     }
 }
 
 /// TCP, UDP, cut-short headers and other protocols, IPv4 and IPv6 alike.
-fn upper(out: &mut String, ip: &Ip, src: &str, dst: &str, with_addrs: bool, isns: Option<&mut IsnTable>) {
+fn upper(out: &mut String, ip: &Ip, with_addrs: bool, isns: Option<&mut IsnTable>) {
+    let (src, dst) = (addr(ip.src), addr(ip.dst));
     let endpoints = |out: &mut String, sport: u16, dport: u16| {
-        let _ = if with_addrs {
-            write!(out, "{src}.{sport} > {dst}.{dport}: ")
-        } else {
-            write!(out, "{sport} > {dport}: ")
-        };
+        if with_addrs {
+            let _ = write_addr(out, ip.src);
+            out.push('.');
+        }
+        push_u64(out, u64::from(sport));
+        out.push_str(" > ");
+        if with_addrs {
+            let _ = write_addr(out, ip.dst);
+            out.push('.');
+        }
+        push_u64(out, u64::from(dport));
+        out.push_str(": ");
     };
     match &ip.transport {
         Transport::Tcp(tcp) => {
@@ -300,7 +391,9 @@ fn tcp_line(out: &mut String, ip: &Ip, tcp: &Tcp, isns: Option<&mut IsnTable>) {
         let _ = write!(out, " tcp {} [bad hdr length {hlen} - too short, < 20]", length.saturating_sub(hlen));
         return;
     }
-    let _ = write!(out, "Flags [{}]", tcp.flags);
+    out.push_str("Flags [");
+    tcp.flags.push_letters(out);
+    out.push(']');
 
     // tcpdump's relative numbers: the first packet with ACK set in a conversation, or any
     // SYN with ACK, records both initial sequence numbers and is shown absolute; later
@@ -342,17 +435,22 @@ fn tcp_line(out: &mut String, ip: &Ip, tcp: &Tcp, isns: Option<&mut IsnTable>) {
     }
     let payload = u32::try_from(length - hlen).unwrap_or(u32::MAX);
     if payload > 0 || tcp.flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0 {
-        let _ = write!(out, ", seq {seq}");
+        out.push_str(", seq ");
+        push_u64(out, u64::from(seq));
         if payload > 0 {
-            let _ = write!(out, ":{}", seq.wrapping_add(payload));
+            out.push(':');
+            push_u64(out, u64::from(seq.wrapping_add(payload)));
         }
     }
     if tcp.flags.has(TcpFlags::ACK) {
-        let _ = write!(out, ", ack {ack}");
+        out.push_str(", ack ");
+        push_u64(out, u64::from(ack));
     }
-    let _ = write!(out, ", win {}", tcp.window);
+    out.push_str(", win ");
+    push_u64(out, u64::from(tcp.window));
     if tcp.flags.has(TcpFlags::URG) {
-        let _ = write!(out, ", urg {}", tcp.urgent);
+        out.push_str(", urg ");
+        push_u64(out, u64::from(tcp.urgent));
     }
     if hlen > 20 {
         out.push_str(", options [");
@@ -379,7 +477,8 @@ fn tcp_line(out: &mut String, ip: &Ip, tcp: &Tcp, isns: Option<&mut IsnTable>) {
         }
         out.push(']');
     }
-    let _ = write!(out, ", length {payload}");
+    out.push_str(", length ");
+    push_u64(out, u64::from(payload));
 }
 
 /// tcpdump's option names (print-tcp.c `tcp_option_values`).
@@ -409,26 +508,39 @@ fn option_name(kind: u8) -> Option<&'static str> {
 }
 
 fn tcp_option(out: &mut String, option: &TcpOption, sack_base: u32) {
-    let _ = match option {
-        TcpOption::Eol => write!(out, "eol"),
-        TcpOption::Nop => write!(out, "nop"),
-        TcpOption::Mss(mss) => write!(out, "mss {mss}"),
-        TcpOption::WindowScale(shift) => write!(out, "wscale {shift}"),
-        TcpOption::SackPermitted => write!(out, "sackOK"),
+    match option {
+        TcpOption::Eol => out.push_str("eol"),
+        TcpOption::Nop => out.push_str("nop"),
+        TcpOption::Mss(mss) => {
+            out.push_str("mss ");
+            push_u64(out, u64::from(*mss));
+        }
+        TcpOption::WindowScale(shift) => {
+            out.push_str("wscale ");
+            push_u64(out, u64::from(*shift));
+        }
+        TcpOption::SackPermitted => out.push_str("sackOK"),
         TcpOption::Sack(blocks) => {
-            let _ = write!(out, "sack {} ", blocks.len());
+            out.push_str("sack ");
+            push_usize(out, blocks.len());
+            out.push(' ');
             for (left, right) in blocks {
-                let _ = write!(out, "{{{}:{}}}", left.wrapping_sub(sack_base), right.wrapping_sub(sack_base));
+                out.push('{');
+                push_u64(out, u64::from(left.wrapping_sub(sack_base)));
+                out.push(':');
+                push_u64(out, u64::from(right.wrapping_sub(sack_base)));
+                out.push('}');
             }
-            Ok(())
         }
-        TcpOption::Timestamp { val, ecr } => write!(out, "TS val {val} ecr {ecr}"),
-        TcpOption::Unknown { kind, data } => {
-            unknown_option(out, *kind, data);
-            Ok(())
+        TcpOption::Timestamp { val, ecr } => {
+            out.push_str("TS val ");
+            push_u64(out, u64::from(*val));
+            out.push_str(" ecr ");
+            push_u64(out, u64::from(*ecr));
         }
-        TcpOption::Malformed { .. } => write!(out, "[bad opt]"),
-    };
+        TcpOption::Unknown { kind, data } => unknown_option(out, *kind, data),
+        TcpOption::Malformed { .. } => out.push_str("[bad opt]"),
+    }
 }
 
 /// Kinds not decoded into a [`TcpOption`] variant: tcpdump's value printing where it is
@@ -494,16 +606,18 @@ fn udp_line(out: &mut String, ip: &Ip, udp: &Udp) {
         let _ = write!(out, "UDP, bad length {} > {stated}", ulen - 8);
         return;
     }
-    let _ = write!(out, "UDP, length {}", udp.payload_len);
+    out.push_str("UDP, length ");
+    push_usize(out, udp.payload_len);
 }
 
 /// The quoted packet's destination, protocol and destination port.
-fn quoted(icmp: &Icmp) -> (String, u8, Option<u16>, String) {
+fn quoted(icmp: &Icmp) -> (Addr, u8, Option<u16>, Addr) {
+    let unknown = || (Addr::Text("?"), 0, None, Addr::Text("?"));
     let Some(q) = icmp.quoted.as_deref() else {
-        return ("?".into(), 0, None, "?".into());
+        return unknown();
     };
     let Some(ip) = q.ip() else {
-        return ("?".into(), 0, None, "?".into());
+        return unknown();
     };
     (addr(ip.dst), ip.protocol, q.ports().map(|p| p.1), addr(ip.src))
 }
