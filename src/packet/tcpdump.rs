@@ -44,7 +44,37 @@ pub enum TimeFormat {
 }
 
 /// Initial sequence numbers per TCP conversation: tcpdump's `tcp_seq_hash`.
-type IsnTable = BoundedMap<FlowKey, Isns>;
+#[derive(Debug)]
+struct IsnTable {
+    map: BoundedMap<FlowKey, Isns>,
+    /// The conversation looked up or inserted last, and its numbers: consecutive packets
+    /// mostly belong to one conversation, and this spares them hashing the key (SipHash,
+    /// kept because a capture is untrusted input). Always equal to its entry in `map`:
+    /// only `insert` changes the map, and it evicts older keys, never the one it caches.
+    last: Option<(FlowKey, Isns)>,
+}
+
+impl IsnTable {
+    fn new(capacity: usize) -> Self {
+        IsnTable { map: BoundedMap::new(capacity), last: None }
+    }
+
+    fn get(&mut self, key: &FlowKey) -> Option<Isns> {
+        if let Some((last, isns)) = &self.last
+            && last == key
+        {
+            return Some(*isns);
+        }
+        let isns = *self.map.get(key)?;
+        self.last = Some((*key, isns));
+        Some(isns)
+    }
+
+    fn insert(&mut self, key: FlowKey, isns: Isns) {
+        self.map.insert(key, isns);
+        self.last = Some((key, isns));
+    }
+}
 
 /// tcpdump's `th->seq`/`th->ack`: the canonical first endpoint's initial sequence number
 /// and the second's.
@@ -84,7 +114,7 @@ impl TcpdumpFormatter {
             absolute: false,
             time: TimeFormat::TimeOfDay,
             first: None,
-            isns: BoundedMap::new(DEFAULT_FLOW_CAPACITY),
+            isns: IsnTable::new(DEFAULT_FLOW_CAPACITY),
         }
     }
 
@@ -102,7 +132,7 @@ impl TcpdumpFormatter {
 
     /// How many TCP conversations to remember (at least one).
     pub fn flow_capacity(mut self, flows: usize) -> Self {
-        self.isns = BoundedMap::new(flows);
+        self.isns = IsnTable::new(flows);
         self
     }
 
@@ -406,7 +436,7 @@ fn tcp_line(out: &mut String, ip: &Ip, tcp: &Tcp, isns: Option<&mut IsnTable>) {
         let (key, rev) = FlowKey::new(6, (ip.src, tcp.sport), (ip.dst, tcp.dport));
         reversed = rev;
         let isn = match isns.get(&key) {
-            Some(&isn) if !tcp.flags.has(TcpFlags::SYN) => {
+            Some(isn) if !tcp.flags.has(TcpFlags::SYN) => {
                 if rev {
                     seq = seq.wrapping_sub(isn.ack);
                     ack = ack.wrapping_sub(isn.seq);
