@@ -61,10 +61,6 @@ const INGRESS_BATCH: usize = 64;
 /// connection's packets and API calls are looked at at once.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Connections a sweep looks at per round: a sweep of many connections is spread over
-/// rounds, so packets are never held up behind all of it at once.
-const SWEEP_BATCH: usize = 128;
-
 /// Linux's default `net.core.somaxconn`: listen() clamps larger backlogs to it.
 pub const SOMAXCONN: u32 = 4096;
 
@@ -241,8 +237,6 @@ pub struct Core {
     /// Work was done since the last sweep, which is due at `next_sweep`.
     sweep_owed: bool,
     next_sweep: smoltcp::time::Instant,
-    /// The connections the sweep under way has still to look at.
-    sweep_queue: Vec<SocketHandle>,
     /// API callers waiting on `Shared::changed`: with none, a round signals nobody.
     waiters: usize,
     /// Bumped whenever the demux table changes (a connection, listener or UDP socket comes,
@@ -326,7 +320,6 @@ impl Stack {
             dirty: Vec::new(),
             sweep_owed: false,
             next_sweep: smoltcp::time::Instant::ZERO,
-            sweep_queue: Vec::new(),
             waiters: 0,
             udp_draining: Vec::new(),
             next_id: 3, // 0, 1 and 2 are stdin, stdout and stderr; start where a process's sockets would
@@ -564,8 +557,7 @@ impl Core {
     /// After a round of work: looks at the connections the API touched, lets closed UDP
     /// sockets go once drained, and — at most every [`SWEEP_INTERVAL`], when work was done
     /// since the last time — sweeps every connection for what timers change (TIME-WAIT
-    /// ending, retransmissions giving up, connect and half-open timeouts), a batch per
-    /// round.
+    /// ending, retransmissions giving up, connect and half-open timeouts).
     fn reap(&mut self, now: smoltcp::time::Instant) {
         for handle in std::mem::take(&mut self.dirty) {
             self.observe(handle, now);
@@ -580,26 +572,19 @@ impl Core {
             ports.release(Proto::Udp, port, Holder::Connection(handle));
             false
         });
-        if self.sweep_owed && now >= self.next_sweep && self.sweep_queue.is_empty() {
-            self.sweep_queue.extend(self.conns.keys());
+        if self.sweep_owed && now >= self.next_sweep {
+            self.sweep(now);
             self.sweep_owed = false;
             self.next_sweep = now + smoltcp::time::Duration::from(SWEEP_INTERVAL);
         }
-        self.sweep(now);
     }
 
-    /// Whether a sweep is under way (the stack thread then does its next round at once).
-    fn sweeping(&self) -> bool {
-        !self.sweep_queue.is_empty()
-    }
-
-    /// The next [`SWEEP_BATCH`] connections of the sweep under way: timeouts first, then
-    /// what its state says.
+    /// Every connection: timeouts first, then what its state says.
     fn sweep(&mut self, now: smoltcp::time::Instant) {
         let connect_timeout = smoltcp::time::Duration::from(self.config.connect_timeout);
         let half_open_timeout = smoltcp::time::Duration::from(HALF_OPEN_TIMEOUT);
-        let from = self.sweep_queue.len().saturating_sub(SWEEP_BATCH);
-        for handle in self.sweep_queue.split_off(from) {
+        let handles: Vec<SocketHandle> = self.conns.keys().copied().collect();
+        for handle in handles {
             let Some(conn) = self.conns.get_mut(&handle) else { continue };
             let age = now - conn.born;
             match (conn.state, conn.owner) {
@@ -757,7 +742,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
             if core.waiters > 0 {
                 shared.changed.notify_all();
             }
-            if more || !loopback.is_empty() || core.sweeping() {
+            if more || !loopback.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 let timers = core.iface.poll_delay(now, &core.sockets).map(Duration::from);
