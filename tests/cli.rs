@@ -2,10 +2,12 @@
 //! available) `serve` and `connect` against the kernel, each inside a network namespace
 //! the test creates — nothing is configured in the host's namespace.
 
+mod common;
+
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -719,40 +721,14 @@ fn serve_on_overflow_rst_refuses_at_once() {
 /// A SYN from `from` to 10.7.0.2:`port`, sent through a raw socket (run it inside the
 /// namespace): the SYN-ACK goes to an address nobody has, so the connection stays half-open.
 fn spoofed_syn(from: [u8; 4], port: u16) -> io::Result<()> {
-    let raw = raw_socket()?;
+    let raw = common::spoof::raw_ipv4_socket()?;
     let mut packet = Vec::new();
     etherparse::PacketBuilder::ipv4(from, [10, 7, 0, 2], 64)
         .tcp(40000, port, 1, 64240)
         .syn()
         .write(&mut packet, &[])
         .map_err(io::Error::other)?;
-    // SAFETY: all-zero is a valid sockaddr_in; the fields are set below.
-    let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    to.sin_family = libc::AF_INET as _;
-    to.sin_addr.s_addr = u32::from_ne_bytes([10, 7, 0, 2]);
-    // SAFETY: packet and `to` are valid for the lengths given.
-    let n = unsafe {
-        libc::sendto(
-            raw.as_raw_fd(),
-            packet.as_ptr().cast(),
-            packet.len(),
-            0,
-            (&to as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        )
-    };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
-/// A raw IPv4 socket whose packets carry their own IP header.
-fn raw_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the result is checked and owned at once.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is fresh and ours.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    common::spoof::send_ipv4(&raw, &packet, [10, 7, 0, 2])
 }
 
 /// `--syn-cookies`: with a backlog of 1 and one half-open connection filling the SYN

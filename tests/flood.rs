@@ -4,7 +4,6 @@ mod common;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream as KernelStream, UdpSocket as KernelUdp};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,17 +15,7 @@ use ustack::{TcpListener, UdpSocket};
 /// Sends spoofed SYNs to 10.7.0.2:`port` from random addresses in 10.99.0.0/16, whose
 /// SYN-ACKs go nowhere, until `stop` is set, `max` are sent or 10 s pass.
 fn syn_flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, max: u64) -> io::Result<()> {
-    // SAFETY: plain socket(2); the result is checked and owned at once.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is fresh and ours.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: all-zero is a valid sockaddr_in; the fields are set below.
-    let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    to.sin_family = libc::AF_INET as _;
-    to.sin_addr.s_addr = u32::from_ne_bytes([10, 7, 0, 2]);
+    let fd = common::spoof::raw_ipv4_socket()?;
     let mut x: u32 = 0x2545_f491;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut packet = Vec::with_capacity(64);
@@ -43,25 +32,13 @@ fn syn_flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, max: u64) -
             .unwrap()
             .write(&mut packet, &[])
             .unwrap();
-        // SAFETY: packet and `to` are valid for the lengths given.
-        let n = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                0,
-                (&to as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            // The TUN's queue is full: the flood outruns the stack, which is the point.
-            if err.raw_os_error() != Some(libc::ENOBUFS) {
-                return Err(err);
+        match common::spoof::send_ipv4(&fd, &packet, [10, 7, 0, 2]) {
+            Ok(()) => {
+                sent.fetch_add(1, Ordering::Relaxed);
             }
-        } else {
-            sent.fetch_add(1, Ordering::Relaxed);
+            // The TUN's queue is full: the flood outruns the stack, which is the point.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())

@@ -42,6 +42,7 @@ pub fn pair_with(a: StackConfig, b: StackConfig) -> Pair {
 
 pub mod lab;
 pub mod raw;
+pub mod spoof;
 
 // ---- Helpers for the socket API tests (api_*.rs) ----
 
