@@ -82,6 +82,36 @@ fn udp_goes_to_the_bound_socket_and_to_nobody_gets_port_unreachable() {
     assert_eq!(lone.stack.demux_table().counters.ping, 1, "the barrier's ping was classified too");
 }
 
+/// RFC 8200 §8.1: over IPv6 the UDP checksum is mandatory, and a datagram whose checksum
+/// field is zero is discarded. smoltcp would take zero as "no checksum", as in IPv4.
+#[test]
+fn udp_over_ipv6_without_a_checksum_is_dropped() {
+    let lone = lone_b();
+    let u = udp(&lone.stack, domain_of(B6));
+    u.bind(addr(B6, 53)).unwrap();
+    let datagram = |from: u16, zero_checksum: bool| {
+        let mut frame = Vec::new();
+        let (a6, b6): (std::net::Ipv6Addr, std::net::Ipv6Addr) = (A6.parse().unwrap(), B6.parse().unwrap());
+        etherparse::PacketBuilder::ipv6(a6.octets(), b6.octets(), 64)
+            .udp(from, 53)
+            .write(&mut frame, b"query")
+            .unwrap();
+        if zero_checksum {
+            frame[46..48].fill(0);
+        }
+        lone.wire.send_raw(&frame);
+    };
+    datagram(5000, true);
+    datagram(5001, false);
+    let mut buf = [0; 16];
+    assert_eq!(u.recv_from(&mut buf).unwrap(), (5, addr(A6, 5001)), "only the checksummed datagram arrives");
+    assert!(
+        matches!(decisions_from(&lone.stack, 5000)[..], [Decision::Other(why)] if why.contains("without a checksum")),
+        "{:?}",
+        decisions_from(&lone.stack, 5000)
+    );
+}
+
 #[test]
 fn a_full_accept_queue_drops_syns_silently_and_a_retransmitted_syn_makes_no_second_connection() {
     let lone = lone_b();

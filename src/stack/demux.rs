@@ -334,10 +334,26 @@ impl DemuxLog {
 
 /// What the demux reads of a packet.
 enum Parsed {
-    Tcp { flow: Flow, syn: bool, ack: bool, rst: bool, tcp: std::ops::Range<usize> },
-    Udp { flow: Flow },
-    Icmp { flow: Flow, echo_request: bool, neighbour: bool },
-    Other { flow: Flow },
+    Tcp {
+        flow: Flow,
+        syn: bool,
+        ack: bool,
+        rst: bool,
+        tcp: std::ops::Range<usize>,
+    },
+    /// `unchecked`: UDP over IPv6 with a checksum of zero, which RFC 8200 forbids.
+    Udp {
+        flow: Flow,
+        unchecked: bool,
+    },
+    Icmp {
+        flow: Flow,
+        echo_request: bool,
+        neighbour: bool,
+    },
+    Other {
+        flow: Flow,
+    },
 }
 
 fn parse(frame: &[u8]) -> Option<Parsed> {
@@ -376,7 +392,11 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
             Err(_) => Parsed::Other { flow: flow("tcp", 0, 0) },
         },
         IpProtocol::Udp => match UdpPacket::new_checked(payload) {
-            Ok(udp) => Parsed::Udp { flow: flow("udp", udp.src_port(), udp.dst_port()) },
+            Ok(udp) => Parsed::Udp {
+                flow: flow("udp", udp.src_port(), udp.dst_port()),
+                // smoltcp takes a zero checksum as "none" for IPv6 too.
+                unchecked: dst.is_ipv6() && udp.checksum() == 0,
+            },
             Err(_) => Parsed::Other { flow: flow("udp", 0, 0) },
         },
         IpProtocol::Icmp => {
@@ -511,7 +531,9 @@ fn udp_payload_len(frame: &[u8]) -> Option<usize> {
 fn decide(core: &mut Core, parsed: Parsed, frame: &[u8]) -> (Flow, Decision, Disposition) {
     use Disposition::Deliver;
     let flow = match &parsed {
-        Parsed::Tcp { flow, .. } | Parsed::Udp { flow } | Parsed::Icmp { flow, .. } | Parsed::Other { flow } => *flow,
+        Parsed::Tcp { flow, .. } | Parsed::Udp { flow, .. } | Parsed::Icmp { flow, .. } | Parsed::Other { flow } => {
+            *flow
+        }
     };
     if !core.is_local(flow.local.ip()) {
         return (flow, Decision::Other("not addressed to this stack"), Deliver);
@@ -528,6 +550,11 @@ fn decide(core: &mut Core, parsed: Parsed, frame: &[u8]) -> (Flow, Decision, Dis
             let (decision, disposition) = decide_tcp(core, segment);
             (flow, decision, disposition)
         }
+        Parsed::Udp { unchecked: true, .. } => (
+            flow,
+            Decision::Other("UDP over IPv6 without a checksum (RFC 8200 forbids it): dropped"),
+            Disposition::Drop,
+        ),
         Parsed::Udp { .. } => match find_bound(core, core.udp_ports.get(&flow.local.port()), flow.local) {
             Some(socket) => (flow, Decision::Udp { socket }, Deliver),
             None => (flow, Decision::UdpNoSocket, Deliver),
