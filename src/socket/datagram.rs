@@ -73,7 +73,7 @@ impl Socket {
             let e = entry(&mut core, self.id)?;
             let nonblocking = e.nonblocking;
             let SockState::Udp { handle, .. } = e.state else { return Err(Errno::EINVAL) };
-            let socket = core.sockets.get_mut::<udp::Socket>(handle);
+            let socket = core.udp_mut(handle);
             match socket.send_slice(buf, (remote.ip(), remote.port())) {
                 Ok(()) => {
                     self.shared.wake();
@@ -125,7 +125,7 @@ impl Socket {
                 continue;
             };
             let shut_read = e.shut_read;
-            let socket = core.sockets.get_mut::<udp::Socket>(handle);
+            let socket = core.udp_mut(handle);
             discard_unwanted(socket, domain, peer);
             if let Ok((data, meta)) = socket.recv() {
                 let from = SocketAddr::new(meta.endpoint.addr.into(), meta.endpoint.port);

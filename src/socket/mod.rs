@@ -394,7 +394,7 @@ impl Socket {
             if conn.pending_error.is_some() {
                 return if sent > 0 { Ok(sent) } else { Err(conn.pending_error.take().expect("checked")) };
             }
-            let socket = core.sockets.get_mut::<tcp::Socket>(handle);
+            let socket = core.tcp_mut(handle);
             let connecting = matches!(socket.state(), tcp::State::SynSent | tcp::State::SynReceived);
             if !connecting {
                 if !socket.may_send() {
@@ -438,7 +438,7 @@ impl Socket {
             let SockState::Connected(handle) = e.state else { return Err(Errno::ENOTCONN) };
             // As in Linux: data already received first, then a pending error, then end
             // of stream (shutdown(Read) included). An empty buffer waits like any other.
-            let socket = core.sockets.get_mut::<tcp::Socket>(handle);
+            let socket = core.tcp_mut(handle);
             if socket.can_recv() {
                 let n = socket.recv_slice(buf).unwrap_or(0);
                 // The window opened: let the stack thread tell the peer.
@@ -452,7 +452,7 @@ impl Socket {
             if shut_read {
                 return Ok(0);
             }
-            let socket = core.sockets.get::<tcp::Socket>(handle);
+            let socket = core.tcp(handle);
             let connecting = matches!(socket.state(), tcp::State::SynSent | tcp::State::SynReceived);
             if !connecting && !socket.may_recv() {
                 return Ok(0);
@@ -501,7 +501,7 @@ impl Socket {
             _ => return Err(Errno::ENOTCONN),
         };
         // A connection that is over (reset, or closed both ways): ENOTCONN, as in Linux.
-        if handle.is_some_and(|h| core.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed) {
+        if handle.is_some_and(|h| core.tcp(h).state() == tcp::State::Closed) {
             return Err(Errno::ENOTCONN);
         }
         let e = entry(&mut core, self.id)?;
@@ -512,7 +512,7 @@ impl Socket {
             e.shut_write = true;
         }
         if let (Some(handle), Shutdown::Write | Shutdown::Both) = (handle, how) {
-            core.sockets.get_mut::<tcp::Socket>(handle).close();
+            core.tcp_mut(handle).close();
             core.dirty.push(handle);
             self.shared.wake();
         }
@@ -622,7 +622,7 @@ impl Socket {
     pub fn tcp_state(&self) -> Option<tcp::State> {
         let mut core = self.lock().ok()?;
         match entry(&mut core, self.id).ok()?.state {
-            SockState::Connected(handle) => Some(core.sockets.get::<tcp::Socket>(handle).state()),
+            SockState::Connected(handle) => Some(core.tcp(handle).state()),
             SockState::Listening(_) => Some(tcp::State::Listen),
             _ => None,
         }
@@ -679,7 +679,7 @@ fn bind_locked(core: &mut Core, id: SockId, addr: SocketAddr) -> Result<()> {
         let buffer = || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
         let mut socket = udp::Socket::new(buffer(), buffer());
         socket.bind(listen_endpoint(local)).map_err(|_| Errno::EINVAL)?;
-        let handle = core.sockets.add(socket);
+        let handle = core.add_udp_socket(socket);
         entry(core, id)?.state = SockState::Udp { handle, peer: None };
         core.udp_ports.entry(port).or_default().push(id);
         core.generation += 1;

@@ -4,7 +4,7 @@ use std::ops::{BitOr, BitOrAssign};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smoltcp::socket::{tcp, udp};
+use smoltcp::socket::tcp;
 
 use super::datagram::discard_unwanted;
 use super::{Errno, Result, Socket, Type};
@@ -82,7 +82,7 @@ fn readiness(core: &mut Core, socket: &Socket) -> Events {
         }
         SockState::Connected(handle) => {
             let conn = &core.conns[handle];
-            let tcp = core.sockets.get::<tcp::Socket>(*handle);
+            let tcp = core.tcp(*handle);
             let state = tcp.state();
             let connecting = matches!(state, tcp::State::SynSent | tcp::State::SynReceived);
             if conn.pending_error.is_some() {
@@ -101,7 +101,7 @@ fn readiness(core: &mut Core, socket: &Socket) -> Events {
         }
         SockState::Udp { handle, peer } => {
             let (domain, peer, shut_read) = (entry.domain, *peer, entry.shut_read);
-            let udp = core.sockets.get_mut::<udp::Socket>(*handle);
+            let udp = core.udp_mut(*handle);
             discard_unwanted(udp, domain, peer);
             if udp.can_recv() || shut_read {
                 ready |= Events::IN;

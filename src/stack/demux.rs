@@ -689,7 +689,7 @@ fn decide_tcp(core: &mut Core, seg: Segment) -> (Decision, Disposition) {
 /// reset the connection, or restarted, answers the challenge with an exact RST. None lets
 /// the segment through to smoltcp.
 fn check_control(core: &mut Core, handle: SocketHandle, seg: &Segment) -> Option<(Decision, Disposition)> {
-    let window = core.sockets.get::<tcp::Socket>(handle).recv_capacity() as u32;
+    let window = core.tcp(handle).recv_capacity() as u32;
     let now = core.clock.now();
     let conn = core.conns.get_mut(&handle)?;
     let synchronized =
@@ -800,7 +800,7 @@ fn accept_cookie(core: &mut Core, seg: &Segment, listener: SockId) -> Option<(De
 /// After smoltcp processed an admitted SYN: if it rejected it (a bad checksum, say), the
 /// socket made for it is still listening and must not catch another client's SYN.
 pub fn settle(core: &mut Core, handle: SocketHandle) {
-    if core.sockets.get::<tcp::Socket>(handle).state() == tcp::State::Listen {
+    if core.tcp(handle).state() == tcp::State::Listen {
         forget_half_open(core, handle);
     }
 }

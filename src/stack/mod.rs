@@ -5,8 +5,9 @@
 //! API calls lock [`Core`], change smoltcp sockets' buffers or ustack's own tables, wake
 //! the stack thread through an eventfd when there is something to send, and wait on a
 //! condition variable that the stack thread signals after every round of work. The stack
-//! thread sleeps in `poll(2)` on the device and the eventfd, for at most smoltcp's
-//! `poll_delay`: no busy loop, no fixed tick.
+//! thread sleeps in `poll(2)` on the device and the eventfd until the next socket timer:
+//! no busy loop, no fixed tick. smoltcp is handed one socket at a time ([`single`]), so a
+//! round costs what its packets and touched sockets cost, not the number of sockets.
 //!
 //! Every arriving frame passes ustack's demux ([`demux`]) before smoltcp sees it. That is
 //! where listen backlogs are enforced, connections are created for admitted SYNs (smoltcp
@@ -28,6 +29,7 @@ use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpCidr};
 
 use crate::device::Link;
+use single::Which;
 
 pub mod buffers;
 pub mod clock;
@@ -38,6 +40,7 @@ mod isn;
 mod looped;
 pub mod ports;
 mod rewrite;
+mod single;
 mod staged;
 mod table;
 mod teardown;
@@ -213,7 +216,17 @@ pub struct Entry {
 /// State shared by the stack thread and the socket API, behind one lock.
 pub struct Core {
     pub iface: Interface,
-    pub sockets: SocketSet<'static>,
+    /// Every smoltcp socket; smoltcp itself only ever sees one at a time (see [`single`]).
+    /// Reached through [`Core::tcp_mut`] and friends, which note what changed.
+    sockets: SocketSet<'static>,
+    /// Where smoltcp works on one socket at a time.
+    single: single::Single,
+    /// The sockets smoltcp must look at this round: touched by the API or by a packet.
+    egress: Vec<Which>,
+    /// When each socket next needs smoltcp (a retransmission, a delayed ACK, TIME-WAIT).
+    timers: single::Timers,
+    /// Which handles are UDP sockets (to tell a live handle's type).
+    udp_handles: std::collections::HashSet<SocketHandle>,
     /// The memory of the TCP sockets' buffers. Declared after `sockets`, so that the
     /// sockets are dropped before it (see [`buffers::BufferPool`]).
     pub buffers: buffers::BufferPool,
@@ -306,6 +319,10 @@ impl Stack {
         let core = Core {
             iface,
             sockets: SocketSet::new(Vec::new()),
+            single: single::Single::new(),
+            egress: Vec::new(),
+            timers: single::Timers::default(),
+            udp_handles: std::collections::HashSet::new(),
             buffers: buffers::BufferPool::new(config.tcp_buffer),
             config,
             clock,
@@ -401,10 +418,7 @@ impl Stack {
                 .conns
                 .keys()
                 .filter(|&&h| {
-                    matches!(
-                        core.sockets.get::<tcp::Socket>(h).state(),
-                        tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
-                    )
+                    matches!(core.tcp(h).state(), tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck)
                 })
                 .count();
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -478,6 +492,14 @@ impl Core {
     pub fn add_tcp_socket(&mut self, socket: tcp::Socket<'static>, slot: buffers::Slot) -> SocketHandle {
         let handle = self.sockets.add(socket);
         self.buffers.register(handle, slot);
+        self.egress.push(Which::Tcp(handle));
+        handle
+    }
+
+    /// Adds a UDP socket to the socket set.
+    pub fn add_udp_socket(&mut self, socket: udp::Socket<'static>) -> SocketHandle {
+        let handle = self.sockets.add(socket);
+        self.udp_handles.insert(handle);
         handle
     }
 
@@ -486,6 +508,38 @@ impl Core {
         drop(self.sockets.remove(handle));
         // SAFETY: the only socket using the handle's buffers was just dropped.
         unsafe { self.buffers.release_for(handle) };
+        let which = if self.udp_handles.remove(&handle) { Which::Udp(handle) } else { Which::Tcp(handle) };
+        self.timers.forget(which);
+    }
+
+    /// TCP socket `handle`.
+    pub fn tcp(&self, handle: SocketHandle) -> &tcp::Socket<'static> {
+        self.sockets.get(handle)
+    }
+
+    /// TCP socket `handle`, to change: smoltcp looks at it at the end of the round.
+    pub fn tcp_mut(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.egress.push(Which::Tcp(handle));
+        self.sockets.get_mut(handle)
+    }
+
+    /// UDP socket `handle`.
+    pub fn udp(&self, handle: SocketHandle) -> &udp::Socket<'static> {
+        self.sockets.get(handle)
+    }
+
+    /// UDP socket `handle`, to change: smoltcp looks at it at the end of the round.
+    pub fn udp_mut(&mut self, handle: SocketHandle) -> &mut udp::Socket<'static> {
+        self.egress.push(Which::Udp(handle));
+        self.sockets.get_mut(handle)
+    }
+
+    /// Whether `which` is still a socket of the set.
+    fn is_live(&self, which: Which) -> bool {
+        match which {
+            Which::Tcp(h) => self.conns.contains_key(&h),
+            Which::Udp(h) => self.udp_handles.contains(&h),
+        }
     }
 
     /// Registers a TCP connection in the demux table.
@@ -562,16 +616,14 @@ impl Core {
         for handle in std::mem::take(&mut self.dirty) {
             self.observe(handle, now);
         }
-        let sockets = &mut self.sockets;
-        let ports = &mut self.ports;
-        self.udp_draining.retain(|&(handle, port)| {
-            if sockets.get::<udp::Socket>(handle).send_queue() > 0 {
-                return true;
+        for (handle, port) in std::mem::take(&mut self.udp_draining) {
+            if self.udp(handle).send_queue() > 0 {
+                self.udp_draining.push((handle, port));
+                continue;
             }
-            sockets.remove(handle);
-            ports.release(Proto::Udp, port, Holder::Connection(handle));
-            false
-        });
+            self.remove_socket(handle);
+            self.ports.release(Proto::Udp, port, Holder::Connection(handle));
+        }
         if self.sweep_owed && now >= self.next_sweep {
             self.sweep(now);
             self.sweep_owed = false;
@@ -591,11 +643,11 @@ impl Core {
                 (tcp::State::SynSent, _) if age > connect_timeout => {
                     log::info!(target: "ustack::handshake", "{}: no answer to the SYN, connect() timed out", conn.tuple);
                     conn.pending_error.get_or_insert(crate::socket::Errno::ETIMEDOUT);
-                    self.sockets.get_mut::<tcp::Socket>(handle).abort();
+                    self.tcp_mut(handle).abort();
                 }
                 (tcp::State::SynReceived, Owner::Listener(_)) if age > half_open_timeout => {
                     log::info!(target: "ustack::backlog", "{}: half-open for {HALF_OPEN_TIMEOUT:?}, dropped", conn.tuple);
-                    self.sockets.get_mut::<tcp::Socket>(handle).abort();
+                    self.tcp_mut(handle).abort();
                 }
                 _ => {}
             }
@@ -644,6 +696,18 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                     }
                 };
             }
+            // smoltcp works on one socket at a time (see `single`): `which`, or none.
+            macro_rules! one {
+                ($which:expr, |$set:ident, $out:ident| $body:expr) => {{
+                    let which: Option<Which> = $which;
+                    let which = which.filter(|&w| core.is_live(w));
+                    if let Some(w) = which {
+                        core.egress.push(w);
+                    }
+                    let mut $out = out!();
+                    core.single.with(&mut core.sockets, which, |$set| $body)
+                }};
+            }
             let mut more = false;
             for _ in 0..INGRESS_BATCH {
                 if let Some(looped) = loopback.pop_front() {
@@ -655,8 +719,13 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                 }
                 more = true;
                 let (disposition, target) = demux::admit(core, &mut frame);
+                let which = match target {
+                    Some(demux::Target::Tcp(handle)) => Some(Which::Tcp(handle)),
+                    Some(demux::Target::Udp { handle, .. }) => Some(Which::Udp(handle)),
+                    None => None,
+                };
                 let udp_queued = match target {
-                    Some(demux::Target::Udp { handle, .. }) => core.sockets.get::<udp::Socket>(handle).recv_queue(),
+                    Some(demux::Target::Udp { handle, .. }) => core.udp(handle).recv_queue(),
                     _ => 0,
                 };
                 match disposition {
@@ -668,38 +737,53 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                         }
                     }
                     Disposition::Deliver => {
-                        let mut out = out!();
-                        core.iface.poll_ingress_single(now, &mut Staged::new(&frame, &mut out), &mut core.sockets);
+                        one!(which, |set, out| core.iface.poll_ingress_single(
+                            now,
+                            &mut Staged::new(&frame, &mut out),
+                            set
+                        ));
                     }
                     Disposition::DataThenFin(data) => {
-                        let mut out = out!();
-                        core.iface.poll_ingress_single(now, &mut Staged::new(&data, &mut out), &mut core.sockets);
-                        let mut out = out!();
-                        core.iface.poll_ingress_single(now, &mut Staged::new(&frame, &mut out), &mut core.sockets);
+                        one!(which, |set, out| core.iface.poll_ingress_single(
+                            now,
+                            &mut Staged::new(&data, &mut out),
+                            set
+                        ));
+                        one!(which, |set, out| core.iface.poll_ingress_single(
+                            now,
+                            &mut Staged::new(&frame, &mut out),
+                            set
+                        ));
                     }
                     Disposition::Admit(handle) => {
-                        let mut out = out!();
-                        core.iface.poll_ingress_single(now, &mut Staged::new(&frame, &mut out), &mut core.sockets);
+                        one!(Some(Which::Tcp(handle)), |set, out| core.iface.poll_ingress_single(
+                            now,
+                            &mut Staged::new(&frame, &mut out),
+                            set
+                        ));
                         demux::settle(core, handle);
                     }
                     Disposition::Cookie { handle, syn } => {
-                        let mut out = out!();
-                        core.iface.poll_ingress_single(now, &mut Staged::new(&syn, &mut out), &mut core.sockets);
+                        one!(Some(Which::Tcp(handle)), |set, out| core.iface.poll_ingress_single(
+                            now,
+                            &mut Staged::new(&syn, &mut out),
+                            set
+                        ));
                         core.observe(handle, now);
                         // smoltcp answers the replayed SYN; the transmit path drops that
                         // SYN-ACK and learns the shift from it.
-                        while core.iface.poll_egress(now, &mut out!(), &mut core.sockets)
+                        one!(Some(Which::Tcp(handle)), |set, out| while core.iface.poll_egress(now, &mut out, set)
                             == smoltcp::iface::PollResult::SocketStateChanged
-                        {}
+                        {
+                        });
                         match (core.conns.get(&handle).and_then(|c| c.shift), rewrite::tcp_header(&frame)) {
                             (Some(shift), Some((offset, _, _))) => {
                                 rewrite::incoming(&mut frame, offset, shift);
-                                let mut out = out!();
-                                core.iface.poll_ingress_single(
+                                one!(Some(Which::Tcp(handle)), |set, out| core.iface.poll_ingress_single(
                                     now,
                                     &mut Staged::new(&frame, &mut out),
-                                    &mut core.sockets,
-                                );
+                                    set
+                                ));
                             }
                             _ => {
                                 log::warn!(target: "ustack::backlog", "SYN cookie connection {handle}: smoltcp sent no SYN-ACK");
@@ -714,7 +798,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                     // It drops a damaged one as silently: that is not the buffer's doing.
                     Some(demux::Target::Udp { socket, handle, len })
                         if len > 0
-                            && core.sockets.get::<udp::Socket>(handle).recv_queue() == udp_queued
+                            && core.udp(handle).recv_queue() == udp_queued
                             && demux::udp_checksums_ok(&frame) =>
                     {
                         core.demux_log.counters.udp_dropped += 1;
@@ -727,11 +811,29 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                 }
             }
             core.iface.poll_maintenance(now);
+            // Egress for the sockets packets or the API touched and those whose timer is
+            // due, one at a time; each one's next deadline is noted for later rounds.
+            core.timers.take_due(now, &mut core.egress);
             let mut sent = false;
-            while core.iface.poll_egress(now, &mut out!(), &mut core.sockets)
-                == smoltcp::iface::PollResult::SocketStateChanged
-            {
-                sent = true;
+            let mut egress = std::mem::take(&mut core.egress);
+            egress.sort_unstable();
+            egress.dedup();
+            for &which in &egress {
+                if !core.is_live(which) {
+                    continue;
+                }
+                let mut out = out!();
+                let at = core.single.with(&mut core.sockets, Some(which), |set| {
+                    while core.iface.poll_egress(now, &mut out, set) == smoltcp::iface::PollResult::SocketStateChanged {
+                        sent = true;
+                    }
+                    core.iface.poll_at(now, set)
+                });
+                core.timers.set(which, at);
+            }
+            egress.clear();
+            if core.egress.is_empty() {
+                core.egress = egress;
             }
             core.sweep_owed |= more || sent || !core.dirty.is_empty();
             core.reap(now);
@@ -742,10 +844,10 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
             if core.waiters > 0 {
                 shared.changed.notify_all();
             }
-            if more || !loopback.is_empty() {
+            if more || !loopback.is_empty() || !core.egress.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                let timers = core.iface.poll_delay(now, &core.sockets).map(Duration::from);
+                let timers = core.timers.next().map(|at| Duration::from(at - now.min(at)));
                 // An owed sweep must happen even if no timer would wake the thread.
                 let sweep = core.sweep_owed.then(|| Duration::from(core.next_sweep - now.min(core.next_sweep)));
                 match (timers, sweep) {

@@ -3,8 +3,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use smoltcp::socket::{tcp, udp};
-
 use super::ports::Holder;
 use super::{Core, Listener, Owner, SockId, SockState, is_finished};
 
@@ -27,7 +25,7 @@ impl Core {
         }
         self.generation += 1;
         for handle in l.syn_queue.into_iter().chain(l.accept_queue) {
-            self.sockets.get_mut::<tcp::Socket>(handle).abort();
+            self.tcp_mut(handle).abort();
             if let Some(conn) = self.conns.get_mut(&handle) {
                 conn.owner = Owner::Orphan;
             }
@@ -49,7 +47,7 @@ impl Core {
             SockState::Idle => {}
             SockState::Listening(l) => self.unlisten(id, e.local, l),
             SockState::Connected(handle) => {
-                let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+                let socket = self.tcp_mut(handle);
                 let finished = is_finished(socket);
                 if socket.recv_queue() > 0 {
                     socket.abort();
@@ -78,13 +76,13 @@ impl Core {
                 self.generation += 1;
                 // Datagrams sendto() already accepted still go out, as they would from Linux;
                 // the port stays held until they have.
-                if self.sockets.get::<udp::Socket>(handle).send_queue() > 0 {
+                if self.udp(handle).send_queue() > 0 {
                     if let Some(local) = e.local {
                         self.ports.transfer(proto, local.port(), me, Holder::Connection(handle), e.reuse_addr);
                         self.udp_draining.push((handle, local.port()));
                     }
                 } else {
-                    self.sockets.remove(handle);
+                    self.remove_socket(handle);
                 }
             }
         }
