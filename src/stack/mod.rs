@@ -6,7 +6,7 @@
 //! the stack thread through an eventfd when there is something to send, and wait on a
 //! condition variable that the stack thread signals after every round of work. The stack
 //! thread sleeps in `poll(2)` on the device and the eventfd until the next socket timer:
-//! no busy loop, no fixed tick. smoltcp is handed one socket at a time ([`single`]), so a
+//! no busy loop, no fixed tick. smoltcp is handed one socket at a time (`single.rs`), so a
 //! round costs what its packets and touched sockets cost, not the number of sockets.
 //!
 //! Every arriving frame passes ustack's demux ([`demux`]) before smoltcp sees it. That is
@@ -216,7 +216,7 @@ pub struct Entry {
 /// State shared by the stack thread and the socket API, behind one lock.
 pub struct Core {
     pub iface: Interface,
-    /// Every smoltcp socket; smoltcp itself only ever sees one at a time (see [`single`]).
+    /// Every smoltcp socket; smoltcp itself only ever sees one at a time (`single.rs`).
     /// Reached through [`Core::tcp_mut`] and friends, which note what changed.
     sockets: SocketSet<'static>,
     /// Where smoltcp works on one socket at a time.
