@@ -402,7 +402,12 @@ fn udp_datagrams_arrive_whole_or_not_at_all_through_loss_and_corruption() {
 
 /// A segment from 10.0.0.1:`from` to stack "b", port `to`, as the test plays "a".
 fn segment(wire: &WireEnd, from: u16, to: u16, seq: u32, ack: u32, fin: bool, payload: &[u8]) {
-    let mut builder = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(from, to, seq, 65535).ack(ack);
+    segment_with_window(wire, from, to, seq, ack, fin, payload, 65535);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn segment_with_window(wire: &WireEnd, from: u16, to: u16, seq: u32, ack: u32, fin: bool, payload: &[u8], window: u16) {
+    let mut builder = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(from, to, seq, window).ack(ack);
     if fin {
         builder = builder.fin();
     }
@@ -500,4 +505,27 @@ fn a_fin_behind_already_received_data_is_accepted() {
     let answers = segments_within(&lone.wire, Duration::from_millis(500));
     assert!(answers.iter().any(|&(_, ack, _, _)| ack == 1005), "the FIN was not acknowledged: {answers:?}");
     assert_eq!(s.recv(&mut buf).unwrap(), 0, "end of stream");
+}
+
+/// The peer acknowledges part of the data with a zero window, then opens the window
+/// without acknowledging the rest (which it lost). smoltcp 0.14 swaps its retransmission
+/// timer for the zero-window-probe timer and, when the window opens, stops that by going
+/// idle (tcp.rs `process`: "stopping zero-window-probe timer"): the data in flight is
+/// never sent again. ustack's demux shows smoltcp a window of one unit instead of zero
+/// while data is in flight, so the retransmission timer keeps running.
+#[test]
+fn data_in_flight_is_retransmitted_after_a_zero_window_opens() {
+    let lone = common::lone_b();
+    let (s, isn) = handshake(&lone);
+    let port = s.local_addr().unwrap().port();
+    s.send(b"ab").unwrap();
+    let sent = segments_within(&lone.wire, Duration::from_millis(300));
+    assert!(sent.iter().any(|&(seq, _, _, len)| seq == isn + 1 && len == 2), "{sent:?}");
+    segment_with_window(&lone.wire, 4000, port, 1001, isn + 2, false, b"", 0);
+    segment_with_window(&lone.wire, 4000, port, 1001, isn + 2, false, b"", 65535);
+    let later = segments_within(&lone.wire, Duration::from_secs(4));
+    assert!(
+        later.iter().any(|&(seq, _, _, len)| seq == isn + 2 && len == 1),
+        "the unacknowledged byte was not retransmitted within 4 s (RTO is 1 s): {later:?}"
+    );
 }

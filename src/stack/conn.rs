@@ -88,6 +88,9 @@ pub struct Conn {
     /// The acknowledgment number (wire numbering) and window field of the last segment
     /// received with ACK: a duplicate ACK repeats both.
     pub last_ack_in: Option<(u32, u16)>,
+    /// The end of the furthest segment ustack has sent (SND.MAX, wire numbering): an
+    /// acknowledgment short of it leaves data or a FIN in flight.
+    pub sent_max: Option<u32>,
 }
 
 /// See [`Conn::sent`].
@@ -122,6 +125,7 @@ impl Conn {
             challenged_at: None,
             fin_end: None,
             last_ack_in: None,
+            sent_max: None,
         }
     }
 

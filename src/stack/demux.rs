@@ -465,6 +465,9 @@ pub fn admit(core: &mut Core, frame: &mut Vec<u8>) -> (Disposition, Option<Targe
         && disposition == Disposition::Deliver
         && let Some((offset, src, dst)) = super::rewrite::tcp_header(frame)
     {
+        if let Some(conn) = core.conns.get(&handle) {
+            keep_window_open_while_in_flight(conn, frame, offset);
+        }
         if let Some(shift) = core.conns.get(&handle).and_then(|c| c.shift) {
             super::rewrite::incoming(frame, offset, shift);
         }
@@ -743,6 +746,28 @@ fn is_duplicate_ack_for_fin(conn: &mut Conn, seg: &Segment) -> bool {
 enum NoSocket {
     PortZero,
     NoMemory,
+}
+
+/// A zero window advertised while ustack has data or a FIN in flight reaches smoltcp as
+/// a window of one unit. smoltcp 0.14 answers a zero window with its zero-window-probe
+/// timer in place of the retransmission timer, and when the window opens it stops that
+/// timer by making the connection idle — with the data in flight never retransmitted: the
+/// transfer stalls for good if that data was lost. A window of one unit keeps the
+/// retransmission timer running; the retransmissions are then the probes (RFC 9293 §3.8.6.1
+/// lets a sender probe with what it has), and a receiver with no room drops them and
+/// answers with its window, as it would a probe.
+fn keep_window_open_while_in_flight(conn: &Conn, frame: &mut [u8], offset: usize) {
+    use super::rewrite::{ACK, RST, SYN};
+    let tcp = &frame[offset..];
+    let window = u16::from_be_bytes([tcp[14], tcp[15]]);
+    if window != 0 || tcp[13] & ACK == 0 || tcp[13] & (SYN | RST) != 0 {
+        return;
+    }
+    let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    if conn.sent_max.is_some_and(|max| (max.wrapping_sub(ack) as i32) > 0) {
+        super::rewrite::set_window(frame, offset, 1);
+        log::debug!(target: "ustack::demux", "{}: zero window with data in flight, given to smoltcp as 1", conn.tuple);
+    }
 }
 
 /// A fresh smoltcp socket listening for exactly `tuple`'s SYN, in `listener`'s SYN queue.

@@ -104,6 +104,13 @@ pub fn position(packet: &[u8], offset: usize) -> (u32, Option<u32>, u16) {
     (read_u32(tcp, 4).wrapping_add(len), ack, u16::from_be_bytes([tcp[14], tcp[15]]))
 }
 
+/// Sets the window field of the TCP segment at `offset`.
+pub fn set_window(packet: &mut [u8], offset: usize, window: u16) {
+    let tcp = &mut packet[offset..];
+    let word = read_u32(tcp, 12);
+    set_u32(tcp, 12, (word & 0xffff_0000) | u32::from(window));
+}
+
 /// An outgoing segment: `seq -= shift`.
 pub fn outgoing(packet: &mut [u8], offset: usize, shift: u32) {
     let tcp = &mut packet[offset..];
