@@ -732,8 +732,7 @@ fn is_duplicate_ack_for_fin(conn: &mut Conn, seg: &Segment) -> bool {
     if flags & ACK == 0 {
         return false;
     }
-    let ack = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    let window = u16::from_be_bytes([bytes[14], bytes[15]]);
+    let (ack, window) = super::rewrite::ack_and_window(bytes);
     let previous = conn.last_ack_in.replace((ack, window));
     let empty = bytes.len() == usize::from(bytes[12] >> 4) * 4;
     empty
@@ -757,14 +756,13 @@ enum NoSocket {
 /// lets a sender probe with what it has), and a receiver with no room drops them and
 /// answers with its window, as it would a probe.
 fn keep_window_open_while_in_flight(conn: &Conn, frame: &mut [u8], offset: usize) {
-    use super::rewrite::{ACK, RST, SYN};
+    use super::rewrite::{ACK, RST, SYN, ack_and_window, seq_after};
     let tcp = &frame[offset..];
-    let window = u16::from_be_bytes([tcp[14], tcp[15]]);
+    let (ack, window) = ack_and_window(tcp);
     if window != 0 || tcp[13] & ACK == 0 || tcp[13] & (SYN | RST) != 0 {
         return;
     }
-    let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
-    if conn.sent_max.is_some_and(|max| (max.wrapping_sub(ack) as i32) > 0) {
+    if conn.sent_max.is_some_and(|max| seq_after(max, ack)) {
         super::rewrite::set_window(frame, offset, 1);
         log::debug!(target: "ustack::demux", "{}: zero window with data in flight, given to smoltcp as 1", conn.tuple);
     }

@@ -72,7 +72,7 @@ impl SeqNumbers<'_> {
         }
         if let (seq_end, Some(ack), window) = rewrite::position(packet, offset) {
             conn.sent = Some(Sent { seq_end, ack, window });
-            if conn.sent_max.is_none_or(|max| (seq_end.wrapping_sub(max) as i32) > 0) {
+            if conn.sent_max.is_none_or(|max| rewrite::seq_after(seq_end, max)) {
                 conn.sent_max = Some(seq_end);
             }
             if rewrite::flags(packet, offset) & rewrite::FIN != 0 {

@@ -83,6 +83,16 @@ pub fn flags(packet: &[u8], offset: usize) -> u8 {
     packet[offset + 13]
 }
 
+/// The acknowledgment number and window field of a TCP header (`tcp` starts at it).
+pub fn ack_and_window(tcp: &[u8]) -> (u32, u16) {
+    (read_u32(tcp, 8), u16::from_be_bytes([tcp[14], tcp[15]]))
+}
+
+/// Whether sequence number `a` comes after `b` (modulo 2^32, RFC 9293's comparison).
+pub fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
 /// The SYN and ACK flags and the sequence number of the TCP segment at `offset`.
 pub fn flags_and_seq(packet: &[u8], offset: usize) -> (bool, bool, u32) {
     let tcp = &packet[offset..];
