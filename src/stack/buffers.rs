@@ -11,11 +11,12 @@
 //! from untouched, zero pages again. An idle connection costs a few pages, as in Linux,
 //! whose socket buffers hold only the data in flight.
 
-use std::collections::HashMap;
 use std::ptr::NonNull;
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
+
+use super::HashMap;
 
 /// Slots mapped at once when the pool runs out.
 const SLOTS_PER_CHUNK: usize = 16;
@@ -56,7 +57,7 @@ impl BufferPool {
     pub fn new(size: usize) -> BufferPool {
         let page = page_size();
         let stride = size.max(1).div_ceil(page) * page;
-        BufferPool { size, stride, chunks: Vec::new(), free: Vec::new(), used: HashMap::new() }
+        BufferPool { size, stride, chunks: Vec::new(), free: Vec::new(), used: HashMap::default() }
     }
 
     /// A new smoltcp TCP socket with buffers in a slot of the pool, and the slot; None if

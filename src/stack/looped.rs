@@ -3,15 +3,15 @@
 //! of its own for an IP-medium device, so without this a socket could not reach a
 //! listener on its own stack.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use smoltcp::iface::SocketHandle;
-
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpVersion, Ipv4Packet, Ipv6Packet};
 
+use super::HashMap;
 use super::conn::Sent;
 use super::isn::Secret;
 use super::{Conn, FiveTuple, rewrite};

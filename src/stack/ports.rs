@@ -5,12 +5,11 @@
 //! listen()) until the socket is closed, and then by its connection until that connection
 //! is fully gone (TIME-WAIT included), as in Linux.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use smoltcp::iface::SocketHandle;
 
-use super::SockId;
+use super::{HashMap, SockId};
 
 /// The transport a port belongs to: TCP and UDP port spaces are separate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -12,11 +12,13 @@
 //! answers as it would have: RST for TCP, port unreachable for UDP, echo replies for ping.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
+
+use super::HashMap;
 
 /// A socket of the stack's set, with its type (smoltcp's typed accessors panic on a
 /// mismatch).

@@ -1,10 +1,9 @@
 //! Tearing sockets down: what close() of the last handle, or the end of the stack, does.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::ports::Holder;
-use super::{Core, Listener, Owner, SockId, SockState, is_finished};
+use super::{Core, HashMap, Listener, Owner, SockId, SockState, is_finished};
 
 /// Removes socket `id` from a by-port index (listeners, UDP sockets).
 pub fn unindex(index: &mut HashMap<u16, Vec<SockId>>, port: u16, id: SockId) {
