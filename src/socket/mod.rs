@@ -149,9 +149,10 @@ impl Socket {
         Ok(core)
     }
 
-    /// Waits for the stack's next round; ENETDOWN if the stack has stopped.
+    /// Waits until the stack has done something to this socket; ENETDOWN if the stack has
+    /// stopped.
     fn wait<'a>(&self, core: MutexGuard<'a, Core>, deadline: Option<Instant>) -> Result<(MutexGuard<'a, Core>, bool)> {
-        let (core, timed_out) = self.shared.wait(core, remaining(deadline));
+        let (core, timed_out) = self.shared.wait_socket(core, self.id, remaining(deadline));
         if core.down.is_some() {
             return Err(Errno::ENETDOWN);
         }
@@ -492,9 +493,9 @@ impl Socket {
                         core.ports.set_listening(Proto::Tcp, local.port(), self.id, false);
                     }
                     log::info!(target: "ustack::backlog", "listener #{} shut down", self.id);
+                    self.shared.notify(&core, self.id);
                     drop(core);
                     self.shared.wake();
-                    self.shared.changed.notify_all();
                 }
                 return Ok(());
             }
@@ -516,7 +517,7 @@ impl Socket {
             core.dirty.push(handle);
             self.shared.wake();
         }
-        self.shared.changed.notify_all();
+        self.shared.notify(&core, self.id);
         Ok(())
     }
 
@@ -531,9 +532,9 @@ impl Socket {
         }
         let mut core = self.shared.lock();
         core.release(self.id);
+        self.shared.notify(&core, self.id);
         drop(core);
         self.shared.wake();
-        self.shared.changed.notify_all();
         Ok(())
     }
 
@@ -679,7 +680,7 @@ fn bind_locked(core: &mut Core, id: SockId, addr: SocketAddr) -> Result<()> {
         let buffer = || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
         let mut socket = udp::Socket::new(buffer(), buffer());
         socket.bind(listen_endpoint(local)).map_err(|_| Errno::EINVAL)?;
-        let handle = core.add_udp_socket(socket);
+        let handle = core.add_udp_socket(socket, id);
         entry(core, id)?.state = SockState::Udp { handle, peer: None };
         core.udp_ports.entry(port).or_default().push(id);
         core.generation += 1;

@@ -3,8 +3,10 @@
 //!
 //! The shape is lwIP's: a single owner of protocol state, and callers that wait for it.
 //! API calls lock [`Core`], change smoltcp sockets' buffers or ustack's own tables, wake
-//! the stack thread through an eventfd when there is something to send, and wait on a
-//! condition variable that the stack thread signals after every round of work. The stack
+//! the stack thread through an eventfd when there is something to send, and wait on their
+//! socket's condition variable, which the stack thread signals after a round that touched
+//! that socket (a packet, a timer, a state change): a thread is woken for its own socket,
+//! not for every round. The stack
 //! thread sleeps in `poll(2)` on the device and the eventfd until the next socket timer:
 //! no busy loop, no fixed tick. smoltcp is handed one socket at a time (`single.rs`), so a
 //! round costs what its packets and touched sockets cost, not the number of sockets.
@@ -57,7 +59,6 @@ pub use teardown::unindex;
 /// time in bulk receive. It is seeded at random per process, so a peer choosing 5-tuples
 /// cannot precompute collisions in the demux table.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// A socket's number in the stack, like a file descriptor (never reused within a stack).
 pub type SockId = u64;
@@ -68,6 +69,12 @@ const INGRESS_BATCH: usize = 64;
 /// How often, at most, the stack looks at every connection for what timers changed; a
 /// connection's packets and API calls are looked at at once.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Condition variables that blocked socket calls wait on, a socket's being number
+/// `id % WAIT_QUEUES` (hashed wait queues, as the kernel's futexes have): no allocation per
+/// socket, and sockets that share one only see a spurious wake-up, which every wait loop
+/// already checks for.
+const WAIT_QUEUES: usize = 1024;
 
 /// Linux's default `net.core.somaxconn`: listen() clamps larger backlogs to it.
 pub const SOMAXCONN: u32 = 4096;
@@ -230,8 +237,8 @@ pub struct Core {
     egress: Vec<Which>,
     /// When each socket next needs smoltcp (a retransmission, a delayed ACK, TIME-WAIT).
     timers: single::Timers,
-    /// Which handles are UDP sockets (to tell a live handle's type).
-    udp_handles: HashSet<SocketHandle>,
+    /// The UDP sockets' handles, with the socket each belongs to.
+    udp_handles: HashMap<SocketHandle, SockId>,
     /// The memory of the TCP sockets' buffers. Declared after `sockets`, so that the
     /// sockets are dropped before it (see [`buffers::BufferPool`]).
     pub buffers: buffers::BufferPool,
@@ -257,6 +264,11 @@ pub struct Core {
     next_sweep: smoltcp::time::Instant,
     /// API callers waiting on `Shared::changed`: with none, a round signals nobody.
     waiters: usize,
+    /// API callers waiting on each of `Shared::queues`.
+    queue_waiters: Vec<u32>,
+    /// Sockets whose waiting callers this round's work may concern: their wait queues are
+    /// signalled at its end.
+    touched: Vec<SockId>,
     /// Bumped whenever the demux table changes (a connection, listener or UDP socket comes,
     /// goes or changes state), so a watcher can print it on every change.
     pub generation: u64,
@@ -273,8 +285,11 @@ pub struct Core {
 pub struct Shared {
     core: Mutex<Core>,
     /// Signalled after every round of the stack thread, and whenever the API changes
-    /// something another API caller may wait for.
-    pub changed: Condvar,
+    /// something another API caller may wait for: for waits on many sockets at once
+    /// (poll()) or on the stack as a whole.
+    changed: Condvar,
+    /// The sockets' wait queues (see [`WAIT_QUEUES`]).
+    queues: Box<[Condvar]>,
     wake: EventFd,
 }
 
@@ -327,7 +342,7 @@ impl Stack {
             single: single::Single::new(),
             egress: Vec::new(),
             timers: single::Timers::default(),
-            udp_handles: HashSet::default(),
+            udp_handles: HashMap::default(),
             buffers: buffers::BufferPool::new(config.tcp_buffer),
             config,
             clock,
@@ -343,6 +358,8 @@ impl Stack {
             sweep_owed: false,
             next_sweep: smoltcp::time::Instant::ZERO,
             waiters: 0,
+            queue_waiters: vec![0; WAIT_QUEUES],
+            touched: Vec::new(),
             udp_draining: Vec::new(),
             next_id: 3, // 0, 1 and 2 are stdin, stdout and stderr; start where a process's sockets would
             down: None,
@@ -350,7 +367,12 @@ impl Stack {
             secret: isn::Secret::new(),
         };
         let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
-        let shared = Arc::new(Shared { core: Mutex::new(core), changed: Condvar::new(), wake });
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            changed: Condvar::new(),
+            queues: (0..WAIT_QUEUES).map(|_| Condvar::new()).collect(),
+            wake,
+        });
         let thread_shared = shared.clone();
         let thread =
             std::thread::Builder::new().name("ustack".into()).spawn(move || run(&thread_shared, &mut device))?;
@@ -417,7 +439,7 @@ impl Stack {
             core.release(id);
         }
         self.shared.wake();
-        self.shared.changed.notify_all();
+        self.shared.notify_everyone();
         loop {
             let open = core
                 .conns
@@ -445,7 +467,7 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.shared.lock().down.get_or_insert_with(|| "stack stopped".into());
         self.shared.wake();
-        self.shared.changed.notify_all();
+        self.shared.notify_everyone();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -464,6 +486,69 @@ impl Shared {
         let _ = self.wake.write(1);
     }
 
+    /// Waits until something may have changed for socket `id` (or until `timeout`).
+    /// Returns the guard and whether the wait timed out.
+    pub fn wait_socket<'a>(
+        &self,
+        mut core: MutexGuard<'a, Core>,
+        id: SockId,
+        timeout: Option<Duration>,
+    ) -> (MutexGuard<'a, Core>, bool) {
+        let queue = wait_queue(id);
+        core.queue_waiters[queue] += 1;
+        let condvar = &self.queues[queue];
+        let (mut core, timed_out) = match timeout {
+            None => (condvar.wait(core).unwrap_or_else(|p| p.into_inner()), false),
+            Some(t) => {
+                let (core, result) = condvar.wait_timeout(core, t).unwrap_or_else(|p| p.into_inner());
+                (core, result.timed_out())
+            }
+        };
+        core.queue_waiters[queue] -= 1;
+        (core, timed_out)
+    }
+
+    /// Wakes the callers waiting on socket `id`, and those waiting on the stack as a whole:
+    /// for an API call that changed something another thread may wait for.
+    pub fn notify(&self, core: &Core, id: SockId) {
+        let queue = wait_queue(id);
+        if core.queue_waiters[queue] > 0 {
+            self.queues[queue].notify_all();
+        }
+        if core.waiters > 0 {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Wakes every waiting caller (the stack stops, or every socket closes at once).
+    fn notify_everyone(&self) {
+        self.changed.notify_all();
+        for queue in self.queues.iter() {
+            queue.notify_all();
+        }
+    }
+
+    /// After a round: wakes the callers waiting on the sockets it touched. A wait queue
+    /// is signalled only when somebody waits on it, and once per round.
+    fn notify_touched(&self, core: &mut Core) {
+        let mut touched = std::mem::take(&mut core.touched);
+        for id in touched.iter_mut() {
+            *id = wait_queue(*id) as SockId;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for &queue in &touched {
+            if core.queue_waiters[queue as usize] > 0 {
+                self.queues[queue as usize].notify_all();
+            }
+        }
+        touched.clear();
+        core.touched = touched;
+        if core.waiters > 0 {
+            self.changed.notify_all();
+        }
+    }
+
     /// Waits for the stack thread's next round, or until `timeout`. Returns the guard and
     /// whether the wait timed out.
     pub fn wait<'a>(&self, mut core: MutexGuard<'a, Core>, timeout: Option<Duration>) -> (MutexGuard<'a, Core>, bool) {
@@ -478,6 +563,11 @@ impl Shared {
         core.waiters -= 1;
         (core, timed_out)
     }
+}
+
+/// The wait queue of socket `id`.
+fn wait_queue(id: SockId) -> usize {
+    (id % WAIT_QUEUES as SockId) as usize
 }
 
 impl Core {
@@ -501,10 +591,10 @@ impl Core {
         handle
     }
 
-    /// Adds a UDP socket to the socket set.
-    pub fn add_udp_socket(&mut self, socket: udp::Socket<'static>) -> SocketHandle {
+    /// Adds UDP socket `socket` of the API's socket `id` to the socket set.
+    pub fn add_udp_socket(&mut self, socket: udp::Socket<'static>, id: SockId) -> SocketHandle {
         let handle = self.sockets.add(socket);
-        self.udp_handles.insert(handle);
+        self.udp_handles.insert(handle, id);
         handle
     }
 
@@ -513,7 +603,7 @@ impl Core {
         drop(self.sockets.remove(handle));
         // SAFETY: the only socket using the handle's buffers was just dropped.
         unsafe { self.buffers.release_for(handle) };
-        let which = if self.udp_handles.remove(&handle) { Which::Udp(handle) } else { Which::Tcp(handle) };
+        let which = if self.udp_handles.remove(&handle).is_some() { Which::Udp(handle) } else { Which::Tcp(handle) };
         self.timers.forget(which);
     }
 
@@ -543,8 +633,23 @@ impl Core {
     fn is_live(&self, which: Which) -> bool {
         match which {
             Which::Tcp(h) => self.conns.contains_key(&h),
-            Which::Udp(h) => self.udp_handles.contains(&h),
+            Which::Udp(h) => self.udp_handles.contains_key(&h),
         }
+    }
+
+    /// Notes that socket `which`'s waiting callers (if any) are to be woken after this round.
+    fn touch(&mut self, which: Which) {
+        let id = match which {
+            Which::Tcp(h) => match self.conns.get(&h).map(|c| c.owner) {
+                Some(Owner::Socket(id) | Owner::Listener(id)) => id,
+                _ => return,
+            },
+            Which::Udp(h) => match self.udp_handles.get(&h) {
+                Some(&id) => id,
+                None => return,
+            },
+        };
+        self.touched.push(id);
     }
 
     /// Registers a TCP connection in the demux table.
@@ -566,6 +671,9 @@ impl Core {
         let finished = is_finished(socket);
         if conn.advance(state, now) {
             self.generation += 1;
+            if let Owner::Socket(id) | Owner::Listener(id) = conn.owner {
+                self.touched.push(id);
+            }
             // A completed handshake moves from the SYN queue to the accept queue at once, so
             // the next packet's accept-queue check counts it.
             let past_handshake = !matches!(state, tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed);
@@ -605,6 +713,9 @@ impl Core {
     pub fn free_conn(&mut self, handle: SocketHandle) {
         self.generation += 1;
         if let Some(conn) = self.conns.remove(&handle) {
+            if let Owner::Socket(id) | Owner::Listener(id) = conn.owner {
+                self.touched.push(id);
+            }
             self.demux.remove(&conn.tuple);
             if conn.holds_port {
                 self.ports.release(Proto::Tcp, conn.tuple.local.port(), Holder::Connection(handle));
@@ -708,6 +819,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                     let which = which.filter(|&w| core.is_live(w));
                     if let Some(w) = which {
                         core.egress.push(w);
+                        core.touch(w);
                     }
                     let mut $out = out!();
                     core.single.with(&mut core.sockets, which, |$set| $body)
@@ -828,13 +940,24 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                     continue;
                 }
                 let mut out = out!();
+                let mut sent_here = false;
                 let at = core.single.with(&mut core.sockets, Some(which), |set| {
                     while core.iface.poll_egress(now, &mut out, set) == smoltcp::iface::PollResult::SocketStateChanged {
-                        sent = true;
+                        sent_here = true;
                     }
                     core.iface.poll_at(now, set)
                 });
                 core.timers.set(which, at);
+                sent |= sent_here;
+                // What it sent may have made room in its buffer (UDP), or ended it (a RST,
+                // TIME-WAIT over): its waiters look. An API call that gave smoltcp nothing
+                // to send wakes nobody, so a waiter's own calls cannot keep waking it.
+                if sent_here {
+                    core.touch(which);
+                }
+                if let Which::Tcp(handle) = which {
+                    core.observe(handle, now);
+                }
             }
             egress.clear();
             if core.egress.is_empty() {
@@ -846,9 +969,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                 log::error!(target: "ustack", "device failed: {err}");
                 core.down = Some(format!("device failed: {err}"));
             }
-            if core.waiters > 0 {
-                shared.changed.notify_all();
-            }
+            shared.notify_touched(core);
             if more || !loopback.is_empty() || !core.egress.is_empty() {
                 Some(Duration::ZERO)
             } else {
@@ -865,7 +986,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
             sleep(shared, device, delay);
         }
     }
-    shared.changed.notify_all();
+    shared.notify_everyone();
 }
 
 /// Sleeps until the device is readable, the API wakes us, or `delay` passes.
