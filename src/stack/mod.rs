@@ -6,10 +6,11 @@
 //! the stack thread through an eventfd when there is something to send, and wait on their
 //! socket's condition variable, which the stack thread signals after a round that touched
 //! that socket (a packet, a timer, a state change): a thread is woken for its own socket,
-//! not for every round. The stack
-//! thread sleeps in `poll(2)` on the device and the eventfd until the next socket timer:
-//! no busy loop, no fixed tick. smoltcp is handed one socket at a time (`single.rs`), so a
-//! round costs what its packets and touched sockets cost, not the number of sockets.
+//! not for every round. The stack thread reads what the device has before it takes the
+//! lock, so those reads overlap with API calls instead of taking turns with them, and
+//! sleeps in `poll(2)` on the device and the eventfd until the next socket timer: no busy
+//! loop, no fixed tick. smoltcp is handed one socket at a time (`single.rs`), so a round
+//! costs what its packets and touched sockets cost, not the number of sockets.
 //!
 //! Every arriving frame passes ustack's demux ([`demux`]) before smoltcp sees it. That is
 //! where listen backlogs are enforced, connections are created for admitted SYNs (smoltcp
@@ -65,6 +66,11 @@ pub type SockId = u64;
 
 /// Frames taken from the device per lock hold, so API calls are never kept waiting long.
 const INGRESS_BATCH: usize = 64;
+
+/// Bytes of frames read from the device before the lock is taken, at most: that many
+/// frames' reads overlap with API calls (which copy data in and out of socket buffers
+/// under the lock) instead of taking turns with them.
+const PREREAD_BYTES: usize = 1 << 20;
 
 /// How often, at most, the stack looks at every connection for what timers changed; a
 /// connection's packets and API calls are looked at at once.
@@ -784,8 +790,18 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
     // Packets the stack sent to its own addresses, to be received like the device's.
     let mut loopback: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
     let mut scratch = Vec::with_capacity(device.capabilities().max_transmission_unit);
-    let local: Vec<IpAddr> = shared.lock().config.addrs.iter().map(|cidr| IpAddr::from(cidr.address())).collect();
+    let (local, clock) = {
+        let core = shared.lock();
+        (core.config.addrs.iter().map(|cidr| IpAddr::from(cidr.address())).collect::<Vec<IpAddr>>(), core.clock)
+    };
+    let mtu = device.capabilities().max_transmission_unit;
+    let mut preread: Vec<Vec<u8>> = (0..(PREREAD_BYTES / mtu.max(1)).clamp(1, INGRESS_BATCH)).map(|_| Vec::new()).collect();
     loop {
+        let mut prereads = 0;
+        let read_at = clock.now();
+        while prereads < preread.len() && device.receive_into(read_at, &mut preread[prereads]) {
+            prereads += 1;
+        }
         let delay = {
             let mut guard = shared.lock();
             let core = &mut *guard;
@@ -826,13 +842,13 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                 }};
             }
             let mut more = false;
-            for _ in 0..INGRESS_BATCH {
-                if let Some(looped) = loopback.pop_front() {
+            for i in 0..INGRESS_BATCH {
+                if i < prereads {
+                    std::mem::swap(&mut frame, &mut preread[i]);
+                } else if let Some(looped) = loopback.pop_front() {
                     frame = looped;
-                } else {
-                    if !device.receive_into(now, &mut frame) {
-                        break;
-                    }
+                } else if !device.receive_into(now, &mut frame) {
+                    break;
                 }
                 more = true;
                 let (disposition, target) = demux::admit(core, &mut frame);
