@@ -32,10 +32,54 @@ pub struct Looped<'a, D> {
     pub device: &'a mut D,
     pub local: &'a [IpAddr],
     pub queue: &'a mut VecDeque<Vec<u8>>,
-    /// Where smoltcp builds a packet before its destination is known; reused, so a
-    /// packet costs neither an allocation nor a copy on its way to the device.
-    pub scratch: &'a mut Vec<u8>,
+    pub outbox: &'a mut Outbox,
     pub seq: SeqNumbers<'a>,
+}
+
+/// Bytes of packets the outbox holds before it writes them out under the lock after all.
+const OUTBOX_BYTES: usize = 1 << 20;
+
+/// Packets for the device, built by smoltcp under the stack lock and written out by the
+/// stack thread once it has let go of the lock, so its writes (in which the kernel does
+/// its own receive processing) overlap with API calls instead of taking turns with them.
+/// Its buffers are reused: a packet costs neither an allocation nor a copy on its way.
+#[derive(Default)]
+pub struct Outbox {
+    packets: Vec<Vec<u8>>,
+    /// How many of `packets` are waiting to be written, and their bytes.
+    ready: usize,
+    bytes: usize,
+}
+
+impl Outbox {
+    /// The next packet's buffer, `len` bytes long.
+    fn next(&mut self, len: usize) -> &mut [u8] {
+        if self.ready == self.packets.len() {
+            self.packets.push(Vec::new());
+        }
+        let buffer = &mut self.packets[self.ready];
+        // Not zeroed for the payload (that would cost as much as a copy of the packet):
+        // smoltcp writes all of it. Headers are, since smoltcp leaves the bytes after a
+        // TCP option list's end-of-list as they were.
+        buffer.resize(len, 0);
+        buffer[..len.min(HEADERS_MAX)].fill(0);
+        buffer
+    }
+
+    /// Keeps the packet just built in `next`'s buffer, to be written.
+    fn commit(&mut self) {
+        self.bytes += self.packets[self.ready].len();
+        self.ready += 1;
+    }
+
+    /// Writes the waiting packets to `device`, in order.
+    pub fn flush<D: Link>(&mut self, device: &mut D, now: Instant) {
+        for packet in &self.packets[..self.ready] {
+            device.transmit_from(now, packet);
+        }
+        self.ready = 0;
+        self.bytes = 0;
+    }
 }
 
 /// What the transmit path needs to put TCP sequence numbers into the wire's numbering.
@@ -92,20 +136,13 @@ pub struct Tx<'a, 'b, D> {
     now: Instant,
     local: &'a [IpAddr],
     queue: &'a mut VecDeque<Vec<u8>>,
-    scratch: &'a mut Vec<u8>,
+    outbox: &'a mut Outbox,
     seq: &'a mut SeqNumbers<'b>,
 }
 
 impl<D: Link> phy::TxToken for Tx<'_, '_, D> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        // The buffer is reused without zeroing the payload (that would cost as much as a
-        // copy of the packet): smoltcp writes all of it. Headers are zeroed, since smoltcp
-        // leaves the bytes after a TCP option list's end-of-list as they were.
-        if self.scratch.len() < len {
-            self.scratch.resize(len, 0);
-        }
-        let packet = &mut self.scratch[..len];
-        packet[..len.min(HEADERS_MAX)].fill(0);
+        let packet = self.outbox.next(len);
         let result = f(packet);
         if !self.seq.outgoing(packet) {
             return result;
@@ -113,7 +150,10 @@ impl<D: Link> phy::TxToken for Tx<'_, '_, D> {
         if destination(packet).is_some_and(|dst| self.local.contains(&dst)) {
             self.queue.push_back(packet.to_vec());
         } else {
-            self.device.transmit_from(self.now, packet);
+            self.outbox.commit();
+            if self.outbox.bytes >= OUTBOX_BYTES {
+                self.outbox.flush(self.device, self.now);
+            }
         }
         result
     }
@@ -151,7 +191,7 @@ impl<'a, D: Link> Device for Looped<'a, D> {
             now,
             local: self.local,
             queue: &mut *self.queue,
-            scratch: &mut *self.scratch,
+            outbox: &mut *self.outbox,
             seq: &mut self.seq,
         })
     }

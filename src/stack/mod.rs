@@ -7,8 +7,8 @@
 //! socket's condition variable, which the stack thread signals after a round that touched
 //! that socket (a packet, a timer, a state change): a thread is woken for its own socket,
 //! not for every round. The stack thread reads what the device has before it takes the
-//! lock, so those reads overlap with API calls instead of taking turns with them, and
-//! sleeps in `poll(2)` on the device and the eventfd until the next socket timer: no busy
+//! lock and writes what smoltcp sent after letting go of it, so its device I/O overlaps
+//! with API calls instead of taking turns with them, and sleeps in `poll(2)` on the device and the eventfd until the next socket timer: no busy
 //! loop, no fixed tick. smoltcp is handed one socket at a time (`single.rs`), so a round
 //! costs what its packets and touched sockets cost, not the number of sockets.
 //!
@@ -789,7 +789,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
     let mut frame = Vec::with_capacity(device.capabilities().max_transmission_unit);
     // Packets the stack sent to its own addresses, to be received like the device's.
     let mut loopback: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
-    let mut scratch = Vec::with_capacity(device.capabilities().max_transmission_unit);
+    let mut outbox = looped::Outbox::default();
     let (local, clock) = {
         let core = shared.lock();
         (core.config.addrs.iter().map(|cidr| IpAddr::from(cidr.address())).collect::<Vec<IpAddr>>(), core.clock)
@@ -818,7 +818,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                         device: &mut *device,
                         local: &local,
                         queue: &mut loopback,
-                        scratch: &mut scratch,
+                        outbox: &mut outbox,
                         seq: looped::SeqNumbers {
                             conns: &mut core.conns,
                             demux: &core.demux,
@@ -998,6 +998,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
                 }
             }
         };
+        outbox.flush(device, clock.now());
         if delay != Some(Duration::ZERO) {
             sleep(shared, device, delay);
         }
