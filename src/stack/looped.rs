@@ -36,8 +36,10 @@ pub struct Looped<'a, D> {
     pub seq: SeqNumbers<'a>,
 }
 
-/// Bytes of packets the outbox holds before it writes them out under the lock after all.
+/// Bytes, and packets, the outbox holds before it writes them out under the lock after
+/// all: what it keeps allocated.
 const OUTBOX_BYTES: usize = 1 << 20;
+const OUTBOX_PACKETS: usize = 1024;
 
 /// Packets for the device, built by smoltcp under the stack lock and written out by the
 /// stack thread once it has let go of the lock, so its writes (in which the kernel does
@@ -151,7 +153,7 @@ impl<D: Link> phy::TxToken for Tx<'_, '_, D> {
             self.queue.push_back(packet.to_vec());
         } else {
             self.outbox.commit();
-            if self.outbox.bytes >= OUTBOX_BYTES {
+            if self.outbox.bytes >= OUTBOX_BYTES || self.outbox.ready >= OUTBOX_PACKETS {
                 self.outbox.flush(self.device, self.now);
             }
         }

@@ -380,8 +380,10 @@ impl Stack {
             wake,
         });
         let thread_shared = shared.clone();
-        let thread =
-            std::thread::Builder::new().name("ustack".into()).spawn(move || run(&thread_shared, &mut device))?;
+        let preread = preread_buffers(device.capabilities().max_transmission_unit);
+        let thread = std::thread::Builder::new()
+            .name("ustack".into())
+            .spawn(move || run(&thread_shared, &mut device, preread))?;
         Ok(Stack { shared, thread: Some(thread) })
     }
 
@@ -784,8 +786,17 @@ pub fn is_finished(socket: &tcp::Socket) -> bool {
     socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none()
 }
 
+/// The buffers the stack thread reads frames into before it takes the lock: up to
+/// [`PREREAD_BYTES`] of frames. Allocated by [`Stack::new`] at their full size (any IP
+/// packet: a device may read up to 64 KiB), so that this fixed memory of the stack is there
+/// when it starts, not counted against its first connections.
+fn preread_buffers(mtu: usize) -> Vec<Vec<u8>> {
+    let count = (PREREAD_BYTES / mtu.max(1)).clamp(1, INGRESS_BATCH);
+    (0..count).map(|_| Vec::with_capacity(mtu.max(usize::from(u16::MAX)))).collect()
+}
+
 /// The stack thread: receive, demux, let smoltcp process, transmit, sleep.
-fn run<D: Link>(shared: &Shared, device: &mut D) {
+fn run<D: Link>(shared: &Shared, device: &mut D, mut preread: Vec<Vec<u8>>) {
     let mut frame = Vec::with_capacity(device.capabilities().max_transmission_unit);
     // Packets the stack sent to its own addresses, to be received like the device's.
     let mut loopback: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
@@ -794,8 +805,6 @@ fn run<D: Link>(shared: &Shared, device: &mut D) {
         let core = shared.lock();
         (core.config.addrs.iter().map(|cidr| IpAddr::from(cidr.address())).collect::<Vec<IpAddr>>(), core.clock)
     };
-    let mtu = device.capabilities().max_transmission_unit;
-    let mut preread: Vec<Vec<u8>> = (0..(PREREAD_BYTES / mtu.max(1)).clamp(1, INGRESS_BATCH)).map(|_| Vec::new()).collect();
     loop {
         let mut prereads = 0;
         let read_at = clock.now();
