@@ -447,10 +447,11 @@ fn find_bound(core: &Core, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Option
         .copied()
 }
 
-/// Decides what happens to `frame`, does the ustack side of it, and records the decision.
+/// Decides what happens to `frame`, does the ustack side of it, and records the decision
+/// as made at `now` (the round's time: a clock read per packet showed in profiles).
 /// Also returns the socket the packet is for, if any, so the stack can look at it right
 /// after smoltcp has processed the packet.
-pub fn admit(core: &mut Core, frame: &mut Vec<u8>) -> (Disposition, Option<Target>) {
+pub fn admit(core: &mut Core, frame: &mut Vec<u8>, now: smoltcp::time::Instant) -> (Disposition, Option<Target>) {
     let (flow, decision, mut disposition) = match parse(frame) {
         None if frame.is_empty() => (None, Decision::Other("empty frame"), Disposition::Drop),
         None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver),
@@ -475,7 +476,7 @@ pub fn admit(core: &mut Core, frame: &mut Vec<u8>) -> (Disposition, Option<Targe
             disposition = Disposition::DataThenFin(data);
         }
     }
-    let at_ms = core.clock.now().total_millis() as u64;
+    let at_ms = now.total_millis() as u64;
     core.demux_log.record(DemuxEvent { at_ms, flow, decision });
     let target = match decision {
         Decision::Connection { handle, .. }

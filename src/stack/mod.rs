@@ -608,6 +608,8 @@ impl Core {
 
     /// Removes a socket from the set and frees it, buffers and all.
     pub fn remove_socket(&mut self, handle: SocketHandle) {
+        // Put a swapped-in socket back, so the set's own copy is what gets removed.
+        self.single.hold(&mut self.sockets, None);
         drop(self.sockets.remove(handle));
         // SAFETY: the only socket using the handle's buffers was just dropped.
         unsafe { self.buffers.release_for(handle) };
@@ -617,24 +619,24 @@ impl Core {
 
     /// TCP socket `handle`.
     pub fn tcp(&self, handle: SocketHandle) -> &tcp::Socket<'static> {
-        self.sockets.get(handle)
+        self.single.tcp(&self.sockets, handle)
     }
 
     /// TCP socket `handle`, to change: smoltcp looks at it at the end of the round.
     pub fn tcp_mut(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
         self.egress.push(Which::Tcp(handle));
-        self.sockets.get_mut(handle)
+        self.single.tcp_mut(&mut self.sockets, handle)
     }
 
     /// UDP socket `handle`.
     pub fn udp(&self, handle: SocketHandle) -> &udp::Socket<'static> {
-        self.sockets.get(handle)
+        self.single.udp(&self.sockets, handle)
     }
 
     /// UDP socket `handle`, to change: smoltcp looks at it at the end of the round.
     pub fn udp_mut(&mut self, handle: SocketHandle) -> &mut udp::Socket<'static> {
         self.egress.push(Which::Udp(handle));
-        self.sockets.get_mut(handle)
+        self.single.udp_mut(&mut self.sockets, handle)
     }
 
     /// Whether `which` is still a socket of the set.
@@ -674,7 +676,7 @@ impl Core {
     /// catch another client's SYN), for connections the API touched, and in the sweep.
     pub fn observe(&mut self, handle: SocketHandle, now: smoltcp::time::Instant) {
         let Some(conn) = self.conns.get_mut(&handle) else { return };
-        let socket = self.sockets.get::<tcp::Socket>(handle);
+        let socket = self.single.tcp(&self.sockets, handle);
         let state = socket.state();
         let finished = is_finished(socket);
         if conn.advance(state, now) {
@@ -860,7 +862,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D, mut preread: Vec<Vec<u8>>) {
                     break;
                 }
                 more = true;
-                let (disposition, target) = demux::admit(core, &mut frame);
+                let (disposition, target) = demux::admit(core, &mut frame, now);
                 let which = match target {
                     Some(demux::Target::Tcp(handle)) => Some(Which::Tcp(handle)),
                     Some(demux::Target::Udp { handle, .. }) => Some(Which::Udp(handle)),

@@ -6,7 +6,9 @@
 //! round cost O(connections). ustack's demux already knows which socket a packet is for,
 //! and ustack knows which sockets were touched or have a timer due, so smoltcp never sees
 //! the set of all sockets: the one socket in question is swapped into a set of its own
-//! (a few hundred bytes moved twice), smoltcp works on that, and it is swapped back.
+//! (a few hundred bytes moved), and smoltcp works on that. It stays there until smoltcp
+//! needs another one, so a run of packets for one connection — bulk transfer — costs no
+//! swapping at all; [`Single::tcp`] and friends find a socket wherever it is.
 //!
 //! A packet for no socket goes to the set with only placeholders in it, where smoltcp
 //! answers as it would have: RST for TCP, port unreachable for UDP, echo replies for ping.
@@ -34,6 +36,9 @@ pub struct Single {
     pub set: SocketSet<'static>,
     tcp: SocketHandle,
     udp: SocketHandle,
+    /// The socket of the stack's set that is swapped in here now (its place in the stack's
+    /// set holds the placeholder).
+    current: Option<Which>,
 }
 
 impl Single {
@@ -45,7 +50,7 @@ impl Single {
             udp::PacketBuffer::new(Vec::new(), Vec::new()),
             udp::PacketBuffer::new(Vec::new(), Vec::new()),
         ));
-        Single { set, tcp, udp }
+        Single { set, tcp, udp, current: None }
     }
 
     /// Runs `f` on a set holding socket `which` of `sockets` (and a placeholder of the
@@ -57,21 +62,69 @@ impl Single {
         which: Option<Which>,
         f: impl FnOnce(&mut SocketSet<'static>) -> R,
     ) -> R {
-        self.swap(sockets, which);
-        let result = f(&mut self.set);
-        self.swap(sockets, which);
-        result
+        self.hold(sockets, which);
+        f(&mut self.set)
     }
 
-    fn swap(&mut self, sockets: &mut SocketSet<'static>, which: Option<Which>) {
+    /// Makes `which` the socket swapped in, putting the current one back first.
+    pub fn hold(&mut self, sockets: &mut SocketSet<'static>, which: Option<Which>) {
+        if self.current != which {
+            if let Some(current) = self.current {
+                self.swap(sockets, current);
+            }
+            if let Some(which) = which {
+                self.swap(sockets, which);
+            }
+            self.current = which;
+        }
+    }
+
+    /// TCP socket `handle` of `sockets`, wherever it is now.
+    pub fn tcp<'a>(&'a self, sockets: &'a SocketSet<'static>, handle: SocketHandle) -> &'a tcp::Socket<'static> {
+        match self.current {
+            Some(Which::Tcp(h)) if h == handle => self.set.get(self.tcp),
+            _ => sockets.get(handle),
+        }
+    }
+
+    pub fn tcp_mut<'a>(
+        &'a mut self,
+        sockets: &'a mut SocketSet<'static>,
+        handle: SocketHandle,
+    ) -> &'a mut tcp::Socket<'static> {
+        match self.current {
+            Some(Which::Tcp(h)) if h == handle => self.set.get_mut(self.tcp),
+            _ => sockets.get_mut(handle),
+        }
+    }
+
+    /// UDP socket `handle` of `sockets`, wherever it is now.
+    pub fn udp<'a>(&'a self, sockets: &'a SocketSet<'static>, handle: SocketHandle) -> &'a udp::Socket<'static> {
+        match self.current {
+            Some(Which::Udp(h)) if h == handle => self.set.get(self.udp),
+            _ => sockets.get(handle),
+        }
+    }
+
+    pub fn udp_mut<'a>(
+        &'a mut self,
+        sockets: &'a mut SocketSet<'static>,
+        handle: SocketHandle,
+    ) -> &'a mut udp::Socket<'static> {
+        match self.current {
+            Some(Which::Udp(h)) if h == handle => self.set.get_mut(self.udp),
+            _ => sockets.get_mut(handle),
+        }
+    }
+
+    fn swap(&mut self, sockets: &mut SocketSet<'static>, which: Which) {
         match which {
-            Some(Which::Tcp(h)) => {
+            Which::Tcp(h) => {
                 std::mem::swap(sockets.get_mut::<tcp::Socket>(h), self.set.get_mut::<tcp::Socket>(self.tcp))
             }
-            Some(Which::Udp(h)) => {
+            Which::Udp(h) => {
                 std::mem::swap(sockets.get_mut::<udp::Socket>(h), self.set.get_mut::<udp::Socket>(self.udp))
             }
-            None => {}
         }
     }
 }
