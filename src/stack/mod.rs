@@ -853,9 +853,10 @@ fn run<D: Link>(shared: &Shared, device: &mut D, mut preread: Vec<Vec<u8>>) {
                 }};
             }
             let mut more = false;
-            for i in 0..INGRESS_BATCH {
-                if i < prereads {
-                    std::mem::swap(&mut frame, &mut preread[i]);
+            let mut prereads = preread[..prereads].iter_mut();
+            for _ in 0..INGRESS_BATCH {
+                if let Some(buffer) = prereads.next() {
+                    std::mem::swap(&mut frame, buffer);
                 } else if let Some(looped) = loopback.pop_front() {
                     frame = looped;
                 } else if !device.receive_into(now, &mut frame) {
