@@ -42,7 +42,9 @@ fn smoke_run_prints_every_scenario_with_its_baselines() {
     ] {
         assert!(stdout.contains(row), "no row {row:?} in:\n{stdout}");
     }
-    for baseline in ["kernel ↔ kernel, veth", "raw smoltcp, same TUN", "tcpdump -nn -r", "tshark -r"] {
+    for baseline in
+        ["kernel ↔ kernel, veth", "raw smoltcp, same TUN", "raw smoltcp + app copy", "tcpdump -nn -r", "tshark -r"]
+    {
         assert!(stdout.contains(baseline), "no baseline {baseline:?} in:\n{stdout}");
     }
     assert!(!stdout.contains("failed:"), "a measurement failed:\n{stdout}");

@@ -41,7 +41,8 @@ use crate::StackConfig;
 /// What can be measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
-    /// Bulk TCP both ways at each MTU: ustack, the kernel over veth, raw smoltcp.
+    /// Bulk TCP both ways at each MTU: ustack, the kernel over veth, raw smoltcp (in place,
+    /// and copying through an application buffer).
     Bulk,
     /// Sequential connect + close: rate and connect() latency.
     Connect,
@@ -284,6 +285,9 @@ fn row(scenario: &str, metric: &str, unit: Unit, ustack: Cell, baselines: Vec<(&
 /// The kernel baseline's name in the table.
 const KERNEL: &str = "kernel ↔ kernel, veth";
 
+/// Raw smoltcp with the copy a socket API makes, in the table.
+const RAW_COPYING: &str = "raw smoltcp + app copy";
+
 fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Vec<Row> {
     const PORT: u16 = 5001;
     let s = &plan.sizes;
@@ -314,16 +318,25 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
                 cell
             }))
         })());
+        let raw_runs = |copying: bool| {
+            or_failed((|| {
+                let (ns, device) = lab::tun(Some(mtu))?;
+                let addr = smoltcp::wire::IpCidr::new(smoltcp::wire::IpAddress::Ipv4(lab::TUN_STACK), 24);
+                let mut engine = raw::RawEngine::new(device, addr, plan.tcp_buffer);
+                if copying {
+                    engine = engine.copying();
+                }
+                Ok(dirs.map(|dir| {
+                    let [cell] =
+                        repeat(s.warmups, s.repeats, || engine.transfer(&ns, PORT, dir, s.bulk_time).map(|g| [g]));
+                    cell
+                }))
+            })())
+        };
         progress(&format!("bulk TCP, MTU {mtu}: raw smoltcp"));
-        let raw = or_failed((|| {
-            let (ns, device) = lab::tun(Some(mtu))?;
-            let addr = smoltcp::wire::IpCidr::new(smoltcp::wire::IpAddress::Ipv4(lab::TUN_STACK), 24);
-            let mut engine = raw::RawEngine::new(device, addr, plan.tcp_buffer);
-            Ok(dirs.map(|dir| {
-                let [cell] = repeat(s.warmups, s.repeats, || engine.transfer(&ns, PORT, dir, s.bulk_time).map(|g| [g]));
-                cell
-            }))
-        })());
+        let raw = raw_runs(false);
+        progress(&format!("bulk TCP, MTU {mtu}: raw smoltcp, copying"));
+        let raw_copying = raw_runs(true);
         for (i, dir) in dirs.into_iter().enumerate() {
             let scenario = match dir {
                 Direction::ToServer => format!("Bulk TCP kernel → ustack (ustack receives), MTU {mtu}"),
@@ -334,16 +347,23 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
                 "Gbit/s",
                 Unit::Gbps,
                 ustack[i].clone(),
-                vec![(KERNEL, kernel[i].clone()), ("raw smoltcp, same TUN", raw[i].clone())],
+                vec![
+                    (KERNEL, kernel[i].clone()),
+                    ("raw smoltcp, same TUN", raw[i].clone()),
+                    (RAW_COPYING, raw_copying[i].clone()),
+                ],
             ));
         }
     }
     notes.push(format!(
         "Bulk TCP: one connection, {:?} of sending per run, measured by the receiver from its first read to end of \
          stream. ustack and raw smoltcp use {} socket buffers each way; the kernel its defaults (autotuning). The \
-         kernel client connects in every case; \"ustack sends\" means the ustack side writes.",
+         kernel client connects in every case; \"ustack sends\" means the ustack side writes. Raw smoltcp reads \
+         and writes its socket buffer in place; \"+ app copy\" copies through a {} application buffer, as read() \
+         and write() on any socket (ustack's or the kernel's) do.",
         s.bulk_time,
-        table::format_value(plan.tcp_buffer as f64, Unit::Bytes)
+        table::format_value(plan.tcp_buffer as f64, Unit::Bytes),
+        table::format_value(bulk::CHUNK as f64, Unit::Bytes)
     ));
     rows
 }

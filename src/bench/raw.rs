@@ -3,7 +3,9 @@
 //! `benchmark` example — poll, move data, sleep in poll(2) until the device is readable
 //! or `poll_delay` passes — and nothing of ustack: no stack thread, no lock, no demux, no
 //! socket API. Data is dequeued in place (`recv(|buf| ...)`) and enqueued without a copy
-//! from an application buffer, as that example does.
+//! from an application buffer, as that example does — or, with [`RawEngine::copying`],
+//! copied out of and into a [`bulk::CHUNK`]-byte buffer as an application of a socket API
+//! gets it: what the Berkeley API's copy costs, apart from ustack.
 //!
 //! It lives in the library, not in a separate crate or example, so that it is built and
 //! type-checked with everything else (it cannot rot) and runs in the same process and the
@@ -35,6 +37,8 @@ pub struct RawEngine {
     buffer: usize,
     /// What the timestamps smoltcp sees count from.
     epoch: Instant,
+    /// Data goes through an application buffer of this, as with a socket API.
+    app_buffer: Option<Vec<u8>>,
 }
 
 impl RawEngine {
@@ -48,7 +52,15 @@ impl RawEngine {
             // One address always fits.
             let _ = addrs.push(addr);
         });
-        RawEngine { device, iface, sockets: SocketSet::new(Vec::new()), buffer, epoch }
+        RawEngine { device, iface, sockets: SocketSet::new(Vec::new()), buffer, epoch, app_buffer: None }
+    }
+
+    /// The engine copying received data out into an application buffer (`recv_slice`) and
+    /// data to send in from one (`send_slice`), [`bulk::CHUNK`] bytes at a time, as read()
+    /// and write() on a socket do.
+    pub fn copying(mut self) -> RawEngine {
+        self.app_buffer = Some(vec![0x5a; bulk::CHUNK]);
+        self
     }
 
     fn now(&self) -> smoltcp::time::Instant {
@@ -98,7 +110,10 @@ impl RawEngine {
             match dir {
                 Direction::ToServer => {
                     while socket.can_recv() {
-                        let n = socket.recv(|buf| (buf.len(), buf.len())).unwrap_or(0);
+                        let n = match &mut self.app_buffer {
+                            Some(app) => socket.recv_slice(app).unwrap_or(0),
+                            None => socket.recv(|buf| (buf.len(), buf.len())).unwrap_or(0),
+                        };
                         if first.is_some() {
                             bytes += n as u64;
                         } else {
@@ -120,7 +135,11 @@ impl RawEngine {
                     if let Some(since) = sending_since {
                         if since.elapsed() < duration {
                             while socket.can_send() {
-                                if socket.send(|buf| (buf.len(), ())).is_err() {
+                                let sent = match &self.app_buffer {
+                                    Some(app) => socket.send_slice(app).map(drop),
+                                    None => socket.send(|buf| (buf.len(), ())),
+                                };
+                                if sent.is_err() {
                                     break;
                                 }
                             }
