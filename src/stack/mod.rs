@@ -619,24 +619,24 @@ impl Core {
 
     /// TCP socket `handle`.
     pub fn tcp(&self, handle: SocketHandle) -> &tcp::Socket<'static> {
-        self.single.tcp(&self.sockets, handle)
+        self.single.get(&self.sockets, Which::Tcp(handle))
     }
 
     /// TCP socket `handle`, to change: smoltcp looks at it at the end of the round.
     pub fn tcp_mut(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
         self.egress.push(Which::Tcp(handle));
-        self.single.tcp_mut(&mut self.sockets, handle)
+        self.single.get_mut(&mut self.sockets, Which::Tcp(handle))
     }
 
     /// UDP socket `handle`.
     pub fn udp(&self, handle: SocketHandle) -> &udp::Socket<'static> {
-        self.single.udp(&self.sockets, handle)
+        self.single.get(&self.sockets, Which::Udp(handle))
     }
 
     /// UDP socket `handle`, to change: smoltcp looks at it at the end of the round.
     pub fn udp_mut(&mut self, handle: SocketHandle) -> &mut udp::Socket<'static> {
         self.egress.push(Which::Udp(handle));
-        self.single.udp_mut(&mut self.sockets, handle)
+        self.single.get_mut(&mut self.sockets, Which::Udp(handle))
     }
 
     /// Whether `which` is still a socket of the set.
@@ -676,7 +676,7 @@ impl Core {
     /// catch another client's SYN), for connections the API touched, and in the sweep.
     pub fn observe(&mut self, handle: SocketHandle, now: smoltcp::time::Instant) {
         let Some(conn) = self.conns.get_mut(&handle) else { return };
-        let socket = self.single.tcp(&self.sockets, handle);
+        let socket: &tcp::Socket = self.single.get(&self.sockets, Which::Tcp(handle));
         let state = socket.state();
         let finished = is_finished(socket);
         if conn.advance(state, now) {

@@ -8,7 +8,7 @@
 //! the set of all sockets: the one socket in question is swapped into a set of its own
 //! (a few hundred bytes moved), and smoltcp works on that. It stays there until smoltcp
 //! needs another one, so a run of packets for one connection — bulk transfer — costs no
-//! swapping at all; [`Single::tcp`] and friends find a socket wherever it is.
+//! swapping at all; [`Single::get`] finds a socket wherever it is.
 //!
 //! A packet for no socket goes to the set with only placeholders in it, where smoltcp
 //! answers as it would have: RST for TCP, port unreachable for UDP, echo replies for ping.
@@ -17,6 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::AnySocket;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
 
@@ -28,6 +29,14 @@ use super::HashMap;
 pub enum Which {
     Tcp(SocketHandle),
     Udp(SocketHandle),
+}
+
+impl Which {
+    fn handle(self) -> SocketHandle {
+        match self {
+            Which::Tcp(h) | Which::Udp(h) => h,
+        }
+    }
 }
 
 /// A socket set of one: a TCP and a UDP placeholder, either of which can be swapped for
@@ -79,42 +88,31 @@ impl Single {
         }
     }
 
-    /// TCP socket `handle` of `sockets`, wherever it is now.
-    pub fn tcp<'a>(&'a self, sockets: &'a SocketSet<'static>, handle: SocketHandle) -> &'a tcp::Socket<'static> {
-        match self.current {
-            Some(Which::Tcp(h)) if h == handle => self.set.get(self.tcp),
-            _ => sockets.get(handle),
+    /// Socket `which` of `sockets` (a `T`), wherever it is now.
+    pub fn get<'a, T: AnySocket<'static>>(&'a self, sockets: &'a SocketSet<'static>, which: Which) -> &'a T {
+        match self.placeholder_of(which) {
+            Some(here) => self.set.get(here),
+            None => sockets.get(which.handle()),
         }
     }
 
-    pub fn tcp_mut<'a>(
+    pub fn get_mut<'a, T: AnySocket<'static>>(
         &'a mut self,
         sockets: &'a mut SocketSet<'static>,
-        handle: SocketHandle,
-    ) -> &'a mut tcp::Socket<'static> {
-        match self.current {
-            Some(Which::Tcp(h)) if h == handle => self.set.get_mut(self.tcp),
-            _ => sockets.get_mut(handle),
+        which: Which,
+    ) -> &'a mut T {
+        match self.placeholder_of(which) {
+            Some(here) => self.set.get_mut(here),
+            None => sockets.get_mut(which.handle()),
         }
     }
 
-    /// UDP socket `handle` of `sockets`, wherever it is now.
-    pub fn udp<'a>(&'a self, sockets: &'a SocketSet<'static>, handle: SocketHandle) -> &'a udp::Socket<'static> {
-        match self.current {
-            Some(Which::Udp(h)) if h == handle => self.set.get(self.udp),
-            _ => sockets.get(handle),
-        }
-    }
-
-    pub fn udp_mut<'a>(
-        &'a mut self,
-        sockets: &'a mut SocketSet<'static>,
-        handle: SocketHandle,
-    ) -> &'a mut udp::Socket<'static> {
-        match self.current {
-            Some(Which::Udp(h)) if h == handle => self.set.get_mut(self.udp),
-            _ => sockets.get_mut(handle),
-        }
+    /// Where in `set` socket `which` is, if it is swapped in.
+    fn placeholder_of(&self, which: Which) -> Option<SocketHandle> {
+        (self.current == Some(which)).then_some(match which {
+            Which::Tcp(_) => self.tcp,
+            Which::Udp(_) => self.udp,
+        })
     }
 
     fn swap(&mut self, sockets: &mut SocketSet<'static>, which: Which) {
