@@ -8,9 +8,10 @@
 //! that socket (a packet, a timer, a state change): a thread is woken for its own socket,
 //! not for every round. The stack thread reads what the device has before it takes the
 //! lock and writes what smoltcp sent after letting go of it, so its device I/O overlaps
-//! with API calls instead of taking turns with them, and sleeps in `poll(2)` on the device and the eventfd until the next socket timer: no busy
-//! loop, no fixed tick. smoltcp is handed one socket at a time (`single.rs`), so a round
-//! costs what its packets and touched sockets cost, not the number of sockets.
+//! with API calls instead of taking turns with them. It sleeps in `poll(2)` on the device
+//! and the eventfd until the next socket timer: no busy loop, no fixed tick. smoltcp is
+//! handed one socket at a time (`single.rs`), so a round costs what its packets and
+//! touched sockets cost, not the number of sockets.
 //!
 //! Every arriving frame passes ustack's demux ([`demux`]) before smoltcp sees it. That is
 //! where listen backlogs are enforced, connections are created for admitted SYNs (smoltcp
@@ -504,14 +505,7 @@ impl Shared {
     ) -> (MutexGuard<'a, Core>, bool) {
         let queue = wait_queue(id);
         core.queue_waiters[queue] += 1;
-        let condvar = &self.queues[queue];
-        let (mut core, timed_out) = match timeout {
-            None => (condvar.wait(core).unwrap_or_else(|p| p.into_inner()), false),
-            Some(t) => {
-                let (core, result) = condvar.wait_timeout(core, t).unwrap_or_else(|p| p.into_inner());
-                (core, result.timed_out())
-            }
-        };
+        let (mut core, timed_out) = wait_on(&self.queues[queue], core, timeout);
         core.queue_waiters[queue] -= 1;
         (core, timed_out)
     }
@@ -561,15 +555,25 @@ impl Shared {
     /// whether the wait timed out.
     pub fn wait<'a>(&self, mut core: MutexGuard<'a, Core>, timeout: Option<Duration>) -> (MutexGuard<'a, Core>, bool) {
         core.waiters += 1;
-        let (mut core, timed_out) = match timeout {
-            None => (self.changed.wait(core).unwrap_or_else(|p| p.into_inner()), false),
-            Some(t) => {
-                let (core, result) = self.changed.wait_timeout(core, t).unwrap_or_else(|p| p.into_inner());
-                (core, result.timed_out())
-            }
-        };
+        let (mut core, timed_out) = wait_on(&self.changed, core, timeout);
         core.waiters -= 1;
         (core, timed_out)
+    }
+}
+
+/// Waits on `condvar` with the core's lock, for at most `timeout`. Returns the guard and
+/// whether the wait timed out. (A poisoned lock is taken anyway, as in [`Shared::lock`].)
+fn wait_on<'a>(
+    condvar: &Condvar,
+    core: MutexGuard<'a, Core>,
+    timeout: Option<Duration>,
+) -> (MutexGuard<'a, Core>, bool) {
+    match timeout {
+        None => (condvar.wait(core).unwrap_or_else(|p| p.into_inner()), false),
+        Some(t) => {
+            let (core, result) = condvar.wait_timeout(core, t).unwrap_or_else(|p| p.into_inner());
+            (core, result.timed_out())
+        }
     }
 }
 
