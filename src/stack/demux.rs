@@ -468,9 +468,9 @@ pub fn admit(core: &mut Core, frame: &mut Vec<u8>, now: smoltcp::time::Instant) 
     {
         if let Some(conn) = core.conns.get(&handle) {
             keep_window_open_while_in_flight(conn, frame, offset);
-        }
-        if let Some(shift) = core.conns.get(&handle).and_then(|c| c.shift) {
-            super::rewrite::incoming(frame, offset, shift);
+            if let Some(shift) = conn.shift {
+                super::rewrite::incoming(frame, offset, shift);
+            }
         }
         if let Some(data) = super::rewrite::split_fin(frame, offset, src.ip(), dst.ip()) {
             disposition = Disposition::DataThenFin(data);

@@ -110,8 +110,8 @@ pub fn position(packet: &[u8], offset: usize) -> (u32, Option<u32>, u16) {
     };
     let flags = tcp[13];
     let len = ip_payload.saturating_sub(header) as u32 + u32::from(flags & SYN != 0) + u32::from(flags & FIN != 0);
-    let ack = (flags & ACK != 0).then(|| read_u32(tcp, 8));
-    (read_u32(tcp, 4).wrapping_add(len), ack, u16::from_be_bytes([tcp[14], tcp[15]]))
+    let (ack, window) = ack_and_window(tcp);
+    (read_u32(tcp, 4).wrapping_add(len), (flags & ACK != 0).then_some(ack), window)
 }
 
 /// Sets the window field of the TCP segment at `offset`.
