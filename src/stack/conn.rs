@@ -23,6 +23,17 @@ pub enum Owner {
     Orphan,
 }
 
+impl Owner {
+    /// The API socket whose callers may wait on this connection: its own socket, or the
+    /// listener whose queue it is in.
+    pub fn socket(self) -> Option<SockId> {
+        match self {
+            Owner::Listener(id) | Owner::Socket(id) => Some(id),
+            Owner::Orphan => None,
+        }
+    }
+}
+
 /// Which end did something first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {

@@ -246,8 +246,9 @@ pub struct Core {
     timers: single::Timers,
     /// The UDP sockets' handles, with the socket each belongs to.
     udp_handles: HashMap<SocketHandle, SockId>,
-    /// The memory of the TCP sockets' buffers. Declared after `sockets`, so that the
-    /// sockets are dropped before it (see [`buffers::BufferPool`]).
+    /// The memory of the TCP sockets' buffers. Declared after `sockets` and `single` (which
+    /// may hold a socket swapped in), so that every socket is dropped before it (see
+    /// [`buffers::BufferPool`]).
     pub buffers: buffers::BufferPool,
     pub config: StackConfig,
     pub clock: Clock,
@@ -654,16 +655,10 @@ impl Core {
     /// Notes that socket `which`'s waiting callers (if any) are to be woken after this round.
     fn touch(&mut self, which: Which) {
         let id = match which {
-            Which::Tcp(h) => match self.conns.get(&h).map(|c| c.owner) {
-                Some(Owner::Socket(id) | Owner::Listener(id)) => id,
-                _ => return,
-            },
-            Which::Udp(h) => match self.udp_handles.get(&h) {
-                Some(&id) => id,
-                None => return,
-            },
+            Which::Tcp(h) => self.conns.get(&h).and_then(|c| c.owner.socket()),
+            Which::Udp(h) => self.udp_handles.get(&h).copied(),
         };
-        self.touched.push(id);
+        self.touched.extend(id);
     }
 
     /// Registers a TCP connection in the demux table.
@@ -685,9 +680,7 @@ impl Core {
         let finished = is_finished(socket);
         if conn.advance(state, now) {
             self.generation += 1;
-            if let Owner::Socket(id) | Owner::Listener(id) = conn.owner {
-                self.touched.push(id);
-            }
+            self.touched.extend(conn.owner.socket());
             // A completed handshake moves from the SYN queue to the accept queue at once, so
             // the next packet's accept-queue check counts it.
             let past_handshake = !matches!(state, tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed);
@@ -727,9 +720,7 @@ impl Core {
     pub fn free_conn(&mut self, handle: SocketHandle) {
         self.generation += 1;
         if let Some(conn) = self.conns.remove(&handle) {
-            if let Owner::Socket(id) | Owner::Listener(id) = conn.owner {
-                self.touched.push(id);
-            }
+            self.touched.extend(conn.owner.socket());
             self.demux.remove(&conn.tuple);
             if conn.holds_port {
                 self.ports.release(Proto::Tcp, conn.tuple.local.port(), Holder::Connection(handle));

@@ -17,8 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
-use smoltcp::socket::AnySocket;
-use smoltcp::socket::{tcp, udp};
+use smoltcp::socket::{AnySocket, tcp, udp};
 use smoltcp::time::Instant;
 
 use super::HashMap;
