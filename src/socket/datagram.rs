@@ -125,7 +125,7 @@ impl Socket {
                 continue;
             };
             let shut_read = e.shut_read;
-            let socket = core.udp_mut(handle);
+            let socket = core.udp_receiving(handle);
             discard_unwanted(socket, domain, peer);
             if let Ok((data, meta)) = socket.recv() {
                 let from = SocketAddr::new(meta.endpoint.addr.into(), meta.endpoint.port);

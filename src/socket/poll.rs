@@ -101,7 +101,7 @@ fn readiness(core: &mut Core, socket: &Socket) -> Events {
         }
         SockState::Udp { handle, peer } => {
             let (domain, peer, shut_read) = (entry.domain, *peer, entry.shut_read);
-            let udp = core.udp_mut(*handle);
+            let udp = core.udp_receiving(*handle);
             discard_unwanted(udp, domain, peer);
             if udp.can_recv() || shut_read {
                 ready |= Events::IN;

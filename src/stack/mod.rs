@@ -644,6 +644,12 @@ impl Core {
         self.single.get_mut(&mut self.sockets, Which::Udp(handle))
     }
 
+    /// UDP socket `handle`, to take received datagrams from. That gives smoltcp nothing
+    /// to send, so unlike [`Core::udp_mut`] it schedules no egress for the socket.
+    pub fn udp_receiving(&mut self, handle: SocketHandle) -> &mut udp::Socket<'static> {
+        self.single.get_mut(&mut self.sockets, Which::Udp(handle))
+    }
+
     /// Whether `which` is still a socket of the set.
     fn is_live(&self, which: Which) -> bool {
         match which {
