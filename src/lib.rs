@@ -1,24 +1,35 @@
 //! ustack: a userspace TCP/UDP stack on smoltcp, with the Berkeley socket API, that shows
 //! what the kernel hides.
 //!
-//! Layers, top to bottom (each uses only those below it):
-//! - [`socket`]: the Berkeley API ([`Socket`]), errno type, std-like wrappers.
-//! - [`stack`]: the thread that owns the smoltcp interface; ustack's demux table,
-//!   listener queues and ports.
-//! - [`device`]: TUN and in-memory wire devices (smoltcp `phy::Device`s).
+//! Layers, top to bottom (each uses only those below it; docs/architecture.md draws them):
+//! - [`socket`]: the Berkeley API ([`Socket`]) with the kernel's blocking rules, and
+//!   std-like wrappers. It only waits: every call is answered by the engine.
+//! - [`stack`]: the stack thread, the driver that runs an engine on a device and the real
+//!   clock, behind one lock.
+//! - [`engine`]: all protocol state — smoltcp's interface and sockets, ustack's demux
+//!   table, listener queues and ports — in one value with no thread, lock, clock or device
+//!   of its own, driven with the time as an argument. A simulation drives several.
+//! - [`device`]: TUN and in-memory wire devices and middleware (smoltcp `phy::Device`s).
+//! - [`packet`]: decoding and tcpdump-style formatting of packets.
 //! - [`sys`]: network namespaces and netlink, for the TUN and for tests.
+//! - [`errno`]: the one error type, at the bottom.
 //!
 //! Beside them, [`observe`] reads capture files into flow tables and ladder diagrams
 //! (`ustack inspect`).
 
 pub mod bench;
 pub mod device;
+pub mod engine;
+pub mod errno;
 pub mod observe;
 pub mod packet;
 pub mod replay;
+pub mod sim;
 pub mod socket;
 pub mod stack;
 pub mod sys;
 
-pub use socket::{Domain, Errno, Events, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type, UdpSocket, poll};
-pub use stack::{Stack, StackConfig};
+pub use engine::{Engine, StackConfig};
+pub use errno::Errno;
+pub use socket::{Domain, Events, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type, UdpSocket, poll};
+pub use stack::Stack;

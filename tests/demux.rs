@@ -6,8 +6,8 @@ mod common;
 use common::raw::{frames_before_ping_reply, inject, inject_udp, next_segment, tcp_flags};
 use common::*;
 use etherparse::{Icmpv4Type, SlicedPacket, TransportSlice};
-use ustack::stack::demux::Queue;
-use ustack::stack::{Decision, DemuxEvent, Owner, Side};
+use ustack::engine::demux::Queue;
+use ustack::engine::{Decision, DemuxEvent, Owner, Side};
 use ustack::{Errno, Events, Stack, StackConfig};
 
 /// The decisions `stack` made for packets from `remote_port`, oldest first.
@@ -223,7 +223,7 @@ fn each_connection_keeps_its_timeline_rtt_and_who_closed_first() {
     let server = s.connection_info().unwrap();
     let client = c.connection_info().unwrap();
     let states =
-        |info: &ustack::stack::ConnectionInfo| info.timeline.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
+        |info: &ustack::engine::ConnectionInfo| info.timeline.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
     assert_eq!(states(&server), ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT"]);
     assert_eq!(&states(&client)[..2], ["SYN-SENT", "ESTABLISHED"]);
     assert!(server.timeline.windows(2).all(|w| w[0].0 <= w[1].0), "times never go backwards");

@@ -208,8 +208,8 @@ fn the_stacks_still_connect_after_a_lossy_exchange() {
     for _ in 0..3 {
         duplex_over(&a, &b, B, 16 << 10, false);
     }
-    assert!(a.demux_events().len() <= ustack::stack::demux::HISTORY);
-    assert!(b.demux_events().len() <= ustack::stack::demux::HISTORY);
+    assert!(a.demux_events().len() <= ustack::engine::demux::HISTORY);
+    assert!(b.demux_events().len() <= ustack::engine::demux::HISTORY);
 }
 
 /// The same exchanges, waiting for end of stream. Without ustack's workarounds for two
@@ -269,7 +269,7 @@ fn four_mebibytes_each_way_with_the_kernel_through_a_lossy_tun() {
 /// How many frames stack `s`'s demux has classified, of every kind (the destructuring is
 /// exhaustive, so a new counter cannot be left out).
 fn frames_classified(s: &Stack) -> u64 {
-    let ustack::stack::demux::DemuxCounters {
+    let ustack::engine::demux::DemuxCounters {
         connection,
         admitted,
         overflow_dropped,
@@ -482,7 +482,7 @@ fn a_fin_alone_in_flight_is_retransmitted_after_duplicate_acks() {
         .stack
         .demux_events()
         .iter()
-        .filter(|e| matches!(e.decision, ustack::stack::demux::Decision::FinDuplicateAck { .. }))
+        .filter(|e| matches!(e.decision, ustack::engine::demux::Decision::FinDuplicateAck { .. }))
         .count();
     assert_eq!(withheld, 3, "the three duplicates, not the first ACK, are kept from smoltcp");
 }

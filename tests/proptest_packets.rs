@@ -20,10 +20,10 @@ use std::time::Duration;
 use common::raw::{frames_before_ping_reply, inject, inject_ping, is_echo_reply, tcp_flags};
 use common::{B, addr, domain_of, lone_b, tcp, udp};
 use proptest::prelude::*;
+use ustack::engine::demux::HISTORY;
 use ustack::packet::{
     ExtHeader, IpVersion, JsonFormatter, Summary, TcpFlags, TcpOption, TcpdumpFormatter, Transport, decode,
 };
-use ustack::stack::demux::HISTORY;
 
 /// `default` cases, or `PROPTEST_CASES` when set.
 fn cases(default: u32) -> u32 {

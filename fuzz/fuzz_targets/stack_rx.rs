@@ -302,5 +302,5 @@ fuzz_target!(|data: &[u8]| {
     // Drain what accept() has (junk can complete handshakes) so the queue stays small.
     while h.listener.accept().is_ok() {}
 
-    assert!(h.stack.demux_events().len() <= ustack::stack::demux::HISTORY);
+    assert!(h.stack.demux_events().len() <= ustack::engine::demux::HISTORY);
 });

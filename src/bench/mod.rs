@@ -188,7 +188,7 @@ pub const DEFAULT_TCP_BUFFER: usize = 1 << 20;
 
 /// The listen backlog for the scenarios that are not about the backlog: the largest, so
 /// that nothing is dropped.
-const BIG_BACKLOG: u32 = crate::stack::SOMAXCONN;
+const BIG_BACKLOG: u32 = crate::engine::SOMAXCONN;
 
 /// Where the bench tells what it is doing, one line at a time.
 pub type Progress<'a> = &'a mut dyn FnMut(&str);

@@ -46,7 +46,8 @@ impl RawEngine {
     pub fn new(mut device: TunDevice, addr: IpCidr, buffer: usize) -> RawEngine {
         let epoch = Instant::now();
         let mut config = Config::new(HardwareAddress::Ip);
-        config.random_seed = u64::from(crate::stack::random_u32()) << 32 | u64::from(crate::stack::random_u32());
+        config.random_seed = u64::from(crate::engine::random::from_os() as u32) << 32
+            | u64::from(crate::engine::random::from_os() as u32);
         let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
         iface.update_ip_addrs(|addrs| {
             // One address always fits.

@@ -126,9 +126,14 @@ pub struct TapArgs {
     /// the packet is lost to the receiver (fault injection).
     #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = parse_percent)]
     pub corrupt_chance: f64,
+
+    /// The seed of the fault injector's random choices, to replay a run's losses; without
+    /// it one is drawn, and printed when faults are injected.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
 }
 
-fn parse_percent(s: &str) -> Result<f64, String> {
+pub fn parse_percent(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
         _ => Err(format!("expected a percentage from 0 to 100, not {s}")),
@@ -155,7 +160,7 @@ impl TapArgs {
             return None;
         }
         let both_ways = Faults { drop_pct: self.drop_chance, corrupt_pct: self.corrupt_chance, ..Faults::NONE };
-        Some(FaultConfig { rx: both_ways, tx: both_ways, ..FaultConfig::default() })
+        Some(FaultConfig { rx: both_ways, tx: both_ways, seed: self.seed, ..FaultConfig::default() })
     }
 
     /// Creates (or truncates) the --pcap file, if one was given.
@@ -186,6 +191,8 @@ pub fn start_tapped<D: Link + 'static>(
     match faults {
         Some(faults) => {
             let device = FaultInjector::new(device, faults).map_err(context("setting up fault injection"))?;
+            // The seed goes to stderr with the logs: enough to run the same losses again.
+            complain!("ustack: injecting faults with --seed {}", device.seed());
             start_recorded(device, pcap, formatter, config)
         }
         None => start_recorded(device, pcap, formatter, config),

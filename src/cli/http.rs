@@ -20,8 +20,8 @@ use std::fmt::Write as _;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
+use ustack::engine::{ConnectionInfo, DemuxTable};
 use ustack::packet::json_quote as quote;
-use ustack::stack::{ConnectionInfo, DemuxTable};
 use ustack::{Errno, Socket, Stack};
 
 /// The most bytes a request's head may take, request line and headers together.

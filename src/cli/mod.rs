@@ -37,6 +37,7 @@ mod http;
 mod inspect;
 mod replay;
 mod serve;
+mod sim;
 
 /// ustack: a userspace TCP/UDP stack with the Berkeley socket API, on a Linux TUN device.
 #[derive(Debug, Parser)]
@@ -93,6 +94,13 @@ enum Command {
     /// Makes its own network namespaces (they vanish with it). Needs root. BENCHMARKS.md
     /// describes the method; --quick takes under a minute.
     Bench(bench::BenchArgs),
+    /// Watch TCP without root: a client stack and an echo server stack in one process, over
+    /// a simulated link that loses and damages packets, on a virtual clock.
+    ///
+    /// Prints the packets (--trace), each connection's handshake and close, and a summary;
+    /// the same --seed prints the same bytes on any machine. Virtual time runs as fast as
+    /// the CPU allows. Exit 1 if the echo did not come back intact.
+    Sim(sim::SimArgs),
 }
 
 /// A runtime failure: printed as one line `ustack: <message>`, exit code 1.
@@ -125,7 +133,7 @@ pub fn main() -> ExitCode {
     let validated = match &cli.command {
         Command::Serve(args) => args.validate(),
         Command::Connect(args) => args.validate(),
-        Command::Demo(_) | Command::Inspect(_) | Command::Bench(_) | Command::Replay(_) => Ok(()),
+        Command::Demo(_) | Command::Inspect(_) | Command::Bench(_) | Command::Replay(_) | Command::Sim(_) => Ok(()),
     };
     if let Err(message) = validated {
         return usage_error(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message));
@@ -151,6 +159,10 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => {
             args::init_logging("warn", false);
             bench::run(args)
+        }
+        Command::Sim(args) => {
+            args::init_logging("warn", false);
+            sim::run(args)
         }
     };
     match result {

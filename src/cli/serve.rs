@@ -18,7 +18,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use ustack::device::trace::wall_clock;
-use ustack::stack::DemuxRow;
+use ustack::engine::DemuxRow;
 use ustack::{Domain, Errno, Socket, Stack, StackConfig, Type};
 
 use super::app::{self, App};
@@ -98,7 +98,7 @@ pub struct ServeArgs {
     /// for accept(); a SYN that finds them full is dropped (the client retransmits), as in
     /// Linux. Up to N (at least 1) half-open ones wait for their handshake's last ACK;
     /// beyond that, SYNs are answered with SYN cookies (or dropped: --syn-cookies off).
-    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=i64::from(ustack::stack::SOMAXCONN)))]
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=i64::from(ustack::engine::SOMAXCONN)))]
     pub backlog: u32,
 
     /// What a listener does with a SYN while its accept queue is full: drop it, so the

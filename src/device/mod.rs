@@ -18,7 +18,7 @@ pub mod tun;
 pub mod wire;
 
 pub use fault::{Corruption, FaultConfig, FaultCounters, FaultInjector, FaultStats, Faults};
-pub use pcap::PcapRecorder;
+pub use pcap::{PcapRecorder, PcapWriter};
 pub use trace::Tracer;
 pub use tun::{TunConfig, TunDevice};
 pub use wire::{Wire, WireEnd};

@@ -34,8 +34,46 @@ pub struct PcapRecorder<D, W: Write> {
     sink: RefCell<Sink<W>>,
 }
 
-struct Sink<W> {
+/// A classic pcap file being written: LINKTYPE_RAW, microsecond timestamps, each record
+/// flushed as it is written.
+pub struct PcapWriter<W> {
     writer: W,
+}
+
+impl<W: Write> PcapWriter<W> {
+    /// Writes the file header to `writer`.
+    pub fn new(mut writer: W) -> io::Result<Self> {
+        let header = PcapHeader {
+            snaplen: SNAPLEN,
+            datalink: DataLink::RAW,
+            ts_resolution: TsResolution::MicroSecond,
+            endianness: Endianness::Little,
+            ..PcapHeader::default()
+        };
+        header.write_to(&mut writer).map_err(io_error)?;
+        writer.flush()?;
+        Ok(PcapWriter { writer })
+    }
+
+    /// Appends `packet` as a record at `ts` (since the Unix epoch), cut to [`SNAPLEN`].
+    pub fn write(&mut self, ts: Duration, packet: &[u8]) -> io::Result<()> {
+        let orig_len = u32::try_from(packet.len()).unwrap_or(u32::MAX);
+        let kept = &packet[..packet.len().min(SNAPLEN as usize)];
+        let record = PcapPacket::new(ts, orig_len, kept);
+        // pcap-file's own PcapWriter owns its writer without a way to flush it, so records
+        // are written with its serializer directly.
+        record.write_to::<_, LittleEndian>(&mut self.writer, TsResolution::MicroSecond, SNAPLEN).map_err(io_error)?;
+        self.writer.flush()
+    }
+
+    /// The writer (everything written is already flushed).
+    pub fn into_inner(self) -> W {
+        self.writer
+    }
+}
+
+struct Sink<W> {
+    writer: PcapWriter<W>,
     clock: fn() -> Duration,
     /// The first write error, until `take_error` hands it over.
     error: Option<io::Error>,
@@ -56,13 +94,7 @@ impl<W: Write> Sink<W> {
     }
 
     fn write(&mut self, packet: &[u8]) -> io::Result<()> {
-        let orig_len = u32::try_from(packet.len()).unwrap_or(u32::MAX);
-        let kept = &packet[..packet.len().min(SNAPLEN as usize)];
-        let record = PcapPacket::new((self.clock)(), orig_len, kept);
-        // pcap-file's PcapWriter owns its writer without a way to flush it, so records
-        // are written with its serializer directly.
-        record.write_to::<_, LittleEndian>(&mut self.writer, TsResolution::MicroSecond, SNAPLEN).map_err(io_error)?;
-        self.writer.flush()
+        self.writer.write((self.clock)(), packet)
     }
 }
 
@@ -75,16 +107,8 @@ fn io_error(e: PcapError) -> io::Error {
 
 impl<D, W: Write> PcapRecorder<D, W> {
     /// Wraps `inner`, writing the pcap file header to `writer` at once.
-    pub fn new(inner: D, mut writer: W) -> io::Result<Self> {
-        let header = PcapHeader {
-            snaplen: SNAPLEN,
-            datalink: DataLink::RAW,
-            ts_resolution: TsResolution::MicroSecond,
-            endianness: Endianness::Little,
-            ..PcapHeader::default()
-        };
-        header.write_to(&mut writer).map_err(io_error)?;
-        writer.flush()?;
+    pub fn new(inner: D, writer: W) -> io::Result<Self> {
+        let writer = PcapWriter::new(writer)?;
         let sink = Sink { writer, clock: wall_clock, error: None, failed: false };
         Ok(PcapRecorder { inner, sink: RefCell::new(sink) })
     }
@@ -108,7 +132,7 @@ impl<D, W: Write> PcapRecorder<D, W> {
 
     /// Unwraps the device and the writer (everything recorded is already flushed).
     pub fn into_parts(self) -> (D, W) {
-        (self.inner, self.sink.into_inner().writer)
+        (self.inner, self.sink.into_inner().writer.into_inner())
     }
 }
 

@@ -6,10 +6,10 @@
 //! RFC 6528 says, and the stack shifts sequence numbers between smoltcp's space and the
 //! wire's ([`super::rewrite`]).
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
-use super::FiveTuple;
+use super::TcpTuple;
 
 /// The MSS values a SYN cookie can carry (2 bits), as Linux's `msstab` does.
 pub const COOKIE_MSS: [u16; 4] = [536, 1300, 1440, 1460];
@@ -17,19 +17,29 @@ pub const COOKIE_MSS: [u16; 4] = [536, 1300, 1440, 1460];
 /// How long a SYN cookie stays valid: the minute it was made and the one after.
 const COOKIE_MINUTES: u32 = 2;
 
-/// The stack's secret: a randomly keyed SipHash (std's `RandomState` draws its keys from
-/// the OS's random source). Never leaves the stack.
+/// The stack's secret: the two keys of a SipHash-2-4, drawn from the engine's seed (from
+/// the OS's random source unless a simulation fixes it). Never leaves the stack.
 pub struct Secret {
-    key: std::collections::hash_map::RandomState,
+    keys: (u64, u64),
 }
 
 impl Secret {
-    pub fn new() -> Secret {
-        Secret { key: std::collections::hash_map::RandomState::new() }
+    /// A secret keyed by `keys`.
+    pub fn from_keys(k0: u64, k1: u64) -> Secret {
+        Secret { keys: (k0, k1) }
     }
 
-    fn hash(&self, purpose: u8, tuple: &FiveTuple, extra: u32) -> u64 {
-        let mut h = self.key.build_hasher();
+    /// A secret with keys from the OS.
+    #[cfg(test)]
+    pub fn new() -> Secret {
+        Secret::from_keys(crate::engine::random::from_os(), crate::engine::random::from_os())
+    }
+
+    fn hash(&self, purpose: u8, tuple: &TcpTuple, extra: u32) -> u64 {
+        // std's SipHasher is deprecated only in favour of hashers that cannot be keyed;
+        // a keyed PRF is what RFC 6528 asks for.
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new_with_keys(self.keys.0, self.keys.1);
         purpose.hash(&mut h);
         hash_addr(&mut h, tuple.local);
         hash_addr(&mut h, tuple.remote);
@@ -39,31 +49,25 @@ impl Secret {
 
     /// RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey), with M
     /// a timer ticking every 4 µs (`micros` since the stack started).
-    pub fn isn(&self, tuple: &FiveTuple, micros: u64) -> u32 {
+    pub fn isn(&self, tuple: &TcpTuple, micros: u64) -> u32 {
         (self.hash(0, tuple, 0) as u32).wrapping_add((micros / 4) as u32)
     }
 
     /// The ISN of a SYN-ACK that keeps no state: a MAC of the 4-tuple and the current
     /// minute in the top 30 bits, and the index of the client's MSS in [`COOKIE_MSS`] in
     /// the low 2 bits.
-    pub fn cookie(&self, tuple: &FiveTuple, minute: u32, mss: u16) -> u32 {
+    pub fn cookie(&self, tuple: &TcpTuple, minute: u32, mss: u16) -> u32 {
         let index = COOKIE_MSS.iter().rposition(|&m| m <= mss).unwrap_or(0) as u32;
         (self.hash(1, tuple, minute) as u32 & !3) | index
     }
 
     /// If `cookie` is one this stack made for `tuple` in the last two minutes, the MSS it
     /// carries.
-    pub fn check_cookie(&self, tuple: &FiveTuple, minute: u32, cookie: u32) -> Option<u16> {
+    pub fn check_cookie(&self, tuple: &TcpTuple, minute: u32, cookie: u32) -> Option<u16> {
         (0..COOKIE_MINUTES)
             .filter_map(|age| minute.checked_sub(age))
             .any(|m| self.hash(1, tuple, m) as u32 & !3 == cookie & !3)
             .then(|| COOKIE_MSS[(cookie & 3) as usize])
-    }
-}
-
-impl Default for Secret {
-    fn default() -> Self {
-        Secret::new()
     }
 }
 
@@ -76,8 +80,8 @@ fn hash_addr(h: &mut impl Hasher, addr: SocketAddr) {
 mod tests {
     use super::*;
 
-    fn tuple(port: u16) -> FiveTuple {
-        FiveTuple { local: "10.0.0.2:80".parse().unwrap(), remote: format!("10.0.0.1:{port}").parse().unwrap() }
+    fn tuple(port: u16) -> TcpTuple {
+        TcpTuple { local: "10.0.0.2:80".parse().unwrap(), remote: format!("10.0.0.1:{port}").parse().unwrap() }
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Loopback: packets the stack sends to one of its own addresses come back to it instead
-//! of going out on the device, as Linux routes them through `lo`. smoltcp has no loopback
-//! of its own for an IP-medium device, so without this a socket could not reach a
-//! listener on its own stack.
+//! The transmit path: what smoltcp sends goes to the outbox (for the driver to write to
+//! the device) or, addressed to one of the stack's own addresses, back into the engine,
+//! as Linux routes such packets through `lo` (smoltcp has no loopback of its own for an
+//! IP-medium device, so without this a socket could not reach a listener on its own
+//! stack). On the way each TCP segment's sequence numbers are put in the wire's numbering.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -14,8 +15,7 @@ use smoltcp::wire::{IpVersion, Ipv4Packet, Ipv6Packet};
 use super::HashMap;
 use super::conn::Sent;
 use super::isn::Secret;
-use super::{Conn, FiveTuple, rewrite};
-use crate::device::Link;
+use super::{Conn, TcpTuple, rewrite};
 
 /// The destination of an IP packet, if it parses.
 fn destination(packet: &[u8]) -> Option<IpAddr> {
@@ -26,25 +26,27 @@ fn destination(packet: &[u8]) -> Option<IpAddr> {
 }
 
 /// The device smoltcp transmits through: packets to `local` addresses go to `queue`, the
-/// stack thread's loopback queue, and everything else to the real device. It never
-/// receives: the stack thread takes frames from the queue and the device itself.
-pub struct Looped<'a, D> {
-    pub device: &'a mut D,
+/// engine's loopback queue, and everything else to the outbox, from which the driver
+/// takes them for the real device. It never receives.
+pub struct Egress<'a> {
+    pub capabilities: &'a DeviceCapabilities,
     pub local: &'a [IpAddr],
     pub queue: &'a mut VecDeque<Vec<u8>>,
     pub outbox: &'a mut Outbox,
     pub seq: SeqNumbers<'a>,
 }
 
-/// Bytes, and packets, the outbox holds before it writes them out under the lock after
-/// all: what it keeps allocated.
+/// Bytes, and packets, the outbox holds at most: past that smoltcp is told the device has
+/// no room, keeps what it would send, and the engine asks to be polled again once the
+/// driver has emptied the outbox.
 const OUTBOX_BYTES: usize = 1 << 20;
 const OUTBOX_PACKETS: usize = 1024;
 
-/// Packets for the device, built by smoltcp under the stack lock and written out by the
-/// stack thread once it has let go of the lock, so its writes (in which the kernel does
-/// its own receive processing) overlap with API calls instead of taking turns with them.
-/// Its buffers are reused: a packet costs neither an allocation nor a copy on its way.
+/// Packets for the device, built by smoltcp in the engine and written out by the driver
+/// (the stack thread writes them once it has let go of the lock, so its writes — in which
+/// the kernel does its own receive processing — overlap with API calls instead of taking
+/// turns with them). Its buffers are reused: a packet costs neither an allocation nor a
+/// copy on its way.
 #[derive(Default)]
 pub struct Outbox {
     packets: Vec<Vec<u8>>,
@@ -74,11 +76,23 @@ impl Outbox {
         self.ready += 1;
     }
 
-    /// Writes the waiting packets to `device`, in order.
-    pub fn flush<D: Link>(&mut self, device: &mut D, now: Instant) {
-        for packet in &self.packets[..self.ready] {
-            device.transmit_from(now, packet);
-        }
+    /// Whether it holds as much as it may.
+    pub fn is_full(&self) -> bool {
+        self.bytes >= OUTBOX_BYTES || self.ready >= OUTBOX_PACKETS
+    }
+
+    /// Whether it holds no packet.
+    pub fn is_empty(&self) -> bool {
+        self.ready == 0
+    }
+
+    /// The waiting packets, in order.
+    pub fn packets(&self) -> impl Iterator<Item = &[u8]> {
+        self.packets[..self.ready].iter().map(Vec::as_slice)
+    }
+
+    /// Forgets the waiting packets, keeping their buffers.
+    pub fn clear(&mut self) {
         self.ready = 0;
         self.bytes = 0;
     }
@@ -87,7 +101,7 @@ impl Outbox {
 /// What the transmit path needs to put TCP sequence numbers into the wire's numbering.
 pub struct SeqNumbers<'a> {
     pub conns: &'a mut HashMap<SocketHandle, Conn>,
-    pub demux: &'a HashMap<FiveTuple, SocketHandle>,
+    pub demux: &'a HashMap<TcpTuple, SocketHandle>,
     pub secret: &'a Secret,
     /// Now, for RFC 6528's 4 µs clock.
     pub micros: u64,
@@ -99,7 +113,7 @@ impl SeqNumbers<'_> {
     /// client already has the cookie's).
     fn outgoing(&mut self, packet: &mut [u8]) -> bool {
         let Some((offset, src, dst)) = rewrite::tcp_header(packet) else { return true };
-        let Some(conn) = self.demux.get(&FiveTuple { local: src, remote: dst }).and_then(|h| self.conns.get_mut(h))
+        let Some(conn) = self.demux.get(&TcpTuple { local: src, remote: dst }).and_then(|h| self.conns.get_mut(h))
         else {
             return true;
         };
@@ -132,17 +146,15 @@ impl SeqNumbers<'_> {
 /// Room for any IP + TCP header (at most 60 + 60 bytes).
 const HEADERS_MAX: usize = 128;
 
-/// A permission to send one packet, granted while the real device has room.
-pub struct Tx<'a, 'b, D> {
-    device: &'a mut D,
-    now: Instant,
+/// A permission to send one packet, granted while the outbox has room.
+pub struct Tx<'a, 'b> {
     local: &'a [IpAddr],
     queue: &'a mut VecDeque<Vec<u8>>,
     outbox: &'a mut Outbox,
     seq: &'a mut SeqNumbers<'b>,
 }
 
-impl<D: Link> phy::TxToken for Tx<'_, '_, D> {
+impl phy::TxToken for Tx<'_, '_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let packet = self.outbox.next(len);
         let result = f(packet);
@@ -153,9 +165,6 @@ impl<D: Link> phy::TxToken for Tx<'_, '_, D> {
             self.queue.push_back(packet.to_vec());
         } else {
             self.outbox.commit();
-            if self.outbox.bytes >= OUTBOX_BYTES || self.outbox.ready >= OUTBOX_PACKETS {
-                self.outbox.flush(self.device, self.now);
-            }
         }
         result
     }
@@ -163,19 +172,28 @@ impl<D: Link> phy::TxToken for Tx<'_, '_, D> {
 
 pub struct NoRx;
 
+/// A token never handed out (see `ProbeOnly`).
+pub struct NoTx;
+
+impl phy::TxToken for NoTx {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        f(&mut vec![0; len])
+    }
+}
+
 impl phy::RxToken for NoRx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         f(&[])
     }
 }
 
-impl<'a, D: Link> Device for Looped<'a, D> {
+impl<'a> Device for Egress<'a> {
     type RxToken<'b>
         = NoRx
     where
         Self: 'b;
     type TxToken<'b>
-        = Tx<'b, 'a, D>
+        = Tx<'b, 'a>
     where
         Self: 'b;
 
@@ -183,22 +201,15 @@ impl<'a, D: Link> Device for Looped<'a, D> {
         None
     }
 
-    /// A token only while the real device has room, so smoltcp keeps what it cannot send.
-    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
-        // The device's own token only says there is room: the packet goes out through
-        // `transmit_from`, straight from the buffer smoltcp built it in.
-        self.device.transmit(now)?;
-        Some(Tx {
-            device: &mut *self.device,
-            now,
-            local: self.local,
-            queue: &mut *self.queue,
-            outbox: &mut *self.outbox,
-            seq: &mut self.seq,
-        })
+    /// A token only while the outbox has room, so smoltcp keeps what it cannot send.
+    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+        if self.outbox.is_full() {
+            return None;
+        }
+        Some(Tx { local: self.local, queue: &mut *self.queue, outbox: &mut *self.outbox, seq: &mut self.seq })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        self.device.capabilities()
+        self.capabilities.clone()
     }
 }

@@ -28,7 +28,7 @@ pub struct Slot(NonNull<u8>);
 /// Hands out buffer slots and takes them back; see the [module docs](self).
 ///
 /// A slot's memory is given to smoltcp as `&'static mut [u8]`; it is `'static` only in
-/// the sense that it lives as long as the pool. `Core` declares its `SocketSet` before
+/// the sense that it lives as long as the pool. `Engine` declares its `SocketSet` before
 /// its pool, so its sockets are dropped before the pool unmaps their memory.
 #[derive(Debug)]
 pub struct BufferPool {

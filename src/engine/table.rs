@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use smoltcp::socket::tcp;
 
-use super::{Core, DemuxCounters, Owner, SockId, SockState};
+use super::{Conn, DemuxCounters, Engine, Owner, SockState};
 
 /// A listener's queues at the moment of the snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +49,9 @@ pub struct DemuxTable {
     pub counters: DemuxCounters,
 }
 
-impl Core {
+impl Engine {
     /// A snapshot of the demux table.
-    pub fn table(&self) -> DemuxTable {
+    pub(super) fn table(&self) -> DemuxTable {
         let mut listeners = Vec::new();
         let mut udp = Vec::new();
         for (&id, entry) in &self.entries {
@@ -194,7 +194,9 @@ impl fmt::Display for DemuxTable {
 /// A connection's handshake and close, for showing to a user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectionInfo {
-    pub tuple: super::FiveTuple,
+    pub tuple: super::TcpTuple,
+    /// When its first SYN was sent or received, in milliseconds since the engine started.
+    pub started_ms: f64,
     /// Each state entered, with milliseconds since the connection's first SYN.
     pub timeline: Vec<(f64, String)>,
     /// The handshake's round trip, in milliseconds (see [`Conn::handshake_rtt`](super::Conn)).
@@ -203,16 +205,15 @@ pub struct ConnectionInfo {
     pub closed_first: Option<super::Side>,
 }
 
-impl Core {
-    /// What ustack recorded about the connection of socket `id`, if it has one.
-    pub fn connection_info(&self, id: SockId) -> Option<ConnectionInfo> {
-        let SockState::Connected(handle) = self.entries.get(&id)?.state else { return None };
-        let conn = self.conns.get(&handle)?;
-        Some(ConnectionInfo {
-            tuple: conn.tuple,
-            timeline: conn.timeline_ms(),
-            handshake_rtt_ms: conn.handshake_rtt.map(|d| d.total_micros() as f64 / 1000.0),
-            closed_first: conn.closed_first,
-        })
+impl Conn {
+    /// What ustack recorded about this connection, for showing to a user.
+    pub fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            tuple: self.tuple,
+            started_ms: self.born.total_micros() as f64 / 1000.0,
+            timeline: self.timeline_ms(),
+            handshake_rtt_ms: self.handshake_rtt.map(|d| d.total_micros() as f64 / 1000.0),
+            closed_first: self.closed_first,
+        }
     }
 }

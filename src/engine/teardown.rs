@@ -1,9 +1,7 @@
 //! Tearing sockets down: what close() of the last handle, or the end of the stack, does.
 
-use std::net::SocketAddr;
-
 use super::ports::Holder;
-use super::{Core, HashMap, Listener, Owner, SockId, SockState, is_finished};
+use super::{Engine, HashMap, Owner, SockId, SockState, is_finished};
 
 /// Removes socket `id` from a by-port index (listeners, UDP sockets).
 pub fn unindex(index: &mut HashMap<u16, Vec<SockId>>, port: u16, id: SockId) {
@@ -15,25 +13,9 @@ pub fn unindex(index: &mut HashMap<u16, Vec<SockId>>, port: u16, id: SockId) {
     }
 }
 
-impl Core {
-    /// Takes listener `id` (bound to `local`) off the demux and resets the connections
-    /// waiting in its queues.
-    pub fn unlisten(&mut self, id: SockId, local: Option<SocketAddr>, l: Listener) {
-        if let Some(local) = local {
-            unindex(&mut self.listeners, local.port(), id);
-        }
-        self.generation += 1;
-        for handle in l.syn_queue.into_iter().chain(l.accept_queue) {
-            self.tcp_mut(handle).abort();
-            if let Some(conn) = self.conns.get_mut(&handle) {
-                conn.owner = Owner::Orphan;
-            }
-            self.dirty.push(handle);
-        }
-    }
-
+impl Engine {
     /// Tears a socket down once its last handle is closed.
-    pub fn release(&mut self, id: SockId) {
+    pub(super) fn release(&mut self, id: SockId) {
         let Some(e) = self.entries.get_mut(&id) else { return };
         e.refs -= 1;
         if e.refs > 0 {

@@ -25,16 +25,16 @@ use smoltcp::wire::{
     Ipv6Packet, TcpPacket, UdpPacket,
 };
 
-use super::{Conn, Core, Entry, Owner, SockId, SockState};
+use super::{Conn, Engine, Entry, Owner, SockId, SockState};
 
 /// A TCP connection's identity, from ustack's side: local and remote address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FiveTuple {
+pub struct TcpTuple {
     pub local: SocketAddr,
     pub remote: SocketAddr,
 }
 
-impl fmt::Display for FiveTuple {
+impl fmt::Display for TcpTuple {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "tcp {} <-> {}", self.local, self.remote)
     }
@@ -438,7 +438,7 @@ pub fn bound_matches(bound: IpAddr, dst: IpAddr) -> bool {
 
 /// Of the sockets `ids` bound to `dst`'s port, the one `dst` goes to: one bound to exactly
 /// `dst` before a wildcard one.
-fn find_bound(core: &Core, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Option<SockId> {
+fn find_bound(core: &Engine, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Option<SockId> {
     let ids = ids?;
     let bound = |id: &&SockId| core.entries.get(id).and_then(|e| e.local).map(|l| l.ip());
     ids.iter()
@@ -451,7 +451,7 @@ fn find_bound(core: &Core, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Option
 /// as made at `now` (the round's time: a clock read per packet showed in profiles).
 /// Also returns the socket the packet is for, if any, so the stack can look at it right
 /// after smoltcp has processed the packet.
-pub fn admit(core: &mut Core, frame: &mut Vec<u8>, now: smoltcp::time::Instant) -> (Disposition, Option<Target>) {
+pub fn admit(core: &mut Engine, frame: &mut Vec<u8>, now: smoltcp::time::Instant) -> (Disposition, Option<Target>) {
     let (flow, decision, mut disposition) = match parse(frame) {
         None if frame.is_empty() => (None, Decision::Other("empty frame"), Disposition::Drop),
         None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver),
@@ -532,7 +532,7 @@ fn udp_payload_len(frame: &[u8]) -> Option<usize> {
     Some(payload.saturating_sub(8))
 }
 
-fn decide(core: &mut Core, parsed: Parsed, frame: &[u8]) -> (Flow, Decision, Disposition) {
+fn decide(core: &mut Engine, parsed: Parsed, frame: &[u8]) -> (Flow, Decision, Disposition) {
     use Disposition::Deliver;
     let flow = match &parsed {
         Parsed::Tcp { flow, .. } | Parsed::Udp { flow, .. } | Parsed::Icmp { flow, .. } | Parsed::Other { flow } => {
@@ -545,7 +545,7 @@ fn decide(core: &mut Core, parsed: Parsed, frame: &[u8]) -> (Flow, Decision, Dis
     match parsed {
         Parsed::Tcp { syn, ack, rst, tcp, .. } => {
             let segment = Segment {
-                tuple: FiveTuple { local: flow.local, remote: flow.remote },
+                tuple: TcpTuple { local: flow.local, remote: flow.remote },
                 syn,
                 ack,
                 rst,
@@ -574,7 +574,7 @@ fn decide(core: &mut Core, parsed: Parsed, frame: &[u8]) -> (Flow, Decision, Dis
 
 /// A TCP segment as the demux sees it.
 struct Segment<'a> {
-    tuple: FiveTuple,
+    tuple: TcpTuple,
     syn: bool,
     ack: bool,
     rst: bool,
@@ -588,7 +588,7 @@ impl Segment<'_> {
     }
 }
 
-fn decide_tcp(core: &mut Core, seg: Segment) -> (Decision, Disposition) {
+fn decide_tcp(core: &mut Engine, seg: Segment) -> (Decision, Disposition) {
     let tuple = seg.tuple;
     if let Some(&handle) = core.demux.get(&tuple) {
         if !core.conns.contains_key(&handle) {
@@ -692,9 +692,9 @@ fn decide_tcp(core: &mut Core, seg: Segment) -> (Decision, Disposition) {
 /// Challenge ACKs go out at most once a second per connection (§7). A peer that really
 /// reset the connection, or restarted, answers the challenge with an exact RST. None lets
 /// the segment through to smoltcp.
-fn check_control(core: &mut Core, handle: SocketHandle, seg: &Segment) -> Option<(Decision, Disposition)> {
+fn check_control(core: &mut Engine, handle: SocketHandle, seg: &Segment) -> Option<(Decision, Disposition)> {
     let window = core.tcp(handle).recv_capacity() as u32;
-    let now = core.clock.now();
+    let now = core.now;
     let conn = core.conns.get_mut(&handle)?;
     let synchronized =
         !matches!(conn.state, tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Closed);
@@ -770,7 +770,7 @@ fn keep_window_open_while_in_flight(conn: &Conn, frame: &mut [u8], offset: usize
 }
 
 /// A fresh smoltcp socket listening for exactly `tuple`'s SYN, in `listener`'s SYN queue.
-fn new_half_open(core: &mut Core, tuple: FiveTuple, listener: SockId) -> Result<SocketHandle, NoSocket> {
+fn new_half_open(core: &mut Engine, tuple: TcpTuple, listener: SockId) -> Result<SocketHandle, NoSocket> {
     let (mut socket, slot) = core.buffers.tcp_socket().ok_or(NoSocket::NoMemory)?;
     let endpoint = IpListenEndpoint { addr: Some(tuple.local.ip().into()), port: tuple.local.port() };
     if socket.listen(endpoint).is_err() {
@@ -786,23 +786,23 @@ fn new_half_open(core: &mut Core, tuple: FiveTuple, listener: SockId) -> Result<
 }
 
 /// The minute SYN cookies are made for (they stay valid for two).
-fn cookie_minute(core: &Core) -> u32 {
-    (core.clock.now().total_millis() / 60_000) as u32
+fn cookie_minute(core: &Engine) -> u32 {
+    (core.now.total_millis() / 60_000) as u32
 }
 
 /// A SYN-ACK whose ISN is a cookie, for a SYN the SYN queue has no room for; None if the
 /// SYN's checksum is wrong.
-fn send_cookie(core: &Core, seg: &Segment) -> Option<Vec<u8>> {
+fn send_cookie(core: &Engine, seg: &Segment) -> Option<Vec<u8>> {
     let info = seg.info()?;
     let cookie = core.secret.cookie(&seg.tuple, cookie_minute(core), info.mss.unwrap_or(536));
     let ip_and_tcp = if seg.tuple.local.is_ipv4() { 40 } else { 60 };
-    let our_mss = u16::try_from(core.mtu.saturating_sub(ip_and_tcp)).unwrap_or(u16::MAX);
+    let our_mss = u16::try_from(core.mtu().saturating_sub(ip_and_tcp)).unwrap_or(u16::MAX);
     Some(super::cookie::syn_ack(&seg.tuple, info.seq, cookie, our_mss))
 }
 
 /// If `seg` is an ACK carrying a valid cookie of `listener`'s, the connection it makes (or
 /// the ACK dropped because the accept queue is full); None if it carries no valid cookie.
-fn accept_cookie(core: &mut Core, seg: &Segment, listener: SockId) -> Option<(Decision, Disposition)> {
+fn accept_cookie(core: &mut Engine, seg: &Segment, listener: SockId) -> Option<(Decision, Disposition)> {
     let info = seg.info()?;
     let cookie = info.ack?.wrapping_sub(1);
     let mss = core.secret.check_cookie(&seg.tuple, cookie_minute(core), cookie)?;
@@ -823,7 +823,7 @@ fn accept_cookie(core: &mut Core, seg: &Segment, listener: SockId) -> Option<(De
 
 /// After smoltcp processed an admitted SYN: if it rejected it (a bad checksum, say), the
 /// socket made for it is still listening and must not catch another client's SYN.
-pub fn settle(core: &mut Core, handle: SocketHandle) {
+pub fn settle(core: &mut Engine, handle: SocketHandle) {
     if core.tcp(handle).state() == tcp::State::Listen {
         forget_half_open(core, handle);
     }
@@ -831,7 +831,7 @@ pub fn settle(core: &mut Core, handle: SocketHandle) {
 
 /// Removes a half-open connection from its listener's SYN queue and frees it, sending
 /// nothing.
-pub fn forget_half_open(core: &mut Core, handle: SocketHandle) {
+pub fn forget_half_open(core: &mut Engine, handle: SocketHandle) {
     if let Some(Owner::Listener(id)) = core.conns.get(&handle).map(|c| c.owner)
         && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id)
     {

@@ -10,7 +10,7 @@
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{IpAddress, IpProtocol, IpRepr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
 
-use super::FiveTuple;
+use super::TcpTuple;
 
 /// The window a cookie SYN-ACK offers. Without window scaling (a cookie cannot carry it),
 /// so the connection does without, as Linux's does when timestamps are off.
@@ -44,14 +44,14 @@ fn repr(tuple_ports: (u16, u16), control: TcpControl, seq: u32, ack: Option<u32>
 }
 
 /// ustack's SYN-ACK carrying `cookie` as its ISN, for the client's SYN with ISN `client_isn`.
-pub fn syn_ack(tuple: &FiveTuple, client_isn: u32, cookie: u32, mss: u16) -> Vec<u8> {
+pub fn syn_ack(tuple: &TcpTuple, client_isn: u32, cookie: u32, mss: u16) -> Vec<u8> {
     let tcp =
         repr((tuple.local.port(), tuple.remote.port()), TcpControl::Syn, cookie, Some(client_isn.wrapping_add(1)), mss);
     emit(tuple.local.ip().into(), tuple.remote.ip().into(), &tcp)
 }
 
 /// A bare ACK from ustack's side: RFC 5961's challenge ACK, repeating what ustack last sent.
-pub fn ack(tuple: &FiveTuple, sent: &super::conn::Sent) -> Vec<u8> {
+pub fn ack(tuple: &TcpTuple, sent: &super::conn::Sent) -> Vec<u8> {
     let mut tcp = repr((tuple.local.port(), tuple.remote.port()), TcpControl::None, sent.seq_end, Some(sent.ack), 0);
     tcp.max_seg_size = None;
     tcp.window_len = sent.window;
@@ -59,7 +59,7 @@ pub fn ack(tuple: &FiveTuple, sent: &super::conn::Sent) -> Vec<u8> {
 }
 
 /// The client's SYN as it was (ISN and MSS), rebuilt from its cookie ACK.
-pub fn replayed_syn(tuple: &FiveTuple, client_isn: u32, mss: u16) -> Vec<u8> {
+pub fn replayed_syn(tuple: &TcpTuple, client_isn: u32, mss: u16) -> Vec<u8> {
     let tcp = repr((tuple.remote.port(), tuple.local.port()), TcpControl::Syn, client_isn, None, mss);
     emit(tuple.remote.ip().into(), tuple.local.ip().into(), &tcp)
 }

@@ -5,8 +5,8 @@
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 
-use super::{FiveTuple, SockId};
-use crate::socket::Errno;
+use super::{SockId, TcpTuple};
+use crate::errno::Errno;
 
 /// Transitions kept per connection; a connection has at most about ten, so this only
 /// bounds what a misbehaving peer could make it record.
@@ -58,7 +58,7 @@ impl std::fmt::Display for Side {
 /// ustack's record of one TCP connection (one smoltcp socket).
 #[derive(Debug)]
 pub struct Conn {
-    pub tuple: FiveTuple,
+    pub tuple: TcpTuple,
     pub owner: Owner,
     /// The state when the stack last looked.
     pub state: State,
@@ -117,7 +117,7 @@ fn millis(d: Duration) -> f64 {
 }
 
 impl Conn {
-    pub fn new(tuple: FiveTuple, owner: Owner, state: State, now: Instant) -> Conn {
+    pub fn new(tuple: TcpTuple, owner: Owner, state: State, now: Instant) -> Conn {
         Conn {
             tuple,
             owner,
@@ -208,7 +208,7 @@ mod tests {
     use super::*;
 
     fn conn(state: State) -> Conn {
-        let tuple = FiveTuple { local: "10.0.0.2:7".parse().unwrap(), remote: "10.0.0.1:40000".parse().unwrap() };
+        let tuple = TcpTuple { local: "10.0.0.2:7".parse().unwrap(), remote: "10.0.0.1:40000".parse().unwrap() };
         Conn::new(tuple, Owner::Orphan, state, Instant::from_millis(0))
     }
 

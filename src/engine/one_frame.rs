@@ -4,14 +4,14 @@ use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 
 /// Yields one already-received frame, and transmits (replies) through the real device.
-pub struct Staged<'a, D> {
+pub struct OneFrame<'a, D> {
     frame: Option<&'a [u8]>,
     device: &'a mut D,
 }
 
-impl<'a, D: Device> Staged<'a, D> {
+impl<'a, D: Device> OneFrame<'a, D> {
     pub fn new(frame: &'a [u8], device: &'a mut D) -> Self {
-        Staged { frame: Some(frame), device }
+        OneFrame { frame: Some(frame), device }
     }
 }
 
@@ -36,7 +36,7 @@ impl<T: phy::TxToken> phy::TxToken for Tx<T> {
     }
 }
 
-impl<'a, D: Device> Device for Staged<'a, D> {
+impl<'a, D: Device> Device for OneFrame<'a, D> {
     type RxToken<'b>
         = Rx<'a>
     where

@@ -8,7 +8,7 @@
 //! the set of all sockets: the one socket in question is swapped into a set of its own
 //! (a few hundred bytes moved), and smoltcp works on that. It stays there until smoltcp
 //! needs another one, so a run of packets for one connection — bulk transfer — costs no
-//! swapping at all; [`Single::get`] finds a socket wherever it is.
+//! swapping at all; [`OneSocket::get`] finds a socket wherever it is.
 //!
 //! A packet for no socket goes to the set with only placeholders in it, where smoltcp
 //! answers as it would have: RST for TCP, port unreachable for UDP, echo replies for ping.
@@ -40,7 +40,7 @@ impl Which {
 
 /// A socket set of one: a TCP and a UDP placeholder, either of which can be swapped for
 /// a real socket while smoltcp works on it.
-pub struct Single {
+pub struct OneSocket {
     pub set: SocketSet<'static>,
     tcp: SocketHandle,
     udp: SocketHandle,
@@ -49,8 +49,8 @@ pub struct Single {
     current: Option<Which>,
 }
 
-impl Single {
-    pub fn new() -> Single {
+impl OneSocket {
+    pub fn new() -> OneSocket {
         let mut set = SocketSet::new(Vec::with_capacity(2));
         // Closed and unbound: they accept no packet and send nothing.
         let tcp = set.add(tcp::Socket::new(tcp::SocketBuffer::new(Vec::new()), tcp::SocketBuffer::new(Vec::new())));
@@ -58,7 +58,7 @@ impl Single {
             udp::PacketBuffer::new(Vec::new(), Vec::new()),
             udp::PacketBuffer::new(Vec::new(), Vec::new()),
         ));
-        Single { set, tcp, udp, current: None }
+        OneSocket { set, tcp, udp, current: None }
     }
 
     /// Runs `f` on a set holding socket `which` of `sockets` (and a placeholder of the

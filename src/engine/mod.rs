@@ -1,0 +1,852 @@
+//! The engine: all of a stack's protocol state — smoltcp's interface and sockets, and
+//! ustack's sockets, ports, listener queues and demux table — in one value that does no
+//! I/O of its own. It has no thread, lock, clock or device: a driver hands it frames
+//! ([`Engine::ingress`]), lets it work ([`Engine::poll`], which says when it next wants to
+//! be polled), takes what it sent ([`Engine::outbox`]), and makes socket calls on it
+//! ([`calls`]), always telling it the time. The same engine runs under the stack thread
+//! on a TUN ([`crate::stack`]) and, several at once, on a virtual clock in a simulation.
+//!
+//! Every arriving frame passes ustack's demux ([`demux`]) before smoltcp sees it. That is
+//! where listen backlogs are enforced, connections are created for admitted SYNs (smoltcp
+//! has no backlog: a listening socket *becomes* the connection), and resets are noticed.
+//! smoltcp is handed one socket at a time ([`one_socket`]), so a packet and a round cost
+//! what their own sockets cost, not the number of sockets.
+//!
+//! Everything random (smoltcp's seed, the ISN and cookie secret, ephemeral ports, hash
+//! seeds) comes from one seeded generator ([`random`]): the same seed and the same inputs
+//! at the same times give the same outputs.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{HardwareAddress, IpCidr};
+
+use crate::errno::Errno;
+use one_socket::Which;
+
+pub mod buffers;
+pub mod calls;
+mod conn;
+mod cookie;
+pub mod demux;
+mod egress;
+mod isn;
+mod one_frame;
+mod one_socket;
+pub mod ports;
+pub mod random;
+mod rewrite;
+mod table;
+mod teardown;
+
+pub use conn::{Conn, Owner, Side};
+pub use demux::{Decision, DemuxCounters, DemuxEvent, DemuxLog, Disposition, Flow, TcpTuple};
+use egress::Egress;
+pub use egress::Outbox;
+use one_frame::OneFrame;
+use ports::{Holder, Ports, Proto};
+pub use table::{ConnectionInfo, DemuxRow, DemuxTable, ListenQueues};
+use teardown::unindex;
+
+/// The engine's hash maps: foldhash, not std's SipHash, which was 6% of the stack
+/// thread's time in bulk receive. Seeded from the engine's seed, so that iteration orders
+/// (and with them what the engine does) follow from the seed; a real stack's seed comes
+/// from the OS, so a peer choosing 5-tuples cannot precompute collisions in the demux table.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
+/// A socket's number in the engine, like a file descriptor (never reused within an engine).
+pub type SockId = u64;
+
+/// How often, at most, the engine looks at every connection for what timers changed; a
+/// connection's packets and API calls are looked at at once.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Finished connections the engine remembers (their handshake and close), newest last.
+pub const FINISHED_HISTORY: usize = 1024;
+
+/// Looped-back frames taken per poll, so one poll never runs for long.
+const LOOPBACK_BATCH: usize = 64;
+
+/// Linux's default `net.core.somaxconn`: listen() clamps larger backlogs to it.
+pub const SOMAXCONN: u32 = 4096;
+
+/// How long a half-open (SYN-RECEIVED) connection waits for the handshake's last ACK.
+/// Linux gives up after 5 SYN-ACK retransmissions, about 63 s.
+pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(63);
+
+/// How long a connection may stay in SYN-SENT: Linux's 127 s (`tcp_syn_retries` = 6).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
+
+/// How a stack is set up.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The stack's own addresses, with prefix lengths.
+    pub addrs: Vec<IpCidr>,
+    /// Bytes of receive and of send buffer per TCP connection. This is address space
+    /// reserved per connection; memory is used only where data has passed through (see
+    /// [`buffers`]), so generous buffers cost idle connections next to nothing.
+    pub tcp_buffer: usize,
+    /// Datagrams, and bytes of payload, buffered per UDP socket each way.
+    pub udp_packets: usize,
+    pub udp_buffer: usize,
+    /// What a listener does with a SYN when its accept queue is full: drop it (Linux's
+    /// default), or answer RST (Linux's `tcp_abort_on_overflow=1`).
+    pub reset_on_overflow: bool,
+    /// Answer SYNs the SYN queue has no room for with SYN cookies, keeping no state, as
+    /// Linux does by default (`tcp_syncookies=1`). Off, such SYNs are dropped.
+    pub syn_cookies: bool,
+    /// How long a connect() — blocking or not — waits for the handshake before ETIMEDOUT.
+    /// smoltcp itself would resend the SYN forever.
+    pub connect_timeout: Duration,
+    /// The seed of everything the engine draws at random; None draws one from the OS.
+    /// The same seed makes the same engine (see [`random`]).
+    pub seed: Option<u64>,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            addrs: Vec::new(),
+            tcp_buffer: 64 * 1024,
+            udp_packets: 64,
+            udp_buffer: 64 * 1024,
+            reset_on_overflow: false,
+            syn_cookies: true,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            seed: None,
+        }
+    }
+}
+
+/// The address family of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// AF_INET: IPv4.
+    Inet,
+    /// AF_INET6: IPv6, and IPv4 through v4-mapped addresses (dual-stack, as Linux by default).
+    Inet6,
+}
+
+/// The type of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    /// SOCK_STREAM: TCP.
+    Stream,
+    /// SOCK_DGRAM: UDP.
+    Dgram,
+}
+
+impl Type {
+    /// The port space the type's sockets bind in.
+    pub fn proto(self) -> Proto {
+        match self {
+            Type::Stream => Proto::Tcp,
+            Type::Dgram => Proto::Udp,
+        }
+    }
+}
+
+/// A listener's queues (Linux's request queue and accept queue).
+#[derive(Debug, Default)]
+pub struct Listener {
+    /// listen()'s backlog, clamped to [`SOMAXCONN`]. Up to `backlog + 1` connections wait
+    /// in the accept queue, and up to `max(backlog, 1)` in the SYN queue, as in Linux.
+    pub backlog: u32,
+    /// Half-open connections: SYN received, SYN-ACK sent, waiting for the ACK.
+    pub syn_queue: Vec<SocketHandle>,
+    /// Established connections that accept() has not taken yet.
+    pub accept_queue: VecDeque<SocketHandle>,
+    /// SYNs dropped because a queue was full.
+    pub syns_dropped: u64,
+    /// Handshake-completing ACKs dropped because the accept queue was full.
+    pub acks_dropped: u64,
+    /// SYNs answered with RST because the accept queue was full (reset_on_overflow).
+    pub syns_reset: u64,
+    /// SYNs answered with a SYN cookie because the SYN queue was full.
+    pub cookies_sent: u64,
+}
+
+impl Listener {
+    /// Linux's `sk_acceptq_is_full`: more than `backlog` connections already waiting.
+    pub fn accept_queue_full(&self) -> bool {
+        self.accept_queue.len() > self.backlog as usize
+    }
+
+    /// Linux's `inet_csk_reqsk_queue_is_full`, with a floor of one so backlog 0 still
+    /// lets a connection in (Linux reaches the same through SYN cookies).
+    pub fn syn_queue_full(&self) -> bool {
+        self.syn_queue.len() >= (self.backlog as usize).max(1)
+    }
+}
+
+/// What a socket is, as the socket API sees it.
+#[derive(Debug)]
+enum SockState {
+    /// Created, maybe bound, not yet listening or connected.
+    Idle,
+    /// A TCP listener.
+    Listening(Listener),
+    /// A TCP socket with a connection (connecting, established, or closing).
+    Connected(SocketHandle),
+    /// A bound UDP socket, maybe with a fixed peer.
+    Udp { handle: SocketHandle, peer: Option<SocketAddr> },
+}
+
+/// A socket of the API.
+#[derive(Debug)]
+struct Entry {
+    domain: Domain,
+    ty: Type,
+    /// Open handles (a `try_clone` is a dup): the socket closes when the last one does.
+    refs: usize,
+    nonblocking: bool,
+    reuse_addr: bool,
+    /// The bound local address, once bound (explicitly or implicitly).
+    local: Option<SocketAddr>,
+    state: SockState,
+    /// shutdown(SHUT_RD) was called: recv() reports end of stream once nothing is queued.
+    shut_read: bool,
+    /// shutdown(SHUT_WR) was called on a UDP socket: send() gives EPIPE (TCP keeps this
+    /// in the smoltcp socket's state).
+    shut_write: bool,
+    /// Linux's SS_CONNECTING: a TCP connect() started and no connect() call has reported
+    /// its outcome yet (a non-blocking one returns EINPROGRESS; the next connect() after
+    /// the handshake returns success or the error).
+    connecting: bool,
+    /// Datagrams dropped because this UDP socket's receive buffer was full.
+    udp_dropped: u64,
+    /// SO_RCVTIMEO and SO_SNDTIMEO: how long a blocking call waits before EAGAIN.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl Entry {
+    fn new(domain: Domain, ty: Type) -> Entry {
+        Entry {
+            domain,
+            ty,
+            refs: 1,
+            nonblocking: false,
+            reuse_addr: false,
+            local: None,
+            state: SockState::Idle,
+            shut_read: false,
+            shut_write: false,
+            connecting: false,
+            udp_dropped: 0,
+            read_timeout: None,
+            write_timeout: None,
+        }
+    }
+}
+
+/// A stack's protocol state; see the [module docs](self).
+pub struct Engine {
+    iface: Interface,
+    /// Every smoltcp socket; smoltcp itself only ever sees one at a time (`one_socket`).
+    /// Reached through [`Engine::tcp_mut`] and friends, which note what changed.
+    sockets: SocketSet<'static>,
+    /// Where smoltcp works on one socket at a time.
+    single: one_socket::OneSocket,
+    /// The sockets smoltcp must look at in the next poll: touched by the API or a packet.
+    egress: Vec<Which>,
+    /// When each socket next needs smoltcp (a retransmission, a delayed ACK, TIME-WAIT).
+    timers: one_socket::Timers,
+    /// The UDP sockets' handles, with the socket each belongs to.
+    udp_handles: HashMap<SocketHandle, SockId>,
+    /// The memory of the TCP sockets' buffers. Declared after `sockets` and `single` (which
+    /// may hold a socket swapped in), so that every socket is dropped before it (see
+    /// [`buffers::BufferPool`]).
+    buffers: buffers::BufferPool,
+    config: StackConfig,
+    /// The device's capabilities, as smoltcp sees them through the outbox.
+    capabilities: DeviceCapabilities,
+    /// The stack's own addresses, for loopback.
+    local: Vec<IpAddr>,
+    /// The time the driver last gave: what "now" is inside a call.
+    now: Instant,
+    entries: HashMap<SockId, Entry>,
+    conns: HashMap<SocketHandle, Conn>,
+    /// TCP connections by 5-tuple: the demux table.
+    demux: HashMap<TcpTuple, SocketHandle>,
+    ports: Ports,
+    /// Closed UDP sockets still sending what they had queued, with the port they hold.
+    udp_draining: Vec<(SocketHandle, u16)>,
+    /// Listening sockets by port, for the demux to find a SYN's listener without a scan.
+    listeners: HashMap<u16, Vec<SockId>>,
+    /// Bound UDP sockets by port, for the demux to name a datagram's socket.
+    udp_ports: HashMap<u16, Vec<SockId>>,
+    /// The demux's counters and recent decisions.
+    demux_log: DemuxLog,
+    /// Connections an API call changed (close, shutdown), looked at in the next poll.
+    dirty: Vec<SocketHandle>,
+    /// Work was done since the last sweep, which is due at `next_sweep`.
+    sweep_owed: bool,
+    next_sweep: Instant,
+    /// Sockets whose readiness may have changed since the driver last asked
+    /// ([`Engine::take_touched`]).
+    touched: Vec<SockId>,
+    /// Bumped whenever the demux table changes (a connection, listener or UDP socket comes,
+    /// goes or changes state), so a watcher can print it on every change.
+    generation: u64,
+    next_id: SockId,
+    /// Packets the stack sent to its own addresses, to be received like the device's.
+    loopback: VecDeque<Vec<u8>>,
+    /// The most recent connections that are gone, oldest first (at most [`FINISHED_HISTORY`]).
+    finished: VecDeque<ConnectionInfo>,
+    /// Packets for the device, for the driver to take.
+    outbox: Outbox,
+    /// The key of RFC 6528 ISNs and SYN cookies.
+    secret: isn::Secret,
+    rng: random::Rng,
+}
+
+impl Engine {
+    /// An engine with `config`, for a device with `capabilities` (an IP-medium device:
+    /// TUN-like), starting at time `now`.
+    pub fn new(config: StackConfig, capabilities: DeviceCapabilities, now: Instant) -> Result<Engine, String> {
+        if capabilities.medium != phy::Medium::Ip {
+            return Err("ustack needs an IP-medium (TUN-like) device".into());
+        }
+        let mut rng = random::Rng::new(config.seed.unwrap_or_else(random::from_os));
+        let mut iface_config = Config::new(HardwareAddress::Ip);
+        iface_config.random_seed = rng.next_u64();
+        let mut iface = Interface::new(iface_config, &mut ProbeOnly(&capabilities), now);
+        let mut too_many = false;
+        iface.update_ip_addrs(|addrs| {
+            for cidr in &config.addrs {
+                too_many |= addrs.push(*cidr).is_err();
+            }
+        });
+        if too_many {
+            return Err("too many addresses for one interface".into());
+        }
+        let hasher = foldhash::fast::FixedState::with_seed(rng.next_u64());
+        let secret = isn::Secret::from_keys(rng.next_u64(), rng.next_u64());
+        Ok(Engine {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            single: one_socket::OneSocket::new(),
+            egress: Vec::new(),
+            timers: one_socket::Timers::default(),
+            udp_handles: HashMap::default(),
+            buffers: buffers::BufferPool::new(config.tcp_buffer),
+            local: config.addrs.iter().map(|cidr| IpAddr::from(cidr.address())).collect(),
+            config,
+            capabilities,
+            now,
+            entries: HashMap::default(),
+            conns: HashMap::default(),
+            demux: HashMap::with_hasher(hasher),
+            ports: Ports::default(),
+            listeners: HashMap::default(),
+            udp_ports: HashMap::default(),
+            demux_log: DemuxLog::default(),
+            generation: 0,
+            dirty: Vec::new(),
+            sweep_owed: false,
+            next_sweep: Instant::ZERO,
+            touched: Vec::new(),
+            udp_draining: Vec::new(),
+            next_id: 3, // 0, 1 and 2 are stdin, stdout and stderr; start where a process's sockets would
+            loopback: VecDeque::new(),
+            finished: VecDeque::new(),
+            outbox: Outbox::default(),
+            secret,
+            rng,
+        })
+    }
+
+    /// How the engine was set up.
+    pub fn config(&self) -> &StackConfig {
+        &self.config
+    }
+
+    /// The device's MTU: the largest IP packet the stack sends.
+    pub fn mtu(&self) -> usize {
+        self.capabilities.max_transmission_unit
+    }
+
+    /// A snapshot of the demux table: listeners with their queues, connections with their
+    /// states, bound UDP sockets, and the demux's counters.
+    pub fn demux_table(&self) -> DemuxTable {
+        self.table()
+    }
+
+    /// The demux's most recent decisions (up to [`demux::HISTORY`]), oldest first.
+    pub fn demux_events(&self) -> impl Iterator<Item = &DemuxEvent> {
+        self.demux_log.recent.iter()
+    }
+
+    /// The demux's counters.
+    pub fn demux_counters(&self) -> DemuxCounters {
+        self.demux_log.counters
+    }
+
+    /// A number that changes whenever the demux table does.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// How many TCP connections the engine holds (open, half-open, or closing).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// How many connections have sent a FIN that is not yet acknowledged: what a process's
+    /// exit waits for ([`crate::Stack::shutdown`]).
+    pub fn unacknowledged_fins(&self) -> usize {
+        self.conns
+            .keys()
+            .filter(|&&h| {
+                matches!(self.tcp(h).state(), tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck)
+            })
+            .count()
+    }
+
+    /// The handshake and close of every connection the engine holds and of the most recent
+    /// ones that are gone (up to [`FINISHED_HISTORY`]), ordered by when they started.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut all: Vec<ConnectionInfo> =
+            self.finished.iter().cloned().chain(self.conns.values().map(Conn::info)).collect();
+        all.sort_by(|a, b| {
+            a.started_ms
+                .total_cmp(&b.started_ms)
+                .then(a.tuple.local.cmp(&b.tuple.local))
+                .then(a.tuple.remote.cmp(&b.tuple.remote))
+        });
+        all
+    }
+
+    /// Takes an arriving frame: the demux decides what it is for, and smoltcp processes it
+    /// (or not). The frame may be rewritten in place on the way.
+    pub fn ingress(&mut self, now: Instant, frame: &mut Vec<u8>) {
+        self.now = now;
+        self.sweep_owed = true;
+        let (disposition, target) = demux::admit(self, frame, now);
+        let which = match target {
+            Some(demux::Target::Tcp(handle)) => Some(Which::Tcp(handle)),
+            Some(demux::Target::Udp { handle, .. }) => Some(Which::Udp(handle)),
+            None => None,
+        };
+        let udp_queued = match target {
+            Some(demux::Target::Udp { handle, .. }) => self.udp(handle).recv_queue(),
+            _ => 0,
+        };
+        match disposition {
+            Disposition::Drop => {}
+            Disposition::Reply(packet) => self.with_one(None, |_, _, out| {
+                if let Some(token) = phy::Device::transmit(out, now) {
+                    phy::TxToken::consume(token, packet.len(), |buf| buf.copy_from_slice(&packet));
+                }
+            }),
+            Disposition::Deliver => self.deliver(which, frame),
+            Disposition::DataThenFin(data) => {
+                self.deliver(which, &data);
+                self.deliver(which, frame);
+            }
+            Disposition::Admit(handle) => {
+                self.deliver(Some(Which::Tcp(handle)), frame);
+                demux::settle(self, handle);
+            }
+            Disposition::Cookie { handle, syn } => {
+                self.deliver(Some(Which::Tcp(handle)), &syn);
+                self.observe(handle, now);
+                // smoltcp answers the replayed SYN; the transmit path drops that SYN-ACK
+                // and learns the shift from it.
+                let which = Some(Which::Tcp(handle)).filter(|&w| self.is_live(w));
+                self.with_one(which, |iface, set, out| {
+                    while iface.poll_egress(now, out, set) == smoltcp::iface::PollResult::SocketStateChanged {}
+                });
+                match (self.conns.get(&handle).and_then(|c| c.shift), rewrite::tcp_header(frame)) {
+                    (Some(shift), Some((offset, _, _))) => {
+                        rewrite::incoming(frame, offset, shift);
+                        self.deliver(Some(Which::Tcp(handle)), frame);
+                    }
+                    _ => {
+                        log::warn!(target: "ustack::backlog", "SYN cookie connection {handle}: smoltcp sent no SYN-ACK");
+                        demux::forget_half_open(self, handle);
+                    }
+                }
+            }
+        }
+        match target {
+            Some(demux::Target::Tcp(handle)) => self.observe(handle, now),
+            // smoltcp drops a datagram that does not fit without a word; count it.
+            // It drops a damaged one as silently: that is not the buffer's doing.
+            Some(demux::Target::Udp { socket, handle, len })
+                if len > 0 && self.udp(handle).recv_queue() == udp_queued && demux::udp_checksums_ok(frame) =>
+            {
+                self.demux_log.counters.udp_dropped += 1;
+                if let Some(Entry { udp_dropped, .. }) = self.entries.get_mut(&socket) {
+                    *udp_dropped += 1;
+                }
+                log::debug!(target: "ustack::demux", "UDP socket #{socket}: receive buffer full, datagram dropped");
+            }
+            _ => {}
+        }
+    }
+
+    /// Lets the engine do what is due at `now`: take the packets it sent itself, send
+    /// what the API and arriving packets made ready, run timers (retransmissions, TIME-WAIT,
+    /// connect and half-open timeouts). Returns when it next wants to be polled: `now` if
+    /// it has more to do at once (the outbox filled up, more looped-back packets), a later
+    /// time for its next timer, None if nothing is pending. Sent packets wait in
+    /// [`Engine::outbox`].
+    pub fn poll(&mut self, now: Instant) -> Option<Instant> {
+        self.now = now;
+        for _ in 0..LOOPBACK_BATCH {
+            let Some(mut frame) = self.loopback.pop_front() else { break };
+            self.ingress(now, &mut frame);
+        }
+        self.iface.poll_maintenance(now);
+        // Egress for the sockets packets or the API touched and those whose timer is due,
+        // one at a time; each one's next deadline is noted for later polls.
+        self.timers.take_due(now, &mut self.egress);
+        let mut sent = false;
+        let mut egress = std::mem::take(&mut self.egress);
+        egress.sort_unstable();
+        egress.dedup();
+        let mut rest = egress.len();
+        for (i, &which) in egress.iter().enumerate() {
+            if self.outbox.is_full() {
+                rest = i;
+                break;
+            }
+            if !self.is_live(which) {
+                continue;
+            }
+            let mut sent_here = false;
+            let at = self.with_one(Some(which), |iface, set, out| {
+                while iface.poll_egress(now, out, set) == smoltcp::iface::PollResult::SocketStateChanged {
+                    sent_here = true;
+                }
+                iface.poll_at(now, set)
+            });
+            self.timers.set(which, at);
+            sent |= sent_here;
+            // What it sent may have made room in its buffer (UDP), or ended it (a RST,
+            // TIME-WAIT over): its waiters look. An API call that gave smoltcp nothing to
+            // send wakes nobody, so a waiter's own calls cannot keep waking it.
+            if sent_here {
+                self.touch(which);
+            }
+            if let Which::Tcp(handle) = which {
+                self.observe(handle, now);
+            }
+        }
+        // Sockets not reached because the outbox filled wait for the next poll.
+        self.egress.extend_from_slice(&egress[rest..]);
+        egress.clear();
+        if self.egress.is_empty() {
+            self.egress = egress;
+        }
+        self.sweep_owed |= sent || !self.dirty.is_empty();
+        self.reap(now);
+        if !self.loopback.is_empty() || !self.egress.is_empty() {
+            return Some(now);
+        }
+        let sweep = self.sweep_owed.then_some(self.next_sweep.max(now));
+        match (self.timers.next().map(|at| at.max(now)), sweep) {
+            (Some(t), Some(s)) => Some(t.min(s)),
+            (t, s) => t.or(s),
+        }
+    }
+
+    /// The packets the engine sent, for the driver to write to the device and then
+    /// [`Outbox::clear`]. A driver that writes outside a lock swaps in an empty outbox
+    /// of its own instead ([`std::mem::swap`]).
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    /// The sockets whose readiness may have changed since the last call, each once at
+    /// least (a driver wakes the callers waiting on them).
+    pub fn take_touched(&mut self, into: &mut Vec<SockId>) {
+        into.append(&mut self.touched);
+    }
+
+    /// Whether something is waiting to be sent that only [`Engine::poll`] sends: a socket
+    /// call made data or a connection ready. A driver wakes its poller when this is true
+    /// after a call.
+    pub fn wants_poll(&self) -> bool {
+        !self.egress.is_empty() || !self.dirty.is_empty() || !self.loopback.is_empty()
+    }
+
+    /// Runs `f` with smoltcp's interface, a socket set holding `which` alone (or nothing:
+    /// `which` must be live), and the transmit path.
+    fn with_one<R>(
+        &mut self,
+        which: Option<Which>,
+        f: impl FnOnce(&mut Interface, &mut SocketSet<'static>, &mut Egress<'_>) -> R,
+    ) -> R {
+        // Built from disjoint parts of the engine, so smoltcp can hold the interface and
+        // the sockets at the same time.
+        let mut out = Egress {
+            capabilities: &self.capabilities,
+            local: &self.local,
+            queue: &mut self.loopback,
+            outbox: &mut self.outbox,
+            seq: egress::SeqNumbers {
+                conns: &mut self.conns,
+                demux: &self.demux,
+                secret: &self.secret,
+                micros: self.now.total_micros() as u64,
+            },
+        };
+        let iface = &mut self.iface;
+        self.single.with(&mut self.sockets, which, |set| f(iface, set, &mut out))
+    }
+
+    /// smoltcp processes `frame` with socket `which` (or none) in its set; `which` is then
+    /// scheduled for egress and its waiters touched.
+    fn deliver(&mut self, which: Option<Which>, frame: &[u8]) {
+        let now = self.now;
+        let which = which.filter(|&w| self.is_live(w));
+        if let Some(w) = which {
+            self.egress.push(w);
+            self.touch(w);
+        }
+        self.with_one(which, |iface, set, out| iface.poll_ingress_single(now, &mut OneFrame::new(frame, out), set));
+    }
+
+    /// A new socket number.
+    fn new_id(&mut self) -> SockId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Whether `addr` is one of the stack's addresses.
+    fn is_local(&self, addr: IpAddr) -> bool {
+        self.local.contains(&addr)
+    }
+
+    /// Adds `socket`, made by `self.buffers.tcp_socket()` with `slot`, to the socket set.
+    fn add_tcp_socket(&mut self, socket: tcp::Socket<'static>, slot: buffers::Slot) -> SocketHandle {
+        let handle = self.sockets.add(socket);
+        self.buffers.register(handle, slot);
+        self.egress.push(Which::Tcp(handle));
+        handle
+    }
+
+    /// Adds UDP socket `socket` of the API's socket `id` to the socket set.
+    fn add_udp_socket(&mut self, socket: udp::Socket<'static>, id: SockId) -> SocketHandle {
+        let handle = self.sockets.add(socket);
+        self.udp_handles.insert(handle, id);
+        handle
+    }
+
+    /// Removes a socket from the set and frees it, buffers and all.
+    fn remove_socket(&mut self, handle: SocketHandle) {
+        // Put a swapped-in socket back, so the set's own copy is what gets removed.
+        self.single.hold(&mut self.sockets, None);
+        drop(self.sockets.remove(handle));
+        // SAFETY: the only socket using the handle's buffers was just dropped.
+        unsafe { self.buffers.release_for(handle) };
+        let which = if self.udp_handles.remove(&handle).is_some() { Which::Udp(handle) } else { Which::Tcp(handle) };
+        self.timers.forget(which);
+    }
+
+    /// TCP socket `handle`.
+    fn tcp(&self, handle: SocketHandle) -> &tcp::Socket<'static> {
+        self.single.get(&self.sockets, Which::Tcp(handle))
+    }
+
+    /// TCP socket `handle`, to change: smoltcp looks at it in the next poll.
+    fn tcp_mut(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.egress.push(Which::Tcp(handle));
+        self.single.get_mut(&mut self.sockets, Which::Tcp(handle))
+    }
+
+    /// UDP socket `handle`.
+    fn udp(&self, handle: SocketHandle) -> &udp::Socket<'static> {
+        self.single.get(&self.sockets, Which::Udp(handle))
+    }
+
+    /// UDP socket `handle`, to change: smoltcp looks at it in the next poll.
+    fn udp_mut(&mut self, handle: SocketHandle) -> &mut udp::Socket<'static> {
+        self.egress.push(Which::Udp(handle));
+        self.single.get_mut(&mut self.sockets, Which::Udp(handle))
+    }
+
+    /// UDP socket `handle`, to take received datagrams from. That gives smoltcp nothing
+    /// to send, so unlike [`Engine::udp_mut`] it schedules no egress for the socket.
+    fn udp_receiving(&mut self, handle: SocketHandle) -> &mut udp::Socket<'static> {
+        self.single.get_mut(&mut self.sockets, Which::Udp(handle))
+    }
+
+    /// Whether `which` is still a socket of the set.
+    fn is_live(&self, which: Which) -> bool {
+        match which {
+            Which::Tcp(h) => self.conns.contains_key(&h),
+            Which::Udp(h) => self.udp_handles.contains_key(&h),
+        }
+    }
+
+    /// Notes that socket `which`'s waiting callers (if any) are to be woken.
+    fn touch(&mut self, which: Which) {
+        let id = match which {
+            Which::Tcp(h) => self.conns.get(&h).and_then(|c| c.owner.socket()),
+            Which::Udp(h) => self.udp_handles.get(&h).copied(),
+        };
+        self.touched.extend(id);
+    }
+
+    /// Registers a TCP connection in the demux table.
+    fn add_conn(&mut self, handle: SocketHandle, tuple: TcpTuple, owner: Owner, state: tcp::State) {
+        self.demux.insert(tuple, handle);
+        self.conns.insert(handle, Conn::new(tuple, owner, state, self.now));
+        self.generation += 1;
+    }
+
+    /// Records the state smoltcp's socket for `handle` is in now, and acts on it: a
+    /// completed handshake moves to its listener's accept queue, a finished connection is
+    /// freed. Called right after each packet for the connection (so every transition is
+    /// seen, and a half-open connection a RST sent back to LISTEN is gone before it can
+    /// catch another client's SYN), for connections the API touched, and in the sweep.
+    fn observe(&mut self, handle: SocketHandle, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&handle) else { return };
+        let socket: &tcp::Socket = self.single.get(&self.sockets, Which::Tcp(handle));
+        let state = socket.state();
+        let finished = is_finished(socket);
+        if conn.advance(state, now) {
+            self.generation += 1;
+            self.touched.extend(conn.owner.socket());
+            // A completed handshake moves from the SYN queue to the accept queue at once, so
+            // the next packet's accept-queue check counts it.
+            let past_handshake = !matches!(state, tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed);
+            if let (Owner::Listener(id), true) = (conn.owner, past_handshake)
+                && let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id)
+                && let Some(pos) = l.syn_queue.iter().position(|&h| h == handle)
+            {
+                l.syn_queue.swap_remove(pos);
+                l.accept_queue.push_back(handle);
+                self.touched.push(id);
+                log::info!(
+                    target: "ustack::backlog",
+                    "{}: handshake complete, to listener #{id}'s accept queue: {}/{} (backlog {}), SYN queue {}",
+                    conn.tuple,
+                    l.accept_queue.len(),
+                    l.backlog + 1,
+                    l.backlog,
+                    l.syn_queue.len()
+                );
+            }
+        }
+        match conn.owner {
+            // smoltcp sends a RST'd half-open socket back to LISTEN; ustack never keeps an
+            // idle listening socket, so that connection is gone.
+            Owner::Listener(id) if matches!(state, tcp::State::Closed | tcp::State::Listen) => {
+                if let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id) {
+                    l.syn_queue.retain(|&h| h != handle);
+                    l.accept_queue.retain(|&h| h != handle);
+                }
+                self.free_conn(handle);
+            }
+            Owner::Orphan if finished => self.free_conn(handle),
+            _ => {}
+        }
+    }
+
+    /// Forgets a TCP connection and frees its smoltcp socket and port.
+    fn free_conn(&mut self, handle: SocketHandle) {
+        self.generation += 1;
+        if let Some(conn) = self.conns.remove(&handle) {
+            if self.finished.len() == FINISHED_HISTORY {
+                self.finished.pop_front();
+            }
+            self.finished.push_back(conn.info());
+            self.touched.extend(conn.owner.socket());
+            self.demux.remove(&conn.tuple);
+            if conn.holds_port {
+                self.ports.release(Proto::Tcp, conn.tuple.local.port(), Holder::Connection(handle));
+            }
+        }
+        self.remove_socket(handle);
+    }
+
+    /// After a poll's work: looks at the connections the API touched, lets closed UDP
+    /// sockets go once drained, and — at most every [`SWEEP_INTERVAL`], when work was done
+    /// since the last time — sweeps every connection for what timers change (TIME-WAIT
+    /// ending, retransmissions giving up, connect and half-open timeouts).
+    fn reap(&mut self, now: Instant) {
+        for handle in std::mem::take(&mut self.dirty) {
+            self.observe(handle, now);
+        }
+        for (handle, port) in std::mem::take(&mut self.udp_draining) {
+            if self.udp(handle).send_queue() > 0 {
+                self.udp_draining.push((handle, port));
+                continue;
+            }
+            self.remove_socket(handle);
+            self.ports.release(Proto::Udp, port, Holder::Connection(handle));
+        }
+        if self.sweep_owed && now >= self.next_sweep {
+            self.sweep(now);
+            self.sweep_owed = false;
+            self.next_sweep = now + smoltcp::time::Duration::from(SWEEP_INTERVAL);
+        }
+    }
+
+    /// Every connection: timeouts first, then what its state says.
+    fn sweep(&mut self, now: Instant) {
+        let connect_timeout = smoltcp::time::Duration::from(self.config.connect_timeout);
+        let half_open_timeout = smoltcp::time::Duration::from(HALF_OPEN_TIMEOUT);
+        let handles: Vec<SocketHandle> = self.conns.keys().copied().collect();
+        for handle in handles {
+            let Some(conn) = self.conns.get_mut(&handle) else { continue };
+            let age = now - conn.born;
+            match (conn.state, conn.owner) {
+                (tcp::State::SynSent, _) if age > connect_timeout => {
+                    log::info!(target: "ustack::handshake", "{}: no answer to the SYN, connect() timed out", conn.tuple);
+                    conn.pending_error.get_or_insert(Errno::ETIMEDOUT);
+                    self.tcp_mut(handle).abort();
+                }
+                (tcp::State::SynReceived, Owner::Listener(_)) if age > half_open_timeout => {
+                    log::info!(target: "ustack::backlog", "{}: half-open for {HALF_OPEN_TIMEOUT:?}, dropped", conn.tuple);
+                    self.tcp_mut(handle).abort();
+                }
+                _ => {}
+            }
+            self.observe(handle, now);
+        }
+    }
+}
+
+/// Whether a TCP socket is done for good: closed, with no RST left to send (an aborted
+/// socket keeps its endpoints until its RST has gone out).
+fn is_finished(socket: &tcp::Socket) -> bool {
+    socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none()
+}
+
+/// A device that only tells smoltcp its capabilities, for making the interface.
+struct ProbeOnly<'a>(&'a DeviceCapabilities);
+
+impl phy::Device for ProbeOnly<'_> {
+    type RxToken<'b>
+        = egress::NoRx
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = egress::NoTx
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        None
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+        None
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.0.clone()
+    }
+}
