@@ -64,21 +64,16 @@ pub fn replayed_syn(tuple: &TcpTuple, client_isn: u32, mss: u16) -> Vec<u8> {
     emit(tuple.remote.ip().into(), tuple.local.ip().into(), &tcp)
 }
 
-/// What the cookie path reads of a TCP segment: its sequence and acknowledgment numbers
-/// and the MSS it offers — only if the checksum is right, so no cookie is made or
-/// honoured for a corrupted segment.
+/// What the cookie path reads of a TCP segment: its sequence number and the MSS it offers
+/// — only if the checksum is right, so no cookie is made or honoured for a corrupted
+/// segment.
 pub struct SegmentInfo {
     pub seq: u32,
-    pub ack: Option<u32>,
     pub mss: Option<u16>,
 }
 
 pub fn segment_info(tcp: &[u8], src: IpAddress, dst: IpAddress) -> Option<SegmentInfo> {
     let packet = TcpPacket::new_checked(tcp).ok()?;
     let repr = TcpRepr::parse(&packet, &src, &dst, &ChecksumCapabilities::default()).ok()?;
-    Some(SegmentInfo {
-        seq: repr.seq_number.0 as u32,
-        ack: repr.ack_number.map(|a| a.0 as u32),
-        mss: repr.max_seg_size,
-    })
+    Some(SegmentInfo { seq: repr.seq_number.0 as u32, mss: repr.max_seg_size })
 }

@@ -25,7 +25,7 @@ use smoltcp::wire::{
     Ipv6Packet, TcpPacket, UdpPacket,
 };
 
-use super::{Conn, Engine, Entry, Owner, SockId, SockState};
+use super::{Conn, Engine, Entry, Listener, Owner, SockId, SockState};
 
 /// A TCP connection's identity, from ustack's side: local and remote address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,8 +53,9 @@ pub enum Disposition {
     /// Not for smoltcp: the stack sends this packet back instead (a SYN cookie's SYN-ACK).
     Reply(Vec<u8>),
     /// A valid SYN cookie ACK: smoltcp gets `syn` (the client's SYN, rebuilt) for the new
-    /// socket `handle`, then, its own SYN-ACK suppressed, the ACK itself.
-    Cookie { handle: SocketHandle, syn: Vec<u8> },
+    /// socket `handle`, then, its own SYN-ACK suppressed, the ACK itself (whose TCP header
+    /// starts at `offset`).
+    Cookie { handle: SocketHandle, syn: Vec<u8>, offset: usize },
     /// A segment with data and FIN, split for smoltcp (see `rewrite::split_fin`): it
     /// processes this, the data, then the frame, now the FIN alone.
     DataThenFin(Vec<u8>),
@@ -332,19 +333,19 @@ impl DemuxLog {
     }
 }
 
-/// What the demux reads of a packet.
+/// An arriving packet, parsed once: what the demux, the rewriting, the cookie path and
+/// RFC 5961's checks read of it. smoltcp parses it again (it takes bytes), nothing else does.
 enum Parsed {
     Tcp {
         flow: Flow,
-        syn: bool,
-        ack: bool,
-        rst: bool,
-        tcp: std::ops::Range<usize>,
+        seg: TcpSegment,
     },
     /// `unchecked`: UDP over IPv6 with a checksum of zero, which RFC 8200 forbids.
+    /// `payload`: the datagram's length.
     Udp {
         flow: Flow,
         unchecked: bool,
+        payload: usize,
     },
     Icmp {
         flow: Flow,
@@ -354,6 +355,46 @@ enum Parsed {
     Other {
         flow: Flow,
     },
+}
+
+impl Parsed {
+    fn flow(&self) -> Flow {
+        match self {
+            Parsed::Tcp { flow, .. }
+            | Parsed::Udp { flow, .. }
+            | Parsed::Icmp { flow, .. }
+            | Parsed::Other { flow } => *flow,
+        }
+    }
+}
+
+/// A TCP segment within its frame.
+#[derive(Debug, Clone, Copy)]
+struct TcpSegment {
+    /// Where the TCP header starts in the frame, and where the segment ends.
+    offset: usize,
+    end: usize,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    /// Header and payload bytes (TCP only).
+    header_len: usize,
+}
+
+impl TcpSegment {
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn bytes<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        &frame[self.offset..self.end]
+    }
+
+    /// An empty segment: no data (a bare ACK, a RST, a SYN).
+    fn is_empty(&self) -> bool {
+        self.end - self.offset == self.header_len
+    }
 }
 
 fn parse(frame: &[u8]) -> Option<Parsed> {
@@ -380,14 +421,17 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
         IpProtocol::Tcp => match TcpPacket::new_checked(payload) {
             Ok(tcp) => {
                 // Where the segment lies in the frame (payload is a subslice of it).
-                let start = payload.as_ptr() as usize - frame.as_ptr() as usize;
-                Parsed::Tcp {
-                    flow: flow("tcp", tcp.src_port(), tcp.dst_port()),
-                    syn: tcp.syn(),
-                    ack: tcp.ack(),
-                    rst: tcp.rst(),
-                    tcp: start..start + payload.len(),
-                }
+                let offset = payload.as_ptr() as usize - frame.as_ptr() as usize;
+                let seg = TcpSegment {
+                    offset,
+                    end: offset + payload.len(),
+                    flags: payload[13],
+                    seq: tcp.seq_number().0 as u32,
+                    ack: tcp.ack_number().0 as u32,
+                    window: tcp.window_len(),
+                    header_len: usize::from(tcp.header_len()),
+                };
+                Parsed::Tcp { flow: flow("tcp", tcp.src_port(), tcp.dst_port()), seg }
             }
             Err(_) => Parsed::Other { flow: flow("tcp", 0, 0) },
         },
@@ -396,6 +440,7 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
                 flow: flow("udp", udp.src_port(), udp.dst_port()),
                 // smoltcp takes a zero checksum as "none" for IPv6 too.
                 unchecked: dst.is_ipv6() && udp.checksum() == 0,
+                payload: payload.len().saturating_sub(8),
             },
             Err(_) => Parsed::Other { flow: flow("udp", 0, 0) },
         },
@@ -447,237 +492,143 @@ fn find_bound(core: &Engine, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Opti
         .copied()
 }
 
-/// Decides what happens to `frame`, does the ustack side of it, and records the decision
-/// as made at `now` (the round's time: a clock read per packet showed in profiles).
-/// Also returns the socket the packet is for, if any, so the stack can look at it right
-/// after smoltcp has processed the packet.
-pub fn admit(core: &mut Engine, frame: &mut Vec<u8>, now: smoltcp::time::Instant) -> (Disposition, Option<Target>) {
-    let (flow, decision, mut disposition) = match parse(frame) {
-        None if frame.is_empty() => (None, Decision::Other("empty frame"), Disposition::Drop),
-        None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver),
-        Some(parsed) => {
-            let (flow, decision, disposition) = decide(core, parsed, frame);
-            (Some(flow), decision, disposition)
-        }
-    };
-    // A connection whose ISN on the wire is not smoltcp's: its acknowledgments (and SACK
-    // blocks) name the wire's numbering; smoltcp must see its own.
-    if let Decision::Connection { handle, .. } = decision
-        && disposition == Disposition::Deliver
-        && let Some((offset, src, dst)) = super::rewrite::tcp_header(frame)
-    {
-        if let Some(conn) = core.conns.get(&handle) {
-            keep_window_open_while_in_flight(conn, frame, offset);
-            if let Some(shift) = conn.shift {
-                super::rewrite::incoming(frame, offset, shift);
-            }
-        }
-        if let Some(data) = super::rewrite::split_fin(frame, offset, src.ip(), dst.ip()) {
-            disposition = Disposition::DataThenFin(data);
-        }
-    }
-    let at_ms = now.total_millis() as u64;
-    core.demux_log.record(DemuxEvent { at_ms, flow, decision });
-    let target = match decision {
-        Decision::Connection { handle, .. }
-        | Decision::Admitted { handle, .. }
-        | Decision::CookieAccepted { handle, .. } => Some(Target::Tcp(handle)),
-        Decision::Udp { socket } => match core.entries.get(&socket).map(|e| &e.state) {
-            Some(SockState::Udp { handle, .. }) => {
-                Some(Target::Udp { socket, handle: *handle, len: udp_payload_len(frame).unwrap_or(0) })
-            }
-            _ => None,
-        },
-        _ => None,
-    };
-    (disposition, target)
-}
-
-/// The socket a packet went to, for the stack to look at after smoltcp processed it.
+/// What the demux decided for a packet, before anything changed: [`decide`] looks, and
+/// [`apply`] does it. The [`Decision`] logged is what `apply` made of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// A TCP connection: its state may have changed.
-    Tcp(SocketHandle),
-    /// A bound UDP socket: the datagram (`len` bytes of payload) may not have fit in its
-    /// buffer.
-    Udp { socket: SockId, handle: SocketHandle, len: usize },
+enum Verdict {
+    /// A segment of a known connection, for smoltcp.
+    Connection(SocketHandle),
+    /// The handshake's last ACK while the listener's accept queue is full: dropped.
+    AckDropped {
+        listener: SockId,
+    },
+    /// A RST or SYN on a synchronized connection (RFC 5961): a challenge ACK, unless one
+    /// went out less than a second ago (`limited`).
+    ChallengeAck {
+        handle: SocketHandle,
+        limited: bool,
+    },
+    RstOutOfWindow(SocketHandle),
+    FinDuplicateAck(SocketHandle),
+    /// An ACK carrying a valid SYN cookie of `listener`'s, whose client's ISN + 1 is `seq`.
+    CookieAccepted {
+        listener: SockId,
+        cookie: u32,
+        mss: u16,
+    },
+    /// A SYN the SYN queue has no room for, answered with a cookie carrying `mss`.
+    CookieSent {
+        listener: SockId,
+    },
+    Overflow {
+        listener: SockId,
+        queue: Queue,
+        reset: bool,
+    },
+    Admit {
+        listener: SockId,
+    },
+    TcpNoSocket {
+        syn: bool,
+    },
+    Udp(SockId),
+    UdpNoSocket,
+    Ping,
+    /// Not for the demux to decide: smoltcp sees it (`deliver`) or not.
+    Other {
+        what: &'static str,
+        deliver: bool,
+    },
 }
 
-/// Whether a UDP datagram's checksums (the IPv4 header's and the UDP one) are right, as
-/// smoltcp checks them before it queues the datagram. Only asked when a datagram did not
-/// reach its socket, to tell damage from a full buffer.
-pub fn udp_checksums_ok(frame: &[u8]) -> bool {
-    let Some(version) = super::rewrite::ip_version(frame) else { return false };
-    let (src, dst, payload): (smoltcp::wire::IpAddress, smoltcp::wire::IpAddress, &[u8]) = match version {
-        IpVersion::Ipv4 => {
-            let Ok(ip) = Ipv4Packet::new_checked(frame) else { return false };
-            if !ip.verify_checksum() {
-                return false;
-            }
-            (ip.src_addr().into(), ip.dst_addr().into(), ip.payload())
-        }
-        IpVersion::Ipv6 => {
-            let Ok(ip) = Ipv6Packet::new_checked(frame) else { return false };
-            (ip.src_addr().into(), ip.dst_addr().into(), ip.payload())
-        }
-    };
-    UdpPacket::new_checked(payload).is_ok_and(|udp| udp.verify_checksum(&src, &dst))
-}
-
-fn udp_payload_len(frame: &[u8]) -> Option<usize> {
-    let payload = match super::rewrite::ip_version(frame)? {
-        IpVersion::Ipv4 => Ipv4Packet::new_checked(frame).ok().map(|ip| ip.payload().len())?,
-        IpVersion::Ipv6 => Ipv6Packet::new_checked(frame).ok().map(|ip| ip.payload().len())?,
-    };
-    Some(payload.saturating_sub(8))
-}
-
-fn decide(core: &mut Engine, parsed: Parsed, frame: &[u8]) -> (Flow, Decision, Disposition) {
-    use Disposition::Deliver;
-    let flow = match &parsed {
-        Parsed::Tcp { flow, .. } | Parsed::Udp { flow, .. } | Parsed::Icmp { flow, .. } | Parsed::Other { flow } => {
-            *flow
-        }
-    };
+fn decide(core: &Engine, parsed: &Parsed, frame: &[u8]) -> Verdict {
+    let flow = parsed.flow();
     if !core.is_local(flow.local.ip()) {
-        return (flow, Decision::Other("not addressed to this stack"), Deliver);
+        return Verdict::Other { what: "not addressed to this stack", deliver: true };
     }
-    match parsed {
-        Parsed::Tcp { syn, ack, rst, tcp, .. } => {
-            let segment = Segment {
-                tuple: TcpTuple { local: flow.local, remote: flow.remote },
-                syn,
-                ack,
-                rst,
-                bytes: &frame[tcp],
-            };
-            let (decision, disposition) = decide_tcp(core, segment);
-            (flow, decision, disposition)
+    match *parsed {
+        Parsed::Tcp { seg, .. } => decide_tcp(core, TcpTuple { local: flow.local, remote: flow.remote }, &seg, frame),
+        Parsed::Udp { unchecked: true, .. } => {
+            Verdict::Other { what: "UDP over IPv6 without a checksum (RFC 8200 forbids it): dropped", deliver: false }
         }
-        Parsed::Udp { unchecked: true, .. } => (
-            flow,
-            Decision::Other("UDP over IPv6 without a checksum (RFC 8200 forbids it): dropped"),
-            Disposition::Drop,
-        ),
         Parsed::Udp { .. } => match find_bound(core, core.udp_ports.get(&flow.local.port()), flow.local) {
-            Some(socket) => (flow, Decision::Udp { socket }, Deliver),
-            None => (flow, Decision::UdpNoSocket, Deliver),
+            Some(socket) => Verdict::Udp(socket),
+            None => Verdict::UdpNoSocket,
         },
-        Parsed::Icmp { echo_request: true, .. } => (flow, Decision::Ping, Deliver),
+        Parsed::Icmp { echo_request: true, .. } => Verdict::Ping,
         Parsed::Icmp { neighbour: true, .. } => {
-            (flow, Decision::Other("IPv6 neighbour discovery or MLD: ignored"), Deliver)
+            Verdict::Other { what: "IPv6 neighbour discovery or MLD: ignored", deliver: true }
         }
-        Parsed::Icmp { .. } => (flow, Decision::Other("ICMP message"), Deliver),
-        Parsed::Other { .. } => (flow, Decision::Other("protocol ustack does not serve"), Deliver),
+        Parsed::Icmp { .. } => Verdict::Other { what: "ICMP message", deliver: true },
+        Parsed::Other { .. } => Verdict::Other { what: "protocol ustack does not serve", deliver: true },
     }
 }
 
-/// A TCP segment as the demux sees it.
-struct Segment<'a> {
-    tuple: TcpTuple,
-    syn: bool,
-    ack: bool,
-    rst: bool,
-    /// The TCP header and payload.
-    bytes: &'a [u8],
-}
-
-impl Segment<'_> {
-    fn info(&self) -> Option<super::cookie::SegmentInfo> {
-        super::cookie::segment_info(self.bytes, self.tuple.remote.ip().into(), self.tuple.local.ip().into())
+fn listener_of(core: &Engine, id: SockId) -> Option<&Listener> {
+    match core.entries.get(&id) {
+        Some(Entry { state: SockState::Listening(l), .. }) => Some(l),
+        _ => None,
     }
 }
 
-fn decide_tcp(core: &mut Engine, seg: Segment) -> (Decision, Disposition) {
-    let tuple = seg.tuple;
+fn listener_mut(core: &mut Engine, id: SockId) -> Option<&mut Listener> {
+    match core.entries.get_mut(&id) {
+        Some(Entry { state: SockState::Listening(l), .. }) => Some(l),
+        _ => None,
+    }
+}
+
+fn decide_tcp(core: &Engine, tuple: TcpTuple, seg: &TcpSegment, frame: &[u8]) -> Verdict {
+    use super::rewrite::{ACK, RST, SYN};
+    let (syn, ack, rst) = (seg.has(SYN), seg.has(ACK), seg.has(RST));
     if let Some(&handle) = core.demux.get(&tuple) {
-        if !core.conns.contains_key(&handle) {
-            return (Decision::Other("stale demux entry"), Disposition::Deliver);
-        }
-        if (seg.rst || seg.syn)
-            && let Some(answer) = check_control(core, handle, &seg)
+        let Some(conn) = core.conns.get(&handle) else {
+            return Verdict::Other { what: "stale demux entry", deliver: true };
+        };
+        if (rst || syn)
+            && let Some(verdict) = check_control(core, handle, conn, seg)
         {
-            return answer;
+            return verdict;
         }
-        let Some(conn) = core.conns.get_mut(&handle) else { unreachable!("looked up above") };
-        conn.reset |= seg.rst;
-        if is_duplicate_ack_for_fin(conn, &seg) {
-            return (Decision::FinDuplicateAck { handle }, Disposition::Drop);
+        if is_duplicate_ack_for_fin(conn, seg) {
+            return Verdict::FinDuplicateAck(handle);
         }
-        let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
         // Linux drops the ACK that would complete a handshake while the accept queue is
         // full; the client's connection stays half-open here and the SYN-ACK is resent.
         if let (Owner::Listener(listener), tcp::State::SynReceived) = (conn.owner, conn.state)
-            && seg.ack
-            && !seg.syn
-            && !seg.rst
-            && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener)
-            && l.accept_queue_full()
+            && ack
+            && !syn
+            && !rst
+            && listener_of(core, listener).is_some_and(Listener::accept_queue_full)
         {
-            l.acks_dropped += 1;
-            core.generation += 1;
-            return (Decision::AckDropped { listener }, Disposition::Drop);
+            return Verdict::AckDropped { listener };
         }
-        return (decision, Disposition::Deliver);
+        return Verdict::Connection(handle);
     }
     let listener = find_bound(core, core.listeners.get(&tuple.local.port()), tuple.local);
-    if seg.ack
-        && !seg.syn
-        && !seg.rst
+    if ack
+        && !syn
+        && !rst
         && core.config.syn_cookies
         && let Some(listener) = listener
-        && let Some(made) = accept_cookie(core, &seg, listener)
+        && let Some(verdict) = check_cookie(core, &tuple, seg, frame, listener)
     {
-        return made;
+        return verdict;
     }
-    if !seg.syn || seg.ack || seg.rst {
-        return (Decision::TcpNoSocket { syn: false }, Disposition::Deliver);
+    if !syn || ack || rst {
+        return Verdict::TcpNoSocket { syn: false };
     }
-    let Some(listener) = listener else {
-        return (Decision::TcpNoSocket { syn: true }, Disposition::Deliver);
-    };
-    let (reset_on_overflow, syn_cookies) = (core.config.reset_on_overflow, core.config.syn_cookies);
-    let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener) else {
-        return (Decision::TcpNoSocket { syn: true }, Disposition::Deliver);
-    };
+    let Some(listener) = listener else { return Verdict::TcpNoSocket { syn: true } };
+    let Some(l) = listener_of(core, listener) else { return Verdict::TcpNoSocket { syn: true } };
     let accept_full = l.accept_queue_full();
-    if !accept_full && l.syn_queue_full() && syn_cookies {
-        l.cookies_sent += 1;
-        return match send_cookie(core, &seg) {
-            Some(reply) => (Decision::CookieSent { listener }, Disposition::Reply(reply)),
-            None => (Decision::Other("SYN with a bad checksum"), Disposition::Drop),
-        };
+    if !accept_full && l.syn_queue_full() && core.config.syn_cookies {
+        return Verdict::CookieSent { listener };
     }
     if accept_full || l.syn_queue_full() {
         let queue = if accept_full { Queue::Accept } else { Queue::Syn };
-        core.generation += 1;
-        if reset_on_overflow {
-            l.syns_reset += 1;
-            // smoltcp finds no socket for the SYN and answers it with RST.
-            return (Decision::Overflow { listener, queue, reset: true }, Disposition::Deliver);
-        }
-        l.syns_dropped += 1;
-        return (Decision::Overflow { listener, queue, reset: false }, Disposition::Drop);
+        return Verdict::Overflow { listener, queue, reset: core.config.reset_on_overflow };
     }
-    let handle = match new_half_open(core, tuple, listener) {
-        Ok(handle) => handle,
-        Err(NoSocket::PortZero) => return (Decision::Other("listener port 0"), Disposition::Deliver),
-        // Like a full SYN queue: the client retransmits.
-        Err(NoSocket::NoMemory) => {
-            return (Decision::Other("SYN for a listener: no memory for socket buffers, dropped"), Disposition::Drop);
-        }
-    };
-    let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get(&listener) else {
-        unreachable!("checked above")
-    };
-    let decision = Decision::Admitted {
-        listener,
-        handle,
-        syn_queue: l.syn_queue.len(),
-        accept_queue: l.accept_queue.len(),
-        backlog: l.backlog,
-    };
-    (decision, Disposition::Admit(handle))
+    Verdict::Admit { listener }
 }
 
 /// RFC 5961 for a RST or SYN on a synchronized connection, which smoltcp gets wrong: it
@@ -692,54 +643,177 @@ fn decide_tcp(core: &mut Engine, seg: Segment) -> (Decision, Disposition) {
 /// Challenge ACKs go out at most once a second per connection (§7). A peer that really
 /// reset the connection, or restarted, answers the challenge with an exact RST. None lets
 /// the segment through to smoltcp.
-fn check_control(core: &mut Engine, handle: SocketHandle, seg: &Segment) -> Option<(Decision, Disposition)> {
-    let window = core.tcp(handle).recv_capacity() as u32;
-    let now = core.now;
-    let conn = core.conns.get_mut(&handle)?;
+fn check_control(core: &Engine, handle: SocketHandle, conn: &Conn, seg: &TcpSegment) -> Option<Verdict> {
+    use super::rewrite::{RST, SYN};
     let synchronized =
         !matches!(conn.state, tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Closed);
     let sent = conn.sent?;
     if !synchronized {
         return None;
     }
-    if seg.rst && !seg.syn {
-        let seq = u32::from_be_bytes(seg.bytes.get(4..8)?.try_into().ok()?);
-        if seq == sent.ack {
+    if seg.has(RST) && !seg.has(SYN) {
+        if seg.seq == sent.ack {
             return None;
         }
-        if seq.wrapping_sub(sent.ack) >= window.max(1) {
-            return Some((Decision::RstOutOfWindow { handle }, Disposition::Drop));
+        let window = core.tcp(handle).recv_capacity() as u32;
+        if seg.seq.wrapping_sub(sent.ack) >= window.max(1) {
+            return Some(Verdict::RstOutOfWindow(handle));
         }
     }
-    if conn.challenged_at.is_some_and(|at| now - at < smoltcp::time::Duration::from_secs(1)) {
-        return Some((Decision::ChallengeAck { handle }, Disposition::Drop));
-    }
-    conn.challenged_at = Some(now);
-    // Built in smoltcp's numbering, like everything that goes out: the transmit path
-    // shifts it to the wire's.
-    let unshifted = super::conn::Sent { seq_end: sent.seq_end.wrapping_add(conn.shift.unwrap_or(0)), ..sent };
-    Some((Decision::ChallengeAck { handle }, Disposition::Reply(super::cookie::ack(&conn.tuple, &unshifted))))
+    let limited = conn.challenged_at.is_some_and(|at| core.now - at < smoltcp::time::Duration::from_secs(1));
+    Some(Verdict::ChallengeAck { handle, limited })
 }
 
 /// Whether `seg` is a duplicate ACK (no data, no SYN/FIN/RST, the same acknowledgment and
 /// window as the segment before) of everything but ustack's FIN. smoltcp 0.14 counts these
 /// toward a fast retransmit even with only the FIN in flight, then has nothing to resend
 /// and no timer left: the FIN never goes out again. Without them, its retransmission
-/// timer resends the FIN. Remembers `seg`'s acknowledgment for the next call.
-fn is_duplicate_ack_for_fin(conn: &mut Conn, seg: &Segment) -> bool {
+/// timer resends the FIN.
+fn is_duplicate_ack_for_fin(conn: &Conn, seg: &TcpSegment) -> bool {
     use super::rewrite::{ACK, FIN, RST, SYN};
-    let bytes = seg.bytes;
-    let flags = bytes[13];
-    if flags & ACK == 0 {
-        return false;
+    seg.has(ACK)
+        && seg.is_empty()
+        && seg.flags & (SYN | FIN | RST) == 0
+        && conn.fin_end == Some(seg.ack.wrapping_add(1))
+        && conn.last_ack_in == Some((seg.ack, seg.window))
+}
+
+/// The minute SYN cookies are made for (they stay valid for two).
+fn cookie_minute(core: &Engine) -> u32 {
+    (core.now.total_millis() / 60_000) as u32
+}
+
+/// If `seg` is an ACK carrying a valid cookie of `listener`'s: the connection it makes, or
+/// the ACK dropped because the accept queue is full. None if it carries no valid cookie
+/// (or its checksum is wrong: no cookie is honoured for a damaged segment).
+fn check_cookie(core: &Engine, tuple: &TcpTuple, seg: &TcpSegment, frame: &[u8], listener: SockId) -> Option<Verdict> {
+    super::cookie::segment_info(seg.bytes(frame), tuple.remote.ip().into(), tuple.local.ip().into())?;
+    let cookie = seg.ack.wrapping_sub(1);
+    let mss = core.secret.check_cookie(tuple, cookie_minute(core), cookie)?;
+    if listener_of(core, listener)?.accept_queue_full() {
+        return Some(Verdict::AckDropped { listener });
     }
-    let (ack, window) = super::rewrite::ack_and_window(bytes);
-    let previous = conn.last_ack_in.replace((ack, window));
-    let empty = bytes.len() == usize::from(bytes[12] >> 4) * 4;
-    empty
-        && flags & (SYN | FIN | RST) == 0
-        && conn.fin_end == Some(ack.wrapping_add(1))
-        && previous == Some((ack, window))
+    Some(Verdict::CookieAccepted { listener, cookie, mss })
+}
+
+/// Does what `verdict` says — the only place the demux changes anything — and gives the
+/// decision as applied, and what happens to the frame next.
+fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u8>) -> (Decision, Disposition) {
+    use Disposition::{Deliver, Drop, Reply};
+    let flow = parsed.flow();
+    let tuple = TcpTuple { local: flow.local, remote: flow.remote };
+    let seg = match parsed {
+        Parsed::Tcp { seg, .. } => Some(*seg),
+        _ => None,
+    };
+    match verdict {
+        Verdict::Connection(handle) => {
+            let Some(conn) = core.conns.get_mut(&handle) else {
+                return (Decision::Other("stale demux entry"), Deliver);
+            };
+            let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
+            let Some(seg) = seg else { return (decision, Deliver) };
+            note_segment(conn, &seg);
+            // A connection whose ISN on the wire is not smoltcp's: its acknowledgments (and
+            // SACK blocks) name the wire's numbering; smoltcp must see its own.
+            keep_window_open_while_in_flight(conn, frame, seg.offset);
+            if let Some(shift) = conn.shift {
+                super::rewrite::incoming(frame, seg.offset, shift);
+            }
+            match super::rewrite::split_fin(frame, seg.offset, flow.remote.ip(), flow.local.ip()) {
+                Some(data) => (decision, Disposition::DataThenFin(data)),
+                None => (decision, Deliver),
+            }
+        }
+        Verdict::FinDuplicateAck(handle) => {
+            if let (Some(conn), Some(seg)) = (core.conns.get_mut(&handle), seg) {
+                note_segment(conn, &seg);
+            }
+            (Decision::FinDuplicateAck { handle }, Drop)
+        }
+        Verdict::RstOutOfWindow(handle) => (Decision::RstOutOfWindow { handle }, Drop),
+        Verdict::ChallengeAck { handle, limited } => {
+            let now = core.now;
+            let Some(conn) = core.conns.get_mut(&handle) else { return (Decision::Other("stale demux entry"), Drop) };
+            let (Some(sent), false) = (conn.sent, limited) else { return (Decision::ChallengeAck { handle }, Drop) };
+            conn.challenged_at = Some(now);
+            // Built in smoltcp's numbering, like everything that goes out: the transmit
+            // path shifts it to the wire's.
+            let unshifted = super::conn::Sent { seq_end: sent.seq_end.wrapping_add(conn.shift.unwrap_or(0)), ..sent };
+            (Decision::ChallengeAck { handle }, Reply(super::cookie::ack(&conn.tuple, &unshifted)))
+        }
+        Verdict::AckDropped { listener } => {
+            if let Some(l) = listener_mut(core, listener) {
+                l.acks_dropped += 1;
+            }
+            core.generation += 1;
+            (Decision::AckDropped { listener }, Drop)
+        }
+        Verdict::CookieSent { listener } => {
+            if let Some(l) = listener_mut(core, listener) {
+                l.cookies_sent += 1;
+            }
+            match seg.and_then(|seg| cookie_syn_ack(core, &tuple, &seg, frame)) {
+                Some(reply) => (Decision::CookieSent { listener }, Reply(reply)),
+                None => (Decision::Other("SYN with a bad checksum"), Drop),
+            }
+        }
+        Verdict::CookieAccepted { listener, cookie, mss } => {
+            // With no socket to be had, smoltcp answers the ACK as one for no connection: RST.
+            let Ok(handle) = new_half_open(core, tuple, listener) else {
+                return (Decision::TcpNoSocket { syn: false }, Deliver);
+            };
+            if let Some(conn) = core.conns.get_mut(&handle) {
+                conn.cookie = Some(cookie);
+                conn.via_cookie = true;
+            }
+            let client_isn = seg.map_or(0, |s| s.seq.wrapping_sub(1));
+            let syn = super::cookie::replayed_syn(&tuple, client_isn, mss);
+            let offset = seg.map_or(0, |s| s.offset);
+            (Decision::CookieAccepted { listener, handle }, Disposition::Cookie { handle, syn, offset })
+        }
+        Verdict::Overflow { listener, queue, reset } => {
+            core.generation += 1;
+            if let Some(l) = listener_mut(core, listener) {
+                if reset { l.syns_reset += 1 } else { l.syns_dropped += 1 }
+            }
+            // Reset: smoltcp finds no socket for the SYN and answers it with RST.
+            (Decision::Overflow { listener, queue, reset }, if reset { Deliver } else { Drop })
+        }
+        Verdict::Admit { listener } => match new_half_open(core, tuple, listener) {
+            Ok(handle) => {
+                let Some(l) = listener_of(core, listener) else { unreachable!("decided on a listener") };
+                let decision = Decision::Admitted {
+                    listener,
+                    handle,
+                    syn_queue: l.syn_queue.len(),
+                    accept_queue: l.accept_queue.len(),
+                    backlog: l.backlog,
+                };
+                (decision, Disposition::Admit(handle))
+            }
+            Err(NoSocket::PortZero) => (Decision::Other("listener port 0"), Deliver),
+            // Like a full SYN queue: the client retransmits.
+            Err(NoSocket::NoMemory) => {
+                (Decision::Other("SYN for a listener: no memory for socket buffers, dropped"), Drop)
+            }
+        },
+        Verdict::TcpNoSocket { syn } => (Decision::TcpNoSocket { syn }, Deliver),
+        Verdict::Udp(socket) => (Decision::Udp { socket }, Deliver),
+        Verdict::UdpNoSocket => (Decision::UdpNoSocket, Deliver),
+        Verdict::Ping => (Decision::Ping, Deliver),
+        Verdict::Other { what, deliver } => (Decision::Other(what), if deliver { Deliver } else { Drop }),
+    }
+}
+
+/// What a connection remembers of every segment it gets: a RST (so the socket API can
+/// tell "refused"/"reset" from a timeout) and the last acknowledgment (for duplicate ACKs).
+fn note_segment(conn: &mut Conn, seg: &TcpSegment) {
+    use super::rewrite::{ACK, RST};
+    conn.reset |= seg.has(RST);
+    if seg.has(ACK) {
+        conn.last_ack_in = Some((seg.ack, seg.window));
+    }
 }
 
 /// Why no half-open connection could be made.
@@ -778,47 +852,85 @@ fn new_half_open(core: &mut Engine, tuple: TcpTuple, listener: SockId) -> Result
         return Err(NoSocket::PortZero);
     }
     let handle = core.add_tcp_socket(socket, slot);
-    if let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener) {
+    if let Some(l) = listener_mut(core, listener) {
         l.syn_queue.push(handle);
     }
     core.add_conn(handle, tuple, Owner::Listener(listener), tcp::State::Listen);
     Ok(handle)
 }
 
-/// The minute SYN cookies are made for (they stay valid for two).
-fn cookie_minute(core: &Engine) -> u32 {
-    (core.now.total_millis() / 60_000) as u32
-}
-
 /// A SYN-ACK whose ISN is a cookie, for a SYN the SYN queue has no room for; None if the
 /// SYN's checksum is wrong.
-fn send_cookie(core: &Engine, seg: &Segment) -> Option<Vec<u8>> {
-    let info = seg.info()?;
-    let cookie = core.secret.cookie(&seg.tuple, cookie_minute(core), info.mss.unwrap_or(536));
-    let ip_and_tcp = if seg.tuple.local.is_ipv4() { 40 } else { 60 };
+fn cookie_syn_ack(core: &Engine, tuple: &TcpTuple, seg: &TcpSegment, frame: &[u8]) -> Option<Vec<u8>> {
+    let info = super::cookie::segment_info(seg.bytes(frame), tuple.remote.ip().into(), tuple.local.ip().into())?;
+    let cookie = core.secret.cookie(tuple, cookie_minute(core), info.mss.unwrap_or(536));
+    let ip_and_tcp = if tuple.local.is_ipv4() { 40 } else { 60 };
     let our_mss = u16::try_from(core.mtu().saturating_sub(ip_and_tcp)).unwrap_or(u16::MAX);
-    Some(super::cookie::syn_ack(&seg.tuple, info.seq, cookie, our_mss))
+    Some(super::cookie::syn_ack(tuple, info.seq, cookie, our_mss))
 }
 
-/// If `seg` is an ACK carrying a valid cookie of `listener`'s, the connection it makes (or
-/// the ACK dropped because the accept queue is full); None if it carries no valid cookie.
-fn accept_cookie(core: &mut Engine, seg: &Segment, listener: SockId) -> Option<(Decision, Disposition)> {
-    let info = seg.info()?;
-    let cookie = info.ack?.wrapping_sub(1);
-    let mss = core.secret.check_cookie(&seg.tuple, cookie_minute(core), cookie)?;
-    let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener) else { return None };
-    if l.accept_queue_full() {
-        l.acks_dropped += 1;
-        core.generation += 1;
-        return Some((Decision::AckDropped { listener }, Disposition::Drop));
-    }
-    let handle = new_half_open(core, seg.tuple, listener).ok()?;
-    if let Some(conn) = core.conns.get_mut(&handle) {
-        conn.cookie = Some(cookie);
-        conn.via_cookie = true;
-    }
-    let syn = super::cookie::replayed_syn(&seg.tuple, info.seq.wrapping_sub(1), mss);
-    Some((Decision::CookieAccepted { listener, handle }, Disposition::Cookie { handle, syn }))
+/// Decides what happens to `frame` ([`decide`], which changes nothing), does the ustack
+/// side of it ([`apply`]), and records the decision as applied at `now` (the round's time:
+/// a clock read per packet showed in profiles). Also returns the socket the packet is for,
+/// if any, so the engine can look at it right after smoltcp has processed the packet.
+pub fn admit(core: &mut Engine, frame: &mut Vec<u8>, now: smoltcp::time::Instant) -> (Disposition, Option<Target>) {
+    let (flow, decision, disposition, udp_len) = match parse(frame) {
+        None if frame.is_empty() => (None, Decision::Other("empty frame"), Disposition::Drop, 0),
+        None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver, 0),
+        Some(parsed) => {
+            let verdict = decide(core, &parsed, frame);
+            let (decision, disposition) = apply(core, verdict, &parsed, frame);
+            let udp_len = match parsed {
+                Parsed::Udp { payload, .. } => payload,
+                _ => 0,
+            };
+            (Some(parsed.flow()), decision, disposition, udp_len)
+        }
+    };
+    let at_ms = now.total_millis() as u64;
+    core.demux_log.record(DemuxEvent { at_ms, flow, decision });
+    let target = match decision {
+        Decision::Connection { handle, .. }
+        | Decision::Admitted { handle, .. }
+        | Decision::CookieAccepted { handle, .. } => Some(Target::Tcp(handle)),
+        Decision::Udp { socket } => match core.entries.get(&socket).map(|e| &e.state) {
+            Some(SockState::Udp { handle, .. }) => Some(Target::Udp { socket, handle: *handle, len: udp_len }),
+            _ => None,
+        },
+        _ => None,
+    };
+    (disposition, target)
+}
+
+/// The socket a packet went to, for the stack to look at after smoltcp processed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A TCP connection: its state may have changed.
+    Tcp(SocketHandle),
+    /// A bound UDP socket: the datagram (`len` bytes of payload) may not have fit in its
+    /// buffer.
+    Udp { socket: SockId, handle: SocketHandle, len: usize },
+}
+
+/// Whether a UDP datagram's checksums (the IPv4 header's and the UDP one) are right, as
+/// smoltcp checks them before it queues the datagram. Only asked when a datagram did not
+/// reach its socket, to tell damage from a full buffer.
+pub fn udp_checksums_ok(frame: &[u8]) -> bool {
+    let Some(version) = super::rewrite::ip_version(frame) else { return false };
+    let (src, dst, payload): (smoltcp::wire::IpAddress, smoltcp::wire::IpAddress, &[u8]) = match version {
+        IpVersion::Ipv4 => {
+            let Ok(ip) = Ipv4Packet::new_checked(frame) else { return false };
+            if !ip.verify_checksum() {
+                return false;
+            }
+            (ip.src_addr().into(), ip.dst_addr().into(), ip.payload())
+        }
+        IpVersion::Ipv6 => {
+            let Ok(ip) = Ipv6Packet::new_checked(frame) else { return false };
+            (ip.src_addr().into(), ip.dst_addr().into(), ip.payload())
+        }
+    };
+    UdpPacket::new_checked(payload).is_ok_and(|udp| udp.verify_checksum(&src, &dst))
 }
 
 /// After smoltcp processed an admitted SYN: if it rejected it (a bad checksum, say), the

@@ -454,7 +454,7 @@ impl Engine {
                 self.deliver(Some(Which::Tcp(handle)), frame);
                 demux::settle(self, handle);
             }
-            Disposition::Cookie { handle, syn } => {
+            Disposition::Cookie { handle, syn, offset } => {
                 self.deliver(Some(Which::Tcp(handle)), &syn);
                 self.observe(handle, now);
                 // smoltcp answers the replayed SYN; the transmit path drops that SYN-ACK
@@ -463,12 +463,12 @@ impl Engine {
                 self.with_one(which, |iface, set, out| {
                     while iface.poll_egress(now, out, set) == smoltcp::iface::PollResult::SocketStateChanged {}
                 });
-                match (self.conns.get(&handle).and_then(|c| c.shift), rewrite::tcp_header(frame)) {
-                    (Some(shift), Some((offset, _, _))) => {
+                match self.conns.get(&handle).and_then(|c| c.shift) {
+                    Some(shift) => {
                         rewrite::incoming(frame, offset, shift);
                         self.deliver(Some(Which::Tcp(handle)), frame);
                     }
-                    _ => {
+                    None => {
                         log::warn!(target: "ustack::backlog", "SYN cookie connection {handle}: smoltcp sent no SYN-ACK");
                         demux::forget_half_open(self, handle);
                     }
