@@ -2,6 +2,7 @@
 //! available) `serve` and `connect` against the kernel, each inside a network namespace
 //! the test creates — nothing is configured in the host's namespace.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::fs::File;

@@ -1,5 +1,7 @@
-//! The command line: one module per subcommand, above the library (it uses the socket API,
-//! the stack, devices and `sys`; nothing below imports from here).
+//! The `ustack` command: serve, connect, demo, inspect, replay and bench on the userspace
+//! stack. One module per subcommand, above the library (it uses the socket API, the stack,
+//! devices and `sys`, and the `ustack-bench`, `ustack-replay` and `ustack-testkit` crates;
+//! nothing below imports from here). This file parses the command line and hands over.
 //!
 //! Exit codes: 0 success, 1 a runtime failure (one line `ustack: ...` on stderr), 2 bad
 //! usage or bad input (clap's one-line error).
@@ -117,7 +119,7 @@ pub fn context<E: fmt::Display>(what: impl fmt::Display) -> impl FnOnce(E) -> Fa
 }
 
 /// Runs the command line and gives the process's exit code.
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
