@@ -1,21 +1,19 @@
 //! Floods from the kernel side of a TUN: ustack keeps its limits and keeps serving.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream as KernelStream, UdpSocket as KernelUdp};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::addr;
-use common::lab::{USTACK, lab};
 use ustack::{TcpListener, UdpSocket};
+use ustack_testkit::addr;
+use ustack_testkit::lab::{USTACK, lab};
 
 /// Sends spoofed SYNs to 10.7.0.2:`port` from random addresses in 10.99.0.0/16, whose
 /// SYN-ACKs go nowhere, until `stop` is set, `max` are sent or 10 s pass.
 fn syn_flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, max: u64) -> io::Result<()> {
-    let fd = common::spoof::raw_ipv4_socket()?;
+    let fd = ustack_testkit::spoof::raw_ipv4_socket()?;
     let mut x: u32 = 0x2545_f491;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut packet = Vec::with_capacity(64);
@@ -32,7 +30,7 @@ fn syn_flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, max: u64) -
             .unwrap()
             .write(&mut packet, &[])
             .unwrap();
-        match common::spoof::send_ipv4(&fd, &packet, [10, 7, 0, 2]) {
+        match ustack_testkit::spoof::send_ipv4(&fd, &packet, [10, 7, 0, 2]) {
             Ok(()) => {
                 sent.fetch_add(1, Ordering::Relaxed);
             }

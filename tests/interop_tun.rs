@@ -2,8 +2,6 @@
 //! creates (and that vanishes with it). Kernel sockets are std::net, on threads that
 //! entered the namespace.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{
     Shutdown, SocketAddr, TcpListener as KernelListener, TcpStream as KernelStream, UdpSocket as KernelUdp,
@@ -11,9 +9,9 @@ use std::net::{
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::lab::{KERNEL, KERNEL6, USTACK, USTACK6, lab, lab_with};
-use common::{addr, pattern};
 use ustack::{Errno, TcpListener, TcpStream, UdpSocket};
+use ustack_testkit::lab::{KERNEL, KERNEL6, USTACK, USTACK6, lab, lab_with};
+use ustack_testkit::{addr, pattern};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -76,7 +74,11 @@ fn kernel_client_echoes_one_mebibyte_through_ustack() {
 
 /// Runs `serve` on a kernel thread inside the lab's namespace, once `bind` succeeded;
 /// returns after the kernel socket is bound, so the caller can connect at once.
-fn kernel_thread<S, T, B, F>(lab: &common::lab::Lab, bind: B, serve: F) -> std::thread::JoinHandle<io::Result<T>>
+fn kernel_thread<S, T, B, F>(
+    lab: &ustack_testkit::lab::Lab,
+    bind: B,
+    serve: F,
+) -> std::thread::JoinHandle<io::Result<T>>
 where
     S: Send + 'static,
     T: Send + 'static,
@@ -239,7 +241,7 @@ fn kernel_connect_to_closed_ustack_port_is_refused() {
 
 /// `count` kernel clients connect to 10.7.0.2:7 at the same moment (a barrier), each sends
 /// its number and must get it echoed back — no RST, no timeout.
-fn simultaneous_echo_clients(lab: &common::lab::Lab, count: usize) {
+fn simultaneous_echo_clients(lab: &ustack_testkit::lab::Lab, count: usize) {
     let start = Arc::new(Barrier::new(count));
     let clients: Vec<_> = (0..count)
         .map(|i| {

@@ -5,15 +5,12 @@
 //! wire. `ustack replay` as a program is tested with the binary (crates/cli/tests/replay.rs).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ustack::replay::{self, App, INTENDED, Options, Outcome, Role, differences};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
-}
+use ustack_testkit::fixture;
 
 /// What a case must come to.
 #[derive(Clone, Copy, Debug)]

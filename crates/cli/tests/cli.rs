@@ -2,9 +2,6 @@
 //! available) `serve` and `connect` against the kernel, each inside a network namespace
 //! the test creates — nothing is configured in the host's namespace.
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
-
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -722,14 +719,14 @@ fn serve_on_overflow_rst_refuses_at_once() {
 /// A SYN from `from` to 10.7.0.2:`port`, sent through a raw socket (run it inside the
 /// namespace): the SYN-ACK goes to an address nobody has, so the connection stays half-open.
 fn spoofed_syn(from: [u8; 4], port: u16) -> io::Result<()> {
-    let raw = common::spoof::raw_ipv4_socket()?;
+    let raw = ustack_testkit::spoof::raw_ipv4_socket()?;
     let mut packet = Vec::new();
     etherparse::PacketBuilder::ipv4(from, [10, 7, 0, 2], 64)
         .tcp(40000, port, 1, 64240)
         .syn()
         .write(&mut packet, &[])
         .map_err(io::Error::other)?;
-    common::spoof::send_ipv4(&raw, &packet, [10, 7, 0, 2])
+    ustack_testkit::spoof::send_ipv4(&raw, &packet, [10, 7, 0, 2])
 }
 
 /// `--syn-cookies`: with a backlog of 1 and one half-open connection filling the SYN

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ustack");
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
-}
+use ustack_testkit::fixture;
 
 fn inspect(args: &[&str], file: &Path) -> Output {
     Command::new(BIN).arg("inspect").args(args).arg(file).output().expect("run ustack")

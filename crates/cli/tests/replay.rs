@@ -2,16 +2,14 @@
 //! numbers against `ustack inspect --flows`. No root needed: the replay runs over the
 //! in-memory wire. The replays themselves are tested in the replay crate.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use ustack::replay::Conversation;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ustack");
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
-}
+use ustack_testkit::fixture;
 
 /// Flows are numbered as `ustack inspect --flows` numbers them.
 #[test]

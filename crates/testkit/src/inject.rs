@@ -4,7 +4,7 @@
 use etherparse::{IcmpEchoHeader, Icmpv4Type, PacketBuilder, SlicedPacket, TransportSlice};
 use ustack::device::WireEnd;
 
-use super::eventually;
+use crate::sockets::eventually;
 
 /// What the tests read of a TCP segment.
 pub struct Flags {

@@ -30,7 +30,7 @@ pub fn lab_with(config: StackConfig) -> Lab {
 /// A lab whose stack runs on `wrap(tun)`: middleware (a fault injector, a tracer) between
 /// the stack and the TUN.
 pub fn lab_with_device<D: Link + 'static>(config: StackConfig, wrap: impl FnOnce(TunDevice) -> D) -> Lab {
-    let _ = env_logger::builder().is_test(true).try_init();
+    crate::init_test_logging();
     let cidr = |s: &str| IpCidr::from_str(s).unwrap();
     let ns = NetNs::new().expect("creating a network namespace");
     let tun = TunConfig {

@@ -1,78 +1,20 @@
-//! Two ustack stacks joined by the in-memory wire: 10.0.0.1 ("a") and 10.0.0.2 ("b"),
-//! with fd00::1 and fd00::2 for IPv6.
-#![allow(dead_code)]
+//! Socket helpers for tests: every blocking call bounded by [`WAIT`], so a bug fails a
+//! test instead of hanging it, and the few steps most tests share (a listener, an
+//! established connection, reading exactly n bytes).
 
 use std::net::SocketAddr;
-use std::str::FromStr;
-
-use smoltcp::wire::IpCidr;
-use ustack::device::Wire;
-use ustack::{Stack, StackConfig};
-
-pub struct Pair {
-    pub a: Stack,
-    pub b: Stack,
-}
-
-pub const A: &str = "10.0.0.1";
-pub const B: &str = "10.0.0.2";
-pub const A6: &str = "fd00::1";
-pub const B6: &str = "fd00::2";
-
-pub fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
-
-pub fn config(v4: &str, v6: &str) -> StackConfig {
-    StackConfig {
-        addrs: vec![IpCidr::from_str(&format!("{v4}/24")).unwrap(), IpCidr::from_str(&format!("{v6}/64")).unwrap()],
-        ..StackConfig::default()
-    }
-}
-
-pub fn pair() -> Pair {
-    pair_with(config(A, A6), config(B, B6))
-}
-
-pub fn pair_with(a: StackConfig, b: StackConfig) -> Pair {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let (end_a, end_b) = Wire::pair(1500).unwrap();
-    Pair { a: Stack::new(end_a, a).unwrap(), b: Stack::new(end_b, b).unwrap() }
-}
-
-pub mod lab;
-pub mod raw;
-pub mod spoof;
-
-// ---- Helpers for the socket API tests (api_*.rs) ----
-
 use std::time::{Duration, Instant};
 
-use ustack::device::WireEnd;
-use ustack::{Domain, Errno, Events, PollFd, Socket, Type};
+use ustack::{Domain, Errno, Events, PollFd, Socket, Stack, Type};
+
+use crate::pair::Pair;
 
 /// The bound on every wait in the tests: a bug fails a test instead of hanging it.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// One stack with raw access to the other end of its wire, where no stack runs: frames
-/// sent there are never answered unless the test answers them itself.
-pub struct Lone {
-    pub stack: Stack,
-    pub wire: WireEnd,
-}
-
-/// Stack "a" (10.0.0.1, fd00::1) alone: nobody answers at 10.0.0.2.
-pub fn lone_a() -> Lone {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let (end_a, end_b) = Wire::pair(1500).unwrap();
-    Lone { stack: Stack::new(end_a, config(A, A6)).unwrap(), wire: end_b }
-}
-
-/// Stack "b" (10.0.0.2, fd00::2) alone; the test plays "a" through `wire`.
-pub fn lone_b() -> Lone {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let (end_a, end_b) = Wire::pair(1500).unwrap();
-    Lone { stack: Stack::new(end_b, config(B, B6)).unwrap(), wire: end_a }
+/// `ip:port`, from an address written as text.
+pub fn addr(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
 }
 
 /// socket(), with SO_RCVTIMEO and SO_SNDTIMEO of [`WAIT`] so no call blocks forever.
@@ -83,10 +25,12 @@ pub fn sock(stack: &Stack, domain: Domain, ty: Type) -> Socket {
     s
 }
 
+/// A TCP socket, as [`sock`].
 pub fn tcp(stack: &Stack, domain: Domain) -> Socket {
     sock(stack, domain, Type::Stream)
 }
 
+/// A UDP socket, as [`sock`].
 pub fn udp(stack: &Stack, domain: Domain) -> Socket {
     sock(stack, domain, Type::Dgram)
 }
