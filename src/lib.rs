@@ -11,7 +11,6 @@
 //! Beside them, [`observe`] reads capture files into flow tables and ladder diagrams
 //! (`ustack inspect`).
 
-pub mod bench;
 pub mod device;
 pub mod observe;
 pub mod packet;

@@ -1,11 +1,11 @@
 //! `ustack bench`: ustack's costs beside the kernel's and raw smoltcp's, measured in the
 //! same run, as one table on standard output (progress on standard error). The
-//! measuring lives in [`ustack::bench`]; this is its command line.
+//! measuring lives in the `ustack-bench` crate; this is its command line.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
-use ustack::bench::{self, DEFAULT_MTUS, DEFAULT_TCP_BUFFER, Plan, Scenario, Sizes};
+use ustack_bench::{self as bench, DEFAULT_MTUS, DEFAULT_TCP_BUFFER, Plan, Scenario, Sizes};
 
 use super::{Failure, context};
 

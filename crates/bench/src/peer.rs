@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::lab::{TUN_STACK, VETH_SERVER};
 use super::os;
-use crate::sys::NetNs;
-use crate::{Stack, TcpListener, TcpStream, UdpSocket};
+use ustack::sys::NetNs;
+use ustack::{Stack, TcpListener, TcpStream, UdpSocket};
 
 /// How long a blocking accept() or recv() on the server side waits before looking whether
 /// it should stop: short enough that stopping is quick, long enough to cost nothing.

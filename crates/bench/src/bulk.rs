@@ -7,7 +7,7 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use super::peer::{self, IO_TIMEOUT, Listener};
-use crate::sys::NetNs;
+use ustack::sys::NetNs;
 
 /// Bytes per read() and write() call: large, so per-call costs do not dominate.
 pub const CHUNK: usize = 256 * 1024;

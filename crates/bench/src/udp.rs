@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::peer::{self, Datagram};
 use super::stats::{micros, percentile};
-use crate::sys::NetNs;
+use ustack::sys::NetNs;
 
 /// Bytes of each request and response.
 pub const PAYLOAD: usize = 64;

@@ -13,7 +13,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use super::os;
 use super::peer::{self, IO_TIMEOUT, Listener, Stream};
 use super::stats::{micros, percentile};
-use crate::sys::NetNs;
+use ustack::sys::NetNs;
 
 /// What sequential connects measured.
 #[derive(Debug, Clone, Copy)]

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpCidr};
 
 use super::os;
-use crate::device::{TunConfig, TunDevice};
-use crate::sys::NetNs;
-use crate::sys::netlink::Netlink;
-use crate::{Stack, StackConfig};
+use ustack::device::{TunConfig, TunDevice};
+use ustack::sys::NetNs;
+use ustack::sys::netlink::Netlink;
+use ustack::{Stack, StackConfig};
 
 /// The kernel side of the TUN: where kernel clients connect from.
 pub const TUN_KERNEL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);

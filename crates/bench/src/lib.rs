@@ -36,7 +36,7 @@ use scale::Scale;
 use stats::Figure;
 pub use table::{Cell, Row, Table, Unit};
 
-use crate::StackConfig;
+use ustack::StackConfig;
 
 /// What can be measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +188,7 @@ pub const DEFAULT_TCP_BUFFER: usize = 1 << 20;
 
 /// The listen backlog for the scenarios that are not about the backlog: the largest, so
 /// that nothing is dropped.
-const BIG_BACKLOG: u32 = crate::stack::SOMAXCONN;
+const BIG_BACKLOG: u32 = ustack::stack::SOMAXCONN;
 
 /// Where the bench tells what it is doing, one line at a time.
 pub type Progress<'a> = &'a mut dyn FnMut(&str);
@@ -372,7 +372,7 @@ fn connect_rows(plan: &Plan, progress: Progress<'_>) -> Vec<Row> {
     let s = &plan.sizes;
     // Each run gets a listener on a port of its own: the client's TIME-WAITs from one run
     // then never stand in the way of the next.
-    let measure = |server: Server<'_>, client_ns: &crate::sys::NetNs| {
+    let measure = |server: Server<'_>, client_ns: &ustack::sys::NetNs| {
         let mut port = 6000;
         repeat(s.warmups, s.repeats, || {
             port += 1;
@@ -491,7 +491,7 @@ fn udp_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Vec
     const PORT: u16 = 7;
     let s = &plan.sizes;
     let mut lost = 0;
-    let mut measure = |server: Server<'_>, client_ns: &crate::sys::NetNs| -> io::Result<[Cell; 3]> {
+    let mut measure = |server: Server<'_>, client_ns: &ustack::sys::NetNs| -> io::Result<[Cell; 3]> {
         let socket = server.udp(PORT)?;
         Ok(repeat(s.warmups, s.repeats, || {
             let r = udp::round_trips(&*socket, client_ns, server.addr(PORT), s.udp_time, s.udp_max)?;
@@ -541,7 +541,7 @@ fn scale_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>, open
             }
         };
         let run =
-            |server: Server<'_>, client_ns: &crate::sys::NetNs, memory: &scale::Memory| -> io::Result<scale::Scale> {
+            |server: Server<'_>, client_ns: &ustack::sys::NetNs, memory: &scale::Memory| -> io::Result<scale::Scale> {
                 let listener = server.listen(PORT, BIG_BACKLOG)?;
                 let deadline = Instant::now() + scale::limit_for(n);
                 scale::scale(&*listener, client_ns, server.addr(PORT), n, s.scale_pings, memory, deadline)

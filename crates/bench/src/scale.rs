@@ -10,7 +10,7 @@ use super::connect::connect_many;
 use super::os;
 use super::peer::{self, Listener, Stream};
 use super::stats::{micros, percentile};
-use crate::sys::NetNs;
+use ustack::sys::NetNs;
 
 /// Connections that echo while the rest stay idle; the pings go round them in turn.
 const ACTIVE: usize = 16;

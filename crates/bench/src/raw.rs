@@ -22,8 +22,8 @@ use smoltcp::wire::{HardwareAddress, IpCidr};
 
 use super::bulk::{self, Direction, Transfer};
 use super::peer::IO_TIMEOUT;
-use crate::device::{Link, TunDevice};
-use crate::sys::NetNs;
+use ustack::device::{Link, TunDevice};
+use ustack::sys::NetNs;
 
 /// The longest the loop sleeps: it also checks its deadline.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
@@ -46,7 +46,7 @@ impl RawEngine {
     pub fn new(mut device: TunDevice, addr: IpCidr, buffer: usize) -> RawEngine {
         let epoch = Instant::now();
         let mut config = Config::new(HardwareAddress::Ip);
-        config.random_seed = u64::from(crate::stack::random_u32()) << 32 | u64::from(crate::stack::random_u32());
+        config.random_seed = u64::from(ustack::stack::random_u32()) << 32 | u64::from(ustack::stack::random_u32());
         let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
         iface.update_ip_addrs(|addrs| {
             // One address always fits.
