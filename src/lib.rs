@@ -14,7 +14,6 @@
 pub mod device;
 pub mod observe;
 pub mod packet;
-pub mod replay;
 pub mod socket;
 pub mod stack;
 pub mod sys;

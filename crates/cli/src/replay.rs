@@ -2,7 +2,7 @@
 //! against ustack over the in-memory wire, with ustack in the other side's place; ustack
 //! is held to what the captured host did.
 //!
-//! The replay is library code ([`ustack::replay`]); this module reads the arguments and
+//! The replay is library code (the `ustack-replay` crate); this module reads the arguments and
 //! prints the outcome. Exit codes: 0 ustack did what the captured host did (one line on
 //! stdout); 1 a difference (the report on stdout) or a replay that could not start; 2
 //! input that is not a replayable capture (one line `ustack: replay FILE: ...` on stderr).
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use ustack::replay::{self, App, Options, ReplayError, Role};
+use ustack_replay::{self as replay, App, Options, ReplayError, Role};
 
 use super::args::Switch;
 
@@ -21,7 +21,7 @@ use super::args::Switch;
 Compared: control flags (SYN-ACK, FIN, RST, ICMP unreachable), the acknowledgment relation, \
 and the byte stream each way. Not compared: segment boundaries, timing, ISNs, window sizes, \
 options, TTL; their differences from Linux must be the intended ones listed in \
-src/replay/differences.rs, and other ones are printed as notes on stderr.
+crates/replay/src/differences.rs, and other ones are printed as notes on stderr.
 
 fixtures/kernel/ holds captures of Linux peers (tools/capture-fixtures makes them); \
 fixtures/README.md says which role and options replay each.")]

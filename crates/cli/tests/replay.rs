@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use ustack::replay::Conversation;
+use ustack_replay::Conversation;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ustack");
 

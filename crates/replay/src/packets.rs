@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder, PacketBuilderStep, TcpHeader, TcpOptionElement};
 
-use crate::packet::{Net, TcpFlags, TcpOption, Transport, decode};
+use ustack::packet::{Net, TcpFlags, TcpOption, Transport, decode};
 
 /// A packet ustack sent, as the replay reads it.
 #[derive(Clone, Debug)]

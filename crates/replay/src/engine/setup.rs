@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use smoltcp::wire::IpCidr;
 
-use crate::device::Wire;
-use crate::observe::Side;
-use crate::replay::apps::{self, ClientSpec, Gate, Log, Reads};
-use crate::replay::conversation::{Conversation, Proto};
-use crate::replay::report::Trace;
-use crate::replay::script::{self, Captured};
-use crate::replay::{Options, ReplayError, Role};
-use crate::{Stack, StackConfig};
+use crate::apps::{self, ClientSpec, Gate, Log, Reads};
+use crate::conversation::{Conversation, Proto};
+use crate::report::Trace;
+use crate::script::{self, Captured};
+use crate::{Options, ReplayError, Role};
+use ustack::device::Wire;
+use ustack::observe::Side;
+use ustack::{Stack, StackConfig};
 
 use super::{Counts, Engine, FlowState, Shown, cidr};
 

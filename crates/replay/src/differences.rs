@@ -7,7 +7,7 @@
 //! from the captured host's in options, window, TTL and the like, as [`Observed`] rows.
 //!
 //! [`INTENDED`] is the one list of those differences that are known and meant. A replay
-//! sorts what it observed into listed and unlisted ([`classify`]); `tests/replay.rs`
+//! sorts what it observed into listed and unlisted ([`classify`]); `tests/linux_captures.rs`
 //! replays every fixture and asserts that nothing unlisted turns up and that every
 //! listed row is still seen — so a new difference (or one that went away) is noticed,
 //! and either fixed or written down here with its reason.
@@ -52,7 +52,7 @@ impl Intended {
 }
 
 /// Every intended difference the fixtures show. Each row is asserted by
-/// `tests/replay.rs` (it must be observed, and nothing else may be).
+/// `tests/linux_captures.rs` (it must be observed, and nothing else may be).
 pub const INTENDED: &[Intended] = &[
     Intended {
         aspect: "SYN options",

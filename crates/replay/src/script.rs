@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::observe::Side;
-use crate::packet::TcpFlags;
+use ustack::observe::Side;
+use ustack::packet::TcpFlags;
 
 use super::App;
 use super::conversation::{Body, Conversation, LoadError, Proto, Segment};

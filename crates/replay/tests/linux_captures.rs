@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ustack::replay::{self, App, INTENDED, Options, Outcome, Role, differences};
+use ustack_replay::{self as replay, App, INTENDED, Options, Outcome, Role, differences};
 
 use ustack_testkit::fixture;
 
@@ -284,7 +284,7 @@ fn a_difference_is_explained() {
     assert!(report.contains("S>C [P.] seq 1:62 ack 62 len 61"), "ustack's echo in the right column:\n{report}");
 }
 
-/// Intended differences: every one listed in src/replay/differences.rs is seen in some
+/// Intended differences: every one listed in src/differences.rs is seen in some
 /// replay, and every difference seen (in what is not compared) is listed. A new
 /// difference, or one that went away, fails here until the list says so.
 #[test]

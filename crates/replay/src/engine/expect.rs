@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::observe::Side;
-use crate::packet::TcpFlags;
-use crate::replay::conversation::{Body, Proto};
-use crate::replay::script::preview;
+use crate::conversation::{Body, Proto};
+use crate::script::preview;
+use ustack::observe::Side;
+use ustack::packet::TcpFlags;
 
 use super::{Engine, Step, extent_words, secs};
 

@@ -1,11 +1,11 @@
 //! Observations: how ustack's packets differ from the captured host's in what the replay
-//! does not compare (options, windows, TTL, ...), for [`crate::replay::differences`].
+//! does not compare (options, windows, TTL, ...), for [`crate::differences`].
 
-use crate::observe::Side;
-use crate::packet::{TcpFlags, TcpOption};
-use crate::replay::conversation::{Conversation, Packet};
-use crate::replay::differences::Observed;
-use crate::replay::packets::{Out, OutKind};
+use crate::conversation::{Conversation, Packet};
+use crate::differences::Observed;
+use crate::packets::{Out, OutKind};
+use ustack::observe::Side;
+use ustack::packet::{TcpFlags, TcpOption};
 
 use super::Engine;
 use super::lines::option_names;
@@ -17,7 +17,7 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// The captured packet at `index` (an index of [`crate::replay::script::Sent`]).
+    /// The captured packet at `index` (an index of [`crate::script::Sent`]).
     pub(super) fn captured_at(&self, index: Option<usize>) -> Option<&'a Packet> {
         let conv: &'a Conversation = self.conv;
         conv.packets.get(index?)

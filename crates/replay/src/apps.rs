@@ -16,8 +16,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::socket::{Domain, Type};
-use crate::{Errno, Socket, Stack};
+use ustack::socket::{Domain, Type};
+use ustack::{Errno, Socket, Stack};
 
 use super::App;
 use super::conversation::Proto;

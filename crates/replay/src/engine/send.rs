@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use etherparse::TcpOptionElement;
 
-use crate::packet::{TcpFlags, TcpOption};
-use crate::replay::conversation::{Body, Conversation, Packet, Proto, Segment};
-use crate::replay::packets::{self, TcpSpec};
-use crate::replay::script::preview;
+use crate::conversation::{Body, Conversation, Packet, Proto, Segment};
+use crate::packets::{self, TcpSpec};
+use crate::script::preview;
+use ustack::packet::{TcpFlags, TcpOption};
 
 use super::{Engine, KEPT_DATAGRAMS, Step};
 

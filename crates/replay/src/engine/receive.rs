@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::device::Link;
-use crate::packet::{TcpFlags, TcpOption};
-use crate::replay::conversation::{Body, Proto, Segment};
-use crate::replay::packets::{self, Out, OutKind};
-use crate::replay::report::Difference;
-use crate::replay::script::preview;
+use crate::conversation::{Body, Proto, Segment};
+use crate::packets::{self, Out, OutKind};
+use crate::report::Difference;
+use crate::script::preview;
+use ustack::device::Link;
+use ustack::packet::{TcpFlags, TcpOption};
 
 use super::lines::{describe, option_kinds};
 use super::{Engine, KEPT_DATAGRAMS, PING_ID, Step, extent_words};

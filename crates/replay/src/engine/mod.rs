@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use smoltcp::wire::{IpAddress, IpCidr};
 
-use crate::Stack;
-use crate::device::WireEnd;
-use crate::observe::Side;
-use crate::packet::TcpFlags;
+use ustack::Stack;
+use ustack::device::WireEnd;
+use ustack::observe::Side;
+use ustack::packet::TcpFlags;
 
 use super::apps::{Gate, Log, Programs, Reads};
 use super::conversation::{Body, Conversation, Packet, Proto};

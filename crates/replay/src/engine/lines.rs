@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 
 use etherparse::TcpOptionElement;
 
-use crate::observe::Side;
-use crate::packet::{TcpFlags, TcpOption};
-use crate::replay::conversation::{Body, Packet};
-use crate::replay::packets::TcpSpec;
-use crate::replay::script::preview;
+use crate::conversation::{Body, Packet};
+use crate::packets::TcpSpec;
+use crate::script::preview;
+use ustack::observe::Side;
+use ustack::packet::{TcpFlags, TcpOption};
 
 use super::Engine;
 

@@ -19,15 +19,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
 
-use crate::observe::{CaptureError, CaptureReader, Side};
-use crate::packet::{FlowKey, Summary, TcpFlags, TcpOption, Transport};
+use ustack::observe::{CaptureError, CaptureReader, Side};
+use ustack::packet::{FlowKey, Summary, TcpFlags, TcpOption, Transport};
 
 /// Packets of the replayed protocols one capture may hold.
 pub const MAX_PACKETS: usize = 200_000;
 /// Bytes of IP packets one capture may hold (the 1 MiB fixture needs a little over 1 MiB).
 pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Conversations one capture may hold (the bound of `inspect`'s flow table).
-pub const MAX_FLOWS: usize = crate::observe::flows::DEFAULT_CAPACITY;
+pub const MAX_FLOWS: usize = ustack::observe::flows::DEFAULT_CAPACITY;
 
 /// Why a capture cannot be replayed. Its `Display` is one line.
 #[derive(Debug)]
@@ -328,7 +328,7 @@ impl Builder {
     fn add(&mut self, record: u64, ts: Duration, summary: &Summary, bytes: &[u8], cut: bool) -> Result<(), LoadError> {
         let Some(ip) = summary.ip() else {
             self.skip(match &summary.net {
-                crate::packet::Net::Arp(_) => "ARP",
+                ustack::packet::Net::Arp(_) => "ARP",
                 _ => "not IP",
             });
             return Ok(());
