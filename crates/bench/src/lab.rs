@@ -1,6 +1,7 @@
 //! The networks the bench measures on, each in network namespaces of its own that vanish
-//! with it: a TUN whose kernel side is the client (for ustack and for raw smoltcp), and a
-//! veth pair between two namespaces (for the kernel ↔ kernel baseline).
+//! with it: a TUN whose kernel side is the client (for ustack and for raw smoltcp; a lab
+//! of the test kit's, in a client namespace prepared here), and a veth pair between two
+//! namespaces (for the kernel ↔ kernel baseline).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -8,12 +9,13 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use smoltcp::wire::{IpAddress, IpCidr};
-
-use super::os;
-use ustack::device::{TunConfig, TunDevice};
+use ustack::StackConfig;
+use ustack::device::TunDevice;
 use ustack::sys::NetNs;
 use ustack::sys::netlink::Netlink;
-use ustack::{Stack, StackConfig};
+use ustack_testkit::lab::{Lab, LabNet};
+
+use super::os;
 
 /// The kernel side of the TUN: where kernel clients connect from.
 pub const TUN_KERNEL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -48,30 +50,25 @@ fn client_namespace() -> io::Result<NetNs> {
     Ok(ns)
 }
 
+/// The TUN of the ustack and raw-smoltcp runs: its kernel side at [`TUN_KERNEL`], the
+/// stack at [`TUN_STACK`], with `mtu`.
+fn tun_net(mtu: Option<usize>) -> LabNet {
+    LabNet { tun: TUN_NAME.into(), kernel: vec![cidr(TUN_KERNEL)], stack: vec![cidr(TUN_STACK)], mtu }
+}
+
 /// A TUN in a new client namespace: its kernel side at [`TUN_KERNEL`] with `mtu`.
 /// Returns the namespace (kernel clients run in it) and the device.
 pub fn tun(mtu: Option<usize>) -> io::Result<(NetNs, TunDevice)> {
     let ns = client_namespace()?;
-    let config = TunConfig { name: TUN_NAME.into(), peer_addrs: vec![cidr(TUN_KERNEL)], mtu };
-    let device = ns.run(|| TunDevice::open(&config))??;
+    let device = tun_net(mtu).open_in(&ns)?;
     Ok((ns, device))
 }
 
-/// ustack on a TUN: the stack at [`TUN_STACK`], kernel clients in `ns`.
-pub struct UstackLab {
-    pub ns: NetNs,
-    pub stack: Stack,
-}
-
-impl UstackLab {
-    /// A TUN of `mtu` (the kernel's default if `None`) with a stack of `tcp_buffer`-byte
-    /// socket buffers on it.
-    pub fn new(mtu: Option<usize>, tcp_buffer: usize) -> io::Result<UstackLab> {
-        let (ns, device) = tun(mtu)?;
-        let config = StackConfig { addrs: vec![cidr(TUN_STACK)], tcp_buffer, ..StackConfig::default() };
-        let stack = Stack::new(device, config)?;
-        Ok(UstackLab { ns, stack })
-    }
+/// ustack on a TUN of `mtu` (the kernel's default if `None`), with `tcp_buffer`-byte
+/// socket buffers: the stack at [`TUN_STACK`], kernel clients in the lab's namespace.
+pub fn ustack_lab(mtu: Option<usize>, tcp_buffer: usize) -> io::Result<Lab> {
+    let config = StackConfig { tcp_buffer, ..StackConfig::default() };
+    Lab::start_in(client_namespace()?, &tun_net(mtu), config, |tun| tun)
 }
 
 /// Two kernel stacks joined by a veth pair: clients in `client` at [`VETH_CLIENT`],

@@ -30,7 +30,7 @@ pub mod table;
 pub mod udp;
 
 use bulk::Direction;
-use lab::{UstackLab, VethLab};
+use lab::{VethLab, ustack_lab};
 use peer::Server;
 use scale::Scale;
 use stats::Figure;
@@ -296,7 +296,7 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
     for &mtu in &plan.mtus {
         progress(&format!("bulk TCP, MTU {mtu}: ustack"));
         let ustack = or_failed((|| {
-            let lab = UstackLab::new(Some(mtu), plan.tcp_buffer)?;
+            let lab = ustack_lab(Some(mtu), plan.tcp_buffer)?;
             let server = Server::Ustack(&lab.stack);
             let listener = server.listen(PORT, BIG_BACKLOG)?;
             Ok(dirs.map(|dir| {
@@ -383,7 +383,7 @@ fn connect_rows(plan: &Plan, progress: Progress<'_>) -> Vec<Row> {
     };
     progress("connect + close: ustack");
     let ustack = or_failed((|| {
-        let lab = UstackLab::new(None, StackConfig::default().tcp_buffer)?;
+        let lab = ustack_lab(None, StackConfig::default().tcp_buffer)?;
         Ok(measure(Server::Ustack(&lab.stack), &lab.ns))
     })());
     progress("connect + close: kernel over veth");
@@ -428,7 +428,7 @@ fn burst_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> V
     progress(&format!("burst of {clients} connects into backlog {backlog}: ustack"));
     let mut ustack_cookies = 0;
     let ustack = or_failed((|| {
-        let lab = UstackLab::new(None, StackConfig::default().tcp_buffer)?;
+        let lab = ustack_lab(None, StackConfig::default().tcp_buffer)?;
         let server = Server::Ustack(&lab.stack);
         // (SYNs and handshake ACKs dropped, SYN cookies sent) so far.
         let counters = || {
@@ -500,7 +500,7 @@ fn udp_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Vec
         }))
     };
     progress("UDP request/response: ustack");
-    let ustack = or_failed(UstackLab::new(None, StackConfig::default().tcp_buffer).and_then(|lab| {
+    let ustack = or_failed(ustack_lab(None, StackConfig::default().tcp_buffer).and_then(|lab| {
         let cells = measure(Server::Ustack(&lab.stack), &lab.ns);
         drop(lab);
         cells
@@ -549,7 +549,7 @@ fn scale_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>, open
         progress(&format!("{n} connections: ustack"));
         let ustack = match room(n + FD_HEADROOM) {
             Some(why) => Outcome::Skipped(why),
-            None => Outcome::from(UstackLab::new(None, StackConfig::default().tcp_buffer).and_then(|lab| {
+            None => Outcome::from(ustack_lab(None, StackConfig::default().tcp_buffer).and_then(|lab| {
                 let memory = scale::Memory { read: os::rss_bytes, endpoints: 1 };
                 run(Server::Ustack(&lab.stack), &lab.ns, &memory)
             })),

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use smoltcp::wire::{IpAddress, IpCidr};
-use ustack::device::{TunConfig, TunDevice, Wire, trace};
+use ustack::device::{Wire, trace};
 use ustack::packet::{TcpdumpFormatter, TimeFormat};
 use ustack::sys::NetNs;
 use ustack::{Domain, Errno, Socket, Stack, StackConfig, Type};
+use ustack_testkit::lab::{LabNet, TUN_NAME};
 
 use super::Failure;
 use super::args::{PcapFile, TapArgs, start_tapped};
@@ -34,7 +35,6 @@ const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 2);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 1);
 const ECHO_PORT: u16 = 7;
 const CLOSED_PORT: u16 = 9;
-const TUN_NAME: &str = "ustack0";
 /// Width the explanations are wrapped to.
 const WIDTH: usize = 88;
 
@@ -147,9 +147,8 @@ impl World {
     }
 
     fn over_tun(faults: Option<FaultConfig>, pcap: &mut Option<PcapFile>) -> Result<World, String> {
-        let ns = NetNs::new().map_err(|e| e.to_string())?;
-        let config = TunConfig { name: TUN_NAME.into(), peer_addrs: vec![cidr(CLIENT_IP)], mtu: None };
-        let device = ns.run(|| TunDevice::open(&config)).and_then(|opened| opened).map_err(|e| e.to_string())?;
+        let net = LabNet::ipv4(CLIENT_IP, SERVER_IP);
+        let (ns, device) = net.open().map_err(|e| e.to_string())?;
         // Only fails where the wire would too (no thread), so losing `pcap` then is moot.
         let server =
             start_tapped(device, faults, pcap, formatter(), stack_config(SERVER_IP)).map_err(|e| e.to_string())?;
