@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use ustack::{TcpListener, UdpSocket};
 use ustack_testkit::addr;
 use ustack_testkit::lab::{USTACK, lab};
+use ustack_testkit::servers::{self, App, Ending};
 
 /// Sends spoofed SYNs to 10.7.0.2:`port` from random addresses in 10.99.0.0/16, whose
 /// SYN-ACKs go nowhere, until `stop` is set, `max` are sent or 10 s pass.
@@ -49,11 +50,10 @@ fn a_syn_flood_keeps_the_queues_bounded_and_a_real_client_still_gets_in() {
     let lab = lab();
     let listener = TcpListener::bind_with_backlog(&lab.stack, addr("0.0.0.0", 7), BACKLOG).unwrap();
     let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut buf = [0; 64];
-        let n = (&stream).read(&mut buf).unwrap();
-        (&stream).write_all(&buf[..n]).unwrap();
+        let end = servers::serve_stream(App::Echo, &mut stream, &mut ());
+        assert_eq!(end.ending, Ending::Closed, "the echo server, after {} bytes", end.bytes);
         listener
     });
     let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));

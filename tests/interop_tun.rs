@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use ustack::{Errno, TcpListener, TcpStream, UdpSocket};
 use ustack_testkit::lab::{KERNEL, KERNEL6, USTACK, USTACK6, lab, lab_with};
+use ustack_testkit::servers::{self, App, Ending, StopAfter};
 use ustack_testkit::{addr, pattern};
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -24,15 +25,10 @@ fn echo_server(listener: TcpListener, connections: usize) -> std::thread::JoinHa
             let (stream, peer) = listener.accept().expect("accept");
             peers.push(peer);
             workers.push(std::thread::spawn(move || {
+                let mut stream = stream;
                 stream.set_read_timeout(Some(PATIENCE)).unwrap();
-                let mut buf = vec![0; 16 * 1024];
-                loop {
-                    let n = (&stream).read(&mut buf).expect("server read");
-                    if n == 0 {
-                        break;
-                    }
-                    (&stream).write_all(&buf[..n]).expect("server write");
-                }
+                let end = servers::serve_stream(App::Echo, &mut stream, &mut ());
+                assert_eq!(end.ending, Ending::Closed, "the echo server, after {} bytes", end.bytes);
             }));
         }
         for w in workers {
@@ -166,14 +162,11 @@ fn udp_both_ways() {
     ustack::require_tun!();
     let lab = lab();
     // Kernel → ustack: a ustack echo socket answers a kernel client.
-    let echo = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    let mut echo = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
     echo.set_read_timeout(Some(PATIENCE)).unwrap();
     let echoer = std::thread::spawn(move || {
-        let mut buf = [0; 2048];
-        for _ in 0..3 {
-            let (n, from) = echo.recv_from(&mut buf).unwrap();
-            echo.send_to(&buf[..n], from).unwrap();
-        }
+        let ending = servers::serve_datagrams(App::Echo, &mut echo, &mut StopAfter { left: 3 });
+        assert_eq!(ending, Ending::Stopped, "the echo server");
     });
     let replies = lab
         .ns

@@ -9,6 +9,7 @@ use super::lab::{TUN_STACK, VETH_SERVER};
 use super::os;
 use ustack::sys::NetNs;
 use ustack::{Stack, TcpListener, TcpStream, UdpSocket};
+use ustack_testkit::servers;
 
 /// How long a blocking accept() or recv() on the server side waits before looking whether
 /// it should stop: short enough that stopping is quick, long enough to cost nothing.
@@ -60,7 +61,7 @@ impl Server<'_> {
         }
     }
 
-    /// A UDP socket bound to `port`; its recv_from() gives up after [`STOP_CHECK`].
+    /// A UDP socket bound to `port`; its recv_from() times out after [`STOP_CHECK`].
     pub fn udp(&self, port: u16) -> io::Result<Box<dyn Datagram>> {
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
         match self {
@@ -93,9 +94,41 @@ pub trait Stream: Read + Write + Send {
 
 /// A bound UDP socket.
 pub trait Datagram: Send + Sync {
-    /// The next datagram and its sender; `None` if none came within [`STOP_CHECK`].
-    fn recv_from(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>>;
+    /// The next datagram and its sender; an error of kind `WouldBlock` if none came
+    /// within [`STOP_CHECK`].
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
     fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+}
+
+/// The test kit's echo server runs on either end.
+impl servers::Stream for Box<dyn Stream> {
+    type Error = io::Error;
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+    fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write(data)
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        Stream::shutdown_write(&**self)
+    }
+    fn kind(error: &io::Error) -> io::ErrorKind {
+        error.kind()
+    }
+}
+
+/// The test kit's echo server runs on either end.
+impl servers::Datagrams for &dyn Datagram {
+    type Error = io::Error;
+    fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        Datagram::recv_from(*self, buf)
+    }
+    fn send_to(&mut self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        Datagram::send_to(*self, data, to)
+    }
+    fn kind(error: &io::Error) -> io::ErrorKind {
+        error.kind()
+    }
 }
 
 fn timed_out(e: &io::Error) -> bool {
@@ -125,14 +158,8 @@ impl Stream for TcpStream {
 }
 
 impl Datagram for UdpSocket {
-    fn recv_from(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
-        match UdpSocket::recv_from(self, buf) {
-            Ok(got) => Ok(Some(got)),
-            Err(e) => {
-                let e = io::Error::from(e);
-                if timed_out(&e) { Ok(None) } else { Err(e) }
-            }
-        }
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        Ok(UdpSocket::recv_from(self, buf)?)
     }
 
     fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
@@ -161,12 +188,8 @@ impl Stream for std::net::TcpStream {
 }
 
 impl Datagram for std::net::UdpSocket {
-    fn recv_from(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
-        match std::net::UdpSocket::recv_from(self, buf) {
-            Ok(got) => Ok(Some(got)),
-            Err(e) if timed_out(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        std::net::UdpSocket::recv_from(self, buf)
     }
 
     fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {

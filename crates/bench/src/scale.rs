@@ -11,6 +11,7 @@ use super::os;
 use super::peer::{self, Listener, Stream};
 use super::stats::{micros, percentile};
 use ustack::sys::NetNs;
+use ustack_testkit::servers::{self, App, Ending};
 
 /// Connections that echo while the rest stay idle; the pings go round them in turn.
 const ACTIVE: usize = 16;
@@ -120,15 +121,11 @@ pub fn scale(
     })
 }
 
-/// Echoes until end of stream.
+/// Echoes until end of stream; a stall of [`peer::IO_TIMEOUT`] fails it.
 fn echo(mut stream: Box<dyn Stream>) -> io::Result<()> {
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        stream.write_all(&buf[..n])?;
+    match servers::serve_stream(App::Echo, &mut stream, &mut ()).ending {
+        Ending::Failed(_, e) => Err(e),
+        Ending::Closed | Ending::Stopped => Ok(()),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::peer::{self, Datagram};
 use super::stats::{micros, percentile};
 use ustack::sys::NetNs;
+use ustack_testkit::servers::{self, App, Ending, Watch};
 
 /// Bytes of each request and response.
 pub const PAYLOAD: usize = 64;
@@ -39,13 +40,11 @@ pub fn round_trips(
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let echo = scope.spawn(|| -> io::Result<()> {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                if let Some((n, from)) = socket.recv_from(&mut buf)? {
-                    socket.send_to(&buf[..n], from)?;
-                }
+            let mut socket = socket;
+            match servers::serve_datagrams(App::Echo, &mut socket, &mut UntilStopped(&stop)) {
+                Ending::Failed(_, e) => Err(e),
+                Ending::Closed | Ending::Stopped => Ok(()),
             }
-            Ok(())
         });
         let client = client_ns.run(|| -> io::Result<(usize, Duration, Vec<f64>, usize)> {
             let client = UdpSocket::bind("0.0.0.0:0")?;
@@ -81,4 +80,18 @@ pub fn round_trips(
             lost,
         })
     })
+}
+
+/// The echo server's watch: it runs until `stop` is set, looking at it each time a
+/// recv_from() times out ([`peer::STOP_CHECK`]); any failure ends it.
+struct UntilStopped<'a>(&'a AtomicBool);
+
+impl Watch<io::Error> for UntilStopped<'_> {
+    fn stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn waits_through_timeouts(&self) -> bool {
+        true
+    }
 }

@@ -20,8 +20,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use ustack::device::trace::wall_clock;
 use ustack::stack::DemuxRow;
 use ustack::{Domain, Errno, Socket, Stack, StackConfig, Type};
+use ustack_testkit::servers::{self, Ending, Watch};
 
-use super::app::{self, App};
+use super::app::App;
 use super::args::{NetArgs, Switch, TapArgs};
 use super::http;
 use super::{Failure, context, warn_if_initial_netns};
@@ -195,17 +196,15 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             .map_err(context("starting a thread"))?;
     }
     for &port in &udp_ports {
-        let socket = bind_udp(&stack, port)?;
-        let app = args.app;
+        let mut socket = bind_udp(&stack, port)?;
+        // validate() lets only echo and discard serve UDP.
+        let Some(app) = args.app.echo_or_discard() else { continue };
         thread::Builder::new()
             .name(format!("udp-{port}"))
-            .spawn(move || {
-                let stopped = app::serve_datagrams(app, &socket, |from, e| {
-                    warn!(target: "ustack", "udp {port}: reply to {} lost: {e}", canonical(from));
-                });
-                if stopped != Errno::ENETDOWN {
-                    warn!(target: "ustack", "udp {port}: stopped: {stopped}");
-                }
+            .spawn(move || match servers::serve_datagrams(app, &mut socket, &mut UdpWatch { port }) {
+                Ending::Failed(_, Errno::ENETDOWN) => {}
+                Ending::Failed(_, e) => warn!(target: "ustack", "udp {port}: stopped: {e}"),
+                Ending::Closed | Ending::Stopped => {}
             })
             .map_err(context("starting a thread"))?;
     }
@@ -368,7 +367,7 @@ impl Acceptor {
             let (app, stack) = (self.app, self.stack.clone());
             let spawned = thread::Builder::new()
                 .name(format!("tcp-{port}-conn"))
-                .spawn(move || serve_connection(port, peer, app, &conn, &stack));
+                .spawn(move || serve_connection(port, peer, app, conn, &stack));
             if let Err(e) = spawned {
                 // The connection (moved into the failed closure) is dropped, which closes it.
                 warn!(target: "ustack", "tcp {port}: no thread for the connection from {peer}, closing it: {e}");
@@ -378,9 +377,9 @@ impl Acceptor {
 }
 
 /// Serves one accepted connection with `app`, and logs how it ended.
-fn serve_connection(port: u16, peer: SocketAddr, app: App, conn: &Socket, stack: &Stack) {
-    if app == App::Http {
-        let outcome = http::serve(conn, stack);
+fn serve_connection(port: u16, peer: SocketAddr, app: App, mut conn: Socket, stack: &Stack) {
+    let Some(echo_or_discard) = app.echo_or_discard() else {
+        let outcome = http::serve(&conn, stack);
         match (outcome.status, outcome.request) {
             (Some(status), Some(request)) => info!(target: "ustack", "tcp {port}: {peer}: \"{request}\" {status}"),
             (Some(status), None) => info!(target: "ustack", "tcp {port}: {peer}: no request, {status}"),
@@ -396,13 +395,36 @@ fn serve_connection(port: u16, peer: SocketAddr, app: App, conn: &Socket, stack:
             info!(target: "ustack", "tcp {port}: {peer}: {e} while sending the response");
         }
         return;
-    }
-    let end = app::serve_stream(app, conn);
+    };
+    // No timeouts are set, so none is waited through.
+    let end = servers::serve_stream(echo_or_discard, &mut conn, &mut ());
     let verb = if app == App::Echo { "echoed" } else { "discarded" };
-    match end.error {
-        None => info!(target: "ustack", "tcp {port}: {peer} closed, {} bytes {verb}", end.bytes),
-        Some(Errno::ENETDOWN) => {}
-        Some(e) => info!(target: "ustack", "tcp {port}: {peer}: {e} after {} bytes {verb}", end.bytes),
+    match end.ending {
+        Ending::Closed | Ending::Stopped => {
+            info!(target: "ustack", "tcp {port}: {peer} closed, {} bytes {verb}", end.bytes)
+        }
+        Ending::Failed(_, Errno::ENETDOWN) => {}
+        Ending::Failed(_, e) => info!(target: "ustack", "tcp {port}: {peer}: {e} after {} bytes {verb}", end.bytes),
+    }
+}
+
+/// A UDP port's server: a reply that cannot be sent is logged and lost (UDP's normal);
+/// the stack shutting down (ENETDOWN) ends it.
+struct UdpWatch {
+    port: u16,
+}
+
+impl Watch<Errno> for UdpWatch {
+    fn waits_through_timeouts(&self) -> bool {
+        true
+    }
+
+    fn reply_failed(&mut self, to: SocketAddr, error: &Errno) -> bool {
+        if *error == Errno::ENETDOWN {
+            return false;
+        }
+        warn!(target: "ustack", "udp {}: reply to {} lost: {error}", self.port, canonical(to));
+        true
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use ustack::socket::{Domain, Type};
 use ustack::{Errno, Socket, Stack};
+use ustack_testkit::servers::{self, Call, Ending, Watch};
 
 use super::App;
 use super::conversation::Proto;
@@ -347,8 +348,9 @@ fn accept_loop(
         let _ = conn.set_write_timeout(Some(POLL));
         active.fetch_add(1, Ordering::Relaxed);
         let (gate, conn_log, reads, active) = (gate.clone(), log.clone(), reads.clone(), active.clone());
+        let mut conn = conn;
         let spawned = spawn_into(&threads, &format!("{app} {peer}"), move || {
-            serve_stream(app, &conn, (Proto::Tcp, addr, peer), &gate, &conn_log, &reads);
+            serve_stream(app, &mut conn, (Proto::Tcp, addr, peer), &gate, &conn_log, &reads);
             active.fetch_sub(1, Ordering::Relaxed);
         });
         if let Err(e) = spawned {
@@ -369,59 +371,66 @@ fn send_all(conn: &Socket, mut bytes: &[u8], gate: &Gate) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Echo or discard on one connection until the client's FIN, then our FIN (as
-/// `ustack serve` does).
-fn serve_stream(app: App, conn: &Socket, key: ReadKey, gate: &Gate, log: &Log, reads: &Reads) {
-    let peer = key.2;
-    let mut buf = vec![0; BUF];
-    loop {
-        let n = match conn.recv(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(Errno::EAGAIN) if !gate.stopped() => continue,
-            Err(e) => {
-                if !gate.stopped() {
-                    log.add(format!("{app} server, connection from {peer}: recv(): {e}"));
-                }
-                return;
-            }
-        };
-        reads.add(&key, &buf[..n]);
-        if app == App::Echo
-            && let Err(e) = send_all(conn, &buf[..n], gate)
-        {
-            if !gate.stopped() {
-                log.add(format!("{app} server, connection from {peer}: send(): {e}"));
-            }
-            return;
+/// What a server reads goes to `reads` under its conversation's key; the gate says
+/// when to stop, and until then every timeout is waited through.
+struct ServerWatch<'a> {
+    app: App,
+    /// The server's own address.
+    local: SocketAddr,
+    /// TCP: the connection's client (UDP learns each datagram's sender as it comes).
+    client: Option<SocketAddr>,
+    gate: &'a Gate,
+    log: &'a Log,
+    reads: &'a Reads,
+}
+
+impl Watch<Errno> for ServerWatch<'_> {
+    fn received(&mut self, data: &[u8]) {
+        if let Some(client) = self.client {
+            self.reads.add(&(Proto::Tcp, self.local, client), data);
         }
     }
-    if let Err(e) = conn.shutdown(Shutdown::Write)
-        && e != Errno::ENOTCONN
-    {
-        log.add(format!("{app} server, connection from {peer}: shutdown(): {e}"));
+
+    fn received_from(&mut self, from: SocketAddr, data: &[u8]) {
+        self.reads.add(&(Proto::Udp, self.local, from), data);
+    }
+
+    fn stopped(&self) -> bool {
+        self.gate.stopped()
+    }
+
+    fn waits_through_timeouts(&self) -> bool {
+        true
+    }
+
+    fn reply_failed(&mut self, to: SocketAddr, error: &Errno) -> bool {
+        self.log.add(format!("{} server (UDP): sendto({to}): {error}", self.app));
+        true
     }
 }
 
-fn serve_datagrams(app: App, socket: Socket, addr: SocketAddr, gate: Arc<Gate>, log: Arc<Log>, reads: Arc<Reads>) {
-    let mut buf = vec![0; BUF];
-    while !gate.stopped() {
-        let (n, from) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(Errno::EAGAIN) => continue,
-            Err(e) => {
-                if !gate.stopped() {
-                    log.add(format!("{app} server (UDP): recvfrom(): {e}"));
-                }
-                return;
-            }
-        };
-        reads.add(&(Proto::Udp, addr, from), &buf[..n]);
-        if app == App::Echo
-            && let Err(e) = socket.send_to(&buf[..n], from)
-        {
-            log.add(format!("{app} server (UDP): sendto({from}): {e}"));
+/// Echo or discard on one connection until the client's FIN, then our FIN (as
+/// `ustack serve` does: the same server).
+fn serve_stream(app: App, conn: &mut Socket, key: ReadKey, gate: &Gate, log: &Log, reads: &Reads) {
+    let (_, local, peer) = key;
+    let watch = &mut ServerWatch { app, local, client: Some(peer), gate, log, reads };
+    let end = servers::serve_stream(app, conn, watch);
+    match end.ending {
+        Ending::Closed | Ending::Stopped => {}
+        // As the stack is taken down at the end of a replay, calls fail; that is no news.
+        Ending::Failed(call, e) if call == Call::Shutdown || !gate.stopped() => {
+            log.add(format!("{app} server, connection from {peer}: {call}: {e}"));
         }
+        Ending::Failed(..) => {}
+    }
+}
+
+fn serve_datagrams(app: App, mut socket: Socket, addr: SocketAddr, gate: Arc<Gate>, log: Arc<Log>, reads: Arc<Reads>) {
+    let watch = &mut ServerWatch { app, local: addr, client: None, gate: &gate, log: &log, reads: &reads };
+    if let Ending::Failed(call, e) = servers::serve_datagrams(app, &mut socket, watch)
+        && !gate.stopped()
+    {
+        log.add(format!("{app} server (UDP): {call}: {e}"));
     }
 }
 

@@ -91,23 +91,9 @@ impl fmt::Display for Role {
     }
 }
 
-/// The application ustack runs as the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum App {
-    /// Echo (RFC 862): everything back; for TCP, FIN after the client's FIN.
-    Echo,
-    /// Discard (RFC 863): reads and drops; for TCP, FIN after the client's FIN.
-    Discard,
-}
-
-impl fmt::Display for App {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            App::Echo => "echo",
-            App::Discard => "discard",
-        })
-    }
-}
+/// The application ustack runs as the server: the test kit's echo and discard, which
+/// `ustack serve` runs too.
+pub use ustack_testkit::servers::App;
 
 /// How to replay.
 #[derive(Clone, Debug)]

@@ -7,6 +7,7 @@
 //!   and a stack on it (root only; nothing touches the host's namespace).
 //! - [`inject`]: a peer played by hand, raw IP packets written onto a wire;
 //!   [`spoof`]: raw packets with any source address, sent through a namespace's kernel.
+//! - [`servers`]: echo and discard, on ustack's sockets or the kernel's.
 //! - [`fixtures`]: the capture files in the repository's `fixtures/`.
 //!
 //! It depends on the library (`ustack`) only; nothing in the library depends on it.
@@ -15,6 +16,7 @@ pub mod fixtures;
 pub mod inject;
 pub mod lab;
 pub mod pair;
+pub mod servers;
 pub mod sockets;
 pub mod spoof;
 
