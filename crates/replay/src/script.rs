@@ -313,7 +313,7 @@ mod tests {
     use super::*;
 
     fn read(name: &str) -> (Conversation, Captured) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/kernel").join(name);
+        let path = ustack_testkit::fixture("kernel").join(name);
         let conv = Conversation::read(std::fs::File::open(path).expect("fixture")).expect("capture");
         let captured = Captured::new(&conv).expect("streams");
         (conv, captured)
