@@ -8,8 +8,13 @@
 //! - [`device`]: TUN and in-memory wire devices (smoltcp `phy::Device`s).
 //! - [`sys`]: network namespaces and netlink, for the TUN and for tests.
 //!
-//! Beside them, [`observe`] reads capture files into flow tables and ladder diagrams
-//! (`ustack inspect`).
+//! Beside them, [`packet`] decodes and formats packets, and [`observe`] reads capture
+//! files into flow tables and ladder diagrams (`ustack inspect`).
+//!
+//! This crate is the library alone. The command line (`ustack-cli`, the `ustack` binary),
+//! the bench (`ustack-bench`), the replay (`ustack-replay`) and the test kit
+//! (`ustack-testkit`) are crates beside it in the workspace's `crates/`; they depend on
+//! it, never the reverse.
 
 pub mod device;
 pub mod observe;
