@@ -56,11 +56,11 @@
 //! server ran an application other than the one ustack runs, the difference comes with
 //! a note saying so: that is a difference, never a pass.
 
-mod apps;
 pub mod conversation;
 pub mod differences;
 mod engine;
 pub mod packets;
+mod programs;
 pub mod report;
 pub mod script;
 

@@ -30,10 +30,10 @@ use ustack::device::WireEnd;
 use ustack::observe::Side;
 use ustack::packet::TcpFlags;
 
-use super::apps::{Gate, Log, Programs, Reads};
 use super::conversation::{Body, Conversation, Packet, Proto};
 use super::differences::Observed;
 use super::packets;
+use super::programs::{Gate, Log, Programs, Reads};
 use super::report::{Difference, Outcome, Trace};
 use super::script::{self, Captured, Sent};
 use super::{Options, Role};

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use smoltcp::wire::IpCidr;
 
-use crate::apps::{self, ClientSpec, Gate, Log, Reads};
 use crate::conversation::{Conversation, Proto};
+use crate::programs::{self, ClientSpec, Gate, Log, Reads};
 use crate::report::Trace;
 use crate::script::{self, Captured};
 use crate::{Options, ReplayError, Role};
@@ -102,7 +102,7 @@ impl<'a> Engine<'a> {
         }
         let gate = Gate::new(opts.hold_accept && opts.role == Role::Server);
         let log = Arc::new(Log::default());
-        let shared = apps::Shared { gate: gate.clone(), log: log.clone(), reads: reads.clone() };
+        let shared = programs::Shared { gate: gate.clone(), log: log.clone(), reads: reads.clone() };
         let programs = match opts.role {
             Role::Server => {
                 let mut tcp: Vec<SocketAddr> = Vec::new();
@@ -119,7 +119,7 @@ impl<'a> Engine<'a> {
                         list.push(flow.server);
                     }
                 }
-                apps::serve(&stack, opts.app, &tcp, &udp, opts.backlog, &shared)
+                programs::serve(&stack, opts.app, &tcp, &udp, opts.backlog, &shared)
             }
             Role::Client => {
                 let specs = selected
@@ -137,7 +137,7 @@ impl<'a> Engine<'a> {
                     })
                     .collect();
                 let connect_timeout = opts.timeout.max(Duration::from_secs(1)) * 4;
-                apps::clients(&stack, specs, &shared, connect_timeout)
+                programs::clients(&stack, specs, &shared, connect_timeout)
             }
         }
         // The captured hosts' addresses and ports are what ustack binds: when it cannot,
