@@ -1,7 +1,7 @@
 //! ustack's test kit: what the tests of every crate in the workspace share, and what the
 //! bench, the demo and the replay build on.
 //!
-//! - [`pair`]: two stacks joined by the in-memory wire (or one alone, the test playing
+//! - [`pair`](mod@pair): two stacks joined by the in-memory wire (or one alone, the test playing
 //!   the other end); [`sockets`]: socket helpers whose every wait is bounded.
 //! - [`lab`]: a network namespace of its own with a TUN whose kernel side is the peer,
 //!   and a stack on it (root only; nothing touches the host's namespace).

@@ -16,9 +16,13 @@ pub struct Pair {
     pub b: Stack,
 }
 
+/// Stack "a" (IPv4).
 pub const A: &str = "10.0.0.1";
+/// Stack "b" (IPv4).
 pub const B: &str = "10.0.0.2";
+/// Stack "a" (IPv6).
 pub const A6: &str = "fd00::1";
+/// Stack "b" (IPv6).
 pub const B6: &str = "fd00::2";
 
 /// A stack's configuration with the addresses `v4`/24 and `v6`/64.
