@@ -10,7 +10,8 @@
 //! - [`servers`]: echo and discard, on ustack's sockets or the kernel's.
 //! - [`fixtures`]: the capture files in the repository's `fixtures/`.
 //!
-//! It depends on the library (`ustack`) only; nothing in the library depends on it.
+//! Of the workspace's crates it depends on the library (`ustack`) alone; nothing in the
+//! library depends on it.
 
 pub mod fixtures;
 pub mod inject;
