@@ -13,17 +13,22 @@
 //! - [`packet`]: decoding and tcpdump-style formatting of packets.
 //! - [`sys`]: network namespaces and netlink, for the TUN and for tests.
 //! - [`errno`]: the one error type, at the bottom.
+//! - [`sim`]: the engine's second driver: several engines over a simulated lossy link on a
+//!   virtual clock (`ustack sim`, and the deterministic tests).
 //!
 //! Beside them, [`observe`] reads capture files into flow tables and ladder diagrams
 //! (`ustack inspect`).
+//!
+//! This crate is the library alone. The command line (`ustack-cli`, the `ustack` binary),
+//! the bench (`ustack-bench`), the replay (`ustack-replay`) and the test kit
+//! (`ustack-testkit`) are crates beside it in the workspace's `crates/`; they depend on
+//! it, never the reverse.
 
-pub mod bench;
 pub mod device;
 pub mod engine;
 pub mod errno;
 pub mod observe;
 pub mod packet;
-pub mod replay;
 pub mod sim;
 pub mod socket;
 pub mod stack;

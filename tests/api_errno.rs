@@ -1,8 +1,7 @@
 //! Errno cases shared by TCP and UDP: ports and addresses, address families, use after
 //! close, poll() basics, and the conversion to std::io::Error. Linux is the oracle.
 
-mod common;
-use common::*;
+use ustack_testkit::*;
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};

@@ -2,9 +2,8 @@
 //! shutdown, close, listen backlogs, threads and dual-stack. Every errno is the one Linux
 //! returns for the same call (checked against the kernel on loopback).
 
-mod common;
-use common::raw::{inject, next_segment, tcp_flags};
-use common::*;
+use ustack_testkit::inject::{inject, next_segment, tcp_flags};
+use ustack_testkit::*;
 
 use std::collections::HashSet;
 use std::net::{Shutdown, SocketAddr};
@@ -83,9 +82,9 @@ fn connect_to_a_closed_port_is_refused_at_once() {
 fn non_blocking_connect_to_a_host_that_never_answers_gives_up_with_etimedout() {
     // smoltcp would resend the SYN forever; the stack's connect timeout (Linux: 127 s)
     // ends the attempt for non-blocking sockets too.
-    let _ = env_logger::builder().is_test(true).try_init();
+    ustack_testkit::init_test_logging();
     let (end_a, _silent) = ustack::device::Wire::pair(1500).unwrap();
-    let config = ustack::StackConfig { connect_timeout: Duration::from_millis(400), ..common::config(A, A6) };
+    let config = ustack::StackConfig { connect_timeout: Duration::from_millis(400), ..ustack_testkit::config(A, A6) };
     let stack = ustack::Stack::new(end_a, config).unwrap();
     let c = tcp(&stack, Domain::Inet);
     c.set_nonblocking(true).unwrap();

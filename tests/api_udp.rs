@@ -1,8 +1,7 @@
 //! The UDP half of the socket API over the in-memory wire: sendto/recvfrom, datagram
 //! boundaries, connect(), message sizes, shutdown, dual-stack. Errnos are Linux's.
 
-mod common;
-use common::*;
+use ustack_testkit::*;
 
 use std::net::{Shutdown, SocketAddr};
 use std::thread;

@@ -1,14 +1,12 @@
 //! ustack's demux: every arriving packet is classified by 5-tuple, and the decision is data
 //! the stack records — asserted here for each case, with what the peer sees on the wire.
 
-mod common;
-
-use common::raw::{frames_before_ping_reply, inject, inject_udp, next_segment, tcp_flags};
-use common::*;
 use etherparse::{Icmpv4Type, SlicedPacket, TransportSlice};
 use ustack::engine::demux::Queue;
 use ustack::engine::{Decision, DemuxEvent, Owner, Side};
 use ustack::{Errno, Events, Stack, StackConfig};
+use ustack_testkit::inject::{frames_before_ping_reply, inject, inject_udp, next_segment, tcp_flags};
+use ustack_testkit::*;
 
 /// The decisions `stack` made for packets from `remote_port`, oldest first.
 fn decisions_from(stack: &Stack, remote_port: u16) -> Vec<Decision> {
@@ -145,7 +143,7 @@ fn a_full_accept_queue_drops_syns_silently_and_a_retransmitted_syn_makes_no_seco
 
 #[test]
 fn reset_on_overflow_answers_a_syn_with_rst() {
-    let _ = env_logger::builder().is_test(true).try_init();
+    ustack_testkit::init_test_logging();
     let (end_a, end_b) = ustack::device::Wire::pair(1500).unwrap();
     let stack = Stack::new(end_b, StackConfig { reset_on_overflow: true, ..config(B, B6) }).unwrap();
     let (l, at) = listener(&stack, B, 0);
@@ -245,7 +243,7 @@ fn a_syn_beyond_the_syn_queue_gets_a_cookie_and_the_cookie_ack_makes_the_connect
     assert_eq!(decisions_from(&lone.stack, 40001), [Decision::CookieSent { listener: l.id() }]);
     assert_eq!(l.listen_queues(), Some((1, 0, 0)), "the cookie took no room");
 
-    common::raw::inject_data(&lone.wire, 40001, at.port(), 5001, cookie.seq.wrapping_add(1), b"hi");
+    ustack_testkit::inject::inject_data(&lone.wire, 40001, at.port(), 5001, cookie.seq.wrapping_add(1), b"hi");
     let (s, peer) = l.accept().unwrap();
     assert_eq!(peer, addr(A, 40001));
     assert_eq!(recv_exact(&s, 2), b"hi", "data on the cookie ACK is delivered");
@@ -265,7 +263,7 @@ fn an_ack_with_a_forged_cookie_is_answered_with_rst() {
     let (_l, at) = listener(&lone.stack, B, 1);
     inject(&lone.wire, 40000, at.port(), 1000, None, true);
     next_segment(&lone.wire);
-    common::raw::inject_data(&lone.wire, 40001, at.port(), 5001, 0x1234_5678, b"hi");
+    ustack_testkit::inject::inject_data(&lone.wire, 40001, at.port(), 5001, 0x1234_5678, b"hi");
     let rst = next_segment(&lone.wire);
     assert!(rst.rst, "no connection is made from a forged cookie");
     assert_eq!(decisions_from(&lone.stack, 40001), [Decision::TcpNoSocket { syn: false }]);
@@ -305,7 +303,7 @@ fn isns_follow_rfc_6528_a_keyed_hash_of_the_tuple_plus_a_4_microsecond_clock() {
 /// A connection from 10.0.0.1:`port` to `l`, played by hand; returns the accepted socket
 /// and the next sequence numbers of the client (ours) and the server.
 fn raw_connection(
-    lone: &common::Lone,
+    lone: &ustack_testkit::Lone,
     l: &ustack::Socket,
     at: std::net::SocketAddr,
     port: u16,
@@ -323,7 +321,7 @@ fn an_in_window_rst_that_is_not_exact_gets_a_challenge_ack_and_an_exact_one_rese
     let (l, at) = listener(&lone.stack, B, 4);
     let (s, client_next, server_next) = raw_connection(&lone, &l, at, 40000);
     // RFC 5961 §3.2: in the window, but not RCV.NXT.
-    common::raw::inject_rst(&lone.wire, 40000, at.port(), client_next + 100);
+    ustack_testkit::inject::inject_rst(&lone.wire, 40000, at.port(), client_next + 100);
     let challenge = next_segment(&lone.wire);
     assert!(challenge.ack && !challenge.rst && !challenge.syn, "a challenge ACK");
     assert_eq!((challenge.seq, challenge.ack_no), (server_next, client_next), "it tells the peer RCV.NXT");
@@ -333,12 +331,12 @@ fn an_in_window_rst_that_is_not_exact_gets_a_challenge_ack_and_an_exact_one_rese
     assert_eq!(s.tcp_state(), Some(smoltcp::socket::tcp::State::Established));
 
     // Outside the window: ignored, no answer.
-    common::raw::inject_rst(&lone.wire, 40000, at.port(), client_next.wrapping_add(1 << 30));
+    ustack_testkit::inject::inject_rst(&lone.wire, 40000, at.port(), client_next.wrapping_add(1 << 30));
     assert!(frames_before_ping_reply(&lone.wire, 1).iter().all(|f| tcp_flags(f).is_none()));
     assert!(matches!(decisions_from(&lone.stack, 40000).last(), Some(Decision::RstOutOfWindow { .. })));
 
     // Exactly RCV.NXT: the connection is reset.
-    common::raw::inject_rst(&lone.wire, 40000, at.port(), client_next);
+    ustack_testkit::inject::inject_rst(&lone.wire, 40000, at.port(), client_next);
     assert_eq!(err(s.recv(&mut [0; 8])), Errno::ECONNRESET);
 }
 

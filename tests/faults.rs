@@ -7,19 +7,17 @@
 //! are worked around in ustack's demux: docs/robustness.md).
 //! UDP through the same faults has a test of its own: datagrams whole or not at all.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream as KernelStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::lab::{KERNEL, USTACK, lab_with_device};
-use common::{A, A6, B, B6, addr, config, pattern};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use ustack::device::{Corruption, FaultConfig, FaultCounters, FaultInjector, Faults, Tracer, Wire, WireEnd};
 use ustack::{Stack, StackConfig, TcpListener, TcpStream, UdpSocket};
+use ustack_testkit::lab::{KERNEL, USTACK, lab_with_device};
+use ustack_testkit::{A, A6, B, B6, addr, config, pattern};
 
 /// How long one blocking call may wait, so that only a real stall trips it. smoltcp's
 /// retransmission timeout backs off from 1 s up to 60 s, and under sustained loss it can
@@ -124,7 +122,7 @@ fn patient(stream: &TcpStream) {
 /// Two stacks on a wire, each end wrapped in a fault injector with its own config.
 /// Returns the stacks ("a" at 10.0.0.1, "b" at 10.0.0.2) and both injectors' counters.
 fn faulty_pair(on_a: FaultConfig, on_b: FaultConfig) -> (Stack, Stack, FaultCounters, FaultCounters) {
-    let _ = env_logger::builder().is_test(true).try_init();
+    ustack_testkit::init_test_logging();
     let (end_a, end_b) = Wire::pair(1500).unwrap();
     let end_a = FaultInjector::new(end_a, on_a).unwrap();
     let end_b = FaultInjector::new(end_b, on_b).unwrap();
@@ -343,10 +341,10 @@ fn udp_datagrams_arrive_whole_or_not_at_all_through_loss_and_corruption() {
         // send_to() returns once the datagram is queued in a: wait until the batch has
         // left a, then until b has classified every frame the injector let through, so
         // each is in the receiver's buffer or lost. Then drain it, without waiting blind.
-        common::eventually("a sends the batch", || injected.get().tx.packets >= u64::from(end));
+        ustack_testkit::eventually("a sends the batch", || injected.get().tx.packets >= u64::from(end));
         let stats = injected.get().tx;
         let passed = stats.packets - stats.dropped;
-        common::eventually("b classifies every frame that got through", || frames_classified(&b) >= passed);
+        ustack_testkit::eventually("b classifies every frame that got through", || frames_classified(&b) >= passed);
         loop {
             let n = match receiver.recv_from(&mut buf) {
                 Ok((n, from)) => {
@@ -441,12 +439,12 @@ fn segments_within(wire: &WireEnd, within: Duration) -> Vec<(u32, u32, bool, usi
 
 /// A connection to a listener on lone stack "b", handshaken by hand from 10.0.0.1:4000
 /// with ISN 1000. Returns the accepted socket and b's ISN.
-fn handshake(lone: &common::Lone) -> (ustack::Socket, u32) {
-    let (l, at) = common::listener(&lone.stack, B, 1);
-    common::raw::inject(&lone.wire, 4000, at.port(), 1000, None, true);
-    let syn_ack = common::raw::next_segment(&lone.wire);
+fn handshake(lone: &ustack_testkit::Lone) -> (ustack::Socket, u32) {
+    let (l, at) = ustack_testkit::listener(&lone.stack, B, 1);
+    ustack_testkit::inject::inject(&lone.wire, 4000, at.port(), 1000, None, true);
+    let syn_ack = ustack_testkit::inject::next_segment(&lone.wire);
     assert!(syn_ack.syn && syn_ack.ack);
-    common::raw::inject(&lone.wire, 4000, at.port(), 1001, Some(syn_ack.seq + 1), false);
+    ustack_testkit::inject::inject(&lone.wire, 4000, at.port(), 1001, Some(syn_ack.seq + 1), false);
     let (s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     (s, syn_ack.seq)
@@ -462,7 +460,7 @@ fn handshake(lone: &common::Lone) -> (ustack::Socket, u32) {
 /// demux keeps such duplicates from smoltcp, so its retransmission timer resends the FIN.
 #[test]
 fn a_fin_alone_in_flight_is_retransmitted_after_duplicate_acks() {
-    let lone = common::lone_b();
+    let lone = ustack_testkit::lone_b();
     let (s, isn) = handshake(&lone);
     s.send(b"hello").unwrap();
     s.shutdown(Shutdown::Write).unwrap();
@@ -497,7 +495,7 @@ fn a_fin_alone_in_flight_is_retransmitted_after_duplicate_acks() {
 /// such a segment in two: the data, then the FIN alone.
 #[test]
 fn a_fin_behind_already_received_data_is_accepted() {
-    let lone = common::lone_b();
+    let lone = ustack_testkit::lone_b();
     let (s, isn) = handshake(&lone);
     let port = s.local_addr().unwrap().port();
     segment(&lone.wire, 4000, port, 1001, isn + 1, false, b"abc");
@@ -518,7 +516,7 @@ fn a_fin_behind_already_received_data_is_accepted() {
 /// while data is in flight, so the retransmission timer keeps running.
 #[test]
 fn data_in_flight_is_retransmitted_after_a_zero_window_opens() {
-    let lone = common::lone_b();
+    let lone = ustack_testkit::lone_b();
     let (s, isn) = handshake(&lone);
     let port = s.local_addr().unwrap().port();
     s.send(b"ab").unwrap();

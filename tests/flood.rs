@@ -1,21 +1,20 @@
 //! Floods from the kernel side of a TUN: ustack keeps its limits and keeps serving.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream as KernelStream, UdpSocket as KernelUdp};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::addr;
-use common::lab::{USTACK, lab};
 use ustack::{TcpListener, UdpSocket};
+use ustack_testkit::addr;
+use ustack_testkit::lab::{USTACK, lab};
+use ustack_testkit::servers::{self, App, Ending};
 
 /// Sends spoofed SYNs to 10.7.0.2:`port` from random addresses in 10.99.0.0/16, whose
 /// SYN-ACKs go nowhere, until `stop` is set, `max` are sent or 10 s pass.
 fn syn_flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, max: u64) -> io::Result<()> {
-    let fd = common::spoof::raw_ipv4_socket()?;
+    let fd = ustack_testkit::spoof::raw_ipv4_socket()?;
     let mut x: u32 = 0x2545_f491;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut packet = Vec::with_capacity(64);
@@ -32,7 +31,7 @@ fn syn_flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, max: u64) -
             .unwrap()
             .write(&mut packet, &[])
             .unwrap();
-        match common::spoof::send_ipv4(&fd, &packet, [10, 7, 0, 2]) {
+        match ustack_testkit::spoof::send_ipv4(&fd, &packet, [10, 7, 0, 2]) {
             Ok(()) => {
                 sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -51,11 +50,10 @@ fn a_syn_flood_keeps_the_queues_bounded_and_a_real_client_still_gets_in() {
     let lab = lab();
     let listener = TcpListener::bind_with_backlog(&lab.stack, addr("0.0.0.0", 7), BACKLOG).unwrap();
     let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut buf = [0; 64];
-        let n = (&stream).read(&mut buf).unwrap();
-        (&stream).write_all(&buf[..n]).unwrap();
+        let end = servers::serve_stream(App::Echo, &mut stream, &mut ());
+        assert_eq!(end.ending, Ending::Closed, "the echo server, after {} bytes", end.bytes);
         listener
     });
     let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));

@@ -2,8 +2,6 @@
 //! creates (and that vanishes with it). Kernel sockets are std::net, on threads that
 //! entered the namespace.
 
-mod common;
-
 use std::io::{self, Read, Write};
 use std::net::{
     Shutdown, SocketAddr, TcpListener as KernelListener, TcpStream as KernelStream, UdpSocket as KernelUdp,
@@ -11,9 +9,10 @@ use std::net::{
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::lab::{KERNEL, KERNEL6, USTACK, USTACK6, lab, lab_with};
-use common::{addr, pattern};
 use ustack::{Errno, TcpListener, TcpStream, UdpSocket};
+use ustack_testkit::lab::{KERNEL, KERNEL6, USTACK, USTACK6, lab, lab_with};
+use ustack_testkit::servers::{self, App, Ending, StopAfter};
+use ustack_testkit::{addr, pattern};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -26,15 +25,10 @@ fn echo_server(listener: TcpListener, connections: usize) -> std::thread::JoinHa
             let (stream, peer) = listener.accept().expect("accept");
             peers.push(peer);
             workers.push(std::thread::spawn(move || {
+                let mut stream = stream;
                 stream.set_read_timeout(Some(PATIENCE)).unwrap();
-                let mut buf = vec![0; 16 * 1024];
-                loop {
-                    let n = (&stream).read(&mut buf).expect("server read");
-                    if n == 0 {
-                        break;
-                    }
-                    (&stream).write_all(&buf[..n]).expect("server write");
-                }
+                let end = servers::serve_stream(App::Echo, &mut stream, &mut ());
+                assert_eq!(end.ending, Ending::Closed, "the echo server, after {} bytes", end.bytes);
             }));
         }
         for w in workers {
@@ -76,7 +70,11 @@ fn kernel_client_echoes_one_mebibyte_through_ustack() {
 
 /// Runs `serve` on a kernel thread inside the lab's namespace, once `bind` succeeded;
 /// returns after the kernel socket is bound, so the caller can connect at once.
-fn kernel_thread<S, T, B, F>(lab: &common::lab::Lab, bind: B, serve: F) -> std::thread::JoinHandle<io::Result<T>>
+fn kernel_thread<S, T, B, F>(
+    lab: &ustack_testkit::lab::Lab,
+    bind: B,
+    serve: F,
+) -> std::thread::JoinHandle<io::Result<T>>
 where
     S: Send + 'static,
     T: Send + 'static,
@@ -164,14 +162,11 @@ fn udp_both_ways() {
     ustack::require_tun!();
     let lab = lab();
     // Kernel → ustack: a ustack echo socket answers a kernel client.
-    let echo = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    let mut echo = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
     echo.set_read_timeout(Some(PATIENCE)).unwrap();
     let echoer = std::thread::spawn(move || {
-        let mut buf = [0; 2048];
-        for _ in 0..3 {
-            let (n, from) = echo.recv_from(&mut buf).unwrap();
-            echo.send_to(&buf[..n], from).unwrap();
-        }
+        let ending = servers::serve_datagrams(App::Echo, &mut echo, &mut StopAfter { left: 3 });
+        assert_eq!(ending, Ending::Stopped, "the echo server");
     });
     let replies = lab
         .ns
@@ -239,7 +234,7 @@ fn kernel_connect_to_closed_ustack_port_is_refused() {
 
 /// `count` kernel clients connect to 10.7.0.2:7 at the same moment (a barrier), each sends
 /// its number and must get it echoed back — no RST, no timeout.
-fn simultaneous_echo_clients(lab: &common::lab::Lab, count: usize) {
+fn simultaneous_echo_clients(lab: &ustack_testkit::lab::Lab, count: usize) {
     let start = Arc::new(Barrier::new(count));
     let clients: Vec<_> = (0..count)
         .map(|i| {

@@ -1,11 +1,9 @@
 //! Every wrong call returns the errno Linux returns — one test per row of the table in
 //! docs/errno.md.
 
-mod common;
-
-use common::*;
 use std::net::Shutdown;
 use ustack::{Domain, Errno, Socket, Type};
+use ustack_testkit::*;
 
 /// A pair of stacks, and on b a listener whose address is returned with it.
 fn setup() -> (Pair, Socket, std::net::SocketAddr) {

@@ -23,7 +23,7 @@ use ustack::packet::{
 };
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/trace").join(name)
+    ustack_testkit::fixture("trace").join(name)
 }
 
 /// A pcap file's link type and packets with their timestamps.

@@ -12,18 +12,17 @@
 //!
 //! Case counts are modest so `cargo test` stays fast; `PROPTEST_CASES=10000` runs more.
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use common::raw::{frames_before_ping_reply, inject, inject_ping, is_echo_reply, tcp_flags};
-use common::{B, addr, domain_of, lone_b, tcp, udp};
 use proptest::prelude::*;
 use ustack::engine::demux::HISTORY;
 use ustack::packet::{
     ExtHeader, IpVersion, JsonFormatter, Summary, TcpFlags, TcpOption, TcpdumpFormatter, Transport, decode,
 };
+use ustack::engine::demux::HISTORY;
+use ustack_testkit::inject::{frames_before_ping_reply, inject, inject_ping, is_echo_reply, tcp_flags};
+use ustack_testkit::{B, addr, domain_of, lone_b, tcp, udp};
 
 /// `default` cases, or `PROPTEST_CASES` when set.
 fn cases(default: u32) -> u32 {
@@ -542,7 +541,7 @@ fn stack_survives(packets: &[Vec<u8>]) -> Result<(), TestCaseError> {
     // (Not a ping barrier: smoltcp answers a ping while it reads it, but sends a SYN-ACK
     // in its next transmit pass, so the echo reply may overtake it.)
     inject(&lone.wire, PROBE_PORT, at.port(), 7000, None, true);
-    let deadline = std::time::Instant::now() + common::WAIT;
+    let deadline = std::time::Instant::now() + ustack_testkit::WAIT;
     let mut syn_ack = false;
     while !syn_ack && std::time::Instant::now() < deadline {
         match lone.wire.recv_raw() {
@@ -550,7 +549,7 @@ fn stack_survives(packets: &[Vec<u8>]) -> Result<(), TestCaseError> {
             None => std::thread::sleep(Duration::from_millis(1)),
         }
     }
-    prop_assert!(syn_ack, "no SYN-ACK within {:?} after the generated packets", common::WAIT);
+    prop_assert!(syn_ack, "no SYN-ACK within {:?} after the generated packets", ustack_testkit::WAIT);
     prop_assert!(lone.stack.demux_events().len() <= HISTORY);
     prop_assert!(lone.stack.error().is_none(), "the stack stopped: {:?}", lone.stack.error());
     drop(listener);
@@ -580,7 +579,7 @@ fn the_demux_history_stays_bounded_under_a_flood() {
         inject_ping(&lone.wire, seq);
     }
     let last = HISTORY as u16 + 499;
-    common::eventually("the last echo reply", || {
+    ustack_testkit::eventually("the last echo reply", || {
         std::iter::from_fn(|| lone.wire.recv_raw()).any(|f| is_echo_reply(&f, last))
     });
     assert_eq!(lone.stack.demux_events().len(), HISTORY);
@@ -592,7 +591,7 @@ fn a_syn_flood_keeps_the_listener_state_bounded() {
     // the rest are answered statelessly (SYN cookies) or dropped, never remembered.
     const SYNS: u16 = 3000;
     let lone = lone_b();
-    let (l, at) = common::listener(&lone.stack, B, 8);
+    let (l, at) = ustack_testkit::listener(&lone.stack, B, 8);
     for i in 0..SYNS {
         inject(&lone.wire, 10_000 + i, at.port(), 1000, None, true);
     }
@@ -604,7 +603,7 @@ fn a_syn_flood_keeps_the_listener_state_bounded() {
     assert!(lone.stack.demux_events().len() <= HISTORY);
     // A real client still gets in (a fresh port, answered with a SYN-ACK).
     inject(&lone.wire, PROBE_PORT, at.port(), 7000, None, true);
-    common::eventually("a SYN-ACK after the flood", || {
+    ustack_testkit::eventually("a SYN-ACK after the flood", || {
         std::iter::from_fn(|| lone.wire.recv_raw())
             .filter_map(|f| tcp_flags(&f))
             .any(|f| f.syn && f.ack && f.ack_no == 7001)

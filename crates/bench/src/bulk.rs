@@ -1,0 +1,129 @@
+//! Bulk TCP: one connection, one direction, as fast as it goes for a fixed time; the
+//! receiver measures. The kernel client side and the server side are shared by every
+//! engine (ustack, the kernel, raw smoltcp).
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+use super::peer::{self, IO_TIMEOUT, Listener};
+use ustack::sys::NetNs;
+
+/// Bytes per read() and write() call: large, so per-call costs do not dominate.
+pub const CHUNK: usize = 256 * 1024;
+
+/// Which way the data flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The kernel client sends; the server (ustack, raw smoltcp, the kernel) receives.
+    ToServer,
+    /// The server sends; the kernel client receives.
+    FromServer,
+}
+
+/// What a receiver saw: bytes after its first read, and the time from that read to the
+/// end of the stream. Leaving the first read out keeps connection setup out of the figure.
+#[derive(Debug, Clone, Copy)]
+pub struct Transfer {
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+impl Transfer {
+    /// Gigabits per second.
+    pub fn gbps(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 { self.bytes as f64 * 8.0 / secs / 1e9 } else { 0.0 }
+    }
+}
+
+/// Reads until end of stream.
+pub fn receive_all(r: &mut impl Read) -> io::Result<Transfer> {
+    let mut buf = vec![0u8; CHUNK];
+    if r.read(&mut buf)? == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the sender sent nothing"));
+    }
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    loop {
+        match r.read(&mut buf)? {
+            0 => return Ok(Transfer { bytes, elapsed: start.elapsed() }),
+            n => bytes += n as u64,
+        }
+    }
+}
+
+/// Writes for `duration`; returns the bytes written.
+pub fn send_for(w: &mut impl Write, duration: Duration) -> io::Result<u64> {
+    let buf = vec![0x5au8; CHUNK];
+    let end = Instant::now() + duration;
+    let mut bytes = 0u64;
+    while Instant::now() < end {
+        w.write_all(&buf)?;
+        bytes += CHUNK as u64;
+    }
+    Ok(bytes)
+}
+
+/// Waits for the peer's end of stream, discarding anything before it.
+fn await_eof(r: &mut impl Read) -> io::Result<()> {
+    let mut buf = [0u8; 4096];
+    while r.read(&mut buf)? > 0 {}
+    Ok(())
+}
+
+/// The kernel client of one transfer, run inside the client namespace: connects to
+/// `addr`, then sends (and waits for the server's close) or receives (and measures).
+pub fn kernel_client(addr: SocketAddrV4, dir: Direction, duration: Duration) -> io::Result<Option<Transfer>> {
+    let mut stream = peer::connect(addr)?;
+    match dir {
+        Direction::ToServer => {
+            send_for(&mut stream, duration)?;
+            stream.shutdown(std::net::Shutdown::Write)?;
+            await_eof(&mut stream)?;
+            Ok(None)
+        }
+        Direction::FromServer => receive_all(&mut stream).map(Some),
+    }
+}
+
+/// One transfer between a kernel client in `client_ns` and the server listening on
+/// `listener` at `addr`; Gbit/s as the receiver measured it.
+pub fn transfer(
+    listener: &dyn Listener,
+    client_ns: &NetNs,
+    addr: SocketAddrV4,
+    dir: Direction,
+    duration: Duration,
+) -> io::Result<f64> {
+    std::thread::scope(|scope| {
+        let server = scope.spawn(|| -> io::Result<Option<Transfer>> {
+            let deadline = Instant::now() + IO_TIMEOUT;
+            let (mut stream, _) = loop {
+                if let Some(accepted) = listener.accept()? {
+                    break accepted;
+                }
+                if Instant::now() > deadline {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no connection to accept"));
+                }
+            };
+            match dir {
+                Direction::ToServer => receive_all(&mut stream).map(Some),
+                Direction::FromServer => {
+                    send_for(&mut stream, duration)?;
+                    stream.shutdown_write()?;
+                    await_eof(&mut stream)?;
+                    Ok(None)
+                }
+            }
+        });
+        let client = client_ns.run(|| kernel_client(addr, dir, duration)).and_then(|r| r);
+        let server = peer::join_scoped(server);
+        // The side that failed first explains best; a client error often follows a server one.
+        let (client, server) = match (client, server) {
+            (Err(c), Err(s)) => return Err(io::Error::new(s.kind(), format!("{s} (client: {c})"))),
+            (c, s) => (c?, s?),
+        };
+        client.or(server).map(|t| t.gbps()).ok_or_else(|| io::Error::other("nobody measured"))
+    })
+}

@@ -1,0 +1,201 @@
+//! What the bench needs from the OS that std does not offer: a non-blocking connect()
+//! (a thousand clients at once, without a thousand threads), listen() with a chosen
+//! backlog, an accept() timeout and an abortive close on kernel sockets, the open-files
+//! limit, and numbers from `/proc`.
+//!
+//! These are a handful of libc calls, already a dependency; socket2 or nix's socket
+//! feature would wrap the same calls but add a crate (or memoffset) to the build for
+//! about sixty lines here.
+
+use std::fs;
+use std::io;
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use ustack::sys::NetNs;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// Starts a connect() to `addr` on a new non-blocking kernel socket (in the calling
+/// thread's namespace) and returns the socket at once, the handshake under way. It is
+/// writable once the handshake ends; [`TcpStream::take_error`] then tells how.
+pub fn start_connect(addr: SocketAddrV4) -> io::Result<TcpStream> {
+    // SAFETY: socket() takes no pointers.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: a successful socket() returns a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sin` is a valid sockaddr_in and the length passed is its size.
+    let ret = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&sin as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(err);
+        }
+    }
+    Ok(TcpStream::from(fd))
+}
+
+fn set_option<T>(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live T and the length passed is its size.
+    check(unsafe {
+        libc::setsockopt(fd.as_raw_fd(), level, name, (value as *const T).cast(), size_of::<T>() as libc::socklen_t)
+    })
+    .map(drop)
+}
+
+/// Makes close() of `stream` abortive (SO_LINGER 0: a RST, no FIN_WAIT or TIME_WAIT), so
+/// ten thousand closing connections leave nothing behind to slow the next scenario.
+pub fn set_abortive_close(stream: &TcpStream) -> io::Result<()> {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    set_option(stream, libc::SOL_SOCKET, libc::SO_LINGER, &linger)
+}
+
+/// Sets a kernel listener's accept queue to `backlog` (std listens with its own choice;
+/// a second listen() on a listening socket changes the backlog, as in ustack).
+pub fn set_backlog(listener: &TcpListener, backlog: u32) -> io::Result<()> {
+    let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
+    // SAFETY: listen() takes no pointers.
+    check(unsafe { libc::listen(listener.as_raw_fd(), backlog) }).map(drop)
+}
+
+/// Makes a blocking accept() on `listener` give up with `EAGAIN` after `timeout`
+/// (SO_RCVTIMEO, which Linux's accept() honours), so an acceptor can notice it should stop.
+pub fn set_accept_timeout(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    set_option(listener, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+}
+
+/// Raises the soft limit on open files to at least `want` (and the hard limit too if
+/// needed, which root may do). Returns the soft limit in force afterwards.
+pub fn raise_open_files(want: u64) -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid rlimit to fill in.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur);
+    }
+    let raised = libc::rlimit { rlim_cur: want, rlim_max: lim.rlim_max.max(want) };
+    // SAFETY: `raised` is a valid rlimit.
+    if check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }).is_err() {
+        // Without CAP_SYS_RESOURCE: as far as the hard limit allows.
+        let capped = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: as above.
+        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) })?;
+        return Ok(lim.rlim_max);
+    }
+    Ok(want)
+}
+
+/// The process's resident memory (VmRSS), in bytes. It counts user memory only: ustack's
+/// sockets and buffers, not the kernel's sockets (which live in kernel memory).
+pub fn rss_bytes() -> io::Result<u64> {
+    kib_field(&fs::read_to_string("/proc/self/status")?, "VmRSS:")
+}
+
+/// The kernel's slab memory (`Slab:` in /proc/meminfo), in bytes: where kernel sockets
+/// live. Machine-wide, so anything else running moves it too.
+pub fn slab_bytes() -> io::Result<u64> {
+    kib_field(&fs::read_to_string("/proc/meminfo")?, "Slab:")
+}
+
+fn kib_field(text: &str, key: &str) -> io::Result<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no {key} line")))
+}
+
+/// Bytes the allocator has handed out and not had back (glibc's mallinfo2: in-use heap
+/// chunks plus mmapped blocks), whether or not their pages are resident. `None` where
+/// that cannot be asked.
+pub fn heap_bytes() -> Option<u64> {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        Some((info.uordblks + info.hblkhd) as u64)
+    }
+    #[cfg(not(target_env = "gnu"))]
+    None
+}
+
+/// Gives free heap memory back to the OS (glibc's malloc_trim), so that RSS measured next
+/// is a baseline that new allocations grow from, not one they hide in.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Sets the ephemeral port range of namespace `ns` (a per-namespace sysctl; /proc/sys/net
+/// shows the namespace of the thread that opens it).
+pub fn set_port_range(ns: &NetNs, low: u16, high: u16) -> io::Result<()> {
+    ns.run(|| fs::write("/proc/sys/net/ipv4/ip_local_port_range", format!("{low} {high}")))?
+        .map_err(|e| io::Error::new(e.kind(), format!("setting ip_local_port_range: {e}")))
+}
+
+/// A `TcpExt` counter of namespace `ns` (e.g. `ListenDrops`), from its /proc/net/netstat.
+pub fn tcp_ext_counter(ns: &NetNs, name: &str) -> io::Result<u64> {
+    // /proc/net follows the process's leader thread; thread-self follows the caller.
+    let text = ns.run(|| fs::read_to_string("/proc/thread-self/net/netstat"))??;
+    netstat_field(&text, "TcpExt:", name)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no TcpExt {name} in /proc/net/netstat")))
+}
+
+/// A counter from /proc/net/netstat's format: a line of names, then a line of values, both
+/// starting with `prefix`.
+fn netstat_field(text: &str, prefix: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    let names = lines.next()?.split_whitespace();
+    let values = lines.next()?.split_whitespace();
+    names.zip(values).find(|(n, _)| *n == name).and_then(|(_, v)| v.parse().ok())
+}
+
+/// One line about the machine: CPU model, how many CPUs, memory, kernel.
+pub fn machine() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = fs::read_to_string("/proc/meminfo").ok().and_then(|m| kib_field(&m, "MemTotal:").ok()).unwrap_or(0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{model}, {cpus} CPUs, {:.1} GiB RAM, Linux {}", mem as f64 / (1u64 << 30) as f64, kernel.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fields() {
+        let netstat = "TcpExt: SyncookiesSent ListenDrops\nTcpExt: 3 17\nIpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(netstat_field(netstat, "TcpExt:", "ListenDrops"), Some(17));
+        assert_eq!(netstat_field(netstat, "TcpExt:", "Nope"), None);
+        assert_eq!(kib_field("Name: x\nVmRSS:\t  2048 kB\n", "VmRSS:").unwrap(), 2 * 1024 * 1024);
+        assert!(rss_bytes().unwrap() > 0);
+    }
+}

@@ -1,0 +1,217 @@
+//! The server end of a scenario, ustack or the kernel, behind one interface, so each
+//! scenario is written once and run against both. Clients are always kernel sockets.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use super::lab::{TUN_STACK, VETH_SERVER};
+use super::os;
+use ustack::sys::NetNs;
+use ustack::{Stack, TcpListener, TcpStream, UdpSocket};
+use ustack_testkit::servers;
+
+/// How long a blocking accept() or recv() on the server side waits before looking whether
+/// it should stop: short enough that stopping is quick, long enough to cost nothing.
+pub const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// How long any one read or write may block before the measurement is declared failed:
+/// a stall must fail the scenario, never hang the bench.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the server end runs.
+#[derive(Clone, Copy)]
+pub enum Server<'a> {
+    /// ustack, in this process, at [`TUN_STACK`].
+    Ustack(&'a Stack),
+    /// The kernel, in the veth lab's server namespace, at [`VETH_SERVER`].
+    Kernel(&'a NetNs),
+}
+
+impl Server<'_> {
+    /// The server's address.
+    pub fn ip(&self) -> Ipv4Addr {
+        match self {
+            Server::Ustack(_) => TUN_STACK,
+            Server::Kernel(_) => VETH_SERVER,
+        }
+    }
+
+    /// `ip():port`.
+    pub fn addr(&self, port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(self.ip(), port)
+    }
+
+    /// A TCP listener on `port` with `backlog`; its accept() gives up after [`STOP_CHECK`].
+    pub fn listen(&self, port: u16, backlog: u32) -> io::Result<Box<dyn Listener>> {
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+        match self {
+            Server::Ustack(stack) => {
+                let listener = TcpListener::bind_with_backlog(stack, any, backlog)?;
+                listener.socket().set_read_timeout(Some(STOP_CHECK))?;
+                Ok(Box::new(listener))
+            }
+            Server::Kernel(ns) => {
+                // Sockets belong to the namespace they are made in and then work from any thread.
+                let listener = ns.run(|| std::net::TcpListener::bind(any))??;
+                os::set_backlog(&listener, backlog)?;
+                os::set_accept_timeout(&listener, STOP_CHECK)?;
+                Ok(Box::new(listener))
+            }
+        }
+    }
+
+    /// A UDP socket bound to `port`; its recv_from() times out after [`STOP_CHECK`].
+    pub fn udp(&self, port: u16) -> io::Result<Box<dyn Datagram>> {
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+        match self {
+            Server::Ustack(stack) => {
+                let socket = UdpSocket::bind(stack, any)?;
+                socket.set_read_timeout(Some(STOP_CHECK))?;
+                Ok(Box::new(socket))
+            }
+            Server::Kernel(ns) => {
+                let socket = ns.run(|| std::net::UdpSocket::bind(any))??;
+                socket.set_read_timeout(Some(STOP_CHECK))?;
+                Ok(Box::new(socket))
+            }
+        }
+    }
+}
+
+/// A listening TCP socket.
+pub trait Listener: Send + Sync {
+    /// The next connection, with read and write timeouts of [`IO_TIMEOUT`] and the peer's
+    /// port; `None` if none came within [`STOP_CHECK`].
+    fn accept(&self) -> io::Result<Option<(Box<dyn Stream>, u16)>>;
+}
+
+/// A connected TCP socket.
+pub trait Stream: Read + Write + Send {
+    /// Sends FIN after what is queued.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+/// A bound UDP socket.
+pub trait Datagram: Send + Sync {
+    /// The next datagram and its sender; an error of kind `WouldBlock` if none came
+    /// within [`STOP_CHECK`].
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+}
+
+/// The test kit's echo server runs on either end.
+impl servers::Stream for Box<dyn Stream> {
+    type Error = io::Error;
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+    fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write(data)
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        Stream::shutdown_write(&**self)
+    }
+    fn kind(error: &io::Error) -> io::ErrorKind {
+        error.kind()
+    }
+}
+
+/// The test kit's echo server runs on either end.
+impl servers::Datagrams for &dyn Datagram {
+    type Error = io::Error;
+    fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        Datagram::recv_from(*self, buf)
+    }
+    fn send_to(&mut self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        Datagram::send_to(*self, data, to)
+    }
+    fn kind(error: &io::Error) -> io::ErrorKind {
+        error.kind()
+    }
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+impl Listener for TcpListener {
+    fn accept(&self) -> io::Result<Option<(Box<dyn Stream>, u16)>> {
+        match TcpListener::accept(self) {
+            Ok((stream, peer)) => {
+                stream.set_read_timeout(Some(IO_TIMEOUT))?;
+                stream.set_write_timeout(Some(IO_TIMEOUT))?;
+                Ok(Some((Box::new(stream), peer.port())))
+            }
+            Err(e) => {
+                let e = io::Error::from(e);
+                if timed_out(&e) { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+}
+
+impl Stream for TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        Ok(self.shutdown(std::net::Shutdown::Write)?)
+    }
+}
+
+impl Datagram for UdpSocket {
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        Ok(UdpSocket::recv_from(self, buf)?)
+    }
+
+    fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        Ok(UdpSocket::send_to(self, buf, to)?)
+    }
+}
+
+impl Listener for std::net::TcpListener {
+    fn accept(&self) -> io::Result<Option<(Box<dyn Stream>, u16)>> {
+        match std::net::TcpListener::accept(self) {
+            Ok((stream, peer)) => {
+                stream.set_read_timeout(Some(IO_TIMEOUT))?;
+                stream.set_write_timeout(Some(IO_TIMEOUT))?;
+                Ok(Some((Box::new(stream), peer.port())))
+            }
+            Err(e) if timed_out(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Stream for std::net::TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+impl Datagram for std::net::UdpSocket {
+    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        std::net::UdpSocket::recv_from(self, buf)
+    }
+
+    fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        std::net::UdpSocket::send_to(self, buf, to)
+    }
+}
+
+/// A kernel client connection from the calling thread's namespace, with read and write
+/// timeouts of [`IO_TIMEOUT`].
+pub fn connect(addr: SocketAddrV4) -> io::Result<std::net::TcpStream> {
+    let stream = std::net::TcpStream::connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// Joins a scenario thread: its error, or a panic turned into one.
+pub fn join<T>(handle: std::thread::JoinHandle<io::Result<T>>) -> io::Result<T> {
+    handle.join().unwrap_or_else(|_| Err(io::Error::other("a bench thread panicked")))
+}
+
+/// Joins a scoped scenario thread: its error, or a panic turned into one.
+pub fn join_scoped<T>(handle: std::thread::ScopedJoinHandle<'_, io::Result<T>>) -> io::Result<T> {
+    handle.join().unwrap_or_else(|_| Err(io::Error::other("a bench thread panicked")))
+}

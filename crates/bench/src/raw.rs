@@ -1,0 +1,174 @@
+//! The raw-smoltcp baseline: smoltcp's own `Interface` and `SocketSet` driving one TCP
+//! socket over the same [`TunDevice`] ustack uses, with the poll loop of smoltcp's
+//! `benchmark` example — poll, move data, sleep in poll(2) until the device is readable
+//! or `poll_delay` passes — and nothing of ustack: no stack thread, no lock, no demux, no
+//! socket API. Data is dequeued in place (`recv(|buf| ...)`) and enqueued without a copy
+//! from an application buffer, as that example does — or, with [`RawEngine::copying`],
+//! copied out of and into a [`bulk::CHUNK`]-byte buffer as an application of a socket API
+//! gets it: what the Berkeley API's copy costs, apart from ustack.
+//!
+//! It lives in the library, not in a separate crate or example, so that it is built and
+//! type-checked with everything else (it cannot rot) and runs in the same process and the
+//! same run as the figures it is a baseline for.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpCidr};
+
+use super::bulk::{self, Direction, Transfer};
+use super::peer::IO_TIMEOUT;
+use ustack::device::{Link, TunDevice};
+use ustack::sys::NetNs;
+
+/// The longest the loop sleeps: it also checks its deadline.
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// smoltcp on a TUN, with nothing between them.
+pub struct RawEngine {
+    device: TunDevice,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    /// Bytes of receive and of send buffer per socket.
+    buffer: usize,
+    /// What the timestamps smoltcp sees count from.
+    epoch: Instant,
+    /// Data goes through an application buffer of this, as with a socket API.
+    app_buffer: Option<Vec<u8>>,
+}
+
+impl RawEngine {
+    /// An interface at `addr` on `device`, with TCP sockets of `buffer`-byte buffers.
+    pub fn new(mut device: TunDevice, addr: IpCidr, buffer: usize) -> RawEngine {
+        let epoch = Instant::now();
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = ustack::engine::random::from_os();
+        let mut iface = Interface::new(config, &mut device, smoltcp::time::Instant::ZERO);
+        iface.update_ip_addrs(|addrs| {
+            // One address always fits.
+            let _ = addrs.push(addr);
+        });
+        RawEngine { device, iface, sockets: SocketSet::new(Vec::new()), buffer, epoch, app_buffer: None }
+    }
+
+    /// The engine copying received data out into an application buffer (`recv_slice`) and
+    /// data to send in from one (`send_slice`), [`bulk::CHUNK`] bytes at a time, as read()
+    /// and write() on a socket do.
+    pub fn copying(mut self) -> RawEngine {
+        self.app_buffer = Some(vec![0x5a; bulk::CHUNK]);
+        self
+    }
+
+    fn now(&self) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    /// One bulk transfer: a fresh socket listens on `port`, a kernel client in
+    /// `client_ns` connects and sends to it or receives from it for `duration`. Gbit/s as
+    /// the receiver measured it.
+    pub fn transfer(&mut self, client_ns: &NetNs, port: u16, dir: Direction, duration: Duration) -> io::Result<f64> {
+        let size = self.buffer;
+        let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; size]), tcp::SocketBuffer::new(vec![0; size]));
+        socket.listen(port).map_err(|e| io::Error::other(format!("listen on {port}: {e}")))?;
+        let handle = self.sockets.add(socket);
+        let addr = std::net::SocketAddrV4::new(super::lab::TUN_STACK, port);
+        let client = client_ns.spawn(move || bulk::kernel_client(addr, dir, duration))?;
+        let served = self.serve(handle, dir, duration);
+        self.sockets.remove(handle);
+        let client = super::peer::join(client);
+        let measured = match (served, client) {
+            (Err(s), Err(c)) => return Err(io::Error::new(s.kind(), format!("{s} (client: {c})"))),
+            (s, c) => s?.or(c?),
+        };
+        measured.map(|t| t.gbps()).ok_or_else(|| io::Error::other("nobody measured"))
+    }
+
+    /// The poll loop for one connection, until it is over.
+    fn serve(&mut self, handle: SocketHandle, dir: Direction, duration: Duration) -> io::Result<Option<Transfer>> {
+        let deadline = Instant::now() + duration + IO_TIMEOUT;
+        // Receiving: when the first data came, bytes after it, when the FIN came.
+        let mut first: Option<Instant> = None;
+        let mut bytes = 0u64;
+        let mut received: Option<Transfer> = None;
+        // Sending: when the connection was established.
+        let mut sending_since: Option<Instant> = None;
+        let mut closed = false;
+        loop {
+            if Instant::now() > deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "raw smoltcp: transfer did not finish"));
+            }
+            let now = self.now();
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+            if let Some(e) = self.device.take_error() {
+                return Err(e);
+            }
+            let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+            match dir {
+                Direction::ToServer => {
+                    while socket.can_recv() {
+                        let n = match &mut self.app_buffer {
+                            Some(app) => socket.recv_slice(app).unwrap_or(0),
+                            None => socket.recv(|buf| (buf.len(), buf.len())).unwrap_or(0),
+                        };
+                        if first.is_some() {
+                            bytes += n as u64;
+                        } else {
+                            first = Some(Instant::now());
+                        }
+                    }
+                    if let (Some(start), None, false) = (first, received, socket.may_recv()) {
+                        received = Some(Transfer { bytes, elapsed: start.elapsed() });
+                        socket.close();
+                    }
+                    if received.is_some() && matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait) {
+                        return Ok(received);
+                    }
+                }
+                Direction::FromServer => {
+                    if sending_since.is_none() && socket.may_send() {
+                        sending_since = Some(Instant::now());
+                    }
+                    if let Some(since) = sending_since {
+                        if since.elapsed() < duration {
+                            while socket.can_send() {
+                                let sent = match &self.app_buffer {
+                                    Some(app) => socket.send_slice(app).map(drop),
+                                    None => socket.send(|buf| (buf.len(), ())),
+                                };
+                                if sent.is_err() {
+                                    break;
+                                }
+                            }
+                        } else if !closed {
+                            socket.close();
+                            closed = true;
+                        }
+                    }
+                    // All data and the FIN acknowledged: the client has read everything.
+                    if closed
+                        && matches!(socket.state(), tcp::State::FinWait2 | tcp::State::TimeWait | tcp::State::Closed)
+                    {
+                        return Ok(None);
+                    }
+                }
+            }
+            let now = self.now();
+            match self.iface.poll_delay(now, &self.sockets) {
+                Some(d) if d == smoltcp::time::Duration::ZERO => {}
+                delay => self.wait(delay.map(Duration::from).unwrap_or(MAX_SLEEP).min(MAX_SLEEP)),
+            }
+        }
+    }
+
+    /// Sleeps until the TUN is readable or `timeout` passes.
+    fn wait(&self, timeout: Duration) {
+        let millis = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let mut fds = [PollFd::new(self.device.as_fd(), PollFlags::POLLIN)];
+        // EINTR just means another round.
+        let _ = nix::poll::poll(&mut fds, PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX));
+    }
+}

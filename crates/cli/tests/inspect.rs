@@ -1,0 +1,401 @@
+//! `ustack inspect`, run as a program on the fixtures: tcpdump's own lines for the good
+//! captures (in every container they come in), the flow table, the ladders, JSON, and
+//! a clean refusal of every broken file in `fixtures/broken/`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ustack");
+
+use ustack_testkit::fixture;
+
+fn inspect(args: &[&str], file: &Path) -> Output {
+    Command::new(BIN).arg("inspect").args(args).arg(file).output().expect("run ustack")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs inspect and insists on exit 0 and a silent stderr.
+fn inspect_ok(args: &[&str], name: &str) -> String {
+    let out = inspect(args, &fixture(name));
+    assert!(out.status.success(), "inspect {args:?} {name}: {:?}\n{}", out.status, stderr(&out));
+    assert_eq!(stderr(&out), "", "inspect {args:?} {name}");
+    stdout(&out)
+}
+
+/// Records in a capture, counted here independently of the reader under test: pcap
+/// record headers, or pcapng packet blocks (little-endian, as the pcapng fixtures are).
+fn records(name: &str) -> usize {
+    let bytes = std::fs::read(fixture(name)).unwrap();
+    let big = bytes.starts_with(&[0xa1, 0xb2]);
+    let word = |at: usize| {
+        let w = bytes[at..at + 4].try_into().unwrap();
+        (if big { u32::from_be_bytes(w) } else { u32::from_le_bytes(w) }) as usize
+    };
+    let mut count = 0;
+    if name.ends_with(".pcapng") {
+        let mut at = 0;
+        while at < bytes.len() {
+            if matches!(word(at), 2 | 3 | 6) {
+                count += 1;
+            }
+            at += word(at + 4);
+        }
+    } else {
+        let mut at = 24;
+        while at < bytes.len() {
+            count += 1;
+            at += 16 + word(at + 8);
+        }
+    }
+    count
+}
+
+/// Compares line by line, saying which lines differ.
+fn assert_same_lines(ours: &str, expected: &str, what: &str) {
+    let mismatches: Vec<String> = ours
+        .lines()
+        .zip(expected.lines())
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, (a, b))| format!("line {}:\n  expected: {b}\n  ustack:   {a}", i + 1))
+        .collect();
+    assert!(mismatches.is_empty(), "{what}:\n{}", mismatches.join("\n"));
+    assert_eq!(ours.lines().count(), expected.lines().count(), "{what}: line count");
+}
+
+const GOOD: [&str; 11] = [
+    "trace/lo4.pcap",
+    "trace/lo6.pcap",
+    "trace/crafted.pcap",
+    "formats/lo4.pcapng",
+    "formats/lo4-be.pcap",
+    "formats/lo6-ns.pcap",
+    "formats/lo6-ns.pcapng",
+    "formats/any-sll.pcap",
+    "formats/any-sll2.pcap",
+    "formats/bulk.pcap",
+    "formats/mixed.pcapng",
+];
+
+#[test]
+fn one_line_per_record_in_every_good_fixture() {
+    for name in GOOD {
+        let text = inspect_ok(&[], name);
+        assert_eq!(text.lines().count(), records(name), "{name}");
+        let json = inspect_ok(&["--json"], name);
+        assert_eq!(json.lines().count(), records(name), "{name} --json");
+    }
+}
+
+#[test]
+fn lines_match_tcpdump() {
+    for (capture, expected, args) in [
+        ("trace/lo4.pcap", "trace/lo4.tcpdump.txt", &[][..]),
+        ("trace/lo4.pcap", "trace/lo4.tcpdump-S.txt", &["-S"][..]),
+        ("trace/lo6.pcap", "trace/lo6.tcpdump.txt", &[][..]),
+        ("trace/lo6.pcap", "trace/lo6.tcpdump-S.txt", &["--absolute"][..]),
+        ("trace/crafted.pcap", "trace/crafted.tcpdump.txt", &[][..]),
+        ("trace/crafted.pcap", "trace/crafted.tcpdump-S.txt", &["-S"][..]),
+        ("formats/any-sll.pcap", "formats/any-sll.tcpdump.txt", &[][..]),
+        // Cut to 80 bytes a record (tcpdump -s 80): lengths still come from the headers.
+        ("formats/bulk.pcap", "formats/bulk.tcpdump.txt", &[][..]),
+    ] {
+        let ours = inspect_ok(args, capture);
+        let expected = std::fs::read_to_string(fixture(expected)).unwrap();
+        assert_same_lines(&ours, &expected, &format!("inspect {args:?} {capture}"));
+    }
+}
+
+/// tcpdump prints a cooked v2 capture's interface (by name, looked up on the host that
+/// reads the file) and direction before each line; ustack does not. The rest is equal.
+#[test]
+fn linux_cooked_v2_matches_tcpdump_after_its_interface_and_direction() {
+    let ours = inspect_ok(&[], "formats/any-sll2.pcap");
+    let expected = std::fs::read_to_string(fixture("formats/any-sll2.tcpdump.txt")).unwrap();
+    let expected: String = expected
+        .lines()
+        .map(|line| {
+            let mut words = line.splitn(2, ' ');
+            let (time, rest) = (words.next().unwrap(), words.next().unwrap());
+            // "lo    In  IP6 ..." → "IP6 ..."
+            let rest = rest.trim_start().split_once(' ').unwrap().1.trim_start();
+            let rest = rest.split_once(' ').unwrap().1.trim_start();
+            format!("{time} {rest}\n")
+        })
+        .collect();
+    assert_same_lines(&ours, &expected, "any-sll2.pcap");
+}
+
+#[test]
+fn every_container_of_a_capture_prints_the_same_lines() {
+    for (original, copies) in [
+        ("trace/lo4.pcap", &["formats/lo4.pcapng", "formats/lo4-be.pcap"][..]),
+        ("trace/lo6.pcap", &["formats/lo6-ns.pcap", "formats/lo6-ns.pcapng"][..]),
+    ] {
+        for args in [&[][..], &["-S"][..], &["--json"][..], &["--flows"][..], &["--handshakes"][..]] {
+            let expected = inspect_ok(args, original);
+            for copy in copies {
+                assert_same_lines(
+                    &inspect_ok(args, copy),
+                    &expected,
+                    &format!("inspect {args:?} {copy} vs {original}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn mixed_interfaces_link_types_and_resolutions() {
+    let text = inspect_ok(&[], "formats/mixed.pcapng");
+    let expected = "\
+22:13:20.000000 ARP, Request who-has 10.7.0.2 tell 10.7.0.1, length 28
+22:13:20.250000 IP 10.7.0.1.40000 > 10.7.0.2.7: Flags [S], seq 1000, win 64240, length 0
+22:13:20.500000 IP 10.7.0.2.7 > 10.7.0.1.40000: Flags [S.], seq 5000, ack 1001, win 64240, length 0
+22:13:20.750000 IP 10.7.0.1.40000 > 10.7.0.2.7: Flags [.], ack 1, win 64240, length 0
+22:13:21.000000 IP 10.7.0.1.40000 > 10.7.0.2.7: Flags [P.], seq 1:6, ack 1, win 64240, length 5
+22:13:21.250000 IP 10.7.0.1.40001 > 10.7.0.2.7: UDP, length 3
+22:13:21.500000 IP 10.7.0.1 > 10.7.0.2: ICMP echo request, id 77, seq 1, length 12
+22:13:21.750000 link type 147 not supported (16 bytes)
+22:13:22.000000 ethertype 0x88cc, length 29
+22:13:22.250000 truncated Ethernet header (5 of 14 bytes)
+";
+    assert_same_lines(&text, expected, "mixed.pcapng");
+}
+
+/// Whitespace-insensitive: the table's columns are as wide as their widest cell.
+fn squeeze(line: &str) -> String {
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn flow_table_of_a_known_capture() {
+    let text = inspect_ok(&["--flows"], "trace/lo4.pcap");
+    let rows: Vec<String> = text.lines().map(squeeze).collect();
+    assert_eq!(rows[0], "# proto client server pkts → bytes → pkts ← bytes ← handshake end duration", "{text}");
+    // Handshake, "hello" echoed, FIN from the client first: 6 packets and 5 bytes each
+    // way but one (the server's last ACK is the client's).
+    assert!(
+        rows[1]
+            .starts_with("1 tcp 127.0.0.1:40000 127.0.0.1:7 6 5 5 5 complete FIN both ways, client first 150.601 ms"),
+        "{text}"
+    );
+    assert!(rows[2].starts_with("2 tcp 127.0.0.1:40002 127.0.0.1:9 1 0 1 0 SYN only RST by server"), "{text}");
+    assert!(rows[3].starts_with("3 udp 127.0.0.1:40001 127.0.0.1:7 1 3 0 0 - -"), "{text}");
+    assert!(rows[6].starts_with("6 icmp 127.0.0.1 127.0.0.1 1 56 1 56 - -"), "{text}");
+    assert!(rows[7].starts_with("→ client to server"), "{text}");
+    // Columns line up: each header starts where its cells do.
+    let lines: Vec<&str> = text.lines().collect();
+    let column = |line: &str, word: &str| line[..line.find(word).unwrap()].chars().count();
+    assert_eq!(column(lines[0], "handshake"), column(lines[1], "complete"));
+    assert_eq!(column(lines[0], "handshake"), column(lines[2], "SYN only"));
+
+    let mixed = inspect_ok(&["--flows"], "formats/mixed.pcapng");
+    assert!(mixed.contains("4 records not IP"), "{mixed}");
+}
+
+#[test]
+fn ladder_of_a_handshake() {
+    let text = inspect_ok(&["--handshakes"], "trace/lo4.pcap");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "connection 1: client 127.0.0.1:40000 → server 127.0.0.1:7, 11 packets");
+    assert!(lines[1].contains("ms since SYN  client") && lines[1].ends_with("server"), "{text}");
+    assert!(lines[2].contains("127.0.0.1:40000") && lines[2].ends_with("127.0.0.1:7"), "{text}");
+    let syn = lines[3];
+    assert!(
+        syn.trim_start().starts_with("0.000  |─") && syn.contains(" [S] seq 0 len 0 ") && syn.ends_with("─>|"),
+        "{text}"
+    );
+    let syn_ack = lines[4];
+    assert!(syn_ack.contains("0.012  |<─") && syn_ack.contains(" [S.] seq 0 ack 1 len 0 "), "{text}");
+    let ack = lines[5];
+    assert!(ack.contains("0.025  |─") && ack.contains(" [.] seq 1 ack 1 len 0 ") && ack.ends_with(">|"), "{text}");
+    assert!(lines[6].contains("[P.] seq 1 ack 1 len 5"), "{text}");
+    assert!(text.contains("SYN → SYN-ACK  0.012 ms  client side"), "{text}");
+    assert!(text.contains("SYN-ACK → ACK  0.013 ms  server side"), "{text}");
+    assert!(text.contains("closed first by the client: FIN at 100.423 ms; the server's FIN at 150.588 ms"), "{text}");
+    // The refused connection.
+    assert!(text.contains("connection 2: client 127.0.0.1:40002 → server 127.0.0.1:9, 2 packets"), "{text}");
+    assert!(text.contains("SYN answered by RST after 0.022 ms: connection refused"), "{text}");
+    // In each ladder, the bars line up across every arrow.
+    for ladder in text.split("\n\n") {
+        let widths: Vec<usize> = ladder.lines().filter(|l| l.ends_with('|')).map(|l| l.chars().count()).collect();
+        assert!(widths.len() >= 2 && widths.windows(2).all(|w| w[0] == w[1]), "{ladder}");
+    }
+
+    let absolute = inspect_ok(&["--handshakes", "-S"], "trace/lo4.pcap");
+    assert!(absolute.contains("[S.] seq 1578548979 ack 4287929704 len 0"), "{absolute}");
+}
+
+#[test]
+fn ladder_of_a_bulk_transfer_stays_short() {
+    let text = inspect_ok(&["--handshakes"], "formats/bulk.pcap");
+    let total = records("formats/bulk.pcap");
+    assert!(total > 40, "bulk.pcap has {total} packets");
+    let heading = format!("connection 1: client 127.0.0.1:40010 → server 127.0.0.1:5001, {total} packets\n");
+    assert!(text.starts_with(&heading), "{text}");
+    // 20 first, 10 last, and one line for those between.
+    assert_eq!(text.lines().filter(|l| l.ends_with('|')).count(), 31, "{text}");
+    assert!(text.contains(&format!("… {} packets …", total - 30)), "{text}");
+    // The server acknowledges 2 MiB and the client's FIN (which may ride on the last data).
+    assert!(text.contains("[F.] seq 1 ack 2097154 len 0"), "{text}");
+    assert!(text.contains("closed first by the client"), "{text}");
+}
+
+#[test]
+fn json_lines() {
+    let text = inspect_ok(&["--json"], "trace/lo4.pcap");
+    let keys = ["ts", "src", "dst", "proto", "sport", "dport", "flags", "seq", "ack", "win", "len", "flow", "problem"];
+    for line in text.lines() {
+        assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+        let mut at = 0;
+        for key in keys {
+            let found = line[at..].find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("no {key} in {line}"));
+            at += found;
+        }
+    }
+    let syn = text.lines().next().unwrap();
+    assert_eq!(
+        syn,
+        "{\"ts\":1795344496.850097,\"src\":\"127.0.0.1\",\"dst\":\"127.0.0.1\",\"proto\":\"tcp\",\"sport\":40000,\
+         \"dport\":7,\"flags\":\"S\",\"seq\":4287929703,\"ack\":null,\"win\":65495,\"len\":0,\"flow\":1,\"problem\":null}"
+    );
+    let mixed = inspect_ok(&["--json"], "formats/mixed.pcapng");
+    let lines: Vec<&str> = mixed.lines().collect();
+    assert!(lines[0].contains("\"proto\":\"arp\"") && lines[0].contains("\"sport\":null"), "{}", lines[0]);
+    assert!(lines[7].contains("\"proto\":\"unknown\"") && lines[7].contains("\"src\":null"), "{}", lines[7]);
+    assert!(lines[7].contains("\"problem\":\"link type 147 not supported (16 bytes)\""), "{}", lines[7]);
+}
+
+#[test]
+fn standard_input() {
+    let mut child = Command::new(BIN)
+        .args(["inspect", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(fixture("trace/lo4.pcap")).unwrap();
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_same_lines(&stdout(&out), &inspect_ok(&[], "trace/lo4.pcap"), "stdin");
+}
+
+/// Limits the child's address space, so that an allocation of the size a lying length
+/// claims (4 GiB) would fail and abort it rather than succeed.
+fn with_memory_limit(command: &mut Command, bytes: u64) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+    // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        })
+    }
+}
+
+#[test]
+fn broken_files_are_refused_cleanly() {
+    let lo4: Vec<String> =
+        std::fs::read_to_string(fixture("trace/lo4.tcpdump.txt")).unwrap().lines().map(String::from).collect();
+    // (file, records printed before the damage, what the error says)
+    let cases: [(&str, usize, &str); 10] = [
+        ("empty.pcap", 0, "empty file"),
+        ("truncated-header.pcap", 0, "file cut short: the pcap file header has 10 of its 24 bytes"),
+        ("truncated-record.pcap", 17, "file cut short: record 18 (at byte 1437) has 88 of its 98 captured bytes"),
+        ("wrong-magic.pcap", 0, "not a pcap or pcapng file (it starts with ef be ad de)"),
+        ("garbage.pcap", 0, "not a pcap or pcapng file"),
+        ("absurd-record.pcap", 1, "record 2 (at byte 114) claims 4294967280 captured bytes"),
+        ("absurd-snaplen.pcap", 0, "snapshot length 4294967295 is absurd"),
+        ("bad-block-length.pcapng", 2, "has length 102, not a multiple of 4"),
+        ("huge-block.pcapng", 2, "claims 2147483632 bytes"),
+        (
+            "truncated.pcapng",
+            17,
+            "file cut short: pcapng block 20 (enhanced packet, at byte 1848) has 20 of its 132 bytes",
+        ),
+    ];
+    for (name, printed, message) in cases {
+        let path = fixture("broken").join(name);
+        for args in [&[][..], &["--json"][..], &["--flows"][..], &["--handshakes"][..]] {
+            let started = Instant::now();
+            let out =
+                with_memory_limit(Command::new(BIN).arg("inspect").args(args).arg(&path), 512 << 20).output().unwrap();
+            let took = started.elapsed();
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");
+            assert!(!err.contains("panicked"), "{name}: {err}");
+            assert_eq!(err.lines().count(), 1, "{name}: one line: {err}");
+            let prefix = format!("ustack: inspect {}: ", path.display());
+            assert!(err.starts_with(&prefix) && err.contains(message), "{name}: {err}");
+            assert!(took < Duration::from_secs(5), "{name} took {took:?}");
+            if args.is_empty() {
+                let text = stdout(&out);
+                let lines: Vec<&str> = text.lines().collect();
+                assert_eq!(lines, lo4[..printed].iter().map(String::as_str).collect::<Vec<_>>(), "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn missing_file_and_directory_are_bad_input() {
+    let out = inspect(&[], Path::new("/nonexistent/capture.pcap"));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out), "ustack: inspect /nonexistent/capture.pcap: No such file or directory (os error 2)\n");
+    let out = inspect(&[], &fixture("broken"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("Is a directory"), "{}", stderr(&out));
+    // Usage errors are clap's, also exit 2.
+    let out = inspect(&["--json", "--flows"], &fixture("trace/lo4.pcap"));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+/// A raw-IP pcap of `n` small TCP segments, for output larger than a pipe holds.
+fn many_packets(n: u32) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("inspect-many-{}.pcap", std::process::id()));
+    let mut file = Vec::new();
+    for word in [0xA1B2_C3D4u32, 0x0004_0002, 0, 0, 65535, 101] {
+        file.extend(word.to_le_bytes());
+    }
+    for i in 0..n {
+        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        ip.extend([0x9c, 0x40, 0, 7]);
+        ip.extend(i.to_be_bytes());
+        ip.extend(0u32.to_be_bytes());
+        ip.extend([0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        for word in [i, 0, 40, 40] {
+            file.extend(word.to_le_bytes());
+        }
+        file.extend(ip);
+    }
+    std::fs::write(&path, file).unwrap();
+    path
+}
+
+#[test]
+fn a_closed_standard_output_ends_quietly() {
+    let path = many_packets(20_000);
+    let mut child =
+        Command::new(BIN).arg("inspect").arg(&path).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.contains("IP 10.0.0.1.40000 > 10.0.0.2.7: Flags [.]"), "{first}");
+    // The reader is dropped: like `| head -1`.
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
+    assert_eq!(stderr(&out), "");
+}

@@ -1,0 +1,34 @@
+//! ustack's test kit: what the tests of every crate in the workspace share, and what the
+//! bench, the demo and the replay build on.
+//!
+//! - [`pair`](mod@pair): two stacks joined by the in-memory wire (or one alone, the test playing
+//!   the other end); [`sockets`]: socket helpers whose every wait is bounded.
+//! - [`lab`]: a network namespace of its own with a TUN whose kernel side is the peer,
+//!   and a stack on it (root only; nothing touches the host's namespace).
+//! - [`inject`]: a peer played by hand, raw IP packets written onto a wire;
+//!   [`spoof`]: raw packets with any source address, sent through a namespace's kernel.
+//! - [`servers`]: echo and discard, on ustack's sockets or the kernel's.
+//! - [`fixtures`]: the capture files in the repository's `fixtures/`.
+//!
+//! Of the workspace's crates it depends on the library (`ustack`) alone; nothing in the
+//! library depends on it.
+
+pub mod fixtures;
+pub mod inject;
+pub mod lab;
+pub mod pair;
+pub mod servers;
+pub mod sockets;
+pub mod spoof;
+
+pub use fixtures::fixture;
+pub use pair::{A, A6, B, B6, Lone, Pair, config, lone_a, lone_b, pair, pair_with};
+pub use sockets::{
+    WAIT, addr, connection, domain_of, err, eventually, listener, pattern, recv_exact, sock, tcp, udp, wait_for,
+};
+
+/// Logs to the test harness's captured output (`RUST_LOG` chooses what), once per test
+/// binary; later calls do nothing.
+pub fn init_test_logging() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
