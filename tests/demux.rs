@@ -3,7 +3,7 @@
 
 use etherparse::{Icmpv4Type, SlicedPacket, TransportSlice};
 use ustack::engine::demux::Queue;
-use ustack::engine::{Decision, DemuxEvent, Owner, Side};
+use ustack::engine::{Closer, Decision, DemuxEvent, Owner};
 use ustack::{Errno, Events, Stack, StackConfig};
 use ustack_testkit::inject::{frames_before_ping_reply, inject, inject_udp, next_segment, tcp_flags};
 use ustack_testkit::*;
@@ -226,8 +226,8 @@ fn each_connection_keeps_its_timeline_rtt_and_who_closed_first() {
     assert_eq!(&states(&client)[..2], ["SYN-SENT", "ESTABLISHED"]);
     assert!(server.timeline.windows(2).all(|w| w[0].0 <= w[1].0), "times never go backwards");
     assert!(server.handshake_rtt_ms.is_some() && client.handshake_rtt_ms.is_some());
-    assert_eq!(server.closed_first, Some(Side::Remote));
-    eventually("the client's FIN acknowledged", || c.connection_info().unwrap().closed_first == Some(Side::Local));
+    assert_eq!(server.closed_first, Some(Closer::Remote));
+    eventually("the client's FIN acknowledged", || c.connection_info().unwrap().closed_first == Some(Closer::Local));
     assert_eq!(server.tuple.remote, c.local_addr().unwrap());
 }
 

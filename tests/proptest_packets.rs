@@ -20,7 +20,6 @@ use ustack::engine::demux::HISTORY;
 use ustack::packet::{
     ExtHeader, IpVersion, JsonFormatter, Summary, TcpFlags, TcpOption, TcpdumpFormatter, Transport, decode,
 };
-use ustack::engine::demux::HISTORY;
 use ustack_testkit::inject::{frames_before_ping_reply, inject, inject_ping, is_echo_reply, tcp_flags};
 use ustack_testkit::{B, addr, domain_of, lone_b, tcp, udp};
 

@@ -20,7 +20,7 @@ pub mod wire;
 pub use fault::{Corruption, FaultConfig, FaultCounters, FaultInjector, FaultStats, Faults};
 pub use pcap::{PcapRecorder, PcapWriter};
 pub use trace::Tracer;
-pub use tun::{TunConfig, TunDevice};
+pub use tun::{TunConfig, TunDevice, tun_support};
 pub use wire::{Wire, WireEnd};
 
 /// A received frame the device owns outright (taken from a queue, or copied because a

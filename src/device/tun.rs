@@ -437,3 +437,23 @@ fn is_transient_tx_error(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
         || matches!(Errno::from_raw(e.raw_os_error().unwrap_or(0)), Errno::ENOBUFS | Errno::ENOMEM | Errno::EINVAL)
 }
+
+/// Why this process cannot create TUN devices in a new network namespace, or `Ok`.
+///
+/// Rather than guessing from the uid, it tries: creates a [`NetNs`](crate::sys::NetNs) and opens (then closes)
+/// a TUN device inside it. The answer is computed once per process.
+pub fn tun_support() -> Result<(), String> {
+    static SUPPORT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    SUPPORT.get_or_init(probe_tun_support).clone()
+}
+
+fn probe_tun_support() -> Result<(), String> {
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Err("/dev/net/tun does not exist (load the tun module, or give the container the device)".into());
+    }
+    let ns = crate::sys::NetNs::new().map_err(|e| e.to_string())?;
+    let config = TunConfig { name: "ustackprobe0".into(), peer_addrs: Vec::new(), mtu: None };
+    ns.run(|| TunDevice::open(&config).map(drop))
+        .map_err(|e| format!("cannot enter a network namespace: {e}"))?
+        .map_err(|e| format!("cannot open a TUN device in a network namespace: {e}"))
+}

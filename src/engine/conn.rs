@@ -36,7 +36,7 @@ impl Owner {
 
 /// Which end did something first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub enum Closer {
     /// This stack (ustack).
     Local,
     /// The peer.
@@ -45,12 +45,12 @@ pub enum Side {
     Both,
 }
 
-impl std::fmt::Display for Side {
+impl std::fmt::Display for Closer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Side::Local => "local",
-            Side::Remote => "remote",
-            Side::Both => "both",
+            Closer::Local => "local",
+            Closer::Remote => "remote",
+            Closer::Both => "both",
         })
     }
 }
@@ -70,7 +70,7 @@ pub struct Conn {
     /// SYN-ACK arrived), SYN-ACK sent → ESTABLISHED for a passive one (its ACK arrived).
     pub handshake_rtt: Option<Duration>,
     /// Which side sent the first FIN.
-    pub closed_first: Option<Side>,
+    pub closed_first: Option<Closer>,
     /// An error the next send/recv reports once (Linux's `sk_err`): ECONNRESET or
     /// ECONNREFUSED after a RST, ETIMEDOUT after a timeout.
     pub pending_error: Option<Errno>,
@@ -90,7 +90,7 @@ pub struct Conn {
     /// The last segment ustack sent, in the wire's numbering: where its sequence space
     /// ended, what it acknowledged (RCV.NXT as the peer knows it), and its window field.
     /// RFC 5961's checks of incoming RSTs measure against it.
-    pub sent: Option<Sent>,
+    pub sent: Option<LastSent>,
     /// When the last challenge ACK went out (RFC 5961 §7: at most one a second).
     pub challenged_at: Option<Instant>,
     /// Where ustack's FIN ends in the wire's numbering (its sequence number + 1), once one
@@ -106,7 +106,7 @@ pub struct Conn {
 
 /// See [`Conn::sent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sent {
+pub struct LastSent {
     pub seq_end: u32,
     pub ack: u32,
     pub window: u16,
@@ -176,9 +176,9 @@ impl Conn {
                 self.handshake_rtt = Some(rtt);
                 log::info!(target: "ustack::handshake", "{} handshake complete, RTT {:.3}ms", self.tuple, millis(rtt));
             }
-            (State::Established, State::FinWait1) => self.closed_first = self.closed_first.or(Some(Side::Local)),
-            (State::Established, State::CloseWait) => self.closed_first = self.closed_first.or(Some(Side::Remote)),
-            (State::FinWait1, State::Closing) => self.closed_first = Some(Side::Both),
+            (State::Established, State::FinWait1) => self.closed_first = self.closed_first.or(Some(Closer::Local)),
+            (State::Established, State::CloseWait) => self.closed_first = self.closed_first.or(Some(Closer::Remote)),
+            (State::FinWait1, State::Closing) => self.closed_first = Some(Closer::Both),
             _ => {}
         }
         if state == State::Closed {
@@ -219,7 +219,7 @@ mod tests {
         c.advance(State::Established, Instant::from_millis(4));
         assert_eq!(c.handshake_rtt, Some(Duration::from_millis(3)));
         c.advance(State::CloseWait, Instant::from_millis(10));
-        assert_eq!(c.closed_first, Some(Side::Remote));
+        assert_eq!(c.closed_first, Some(Closer::Remote));
         let states: Vec<_> = c.timeline_ms().into_iter().map(|(_, s)| s).collect();
         assert_eq!(states, ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT"]);
     }
@@ -230,7 +230,7 @@ mod tests {
         c.advance(State::CloseWait, Instant::from_millis(2));
         let states: Vec<_> = c.timeline_ms().into_iter().map(|(_, s)| s).collect();
         assert_eq!(states, ["SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT"]);
-        assert_eq!(c.closed_first, Some(Side::Remote));
+        assert_eq!(c.closed_first, Some(Closer::Remote));
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub fn syn_ack(tuple: &TcpTuple, client_isn: u32, cookie: u32, mss: u16) -> Vec<
 }
 
 /// A bare ACK from ustack's side: RFC 5961's challenge ACK, repeating what ustack last sent.
-pub fn ack(tuple: &TcpTuple, sent: &super::conn::Sent) -> Vec<u8> {
+pub fn ack(tuple: &TcpTuple, sent: &super::conn::LastSent) -> Vec<u8> {
     let mut tcp = repr((tuple.local.port(), tuple.remote.port()), TcpControl::None, sent.seq_end, Some(sent.ack), 0);
     tcp.max_seg_size = None;
     tcp.window_len = sent.window;

@@ -114,7 +114,7 @@ pub enum Decision {
 
 /// The protocol and endpoints of a packet, as the demux saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Flow {
+pub struct PacketEnds {
     /// "tcp", "udp", "icmp", "icmpv6", or "ip".
     pub proto: &'static str,
     /// The packet's destination (ustack's side) and source (the peer's side); the port is
@@ -123,7 +123,7 @@ pub struct Flow {
     pub remote: SocketAddr,
 }
 
-impl fmt::Display for Flow {
+impl fmt::Display for PacketEnds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if matches!(self.proto, "tcp" | "udp") {
             write!(f, "{} {} <- {}", self.proto, self.local, self.remote)
@@ -139,7 +139,7 @@ pub struct DemuxEvent {
     /// Milliseconds since the stack started.
     pub at_ms: u64,
     /// None when the packet could not be parsed at all.
-    pub flow: Option<Flow>,
+    pub flow: Option<PacketEnds>,
     pub decision: Decision,
 }
 
@@ -337,28 +337,28 @@ impl DemuxLog {
 /// RFC 5961's checks read of it. smoltcp parses it again (it takes bytes), nothing else does.
 enum Parsed {
     Tcp {
-        flow: Flow,
+        flow: PacketEnds,
         seg: TcpSegment,
     },
     /// `unchecked`: UDP over IPv6 with a checksum of zero, which RFC 8200 forbids.
     /// `payload`: the datagram's length.
     Udp {
-        flow: Flow,
+        flow: PacketEnds,
         unchecked: bool,
         payload: usize,
     },
     Icmp {
-        flow: Flow,
+        flow: PacketEnds,
         echo_request: bool,
         neighbour: bool,
     },
     Other {
-        flow: Flow,
+        flow: PacketEnds,
     },
 }
 
 impl Parsed {
-    fn flow(&self) -> Flow {
+    fn flow(&self) -> PacketEnds {
         match self {
             Parsed::Tcp { flow, .. }
             | Parsed::Udp { flow, .. }
@@ -415,8 +415,11 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
             (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()), ip.next_header(), frame.get(40..end)?)
         }
     };
-    let flow =
-        |proto, sport, dport| Flow { proto, local: SocketAddr::new(dst, dport), remote: SocketAddr::new(src, sport) };
+    let flow = |proto, sport, dport| PacketEnds {
+        proto,
+        local: SocketAddr::new(dst, dport),
+        remote: SocketAddr::new(src, sport),
+    };
     Some(match protocol {
         IpProtocol::Tcp => match TcpPacket::new_checked(payload) {
             Ok(tcp) => {
@@ -739,7 +742,8 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             conn.challenged_at = Some(now);
             // Built in smoltcp's numbering, like everything that goes out: the transmit
             // path shifts it to the wire's.
-            let unshifted = super::conn::Sent { seq_end: sent.seq_end.wrapping_add(conn.shift.unwrap_or(0)), ..sent };
+            let unshifted =
+                super::conn::LastSent { seq_end: sent.seq_end.wrapping_add(conn.shift.unwrap_or(0)), ..sent };
             (Decision::ChallengeAck { handle }, Reply(super::cookie::ack(&conn.tuple, &unshifted)))
         }
         Verdict::AckDropped { listener } => {

@@ -13,7 +13,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{IpVersion, Ipv4Packet, Ipv6Packet};
 
 use super::HashMap;
-use super::conn::Sent;
+use super::conn::LastSent;
 use super::isn::Secret;
 use super::{Conn, TcpTuple, rewrite};
 
@@ -131,7 +131,7 @@ impl SeqNumbers<'_> {
             rewrite::outgoing(packet, offset, shift);
         }
         if let (seq_end, Some(ack), window) = rewrite::position(packet, offset) {
-            conn.sent = Some(Sent { seq_end, ack, window });
+            conn.sent = Some(LastSent { seq_end, ack, window });
             if conn.sent_max.is_none_or(|max| rewrite::seq_after(seq_end, max)) {
                 conn.sent_max = Some(seq_end);
             }

@@ -44,8 +44,8 @@ mod rewrite;
 mod table;
 mod teardown;
 
-pub use conn::{Conn, Owner, Side};
-pub use demux::{Decision, DemuxCounters, DemuxEvent, DemuxLog, Disposition, Flow, TcpTuple};
+pub use conn::{Closer, Conn, Owner};
+pub use demux::{Decision, DemuxCounters, DemuxEvent, DemuxLog, Disposition, PacketEnds, TcpTuple};
 use egress::Egress;
 pub use egress::Outbox;
 use one_frame::OneFrame;

@@ -202,7 +202,7 @@ pub struct ConnectionInfo {
     /// The handshake's round trip, in milliseconds (see [`Conn::handshake_rtt`](super::Conn)).
     pub handshake_rtt_ms: Option<f64>,
     /// Who sent the first FIN, if anyone has.
-    pub closed_first: Option<super::Side>,
+    pub closed_first: Option<super::Closer>,
 }
 
 impl Conn {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::packet::{FlowKey, Summary, TcpFlags, Transport};
 
-use super::ladder::{Ladder, Step};
+use super::ladder::{Ladder, LadderStep};
 
 /// Flows a table holds by default; packets of flows beyond it are only counted.
 pub const DEFAULT_CAPACITY: usize = 16384;
@@ -268,7 +268,7 @@ impl TcpConnection {
             self.rst.get_or_insert((from, at));
         }
         if let Some(ladder) = &mut self.ladder {
-            ladder.push(Step { at, from, flags, seq, ack: has_ack.then_some(ack), len });
+            ladder.push(LadderStep { at, from, flags, seq, ack: has_ack.then_some(ack), len });
         }
     }
 }

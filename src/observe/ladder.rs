@@ -32,7 +32,7 @@ const MIN_WIDTH: usize = 44;
 
 /// One packet of a connection, numbers as on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Step {
+pub struct LadderStep {
     /// Capture time.
     pub at: Duration,
     /// The sender.
@@ -51,8 +51,8 @@ pub struct Step {
 /// were in between.
 #[derive(Clone, Debug)]
 pub struct Ladder {
-    head: Vec<Step>,
-    tail: VecDeque<Step>,
+    head: Vec<LadderStep>,
+    tail: VecDeque<LadderStep>,
     head_len: usize,
     tail_len: usize,
     total: u64,
@@ -65,7 +65,7 @@ impl Ladder {
     }
 
     /// Adds the connection's next packet.
-    pub fn push(&mut self, step: Step) {
+    pub fn push(&mut self, step: LadderStep) {
         self.total += 1;
         if self.head.len() < self.head_len {
             self.head.push(step);
@@ -78,12 +78,12 @@ impl Ladder {
     }
 
     /// The first packets.
-    pub fn head(&self) -> &[Step] {
+    pub fn head(&self) -> &[LadderStep] {
         &self.head
     }
 
     /// The last packets (after the head).
-    pub fn tail(&self) -> impl Iterator<Item = &Step> {
+    pub fn tail(&self) -> impl Iterator<Item = &LadderStep> {
         self.tail.iter()
     }
 
@@ -108,7 +108,7 @@ fn ms(at: Duration, origin: Duration) -> String {
 
 /// A step's label: `[S.] seq 0 ack 1 len 0`, numbers relative to each side's base
 /// unless `absolute`.
-fn label(step: &Step, tcp: &TcpConnection, absolute: bool) -> String {
+fn label(step: &LadderStep, tcp: &TcpConnection, absolute: bool) -> String {
     let rel = |n: u32, side: Side| if absolute { n } else { n.wrapping_sub(tcp.base(side).unwrap_or(0)) };
     let mut s = format!("[{}] seq {}", step.flags, rel(step.seq, step.from));
     if let Some(ack) = step.ack {
@@ -144,7 +144,7 @@ pub fn draw(flow: &Flow, number: usize, absolute: bool) -> String {
         None => (flow.first, "ms since first"),
     };
 
-    let steps: Vec<&Step> = ladder.head().iter().chain(ladder.tail()).collect();
+    let steps: Vec<&LadderStep> = ladder.head().iter().chain(ladder.tail()).collect();
     let labels: Vec<String> = steps.iter().map(|s| label(s, tcp, absolute)).collect();
     let widest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     let width = MIN_WIDTH.max(widest + 8).max(client.chars().count() + server.chars().count() + 4);
@@ -254,8 +254,8 @@ mod tests {
     use crate::observe::flows::FlowTable;
     use crate::packet::decode;
 
-    fn step(n: u32) -> Step {
-        Step {
+    fn step(n: u32) -> LadderStep {
+        LadderStep {
             at: Duration::from_millis(n.into()),
             from: Side::Client,
             flags: TcpFlags(TcpFlags::ACK),

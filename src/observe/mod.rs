@@ -14,4 +14,4 @@ pub mod ladder;
 
 pub use capture::{CaptureError, CaptureReader, Format, MAX_BLOCK, MAX_RECORD, Record};
 pub use flows::{Counts, Ending, Flow, FlowTable, Handshake, Side, TcpConnection};
-pub use ladder::{Ladder, Step, draw};
+pub use ladder::{Ladder, LadderStep, draw};

@@ -44,7 +44,7 @@ const PREREAD_BYTES: usize = 1 << 20;
 const WAIT_QUEUES: usize = 1024;
 
 /// What the lock guards: the engine, and what the driver keeps beside it.
-pub struct Locked {
+pub(crate) struct Locked {
     pub engine: Engine,
     /// The clock the engine runs on.
     pub clock: Clock,
@@ -66,7 +66,7 @@ impl Locked {
 }
 
 /// The part of a stack that sockets hold on to.
-pub struct Shared {
+pub(crate) struct Shared {
     locked: Mutex<Locked>,
     /// Signalled after every round of the stack thread, and whenever the API changes
     /// something another API caller may wait for: for waits on many sockets at once
@@ -109,8 +109,15 @@ impl Stack {
     }
 
     /// The state the socket API works on.
-    pub fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Waits until the stack thread has finished the round it is in (if any): whatever it
+    /// was doing with the packets it had read is done. A barrier for tools that drive the
+    /// device from outside (the replay).
+    pub fn barrier(&self) {
+        drop(self.shared.lock());
     }
 
     /// The stack's addresses.

@@ -69,7 +69,7 @@ impl From<ScenarioArg> for Scenario {
 /// one line and exit 1, like any other runtime failure. A measurement that fails still
 /// leaves the table printed, and then exits 1 too.
 pub fn run(args: BenchArgs) -> Result<(), Failure> {
-    if let Err(reason) = ustack::sys::tun_support() {
+    if let Err(reason) = ustack::device::tun_support() {
         return Err(Failure::new(format!(
             "bench needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create network namespaces and TUN devices: {reason}"
         )));

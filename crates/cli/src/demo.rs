@@ -135,7 +135,7 @@ impl World {
         let why = if force_wire {
             "--wire was given".to_string()
         } else {
-            match ustack::sys::tun_support() {
+            match ustack::device::tun_support() {
                 Ok(()) => match World::over_tun(faults.clone(), pcap) {
                     Ok(world) => return Ok(world),
                     Err(e) => format!("TUN devices seemed available, but setting one up failed: {e}"),

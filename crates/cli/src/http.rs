@@ -39,7 +39,7 @@ const LOG_LINE: usize = 200;
 
 /// How one connection went, for `serve`'s log.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct HttpExchange {
     /// The request line as received (escaped and cut for a log), if one arrived.
     pub request: Option<String>,
     /// The status sent; `None` when the client closed before sending a request.
@@ -49,7 +49,7 @@ pub struct Outcome {
 }
 
 /// Serves one HTTP exchange on an accepted connection `conn` of `stack`.
-pub fn serve(conn: &Socket, stack: &Stack) -> Outcome {
+pub fn serve(conn: &Socket, stack: &Stack) -> HttpExchange {
     // Positive, so it cannot fail but on a closed socket, which recv() reports anyway.
     // (read_head sets the read timeout itself.)
     let _ = conn.set_write_timeout(Some(REQUEST_TIMEOUT));
@@ -61,8 +61,8 @@ pub fn serve(conn: &Socket, stack: &Stack) -> Outcome {
                 Err(reject) => (reject, line),
             }
         }
-        Err(HeadError::Closed) => return Outcome { request: None, status: None, error: None },
-        Err(HeadError::Failed(e)) => return Outcome { request: None, status: None, error: Some(e) },
+        Err(HeadError::Closed) => return HttpExchange { request: None, status: None, error: None },
+        Err(HeadError::Failed(e)) => return HttpExchange { request: None, status: None, error: Some(e) },
         Err(HeadError::Incomplete(head)) => {
             (Response::error(400, "the request ended before its header did (no empty line)"), Some(log_line(&head)))
         }
@@ -78,7 +78,7 @@ pub fn serve(conn: &Socket, stack: &Stack) -> Outcome {
         let _ = conn.shutdown(Shutdown::Write);
         linger(conn);
     }
-    Outcome { request, status, error }
+    HttpExchange { request, status, error }
 }
 
 /// Why no request head could be read. The bytes read so far come along for the log.

@@ -292,7 +292,7 @@ fn demo_tours_handshake_echo_udp_refusal_and_close() {
     let out = ustack(&["demo"]);
     assert!(started.elapsed() < DEADLINE);
     assert_tour(&out);
-    if ustack::sys::tun_support().is_ok() {
+    if ustack::device::tun_support().is_ok() {
         assert!(out.stdout.contains("Mode: the Linux kernel and ustack, over a TUN device"), "{}", out.stdout);
         // The kernel's RST, seen by ustack's connect().
         assert!(out.stdout.contains("ustack connects to port 9 of the kernel"), "{}", out.stdout);

@@ -75,7 +75,7 @@ impl fmt::Display for Proto {
 
 /// One TCP or UDP conversation.
 #[derive(Clone, Debug)]
-pub struct Flow {
+pub struct ReplayedFlow {
     /// Its number, as `ustack inspect --flows` gives it.
     pub id: u64,
     /// TCP or UDP.
@@ -89,7 +89,7 @@ pub struct Flow {
     pub unreplayable: Option<String>,
 }
 
-impl Flow {
+impl ReplayedFlow {
     /// The address of `side`.
     pub fn addr(&self, side: Side) -> SocketAddr {
         match side {
@@ -99,7 +99,7 @@ impl Flow {
     }
 }
 
-impl fmt::Display for Flow {
+impl fmt::Display for ReplayedFlow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "flow {} ({} {} > {})", self.id, self.proto, self.client, self.server)
     }
@@ -243,10 +243,10 @@ impl Packet {
 #[derive(Debug, Default)]
 pub struct Conversation {
     /// TCP and UDP conversations, in flow-number order.
-    pub flows: Vec<Flow>,
+    pub flows: Vec<ReplayedFlow>,
     /// Their packets, in capture order.
     pub packets: Vec<Packet>,
-    /// Flow numbers of ICMP errors attached to a conversation: (ICMP flow id, index into
+    /// ReplayedFlow numbers of ICMP errors attached to a conversation: (ICMP flow id, index into
     /// `flows`), so `--flow` can point from one to the other.
     pub icmp_flows: Vec<(u64, usize)>,
     /// Records not replayed, counted by what they were ("ARP", "ICMP echo", ...).
@@ -481,7 +481,7 @@ impl Builder {
                 } else {
                     None
                 };
-                self.conv.flows.push(Flow { id, proto, client: src, server: dst, unreplayable });
+                self.conv.flows.push(ReplayedFlow { id, proto, client: src, server: dst, unreplayable });
                 let i = self.conv.flows.len() - 1;
                 number.flow = Some(i);
                 i

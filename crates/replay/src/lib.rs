@@ -52,7 +52,7 @@
 //! differences are still observed and must be the intended ones ([`differences`]).
 //!
 //! A replay stops at the first difference and reports it with both sides' packets side
-//! by side ([`Outcome::render`]); when all match, a one-line summary. When the captured
+//! by side ([`ReplayOutcome::render`]); when all match, a one-line summary. When the captured
 //! server ran an application other than the one ustack runs, the difference comes with
 //! a note saying so: that is a difference, never a pass.
 
@@ -71,7 +71,7 @@ use std::time::Duration;
 
 pub use conversation::{Conversation, LoadError};
 pub use differences::{INTENDED, Intended, Observed};
-pub use report::{Difference, Outcome};
+pub use report::{Difference, ReplayOutcome};
 
 /// Which host of the capture ustack takes the place of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,14 +166,14 @@ impl From<LoadError> for ReplayError {
 }
 
 /// Replays a capture that has been read.
-pub fn replay(conv: &Conversation, options: &Options) -> Result<Outcome, ReplayError> {
+pub fn replay(conv: &Conversation, options: &Options) -> Result<ReplayOutcome, ReplayError> {
     let captured = script::Captured::new(conv)?;
     let engine = engine::Engine::new(conv, &captured, options)?;
     Ok(engine.run())
 }
 
 /// Reads the capture at `path` and replays it.
-pub fn replay_file(path: &Path, options: &Options) -> Result<Outcome, ReplayError> {
+pub fn replay_file(path: &Path, options: &Options) -> Result<ReplayOutcome, ReplayError> {
     let file = File::open(path).map_err(|e| ReplayError::Input(LoadError::Capture(e.into())))?;
     let conv = Conversation::read(std::io::BufReader::new(file))?;
     replay(&conv, options)

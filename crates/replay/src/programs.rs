@@ -22,7 +22,7 @@ use ustack_testkit::servers::{self, Call, Ending, Watch};
 
 use super::App;
 use super::conversation::Proto;
-use super::script::{Action, Step};
+use super::script::{Action, ClientStep};
 
 /// How often a waiting program looks whether the replay has stopped.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -487,7 +487,7 @@ pub struct ClientSpec {
     /// The server's.
     pub remote: SocketAddr,
     /// What to do.
-    pub steps: Vec<Step>,
+    pub steps: Vec<ClientStep>,
 }
 
 /// Starts a client for each spec; each waits for [`Gate::start`] of its conversation.

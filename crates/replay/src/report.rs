@@ -145,7 +145,7 @@ impl fmt::Display for Difference {
 
 /// How a replay went.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct ReplayOutcome {
     /// The first difference, or `None` if ustack did what the captured host did.
     pub difference: Option<Difference>,
     /// One line: what was replayed and how much matched.
@@ -160,7 +160,7 @@ pub struct Outcome {
     pub program_log: Vec<String>,
 }
 
-impl Outcome {
+impl ReplayOutcome {
     /// Whether ustack did what the captured host did.
     pub fn matched(&self) -> bool {
         self.difference.is_none()

@@ -156,7 +156,7 @@ fn drain(sent: &mut Sent, queue: &mut BTreeMap<u64, Vec<u8>>) {
 
 /// A step of the captured client, for ustack's client to repeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Step {
+pub struct ClientStep {
     /// Do it once this much has been received: bytes (TCP) or datagrams (UDP).
     pub after: u64,
     /// ...and, for TCP, once the server's FIN has arrived.
@@ -165,7 +165,7 @@ pub struct Step {
     pub action: Action,
 }
 
-/// What ustack's client does at a [`Step`].
+/// What ustack's client does at a [`ClientStep`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// send() these bytes (TCP) or this datagram (UDP).
@@ -177,16 +177,16 @@ pub enum Action {
 /// The captured client of conversation `flow` as a script: each byte range it sent and
 /// its FIN, each with what it had received from the server before (by the capture's
 /// order), so ustack's client sends the same things at the same points.
-pub fn client_script(conv: &Conversation, captured: &Captured, flow: usize) -> Vec<Step> {
+pub fn client_script(conv: &Conversation, captured: &Captured, flow: usize) -> Vec<ClientStep> {
     let client = captured.sent(flow, Side::Client);
     let server = captured.sent(flow, Side::Server);
-    let mut steps: Vec<Step> = Vec::new();
+    let mut steps: Vec<ClientStep> = Vec::new();
     let mut received = 0u64; // server bytes (TCP) or datagrams (UDP) seen so far
     let mut eof = false;
     let mut scripted = 0u64; // client bytes scripted so far
     let mut datagrams = 0usize;
     let mut fin_scripted = false;
-    let push = |steps: &mut Vec<Step>, after: u64, after_eof: bool, action: Action| {
+    let push = |steps: &mut Vec<ClientStep>, after: u64, after_eof: bool, action: Action| {
         // Consecutive sends at the same point are one send.
         if let (Some(last), Action::Send(more)) = (steps.last_mut(), &action)
             && last.after == after
@@ -197,7 +197,7 @@ pub fn client_script(conv: &Conversation, captured: &Captured, flow: usize) -> V
             bytes.extend_from_slice(more);
             return;
         }
-        steps.push(Step { after, after_eof, action });
+        steps.push(ClientStep { after, after_eof, action });
     };
     for p in conv.packets.iter().filter(|p| p.flow == flow) {
         match (&p.body, p.from) {
@@ -319,8 +319,8 @@ mod tests {
         (conv, captured)
     }
 
-    fn send(after: u64, bytes: &[u8]) -> Step {
-        Step { after, after_eof: false, action: Action::Send(bytes.to_vec()) }
+    fn send(after: u64, bytes: &[u8]) -> ClientStep {
+        ClientStep { after, after_eof: false, action: Action::Send(bytes.to_vec()) }
     }
 
     #[test]
@@ -337,7 +337,7 @@ mod tests {
     fn the_echo_client_waits_for_each_echo() {
         let (conv, captured) = read("echo.pcap");
         let steps = client_script(&conv, &captured, 0);
-        let close = Step { after: 26, after_eof: false, action: Action::ShutdownWrite };
+        let close = ClientStep { after: 26, after_eof: false, action: Action::ShutdownWrite };
         assert_eq!(steps, vec![send(0, b"hello, kernel\n"), send(14, b"second line\n"), close]);
     }
 
@@ -346,14 +346,14 @@ mod tests {
         let (conv, captured) = read("half-close.pcap");
         let steps = client_script(&conv, &captured, 0);
         assert_eq!(steps.len(), 2, "{steps:?}");
-        assert_eq!(steps[1], Step { after: 0, after_eof: false, action: Action::ShutdownWrite });
+        assert_eq!(steps[1], ClientStep { after: 0, after_eof: false, action: Action::ShutdownWrite });
     }
 
     #[test]
     fn the_client_of_a_closing_server_closes_after_its_fin() {
         let (conv, captured) = read("server-close.pcap");
         let steps = client_script(&conv, &captured, 0);
-        assert_eq!(steps, vec![Step { after: 54, after_eof: true, action: Action::ShutdownWrite }]);
+        assert_eq!(steps, vec![ClientStep { after: 54, after_eof: true, action: Action::ShutdownWrite }]);
     }
 
     #[test]

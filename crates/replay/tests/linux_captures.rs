@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ustack_replay::{self as replay, App, INTENDED, Options, Outcome, Role, differences};
+use ustack_replay::{self as replay, App, INTENDED, Options, ReplayOutcome, Role, differences};
 
 use ustack_testkit::fixture;
 
@@ -153,7 +153,7 @@ const CASES: &[Case] = &[
 
 /// A case's outcome and how long it took.
 struct Ran {
-    outcome: Result<Outcome, String>,
+    outcome: Result<ReplayOutcome, String>,
     took: Duration,
 }
 

@@ -10,12 +10,12 @@ use crate::script::preview;
 use ustack::observe::Side;
 use ustack::packet::TcpFlags;
 
-use super::{Engine, Step, extent_words, secs};
+use super::{ClientStep, Engine, extent_words, secs};
 
 impl<'a> Engine<'a> {
     /// Waits until ustack has done what the capture shows its host had done by now (at the
     /// end: everything). Data is only waited for when the next packet acknowledges it.
-    pub(super) fn settle(&mut self, end: bool) -> Step<()> {
+    pub(super) fn settle(&mut self, end: bool) -> ClientStep<()> {
         let mut last_progress = Instant::now();
         let mut last = self.progress_mark();
         loop {
@@ -130,7 +130,7 @@ impl<'a> Engine<'a> {
 
     /// At the end: what ustack's programs read is what the peer sent (the byte stream
     /// towards ustack).
-    pub(super) fn check_reads(&self) -> Step<()> {
+    pub(super) fn check_reads(&self) -> ClientStep<()> {
         for &f in &self.selected {
             let flow = &self.conv.flows[f];
             let key = (flow.proto, flow.addr(self.local), flow.addr(self.peer()));
@@ -202,7 +202,7 @@ impl<'a> Engine<'a> {
 
     /// After a peer packet: ustack must not have done what the captured host only did
     /// later (answered a SYN it dropped; reset a connection).
-    pub(super) fn check_ahead(&mut self, current: Option<usize>, next_peer: Option<usize>) -> Step<()> {
+    pub(super) fn check_ahead(&mut self, current: Option<usize>, next_peer: Option<usize>) -> ClientStep<()> {
         self.pump()?;
         if self.suspect.is_empty() {
             return Ok(());

@@ -34,7 +34,7 @@ use super::conversation::{Body, Conversation, Packet, Proto};
 use super::differences::Observed;
 use super::packets;
 use super::programs::{Gate, Log, Programs, Reads};
-use super::report::{Difference, Outcome, Trace};
+use super::report::{Difference, ReplayOutcome, Trace};
 use super::script::{self, Captured, Sent};
 use super::{Options, Role};
 
@@ -183,11 +183,11 @@ pub(crate) struct Engine<'a> {
     deadline: Instant,
 }
 
-type Step<T> = Result<T, Difference>;
+type ClientStep<T> = Result<T, Difference>;
 
 impl<'a> Engine<'a> {
     /// Runs the replay to its end or its first difference.
-    pub(crate) fn run(mut self) -> Outcome {
+    pub(crate) fn run(mut self) -> ReplayOutcome {
         let result = self.walk();
         let difference = result.err().or(self.failure.take());
         if let Some(programs) = self.programs.take() {
@@ -204,7 +204,7 @@ impl<'a> Engine<'a> {
         }
         self.observed.sort();
         self.observed.dedup();
-        Outcome {
+        ReplayOutcome {
             summary: self.summary(),
             difference,
             hint,
@@ -239,7 +239,7 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn walk(&mut self) -> Step<()> {
+    fn walk(&mut self) -> ClientStep<()> {
         let conv: &'a Conversation = self.conv;
         let order: Vec<usize> = (0..conv.packets.len()).filter(|&i| self.is_selected[conv.packets[i].flow]).collect();
         for (k, &i) in order.iter().enumerate() {
@@ -273,7 +273,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Takes in a captured packet of the host ustack plays: what ustack should have done.
-    fn show(&mut self, i: usize) -> Step<()> {
+    fn show(&mut self, i: usize) -> ClientStep<()> {
         let conv: &'a Conversation = self.conv;
         let p = &conv.packets[i];
         let f = p.flow;
@@ -306,7 +306,7 @@ impl<'a> Engine<'a> {
     /// Waits until ustack has sent `need` of its sequence space (see [`Sent::extent_of`]);
     /// meanwhile acknowledges what it did send, so a send buffer smaller than Linux's
     /// does not stop it short of what the captured peer acknowledged.
-    fn wait_for_extent(&mut self, f: usize, need: u64) -> Step<()> {
+    fn wait_for_extent(&mut self, f: usize, need: u64) -> ClientStep<()> {
         let mut last_progress = Instant::now();
         let mut last = self.progress_mark();
         loop {
@@ -346,7 +346,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Waits until ustack's receive window reaches `end` (an extent into the peer's space).
-    fn wait_for_window(&mut self, f: usize, end: u64) -> Step<()> {
+    fn wait_for_window(&mut self, f: usize, end: u64) -> ClientStep<()> {
         let mut last_progress = Instant::now();
         let mut last = self.progress_mark();
         loop {
@@ -379,7 +379,7 @@ impl<'a> Engine<'a> {
     /// is in hand afterwards. The stack answers a ping while taking frames in and sends
     /// TCP's answers (SYN-ACK, ACK) at the end of that round, so after the echo reply
     /// the replayer takes the stack's lock once: the round is then over, its packets sent.
-    fn barrier(&mut self, f: usize) -> Step<()> {
+    fn barrier(&mut self, f: usize) -> ClientStep<()> {
         let flow = &self.conv.flows[f];
         let (from, to) = (flow.addr(self.peer()).ip(), flow.addr(self.local).ip());
         self.ping_seq = self.ping_seq.wrapping_add(1);
@@ -395,7 +395,7 @@ impl<'a> Engine<'a> {
             self.pump_wait(Duration::from_millis(20))?;
         }
         if let Some(stack) = &self.stack {
-            drop(stack.shared().lock());
+            stack.barrier();
         }
         self.pump()
     }

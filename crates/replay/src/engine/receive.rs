@@ -14,11 +14,11 @@ use ustack::device::Link;
 use ustack::packet::{TcpFlags, TcpOption};
 
 use super::lines::{describe, option_kinds};
-use super::{Engine, KEPT_DATAGRAMS, PING_ID, Step, extent_words};
+use super::{ClientStep, Engine, KEPT_DATAGRAMS, PING_ID, extent_words};
 
 impl<'a> Engine<'a> {
     /// Takes every frame ustack has sent so far; fails at the first difference in them.
-    pub(super) fn pump(&mut self) -> Step<()> {
+    pub(super) fn pump(&mut self) -> ClientStep<()> {
         while let Some(frame) = self.wire.recv_raw() {
             self.on_frame(&frame);
             if let Some(d) = self.failure.take() {
@@ -34,7 +34,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Waits up to `timeout` for a frame from ustack, then takes what arrived.
-    pub(super) fn pump_wait(&mut self, timeout: Duration) -> Step<()> {
+    pub(super) fn pump_wait(&mut self, timeout: Duration) -> ClientStep<()> {
         self.pump()?;
         let millis = timeout.as_millis().clamp(1, 1000) as u16;
         let mut fds = [PollFd::new(self.wire.wait_fd(), PollFlags::POLLIN)];

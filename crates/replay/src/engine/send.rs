@@ -12,10 +12,10 @@ use crate::packets::{self, TcpSpec};
 use crate::script::preview;
 use ustack::packet::{TcpFlags, TcpOption};
 
-use super::{Engine, KEPT_DATAGRAMS, Step};
+use super::{ClientStep, Engine, KEPT_DATAGRAMS};
 
 impl<'a> Engine<'a> {
-    pub(super) fn send_peer(&mut self, i: usize) -> Step<()> {
+    pub(super) fn send_peer(&mut self, i: usize) -> ClientStep<()> {
         let conv: &'a Conversation = self.conv;
         let p = &conv.packets[i];
         match &p.body {
@@ -58,7 +58,7 @@ impl<'a> Engine<'a> {
     }
 
     /// ustack's `n`-th datagram of flow `f`, waited for.
-    pub(super) fn wait_frame(&mut self, f: usize, n: usize) -> Step<Option<Vec<u8>>> {
+    pub(super) fn wait_frame(&mut self, f: usize, n: usize) -> ClientStep<Option<Vec<u8>>> {
         let since = Instant::now();
         loop {
             self.pump()?;
@@ -76,7 +76,7 @@ impl<'a> Engine<'a> {
         }
     }
 
-    pub(super) fn send_segment(&mut self, p: &'a Packet, seg: &'a Segment) -> Step<()> {
+    pub(super) fn send_segment(&mut self, p: &'a Packet, seg: &'a Segment) -> ClientStep<()> {
         let f = p.flow;
         let from = p.from;
         let conv: &'a Conversation = self.conv;
