@@ -225,6 +225,48 @@ pub struct DemuxCounters {
     pub other: u64,
 }
 
+impl DemuxCounters {
+    /// Every decision made, of all kinds: one per frame classified. A watcher that
+    /// remembers this number knows how many of [`Engine::demux_events`](super::Engine::demux_events)
+    /// are new since it last looked, even once older ones have been forgotten.
+    pub fn decisions(&self) -> u64 {
+        // Exhaustive, so that a new counter cannot be left out.
+        let DemuxCounters {
+            connection,
+            admitted,
+            overflow_dropped,
+            overflow_reset,
+            ack_dropped,
+            cookies_sent,
+            cookies_accepted,
+            challenge_acks,
+            rst_ignored,
+            fin_duplicate_acks,
+            tcp_no_socket,
+            udp,
+            udp_dropped: _, // also counted in `udp`
+            udp_no_socket,
+            ping,
+            other,
+        } = *self;
+        connection
+            + admitted
+            + overflow_dropped
+            + overflow_reset
+            + ack_dropped
+            + cookies_sent
+            + cookies_accepted
+            + challenge_acks
+            + rst_ignored
+            + fin_duplicate_acks
+            + tcp_no_socket
+            + udp
+            + udp_no_socket
+            + ping
+            + other
+    }
+}
+
 /// Decisions the stack remembers, newest last; older ones are forgotten.
 pub const HISTORY: usize = 1024;
 
@@ -969,5 +1011,17 @@ mod tests {
         assert!(limit.allow(3, 5_999), "other kinds have their own budget");
         assert!(limit.allow(5, 6_000), "a new second starts afresh");
         assert_eq!(limit.suppressed, [0; LIMITED.len()]);
+    }
+
+    #[test]
+    fn every_decision_is_counted_once_also_past_the_history() {
+        let mut log = DemuxLog::default();
+        let kinds = [Decision::Udp { socket: 3 }, Decision::UdpNoSocket, Decision::Ping, Decision::Other("x")];
+        for i in 0..HISTORY + 10 {
+            log.record(DemuxEvent { at_ms: 0, flow: None, decision: kinds[i % kinds.len()] });
+        }
+        log.counters.udp_dropped += 1; // a dropped datagram is one of the `udp` decisions
+        assert_eq!(log.counters.decisions(), (HISTORY + 10) as u64);
+        assert_eq!(log.recent.len(), HISTORY);
     }
 }

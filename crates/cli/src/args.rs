@@ -109,26 +109,31 @@ impl NetArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct TapArgs {
     /// Print every packet the stack receives (`in`) and sends (`out`), one `tcpdump -nn`
-    /// line each, among the logs (log target ustack::trace).
+    /// line each, among the logs (log target ustack::trace). The demo in the simulator:
+    /// every packet on its link, with the stack that sent it.
     #[arg(long)]
     pub trace: bool,
 
     /// Record every packet the stack receives and sends to FILE, a pcap file (LINKTYPE_RAW,
-    /// raw IP) that `tcpdump -nn -r FILE` and Wireshark read, also while ustack runs.
+    /// raw IP) that `tcpdump -nn -r FILE` and Wireshark read, also while ustack runs. The
+    /// demo in the simulator: every packet on its link, at virtual times.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
-    /// Lose PCT percent of the packets, each way (fault injection, to watch TCP recover).
+    /// Lose PCT percent of the packets, each way (fault injection, to watch TCP recover);
+    /// in the demo's simulator, on its link.
     #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = parse_percent)]
     pub drop_chance: f64,
 
     /// Change one byte of PCT percent of the packets, each way; the checksum catches it, so
-    /// the packet is lost to the receiver (fault injection).
+    /// the packet is lost to the receiver (fault injection); in the demo's simulator, on
+    /// its link.
     #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = parse_percent)]
     pub corrupt_chance: f64,
 
     /// The seed of the fault injector's random choices, to replay a run's losses; without
-    /// it one is drawn, and printed when faults are injected.
+    /// it one is drawn, and printed when faults are injected. In the demo's simulator, the
+    /// seed of the whole run (ISNs, ports, losses): 1 unless given.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
 }

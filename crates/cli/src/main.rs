@@ -74,7 +74,10 @@ enum Command {
     /// A narrated tour of TCP and UDP through ustack's socket API (no setup needed).
     ///
     /// Shows a TCP handshake, an echo, a UDP exchange, a refused connection and a close,
-    /// explaining each step, with the socket states and ustack's logs along the way.
+    /// explaining each step, with the socket states and the demux's decisions along the
+    /// way. As root the Linux kernel is the client, over a TUN in a namespace of the demo's
+    /// own; otherwise (or with --sim) a second ustack stack, the two in the simulator on a
+    /// virtual clock, which prints the same bytes on every run.
     Demo(demo::DemoArgs),
     /// Read a capture file (pcap or pcapng, from tcpdump, Wireshark or ustack) as tcpdump
     /// lines, JSON, a flow table or TCP ladder diagrams.
@@ -154,10 +157,8 @@ fn main() -> ExitCode {
             args::init_logging("warn", args.taps.trace);
             connect::run(args)
         }
-        Command::Demo(args) => {
-            demo::init_logging(args.taps.trace);
-            demo::run(args)
-        }
+        // It sets up its logging itself, once it knows where it runs.
+        Command::Demo(args) => demo::run(args),
         Command::Bench(args) => {
             args::init_logging("warn", false);
             bench::run(args)

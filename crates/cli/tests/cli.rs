@@ -227,9 +227,11 @@ fn help_for_every_subcommand() {
         assert!(out.stdout.contains(flag), "connect --help lacks {flag}");
     }
     let out = ustack(&["demo", "--help"]);
-    for flag in ["--trace", "--pcap", "--wire"] {
+    for flag in ["--trace", "--pcap", "--sim", "--seed", "--drop-chance", "--corrupt-chance", "simulator"] {
         assert!(out.stdout.contains(flag), "demo --help lacks {flag}");
     }
+    // The old name still works, but is not offered.
+    assert!(!out.stdout.contains("--wire"), "{}", out.stdout);
 }
 
 #[test]
@@ -259,6 +261,8 @@ fn bad_usage_exits_2_with_one_line() {
         (&["connect"], "<HOST:PORT>"),
         (&["connect", "--wait", "5", "10.7.0.1:7"], "--udp"),
         (&["demo", "--bogus"], "--bogus"),
+        (&["demo", "--seed", "first"], "--seed"),
+        (&["demo", "--sim", "--drop-chance", "101"], "--drop-chance"),
         (&["frobnicate"], "frobnicate"),
     ];
     for (args, mentions) in cases {
@@ -275,14 +279,30 @@ fn bad_usage_exits_2_with_one_line() {
     assert_eq!(out.code(), Some(2), "{out:?}");
 }
 
+/// The tour a user sees, in either mode: five steps in order, each call's outcome, the
+/// handshake's states, ECONNREFUSED for the closed port, end of stream and TIME-WAIT.
 fn assert_tour(out: &Finished) {
     assert_eq!(out.code(), Some(0), "demo failed: {out:?}");
-    let text = out.stdout.to_lowercase();
-    for topic in ["handshake", "echo", "udp", "econnrefused", "close", "recv() = 0", "time-wait", "established"] {
-        assert!(text.contains(topic), "the demo does not mention {topic}:\n{}", out.stdout);
+    let steps = [
+        "\n1. TCP handshake: connect() meets accept()\n",
+        "\n2. Echo: TCP is a byte stream\n",
+        "\n3. UDP: datagrams, boundaries kept\n",
+        "\n4. A refused connection: RST and ECONNREFUSED\n",
+        "\n5. Closing: FIN, and end of stream as recv() == 0\n",
+    ];
+    let at: Vec<Option<usize>> = steps.iter().map(|step| out.stdout.find(step)).collect();
+    assert!(at.iter().all(Option::is_some) && at.is_sorted(), "not the five steps in order:\n{}", out.stdout);
+    for line in [
+        "server: socket(AF_INET, SOCK_STREAM) = #3; bind(10.7.0.2:7); listen(backlog 8). State: LISTEN",
+        "-> 10.7.0.2:7. State: ESTABLISHED",
+        "server: recv() = 0: end of stream, the client's FIN. State: CLOSE-WAIT",
+        "client: recv() = 0: end of stream, the server's FIN",
+        "client: State: TIME-WAIT",
+    ] {
+        assert!(out.stdout.contains(line), "the demo does not show {line:?}:\n{}", out.stdout);
     }
-    // The logs of the handshake appear inline.
-    assert!(out.stdout.contains("· handshake:"), "{}", out.stdout);
+    let refused = out.stdout.lines().find(|l| l.contains("client: connect() failed after "));
+    assert!(refused.is_some_and(|l| l.ends_with(": ECONNREFUSED (Connection refused)")), "{}", out.stdout);
     assert!(out.stdout.contains("SYN-RECEIVED -> ESTABLISHED"), "{}", out.stdout);
 }
 
@@ -294,24 +314,83 @@ fn demo_tours_handshake_echo_udp_refusal_and_close() {
     assert_tour(&out);
     if ustack::device::tun_support().is_ok() {
         assert!(out.stdout.contains("Mode: the Linux kernel and ustack, over a TUN device"), "{}", out.stdout);
+        // ustack's own logs, inline.
+        assert!(out.stdout.contains("· handshake:"), "{}", out.stdout);
         // The kernel's RST, seen by ustack's connect().
         assert!(out.stdout.contains("ustack connects to port 9 of the kernel"), "{}", out.stdout);
     } else {
-        assert!(out.stdout.contains("Mode: two ustack stacks"), "{}", out.stdout);
+        assert!(out.stdout.contains("Mode: two ustack stacks in the simulator"), "{}", out.stdout);
     }
 }
 
+/// Without a TUN (here forced with --sim), the same tour between two ustack engines on
+/// the simulator's virtual clock: the states and demux decisions read from the engines,
+/// the errno of the refused connect(), virtual times only.
 #[test]
-fn demo_over_the_wire_says_why() {
-    let out = ustack(&["demo", "--wire", "--trace"]);
+fn demo_in_the_simulator_shows_states_demux_decisions_and_errnos() {
+    let out = ustack(&["demo", "--sim"]);
     assert_tour(&out);
-    assert!(out.stdout.contains("Mode: two ustack stacks, joined by an in-memory wire"), "{}", out.stdout);
-    assert!(out.stdout.contains("Why: --wire was given"), "{}", out.stdout);
-    assert_traced_inline(&out.stdout);
+    assert_eq!(out.stderr, "", "{out:?}");
+    let stdout = &out.stdout;
+    for line in [
+        "Mode: two ustack stacks in the simulator, on a virtual clock.",
+        "   Why: --sim was given.",
+        "   Seed: 1 (",
+        // The handshake, from both sides, and the listener's demux admitting the SYN.
+        "· client 0.000000 state: tcp 10.7.0.1:",
+        ": SYN-SENT -> ESTABLISHED (handshake RTT 2.000 ms)",
+        ": LISTEN -> SYN-RECEIVED",
+        ": SYN-RECEIVED -> ESTABLISHED",
+        "demux: tcp 10.7.0.2:7 <- 10.7.0.1:",
+        ": SYN to listener #3: admitted, SYN queue 1/8, accept queue 0/9",
+        "client: connect() returned after 2.00 ms: 10.7.0.1:",
+        // UDP: each datagram to the bound socket.
+        ": to UDP socket #5",
+        // The refusal: the server's RST, the client's ECONNREFUSED.
+        ": SYN to a port nobody listens on: answered with RST",
+        "client: connect() failed after 2.00 ms: ECONNREFUSED (Connection refused)",
+        // The close, state by state, to the end of TIME-WAIT.
+        ": ESTABLISHED -> FIN-WAIT-1",
+        ": FIN-WAIT-1 -> FIN-WAIT-2",
+        ": ESTABLISHED -> CLOSE-WAIT",
+        ": CLOSE-WAIT -> LAST-ACK",
+        ": LAST-ACK -> CLOSED",
+        ": FIN-WAIT-2 -> TIME-WAIT",
+        ": TIME-WAIT -> CLOSED",
+        "client: State: FIN-WAIT-2 (its FIN was acknowledged; it waits for the server's)",
+        "server: State: CLOSED (its FIN was acknowledged: the connection is gone)",
+        " s of virtual time: handshake, echo, UDP, ECONNREFUSED and close.",
+    ] {
+        assert!(stdout.contains(line), "the demo does not show {line:?}:\n{stdout}");
+    }
+    // The kernel's part of step 4 needs the kernel.
+    assert!(!stdout.contains("port 9 of the kernel"), "{stdout}");
+    // Without --trace: no packets, and no decisions for a connection's own segments.
+    assert!(!stdout.contains(" IP 10.7.0."), "{stdout}");
+    assert!(!stdout.contains(": to connection #"), "{stdout}");
 }
 
-/// The server stack's packets, inline in the demo as tcpdump lines: the client's SYN
-/// arriving, the server's SYN-ACK leaving, each arriving one followed by its demux line.
+/// The simulator's demo is deterministic: the same seed prints the same bytes, packets
+/// and all; another seed, other ISNs and ports. `--wire`, its old name, still works.
+#[test]
+fn demo_in_the_simulator_prints_the_same_bytes_every_run() {
+    let first = ustack(&["demo", "--sim", "--trace"]);
+    assert_tour(&first);
+    let second = ustack(&["demo", "--sim", "--trace"]);
+    assert_eq!(second.code(), Some(0), "{second:?}");
+    assert!(first.stdout == second.stdout, "two runs differ:\n{}\n----\n{}", first.stdout, second.stdout);
+    let seeded = ustack(&["demo", "--sim", "--trace", "--seed", "1"]);
+    assert!(seeded.stdout == first.stdout, "--seed 1 is not the default:\n{}", seeded.stdout);
+    let other = ustack(&["demo", "--sim", "--trace", "--seed", "2"]);
+    assert_tour(&other);
+    assert!(other.stdout != first.stdout && other.stdout.contains("Seed: 2 ("), "{}", other.stdout);
+    let wire = ustack(&["demo", "--wire", "--trace"]);
+    assert!(wire.stdout == first.stdout, "--wire is not --sim:\n{}", wire.stdout);
+}
+
+/// The server stack's packets, inline in the demo over a TUN as tcpdump lines: the
+/// client's SYN arriving, the server's SYN-ACK leaving, each arriving one followed by its
+/// demux line.
 fn assert_traced_inline(stdout: &str) {
     let syn = stdout.lines().find(|l| l.contains("· in ") && l.contains(".7: Flags [S], seq "));
     let syn_ack =
@@ -321,13 +400,36 @@ fn assert_traced_inline(stdout: &str) {
     assert!(stdout.contains("Flags [F.]") && stdout.contains("Flags [P.]"), "{stdout}");
 }
 
+/// The link's packets, inline in the simulator's demo: each after the name of the stack
+/// that sent it, at its virtual time; returns how many.
+fn assert_traced_in_the_simulator(stdout: &str) -> usize {
+    let packets: Vec<&str> = stdout.lines().filter(|l| l.contains(" IP 10.7.0.")).collect();
+    let syn = "           · client 0.000000 IP 10.7.0.1.";
+    assert!(
+        packets.first().is_some_and(|l| l.starts_with(syn) && l.contains(" > 10.7.0.2.7: Flags [S], seq ")),
+        "{stdout}"
+    );
+    assert!(packets.get(1).is_some_and(|l| l.starts_with("           · server 0.001000 IP 10.7.0.2.7 > ") && l.contains("Flags [S.]")), "{stdout}");
+    for flags in ["Flags [P.]", "Flags [F.]", "Flags [R.]", "UDP, length 5"] {
+        assert!(packets.iter().any(|l| l.contains(flags)), "no {flags}:\n{stdout}");
+    }
+    // With --trace, the decisions for a connection's own segments too.
+    assert!(stdout.contains("· server 0.003000 demux: tcp 10.7.0.2:7 <- 10.7.0.1:"), "{stdout}");
+    assert!(stdout.contains(": to connection #0 (listener #3's queue, SYN-RECEIVED)"), "{stdout}");
+    packets.len()
+}
+
 #[test]
 fn demo_traces_and_records_the_server_side() {
     let dir = scratch("demo");
     let pcap = dir.join("demo.pcap");
     let out = ustack(&["demo", "--trace", "--pcap", pcap.to_str().unwrap()]);
     assert_tour(&out);
-    assert_traced_inline(&out.stdout);
+    if out.stdout.contains("Mode: the Linux kernel") {
+        assert_traced_inline(&out.stdout);
+    } else {
+        assert_traced_in_the_simulator(&out.stdout);
+    }
     assert!(out.stdout.contains(&format!("tcpdump -nn -r {}", pcap.display())), "{}", out.stdout);
     let packets = read_pcap(&pcap);
     assert!(count_tcp(&packets, |f| f.has(TcpFlags::SYN) && !f.has(TcpFlags::ACK)) >= 2, "{packets:?}");
@@ -335,6 +437,50 @@ fn demo_traces_and_records_the_server_side() {
     // UDP and the refused connection's RST are there too: every packet of the server stack.
     assert!(count_tcp(&packets, |f| f.has(TcpFlags::RST)) >= 1, "{packets:?}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// In the simulator, --pcap records what crossed the link, as traced, at virtual times
+/// from the Unix epoch; the same seed writes the same file.
+#[test]
+fn demo_in_the_simulator_records_the_link_at_virtual_times() {
+    let dir = scratch("demo-sim");
+    let (a, b) = (dir.join("a.pcap"), dir.join("b.pcap"));
+    let out = ustack(&["demo", "--sim", "--trace", "--pcap", a.to_str().unwrap()]);
+    assert_tour(&out);
+    let traced = assert_traced_in_the_simulator(&out.stdout);
+    assert!(
+        out.stdout.contains(&format!("simulated link are in {0}: tcpdump -nn -r {0}", a.display())),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(read_pcap(&a).len(), traced, "the pcap holds what was traced");
+    let mut reader = pcap_file::pcap::PcapReader::new(File::open(&a).unwrap()).unwrap();
+    let mut times = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        times.push(packet.unwrap().timestamp);
+    }
+    assert_eq!(times.first(), Some(&Duration::ZERO), "the first packet is at virtual time 0");
+    assert!(times.is_sorted() && times.iter().all(|t| *t < Duration::from_secs(60)), "{times:?}");
+    ustack(&["demo", "--sim", "--trace", "--pcap", b.to_str().unwrap()]);
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "two runs recorded different files");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// --drop-chance and --corrupt-chance act on the simulated link: packets are lost and
+/// damaged, TCP recovers, and the tour still ends.
+#[test]
+fn demo_in_the_simulator_survives_a_lossy_link() {
+    let out = ustack(&["demo", "--sim", "--trace", "--drop-chance", "30", "--corrupt-chance", "10"]);
+    assert_tour(&out);
+    assert!(
+        out.stdout.contains("  [lost]") && out.stdout.contains("Link: 30% of the packets lost, 10% damaged"),
+        "{}",
+        out.stdout
+    );
+    // Everything lost: connect() times out; one line, exit 1, never a panic.
+    let out = ustack(&["demo", "--sim", "--drop-chance", "100"]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert_eq!(out.stderr, "ustack: demo: connect() failed: ETIMEDOUT (Connection timed out)\n");
 }
 
 /// Connects from the kernel inside `ns` to `addr`, retrying while `serve` starts (the
@@ -913,10 +1059,12 @@ fn connect_traces_and_records() {
 
 #[test]
 fn demo_with_a_pcap_file_that_cannot_be_created_fails_at_once() {
-    let out = ustack(&["demo", "--pcap", "/nonexistent/dir/d.pcap"]);
-    assert_eq!(out.code(), Some(1), "{out:?}");
-    assert_eq!(out.stderr, "ustack: --pcap /nonexistent/dir/d.pcap: No such file or directory (os error 2)\n");
-    assert_eq!(out.stdout, "");
+    for sim in [&[][..], &["--sim"]] {
+        let out = ustack(&[&["demo", "--pcap", "/nonexistent/dir/d.pcap"], sim].concat());
+        assert_eq!(out.code(), Some(1), "{out:?}");
+        assert_eq!(out.stderr, "ustack: --pcap /nonexistent/dir/d.pcap: No such file or directory (os error 2)\n");
+        assert_eq!(out.stdout, "");
+    }
 }
 
 #[test]
