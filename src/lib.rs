@@ -38,3 +38,11 @@ pub use engine::{Engine, StackConfig};
 pub use errno::Errno;
 pub use socket::{Domain, Events, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type, UdpSocket, poll};
 pub use stack::Stack;
+
+/// The README's code blocks as doctests, so that its library example compiles and runs
+/// under `cargo test --doc`. Only for doctests: the crate's documentation stays its own.
+/// (Its shell blocks are run by `crates/cli/tests/readme.rs`; rustdoc skips them, and the
+/// README labels its other blocks `text`.)
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
