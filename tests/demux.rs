@@ -355,3 +355,29 @@ fn an_in_window_syn_on_an_established_connection_gets_a_challenge_ack() {
     assert!(matches!(decisions_from(&lone.stack, 40000).last(), Some(Decision::ChallengeAck { .. })));
     assert_eq!(s.tcp_state(), Some(smoltcp::socket::tcp::State::Established));
 }
+
+#[test]
+fn a_damaged_syn_takes_no_place_in_the_syn_queue_and_leaves_no_record() {
+    // smoltcp drops a segment whose checksum is wrong; admitted first, it would leave a
+    // half-open connection that never was in the counters and the connection history.
+    let lone = lone_b();
+    let (l, at) = listener(&lone.stack, B, 4);
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(40000, at.port(), 1000, 65535)
+        .syn()
+        .write(&mut frame, &[])
+        .unwrap();
+    frame[20 + 14] ^= 0x01; // the window field: the TCP checksum no longer matches
+    lone.wire.send_raw(&frame);
+    let answers = frames_before_ping_reply(&lone.wire, 1);
+    assert!(answers.iter().all(|f| tcp_flags(f).is_none()), "no SYN-ACK and no RST");
+    assert_eq!(decisions_from(&lone.stack, 40000), [Decision::Other("SYN with a bad checksum")]);
+    assert_eq!(l.listen_queues(), Some((0, 0, 0)));
+    assert_eq!(lone.stack.demux_table().counters.admitted, 0);
+    let history = lone.stack.shared().lock().engine.connections();
+    assert!(history.is_empty(), "{history:?}");
+    // The client's retransmission, undamaged, is admitted as usual.
+    inject(&lone.wire, 40000, at.port(), 1000, None, true);
+    assert!(next_segment(&lone.wire).syn);
+}

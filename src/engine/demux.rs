@@ -636,6 +636,11 @@ fn decide_tcp(core: &mut Engine, seg: Segment) -> (Decision, Disposition) {
     let Some(listener) = listener else {
         return (Decision::TcpNoSocket { syn: true }, Disposition::Deliver);
     };
+    // smoltcp drops a damaged SYN: admitted, it would leave a half-open connection that
+    // never was (counted, and kept in the connection history with only LISTEN).
+    if seg.info().is_none() {
+        return (Decision::Other("SYN with a bad checksum"), Disposition::Drop);
+    }
     let (reset_on_overflow, syn_cookies) = (core.config.reset_on_overflow, core.config.syn_cookies);
     let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&listener) else {
         return (Decision::TcpNoSocket { syn: true }, Disposition::Deliver);
