@@ -160,6 +160,7 @@ fn listen_and_accept_on_udp_are_eopnotsupp() {
     assert_eq!(err(u.listen(1)), Errno::EOPNOTSUPP);
     assert_eq!(err(u.accept()), Errno::EOPNOTSUPP);
     let fresh = udp(&p.a, Domain::Inet6);
+    assert_eq!(err(fresh.accept()), Errno::EOPNOTSUPP, "unbound");
     assert_eq!(err(fresh.listen(1)), Errno::EOPNOTSUPP);
 }
 
