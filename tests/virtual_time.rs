@@ -288,6 +288,16 @@ fn a_short_connect_timeout_ends_the_attempt_at_that_time_not_at_the_next_syn() {
     assert_eq!(segs.iter().filter(|s| s.syn).count(), 1, "over before the first retransmission: {segs:?}");
 }
 
+#[test]
+fn a_connect_timeout_falling_just_after_a_sweep_is_noticed_at_the_next_one() {
+    // The SYN resent at 1 s makes the engine sweep its connections then; sweeps are at
+    // least SWEEP_INTERVAL (100 ms) apart, so a timeout of 1.05 s is noticed at 1.1 s.
+    let (end, result, _) = unanswered_connect(std::time::Duration::from_millis(1050));
+    assert_eq!(result, Err(Errno::ETIMEDOUT));
+    assert_eq!(end, at(secs(1) + ms(100)));
+    assert_eq!(ustack::engine::SWEEP_INTERVAL, std::time::Duration::from_millis(100));
+}
+
 // ---- Half-open connections and the SYN queue ----
 
 #[test]
