@@ -792,8 +792,9 @@ impl Engine {
 
     /// After a poll's work: looks at the connections the API touched, lets closed UDP
     /// sockets go once drained, and — at most every [`SWEEP_INTERVAL`], when work was done
-    /// since the last time — sweeps every connection for what timers change (TIME-WAIT
-    /// ending, retransmissions giving up, connect and half-open timeouts).
+    /// since the last time or a connect or half-open timeout may have run out — sweeps
+    /// every connection for what timers change (TIME-WAIT ending, retransmissions giving
+    /// up, connect and half-open timeouts).
     fn reap(&mut self, now: Instant) {
         for handle in std::mem::take(&mut self.dirty) {
             self.observe(handle, now);
