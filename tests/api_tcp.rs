@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use smoltcp::socket::tcp::State;
 use ustack::{Domain, Errno, Events, PollFd, Socket};
@@ -60,13 +60,13 @@ fn connect_returns_established_and_accept_returns_the_peer() {
 }
 
 #[test]
-fn connect_to_a_closed_port_is_refused_at_once() {
+fn connect_to_a_closed_port_is_refused_and_the_socket_may_try_again() {
+    // Refused, not timed out: the peer's RST answers the SYN. When (one round trip, no
+    // retransmission) is pinned on the virtual clock: tests/virtual_time.rs.
     let p = pair();
     for (a_ip, b_ip) in FAMILIES {
         let c = tcp(&p.a, domain_of(a_ip));
-        let start = Instant::now();
         assert_eq!(err(c.connect_timeout(addr(b_ip, 9), WAIT)), Errno::ECONNREFUSED);
-        assert!(start.elapsed() < Duration::from_secs(1), "the peer's RST refuses at once, no retries");
         assert_eq!(err(c.peer_addr()), Errno::ENOTCONN);
         // As in Linux, the same socket may try again.
         assert_eq!(err(c.connect_timeout(addr(b_ip, 9), WAIT)), Errno::ECONNREFUSED);
@@ -81,18 +81,18 @@ fn connect_to_a_closed_port_is_refused_at_once() {
 #[test]
 fn non_blocking_connect_to_a_host_that_never_answers_gives_up_with_etimedout() {
     // smoltcp would resend the SYN forever; the stack's connect timeout (Linux: 127 s)
-    // ends the attempt for non-blocking sockets too.
+    // ends the attempt for non-blocking sockets too, and the stack thread wakes poll().
+    // When it ends (at the timeout, not before) is pinned on the virtual clock:
+    // tests/virtual_time.rs.
     ustack_testkit::init_test_logging();
     let (end_a, _silent) = ustack::device::Wire::pair(1500).unwrap();
     let config = ustack::StackConfig { connect_timeout: Duration::from_millis(400), ..ustack_testkit::config(A, A6) };
     let stack = ustack::Stack::new(end_a, config).unwrap();
     let c = tcp(&stack, Domain::Inet);
     c.set_nonblocking(true).unwrap();
-    let start = Instant::now();
     assert_eq!(err(c.connect(addr(B, 80))), Errno::EINPROGRESS);
     let ready = wait_for(&c, Events::OUT);
     assert!(ready.contains(Events::ERR), "poll reports the failure: {ready:?}");
-    assert!(start.elapsed() >= Duration::from_millis(400), "not before the timeout");
     assert_eq!(err(c.connect(addr(B, 80))), Errno::ETIMEDOUT);
 }
 
@@ -119,11 +119,10 @@ fn a_reset_during_a_long_send_is_reported_by_the_next_call() {
 fn connect_to_a_host_that_never_answers_times_out() {
     let lone = lone_a();
     for ip in [B, B6] {
+        // connect_timeout() is the socket layer's own wait, on the real clock: only its
+        // outcome is checked. The engine's connect timeout is pinned in tests/virtual_time.rs.
         let c = tcp(&lone.stack, domain_of(ip));
-        let start = Instant::now();
         assert_eq!(err(c.connect_timeout(addr(ip, 80), Duration::from_millis(300))), Errno::ETIMEDOUT);
-        let took = start.elapsed();
-        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "took {took:?}");
         assert_eq!(err(c.peer_addr()), Errno::ENOTCONN);
     }
     let mut syns = 0;
@@ -204,26 +203,19 @@ fn accept_on_a_socket_that_is_not_listening() {
     assert_eq!(err(s.accept()), Errno::EINVAL, "bound, not listening");
     let (c, _s) = connection(&p, A, B);
     assert_eq!(err(c.accept()), Errno::EINVAL, "connected");
-    let u = udp(&p.b, Domain::Inet);
-    assert_eq!(err(u.accept()), Errno::EOPNOTSUPP);
-    u.bind(addr(B, 0)).unwrap();
-    assert_eq!(err(u.accept()), Errno::EOPNOTSUPP);
 }
 
 #[test]
 fn accept_nonblocking_and_with_timeout_give_eagain() {
     let p = pair();
     let (l, at) = listener(&p.b, B, 1);
+    // Non-blocking: EAGAIN at once, which is what not waiting means.
     l.set_nonblocking(true).unwrap();
-    let start = Instant::now();
     assert_eq!(err(l.accept()), Errno::EAGAIN);
-    assert!(start.elapsed() < Duration::from_millis(100), "non-blocking accept() does not wait");
+    // Blocking with SO_RCVTIMEO: EAGAIN once it passes.
     l.set_nonblocking(false).unwrap();
     l.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let start = Instant::now();
     assert_eq!(err(l.accept()), Errno::EAGAIN);
-    let took = start.elapsed();
-    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "took {took:?}");
     // It still works afterwards.
     l.set_read_timeout(Some(WAIT)).unwrap();
     let c = tcp(&p.a, Domain::Inet);
@@ -272,9 +264,7 @@ fn recv_waits_for_data() {
     let p = pair();
     let (c, s) = connection(&p, A, B);
     s.set_read_timeout(Some(Duration::from_millis(150))).unwrap();
-    let start = Instant::now();
     assert_eq!(err(s.recv(&mut [0; 64])), Errno::EAGAIN, "nothing arrived within SO_RCVTIMEO");
-    assert!(start.elapsed() >= Duration::from_millis(150));
     s.set_read_timeout(Some(WAIT)).unwrap();
     thread::scope(|scope| {
         let reader = scope.spawn(|| {
@@ -338,10 +328,8 @@ fn recv_nonblocking_is_eagain_and_unconnected_is_enotconn() {
     let p = pair();
     let (c, s) = connection(&p, A, B);
     c.set_nonblocking(true).unwrap();
-    let start = Instant::now();
     assert_eq!(err(c.recv(&mut [0; 16])), Errno::EAGAIN);
     assert_eq!(err(c.recv(&mut [])), Errno::EAGAIN, "even for an empty buffer (Linux)");
-    assert!(start.elapsed() < Duration::from_millis(100));
     s.send(b"now").unwrap();
     assert!(wait_for(&c, Events::IN).contains(Events::IN));
     assert_eq!(c.recv(&mut [0; 16]).unwrap(), 3);
@@ -403,9 +391,8 @@ fn shutdown_read_makes_recv_return_eof_without_waiting() {
     assert!(wait_for(&c, Events::IN).contains(Events::IN));
     c.shutdown(Shutdown::Read).unwrap();
     assert_eq!(recv_exact(&c, 6), b"queued");
-    let start = Instant::now();
+    // 0, not EAGAIN after SO_RCVTIMEO: recv() did not wait (the peer sent no FIN).
     assert_eq!(c.recv(&mut [0; 16]).unwrap(), 0);
-    assert!(start.elapsed() < Duration::from_secs(1), "recv() did not wait");
     // The write half is untouched.
     c.send(b"still talking").unwrap();
     assert_eq!(recv_exact(&s, 13), b"still talking");
@@ -459,11 +446,12 @@ fn shutdown_of_a_listener_stops_it_and_wakes_accept() {
 fn close_returns_at_once_and_the_peer_reads_everything_then_eof() {
     let p = pair();
     let (c, s) = connection(&p, A, B);
-    let data: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+    // More than the server's 64 KiB receive buffer, which it reads only after close() has
+    // returned: close() returns with data that cannot have left yet, so it does not wait
+    // for the data to go out.
+    let data = ustack_testkit::pattern(100_000, 7);
     assert_eq!(c.send(&data).unwrap(), data.len());
-    let start = Instant::now();
     c.close().unwrap();
-    assert!(start.elapsed() < Duration::from_millis(100), "close() does not wait for the data to go out");
     assert!(recv_exact(&s, data.len()) == data, "every byte sent before close() arrives");
     assert_eq!(s.recv(&mut [0; 16]).unwrap(), 0);
 }
@@ -619,12 +607,13 @@ fn backlog_full_the_third_client_times_out_instead_of_being_refused() {
     _c2.connect_timeout(at, WAIT).unwrap();
     eventually("both handshakes complete at the listener", || l.listen_queues().unwrap().1 == 2);
     let c3 = tcp(&p.a, Domain::Inet);
-    let start = Instant::now();
     assert_eq!(err(c3.connect_timeout(at, Duration::from_millis(1500))), Errno::ETIMEDOUT);
-    assert!(start.elapsed() >= Duration::from_millis(1500));
     let (_, accept, dropped) = l.listen_queues().unwrap();
     assert_eq!(accept, 2);
-    assert!(dropped >= 2, "the SYN and its retransmission were dropped ({dropped})");
+    // Its SYN was dropped, counted. That the retransmission at 1 s is dropped too, and the
+    // timeout comes at 1.5 s, is pinned on the virtual clock (tests/virtual_time.rs): here,
+    // on the real clock, a slow machine may not get to the retransmission in time.
+    assert!(dropped >= 1, "the SYN was dropped ({dropped})");
 }
 
 #[test]
@@ -750,29 +739,28 @@ fn send_nonblocking_fills_the_buffers_then_eagain_until_the_peer_reads() {
     let (c, s) = connection(&p, A, B);
     c.set_nonblocking(true).unwrap();
     let chunk = vec![0x5a; 16 * 1024];
+    // Our send buffer and the peer's receive buffer hold 64 KiB each. Until both are full,
+    // room opens up after each EAGAIN as the peer acknowledges what moved into its window.
+    let full = 2 * ustack::StackConfig::default().tcp_buffer;
     let mut queued = 0;
-    // Until EAGAIN, and until no room opens up any more as data moves into the peer's
-    // receive window (the peer's window and our send buffer are 64 KiB each).
-    loop {
+    while queued < full {
         match c.send(&chunk) {
             Ok(n) => queued += n,
             Err(e) => {
                 assert_eq!(e, Errno::EAGAIN);
-                let mut fds = [PollFd::new(&c, Events::OUT)];
-                if ustack::poll(&mut fds, Some(Duration::from_millis(200))).unwrap() == 0 {
-                    break;
-                }
+                assert!(wait_for(&c, Events::OUT).contains(Events::OUT), "room opens up, {queued} queued");
             }
         }
-        assert!(queued < 8 * 1024 * 1024, "send() never said EAGAIN");
     }
-    assert!(queued >= 128 * 1024, "our send buffer and the peer's receive buffer are full: {queued}");
+    assert_eq!(queued, full);
+    // Then nothing fits, and the socket is not writable.
+    assert_eq!(err(c.send(&chunk)), Errno::EAGAIN);
+    let mut fds = [PollFd::new(&c, Events::OUT)];
+    assert_eq!(ustack::poll(&mut fds, Some(Duration::ZERO)).unwrap(), 0);
     // Blocking with SO_SNDTIMEO: nothing fits, so EAGAIN after the timeout (Linux).
     c.set_nonblocking(false).unwrap();
     c.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
-    let start = Instant::now();
     assert_eq!(err(c.send(&chunk)), Errno::EAGAIN);
-    assert!(start.elapsed() >= Duration::from_millis(100));
     // The peer reads everything: the socket becomes writable again.
     assert_eq!(recv_exact(&s, queued).len(), queued);
     assert!(wait_for(&c, Events::OUT).contains(Events::OUT));

@@ -1,11 +1,18 @@
 //! TCP under loss and corruption: megabytes each way through a `FaultInjector`, over the
 //! in-memory wire between two ustack stacks and over a TUN with the kernel as the peer.
-//! Every byte must arrive exactly once and in order (compared by length and FNV-1a hash),
-//! within a bounded time; a stall fails the test through the sockets' timeouts instead of
-//! hanging it. The transfers read exactly the bytes sent and do not wait for end of
-//! stream; closing under loss has tests of its own at the end (two smoltcp 0.14 bugs there
-//! are worked around in ustack's demux: docs/robustness.md).
+//! Every byte must arrive exactly once and in order (compared by length and FNV-1a hash);
+//! a stall fails the test through the sockets' timeouts instead of hanging it (no test
+//! compares how long it took: that is printed, for docs/robustness.md). Most transfers
+//! read exactly the bytes sent; one waits for end of stream on both sides. The smoltcp
+//! 0.14 bugs in closing under loss that ustack works around are reproduced on the virtual
+//! clock, in tests/virtual_time.rs.
 //! UDP through the same faults has a test of its own: datagrams whole or not at all.
+//!
+//! Every run takes its seed from `USTACK_SEED` or draws one, and prints it (tests/seed):
+//! the seed fixes what the injectors do and the stacks' own random choices, so a failure
+//! is replayed as closely as threads on real time allow.
+
+mod seed;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream as KernelStream};
@@ -13,8 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
-use ustack::device::{Corruption, FaultConfig, FaultCounters, FaultInjector, Faults, Tracer, Wire, WireEnd};
+use ustack::device::{Corruption, FaultConfig, FaultCounters, FaultInjector, Faults, Tracer, Wire};
 use ustack::{Stack, StackConfig, TcpListener, TcpStream, UdpSocket};
 use ustack_testkit::lab::{KERNEL, USTACK, lab_with_device};
 use ustack_testkit::{A, A6, B, B6, addr, config, pattern};
@@ -119,19 +125,21 @@ fn patient(stream: &TcpStream) {
     stream.set_write_timeout(Some(PATIENCE)).unwrap();
 }
 
-/// Two stacks on a wire, each end wrapped in a fault injector with its own config.
-/// Returns the stacks ("a" at 10.0.0.1, "b" at 10.0.0.2) and both injectors' counters.
+/// Two stacks on a wire, each end wrapped in a fault injector with its own config, all
+/// of it seeded from this run's seed (printed). Returns the stacks ("a" at 10.0.0.1, "b"
+/// at 10.0.0.2) and both injectors' counters.
 fn faulty_pair(on_a: FaultConfig, on_b: FaultConfig) -> (Stack, Stack, FaultCounters, FaultCounters) {
     ustack_testkit::init_test_logging();
+    let seed = seed::seed();
     let (end_a, end_b) = Wire::pair(1500).unwrap();
-    let end_a = FaultInjector::new(end_a, on_a).unwrap();
-    let end_b = FaultInjector::new(end_b, on_b).unwrap();
-    eprintln!("fault seeds: a {:#x}, b {:#x}", end_a.seed(), end_b.seed());
+    let end_a = FaultInjector::new(end_a, on_a.with_seed(seed::derived(seed, 0))).unwrap();
+    let end_b = FaultInjector::new(end_b, on_b.with_seed(seed::derived(seed, 1))).unwrap();
     let (counters_a, counters_b) = (end_a.counters(), end_b.counters());
     // Tracers outside the injectors: RUST_LOG=ustack::trace=info shows what each stack
     // sent and what reached it.
-    let a = Stack::new(Tracer::new(end_a), config(A, A6)).unwrap();
-    let b = Stack::new(Tracer::new(end_b), config(B, B6)).unwrap();
+    let seeded = |config: StackConfig, index| StackConfig { seed: Some(seed::derived(seed, index)), ..config };
+    let a = Stack::new(Tracer::new(end_a), seeded(config(A, A6), 2)).unwrap();
+    let b = Stack::new(Tracer::new(end_b), seeded(config(B, B6), 3)).unwrap();
     (a, b, counters_a, counters_b)
 }
 
@@ -172,7 +180,6 @@ fn four_mebibytes_each_way_through_a_lossy_wire() {
     let stats = faults.get();
     assert!(stats.rx.dropped > 0 && stats.tx.dropped > 0, "the injector dropped nothing: {stats:?}");
     assert!(stats.rx.corrupted > 0 && stats.tx.corrupted > 0, "the injector corrupted nothing: {stats:?}");
-    assert!(took < Duration::from_secs(300), "took {took:?}");
 }
 
 #[test]
@@ -182,7 +189,6 @@ fn a_mebibyte_each_way_over_ipv6_with_injectors_on_both_ends() {
     let took = duplex_over(&a, &b, B6, 1 << 20, false);
     report("1 MiB each way over IPv6, injectors on both ends", took, &[&fa, &fb]);
     assert!(fa.get().tx.dropped > 0 && fb.get().tx.dropped > 0);
-    assert!(took < Duration::from_secs(120), "took {took:?}");
 }
 
 #[test]
@@ -210,8 +216,8 @@ fn the_stacks_still_connect_after_a_lossy_exchange() {
     assert!(b.demux_events().len() <= ustack::engine::demux::HISTORY);
 }
 
-/// The same exchanges, waiting for end of stream. Without ustack's workarounds for two
-/// smoltcp 0.14 bugs in closing under loss (the two tests below reproduce each
+/// The same exchanges, waiting for end of stream. Without ustack's workarounds for
+/// smoltcp 0.14 bugs in closing under loss (tests/virtual_time.rs reproduces each
 /// deterministically; docs/robustness.md has the details) this often stalls for good.
 #[test]
 fn lossy_exchanges_end_with_end_of_stream_on_both_sides() {
@@ -225,9 +231,11 @@ fn lossy_exchanges_end_with_end_of_stream_on_both_sides() {
 fn four_mebibytes_each_way_with_the_kernel_through_a_lossy_tun() {
     ustack::require_tun!();
     let mut counters = None;
-    let lab = lab_with_device(StackConfig::default(), |tun| {
-        let injector = FaultInjector::new(tun, FaultConfig::both(lossy())).expect("fault injector");
-        eprintln!("fault seed {:#x}", injector.seed());
+    let seed = seed::seed();
+    let stack_config = StackConfig { seed: Some(seed::derived(seed, 1)), ..StackConfig::default() };
+    let lab = lab_with_device(stack_config, |tun| {
+        let config = FaultConfig::both(lossy()).with_seed(seed::derived(seed, 0));
+        let injector = FaultInjector::new(tun, config).expect("fault injector");
         counters = Some(injector.counters());
         injector
     });
@@ -259,7 +267,6 @@ fn four_mebibytes_each_way_with_the_kernel_through_a_lossy_tun() {
     assert_eq!(at_kernel, Received::of(&down), "ustack to kernel is not byte-exact");
     let stats = counters.get();
     assert!(stats.rx.dropped > 0 && stats.tx.corrupted > 0, "{stats:?}");
-    assert!(took < Duration::from_secs(300), "took {took:?}");
 }
 
 // ---- UDP under loss and corruption ----
@@ -396,137 +403,4 @@ fn udp_datagrams_arrive_whole_or_not_at_all_through_loss_and_corruption() {
     sender.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let (n, _) = sender.recv_from(&mut buf).expect("a datagram the other way, where nothing is injected");
     assert_eq!(&buf[..n], b"back");
-    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
-}
-
-// ---- Closing under loss: two smoltcp 0.14 bugs ustack works around, deterministically ----
-
-/// A segment from 10.0.0.1:`from` to stack "b", port `to`, as the test plays "a".
-fn segment(wire: &WireEnd, from: u16, to: u16, seq: u32, ack: u32, fin: bool, payload: &[u8]) {
-    segment_with_window(wire, from, to, seq, ack, fin, payload, 65535);
-}
-
-#[allow(clippy::too_many_arguments)]
-fn segment_with_window(wire: &WireEnd, from: u16, to: u16, seq: u32, ack: u32, fin: bool, payload: &[u8], window: u16) {
-    let mut builder = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(from, to, seq, window).ack(ack);
-    if fin {
-        builder = builder.fin();
-    }
-    let mut frame = Vec::new();
-    builder.write(&mut frame, payload).unwrap();
-    wire.send_raw(&frame);
-}
-
-/// What the test reads of the stack's segments: (seq, ack, FIN, payload length).
-fn read_segment(frame: &[u8]) -> Option<(u32, u32, bool, usize)> {
-    let packet = SlicedPacket::from_ip(frame).ok()?;
-    let Some(TransportSlice::Tcp(t)) = packet.transport else { return None };
-    Some((t.sequence_number(), t.acknowledgment_number(), t.fin(), t.payload().len()))
-}
-
-/// Segments the stack sends within `within`.
-fn segments_within(wire: &WireEnd, within: Duration) -> Vec<(u32, u32, bool, usize)> {
-    let deadline = Instant::now() + within;
-    let mut out = Vec::new();
-    while Instant::now() < deadline {
-        match wire.recv_raw() {
-            Some(frame) => out.extend(read_segment(&frame)),
-            None => std::thread::sleep(Duration::from_millis(2)),
-        }
-    }
-    out
-}
-
-/// A connection to a listener on lone stack "b", handshaken by hand from 10.0.0.1:4000
-/// with ISN 1000. Returns the accepted socket and b's ISN.
-fn handshake(lone: &ustack_testkit::Lone) -> (ustack::Socket, u32) {
-    let (l, at) = ustack_testkit::listener(&lone.stack, B, 1);
-    ustack_testkit::inject::inject(&lone.wire, 4000, at.port(), 1000, None, true);
-    let syn_ack = ustack_testkit::inject::next_segment(&lone.wire);
-    assert!(syn_ack.syn && syn_ack.ack);
-    ustack_testkit::inject::inject(&lone.wire, 4000, at.port(), 1001, Some(syn_ack.seq + 1), false);
-    let (s, _) = l.accept().unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    (s, syn_ack.seq)
-}
-
-/// The peer got the data but not the FIN after it, and says so with duplicate ACKs (as it
-/// does when older segments of a go-back-N retransmission arrive). smoltcp counts them
-/// and starts a fast retransmit, which has no data to resend (tcp.rs `seq_to_transmit`:
-/// `pending_fast_retransmit && !tx_buffer.is_empty()`) and does not rewind
-/// `remote_last_seq`, so it sends nothing — and it has already replaced the retransmit
-/// timer with an idle one (`dispatch`: `timer.set_for_idle` in the fast-retransmit
-/// branch). The FIN is never sent again: the peer waits in FIN-WAIT-2 forever. ustack's
-/// demux keeps such duplicates from smoltcp, so its retransmission timer resends the FIN.
-#[test]
-fn a_fin_alone_in_flight_is_retransmitted_after_duplicate_acks() {
-    let lone = ustack_testkit::lone_b();
-    let (s, isn) = handshake(&lone);
-    s.send(b"hello").unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
-    let sent = segments_within(&lone.wire, Duration::from_millis(300));
-    assert!(sent.iter().any(|&(_, _, fin, _)| fin), "the stack sent its FIN: {sent:?}");
-    let port = s.local_addr().unwrap().port();
-    // ACK the data, not the FIN, then three duplicates of that ACK.
-    for _ in 0..4 {
-        segment(&lone.wire, 4000, port, 1001, isn + 6, false, b"");
-    }
-    let later = segments_within(&lone.wire, Duration::from_secs(4));
-    assert!(
-        later.iter().any(|&(seq, _, fin, _)| fin && seq == isn + 6),
-        "the FIN was not retransmitted within 4 s (RTO is 1 s): {later:?}"
-    );
-    let withheld = lone
-        .stack
-        .demux_events()
-        .iter()
-        .filter(|e| matches!(e.decision, ustack::engine::demux::Decision::FinDuplicateAck { .. }))
-        .count();
-    assert_eq!(withheld, 3, "the three duplicates, not the first ACK, are kept from smoltcp");
-}
-
-/// A retransmitted segment carrying data the stack already has and a FIN right after it
-/// (SEG.SEQ < RCV.NXT = SEG.SEQ + data length): RFC 9293's acceptability test counts the
-/// FIN in SEG.LEN, so the segment is acceptable and the FIN must be processed. smoltcp
-/// 0.14 (tcp.rs `process`, `segment_end = seq + payload.len()`) leaves the FIN out, finds
-/// the segment "not in receive window", answers a duplicate ACK and drops the FIN — so
-/// after a lost FIN whose data arrived, a sender that retransmits data and FIN together
-/// (smoltcp itself, after an RTO) never gets its FIN through. ustack's demux hands smoltcp
-/// such a segment in two: the data, then the FIN alone.
-#[test]
-fn a_fin_behind_already_received_data_is_accepted() {
-    let lone = ustack_testkit::lone_b();
-    let (s, isn) = handshake(&lone);
-    let port = s.local_addr().unwrap().port();
-    segment(&lone.wire, 4000, port, 1001, isn + 1, false, b"abc");
-    let mut buf = [0; 8];
-    assert_eq!(s.recv(&mut buf).unwrap(), 3);
-    // The same data again, now with the FIN (at 1004 = RCV.NXT).
-    segment(&lone.wire, 4000, port, 1001, isn + 1, true, b"abc");
-    let answers = segments_within(&lone.wire, Duration::from_millis(500));
-    assert!(answers.iter().any(|&(_, ack, _, _)| ack == 1005), "the FIN was not acknowledged: {answers:?}");
-    assert_eq!(s.recv(&mut buf).unwrap(), 0, "end of stream");
-}
-
-/// The peer acknowledges part of the data with a zero window, then opens the window
-/// without acknowledging the rest (which it lost). smoltcp 0.14 swaps its retransmission
-/// timer for the zero-window-probe timer and, when the window opens, stops that by going
-/// idle (tcp.rs `process`: "stopping zero-window-probe timer"): the data in flight is
-/// never sent again. ustack's demux shows smoltcp a window of one unit instead of zero
-/// while data is in flight, so the retransmission timer keeps running.
-#[test]
-fn data_in_flight_is_retransmitted_after_a_zero_window_opens() {
-    let lone = ustack_testkit::lone_b();
-    let (s, isn) = handshake(&lone);
-    let port = s.local_addr().unwrap().port();
-    s.send(b"ab").unwrap();
-    let sent = segments_within(&lone.wire, Duration::from_millis(300));
-    assert!(sent.iter().any(|&(seq, _, _, len)| seq == isn + 1 && len == 2), "{sent:?}");
-    segment_with_window(&lone.wire, 4000, port, 1001, isn + 2, false, b"", 0);
-    segment_with_window(&lone.wire, 4000, port, 1001, isn + 2, false, b"", 65535);
-    let later = segments_within(&lone.wire, Duration::from_secs(4));
-    assert!(
-        later.iter().any(|&(seq, _, _, len)| seq == isn + 2 && len == 1),
-        "the unacknowledged byte was not retransmitted within 4 s (RTO is 1 s): {later:?}"
-    );
 }

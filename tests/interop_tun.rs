@@ -216,10 +216,10 @@ fn udp_both_ways() {
 fn ustack_connect_to_closed_kernel_port_is_refused() {
     ustack::require_tun!();
     let lab = lab();
-    let started = std::time::Instant::now();
+    // ECONNREFUSED, not ETIMEDOUT: the kernel's RST answered the SYN (how soon is pinned on
+    // the virtual clock, tests/virtual_time.rs).
     let err = TcpStream::connect_timeout(&lab.stack, addr(KERNEL, 9), PATIENCE).unwrap_err();
     assert_eq!(err, Errno::ECONNREFUSED);
-    assert!(started.elapsed() < Duration::from_secs(3), "a RST answers at once, not after a timeout");
     let io_err: io::Error = err.into();
     assert_eq!(io_err.kind(), io::ErrorKind::ConnectionRefused);
 }

@@ -664,6 +664,11 @@ fn decide_tcp(core: &Engine, tuple: TcpTuple, seg: &TcpSegment, frame: &[u8]) ->
         return Verdict::TcpNoSocket { syn: false };
     }
     let Some(listener) = listener else { return Verdict::TcpNoSocket { syn: true } };
+    // smoltcp drops a damaged SYN: admitted, it would leave a half-open connection that
+    // never was (counted, and kept in the connection history with only LISTEN).
+    if super::cookie::segment_info(seg.bytes(frame), tuple.remote.ip().into(), tuple.local.ip().into()).is_none() {
+        return Verdict::Other { what: "SYN with a bad checksum", deliver: false };
+    }
     let Some(l) = listener_of(core, listener) else { return Verdict::TcpNoSocket { syn: true } };
     let accept_full = l.accept_queue_full();
     if !accept_full && l.syn_queue_full() && core.config.syn_cookies {

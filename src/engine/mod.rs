@@ -288,6 +288,11 @@ pub struct Engine {
     /// Work was done since the last sweep, which is due at `next_sweep`.
     sweep_owed: bool,
     next_sweep: Instant,
+    /// The earliest time a connect() or a half-open connection may run out of time: a
+    /// sweep is owed then even if nothing else happens, so that a timeout is noticed when
+    /// it runs out, not at the connection's next retransmission (up to a minute later).
+    /// Lowered when such a connection is made; each sweep recomputes it.
+    next_timeout: Option<Instant>,
     /// Sockets whose readiness may have changed since the driver last asked
     /// ([`Engine::take_touched`]).
     touched: Vec<SockId>,
@@ -351,6 +356,7 @@ impl Engine {
             dirty: Vec::new(),
             sweep_owed: false,
             next_sweep: Instant::ZERO,
+            next_timeout: None,
             touched: Vec::new(),
             udp_draining: Vec::new(),
             next_id: 3, // 0, 1 and 2 are stdin, stdout and stderr; start where a process's sockets would
@@ -546,16 +552,14 @@ impl Engine {
         if self.egress.is_empty() {
             self.egress = egress;
         }
-        self.sweep_owed |= sent || !self.dirty.is_empty();
+        self.sweep_owed |= sent || !self.dirty.is_empty() || self.next_timeout.is_some_and(|at| at <= now);
         self.reap(now);
         if !self.loopback.is_empty() || !self.egress.is_empty() {
             return Some(now);
         }
         let sweep = self.sweep_owed.then_some(self.next_sweep.max(now));
-        match (self.timers.next().map(|at| at.max(now)), sweep) {
-            (Some(t), Some(s)) => Some(t.min(s)),
-            (t, s) => t.or(s),
-        }
+        let timeout = self.next_timeout.map(|at| at.max(self.next_sweep).max(now));
+        [self.timers.next().map(|at| at.max(now)), sweep, timeout].into_iter().flatten().min()
     }
 
     /// The packets the engine sent, for the driver to write to the device and then
@@ -701,8 +705,23 @@ impl Engine {
     /// Registers a TCP connection in the demux table.
     fn add_conn(&mut self, handle: SocketHandle, tuple: TcpTuple, owner: Owner, state: tcp::State) {
         self.demux.insert(tuple, handle);
-        self.conns.insert(handle, Conn::new(tuple, owner, state, self.now));
+        let conn = Conn::new(tuple, owner, state, self.now);
+        if let Some(at) = self.runs_out(&conn) {
+            self.next_timeout = Some(self.next_timeout.map_or(at, |next| next.min(at)));
+        }
+        self.conns.insert(handle, conn);
         self.generation += 1;
+    }
+
+    /// When `conn` runs out of time if it stays as it is: a connect() in SYN-SENT at the
+    /// connect timeout, a listener's half-open connection at [`HALF_OPEN_TIMEOUT`].
+    fn runs_out(&self, conn: &Conn) -> Option<Instant> {
+        let limit = match (conn.state, conn.owner) {
+            (tcp::State::SynSent, _) => self.config.connect_timeout,
+            (tcp::State::Listen | tcp::State::SynReceived, Owner::Listener(_)) => HALF_OPEN_TIMEOUT,
+            _ => return None,
+        };
+        Some(conn.born + smoltcp::time::Duration::from(limit))
     }
 
     /// Records the state smoltcp's socket for `handle` is in now, and acts on it: a
@@ -773,8 +792,9 @@ impl Engine {
 
     /// After a poll's work: looks at the connections the API touched, lets closed UDP
     /// sockets go once drained, and — at most every [`SWEEP_INTERVAL`], when work was done
-    /// since the last time — sweeps every connection for what timers change (TIME-WAIT
-    /// ending, retransmissions giving up, connect and half-open timeouts).
+    /// since the last time or a connect or half-open timeout may have run out — sweeps
+    /// every connection for what timers change (TIME-WAIT ending, retransmissions giving
+    /// up, connect and half-open timeouts).
     fn reap(&mut self, now: Instant) {
         for handle in std::mem::take(&mut self.dirty) {
             self.observe(handle, now);
@@ -794,28 +814,34 @@ impl Engine {
         }
     }
 
-    /// Every connection: timeouts first, then what its state says.
+    /// Every connection: timeouts first, then what its state says. Notes when the next
+    /// timeout may run out.
     fn sweep(&mut self, now: Instant) {
         let connect_timeout = smoltcp::time::Duration::from(self.config.connect_timeout);
         let half_open_timeout = smoltcp::time::Duration::from(HALF_OPEN_TIMEOUT);
         let handles: Vec<SocketHandle> = self.conns.keys().copied().collect();
+        let mut next_timeout = None;
         for handle in handles {
             let Some(conn) = self.conns.get_mut(&handle) else { continue };
             let age = now - conn.born;
             match (conn.state, conn.owner) {
-                (tcp::State::SynSent, _) if age > connect_timeout => {
+                (tcp::State::SynSent, _) if age >= connect_timeout => {
                     log::info!(target: "ustack::handshake", "{}: no answer to the SYN, connect() timed out", conn.tuple);
                     conn.pending_error.get_or_insert(Errno::ETIMEDOUT);
                     self.tcp_mut(handle).abort();
                 }
-                (tcp::State::SynReceived, Owner::Listener(_)) if age > half_open_timeout => {
+                (tcp::State::SynReceived, Owner::Listener(_)) if age >= half_open_timeout => {
                     log::info!(target: "ustack::backlog", "{}: half-open for {HALF_OPEN_TIMEOUT:?}, dropped", conn.tuple);
                     self.tcp_mut(handle).abort();
                 }
                 _ => {}
             }
             self.observe(handle, now);
+            if let Some(at) = self.conns.get(&handle).and_then(|conn| self.runs_out(conn)) {
+                next_timeout = Some(next_timeout.map_or(at, |next: Instant| next.min(at)));
+            }
         }
+        self.next_timeout = next_timeout;
     }
 }
 

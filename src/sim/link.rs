@@ -63,9 +63,15 @@ struct InFlight {
     frame: Vec<u8>,
 }
 
+/// A rule that loses chosen packets: given when a packet is sent, by which node, and its
+/// bytes, it says whether the packet is lost. See [`Link::lose_if`].
+pub type LossRule = Box<dyn FnMut(Instant, usize, &[u8]) -> bool>;
+
 /// See the [module docs](self).
 pub struct Link {
     config: LinkConfig,
+    /// Loses the packets it picks, before any chance is drawn.
+    rule: Option<LossRule>,
     /// Each node's addresses.
     addrs: Vec<Vec<IpAddr>>,
     in_flight: BinaryHeap<Reverse<InFlight>>,
@@ -80,6 +86,7 @@ impl Link {
     pub fn new(config: LinkConfig, addrs: Vec<Vec<IpAddr>>, seed: u64) -> Link {
         Link {
             config,
+            rule: None,
             addrs,
             in_flight: BinaryHeap::new(),
             sent: 0,
@@ -92,6 +99,25 @@ impl Link {
     /// What happened on the link so far.
     pub fn counters(&self) -> LinkCounters {
         self.counters
+    }
+
+    /// Loses every packet `rule` picks (given the time it is sent, the sending node and its
+    /// bytes), on top of the configured chances: for a test that loses one chosen packet
+    /// (the first data segment, a FIN) and watches the recovery. A lost packet is counted
+    /// as dropped; packets the rule leaves alone meet the chances as before (the rule
+    /// draws nothing from the link's generator, but a packet it loses draws nothing
+    /// either, so the chances later packets meet are not those of a run without it).
+    /// Replaces any earlier rule.
+    pub fn lose_if(&mut self, rule: impl FnMut(Instant, usize, &[u8]) -> bool + 'static) {
+        self.rule = Some(Box::new(rule));
+    }
+
+    /// Puts `frame` on its way to node `to`, to arrive at `at`: a packet from outside the
+    /// simulation (a peer a test plays by hand). It meets no loss or damage and is not
+    /// counted.
+    pub fn inject(&mut self, at: Instant, to: usize, frame: Vec<u8>) {
+        self.sent += 1;
+        self.in_flight.push(Reverse(InFlight { at, order: self.sent, to, frame }));
     }
 
     fn chance(&mut self, p: f64) -> bool {
@@ -111,7 +137,8 @@ impl Link {
             self.counters.no_route += 1;
             return Fate::NoRoute;
         };
-        if self.chance(self.config.drop_chance) {
+        let ruled = self.rule.as_mut().is_some_and(|rule| rule(now, from, packet));
+        if ruled || self.chance(self.config.drop_chance) {
             self.counters.dropped += 1;
             return Fate::Dropped;
         }

@@ -159,6 +159,54 @@ impl Simulation {
     pub fn advance_to(&mut self, at: Instant) {
         self.now = self.now.max(at);
     }
+
+    /// Hands node `to` a packet from outside the simulation (a peer a test plays by hand:
+    /// what the nodes send to an address no node has is in [`Simulation::take_crossings`],
+    /// marked [`Fate::NoRoute`]). It arrives in the next [`Simulation::settle`], at the
+    /// current instant.
+    pub fn inject(&mut self, to: usize, frame: Vec<u8>) {
+        self.link.inject(self.now, to, frame);
+    }
+
+    /// Runs the network on its own until `watch` says stop, or until virtual time would
+    /// pass `limit`; for a workload of its own (a test's socket calls at chosen moments).
+    ///
+    /// At each instant something happens — a packet arrives, an engine's timer comes due —
+    /// every engine settles, then `watch` looks at the nodes; it may make socket calls (they
+    /// are settled at once, at the same instant) and returns true to stop there. Returns
+    /// the instant it stopped at; None if it ran out of events or reached `limit` first,
+    /// with the clock then at `limit`. What is due exactly at `limit` is done. `watch`
+    /// also runs once at the start, at the current instant.
+    pub fn run_until(
+        &mut self,
+        limit: Instant,
+        mut watch: impl FnMut(Instant, &mut [Node]) -> bool,
+    ) -> Option<Instant> {
+        loop {
+            self.settle(|_, _| false);
+            if watch(self.now, &mut self.nodes) {
+                self.settle(|_, _| false);
+                return Some(self.now);
+            }
+            self.settle(|_, _| false);
+            // Whatever was due now was done (or given up on after settle's bound): time
+            // moves on by at least a microsecond.
+            let next = self.next_event().map(|at| at.max(self.now + smoltcp::time::Duration::from_micros(1)));
+            match next {
+                Some(at) if at <= limit => self.advance_to(at),
+                _ => {
+                    self.advance_to(limit);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Lets virtual time pass up to `at`, everything due by then done: [`Simulation::run_until`]
+    /// with nothing to watch.
+    pub fn run_to(&mut self, at: Instant) {
+        self.run_until(at, |_, _| false);
+    }
 }
 
 /// Milliseconds as a smoltcp duration.

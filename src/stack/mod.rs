@@ -136,6 +136,12 @@ impl Stack {
         self.shared.lock().engine.demux_events().copied().collect()
     }
 
+    /// The handshake and close of every connection the stack holds and of the most recent
+    /// ones that are gone, ordered by when they started (see [`Engine::connections`]).
+    pub fn connections(&self) -> Vec<crate::engine::ConnectionInfo> {
+        self.shared.lock().engine.connections()
+    }
+
     /// A number that changes whenever the demux table does; pass it to
     /// [`Stack::wait_for_change`].
     pub fn generation(&self) -> u64 {

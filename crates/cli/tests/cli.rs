@@ -308,9 +308,8 @@ fn assert_tour(out: &Finished) {
 
 #[test]
 fn demo_tours_handshake_echo_udp_refusal_and_close() {
-    let started = Instant::now();
+    // `ustack` gives up on the run after DEADLINE: a hang fails, no duration is asserted.
     let out = ustack(&["demo"]);
-    assert!(started.elapsed() < DEADLINE);
     assert_tour(&out);
     if ustack::device::tun_support().is_ok() {
         assert!(out.stdout.contains("Mode: the Linux kernel and ustack, over a TUN device"), "{}", out.stdout);

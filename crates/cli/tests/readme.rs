@@ -128,7 +128,7 @@ fn sh_blocks(markdown: &str) -> Vec<(usize, String)> {
 
 /// Whether the blocks can run here; if not, says why and skips, or under `CI=true` fails.
 fn can_run(tools: &[&str]) -> bool {
-    let reason = match ustack::sys::tun_support() {
+    let reason = match ustack::device::tun_support() {
         Err(reason) => Some(reason),
         Ok(()) => {
             let missing: Vec<String> = ["bash", "unshare", "ip"]

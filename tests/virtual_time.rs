@@ -1,0 +1,799 @@
+//! What TCP does over time, on the simulator's virtual clock: every timeout, retransmission
+//! and expiry the engine decides, pinned to the virtual time it happens at. Nothing here
+//! sleeps or reads a clock, so a run is the same on any machine however loaded it is, and
+//! a 127 s connect timeout costs no more to wait for than a millisecond.
+//!
+//! The network is two engines on a simulated link with 1 ms of delay each way: the
+//! "client" at 10.0.0.1 and the "server" at 10.0.0.2, with the test making socket calls
+//! on their engines at chosen virtual instants and losing chosen packets
+//! (`Link::lose_if`). Where the test must play a peer that misbehaves in a chosen way, one
+//! node runs alone ([`alone`]) and the test answers for 10.0.0.1 with segments of its own
+//! ([`Out`]).
+//!
+//! The times pinned here are smoltcp 0.14's (an initial RTO of 1 s, doubling up to 60 s;
+//! TIME-WAIT of 10 s) and ustack's (the connect timeout, the 63 s half-open timeout, SYN
+//! cookies valid for the minute they were made and the next). docs/linux-differences.md
+//! says where they differ from Linux.
+
+use std::net::Shutdown;
+
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::IpCidr;
+use ustack::Events;
+use ustack::engine::{Decision, Domain, SockId, StackConfig, Type};
+use ustack::errno::Errno;
+use ustack::sim::{Fate, LinkConfig, Node, Simulation, node_addr};
+
+const CLIENT: usize = 0;
+const SERVER: usize = 1;
+const PORT: u16 = 80;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// The virtual time `d` after the start.
+fn at(d: Duration) -> Instant {
+    Instant::ZERO + d
+}
+
+/// Node `index`'s configuration: its address 10.0.0.(index + 1)/24, the rest default.
+fn config(index: usize) -> StackConfig {
+    StackConfig { addrs: vec![IpCidr::new(node_addr(index, 0).ip().into(), 24)], ..StackConfig::default() }
+}
+
+/// The client and the server on a link that delays each packet by 1 ms and loses none,
+/// each configured by `tweak` after [`config`].
+fn network(tweak: impl Fn(&mut StackConfig)) -> Simulation {
+    let mut configs = [config(CLIENT), config(SERVER)];
+    configs.iter_mut().for_each(&tweak);
+    let [client, server] = configs;
+    let mut sim = Simulation::new(1, vec![("client", client), ("server", server)], LinkConfig::default(), 1500)
+        .expect("a simulation");
+    sim.keep_crossings(true);
+    sim
+}
+
+/// A listener on the server's address and [`PORT`], in node `node` of the simulation
+/// ([`SERVER`], or [`LONE`] when the server runs alone).
+fn listen(sim: &mut Simulation, node: usize, backlog: u32) -> SockId {
+    let engine = &mut sim.nodes[node].engine;
+    let l = engine.socket(Domain::Inet, Type::Stream);
+    engine.bind(l, node_addr(SERVER, PORT)).unwrap();
+    engine.listen(l, backlog).unwrap();
+    l
+}
+
+/// A non-blocking connect() from the client to the server's [`PORT`], now.
+fn connect(sim: &mut Simulation) -> SockId {
+    let now = sim.now();
+    let engine = &mut sim.nodes[CLIENT].engine;
+    let c = engine.socket(Domain::Inet, Type::Stream);
+    assert_eq!(engine.connect(now, c, node_addr(SERVER, PORT)), Err(Errno::EINPROGRESS));
+    c
+}
+
+/// How the client's connect() `c` ended, once it has (None while in progress).
+fn outcome(nodes: &mut [Node], c: SockId) -> Option<Result<(), Errno>> {
+    Some(nodes[CLIENT].engine.connect_outcome(c)).filter(|r| *r != Err(Errno::EINPROGRESS))
+}
+
+/// A connection from the client to listener `l` on the server, made now: (client socket,
+/// accepted socket). Takes 3 ms of virtual time.
+fn establish(sim: &mut Simulation, l: SockId) -> (SockId, SockId) {
+    let c = connect(sim);
+    let mut accepted = None;
+    let limit = sim.now() + secs(1);
+    sim.run_until(limit, |_, nodes| {
+        accepted = accepted.or(nodes[SERVER].engine.accept(l).ok().map(|(s, _)| s));
+        accepted.is_some() && outcome(nodes, c) == Some(Ok(()))
+    })
+    .expect("the handshake completes");
+    (c, accepted.unwrap())
+}
+
+/// Lets the network run for `d` of virtual time.
+fn run_for(sim: &mut Simulation, d: Duration) {
+    let until = sim.now() + d;
+    sim.run_to(until);
+}
+
+/// A TCP segment that crossed the link (or was sent to the test's peer).
+#[derive(Debug, Clone, Copy)]
+struct Seg {
+    at: Instant,
+    from: usize,
+    syn: bool,
+    ack: bool,
+    fin: bool,
+    rst: bool,
+    to_port: u16,
+    seq: u32,
+    ack_no: u32,
+    len: usize,
+    fate: Fate,
+}
+
+/// The TCP segments sent since the last call, in order.
+fn segments(sim: &mut Simulation) -> Vec<Seg> {
+    sim.take_crossings()
+        .into_iter()
+        .filter_map(|c| {
+            let packet = SlicedPacket::from_ip(&c.packet).ok()?;
+            let Some(TransportSlice::Tcp(t)) = packet.transport else { return None };
+            Some(Seg {
+                at: c.at,
+                from: c.from,
+                syn: t.syn(),
+                ack: t.ack(),
+                fin: t.fin(),
+                rst: t.rst(),
+                to_port: t.destination_port(),
+                seq: t.sequence_number(),
+                ack_no: t.acknowledgment_number(),
+                len: t.payload().len(),
+                fate: c.fate,
+            })
+        })
+        .collect()
+}
+
+/// The server (or the client) running alone, node [`LONE`] of its simulation with its
+/// usual address, for a test that plays the other end itself: [`Out`] segments come from
+/// 10.0.0.1, and what the node sends to an address no node has is in [`segments`].
+fn alone(index: usize) -> Simulation {
+    let mut sim = Simulation::new(1, vec![("alone", config(index))], LinkConfig::default(), 1500).unwrap();
+    sim.keep_crossings(true);
+    sim
+}
+
+/// The node of a simulation made by [`alone`].
+const LONE: usize = 0;
+
+/// The decisions the lone node's demux made for packets from 10.0.0.1:`port`, oldest first.
+fn decisions(sim: &Simulation, port: u16) -> Vec<Decision> {
+    let events = sim.nodes[LONE].engine.demux_events();
+    events.filter(|e| e.flow.is_some_and(|f| f.remote.port() == port)).map(|e| e.decision).collect()
+}
+
+/// A segment the test sends as 10.0.0.1:`port` to the server's [`PORT`].
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    port: u16,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    fin: bool,
+    rst: bool,
+    window: u16,
+}
+
+/// A bare segment from 10.0.0.1:`port` with sequence number `seq`; the `with_` methods
+/// add the rest.
+fn out(port: u16, seq: u32) -> Out {
+    Out { port, seq, ack: None, syn: false, fin: false, rst: false, window: 65535 }
+}
+
+impl Out {
+    fn with_syn(self) -> Out {
+        Out { syn: true, ..self }
+    }
+
+    fn with_rst(self) -> Out {
+        Out { rst: true, ..self }
+    }
+
+    fn with_fin(self) -> Out {
+        Out { fin: true, ..self }
+    }
+
+    fn with_window(self, window: u16) -> Out {
+        Out { window, ..self }
+    }
+
+    fn with_ack(self, ack: u32) -> Out {
+        Out { ack: Some(ack), ..self }
+    }
+
+    fn frame(self, payload: &[u8]) -> Vec<u8> {
+        let mut b = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(self.port, PORT, self.seq, self.window);
+        if self.syn {
+            b = b.syn();
+        }
+        if self.fin {
+            b = b.fin();
+        }
+        if self.rst {
+            b = b.rst();
+        }
+        if let Some(ack) = self.ack {
+            b = b.ack(ack);
+        }
+        let mut frame = Vec::new();
+        b.write(&mut frame, payload).unwrap();
+        frame
+    }
+
+    /// Hands the segment to the lone node, at the current instant.
+    fn send(self, sim: &mut Simulation, payload: &[u8]) {
+        sim.inject(LONE, self.frame(payload));
+    }
+}
+
+/// When each of `segs` was sent, as time since `start`.
+fn offsets(segs: &[Seg], start: Instant) -> Vec<Duration> {
+    segs.iter().map(|s| s.at - start).collect()
+}
+
+// ---- Connecting ----
+
+#[test]
+fn a_connect_to_a_closed_port_is_refused_after_one_round_trip_without_retries() {
+    let mut sim = network(|_| {});
+    let c = connect(&mut sim);
+    let refused = sim.run_until(at(secs(10)), |_, nodes| outcome(nodes, c).is_some());
+    assert_eq!(refused, Some(at(ms(2))), "the RST answers the SYN: 1 ms there, 1 ms back");
+    run_for(&mut sim, secs(10));
+    let segs = segments(&mut sim);
+    assert_eq!(segs.iter().filter(|s| s.syn).count(), 1, "no SYN retransmission: {segs:?}");
+}
+
+/// Runs a connect() nobody answers until it ends: when it ended and how, and the client's
+/// segments.
+fn unanswered_connect(connect_timeout: std::time::Duration) -> (Instant, Result<(), Errno>, Vec<Seg>) {
+    let mut sim = network(|c| c.connect_timeout = connect_timeout);
+    sim.link.lose_if(|_, from, _| from == CLIENT); // the server never hears of it
+    let c = connect(&mut sim);
+    let mut ended = None;
+    let end = sim
+        .run_until(at(secs(600)), |_, nodes| {
+            // poll() reports ERR when, and only when, it has ended.
+            let ready = nodes[CLIENT].engine.readiness(c);
+            ended = outcome(nodes, c);
+            assert_eq!(ready.contains(Events::ERR), ended.is_some(), "{ready:?} and {ended:?}");
+            ended.is_some()
+        })
+        .expect("the connect() ends");
+    run_for(&mut sim, secs(1));
+    (end, ended.unwrap(), segments(&mut sim))
+}
+
+#[test]
+fn a_connect_nobody_answers_resends_its_syn_at_1_3_7_15_31_63_123_s_and_fails_at_127_s() {
+    let (end, result, segs) = unanswered_connect(ustack::engine::DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(result, Err(Errno::ETIMEDOUT));
+    // As Linux (tcp_syn_retries = 6): 127 s. The sweep that notices may run up to 100 ms
+    // late (SWEEP_INTERVAL); here it is on time, at 127 s exactly.
+    assert!(end >= at(secs(127)) && end <= at(secs(127) + ms(100)), "ETIMEDOUT at {end}");
+    let syns: Vec<Seg> = segs.iter().filter(|s| s.syn).copied().collect();
+    // smoltcp doubles the RTO from 1 s; Linux's SYNs go at the same times (up to 63 s; its
+    // 127 s attempt has no seventh retransmission, ustack's has one at 123 s).
+    assert_eq!(offsets(&syns, Instant::ZERO), [0, 1, 3, 7, 15, 31, 63, 123].map(secs));
+    assert!(syns.iter().all(|s| s.seq == syns[0].seq), "the same SYN each time");
+    // Giving up, ustack aborts the connection: one RST (linux-differences.md).
+    let after: Vec<&Seg> = segs.iter().filter(|s| s.at >= end).collect();
+    assert!(matches!(after[..], [rst] if rst.rst && rst.at == end), "{after:?}");
+}
+
+#[test]
+fn a_short_connect_timeout_ends_the_attempt_at_that_time_not_at_the_next_syn() {
+    let (end, result, segs) = unanswered_connect(std::time::Duration::from_millis(400));
+    assert_eq!(result, Err(Errno::ETIMEDOUT));
+    assert!(end >= at(ms(400)) && end <= at(ms(500)), "ETIMEDOUT at {end}"); // 400 ms exactly
+    assert_eq!(segs.iter().filter(|s| s.syn).count(), 1, "over before the first retransmission: {segs:?}");
+}
+
+#[test]
+fn a_connect_timeout_falling_just_after_a_sweep_is_noticed_at_the_next_one() {
+    // The SYN resent at 1 s makes the engine sweep its connections then; sweeps are at
+    // least SWEEP_INTERVAL (100 ms) apart, so a timeout of 1.05 s is noticed at 1.1 s.
+    let (end, result, _) = unanswered_connect(std::time::Duration::from_millis(1050));
+    assert_eq!(result, Err(Errno::ETIMEDOUT));
+    assert_eq!(end, at(secs(1) + ms(100)));
+    assert_eq!(ustack::engine::SWEEP_INTERVAL, std::time::Duration::from_millis(100));
+}
+
+// ---- Half-open connections and the SYN queue ----
+
+#[test]
+fn a_half_open_connection_is_dropped_after_63_s_and_frees_its_place_in_the_syn_queue() {
+    let mut sim = alone(SERVER);
+    let l = listen(&mut sim, LONE, 1); // the SYN queue holds one
+    out(40000, 1000).with_syn().send(&mut sim, b""); // and never completes the handshake
+    let mut dropped = None;
+    sim.run_until(at(secs(100)), |now, nodes| {
+        if dropped.is_none() && nodes[LONE].engine.listen_queues(l) == Some((0, 0, 0)) {
+            dropped = Some(now);
+        }
+        false
+    });
+    // As Linux: SYN-ACK retransmissions at 1, 3, 7, 15 and 31 s, then given up at 63 s
+    // (tcp_synack_retries = 5). smoltcp's timer, due at 63 s too, sends one more first.
+    assert_eq!(dropped, Some(at(secs(63))), "the half-open connection is dropped at 63 s");
+    let syn_acks: Vec<Seg> = segments(&mut sim).into_iter().filter(|s| s.syn && s.ack).collect();
+    assert_eq!(offsets(&syn_acks, Instant::ZERO), [0, 1, 3, 7, 15, 31, 63].map(secs));
+    assert!(syn_acks.iter().all(|s| s.ack_no == 1001 && s.seq == syn_acks[0].seq), "the same SYN-ACK: {syn_acks:?}");
+    // The client's ACK, too late: the connection is gone, and the client is told with a
+    // RST (its ACK carries no cookie).
+    out(40000, 1001).with_ack(syn_acks[0].seq.wrapping_add(1)).send(&mut sim, b"");
+    run_for(&mut sim, ms(10));
+    let answer = segments(&mut sim);
+    assert!(matches!(answer[..], [rst] if rst.rst && rst.seq == syn_acks[0].seq.wrapping_add(1)), "{answer:?}");
+    assert_eq!(sim.nodes[LONE].engine.accept(l), Err(Errno::EAGAIN), "nothing to accept");
+    // The SYN queue has room again: the next SYN is admitted, not answered with a cookie.
+    out(40001, 5000).with_syn().send(&mut sim, b"");
+    run_for(&mut sim, ms(10));
+    assert_eq!(sim.nodes[LONE].engine.listen_queues(l), Some((1, 0, 0)));
+}
+
+#[test]
+fn a_syn_beyond_a_full_accept_queue_is_dropped_silently_and_its_retransmission_gets_in_after_accept() {
+    let mut sim = network(|_| {});
+    let l = listen(&mut sim, SERVER, 1); // the accept queue holds two
+    let _waiting = [connect(&mut sim), connect(&mut sim)];
+    run_for(&mut sim, ms(10));
+    assert_eq!(sim.nodes[SERVER].engine.listen_queues(l), Some((0, 2, 0)), "two wait for accept()");
+    segments(&mut sim);
+    let start = sim.now();
+    let third = connect(&mut sim);
+    // Two seconds on, the server accepts one: its SYN at 0 and at 1 s were dropped without
+    // an answer; the one at 3 s gets in.
+    run_for(&mut sim, secs(2));
+    assert_eq!(outcome(&mut sim.nodes, third), None, "not refused: still trying");
+    assert_eq!(sim.nodes[SERVER].engine.listen_queues(l), Some((0, 2, 2)), "two SYNs dropped, counted");
+    sim.nodes[SERVER].engine.accept(l).expect("the first connection");
+    let mut result = None;
+    let connected = sim.run_until(start + secs(10), |_, nodes| {
+        result = outcome(nodes, third);
+        result.is_some()
+    });
+    assert_eq!(result, Some(Ok(())));
+    assert_eq!(connected, Some(start + secs(3) + ms(2)), "in with the SYN resent at 3 s");
+    let segs = segments(&mut sim);
+    let from_server_before: Vec<&Seg> = segs.iter().filter(|s| s.from == SERVER && s.at < start + secs(3)).collect();
+    assert!(from_server_before.is_empty(), "no SYN-ACK and no RST before: {from_server_before:?}");
+    let syns: Vec<Seg> = segs.iter().filter(|s| s.syn && !s.ack).copied().collect();
+    assert_eq!(offsets(&syns, start), [0, 1, 3].map(secs));
+}
+
+#[test]
+fn a_client_kept_out_by_a_full_accept_queue_times_out_instead_of_being_refused() {
+    let mut sim = network(|c| c.connect_timeout = std::time::Duration::from_millis(1500));
+    let l = listen(&mut sim, SERVER, 1);
+    let _waiting = [connect(&mut sim), connect(&mut sim)]; // and nobody accepts them
+    run_for(&mut sim, ms(10));
+    let start = sim.now();
+    let late = connect(&mut sim);
+    let mut result = None;
+    let ended = sim.run_until(start + secs(10), |_, nodes| {
+        result = outcome(nodes, late);
+        result.is_some()
+    });
+    assert_eq!(result, Some(Err(Errno::ETIMEDOUT)), "not ECONNREFUSED: no RST came");
+    assert_eq!(ended, Some(start + ms(1500)), "at the connect timeout");
+    let (_, accept_queue, dropped) = sim.nodes[SERVER].engine.listen_queues(l).unwrap();
+    assert_eq!((accept_queue, dropped), (2, 2), "the SYN and its retransmission at 1 s were dropped");
+}
+
+// ---- SYN cookies ----
+
+#[test]
+fn a_syn_cookie_is_honoured_in_the_minute_it_was_made_and_the_next() {
+    let mut sim = alone(SERVER);
+    let l = listen(&mut sim, LONE, 1); // the SYN queue holds one
+    out(40000, 1000).with_syn().send(&mut sim, b""); // half-open until 63 s: the queue is full
+    for port in [40001, 40002] {
+        out(port, 5000).with_syn().send(&mut sim, b"");
+    }
+    sim.run_to(at(secs(59) + ms(999)));
+    out(40003, 5000).with_syn().send(&mut sim, b"");
+    run_for(&mut sim, ms(1));
+    let cookie = |segs: &[Seg], port: u16| {
+        segs.iter().find(|s| s.syn && s.ack && s.to_port == port).map(|s| s.seq).expect("a cookie SYN-ACK")
+    };
+    let segs = segments(&mut sim);
+    let cookies = [40001, 40002, 40003].map(|port| cookie(&segs, port));
+    assert!(decisions(&sim, 40001).contains(&Decision::CookieSent { listener: l }));
+    // Made at 0 s (minute 0): still good at 119.999 s, no longer at 120 s. Made at
+    // 59.999 s, also in minute 0: gone at 120 s too, 60.001 s later.
+    sim.run_to(at(secs(119) + ms(999)));
+    out(40001, 5001).with_ack(cookies[0].wrapping_add(1)).send(&mut sim, b"");
+    run_for(&mut sim, ms(1));
+    let (_, peer) = sim.nodes[LONE].engine.accept(l).expect("the cookie made the connection");
+    assert_eq!(peer.port(), 40001);
+    sim.run_to(at(secs(120)));
+    out(40002, 5001).with_ack(cookies[1].wrapping_add(1)).send(&mut sim, b"");
+    out(40003, 5001).with_ack(cookies[2].wrapping_add(1)).send(&mut sim, b"");
+    run_for(&mut sim, ms(1));
+    let answers = segments(&mut sim);
+    for port in [40002, 40003] {
+        assert!(
+            answers.iter().any(|s| s.rst && s.to_port == port),
+            "{port}: an expired cookie is refused: {answers:?}"
+        );
+    }
+    assert_eq!(sim.nodes[LONE].engine.accept(l), Err(Errno::EAGAIN));
+}
+
+// ---- TIME-WAIT ----
+
+#[test]
+fn time_wait_lasts_10_s_and_holds_the_port_until_it_ends() {
+    let mut sim = network(|_| {});
+    let l = listen(&mut sim, SERVER, 1);
+    let (c, s) = establish(&mut sim, l);
+    let mine = sim.nodes[CLIENT].engine.local_addr(c).unwrap();
+    // The client closes first, so its side ends in TIME-WAIT.
+    sim.nodes[CLIENT].engine.close(c);
+    let mut server_done = false;
+    let mut time_wait = None;
+    sim.run_until(sim.now() + secs(1), |now, nodes| {
+        if !server_done && nodes[SERVER].engine.recv(s, &mut [0; 8]) == Ok(0) {
+            nodes[SERVER].engine.close(s);
+            server_done = true;
+        }
+        let info = nodes[CLIENT].engine.connections().into_iter().find(|i| i.tuple.local == mine);
+        if time_wait.is_none() && info.is_some_and(|i| i.timeline.last().is_some_and(|(_, s)| s == "TIME-WAIT")) {
+            time_wait = Some(now);
+        }
+        false
+    });
+    let time_wait = time_wait.expect("the client's side entered TIME-WAIT");
+    let bind_again = |sim: &mut Simulation| {
+        let engine = &mut sim.nodes[CLIENT].engine;
+        let again = engine.socket(Domain::Inet, Type::Stream);
+        let result = engine.bind(again, mine);
+        engine.close(again);
+        result
+    };
+    // smoltcp's TIME-WAIT is 10 s (Linux's 60 s: linux-differences.md).
+    sim.run_to(time_wait + secs(10) - Duration::from_micros(1));
+    assert_eq!(bind_again(&mut sim), Err(Errno::EADDRINUSE), "TIME-WAIT holds the port");
+    sim.run_to(time_wait + secs(10));
+    assert_eq!(bind_again(&mut sim), Ok(()), "free when TIME-WAIT ends");
+    let info = sim.nodes[CLIENT].engine.connections().into_iter().find(|i| i.tuple.local == mine).unwrap();
+    let states: Vec<&str> = info.timeline.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(states[states.len() - 2..], ["TIME-WAIT", "CLOSED"]);
+}
+
+// ---- Retransmission ----
+
+/// The data segments `from` sent, with when.
+fn data_from(segs: &[Seg], from: usize) -> Vec<Seg> {
+    segs.iter().filter(|s| s.from == from && s.len > 0).copied().collect()
+}
+
+/// Everything node `node` has received on `s` and not read yet.
+fn drain(sim: &mut Simulation, node: usize, s: SockId) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    while let Ok(n @ 1..) = sim.nodes[node].engine.recv(s, &mut buf) {
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[test]
+fn a_lost_syn_is_resent_after_1_s_and_the_connect_completes_then() {
+    let mut sim = network(|_| {});
+    let l = listen(&mut sim, SERVER, 1);
+    let mut first = true;
+    sim.link.lose_if(move |_, from, _| from == CLIENT && std::mem::take(&mut first));
+    let c = connect(&mut sim);
+    let mut result = None;
+    let connected = sim.run_until(at(secs(10)), |_, nodes| {
+        result = outcome(nodes, c);
+        result.is_some()
+    });
+    assert_eq!(result, Some(Ok(())));
+    assert_eq!(connected, Some(at(secs(1) + ms(2))), "the SYN resent at 1 s, answered 2 ms later");
+    run_for(&mut sim, ms(1)); // the handshake's last ACK reaches the server
+    assert!(sim.nodes[SERVER].engine.accept(l).is_ok());
+}
+
+#[test]
+fn a_lost_segment_alone_in_flight_arrives_with_its_retransmission_1_s_later() {
+    let mut sim = network(|_| {});
+    let l = listen(&mut sim, SERVER, 1);
+    let (c, s) = establish(&mut sim, l);
+    segments(&mut sim);
+    let mut first = true;
+    sim.link.lose_if(move |_, from, p| from == CLIENT && p.len() > 40 && std::mem::take(&mut first));
+    let start = sim.now();
+    assert_eq!(sim.nodes[CLIENT].engine.send(c, b"hello", false), Ok(5));
+    let mut arrived = None;
+    sim.run_until(start + secs(5), |now, nodes| {
+        if arrived.is_none() && nodes[SERVER].engine.readiness(s).contains(Events::IN) {
+            arrived = Some(now);
+        }
+        false
+    });
+    // No duplicate ACKs can come (nothing else is in flight): the RTO, 1 s after an RTT
+    // of 2 ms (RFC 6298's floor), resends it.
+    assert_eq!(arrived, Some(start + secs(1) + ms(1)));
+    assert_eq!(drain(&mut sim, SERVER, s), b"hello");
+    let sent = data_from(&segments(&mut sim), CLIENT);
+    assert_eq!(offsets(&sent, start), [ms(0), secs(1)]);
+    assert_eq!(sent[0].fate, Fate::Dropped);
+}
+
+#[test]
+fn a_lost_first_segment_of_many_is_resent_on_duplicate_acks_without_waiting_for_the_timer() {
+    let mut sim = network(|_| {});
+    let l = listen(&mut sim, SERVER, 1);
+    let (c, s) = establish(&mut sim, l);
+    segments(&mut sim);
+    let mut first = true;
+    sim.link.lose_if(move |_, from, p| from == CLIENT && p.len() > 40 && std::mem::take(&mut first));
+    let start = sim.now();
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(sim.nodes[CLIENT].engine.send(c, &data, false), Ok(data.len()));
+    let mut got = Vec::new();
+    let done = sim.run_until(start + secs(5), |_, nodes| {
+        let mut buf = [0; 4096];
+        while let Ok(n @ 1..) = nodes[SERVER].engine.recv(s, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() == data.len()
+    });
+    assert_eq!(got, data);
+    // The segments behind the lost one arrive 1 ms on; each makes the server repeat its
+    // ACK, and those duplicates, back 1 ms later, make the client resend at once (fast
+    // retransmit), not after the 1 s RTO. Everything is there 5 ms after the send.
+    let sent = data_from(&segments(&mut sim), CLIENT);
+    let resent: Vec<Duration> = sent.iter().filter(|s| s.seq == sent[0].seq).map(|s| s.at - start).collect();
+    assert_eq!(resent, [ms(0), ms(2)], "{sent:?}");
+    assert_eq!(done, Some(start + ms(5)));
+}
+
+#[test]
+fn through_a_100_s_outage_data_is_resent_at_1_3_7_15_31_63_123_s_and_arrives_after_it() {
+    let mut sim = network(|_| {});
+    let l = listen(&mut sim, SERVER, 1);
+    let (c, s) = establish(&mut sim, l);
+    segments(&mut sim);
+    let start = sim.now();
+    let healed = start + secs(100);
+    sim.link.lose_if(move |now, _, _| now < healed); // both ways
+    assert_eq!(sim.nodes[CLIENT].engine.send(c, b"hello", false), Ok(5));
+    let mut arrived = None;
+    sim.run_until(start + secs(200), |now, nodes| {
+        // Through the outage, nothing fails and nothing arrives.
+        assert_eq!(nodes[CLIENT].engine.tcp_state(c), Some(smoltcp::socket::tcp::State::Established));
+        if arrived.is_none() && nodes[SERVER].engine.readiness(s).contains(Events::IN) {
+            arrived = Some(now);
+        }
+        false
+    });
+    // RFC 6298's backoff: the RTO doubles from 1 s. The first resend after the outage,
+    // at 123 s, gets through.
+    let sent = data_from(&segments(&mut sim), CLIENT);
+    assert_eq!(offsets(&sent, start), [0, 1, 3, 7, 15, 31, 63, 123].map(secs));
+    assert_eq!(arrived, Some(start + secs(123) + ms(1)));
+    assert_eq!(drain(&mut sim, SERVER, s), b"hello");
+    // And the connection carries on.
+    assert_eq!(sim.nodes[SERVER].engine.send(s, b"back", false), Ok(4));
+    run_for(&mut sim, ms(20));
+    assert_eq!(drain(&mut sim, CLIENT, c), b"back");
+}
+
+/// smoltcp has no limit on retransmissions (Linux gives up after `tcp_retries2` = 15,
+/// about 15 minutes, with ETIMEDOUT): a peer that is gone for good leaves the connection
+/// resending every 60 s, established, for as long as the test looks (linux-differences.md).
+#[test]
+fn data_to_a_peer_gone_for_good_is_resent_every_60_s_and_the_connection_never_fails() {
+    let mut sim = network(|_| {});
+    let l = listen(&mut sim, SERVER, 1);
+    let (c, _s) = establish(&mut sim, l);
+    segments(&mut sim);
+    let start = sim.now();
+    sim.link.lose_if(|_, _, _| true);
+    assert_eq!(sim.nodes[CLIENT].engine.send(c, b"hello", false), Ok(5));
+    sim.run_to(start + secs(3600));
+    let sent = data_from(&segments(&mut sim), CLIENT);
+    let gaps: Vec<Duration> = sent.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert_eq!(gaps[..7], [1, 2, 4, 8, 16, 32, 60].map(secs), "the RTO doubles up to 60 s");
+    assert!(gaps[7..].iter().all(|&g| g == secs(60)), "then stays there: {gaps:?}");
+    assert_eq!(sent.len(), 8 + (3600 - 123) / 60);
+    let engine = &mut sim.nodes[CLIENT].engine;
+    assert_eq!(engine.tcp_state(c), Some(smoltcp::socket::tcp::State::Established));
+    assert!(!engine.readiness(c).contains(Events::ERR), "no error after an hour");
+    assert_eq!(engine.recv(c, &mut [0; 8]), Err(Errno::EAGAIN));
+}
+
+// ---- Closing ----
+
+#[test]
+fn a_lost_fin_is_resent_after_1_s_and_both_sides_then_see_end_of_stream() {
+    let mut sim = network(|_| {});
+    let l = listen(&mut sim, SERVER, 1);
+    let (c, s) = establish(&mut sim, l);
+    segments(&mut sim);
+    let mut first = true;
+    sim.link.lose_if(move |_, from, p| {
+        let fin =
+            SlicedPacket::from_ip(p).is_ok_and(|p| matches!(p.transport, Some(TransportSlice::Tcp(t)) if t.fin()));
+        from == CLIENT && fin && std::mem::take(&mut first)
+    });
+    let start = sim.now();
+    sim.nodes[CLIENT].engine.shutdown(c, Shutdown::Write).unwrap();
+    let (mut server_eof, mut client_eof) = (None, None);
+    sim.run_until(start + secs(5), |now, nodes| {
+        if server_eof.is_none() && nodes[SERVER].engine.recv(s, &mut [0; 8]) == Ok(0) {
+            server_eof = Some(now);
+            nodes[SERVER].engine.close(s);
+        }
+        if client_eof.is_none() && nodes[CLIENT].engine.recv(c, &mut [0; 8]) == Ok(0) {
+            client_eof = Some(now);
+        }
+        server_eof.is_some() && client_eof.is_some()
+    });
+    assert_eq!(server_eof, Some(start + secs(1) + ms(1)), "the FIN resent at 1 s");
+    assert_eq!(client_eof, Some(start + secs(1) + ms(2)), "and the server's own FIN right after");
+    let fins: Vec<Seg> = segments(&mut sim).into_iter().filter(|s| s.fin).collect();
+    assert_eq!(
+        fins.iter().map(|s| (s.from, s.at - start, s.fate)).collect::<Vec<_>>(),
+        [
+            (CLIENT, ms(0), Fate::Dropped),
+            (CLIENT, secs(1), Fate::Delivered),
+            (SERVER, secs(1) + ms(1), Fate::Delivered)
+        ]
+    );
+}
+
+// ---- Segments a peer plays by hand ----
+
+/// A connection to a listener on the lone server, handshaken by hand from
+/// 10.0.0.1:`port` with ISN 1000: the accepted socket and the server's ISN.
+fn handshake(sim: &mut Simulation, port: u16) -> (SockId, u32) {
+    let l = listen(sim, LONE, 1);
+    out(port, 1000).with_syn().send(sim, b"");
+    run_for(sim, ms(1));
+    let syn_ack = *segments(sim).iter().find(|s| s.syn && s.ack).expect("a SYN-ACK");
+    out(port, 1001).with_ack(syn_ack.seq.wrapping_add(1)).send(sim, b"");
+    run_for(sim, ms(1));
+    let (s, _) = sim.nodes[LONE].engine.accept(l).expect("the handshake completed");
+    (s, syn_ack.seq)
+}
+
+/// RFC 5961 §7: at most one challenge ACK a second per connection, so a blind attacker
+/// cannot make the stack flood its peer.
+#[test]
+fn challenge_acks_go_out_at_most_once_a_second() {
+    let mut sim = alone(SERVER);
+    let (s, isn) = handshake(&mut sim, 40000);
+    let in_window_rst = |sim: &mut Simulation| out(40000, 1001 + 100).with_rst().send(sim, b"");
+    let start = sim.now();
+    let mut challenges = Vec::new();
+    for after in [ms(0), ms(500), ms(999), secs(1), secs(1) + ms(1), secs(3)] {
+        sim.run_to(start + after);
+        in_window_rst(&mut sim);
+        run_for(&mut sim, Duration::from_micros(1));
+        for seg in segments(&mut sim) {
+            assert!(seg.ack && !seg.rst && (seg.seq, seg.ack_no) == (isn.wrapping_add(1), 1001), "{seg:?}");
+            challenges.push(seg.at - start);
+        }
+    }
+    assert_eq!(challenges, [ms(0), secs(1), secs(3)]);
+    let counted = decisions(&sim, 40000).iter().filter(|d| matches!(d, Decision::ChallengeAck { .. })).count();
+    assert_eq!(counted, 6, "every RST is still recognised as one to challenge");
+    assert_eq!(sim.nodes[LONE].engine.tcp_state(s), Some(smoltcp::socket::tcp::State::Established));
+}
+
+/// RFC 6528: an ISN is a keyed hash of the 4-tuple plus a clock ticking every 4 µs, so two
+/// connections of the same 4-tuple get ISNs as far apart as the time between them.
+#[test]
+fn isns_follow_rfc_6528_a_keyed_hash_of_the_tuple_plus_a_4_microsecond_clock() {
+    let mut sim = alone(CLIENT);
+    let isn = |sim: &mut Simulation, port: u16, when: Duration| {
+        sim.run_to(at(when));
+        let now = sim.now();
+        let engine = &mut sim.nodes[LONE].engine;
+        let c = engine.socket(Domain::Inet, Type::Stream);
+        engine.set_reuse_address(c, true).unwrap(); // the last attempt may still hold the port
+        engine.bind(c, node_addr(CLIENT, port)).unwrap();
+        assert_eq!(engine.connect(now, c, node_addr(SERVER, PORT)), Err(Errno::EINPROGRESS));
+        run_for(sim, Duration::from_micros(1));
+        sim.nodes[LONE].engine.close(c); // in SYN-SENT: reset, and the 4-tuple is free
+        run_for(sim, ms(1));
+        let syn = segments(sim).into_iter().find(|s| s.syn).expect("a SYN");
+        assert_eq!(syn.at, at(when));
+        syn.seq
+    };
+    let first = isn(&mut sim, 50000, secs(1));
+    let second = isn(&mut sim, 50000, secs(1) + Duration::from_micros(1_234_568));
+    assert_eq!(second.wrapping_sub(first), 1_234_568 / 4, "the ISN advanced with the clock, exactly");
+    let other = isn(&mut sim, 50001, secs(5));
+    let apart = other.wrapping_sub(second).min(second.wrapping_sub(other));
+    assert!(apart > 1_000_000, "another tuple, an unrelated ISN: {first} {second} {other}");
+}
+
+// ---- Closing under loss: two smoltcp 0.14 bugs ustack works around (docs/robustness.md) ----
+
+/// The peer got the data but not the FIN after it, and says so with duplicate ACKs (as it
+/// does when older segments of a go-back-N retransmission arrive). smoltcp counts them
+/// and starts a fast retransmit, which has no data to resend (tcp.rs `seq_to_transmit`:
+/// `pending_fast_retransmit && !tx_buffer.is_empty()`) and does not rewind
+/// `remote_last_seq`, so it sends nothing — and it has already replaced the retransmit
+/// timer with an idle one (`dispatch`: `timer.set_for_idle` in the fast-retransmit
+/// branch). The FIN is never sent again: the peer waits in FIN-WAIT-2 forever. ustack's
+/// demux keeps such duplicates from smoltcp, so its retransmission timer resends the FIN.
+#[test]
+fn a_fin_alone_in_flight_is_retransmitted_after_duplicate_acks() {
+    let mut sim = alone(SERVER);
+    let (s, isn) = handshake(&mut sim, 4000);
+    let start = sim.now();
+    assert_eq!(sim.nodes[LONE].engine.send(s, b"hello", false), Ok(5));
+    sim.nodes[LONE].engine.shutdown(s, Shutdown::Write).unwrap();
+    run_for(&mut sim, ms(1));
+    let sent = segments(&mut sim);
+    assert!(sent.iter().any(|s| s.fin && s.at == start), "the stack sent its FIN: {sent:?}");
+    // ACK the data, not the FIN, then three duplicates of that ACK.
+    for _ in 0..4 {
+        out(4000, 1001).with_ack(isn.wrapping_add(6)).send(&mut sim, b"");
+    }
+    run_for(&mut sim, secs(5));
+    // The ACK at 1 ms restarted the retransmission timer: the FIN goes again 1 s later,
+    // then (unanswered) 2 s after that.
+    let fins: Vec<(Duration, u32)> =
+        segments(&mut sim).iter().filter(|s| s.fin).map(|s| (s.at - start, s.seq.wrapping_sub(isn))).collect();
+    assert_eq!(fins, [(secs(1) + ms(1), 6), (secs(3) + ms(1), 6)]);
+    let withheld = decisions(&sim, 4000).iter().filter(|d| matches!(d, Decision::FinDuplicateAck { .. })).count();
+    assert_eq!(withheld, 3, "the three duplicates, not the first ACK, are kept from smoltcp");
+}
+
+/// A retransmitted segment carrying data the stack already has and a FIN right after it
+/// (SEG.SEQ < RCV.NXT = SEG.SEQ + data length): RFC 9293's acceptability test counts the
+/// FIN in SEG.LEN, so the segment is acceptable and the FIN must be processed. smoltcp
+/// 0.14 (tcp.rs `process`, `segment_end = seq + payload.len()`) leaves the FIN out, finds
+/// the segment "not in receive window", answers a duplicate ACK and drops the FIN — so
+/// after a lost FIN whose data arrived, a sender that retransmits data and FIN together
+/// (smoltcp itself, after an RTO) never gets its FIN through. ustack's demux hands smoltcp
+/// such a segment in two: the data, then the FIN alone.
+#[test]
+fn a_fin_behind_already_received_data_is_accepted() {
+    let mut sim = alone(SERVER);
+    let (s, isn) = handshake(&mut sim, 4000);
+    out(4000, 1001).with_ack(isn.wrapping_add(1)).send(&mut sim, b"abc");
+    run_for(&mut sim, ms(20));
+    assert_eq!(drain(&mut sim, LONE, s), b"abc");
+    segments(&mut sim);
+    // The same data again, now with the FIN (at 1004 = RCV.NXT).
+    let start = sim.now();
+    out(4000, 1001).with_ack(isn.wrapping_add(1)).with_fin().send(&mut sim, b"abc");
+    run_for(&mut sim, ms(20));
+    // At once: a duplicate ACK for the data, then the ACK of the FIN.
+    let answers: Vec<(Duration, u32)> = segments(&mut sim).iter().map(|s| (s.at - start, s.ack_no)).collect();
+    assert_eq!(answers, [(ms(0), 1004), (ms(0), 1005)], "the FIN was acknowledged");
+    assert_eq!(sim.nodes[LONE].engine.recv(s, &mut [0; 8]), Ok(0), "end of stream");
+}
+
+/// The peer acknowledges part of the data with a zero window, then opens the window
+/// without acknowledging the rest (which it lost). smoltcp 0.14 swaps its retransmission
+/// timer for the zero-window-probe timer and, when the window opens, stops that by going
+/// idle (tcp.rs `process`: "stopping zero-window-probe timer"): the data in flight is
+/// never sent again. ustack's demux shows smoltcp a window of one unit instead of zero
+/// while data is in flight, so the retransmission timer keeps running.
+#[test]
+fn data_in_flight_is_retransmitted_after_a_zero_window_opens() {
+    let mut sim = alone(SERVER);
+    let (s, isn) = handshake(&mut sim, 4000);
+    let start = sim.now();
+    assert_eq!(sim.nodes[LONE].engine.send(s, b"ab", false), Ok(2));
+    run_for(&mut sim, ms(1));
+    let sent = segments(&mut sim);
+    assert!(sent.iter().any(|s| s.seq == isn.wrapping_add(1) && s.len == 2), "{sent:?}");
+    out(4000, 1001).with_ack(isn.wrapping_add(2)).with_window(0).send(&mut sim, b"");
+    out(4000, 1001).with_ack(isn.wrapping_add(2)).send(&mut sim, b"");
+    run_for(&mut sim, secs(5));
+    // The partial ACK at 1 ms restarted the retransmission timer: the unacknowledged byte
+    // goes again 1 s later, then 2 s after that.
+    let later: Vec<(Duration, u32, usize)> =
+        segments(&mut sim).iter().map(|s| (s.at - start, s.seq.wrapping_sub(isn), s.len)).collect();
+    assert_eq!(later, [(secs(1) + ms(1), 2, 1), (secs(3) + ms(1), 2, 1)]);
+}
