@@ -13,25 +13,8 @@ const HANG: Duration = Duration::from_secs(120);
 #[test]
 fn smoke_run_prints_every_scenario_with_its_baselines() {
     ustack::require_tun!();
-    // A scenario that hangs until its own timeouts fails the test instead of stalling it:
-    // the run is awaited for at most HANG, then given up on.
-    let child = Command::new(BIN)
-        .args(["bench", "--smoke"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run ustack bench");
-    let pid = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(child.wait_with_output()));
-    let out = match finished.recv_timeout(HANG) {
-        Ok(out) => out.expect("wait for ustack bench"),
-        Err(_) => {
-            // SAFETY: kill(2) on the child's own pid has no memory-safety preconditions.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("ustack bench --smoke still running after {HANG:?}: a scenario hangs");
-        }
-    };
+    // A scenario that hangs until its own timeouts fails the test instead of stalling it.
+    let out = ustack_testkit::output_within(Command::new(BIN).args(["bench", "--smoke"]), HANG, "ustack bench --smoke");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);

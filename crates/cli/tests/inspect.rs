@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ustack");
 
@@ -329,17 +329,16 @@ fn broken_files_are_refused_cleanly() {
     for (name, printed, message) in cases {
         let path = fixture("broken").join(name);
         for args in [&[][..], &["--json"][..], &["--flows"][..], &["--handshakes"][..]] {
-            let started = Instant::now();
-            let out =
-                with_memory_limit(Command::new(BIN).arg("inspect").args(args).arg(&path), 512 << 20).output().unwrap();
-            let took = started.elapsed();
+            // A damaged file must not make inspect hang: it is given up on after 30 s.
+            let mut command = Command::new(BIN);
+            with_memory_limit(command.arg("inspect").args(args).arg(&path), 512 << 20);
+            let out = ustack_testkit::output_within(&mut command, Duration::from_secs(30), "ustack inspect");
             let err = stderr(&out);
             assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");
             assert!(!err.contains("panicked"), "{name}: {err}");
             assert_eq!(err.lines().count(), 1, "{name}: one line: {err}");
             let prefix = format!("ustack: inspect {}: ", path.display());
             assert!(err.starts_with(&prefix) && err.contains(message), "{name}: {err}");
-            assert!(took < Duration::from_secs(5), "{name} took {took:?}");
             if args.is_empty() {
                 let text = stdout(&out);
                 let lines: Vec<&str> = text.lines().collect();

@@ -32,3 +32,26 @@ pub use sockets::{
 pub fn init_test_logging() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
+
+/// Runs `command` to the end and gives its output, or panics saying `what` hung if it is
+/// still running after `limit` (it is killed then). A test's bound on a program that must
+/// not hang, without asserting how long it took.
+pub fn output_within(
+    command: &mut std::process::Command,
+    limit: std::time::Duration,
+    what: &str,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the program");
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match finished.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for the program"),
+        Err(_) => {
+            // SAFETY: kill(2) on the child's own pid has no memory-safety preconditions.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("{what} still running after {limit:?}: it hangs");
+        }
+    }
+}
