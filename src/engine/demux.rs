@@ -4,7 +4,7 @@
 //! - A TCP segment of a known connection goes to it. A RST is noted, so the socket API can
 //!   tell "refused"/"reset" from a timeout (smoltcp closes the socket either way).
 //! - A SYN for a listener is admitted only if its queues have room (Linux's rules, see
-//!   [`Listener`](super::Listener)); then a fresh smoltcp socket is made to take exactly
+//!   [`Listener`]); then a fresh smoltcp socket is made to take exactly
 //!   that SYN. Otherwise the SYN is dropped, so the client retransmits, or with
 //!   `reset_on_overflow` smoltcp answers RST (it finds no socket).
 //! - UDP goes to the bound socket; ICMP echo requests are answered by smoltcp.
@@ -920,8 +920,8 @@ fn cookie_syn_ack(core: &Engine, tuple: &TcpTuple, seg: &TcpSegment, frame: &[u8
     Some(super::cookie::syn_ack(tuple, info.seq, cookie, our_mss))
 }
 
-/// Decides what happens to `frame` ([`decide`], which changes nothing), does the ustack
-/// side of it ([`apply`]), and records the decision as applied at `now` (the round's time:
+/// Decides what happens to `frame` (`decide`, which changes nothing), does the ustack
+/// side of it (`apply`), and records the decision as applied at `now` (the round's time:
 /// a clock read per packet showed in profiles). Also returns the socket the packet is for,
 /// if any, so the engine can look at it right after smoltcp has processed the packet.
 pub fn admit(core: &mut Engine, frame: &mut Vec<u8>, now: smoltcp::time::Instant) -> (Disposition, Option<Target>) {

@@ -9,7 +9,7 @@
 //! Every arriving frame passes ustack's demux ([`demux`]) before smoltcp sees it. That is
 //! where listen backlogs are enforced, connections are created for admitted SYNs (smoltcp
 //! has no backlog: a listening socket *becomes* the connection), and resets are noticed.
-//! smoltcp is handed one socket at a time ([`one_socket`]), so a packet and a round cost
+//! smoltcp is handed one socket at a time (`one_socket`), so a packet and a round cost
 //! what their own sockets cost, not the number of sockets.
 //!
 //! Everything random (smoltcp's seed, the ISN and cookie secret, ephemeral ports, hash
