@@ -202,7 +202,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         thread::Builder::new()
             .name(format!("udp-{port}"))
             .spawn(move || match servers::serve_datagrams(app, &mut socket, &mut UdpWatch { port }) {
-                Ending::Failed(_, Errno::ENETDOWN) => {}
+                // The stack shut down (SIGINT/SIGTERM closes every socket): a normal end.
+                Ending::Failed(_, Errno::ENETDOWN | Errno::EBADF) => {}
                 Ending::Failed(_, e) => warn!(target: "ustack", "udp {port}: stopped: {e}"),
                 Ending::Closed | Ending::Stopped => {}
             })
@@ -403,13 +404,13 @@ fn serve_connection(port: u16, peer: SocketAddr, app: App, mut conn: Socket, sta
         Ending::Closed | Ending::Stopped => {
             info!(target: "ustack", "tcp {port}: {peer} closed, {} bytes {verb}", end.bytes)
         }
-        Ending::Failed(_, Errno::ENETDOWN) => {}
+        Ending::Failed(_, Errno::ENETDOWN | Errno::EBADF) => {}
         Ending::Failed(_, e) => info!(target: "ustack", "tcp {port}: {peer}: {e} after {} bytes {verb}", end.bytes),
     }
 }
 
 /// A UDP port's server: a reply that cannot be sent is logged and lost (UDP's normal);
-/// the stack shutting down (ENETDOWN) ends it.
+/// the stack shutting down (ENETDOWN, or EBADF once shutdown closed the socket) ends it.
 struct UdpWatch {
     port: u16,
 }
@@ -420,7 +421,7 @@ impl Watch<Errno> for UdpWatch {
     }
 
     fn reply_failed(&mut self, to: SocketAddr, error: &Errno) -> bool {
-        if *error == Errno::ENETDOWN {
+        if matches!(error, Errno::ENETDOWN | Errno::EBADF) {
             return false;
         }
         warn!(target: "ustack", "udp {}: reply to {} lost: {error}", self.port, canonical(to));
