@@ -479,3 +479,66 @@ fn syn_cookies_let_simultaneous_clients_in_beyond_the_syn_queue() {
     simultaneous_echo_clients(&lab, CLIENTS);
     assert_eq!(server.join().unwrap().len(), CLIENTS);
 }
+
+/// A segment without ACK for no connection — a FIN carrying data, to a closed port — is
+/// answered as Linux answers it (RFC 9293 §3.10.7.1): RST+ACK, sequence number 0,
+/// acknowledging the segment (SEG.SEQ + SEG.LEN, the FIN counted). The same crafted segment
+/// goes to the kernel's closed port and to ustack's, and both answers are read back.
+#[test]
+fn a_segment_without_ack_to_a_closed_port_is_answered_as_linux_answers_it() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    ustack::require_tun!();
+    let lab = lab();
+    let answers = lab
+        .ns
+        .run(|| {
+            // SAFETY: plain socket(2); the result is checked and owned at once.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_TCP) };
+            assert!(fd >= 0, "raw TCP socket: {}", io::Error::last_os_error());
+            // SAFETY: fd is fresh and ours.
+            let rx = unsafe { OwnedFd::from_raw_fd(fd) };
+            let timeout = libc::timeval { tv_sec: 5, tv_usec: 0 };
+            // SAFETY: the option value is a valid timeval of the size given.
+            let set = unsafe {
+                libc::setsockopt(
+                    rx.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&timeout as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                )
+            };
+            assert_eq!(set, 0, "SO_RCVTIMEO: {}", io::Error::last_os_error());
+            let tx = ustack_testkit::spoof::raw_ipv4_socket().expect("raw IP socket");
+            let kernel: [u8; 4] = KERNEL.parse::<std::net::Ipv4Addr>().unwrap().octets();
+            let mut answers = Vec::new();
+            for (i, to) in [KERNEL, USTACK].into_iter().enumerate() {
+                let to: [u8; 4] = to.parse::<std::net::Ipv4Addr>().unwrap().octets();
+                let from_port = 40_000 + i as u16;
+                let mut packet = Vec::new();
+                etherparse::PacketBuilder::ipv4(kernel, to, 64)
+                    .tcp(from_port, 9, 1000, 65535)
+                    .fin()
+                    .write(&mut packet, b"hello")
+                    .unwrap();
+                ustack_testkit::spoof::send_ipv4(&tx, &packet, to).expect("send the crafted segment");
+                // Read until the answer to this segment: from port 9 of `to`, a RST.
+                let answer = loop {
+                    let mut buf = [0u8; 1500];
+                    // SAFETY: buf is valid for its length.
+                    let n = unsafe { libc::recv(rx.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                    assert!(n > 0, "no answer from {to:?}: {}", io::Error::last_os_error());
+                    let Ok(ip) = etherparse::SlicedPacket::from_ip(&buf[..n as usize]) else { continue };
+                    let Some(etherparse::TransportSlice::Tcp(tcp)) = ip.transport else { continue };
+                    if tcp.source_port() == 9 && tcp.destination_port() == from_port && tcp.rst() {
+                        break (tcp.rst(), tcp.ack(), tcp.sequence_number(), tcp.acknowledgment_number());
+                    }
+                };
+                answers.push(answer);
+            }
+            answers
+        })
+        .unwrap();
+    assert_eq!(answers[0], (true, true, 0, 1000 + 5 + 1), "Linux's answer");
+    assert_eq!(answers[1], answers[0], "ustack answers as Linux does");
+}

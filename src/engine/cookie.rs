@@ -1,5 +1,6 @@
-//! The packets of a SYN-cookie handshake: the SYN-ACK ustack sends without keeping any
-//! state, and the SYN it replays into a fresh smoltcp socket when the cookie comes back.
+//! Packets the demux builds itself: those of a SYN-cookie handshake — the SYN-ACK ustack
+//! sends without keeping any state, and the SYN it replays into a fresh smoltcp socket when
+//! the cookie comes back — and the challenge ACK and RST+ACK smoltcp would get wrong.
 //!
 //! smoltcp cannot be told to open a connection in SYN-RECEIVED with a given ISN; so when
 //! a valid cookie ACK arrives, the stack feeds smoltcp the SYN the client once sent (its
@@ -55,6 +56,16 @@ pub fn ack(tuple: &TcpTuple, sent: &super::conn::LastSent) -> Vec<u8> {
     let mut tcp = repr((tuple.local.port(), tuple.remote.port()), TcpControl::None, sent.seq_end, Some(sent.ack), 0);
     tcp.max_seg_size = None;
     tcp.window_len = sent.window;
+    emit(tuple.local.ip().into(), tuple.remote.ip().into(), &tcp)
+}
+
+/// The RST+ACK answering a segment without ACK for no connection (RFC 9293 §3.10.7.1:
+/// `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`, as Linux sends it). smoltcp 0.14 answers
+/// such a segment, unless it is a SYN, with a bare RST that acknowledges nothing.
+pub fn rst_ack(tuple: &TcpTuple, ack: u32) -> Vec<u8> {
+    let mut tcp = repr((tuple.local.port(), tuple.remote.port()), TcpControl::Rst, 0, Some(ack), 0);
+    tcp.max_seg_size = None;
+    tcp.window_len = 0;
     emit(tuple.local.ip().into(), tuple.remote.ip().into(), &tcp)
 }
 

@@ -98,7 +98,8 @@ pub enum Decision {
     /// fast retransmit (smoltcp 0.14) would otherwise never send the FIN again. Its
     /// retransmission timer resends the FIN instead.
     FinDuplicateAck { handle: SocketHandle },
-    /// TCP for no socket: smoltcp answers with RST (unless it is itself a RST).
+    /// TCP for no socket: answered with RST (unless it is itself a RST) — by smoltcp, or
+    /// for a segment without ACK by the demux itself, as RST+ACK (see `cookie::rst_ack`).
     TcpNoSocket { syn: bool },
     /// A datagram for bound UDP socket `socket`.
     Udp { socket: SockId },
@@ -749,6 +750,7 @@ fn check_cookie(core: &Engine, tuple: &TcpTuple, seg: &TcpSegment, frame: &[u8],
 /// Does what `verdict` says — the only place the demux changes anything — and gives the
 /// decision as applied, and what happens to the frame next.
 fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u8>) -> (Decision, Disposition) {
+    use super::rewrite::{ACK, FIN, RST};
     use Disposition::{Deliver, Drop, Reply};
     let flow = parsed.flow();
     let tuple = TcpTuple { local: flow.local, remote: flow.remote };
@@ -849,6 +851,12 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
                 (Decision::Other("SYN for a listener: no memory for socket buffers, dropped"), Drop)
             }
         },
+        // A segment without ACK (but not a SYN, which smoltcp answers right) gets RST+ACK.
+        Verdict::TcpNoSocket { syn: false } if seg.is_some_and(|s| !s.has(ACK) && !s.has(RST)) => {
+            let seg = seg.expect("checked above");
+            let len = (seg.end - seg.offset - seg.header_len) as u32 + u32::from(seg.has(FIN));
+            (Decision::TcpNoSocket { syn: false }, Reply(super::cookie::rst_ack(&tuple, seg.seq.wrapping_add(len))))
+        }
         Verdict::TcpNoSocket { syn } => (Decision::TcpNoSocket { syn }, Deliver),
         Verdict::Udp(socket) => (Decision::Udp { socket }, Deliver),
         Verdict::UdpNoSocket => (Decision::UdpNoSocket, Deliver),
