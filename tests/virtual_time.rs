@@ -300,6 +300,39 @@ fn a_connect_timeout_falling_just_after_a_sweep_is_noticed_at_the_next_one() {
 
 // ---- Half-open connections and the SYN queue ----
 
+/// A client that did not get the SYN-ACK sends its SYN again: Linux answers with the
+/// SYN-ACK at once (`tcp_check_req`), at most once every 500 ms; smoltcp alone would make
+/// it wait for the SYN-ACK's retransmission at 1 s.
+#[test]
+fn a_retransmitted_syn_is_answered_with_the_syn_ack_at_once() {
+    let mut sim = alone(SERVER);
+    let l = listen(&mut sim, LONE, 8);
+    out(40000, 1000).with_syn().send(&mut sim, b"");
+    run_for(&mut sim, ms(300));
+    out(40000, 1000).with_syn().send(&mut sim, b""); // answered at once
+    run_for(&mut sim, ms(100));
+    out(40000, 1000).with_syn().send(&mut sim, b""); // 100 ms later: not again
+    run_for(&mut sim, ms(700));
+    let syn_acks: Vec<Seg> = segments(&mut sim).into_iter().filter(|s| s.syn && s.ack).collect();
+    // At 0 (the SYN), 300 ms (its repetition), and 1 s (smoltcp's own retransmission).
+    assert_eq!(offsets(&syn_acks, Instant::ZERO), [ms(0), ms(300), secs(1)]);
+    assert!(syn_acks.iter().all(|s| s.seq == syn_acks[0].seq && s.ack_no == 1001), "the same SYN-ACK: {syn_acks:?}");
+    let resent: Vec<Decision> =
+        decisions(&sim, 40000).into_iter().filter(|d| matches!(d, Decision::SynAckResent { .. })).collect();
+    assert!(
+        matches!(
+            resent[..],
+            [Decision::SynAckResent { limited: false, .. }, Decision::SynAckResent { limited: true, .. }]
+        ),
+        "{resent:?}"
+    );
+    // The handshake still completes, once.
+    out(40000, 1001).with_ack(syn_acks[0].seq.wrapping_add(1)).send(&mut sim, b"");
+    run_for(&mut sim, ms(10));
+    assert!(sim.nodes[LONE].engine.accept(l).is_ok(), "the connection is accepted");
+    assert_eq!(sim.nodes[LONE].engine.accept(l), Err(Errno::EAGAIN), "and only one");
+}
+
 #[test]
 fn a_half_open_connection_is_dropped_after_63_s_and_frees_its_place_in_the_syn_queue() {
     let mut sim = alone(SERVER);

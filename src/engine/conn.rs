@@ -102,6 +102,13 @@ pub struct Conn {
     /// The end of the furthest segment ustack has sent (SND.MAX, wire numbering): an
     /// acknowledgment short of it leaves data or a FIN in flight.
     pub sent_max: Option<u32>,
+    /// The SYN-ACK smoltcp sent for a passive open, as it built it (smoltcp's numbering),
+    /// kept while the connection is in SYN-RECEIVED: the answer to a retransmitted SYN,
+    /// which smoltcp ignores and Linux answers at once.
+    pub syn_ack: Option<Vec<u8>>,
+    /// When a retransmitted SYN was last answered with it (at most one every 500 ms,
+    /// Linux's `tcp_invalid_ratelimit`).
+    pub syn_ack_resent_at: Option<Instant>,
 }
 
 /// See [`Conn::sent`].
@@ -137,6 +144,8 @@ impl Conn {
             fin_end: None,
             last_ack_in: None,
             sent_max: None,
+            syn_ack: None,
+            syn_ack_resent_at: None,
         }
     }
 
@@ -161,6 +170,9 @@ impl Conn {
     fn enter(&mut self, state: State, now: Instant) {
         let from = self.state;
         self.state = state;
+        if from == State::SynReceived {
+            self.syn_ack = None;
+        }
         if self.timeline.len() < TIMELINE_LIMIT {
             self.timeline.push((now, state));
         }

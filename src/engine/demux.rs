@@ -94,6 +94,10 @@ pub enum Decision {
     ChallengeAck { handle: SocketHandle },
     /// A RST outside the receive window: ignored (RFC 5961 §3.2).
     RstOutOfWindow { handle: SocketHandle },
+    /// The client's SYN again, for a half-open connection: answered at once with the
+    /// SYN-ACK again, as Linux does (smoltcp would ignore it and wait for its timer), or
+    /// ignored within 500 ms of the last such answer (`limited`).
+    SynAckResent { handle: SocketHandle, limited: bool },
     /// A duplicate ACK while only ustack's FIN is unacknowledged: kept from smoltcp, whose
     /// fast retransmit (smoltcp 0.14) would otherwise never send the FIN again. Its
     /// retransmission timer resends the FIN instead.
@@ -188,6 +192,15 @@ impl fmt::Display for Decision {
                 write!(f, "SYN, or RST not at the next sequence number, for connection {handle}: challenge ACK")
             }
             Decision::RstOutOfWindow { handle } => write!(f, "RST outside the window of connection {handle}: ignored"),
+            Decision::SynAckResent { handle, limited: false } => {
+                write!(f, "the SYN again, for half-open connection {handle}: its SYN-ACK sent again")
+            }
+            Decision::SynAckResent { handle, limited: true } => {
+                write!(
+                    f,
+                    "the SYN again, for half-open connection {handle}: SYN-ACK resent less than 500 ms ago, ignored"
+                )
+            }
             Decision::FinDuplicateAck { handle } => write!(
                 f,
                 "duplicate ACK for connection {handle}, whose FIN alone is unacknowledged: kept from smoltcp, its timer resends the FIN"
@@ -215,6 +228,8 @@ pub struct DemuxCounters {
     /// RSTs answered with a challenge ACK, or ignored as out of window (RFC 5961).
     pub challenge_acks: u64,
     pub rst_ignored: u64,
+    /// Retransmitted SYNs of half-open connections answered with the SYN-ACK again.
+    pub syn_acks_resent: u64,
     /// Duplicate ACKs kept from smoltcp while only ustack's FIN was unacknowledged.
     pub fin_duplicate_acks: u64,
     pub tcp_no_socket: u64,
@@ -242,6 +257,7 @@ impl DemuxCounters {
             cookies_accepted,
             challenge_acks,
             rst_ignored,
+            syn_acks_resent,
             fin_duplicate_acks,
             tcp_no_socket,
             udp,
@@ -259,6 +275,7 @@ impl DemuxCounters {
             + cookies_accepted
             + challenge_acks
             + rst_ignored
+            + syn_acks_resent
             + fin_duplicate_acks
             + tcp_no_socket
             + udp
@@ -293,7 +310,7 @@ const LIMITED: [&str; 8] = [
     "dropped handshake ACKs",
     "SYN cookies sent",
     "SYN cookies accepted",
-    "RFC 5961 decisions",
+    "RFC 5961 and repeated-SYN decisions",
 ];
 
 #[derive(Debug, Default)]
@@ -336,6 +353,7 @@ impl DemuxLog {
             Decision::CookieAccepted { .. } => c.cookies_accepted += 1,
             Decision::ChallengeAck { .. } => c.challenge_acks += 1,
             Decision::RstOutOfWindow { .. } => c.rst_ignored += 1,
+            Decision::SynAckResent { .. } => c.syn_acks_resent += 1,
             Decision::FinDuplicateAck { .. } => c.fin_duplicate_acks += 1,
             Decision::TcpNoSocket { .. } => c.tcp_no_socket += 1,
             Decision::Udp { .. } => c.udp += 1,
@@ -351,7 +369,9 @@ impl DemuxLog {
             Decision::AckDropped { .. } => Some((4, "ustack::backlog")),
             Decision::CookieSent { .. } => Some((5, "ustack::backlog")),
             Decision::CookieAccepted { .. } => Some((6, "ustack::backlog")),
-            Decision::ChallengeAck { .. } | Decision::RstOutOfWindow { .. } => Some((7, "ustack::demux")),
+            Decision::ChallengeAck { .. } | Decision::RstOutOfWindow { .. } | Decision::SynAckResent { .. } => {
+                Some((7, "ustack::demux"))
+            }
             _ => None,
         };
         if let Some((kind, target)) = limited {
@@ -555,6 +575,11 @@ enum Verdict {
         limited: bool,
     },
     RstOutOfWindow(SocketHandle),
+    /// The client's SYN again for a half-open connection (see [`Decision::SynAckResent`]).
+    ResendSynAck {
+        handle: SocketHandle,
+        limited: bool,
+    },
     FinDuplicateAck(SocketHandle),
     /// An ACK carrying a valid SYN cookie of `listener`'s, whose client's ISN + 1 is `seq`.
     CookieAccepted {
@@ -631,6 +656,9 @@ fn decide_tcp(core: &Engine, tuple: TcpTuple, seg: &TcpSegment, frame: &[u8]) ->
         let Some(conn) = core.conns.get(&handle) else {
             return Verdict::Other { what: "stale demux entry", deliver: true };
         };
+        if let Some(verdict) = check_repeated_syn(core, handle, conn, seg) {
+            return verdict;
+        }
         if (rst || syn)
             && let Some(verdict) = check_control(core, handle, conn, seg)
         {
@@ -680,6 +708,26 @@ fn decide_tcp(core: &Engine, tuple: TcpTuple, seg: &TcpSegment, frame: &[u8]) ->
         return Verdict::Overflow { listener, queue, reset: core.config.reset_on_overflow };
     }
     Verdict::Admit { listener }
+}
+
+/// A SYN without ACK for a half-open connection, with the sequence number of the SYN that
+/// made it: the client did not get the SYN-ACK (or not yet), and sent its SYN again. Linux
+/// answers with the SYN-ACK at once (`tcp_check_req`, at most once every 500 ms); smoltcp
+/// drops the SYN ("expecting an ACK") and the client waits for the SYN-ACK's own
+/// retransmission timer. None for any other segment.
+fn check_repeated_syn(core: &Engine, handle: SocketHandle, conn: &Conn, seg: &TcpSegment) -> Option<Verdict> {
+    use super::rewrite::{ACK, RST, SYN};
+    if !seg.has(SYN) || seg.has(ACK) || seg.has(RST) || conn.state != tcp::State::SynReceived {
+        return None;
+    }
+    let syn_ack = conn.syn_ack.as_deref()?;
+    let (offset, _, _) = super::rewrite::tcp_header(syn_ack)?;
+    let (client_isn_plus_one, _) = super::rewrite::ack_and_window(&syn_ack[offset..]);
+    if seg.seq.wrapping_add(1) != client_isn_plus_one {
+        return None;
+    }
+    let limited = conn.syn_ack_resent_at.is_some_and(|at| core.now - at < smoltcp::time::Duration::from_millis(500));
+    Some(Verdict::ResendSynAck { handle, limited })
 }
 
 /// RFC 5961 for a RST or SYN on a synchronized connection, which smoltcp gets wrong: it
@@ -784,6 +832,21 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             (Decision::FinDuplicateAck { handle }, Drop)
         }
         Verdict::RstOutOfWindow(handle) => (Decision::RstOutOfWindow { handle }, Drop),
+        Verdict::ResendSynAck { handle, limited } => {
+            let now = core.now;
+            let decision = Decision::SynAckResent { handle, limited };
+            match core.conns.get_mut(&handle) {
+                Some(conn) if !limited => match conn.syn_ack.clone() {
+                    Some(syn_ack) => {
+                        conn.syn_ack_resent_at = Some(now);
+                        // In smoltcp's numbering, as it was built: the transmit path shifts it.
+                        (decision, Reply(syn_ack))
+                    }
+                    None => (decision, Drop),
+                },
+                _ => (decision, Drop),
+            }
+        }
         Verdict::ChallengeAck { handle, limited } => {
             let now = core.now;
             let Some(conn) = core.conns.get_mut(&handle) else { return (Decision::Other("stale demux entry"), Drop) };

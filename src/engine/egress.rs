@@ -117,7 +117,7 @@ impl SeqNumbers<'_> {
         else {
             return true;
         };
-        let (syn, _, seq) = rewrite::flags_and_seq(packet, offset);
+        let (syn, ack, seq) = rewrite::flags_and_seq(packet, offset);
         if syn {
             if let Some(cookie) = conn.cookie.take() {
                 conn.shift = Some(seq.wrapping_sub(cookie));
@@ -125,6 +125,11 @@ impl SeqNumbers<'_> {
             }
             if conn.shift.is_none() {
                 conn.shift = Some(seq.wrapping_sub(self.secret.isn(&conn.tuple, self.micros)));
+            }
+            if ack
+                && matches!(conn.state, smoltcp::socket::tcp::State::Listen | smoltcp::socket::tcp::State::SynReceived)
+            {
+                conn.syn_ack = Some(packet.to_vec());
             }
         }
         if let Some(shift) = conn.shift {
