@@ -7,7 +7,7 @@
 //! whatever was read before it has been printed.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -50,6 +50,12 @@ pub struct InspectArgs {
     /// Absolute TCP sequence and acknowledgment numbers (tcpdump -S), in lines and ladders.
     #[arg(short = 'S', long)]
     pub absolute: bool,
+
+    /// Line-buffered (tcpdump -l): each line or JSON object is written as soon as its
+    /// record is read. The default when standard output is a terminal or FILE is `-`
+    /// (`tcpdump -U -w - | ustack inspect -`); otherwise output goes out 64 KiB at a time.
+    #[arg(short = 'l', long = "line-buffered")]
+    pub line_buffered: bool,
 }
 
 /// What the records are turned into.
@@ -66,7 +72,11 @@ const PENDING: usize = 64 * 1024;
 /// Runs `inspect`; the exit code is 0, or 2 for a capture that cannot be read.
 pub fn run(args: InspectArgs) -> ExitCode {
     let name = args.file.display().to_string();
-    let source: Box<dyn Read> = if args.file.as_os_str() == "-" {
+    let from_stdin = args.file.as_os_str() == "-";
+    // A reader watching a live capture or a terminal wants each line as it comes; one
+    // reading a file into a file or pipe wants throughput.
+    let line_buffered = args.line_buffered || from_stdin || io::stdout().is_terminal();
+    let source: Box<dyn Read> = if from_stdin {
         Box::new(io::stdin().lock())
     } else {
         match File::open(&args.file) {
@@ -88,9 +98,9 @@ pub fn run(args: InspectArgs) -> ExitCode {
         Output::Lines(TcpdumpFormatter::new().absolute(args.absolute))
     };
 
-    // Lines collect in `pending`, written out a large piece at a time: one buffer for
-    // every line, no allocation and no `fmt` per packet. Stdout's own line buffering
-    // passes pieces ending in a newline straight to write(2).
+    // Lines collect in `pending`, written out a large piece at a time (or each line, when
+    // line-buffered): one buffer for every line, no allocation and no `fmt` per packet.
+    // Stdout's own line buffering passes pieces ending in a newline straight to write(2).
     let mut out = io::stdout().lock();
     let mut pending = String::with_capacity(PENDING + 4096);
     let failure = loop {
@@ -118,7 +128,7 @@ pub fn run(args: InspectArgs) -> ExitCode {
             }
         }
         pending.push('\n');
-        if pending.len() >= PENDING {
+        if line_buffered || pending.len() >= PENDING {
             if out.write_all(pending.as_bytes()).is_err() {
                 // Standard output is gone (`| head`): nothing more is wanted.
                 return ExitCode::SUCCESS;

@@ -398,3 +398,88 @@ fn a_closed_standard_output_ends_quietly() {
     assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
     assert_eq!(stderr(&out), "");
 }
+
+/// The pcap file header and records of `trace/lo4.pcap`, as a capture writing into a pipe
+/// (`tcpdump -U -w -`) sends them: header first, then one record at a time.
+fn lo4_pieces() -> (Vec<u8>, Vec<Vec<u8>>) {
+    let bytes = std::fs::read(fixture("trace/lo4.pcap")).unwrap();
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        records.push(bytes[at..at + 16 + len].to_vec());
+        at += 16 + len;
+    }
+    (bytes[..24].to_vec(), records)
+}
+
+/// Feeds `input` one record at a time and insists on each record's line coming back
+/// before the next record is written. Each read is bounded, so a line held back in a
+/// buffer fails the test instead of hanging it.
+fn streams_line_by_line(child: &mut std::process::Child, mut input: impl Write) {
+    let (header, records) = lo4_pieces();
+    let expected = std::fs::read_to_string(fixture("trace/lo4.tcpdump.txt")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    input.write_all(&header).unwrap();
+    input.flush().unwrap();
+    for (i, (record, want)) in records.iter().zip(expected.lines()).enumerate() {
+        input.write_all(record).unwrap();
+        input.flush().unwrap();
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => assert_eq!(line, want, "record {}", i + 1),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("record {}: no line within 10 s of writing it ({e})", i + 1);
+            }
+        }
+    }
+    drop(input);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(rx.try_recv().is_err(), "a line after the last record");
+}
+
+#[test]
+fn standard_input_streams_a_line_per_record_as_it_arrives() {
+    let mut child = Command::new(BIN)
+        .args(["inspect", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let input = child.stdin.take().unwrap();
+    streams_line_by_line(&mut child, input);
+}
+
+/// A named pipe given by name is not `-`: `-l` asks for a line per record.
+#[test]
+fn dash_l_streams_from_a_named_pipe() {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("inspect-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut child = Command::new(BIN)
+        .args(["inspect", "-l"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Opening for writing waits for the reader, which ustack is.
+    let input = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    streams_line_by_line(&mut child, input);
+}
