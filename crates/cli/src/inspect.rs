@@ -56,6 +56,20 @@ pub struct InspectArgs {
     /// (`tcpdump -U -w - | ustack inspect -`); otherwise output goes out 64 KiB at a time.
     #[arg(short = 'l', long = "line-buffered")]
     pub line_buffered: bool,
+
+    /// Stop after COUNT records (tcpdump -c), in every mode: COUNT lines or JSON objects,
+    /// or the flows and ladders of the first COUNT records.
+    #[arg(short = 'c', value_name = "COUNT", value_parser = parse_count)]
+    pub count: Option<u64>,
+}
+
+/// `-c`'s COUNT: a positive number. tcpdump refuses 0 too.
+fn parse_count(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("the count must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
 }
 
 /// What the records are turned into.
@@ -103,13 +117,20 @@ pub fn run(args: InspectArgs) -> ExitCode {
     // Stdout's own line buffering passes pieces ending in a newline straight to write(2).
     let mut out = io::stdout().lock();
     let mut pending = String::with_capacity(PENDING + 4096);
+    let mut left = args.count;
     let failure = loop {
+        if left == Some(0) {
+            break None;
+        }
         let record = match reader.next_record() {
             Ok(Some(record)) => record,
             Ok(None) => break None,
             Err(e) => break Some(e),
         };
         let summary = record.decode();
+        if let Some(n) = &mut left {
+            *n -= 1;
+        }
         match &mut output {
             Output::Lines(formatter) => formatter.format_into(record.ts, &summary, &mut pending),
             Output::Json(formatter) => {

@@ -483,3 +483,60 @@ fn dash_l_streams_from_a_named_pipe() {
     let _ = std::fs::remove_file(&path);
     streams_line_by_line(&mut child, input);
 }
+
+/// tcpdump 4.99's lines for `tcpdump -nn -r FILE ARGS` in UTC, or `None` (saying why)
+/// where tcpdump is not installed; under `CI=true` a missing tcpdump fails instead
+/// (`.ci/run` installs it).
+fn tcpdump(file: &Path, args: &[&str]) -> Option<String> {
+    let dirs = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .collect::<Vec<_>>();
+    let Some(program) = dirs.iter().map(|dir| dir.join("tcpdump")).find(|p| p.is_file()) else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but tcpdump is not installed (Debian: tcpdump)");
+        }
+        eprintln!("skipping the comparison with a live tcpdump: tcpdump is not installed (Debian: tcpdump)");
+        return None;
+    };
+    let out = Command::new(program).env("TZ", "UTC").args(["-nn", "-r"]).arg(file).args(args).output().unwrap();
+    assert!(out.status.success(), "tcpdump -nn -r {} {args:?}: {}", file.display(), stderr(&out));
+    Some(stdout(&out))
+}
+
+#[test]
+fn dash_c_stops_after_count_records_in_every_mode() {
+    let lo4 = std::fs::read_to_string(fixture("trace/lo4.tcpdump.txt")).unwrap();
+    let first: String = lo4.lines().take(5).map(|line| format!("{line}\n")).collect();
+    assert_eq!(inspect_ok(&["-c", "5"], "trace/lo4.pcap"), first);
+    assert_eq!(inspect_ok(&["-c", "1000"], "trace/lo4.pcap"), lo4);
+    let json = inspect_ok(&["--json"], "trace/lo4.pcap");
+    let first: String = json.lines().take(5).map(|line| format!("{line}\n")).collect();
+    assert_eq!(inspect_ok(&["--json", "-c", "5"], "trace/lo4.pcap"), first);
+    // The handshake alone: three packets, a connection still open.
+    let flows = inspect_ok(&["--flows", "-c", "3"], "trace/lo4.pcap");
+    assert!(flows.lines().nth(1).is_some_and(|l| l.contains("complete") && l.contains("open")), "{flows}");
+    let ladder = inspect_ok(&["--handshakes", "-c", "3"], "trace/lo4.pcap");
+    assert_eq!(ladder.matches("[S").count(), 2, "{ladder}");
+    assert!(!ladder.contains("[F"), "{ladder}");
+    // A count that ends before damaged bytes never reaches them.
+    let out = inspect(&["-c", "17"], &fixture("broken/truncated-record.pcap"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 17);
+    for n in ["1", "7", "12"] {
+        for name in ["trace/lo4.pcap", "trace/lo6.pcap", "kernel/several.pcap"] {
+            if let Some(expected) = tcpdump(&fixture(name), &["-c", n]) {
+                assert_same_lines(&inspect_ok(&["-c", n], name), &expected, &format!("-c {n} {name}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn dash_c_zero_is_a_usage_error() {
+    for count in ["0", "x", "-1"] {
+        let out = inspect(&["-c", count], &fixture("trace/lo4.pcap"));
+        assert_eq!(out.status.code(), Some(2), "-c {count}");
+        assert_eq!(stderr(&out).lines().count(), 1, "-c {count}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "");
+    }
+}
