@@ -16,6 +16,11 @@
 //! - a bare address or number after `and`/`or` takes the qualifiers of the primitive
 //!   before it: `port 7 or 9` is `port 7 or port 9`.
 //!
+//! Protocols are found where tcpdump looks for them: the protocol an IPv4 header names,
+//! or the IPv6 header's next header (for `tcp`, `udp` and `icmp6` also a fragment
+//! header's), never one behind other extension headers or IPv4's authentication header.
+//! `port` sees the ports of a TCP or UDP header that follows the IP header directly.
+//!
 //! ```
 //! use ustack::packet::{Filter, decode};
 //!
@@ -30,7 +35,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::summary::{Ip, IpVersion, Net, Summary, Transport};
+use super::summary::{ExtHeader, Ip, IpVersion, Net, Summary, Transport};
 
 /// A parsed filter expression; [`Filter::matches`] applies it to a packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,7 +126,7 @@ impl Filter {
 
     /// Whether the packet passes the filter.
     pub fn matches(&self, summary: &Summary) -> bool {
-        self.expr.as_ref().is_none_or(|expr| expr.matches(summary))
+        self.expr.as_ref().is_none_or(|expr| expr.eval(summary).unwrap_or(false))
     }
 }
 
@@ -359,37 +364,45 @@ impl Dir {
     }
 }
 
+/// A primitive needed bytes the packet does not have: tcpdump's filter program stops
+/// there and rejects the packet, whatever the rest of the expression (`not` included).
+struct Missing;
+
 impl Expr {
-    fn matches(&self, s: &Summary) -> bool {
+    /// Left to right, each `and`/`or` skipping its right side when the left decides, as
+    /// the filter program tcpdump compiles does.
+    fn eval(&self, s: &Summary) -> Result<bool, Missing> {
         let ip = match &s.net {
             Net::Ip(ip) => Some(ip),
             _ => None,
         };
         match self {
-            Expr::And(a, b) => a.matches(s) && b.matches(s),
-            Expr::Or(a, b) => a.matches(s) || b.matches(s),
-            Expr::Not(a) => !a.matches(s),
-            Expr::Proto(p) => match (p, &s.net) {
+            Expr::And(a, b) => Ok(a.eval(s)? && b.eval(s)?),
+            Expr::Or(a, b) => Ok(a.eval(s)? || b.eval(s)?),
+            Expr::Not(a) => Ok(!a.eval(s)?),
+            Expr::Proto(p) => Ok(match (p, &s.net) {
                 (Proto::Arp, Net::Arp(_)) => true,
                 (_, Net::Ip(ip)) => match p {
                     Proto::Ip => ip.version == IpVersion::V4,
                     Proto::Ip6 => ip.version == IpVersion::V6,
-                    Proto::Tcp => ip.protocol == 6,
-                    Proto::Udp => ip.protocol == 17,
-                    Proto::Icmp => ip.version == IpVersion::V4 && ip.protocol == 1,
-                    Proto::Icmp6 => ip.version == IpVersion::V6 && ip.protocol == 58,
+                    Proto::Tcp => carries(ip, 6, true),
+                    Proto::Udp => carries(ip, 17, true),
+                    Proto::Icmp => ip.version == IpVersion::V4 && carries(ip, 1, true),
+                    Proto::Icmp6 => ip.version == IpVersion::V6 && carries(ip, 58, true),
                     Proto::Arp => false,
                 },
                 _ => false,
-            },
+            }),
             Expr::Host(q, addr) => {
-                addresses(s, q.proto).is_some_and(|(src, dst)| q.dir.test(src == *addr, dst == *addr))
+                Ok(addresses(s, q.proto).is_some_and(|(src, dst)| q.dir.test(src == *addr, dst == *addr)))
             }
-            Expr::Net(q, addr, len) => addresses(s, q.proto)
-                .is_some_and(|(src, dst)| q.dir.test(in_net(src, *addr, *len), in_net(dst, *addr, *len))),
-            Expr::Port(q, port) => ip
-                .and_then(|ip| ports(ip, q.proto))
-                .is_some_and(|(sport, dport)| q.dir.test(sport == *port, dport == *port)),
+            Expr::Net(q, addr, len) => Ok(addresses(s, q.proto)
+                .is_some_and(|(src, dst)| q.dir.test(in_net(src, *addr, *len), in_net(dst, *addr, *len)))),
+            Expr::Port(q, port) => match ip.map(|ip| ports(ip, q.proto)) {
+                Some(Ports::Present(sport, dport)) => Ok(q.dir.test(sport == *port, dport == *port)),
+                Some(Ports::Missing) => Err(Missing),
+                Some(Ports::NotThere) | None => Ok(false),
+            },
         }
     }
 }
@@ -412,22 +425,46 @@ fn addresses(s: &Summary, proto: Option<Proto>) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
+/// Whether the IP header names `protocol` as what it carries, where tcpdump looks for
+/// it: IPv4's protocol field, IPv6's next header (or, with `past_fragment`, the next
+/// header of a fragment header right after the fixed header). An upper layer behind an
+/// IPv4 authentication header or other IPv6 extension headers is not seen, as tcpdump
+/// does not see it.
+fn carries(ip: &Ip, protocol: u8, past_fragment: bool) -> bool {
+    let seen = match ip.ext_headers.as_slice() {
+        [] => true,
+        [ExtHeader::Fragment { .. }] => past_fragment && ip.version == IpVersion::V6,
+        _ => false,
+    };
+    seen && ip.protocol == protocol
+}
+
 /// TCP or UDP ports (`proto` narrowing to one), also from a header cut short after them.
-fn ports(ip: &Ip, proto: Option<Proto>) -> Option<(u16, u16)> {
+/// As in tcpdump, only where the IP header names TCP or UDP itself.
+fn ports(ip: &Ip, proto: Option<Proto>) -> Ports {
     let wanted = match proto {
-        Some(Proto::Tcp) => ip.protocol == 6,
-        Some(Proto::Udp) => ip.protocol == 17,
-        _ => ip.protocol == 6 || ip.protocol == 17,
+        Some(Proto::Tcp) => carries(ip, 6, false),
+        Some(Proto::Udp) => carries(ip, 17, false),
+        _ => carries(ip, 6, false) || carries(ip, 17, false),
     };
     if !wanted {
-        return None;
+        return Ports::NotThere;
     }
     match &ip.transport {
-        Transport::Tcp(tcp) => Some((tcp.sport, tcp.dport)),
-        Transport::Udp(udp) => Some((udp.sport, udp.dport)),
-        Transport::Truncated { ports, .. } => *ports,
-        _ => None,
+        Transport::Tcp(tcp) => Ports::Present(tcp.sport, tcp.dport),
+        Transport::Udp(udp) => Ports::Present(udp.sport, udp.dport),
+        Transport::Truncated { ports: Some((sport, dport)), .. } => Ports::Present(*sport, *dport),
+        Transport::Truncated { ports: None, .. } => Ports::Missing,
+        _ => Ports::NotThere,
     }
+}
+
+enum Ports {
+    Present(u16, u16),
+    /// TCP or UDP whose header was cut short before its ports.
+    Missing,
+    /// Not TCP or UDP where tcpdump looks, or a fragment after the first.
+    NotThere,
 }
 
 #[cfg(test)]
@@ -528,6 +565,35 @@ mod tests {
         assert!(yes("(tcp)and(port 7)", &t), "parentheses need no spaces");
         // A bare value takes the last primitive's qualifiers.
         assert!(yes("port 9 or 7", &t) && !yes("src port 9 or 7", &t) && yes("host 1.2.3.4 or 10.7.0.2", &t));
+    }
+
+    #[test]
+    fn protocols_behind_extension_headers_are_not_seen() {
+        // IPv6 hop-by-hop options (8 bytes), then UDP 40000 > 7.
+        let udp6 = |next: u8, ext: &[u8]| {
+            let mut p = vec![0x60, 0, 0, 0, 0, (ext.len() + 8) as u8, next, 64];
+            p.extend("fd00::1".parse::<Ipv6Addr>().unwrap().octets());
+            p.extend("fd00::2".parse::<Ipv6Addr>().unwrap().octets());
+            p.extend(ext);
+            p.extend([0x9c, 0x40, 0, 7, 0, 8, 0, 0]);
+            decode(&p)
+        };
+        let hbh = udp6(0, &[17, 0, 1, 4, 0, 0, 0, 0]);
+        assert!(!yes("udp", &hbh) && !yes("port 7", &hbh) && yes("ip6", &hbh) && yes("host fd00::2", &hbh));
+        // A first fragment: `udp` looks past the fragment header, `port` does not.
+        let frag = udp6(44, &[17, 0, 0, 1, 0, 0, 0, 9]);
+        assert!(yes("udp", &frag) && !yes("port 7", &frag));
+        assert!(yes("udp port 7", &udp6(17, &[])));
+    }
+
+    #[test]
+    fn ports_cut_off_reject_the_packet_whatever_the_expression() {
+        // TCP with only 2 header bytes: tcpdump's `port` reads past the end and rejects.
+        let cut = decode(&ipv4(A, B, 6, &[0x9c, 0x40]));
+        assert!(yes("tcp", &cut) && yes("not udp", &cut));
+        assert!(!yes("port 7", &cut) && !yes("not port 7", &cut) && !yes("not (port 7 or port 9)", &cut));
+        // Unless the left side of `and`/`or` decides first.
+        assert!(yes("tcp or port 7", &cut) && !yes("udp and port 7", &cut) && !yes("udp or port 7", &cut));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::Args;
 use ustack::observe::ladder::{DEFAULT_HEAD, DEFAULT_TAIL};
 use ustack::observe::{CaptureReader, FlowTable, draw};
-use ustack::packet::{JsonFormatter, Net, TcpdumpFormatter};
+use ustack::packet::{Filter, JsonFormatter, Net, TcpdumpFormatter};
 
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
@@ -31,6 +31,15 @@ pub struct InspectArgs {
     /// The capture file, pcap or pcapng; `-` reads standard input.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+
+    /// Only the packets this tcpdump filter expression matches, as one argument or as
+    /// separate words: `'tcp port 7 and host 10.7.0.1'`. Primitives: `host A`,
+    /// `net A/LEN`, `net A mask M`, `port N`, each with `src`, `dst`, `src or dst` or
+    /// `src and dst` before it; `ip`, `ip6`, `tcp`, `udp`, `icmp`, `icmp6`, `arp`, alone
+    /// or before `host`/`net` (ip, ip6) and `port` (tcp, udp); `and`/`&&`, `or`/`||`,
+    /// `not`/`!`, parentheses. It applies in every mode, before -c counts.
+    #[arg(value_name = "EXPRESSION")]
+    pub expression: Vec<String>,
 
     /// Print the flow table instead of the packets: per conversation, packets and bytes
     /// each way, the TCP handshake, how it ended, and how long it lasted.
@@ -86,6 +95,13 @@ const PENDING: usize = 64 * 1024;
 /// Runs `inspect`; the exit code is 0, or 2 for a capture that cannot be read.
 pub fn run(args: InspectArgs) -> ExitCode {
     let name = args.file.display().to_string();
+    let filter = match Filter::parse_words(&args.expression) {
+        Ok(filter) => filter,
+        Err(e) => {
+            complain!("ustack: inspect: filter expression: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let from_stdin = args.file.as_os_str() == "-";
     // A reader watching a live capture or a terminal wants each line as it comes; one
     // reading a file into a file or pipe wants throughput.
@@ -128,6 +144,9 @@ pub fn run(args: InspectArgs) -> ExitCode {
             Err(e) => break Some(e),
         };
         let summary = record.decode();
+        if !filter.matches(&summary) {
+            continue;
+        }
         if let Some(n) = &mut left {
             *n -= 1;
         }

@@ -11,8 +11,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_ustack");
 
 use ustack_testkit::fixture;
 
+/// `ustack inspect FILE ARGS...`: options and filter words after the file, as tcpdump
+/// takes its expression after its options.
 fn inspect(args: &[&str], file: &Path) -> Output {
-    Command::new(BIN).arg("inspect").args(args).arg(file).output().expect("run ustack")
+    Command::new(BIN).arg("inspect").arg(file).args(args).output().expect("run ustack")
 }
 
 fn stdout(out: &Output) -> String {
@@ -538,5 +540,128 @@ fn dash_c_zero_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "-c {count}");
         assert_eq!(stderr(&out).lines().count(), 1, "-c {count}: {}", stderr(&out));
         assert_eq!(stdout(&out), "");
+    }
+}
+
+/// Filters compared with tcpdump's on every fixture below.
+const FILTERS: [&str; 35] = [
+    "tcp",
+    "udp",
+    "icmp",
+    "icmp6",
+    "ip",
+    "ip6",
+    "not tcp",
+    "! ip",
+    "port 7",
+    "tcp port 7",
+    "udp port 7",
+    "dst port 7",
+    "src port 7",
+    "port 7 or 9",
+    "tcp src port 7 or dst port 9",
+    "host 10.7.0.1",
+    "src host 10.7.0.2",
+    "dst host fd00:7::1",
+    "host ::1",
+    "host 10.9.0.1 and port 7",
+    "net 10.7.0.0/16",
+    "net 10.9",
+    "src net 10.9.0.2/32",
+    "net 10.0.0.0 mask 255.0.0.0",
+    "net fd00::/16",
+    "dst net 127.0.0.0/8",
+    "ip6 net fd00:9::/32",
+    "tcp port 7 and host 10.7.0.1",
+    "(udp or icmp) and not host 10.7.0.9",
+    "tcp or udp and port 7",
+    "src or dst port 7",
+    "src and dst host 127.0.0.1",
+    "not (port 7 or port 9) && ip",
+    "icmp || udp dst port 5",
+    "ip host 10.7.0.2 and not icmp",
+];
+
+/// The fixtures whose unfiltered lines are tcpdump's (http.pcap is not: tcpdump adds
+/// the HTTP request line).
+fn tcpdump_fixtures() -> Vec<String> {
+    let mut names = Vec::new();
+    for dir in ["kernel", "trace"] {
+        for entry in std::fs::read_dir(fixture(dir)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".pcap") && name != "http.pcap" {
+                names.push(format!("{dir}/{name}"));
+            }
+        }
+    }
+    names.extend(["formats/lo4.pcapng", "formats/lo6-ns.pcapng", "formats/any-sll.pcap"].map(String::from));
+    names.sort();
+    names
+}
+
+#[test]
+fn filters_match_tcpdump() {
+    if tcpdump(&fixture("trace/lo4.pcap"), &[]).is_none() {
+        return;
+    }
+    let mut matched = 0;
+    for name in tcpdump_fixtures() {
+        for filter in FILTERS {
+            let expected = tcpdump(&fixture(&name), &[filter]).unwrap();
+            matched += expected.lines().count();
+            assert_same_lines(&inspect_ok(&[filter], &name), &expected, &format!("inspect {name} '{filter}'"));
+            // The same expression as separate words, as a shell passes it unquoted.
+            let words: Vec<&str> = filter.split(' ').collect();
+            assert_same_lines(&inspect_ok(&words, &name), &expected, &format!("inspect {name} {filter}"));
+        }
+    }
+    assert!(matched > 1000, "the filters chose {matched} lines in all: too few to say much");
+    // -c counts what the filter lets through, as tcpdump's does.
+    for name in ["trace/crafted.pcap", "kernel/several.pcap"] {
+        for filter in ["tcp", "udp or icmp6", "port 7 and not src host 10.9.0.2"] {
+            let expected = tcpdump(&fixture(&name), &["-c", "4", filter]).unwrap();
+            let ours = inspect_ok(&["-c", "4", filter], name);
+            assert_same_lines(&ours, &expected, &format!("inspect -c 4 {name} '{filter}'"));
+        }
+    }
+}
+
+/// Without tcpdump: the filter narrows every mode, and comes before -c.
+#[test]
+fn a_filter_applies_in_every_mode_before_the_count() {
+    let lo4 = std::fs::read_to_string(fixture("trace/lo4.tcpdump.txt")).unwrap();
+    let udp: String = lo4.lines().filter(|l| l.contains(": UDP,")).map(|l| format!("{l}\n")).collect();
+    assert!(!udp.is_empty());
+    assert_eq!(inspect_ok(&["udp"], "trace/lo4.pcap"), udp);
+    assert_eq!(inspect_ok(&["-c", "1", "udp"], "trace/lo4.pcap"), udp.lines().next().unwrap().to_string() + "\n");
+    let json = inspect_ok(&["--json", "udp"], "trace/lo4.pcap");
+    assert_eq!(json.lines().count(), udp.lines().count());
+    assert!(json.lines().all(|l| l.contains("\"proto\":\"udp\"")), "{json}");
+    assert_eq!(inspect_ok(&["--flows", "icmp"], "trace/lo4.pcap").lines().filter(|l| l.contains("tcp")).count(), 0);
+    assert_eq!(inspect_ok(&["--handshakes", "udp"], "trace/lo4.pcap"), "no TCP connections\n");
+    assert_eq!(inspect_ok(&["--flows", "port 12345"], "trace/lo4.pcap"), "no IP flows\n");
+    // Options may follow the expression, as tcpdump's may.
+    assert_eq!(inspect_ok(&["udp", "-c", "1"], "trace/lo4.pcap"), udp.lines().next().unwrap().to_string() + "\n");
+}
+
+#[test]
+fn a_bad_filter_is_one_line_and_exit_2() {
+    for filter in
+        [&["port 7 and"][..], &["tcp", "port"][..], &["(", "udp"][..], &["frobnicate"][..], &["host", "10.7"][..]]
+    {
+        for mode in [&[][..], &["--json"][..], &["--flows"][..]] {
+            let out = Command::new(BIN)
+                .arg("inspect")
+                .args(mode)
+                .arg(fixture("trace/lo4.pcap"))
+                .args(filter)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{filter:?}");
+            let err = stderr(&out);
+            assert!(err.starts_with("ustack: inspect: filter expression: "), "{filter:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{filter:?}: {err}");
+            assert_eq!(stdout(&out), "", "{filter:?}");
+        }
     }
 }
