@@ -23,6 +23,16 @@ interfaces, each with its own link type and timestamp resolution). Link types: r
 Ethernet, Linux cooked v1 and v2 (tcpdump -i any), BSD loopback. Timestamps print in UTC, \
 as `TZ=UTC tcpdump -nn -r FILE` prints them.
 
+EXPRESSION is tcpdump's filter language, its common part: `ustack inspect FILE 'tcp port 7 \
+and host 10.7.0.1'` prints what `TZ=UTC tcpdump -nn -r FILE 'tcp port 7 and host 10.7.0.1'` \
+prints. `not` binds tightest; `and` and `or` are equal, left to right, as in tcpdump. A bare \
+value repeats the qualifiers before it (`port 7 or 9`). An expression that does not parse is \
+one line on stderr and exit 2.
+
+Following a live capture: `tcpdump -U -w - | ustack inspect -` prints each packet as it \
+arrives (standard input and a terminal are line-buffered; -l asks for it elsewhere), and \
+`-c N` ends it after N packets.
+
 A record that cannot be decoded (ARP, another protocol, garbage, a frame cut short, an \
 unknown link type) still gets its line, saying what it is. A damaged file (cut short, \
 wrong magic, a length that cannot be) prints every record before the damage, then one line \
