@@ -619,7 +619,7 @@ fn filters_match_tcpdump() {
     // -c counts what the filter lets through, as tcpdump's does.
     for name in ["trace/crafted.pcap", "kernel/several.pcap"] {
         for filter in ["tcp", "udp or icmp6", "port 7 and not src host 10.9.0.2"] {
-            let expected = tcpdump(&fixture(&name), &["-c", "4", filter]).unwrap();
+            let expected = tcpdump(&fixture(name), &["-c", "4", filter]).unwrap();
             let ours = inspect_ok(&["-c", "4", filter], name);
             assert_same_lines(&ours, &expected, &format!("inspect -c 4 {name} '{filter}'"));
         }
