@@ -12,8 +12,12 @@
 //!   with absolute numbers.
 //! - [`JsonFormatter`]: one JSON object per packet, with a flow id shared by both
 //!   directions of a conversation ([`FlowIds`]).
+//!
+//! [`Filter`] chooses packets by a tcpdump filter expression (`tcp port 7 and host
+//! 10.7.0.1`), evaluated on the [`Summary`].
 
 mod decode;
+mod filter;
 mod flow;
 mod json;
 mod link;
@@ -21,6 +25,7 @@ mod summary;
 mod tcpdump;
 
 pub use decode::decode;
+pub use filter::{Filter, FilterError};
 pub use flow::{DEFAULT_FLOW_CAPACITY, FlowIds, FlowKey};
 pub use json::{JsonFormatter, quote as json_quote, to_json};
 pub use link::{Arp, LinkHeader, decode_link, linktype};

@@ -7,14 +7,14 @@
 //! whatever was read before it has been printed.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use ustack::observe::ladder::{DEFAULT_HEAD, DEFAULT_TAIL};
 use ustack::observe::{CaptureReader, FlowTable, draw};
-use ustack::packet::{JsonFormatter, Net, TcpdumpFormatter};
+use ustack::packet::{Filter, JsonFormatter, Net, TcpdumpFormatter};
 
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
@@ -22,6 +22,16 @@ Reads pcap (either byte order, micro- or nanosecond timestamps) and pcapng (any 
 interfaces, each with its own link type and timestamp resolution). Link types: raw IP, \
 Ethernet, Linux cooked v1 and v2 (tcpdump -i any), BSD loopback. Timestamps print in UTC, \
 as `TZ=UTC tcpdump -nn -r FILE` prints them.
+
+EXPRESSION is tcpdump's filter language, its common part: `ustack inspect FILE 'tcp port 7 \
+and host 10.7.0.1'` prints what `TZ=UTC tcpdump -nn -r FILE 'tcp port 7 and host 10.7.0.1'` \
+prints. `not` binds tightest; `and` and `or` are equal, left to right, as in tcpdump. A bare \
+value repeats the qualifiers before it (`port 7 or 9`). An expression that does not parse is \
+one line on stderr and exit 2.
+
+Following a live capture: `tcpdump -U -w - | ustack inspect -` prints each packet as it \
+arrives (standard input and a terminal are line-buffered; -l asks for it elsewhere), and \
+`-c N` ends it after N packets.
 
 A record that cannot be decoded (ARP, another protocol, garbage, a frame cut short, an \
 unknown link type) still gets its line, saying what it is. A damaged file (cut short, \
@@ -31,6 +41,15 @@ pub struct InspectArgs {
     /// The capture file, pcap or pcapng; `-` reads standard input.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+
+    /// Only the packets this tcpdump filter expression matches, as one argument or as
+    /// separate words: `'tcp port 7 and host 10.7.0.1'`. Primitives: `host A`,
+    /// `net A/LEN`, `net A mask M`, `port N`, each with `src`, `dst`, `src or dst` or
+    /// `src and dst` before it; `ip`, `ip6`, `tcp`, `udp`, `icmp`, `icmp6`, `arp`, alone
+    /// or before `host`/`net` (ip, ip6) and `port` (tcp, udp); `and`/`&&`, `or`/`||`,
+    /// `not`/`!`, parentheses. It applies in every mode, before -c counts.
+    #[arg(value_name = "EXPRESSION")]
+    pub expression: Vec<String>,
 
     /// Print the flow table instead of the packets: per conversation, packets and bytes
     /// each way, the TCP handshake, how it ended, and how long it lasted.
@@ -50,6 +69,26 @@ pub struct InspectArgs {
     /// Absolute TCP sequence and acknowledgment numbers (tcpdump -S), in lines and ladders.
     #[arg(short = 'S', long)]
     pub absolute: bool,
+
+    /// Line-buffered (tcpdump -l): each line or JSON object is written as soon as its
+    /// record is read. The default when standard output is a terminal or FILE is `-`
+    /// (`tcpdump -U -w - | ustack inspect -`); otherwise output goes out 64 KiB at a time.
+    #[arg(short = 'l', long = "line-buffered")]
+    pub line_buffered: bool,
+
+    /// Stop after COUNT records (tcpdump -c), in every mode: COUNT lines or JSON objects,
+    /// or the flows and ladders of the first COUNT records.
+    #[arg(short = 'c', value_name = "COUNT", value_parser = parse_count)]
+    pub count: Option<u64>,
+}
+
+/// `-c`'s COUNT: a positive number. tcpdump refuses 0 too.
+fn parse_count(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("the count must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
 }
 
 /// What the records are turned into.
@@ -66,7 +105,18 @@ const PENDING: usize = 64 * 1024;
 /// Runs `inspect`; the exit code is 0, or 2 for a capture that cannot be read.
 pub fn run(args: InspectArgs) -> ExitCode {
     let name = args.file.display().to_string();
-    let source: Box<dyn Read> = if args.file.as_os_str() == "-" {
+    let filter = match Filter::parse_words(&args.expression) {
+        Ok(filter) => filter,
+        Err(e) => {
+            complain!("ustack: inspect: filter expression: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let from_stdin = args.file.as_os_str() == "-";
+    // A reader watching a live capture or a terminal wants each line as it comes; one
+    // reading a file into a file or pipe wants throughput.
+    let line_buffered = args.line_buffered || from_stdin || io::stdout().is_terminal();
+    let source: Box<dyn Read> = if from_stdin {
         Box::new(io::stdin().lock())
     } else {
         match File::open(&args.file) {
@@ -88,18 +138,28 @@ pub fn run(args: InspectArgs) -> ExitCode {
         Output::Lines(TcpdumpFormatter::new().absolute(args.absolute))
     };
 
-    // Lines collect in `pending`, written out a large piece at a time: one buffer for
-    // every line, no allocation and no `fmt` per packet. Stdout's own line buffering
-    // passes pieces ending in a newline straight to write(2).
+    // Lines collect in `pending`, written out a large piece at a time (or each line, when
+    // line-buffered): one buffer for every line, no allocation and no `fmt` per packet.
+    // Stdout's own line buffering passes pieces ending in a newline straight to write(2).
     let mut out = io::stdout().lock();
     let mut pending = String::with_capacity(PENDING + 4096);
+    let mut left = args.count;
     let failure = loop {
+        if left == Some(0) {
+            break None;
+        }
         let record = match reader.next_record() {
             Ok(Some(record)) => record,
             Ok(None) => break None,
             Err(e) => break Some(e),
         };
         let summary = record.decode();
+        if !filter.matches(&summary) {
+            continue;
+        }
+        if let Some(n) = &mut left {
+            *n -= 1;
+        }
         match &mut output {
             Output::Lines(formatter) => formatter.format_into(record.ts, &summary, &mut pending),
             Output::Json(formatter) => {
@@ -118,7 +178,7 @@ pub fn run(args: InspectArgs) -> ExitCode {
             }
         }
         pending.push('\n');
-        if pending.len() >= PENDING {
+        if line_buffered || pending.len() >= PENDING {
             if out.write_all(pending.as_bytes()).is_err() {
                 // Standard output is gone (`| head`): nothing more is wanted.
                 return ExitCode::SUCCESS;

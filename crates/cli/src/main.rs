@@ -80,7 +80,7 @@ enum Command {
     /// virtual clock, which prints the same bytes on every run.
     Demo(demo::DemoArgs),
     /// Read a capture file (pcap or pcapng, from tcpdump, Wireshark or ustack) as tcpdump
-    /// lines, JSON, a flow table or TCP ladder diagrams.
+    /// lines, JSON, a flow table or TCP ladder diagrams, filtered by a tcpdump expression.
     ///
     /// Needs no privileges and touches no network. A capture that cannot be read (cut
     /// short, not a capture, a length that cannot be) gives one line on stderr and exit 2,

@@ -11,8 +11,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_ustack");
 
 use ustack_testkit::fixture;
 
+/// `ustack inspect FILE ARGS...`: options and filter words after the file, as tcpdump
+/// takes its expression after its options.
 fn inspect(args: &[&str], file: &Path) -> Output {
-    Command::new(BIN).arg("inspect").args(args).arg(file).output().expect("run ustack")
+    Command::new(BIN).arg("inspect").arg(file).args(args).output().expect("run ustack")
 }
 
 fn stdout(out: &Output) -> String {
@@ -397,4 +399,269 @@ fn a_closed_standard_output_ends_quietly() {
     let _ = std::fs::remove_file(&path);
     assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
     assert_eq!(stderr(&out), "");
+}
+
+/// The pcap file header and records of `trace/lo4.pcap`, as a capture writing into a pipe
+/// (`tcpdump -U -w -`) sends them: header first, then one record at a time.
+fn lo4_pieces() -> (Vec<u8>, Vec<Vec<u8>>) {
+    let bytes = std::fs::read(fixture("trace/lo4.pcap")).unwrap();
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        records.push(bytes[at..at + 16 + len].to_vec());
+        at += 16 + len;
+    }
+    (bytes[..24].to_vec(), records)
+}
+
+/// Feeds `input` one record at a time and insists on each record's line coming back
+/// before the next record is written. Each read is bounded, so a line held back in a
+/// buffer fails the test instead of hanging it.
+fn streams_line_by_line(child: &mut std::process::Child, mut input: impl Write) {
+    let (header, records) = lo4_pieces();
+    let expected = std::fs::read_to_string(fixture("trace/lo4.tcpdump.txt")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    input.write_all(&header).unwrap();
+    input.flush().unwrap();
+    for (i, (record, want)) in records.iter().zip(expected.lines()).enumerate() {
+        input.write_all(record).unwrap();
+        input.flush().unwrap();
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => assert_eq!(line, want, "record {}", i + 1),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("record {}: no line within 10 s of writing it ({e})", i + 1);
+            }
+        }
+    }
+    drop(input);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(rx.try_recv().is_err(), "a line after the last record");
+}
+
+#[test]
+fn standard_input_streams_a_line_per_record_as_it_arrives() {
+    let mut child = Command::new(BIN)
+        .args(["inspect", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let input = child.stdin.take().unwrap();
+    streams_line_by_line(&mut child, input);
+}
+
+/// A named pipe given by name is not `-`: `-l` asks for a line per record.
+#[test]
+fn dash_l_streams_from_a_named_pipe() {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("inspect-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut child = Command::new(BIN)
+        .args(["inspect", "-l"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Opening for writing waits for the reader, which ustack is.
+    let input = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    streams_line_by_line(&mut child, input);
+}
+
+/// tcpdump 4.99's lines for `tcpdump -nn -r FILE ARGS` in UTC, or `None` (saying why)
+/// where tcpdump is not installed; under `CI=true` a missing tcpdump fails instead
+/// (`.ci/run` installs it).
+fn tcpdump(file: &Path, args: &[&str]) -> Option<String> {
+    let dirs = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .collect::<Vec<_>>();
+    let Some(program) = dirs.iter().map(|dir| dir.join("tcpdump")).find(|p| p.is_file()) else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but tcpdump is not installed (Debian: tcpdump)");
+        }
+        eprintln!("skipping the comparison with a live tcpdump: tcpdump is not installed (Debian: tcpdump)");
+        return None;
+    };
+    let out = Command::new(program).env("TZ", "UTC").args(["-nn", "-r"]).arg(file).args(args).output().unwrap();
+    assert!(out.status.success(), "tcpdump -nn -r {} {args:?}: {}", file.display(), stderr(&out));
+    Some(stdout(&out))
+}
+
+#[test]
+fn dash_c_stops_after_count_records_in_every_mode() {
+    let lo4 = std::fs::read_to_string(fixture("trace/lo4.tcpdump.txt")).unwrap();
+    let first: String = lo4.lines().take(5).map(|line| format!("{line}\n")).collect();
+    assert_eq!(inspect_ok(&["-c", "5"], "trace/lo4.pcap"), first);
+    assert_eq!(inspect_ok(&["-c", "1000"], "trace/lo4.pcap"), lo4);
+    let json = inspect_ok(&["--json"], "trace/lo4.pcap");
+    let first: String = json.lines().take(5).map(|line| format!("{line}\n")).collect();
+    assert_eq!(inspect_ok(&["--json", "-c", "5"], "trace/lo4.pcap"), first);
+    // The handshake alone: three packets, a connection still open.
+    let flows = inspect_ok(&["--flows", "-c", "3"], "trace/lo4.pcap");
+    assert!(flows.lines().nth(1).is_some_and(|l| l.contains("complete") && l.contains("open")), "{flows}");
+    let ladder = inspect_ok(&["--handshakes", "-c", "3"], "trace/lo4.pcap");
+    assert_eq!(ladder.matches("[S").count(), 2, "{ladder}");
+    assert!(!ladder.contains("[F"), "{ladder}");
+    // A count that ends before damaged bytes never reaches them.
+    let out = inspect(&["-c", "17"], &fixture("broken/truncated-record.pcap"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 17);
+    for n in ["1", "7", "12"] {
+        for name in ["trace/lo4.pcap", "trace/lo6.pcap", "kernel/several.pcap"] {
+            if let Some(expected) = tcpdump(&fixture(name), &["-c", n]) {
+                assert_same_lines(&inspect_ok(&["-c", n], name), &expected, &format!("-c {n} {name}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn dash_c_zero_is_a_usage_error() {
+    for count in ["0", "x", "-1"] {
+        let out = inspect(&["-c", count], &fixture("trace/lo4.pcap"));
+        assert_eq!(out.status.code(), Some(2), "-c {count}");
+        assert_eq!(stderr(&out).lines().count(), 1, "-c {count}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "");
+    }
+}
+
+/// Filters compared with tcpdump's on every fixture below.
+const FILTERS: [&str; 35] = [
+    "tcp",
+    "udp",
+    "icmp",
+    "icmp6",
+    "ip",
+    "ip6",
+    "not tcp",
+    "! ip",
+    "port 7",
+    "tcp port 7",
+    "udp port 7",
+    "dst port 7",
+    "src port 7",
+    "port 7 or 9",
+    "tcp src port 7 or dst port 9",
+    "host 10.7.0.1",
+    "src host 10.7.0.2",
+    "dst host fd00:7::1",
+    "host ::1",
+    "host 10.9.0.1 and port 7",
+    "net 10.7.0.0/16",
+    "net 10.9",
+    "src net 10.9.0.2/32",
+    "net 10.0.0.0 mask 255.0.0.0",
+    "net fd00::/16",
+    "dst net 127.0.0.0/8",
+    "ip6 net fd00:9::/32",
+    "tcp port 7 and host 10.7.0.1",
+    "(udp or icmp) and not host 10.7.0.9",
+    "tcp or udp and port 7",
+    "src or dst port 7",
+    "src and dst host 127.0.0.1",
+    "not (port 7 or port 9) && ip",
+    "icmp || udp dst port 5",
+    "ip host 10.7.0.2 and not icmp",
+];
+
+/// The fixtures whose unfiltered lines are tcpdump's (http.pcap is not: tcpdump adds
+/// the HTTP request line).
+fn tcpdump_fixtures() -> Vec<String> {
+    let mut names = Vec::new();
+    for dir in ["kernel", "trace"] {
+        for entry in std::fs::read_dir(fixture(dir)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".pcap") && name != "http.pcap" {
+                names.push(format!("{dir}/{name}"));
+            }
+        }
+    }
+    names.extend(["formats/lo4.pcapng", "formats/lo6-ns.pcapng", "formats/any-sll.pcap"].map(String::from));
+    names.sort();
+    names
+}
+
+#[test]
+fn filters_match_tcpdump() {
+    if tcpdump(&fixture("trace/lo4.pcap"), &[]).is_none() {
+        return;
+    }
+    let mut matched = 0;
+    for name in tcpdump_fixtures() {
+        for filter in FILTERS {
+            let expected = tcpdump(&fixture(&name), &[filter]).unwrap();
+            matched += expected.lines().count();
+            assert_same_lines(&inspect_ok(&[filter], &name), &expected, &format!("inspect {name} '{filter}'"));
+            // The same expression as separate words, as a shell passes it unquoted.
+            let words: Vec<&str> = filter.split(' ').collect();
+            assert_same_lines(&inspect_ok(&words, &name), &expected, &format!("inspect {name} {filter}"));
+        }
+    }
+    assert!(matched > 1000, "the filters chose {matched} lines in all: too few to say much");
+    // -c counts what the filter lets through, as tcpdump's does.
+    for name in ["trace/crafted.pcap", "kernel/several.pcap"] {
+        for filter in ["tcp", "udp or icmp6", "port 7 and not src host 10.9.0.2"] {
+            let expected = tcpdump(&fixture(name), &["-c", "4", filter]).unwrap();
+            let ours = inspect_ok(&["-c", "4", filter], name);
+            assert_same_lines(&ours, &expected, &format!("inspect -c 4 {name} '{filter}'"));
+        }
+    }
+}
+
+/// Without tcpdump: the filter narrows every mode, and comes before -c.
+#[test]
+fn a_filter_applies_in_every_mode_before_the_count() {
+    let lo4 = std::fs::read_to_string(fixture("trace/lo4.tcpdump.txt")).unwrap();
+    let udp: String = lo4.lines().filter(|l| l.contains(": UDP,")).map(|l| format!("{l}\n")).collect();
+    assert!(!udp.is_empty());
+    assert_eq!(inspect_ok(&["udp"], "trace/lo4.pcap"), udp);
+    assert_eq!(inspect_ok(&["-c", "1", "udp"], "trace/lo4.pcap"), udp.lines().next().unwrap().to_string() + "\n");
+    let json = inspect_ok(&["--json", "udp"], "trace/lo4.pcap");
+    assert_eq!(json.lines().count(), udp.lines().count());
+    assert!(json.lines().all(|l| l.contains("\"proto\":\"udp\"")), "{json}");
+    assert_eq!(inspect_ok(&["--flows", "icmp"], "trace/lo4.pcap").lines().filter(|l| l.contains("tcp")).count(), 0);
+    assert_eq!(inspect_ok(&["--handshakes", "udp"], "trace/lo4.pcap"), "no TCP connections\n");
+    assert_eq!(inspect_ok(&["--flows", "port 12345"], "trace/lo4.pcap"), "no IP flows\n");
+    // Options may follow the expression, as tcpdump's may.
+    assert_eq!(inspect_ok(&["udp", "-c", "1"], "trace/lo4.pcap"), udp.lines().next().unwrap().to_string() + "\n");
+}
+
+#[test]
+fn a_bad_filter_is_one_line_and_exit_2() {
+    for filter in
+        [&["port 7 and"][..], &["tcp", "port"][..], &["(", "udp"][..], &["frobnicate"][..], &["host", "10.7"][..]]
+    {
+        for mode in [&[][..], &["--json"][..], &["--flows"][..]] {
+            let out = Command::new(BIN)
+                .arg("inspect")
+                .args(mode)
+                .arg(fixture("trace/lo4.pcap"))
+                .args(filter)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{filter:?}");
+            let err = stderr(&out);
+            assert!(err.starts_with("ustack: inspect: filter expression: "), "{filter:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{filter:?}: {err}");
+            assert_eq!(stdout(&out), "", "{filter:?}");
+        }
+    }
 }
