@@ -134,10 +134,7 @@ fn a_full_accept_queue_drops_syns_silently_and_a_retransmitted_syn_makes_no_seco
     inject(&lone.wire, 40001, at.port(), 5000, None, true);
     let answers = frames_before_ping_reply(&lone.wire, 2);
     assert!(answers.iter().all(|f| tcp_flags(f).is_none()), "no SYN-ACK and no RST: the SYN is dropped silently");
-    assert_eq!(
-        decisions_from(&lone.stack, 40001),
-        [Decision::Overflow { listener: l.id(), queue: Queue::Accept, reset: false }]
-    );
+    assert_eq!(decisions_from(&lone.stack, 40001), [Decision::Overflow { listener: l.id(), queue: Queue::Accept }]);
     assert_eq!(l.listen_queues(), Some((0, 1, 1)), "the drop is counted");
 
     let (_first, _) = l.accept().unwrap();
@@ -146,23 +143,41 @@ fn a_full_accept_queue_drops_syns_silently_and_a_retransmitted_syn_makes_no_seco
     assert!(syn_ack.syn && syn_ack.ack && syn_ack.ack_no == 5001, "with room again, the retransmitted SYN gets in");
 }
 
+/// Reset on overflow is Linux's `tcp_abort_on_overflow=1`: the handshake's last ACK that
+/// finds the accept queue full is answered with RST and the half-open connection is gone;
+/// a SYN that finds it full is still dropped silently.
 #[test]
-fn reset_on_overflow_answers_a_syn_with_rst() {
+fn reset_on_overflow_resets_the_handshake_ack_that_finds_the_accept_queue_full_and_drops_syns() {
     ustack_testkit::init_test_logging();
     let (end_a, end_b) = ustack::device::Wire::pair(1500).unwrap();
     let stack = Stack::new(end_b, StackConfig { reset_on_overflow: true, ..config(B, B6) }).unwrap();
-    let (l, at) = listener(&stack, B, 0);
-    inject(&end_a, 40000, at.port(), 1000, None, true);
-    let syn_ack = next_segment(&end_a);
-    inject(&end_a, 40000, at.port(), 1001, Some(syn_ack.seq.wrapping_add(1)), false);
-    wait_for(&l, Events::IN);
-    inject(&end_a, 40001, at.port(), 5000, None, true);
+    // Backlog 2: the SYN queue holds 2 and the accept queue 3.
+    let (l, at) = listener(&stack, B, 2);
+    let syn = |port: u16| {
+        inject(&end_a, port, at.port(), 1000, None, true);
+        next_segment(&end_a).seq
+    };
+    let ack = |port: u16, isn: u32| inject(&end_a, port, at.port(), 1001, Some(isn.wrapping_add(1)), false);
+    for (port, waiting) in [(40000, 1), (40001, 2)] {
+        let isn = syn(port);
+        ack(port, isn);
+        eventually("the handshake completes", || l.listen_queues() == Some((0, waiting, 0)));
+    }
+    let (isn3, isn4) = (syn(40002), syn(40003));
+    ack(40002, isn3);
+    eventually("the accept queue fills", || l.listen_queues() == Some((1, 3, 0)));
+    ack(40003, isn4);
     let answers = frames_before_ping_reply(&end_a, 1);
-    assert!(answers.iter().any(|f| tcp_flags(f).is_some_and(|t| t.rst)), "the SYN is answered with RST");
-    assert_eq!(
-        decisions_from(&stack, 40001),
-        [Decision::Overflow { listener: l.id(), queue: Queue::Accept, reset: true }]
-    );
+    let rst = answers.iter().filter_map(|f| tcp_flags(f)).find(|t| t.rst).expect("the ACK is answered with RST");
+    assert_eq!(rst.seq, isn4.wrapping_add(1), "the RST's sequence number is the ACK's acknowledgment");
+    assert_eq!(decisions_from(&stack, 40003).last(), Some(&Decision::AckDropped { listener: l.id(), reset: true }));
+    assert_eq!(l.listen_queues(), Some((0, 3, 0)), "the fourth connection is gone, not half-open");
+    assert_eq!(stack.demux_table().counters.overflow_reset, 1);
+
+    inject(&end_a, 40004, at.port(), 5000, None, true);
+    let answers = frames_before_ping_reply(&end_a, 2);
+    assert!(answers.iter().all(|f| tcp_flags(f).is_none()), "no SYN-ACK and no RST: the SYN is dropped silently");
+    assert_eq!(decisions_from(&stack, 40004), [Decision::Overflow { listener: l.id(), queue: Queue::Accept }]);
 }
 
 #[test]
@@ -186,7 +201,10 @@ fn the_ack_completing_a_handshake_is_dropped_while_the_accept_queue_is_full() {
     eventually("the accept queue fills", || l.listen_queues() == Some((1, 3, 0)));
     ack(40003, isn4);
     frames_before_ping_reply(&lone.wire, 1);
-    assert_eq!(decisions_from(&lone.stack, 40003).last(), Some(&Decision::AckDropped { listener: l.id() }));
+    assert_eq!(
+        decisions_from(&lone.stack, 40003).last(),
+        Some(&Decision::AckDropped { listener: l.id(), reset: false })
+    );
     assert_eq!(l.listen_queues(), Some((1, 3, 1)), "the fourth stays half-open, and the drop is counted");
 }
 

@@ -5,8 +5,9 @@
 //!   tell "refused"/"reset" from a timeout (smoltcp closes the socket either way).
 //! - A SYN for a listener is admitted only if its queues have room (Linux's rules, see
 //!   [`Listener`]); then a fresh smoltcp socket is made to take exactly
-//!   that SYN. Otherwise the SYN is dropped, so the client retransmits, or with
-//!   `reset_on_overflow` smoltcp answers RST (it finds no socket).
+//!   that SYN. Otherwise the SYN is dropped, so the client retransmits (also with
+//!   `reset_on_overflow`, as Linux's `tcp_abort_on_overflow`: that answers with RST only
+//!   the handshake's last ACK that finds the accept queue full).
 //! - UDP goes to the bound socket; ICMP echo requests are answered by smoltcp.
 //! - A packet for no socket goes to smoltcp, which answers TCP with RST and UDP with ICMP
 //!   port unreachable.
@@ -75,12 +76,13 @@ pub enum Decision {
     Connection { handle: SocketHandle, state: tcp::State, owner: Owner },
     /// A SYN admitted to listener `listener`: a new half-open connection in its SYN queue.
     Admitted { listener: SockId, handle: SocketHandle, syn_queue: usize, accept_queue: usize, backlog: u32 },
-    /// A SYN for a listener whose `queue` was full: dropped (the client retransmits), or
-    /// answered with RST when `reset` (reset on overflow).
-    Overflow { listener: SockId, queue: Queue, reset: bool },
-    /// The ACK completing a handshake, dropped because the accept queue was full; the
-    /// connection stays half-open and the SYN-ACK is resent.
-    AckDropped { listener: SockId },
+    /// A SYN for a listener whose `queue` was full: dropped (the client retransmits).
+    Overflow { listener: SockId, queue: Queue },
+    /// The ACK completing a handshake, dropped because the accept queue was full: the
+    /// connection stays half-open and the SYN-ACK is resent. With `reset` (reset on
+    /// overflow, Linux's `tcp_abort_on_overflow=1`) it is answered with RST instead, and
+    /// the half-open connection is gone.
+    AckDropped { listener: SockId, reset: bool },
     /// A SYN for a listener whose SYN queue was full (but not its accept queue): answered
     /// with a SYN cookie, keeping no state (Linux's `tcp_syncookies=1`).
     CookieSent { listener: SockId },
@@ -174,13 +176,18 @@ impl fmt::Display for Decision {
                 backlog.max(1),
                 backlog + 1
             ),
-            Decision::Overflow { listener, queue, reset } => {
+            Decision::Overflow { listener, queue } => {
                 let queue = if queue == Queue::Syn { "SYN queue" } else { "accept queue" };
-                let action = if reset { "answered with RST" } else { "dropped; the client will retransmit" };
-                write!(f, "SYN to listener #{listener}: {queue} full, {action}")
+                write!(f, "SYN to listener #{listener}: {queue} full, dropped; the client will retransmit")
             }
-            Decision::AckDropped { listener } => {
+            Decision::AckDropped { listener, reset: false } => {
                 write!(f, "handshake ACK for listener #{listener}: accept queue full, dropped")
+            }
+            Decision::AckDropped { listener, reset: true } => {
+                write!(
+                    f,
+                    "handshake ACK for listener #{listener}: accept queue full, answered with RST (abort on overflow)"
+                )
             }
             Decision::CookieSent { listener } => {
                 write!(f, "SYN to listener #{listener}: SYN queue full, answered with a SYN cookie")
@@ -221,6 +228,8 @@ pub struct DemuxCounters {
     pub connection: u64,
     pub admitted: u64,
     pub overflow_dropped: u64,
+    /// Handshake-completing ACKs answered with RST because the accept queue was full
+    /// (reset on overflow).
     pub overflow_reset: u64,
     pub ack_dropped: u64,
     pub cookies_sent: u64,
@@ -346,9 +355,9 @@ impl DemuxLog {
         match event.decision {
             Decision::Connection { .. } => c.connection += 1,
             Decision::Admitted { .. } => c.admitted += 1,
-            Decision::Overflow { reset: false, .. } => c.overflow_dropped += 1,
-            Decision::Overflow { reset: true, .. } => c.overflow_reset += 1,
-            Decision::AckDropped { .. } => c.ack_dropped += 1,
+            Decision::Overflow { .. } => c.overflow_dropped += 1,
+            Decision::AckDropped { reset: false, .. } => c.ack_dropped += 1,
+            Decision::AckDropped { reset: true, .. } => c.overflow_reset += 1,
             Decision::CookieSent { .. } => c.cookies_sent += 1,
             Decision::CookieAccepted { .. } => c.cookies_accepted += 1,
             Decision::ChallengeAck { .. } => c.challenge_acks += 1,
@@ -564,9 +573,12 @@ fn find_bound(core: &Engine, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Opti
 enum Verdict {
     /// A segment of a known connection, for smoltcp.
     Connection(SocketHandle),
-    /// The handshake's last ACK while the listener's accept queue is full: dropped.
+    /// The handshake's last ACK while the listener's accept queue is full: dropped, or with
+    /// reset on overflow answered with RST, the half-open connection (if it has one: a
+    /// cookie's has none) gone.
     AckDropped {
         listener: SockId,
+        half_open: Option<SocketHandle>,
     },
     /// A RST or SYN on a synchronized connection (RFC 5961): a challenge ACK, unless one
     /// went out less than a second ago (`limited`).
@@ -594,7 +606,6 @@ enum Verdict {
     Overflow {
         listener: SockId,
         queue: Queue,
-        reset: bool,
     },
     Admit {
         listener: SockId,
@@ -675,7 +686,7 @@ fn decide_tcp(core: &Engine, tuple: TcpTuple, seg: &TcpSegment, frame: &[u8]) ->
             && !rst
             && listener_of(core, listener).is_some_and(Listener::accept_queue_full)
         {
-            return Verdict::AckDropped { listener };
+            return Verdict::AckDropped { listener, half_open: Some(handle) };
         }
         return Verdict::Connection(handle);
     }
@@ -705,7 +716,9 @@ fn decide_tcp(core: &Engine, tuple: TcpTuple, seg: &TcpSegment, frame: &[u8]) ->
     }
     if accept_full || l.syn_queue_full() {
         let queue = if accept_full { Queue::Accept } else { Queue::Syn };
-        return Verdict::Overflow { listener, queue, reset: core.config.reset_on_overflow };
+        // Dropped also with reset on overflow: Linux's tcp_abort_on_overflow resets only
+        // the handshake's last ACK (below), never a SYN.
+        return Verdict::Overflow { listener, queue };
     }
     Verdict::Admit { listener }
 }
@@ -790,7 +803,9 @@ fn check_cookie(core: &Engine, tuple: &TcpTuple, seg: &TcpSegment, frame: &[u8],
     let cookie = seg.ack.wrapping_sub(1);
     let mss = core.secret.check_cookie(tuple, cookie_minute(core), cookie)?;
     if listener_of(core, listener)?.accept_queue_full() {
-        return Some(Verdict::AckDropped { listener });
+        // A cookie ACK that finds the accept queue full is dropped, also with reset on
+        // overflow: Linux's cookie_v4_check discards it (no request to reset).
+        return Some(Verdict::AckDropped { listener, half_open: None });
     }
     Some(Verdict::CookieAccepted { listener, cookie, mss })
 }
@@ -858,12 +873,26 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
                 super::conn::LastSent { seq_end: sent.seq_end.wrapping_add(conn.shift.unwrap_or(0)), ..sent };
             (Decision::ChallengeAck { handle }, Reply(super::cookie::ack(&conn.tuple, &unshifted)))
         }
-        Verdict::AckDropped { listener } => {
-            if let Some(l) = listener_mut(core, listener) {
-                l.acks_dropped += 1;
-            }
+        Verdict::AckDropped { listener, half_open } => {
             core.generation += 1;
-            (Decision::AckDropped { listener }, Drop)
+            match half_open.filter(|_| core.config.reset_on_overflow) {
+                // As Linux's tcp_check_req with tcp_abort_on_overflow=1: the request is
+                // dropped and the ACK answered with RST — by smoltcp, which finds no socket
+                // for it once the half-open connection is gone (RST seq = the ACK's ack).
+                Some(handle) => {
+                    if let Some(l) = listener_mut(core, listener) {
+                        l.acks_reset += 1;
+                    }
+                    forget_half_open(core, handle);
+                    (Decision::AckDropped { listener, reset: true }, Deliver)
+                }
+                None => {
+                    if let Some(l) = listener_mut(core, listener) {
+                        l.acks_dropped += 1;
+                    }
+                    (Decision::AckDropped { listener, reset: false }, Drop)
+                }
+            }
         }
         Verdict::CookieSent { listener } => {
             if let Some(l) = listener_mut(core, listener) {
@@ -888,13 +917,12 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             let offset = seg.map_or(0, |s| s.offset);
             (Decision::CookieAccepted { listener, handle }, Disposition::Cookie { handle, syn, offset })
         }
-        Verdict::Overflow { listener, queue, reset } => {
+        Verdict::Overflow { listener, queue } => {
             core.generation += 1;
             if let Some(l) = listener_mut(core, listener) {
-                if reset { l.syns_reset += 1 } else { l.syns_dropped += 1 }
+                l.syns_dropped += 1;
             }
-            // Reset: smoltcp finds no socket for the SYN and answers it with RST.
-            (Decision::Overflow { listener, queue, reset }, if reset { Deliver } else { Drop })
+            (Decision::Overflow { listener, queue }, Drop)
         }
         Verdict::Admit { listener } => match new_half_open(core, tuple, listener) {
             Ok(handle) => {

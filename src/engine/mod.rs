@@ -94,8 +94,11 @@ pub struct StackConfig {
     /// Datagrams, and bytes of payload, buffered per UDP socket each way.
     pub udp_packets: usize,
     pub udp_buffer: usize,
-    /// What a listener does with a SYN when its accept queue is full: drop it (Linux's
-    /// default), or answer RST (Linux's `tcp_abort_on_overflow=1`).
+    /// What a listener does with the handshake's last ACK when its accept queue is full:
+    /// drop it, so the client resends it and the connection completes later (Linux's
+    /// default), or answer it with RST and forget the connection (Linux's
+    /// `tcp_abort_on_overflow=1`). A SYN that finds the accept queue full is dropped either
+    /// way, as in Linux.
     pub reset_on_overflow: bool,
     /// Answer SYNs the SYN queue has no room for with SYN cookies, keeping no state, as
     /// Linux does by default (`tcp_syncookies=1`). Off, such SYNs are dropped.
@@ -165,8 +168,9 @@ pub struct Listener {
     pub syns_dropped: u64,
     /// Handshake-completing ACKs dropped because the accept queue was full.
     pub acks_dropped: u64,
-    /// SYNs answered with RST because the accept queue was full (reset_on_overflow).
-    pub syns_reset: u64,
+    /// Handshake-completing ACKs answered with RST because the accept queue was full
+    /// (reset_on_overflow).
+    pub acks_reset: u64,
     /// SYNs answered with a SYN cookie because the SYN queue was full.
     pub cookies_sent: u64,
 }

@@ -20,7 +20,7 @@ pub struct ListenQueues {
     pub accept_limit: usize,
     pub syns_dropped: u64,
     pub acks_dropped: u64,
-    pub syns_reset: u64,
+    pub acks_reset: u64,
 }
 
 /// One entry of the demux table.
@@ -71,7 +71,7 @@ impl Engine {
                         accept_limit: l.backlog as usize + 1,
                         syns_dropped: l.syns_dropped,
                         acks_dropped: l.acks_dropped,
-                        syns_reset: l.syns_reset,
+                        acks_reset: l.acks_reset,
                     }),
                     dropped: 0,
                 }),
@@ -127,10 +127,10 @@ impl fmt::Display for DemuxTable {
                             "syn {}/{}  accept {}/{}  backlog {}",
                             q.syn, q.syn_limit, q.accept, q.accept_limit, q.backlog
                         );
-                        if q.syns_dropped + q.acks_dropped + q.syns_reset > 0 {
+                        if q.syns_dropped + q.acks_dropped + q.acks_reset > 0 {
                             s += &format!(
                                 "  dropped {} SYN, {} ACK; reset {}",
-                                q.syns_dropped, q.acks_dropped, q.syns_reset
+                                q.syns_dropped, q.acks_dropped, q.acks_reset
                             );
                         }
                         s
@@ -171,7 +171,7 @@ impl fmt::Display for DemuxTable {
         let c = &self.counters;
         write!(
             f,
-            "packets: {} to connections, {} SYNs admitted, {} SYNs dropped, {} reset on overflow, {} ACKs dropped, \
+            "packets: {} to connections, {} SYNs admitted, {} SYNs dropped, {} ACKs reset on overflow, {} ACKs dropped, \
              {} SYN cookies sent, {} accepted, {} TCP to no socket, {} UDP ({} dropped), {} UDP to no socket, \
              {} pings, {} other",
             c.connection,

@@ -358,7 +358,7 @@ fn page_json(info: Option<&ConnectionInfo>, table: &DemuxTable) -> String {
             let queues = row.queues.map_or("null".to_string(), |q| {
                 format!(
                     "{{\"backlog\":{},\"syn\":{},\"syn_limit\":{},\"accept\":{},\"accept_limit\":{},\
-                     \"syns_dropped\":{},\"acks_dropped\":{},\"syns_reset\":{}}}",
+                     \"syns_dropped\":{},\"acks_dropped\":{},\"acks_reset\":{}}}",
                     q.backlog,
                     q.syn,
                     q.syn_limit,
@@ -366,7 +366,7 @@ fn page_json(info: Option<&ConnectionInfo>, table: &DemuxTable) -> String {
                     q.accept_limit,
                     q.syns_dropped,
                     q.acks_dropped,
-                    q.syns_reset
+                    q.acks_reset
                 )
             });
             format!(

@@ -102,9 +102,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=i64::from(ustack::engine::SOMAXCONN)))]
     pub backlog: u32,
 
-    /// What a listener does with a SYN while its accept queue is full: drop it, so the
-    /// client retransmits (Linux's default), or answer RST, so connect() fails at once with
-    /// ECONNREFUSED (like Linux's net.ipv4.tcp_abort_on_overflow=1).
+    /// What a listener does with the handshake's last ACK when its accept queue is full:
+    /// drop it, so the client resends it and gets in once there is room (Linux's default),
+    /// or answer RST and forget the connection (Linux's net.ipv4.tcp_abort_on_overflow=1).
+    /// A SYN that finds the accept queue full is dropped either way, as in Linux.
     #[arg(long, value_enum, value_name = "ACTION", default_value_t = Overflow::Drop)]
     pub on_overflow: Overflow,
 
@@ -128,12 +129,14 @@ pub struct ServeArgs {
     pub tcp_buffer: Option<u64>,
 }
 
-/// `--on-overflow`: what a full listen backlog does to a new SYN.
+/// `--on-overflow`: what a full accept queue does to the handshake's last ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Overflow {
-    /// Drop the SYN: the client retransmits it (after 1 s, then backing off).
+    /// Drop the ACK: the connection stays half-open, the SYN-ACK is resent, and the
+    /// client's ACK gets in once there is room.
     Drop,
-    /// Answer RST: the client's connect() fails with ECONNREFUSED.
+    /// Answer RST: the connection is gone, and the client (whose connect() already
+    /// succeeded) reads ECONNRESET.
     Rst,
 }
 
@@ -230,7 +233,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         info!(target: "ustack", "waiting {} ms before each accept()", delay.as_millis());
     }
     if args.on_overflow == Overflow::Rst {
-        info!(target: "ustack", "a SYN that finds the accept queue full is answered with RST");
+        info!(target: "ustack", "a handshake's last ACK that finds the accept queue full is answered with RST");
     }
     if args.syn_cookies == Switch::Off {
         info!(target: "ustack", "SYN cookies off: a SYN that finds the SYN queue full is dropped");
