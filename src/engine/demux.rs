@@ -593,15 +593,18 @@ enum Verdict {
         limited: bool,
     },
     FinDuplicateAck(SocketHandle),
-    /// An ACK carrying a valid SYN cookie of `listener`'s, whose client's ISN + 1 is `seq`.
+    /// An ACK carrying a valid SYN cookie of `listener`'s (`cookie`, which carries `mss`).
     CookieAccepted {
         listener: SockId,
         cookie: u32,
         mss: u16,
     },
-    /// A SYN the SYN queue has no room for, answered with a cookie carrying `mss`.
+    /// A SYN (its ISN `client_isn`) the SYN queue has no room for, answered with a cookie
+    /// carrying the client's `mss`.
     CookieSent {
         listener: SockId,
+        client_isn: u32,
+        mss: u16,
     },
     Overflow {
         listener: SockId,
@@ -706,13 +709,14 @@ fn decide_tcp(core: &Engine, tuple: TcpTuple, seg: &TcpSegment, frame: &[u8]) ->
     let Some(listener) = listener else { return Verdict::TcpNoSocket { syn: true } };
     // smoltcp drops a damaged SYN: admitted, it would leave a half-open connection that
     // never was (counted, and kept in the connection history with only LISTEN).
-    if super::cookie::segment_info(seg.bytes(frame), tuple.remote.ip().into(), tuple.local.ip().into()).is_none() {
+    let Some(info) = super::cookie::segment_info(seg.bytes(frame), tuple.remote.ip().into(), tuple.local.ip().into())
+    else {
         return Verdict::Other { what: "SYN with a bad checksum", deliver: false };
-    }
+    };
     let Some(l) = listener_of(core, listener) else { return Verdict::TcpNoSocket { syn: true } };
     let accept_full = l.accept_queue_full();
     if !accept_full && l.syn_queue_full() && core.config.syn_cookies {
-        return Verdict::CookieSent { listener };
+        return Verdict::CookieSent { listener, client_isn: info.seq, mss: info.mss.unwrap_or(536) };
     }
     if accept_full || l.syn_queue_full() {
         let queue = if accept_full { Queue::Accept } else { Queue::Syn };
@@ -894,14 +898,11 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
                 }
             }
         }
-        Verdict::CookieSent { listener } => {
+        Verdict::CookieSent { listener, client_isn, mss } => {
             if let Some(l) = listener_mut(core, listener) {
                 l.cookies_sent += 1;
             }
-            match seg.and_then(|seg| cookie_syn_ack(core, &tuple, &seg, frame)) {
-                Some(reply) => (Decision::CookieSent { listener }, Reply(reply)),
-                None => (Decision::Other("SYN with a bad checksum"), Drop),
-            }
+            (Decision::CookieSent { listener }, Reply(cookie_syn_ack(core, &tuple, client_isn, mss)))
         }
         Verdict::CookieAccepted { listener, cookie, mss } => {
             // With no socket to be had, smoltcp answers the ACK as one for no connection: RST.
@@ -1009,14 +1010,13 @@ fn new_half_open(core: &mut Engine, tuple: TcpTuple, listener: SockId) -> Result
     Ok(handle)
 }
 
-/// A SYN-ACK whose ISN is a cookie, for a SYN the SYN queue has no room for; None if the
-/// SYN's checksum is wrong.
-fn cookie_syn_ack(core: &Engine, tuple: &TcpTuple, seg: &TcpSegment, frame: &[u8]) -> Option<Vec<u8>> {
-    let info = super::cookie::segment_info(seg.bytes(frame), tuple.remote.ip().into(), tuple.local.ip().into())?;
-    let cookie = core.secret.cookie(tuple, cookie_minute(core), info.mss.unwrap_or(536));
+/// A SYN-ACK whose ISN is a cookie carrying `mss`, for the SYN (ISN `client_isn`) the SYN
+/// queue has no room for.
+fn cookie_syn_ack(core: &Engine, tuple: &TcpTuple, client_isn: u32, mss: u16) -> Vec<u8> {
+    let cookie = core.secret.cookie(tuple, cookie_minute(core), mss);
     let ip_and_tcp = if tuple.local.is_ipv4() { 40 } else { 60 };
     let our_mss = u16::try_from(core.mtu().saturating_sub(ip_and_tcp)).unwrap_or(u16::MAX);
-    Some(super::cookie::syn_ack(tuple, info.seq, cookie, our_mss))
+    super::cookie::syn_ack(tuple, client_isn, cookie, our_mss)
 }
 
 /// Decides what happens to `frame` (`decide`, which changes nothing), does the ustack
