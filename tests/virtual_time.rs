@@ -529,14 +529,21 @@ fn a_lost_syn_is_resent_after_1_s_and_the_connect_completes_then() {
     assert!(sim.nodes[SERVER].engine.accept(l).is_ok());
 }
 
-#[test]
-fn a_lost_segment_alone_in_flight_arrives_with_its_retransmission_1_s_later() {
+/// A connection, client socket `c` and server socket `s`, whose client's next segment
+/// carrying data (longer than 40 bytes) is lost on the link; what crossed before is taken.
+fn connected_losing_the_first_data_segment() -> (Simulation, SockId, SockId) {
     let mut sim = network(|_| {});
     let l = listen(&mut sim, SERVER, 1);
     let (c, s) = establish(&mut sim, l);
     segments(&mut sim);
     let mut first = true;
     sim.link.lose_if(move |_, from, p| from == CLIENT && p.len() > 40 && std::mem::take(&mut first));
+    (sim, c, s)
+}
+
+#[test]
+fn a_lost_segment_alone_in_flight_arrives_with_its_retransmission_1_s_later() {
+    let (mut sim, c, s) = connected_losing_the_first_data_segment();
     let start = sim.now();
     assert_eq!(sim.nodes[CLIENT].engine.send(c, b"hello", false), Ok(5));
     let mut arrived = None;
@@ -557,12 +564,7 @@ fn a_lost_segment_alone_in_flight_arrives_with_its_retransmission_1_s_later() {
 
 #[test]
 fn a_lost_first_segment_of_many_is_resent_on_duplicate_acks_without_waiting_for_the_timer() {
-    let mut sim = network(|_| {});
-    let l = listen(&mut sim, SERVER, 1);
-    let (c, s) = establish(&mut sim, l);
-    segments(&mut sim);
-    let mut first = true;
-    sim.link.lose_if(move |_, from, p| from == CLIENT && p.len() > 40 && std::mem::take(&mut first));
+    let (mut sim, c, s) = connected_losing_the_first_data_segment();
     let start = sim.now();
     let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(sim.nodes[CLIENT].engine.send(c, &data, false), Ok(data.len()));
