@@ -307,7 +307,7 @@ pub struct Engine {
     /// Packets the stack sent to its own addresses, to be received like the device's.
     loopback: VecDeque<Vec<u8>>,
     /// The most recent connections that are gone, oldest first (at most [`FINISHED_HISTORY`]).
-    finished: VecDeque<ConnectionInfo>,
+    finished: VecDeque<Conn>,
     /// Packets for the device, for the driver to take.
     outbox: Outbox,
     /// The key of RFC 6528 ISNs and SYN cookies.
@@ -423,7 +423,7 @@ impl Engine {
     /// ones that are gone (up to [`FINISHED_HISTORY`]), ordered by when they started.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         let mut all: Vec<ConnectionInfo> =
-            self.finished.iter().cloned().chain(self.conns.values().map(Conn::info)).collect();
+            self.finished.iter().chain(self.conns.values()).map(Conn::info).collect();
         all.sort_by(|a, b| {
             a.started_ms
                 .total_cmp(&b.started_ms)
@@ -780,16 +780,18 @@ impl Engine {
     /// Forgets a TCP connection and frees its smoltcp socket and port.
     fn free_conn(&mut self, handle: SocketHandle) {
         self.generation += 1;
-        if let Some(conn) = self.conns.remove(&handle) {
+        if let Some(mut conn) = self.conns.remove(&handle) {
             if self.finished.len() == FINISHED_HISTORY {
                 self.finished.pop_front();
             }
-            self.finished.push_back(conn.info());
             self.touched.extend(conn.owner.socket());
             self.demux.remove(&conn.tuple);
             if conn.holds_port {
                 self.ports.release(Proto::Tcp, conn.tuple.local.port(), Holder::Connection(handle));
             }
+            // Kept as it is: rendering its timeline (strings) waits until somebody asks.
+            conn.syn_ack = None;
+            self.finished.push_back(conn);
         }
         self.remove_socket(handle);
     }
