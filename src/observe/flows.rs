@@ -388,11 +388,13 @@ impl FlowTable {
         self
     }
 
-    /// Adds one packet captured at `at`.
-    pub fn observe(&mut self, at: Duration, summary: &Summary) {
+    /// Adds one packet captured at `at`. Returns the index of its flow in
+    /// [`FlowTable::flows`] and the side that sent it; `None` when it is not IP or its flow
+    /// did not fit in the table.
+    pub fn observe(&mut self, at: Duration, summary: &Summary) -> Option<(usize, Side)> {
         let Some(seen) = seen(summary) else {
             self.not_ip += 1;
-            return;
+            return None;
         };
         let syn_only = seen.tcp.is_some_and(|(f, _, _)| f.has(TcpFlags::SYN) && !f.has(TcpFlags::ACK));
         let existing = self.index.get(&seen.key).copied().filter(|&i| {
@@ -408,7 +410,7 @@ impl FlowTable {
             None => {
                 if self.flows.len() >= self.capacity {
                     self.untracked += 1;
-                    return;
+                    return None;
                 }
                 self.flows.push(self.new_flow(at, &seen));
                 self.index.insert(seen.key, self.flows.len() - 1);
@@ -424,6 +426,7 @@ impl FlowTable {
         if let (Some(tcp), Some((flags, seq, ack))) = (&mut flow.tcp, seen.tcp) {
             tcp.observe(at, from, flags, seq, ack, seen.payload);
         }
+        Some((i, from))
     }
 
     fn new_flow(&self, at: Duration, seen: &Seen) -> Flow {

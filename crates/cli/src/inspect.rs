@@ -1,5 +1,6 @@
 //! `ustack inspect FILE`: a capture file made anywhere (tcpdump, Wireshark, ustack's own
-//! recorder) as tcpdump lines, JSON lines, a flow table or TCP ladder diagrams.
+//! recorder) as tcpdump lines, JSON lines, a flow table, TCP ladder diagrams or an HTML
+//! report.
 //!
 //! Reading and analysis are library code ([`ustack::observe`], [`ustack::packet`]); this
 //! module opens the input, picks the rendering and writes it. Every failure to read the
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use ustack::observe::ladder::{DEFAULT_HEAD, DEFAULT_TAIL};
+use ustack::observe::report::{Mark, ReportBuilder, html};
 use ustack::observe::{CaptureReader, FlowTable, draw};
 use ustack::packet::{Filter, JsonFormatter, Net, TcpdumpFormatter};
 
@@ -61,6 +63,14 @@ pub struct InspectArgs {
     #[arg(long)]
     pub handshakes: bool,
 
+    /// Write an HTML report to OUT instead of printing the packets: the flow table, and for
+    /// each TCP connection a ladder diagram and a time-sequence graph per direction
+    /// (retransmissions, resets, SACK blocks and zero windows marked), for each UDP flow a
+    /// timeline. One self-contained file (no network needed to view it); big captures are
+    /// drawn in part (a ladder's first and last packets), with a note saying what is left out.
+    #[arg(long, value_name = "OUT", conflicts_with_all = ["flows", "handshakes", "json"])]
+    pub html: Option<PathBuf>,
+
     /// One JSON object per record instead of tcpdump lines (keys ts, src, dst, proto,
     /// sport, dport, flags, seq, ack, win, len, flow, problem; null where not applicable).
     #[arg(long, conflicts_with_all = ["flows", "handshakes", "absolute"])]
@@ -97,6 +107,8 @@ enum Output {
     Json(JsonFormatter),
     /// The flow table and ladders, printed at the end.
     Summary(FlowTable),
+    /// The HTML report, written at the end.
+    Html(ReportBuilder),
 }
 
 /// Bytes of lines collected before they are written out.
@@ -129,7 +141,9 @@ pub fn run(args: InspectArgs) -> ExitCode {
         Err(e) => return bad_input(&name, e),
     };
 
-    let mut output = if args.flows || args.handshakes {
+    let mut output = if args.html.is_some() {
+        Output::Html(ReportBuilder::new())
+    } else if args.flows || args.handshakes {
         let table = FlowTable::new();
         Output::Summary(if args.handshakes { table.with_ladders(DEFAULT_HEAD, DEFAULT_TAIL) } else { table })
     } else if args.json {
@@ -176,6 +190,10 @@ pub fn run(args: InspectArgs) -> ExitCode {
                 table.observe(record.ts, &summary);
                 continue;
             }
+            Output::Html(builder) => {
+                builder.observe(record.ts, &summary, Mark::Seen);
+                continue;
+            }
         }
         pending.push('\n');
         if line_buffered || pending.len() >= PENDING {
@@ -196,6 +214,15 @@ pub fn run(args: InspectArgs) -> ExitCode {
     }
     let _ = out.flush();
     drop(out);
+    if let (Output::Html(builder), Some(path)) = (output, &args.html) {
+        // What could be read is drawn, even when the capture was damaged after it.
+        let title = args.file.file_name().map_or(name.clone(), |n| n.to_string_lossy().into_owned());
+        let page = html::page(&builder.finish(), &title);
+        if let Err(e) = std::fs::write(path, page) {
+            complain!("ustack: inspect --html {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     match failure {
         None => ExitCode::SUCCESS,
         Some(e) => bad_input(&name, e),
