@@ -42,6 +42,19 @@ pub enum Fate {
     NoRoute,
 }
 
+impl Fate {
+    /// How a report draws a packet that met this fate: one that never arrived (lost, or
+    /// sent where no node is) as lost.
+    pub fn mark(self) -> crate::observe::report::Mark {
+        use crate::observe::report::Mark;
+        match self {
+            Fate::Delivered => Mark::Seen,
+            Fate::Dropped | Fate::NoRoute => Mark::Lost,
+            Fate::Corrupted => Mark::Damaged,
+        }
+    }
+}
+
 /// How many packets met each fate, and how many TCP segments carried data or a SYN or FIN
 /// that had been sent before (retransmissions).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

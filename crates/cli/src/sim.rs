@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use ustack::device::PcapWriter;
 use ustack::engine::ConnectionInfo;
+use ustack::observe::report::{ReportBuilder, html};
 use ustack::packet::{TcpdumpFormatter, TimeFormat, decode, json_quote};
 use ustack::sim::echo::{self, EchoConfig, EchoReport};
 use ustack::sim::{Fate, LinkConfig, since_epoch};
@@ -61,6 +62,13 @@ pub struct SimArgs {
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
 
+    /// Write an HTML report of what crossed the link to FILE, as `inspect --html` draws a
+    /// capture: ladders and time-sequence graphs, with the packets the link lost drawn as
+    /// arrows that stop halfway (✕) and the retransmissions that recovered them marked.
+    /// Times are virtual.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+
     /// Print one JSON object at the end instead of the text report.
     #[arg(long)]
     json: bool,
@@ -103,15 +111,19 @@ pub fn run(args: SimArgs) -> Result<(), Failure> {
             args.bytes, args.clients, args.drop_chance, args.corrupt_chance, args.delay
         );
     }
+    let mut report = args.html.as_ref().map(|_| ReportBuilder::new());
     let mut formatter = TcpdumpFormatter::new().time_format(TimeFormat::Epoch);
     let mut pcap_error = None;
     let mut line = String::new();
-    let report = echo::run(&config, |crossing, sim| {
+    let echoed = echo::run(&config, |crossing, sim| {
         if let Some(writer) = &mut pcap
             && pcap_error.is_none()
             && let Err(e) = writer.write(since_epoch(crossing.at), &crossing.packet)
         {
             pcap_error = Some(e);
+        }
+        if let Some(builder) = &mut report {
+            builder.observe(since_epoch(crossing.at), &decode(&crossing.packet), crossing.fate.mark());
         }
         if args.trace && text {
             line.clear();
@@ -129,10 +141,18 @@ pub fn run(args: SimArgs) -> Result<(), Failure> {
     if let Some(e) = pcap_error {
         return Err(Failure::new(format!("--pcap: {e}")));
     }
-    let rendered = if text { text_report(&report) } else { json_report(&report) };
+    if let (Some(builder), Some(path)) = (report, &args.html) {
+        let title = format!(
+            "ustack sim, seed {seed}: {} bytes over {} connection(s), {}% lost, {}% damaged, {} ms each way",
+            args.bytes, args.clients, args.drop_chance, args.corrupt_chance, args.delay
+        );
+        std::fs::write(path, html::page(&builder.finish(), &title))
+            .map_err(context(format!("--html {}", path.display())))?;
+    }
+    let rendered = if text { text_report(&echoed) } else { json_report(&echoed) };
     let _ = out.write_all(rendered.as_bytes());
     let _ = out.flush();
-    if report.intact { Ok(()) } else { Err(Failure::new("the echo did not come back intact")) }
+    if echoed.intact { Ok(()) } else { Err(Failure::new("the echo did not come back intact")) }
 }
 
 fn timeline(info: &ConnectionInfo) -> String {

@@ -75,14 +75,14 @@ pub fn page(report: &Report, title: &str) -> String {
     let table = &report.table;
     let _ = write!(
         out,
-        "<p class=\"summary\">{} packets, {} flows, {} TCP connections drawn, {} UDP flows drawn",
-        report.packets,
-        table.flows().len(),
-        report.connections.len(),
-        report.udp.len()
+        "<p class=\"summary\">{}, {}; drawn: {}, {}",
+        count(report.packets, "packet"),
+        count(table.flows().len() as u64, "flow"),
+        count(report.connections.len() as u64, "TCP connection"),
+        count(report.udp.len() as u64, "UDP flow"),
     );
     if report.lost > 0 {
-        let _ = write!(out, "; {} packets lost or damaged on the way", report.lost);
+        let _ = write!(out, "; {} lost or damaged on the way", count(report.lost, "packet"));
     }
     out.push_str(".</p>\n");
     flow_table(&mut out, report);
@@ -145,6 +145,11 @@ fn flow_table(out: &mut String, report: &Report) {
     out.push_str("</section>\n");
 }
 
+/// `1 packet`, `2 packets`.
+fn count(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 fn ms_text(ms: f64) -> String {
     format!("{ms:.3}")
 }
@@ -167,7 +172,8 @@ fn connection_section(out: &mut String, c: &Connection) {
     );
     let _ = write!(
         out,
-        "<p class=\"facts\">{packets} packets; handshake {}; {}; lasted {}.",
+        "<p class=\"facts\">{}; handshake {}; {}; lasted {}.",
+        count(packets, "packet"),
         escape(&tcp.handshake().to_string()),
         escape(&tcp.ending().to_string()),
         duration(flow.duration())

@@ -45,25 +45,32 @@ fn text(e: impl std::fmt::Display) -> String {
 fn draw_into(graph: &TimeSequence, svg: &mut String) -> Result<(), String> {
     let xs = graph.segments.iter().map(|s| s.ms).chain(graph.acks.iter().map(|a| a.0));
     let (mut x0, mut x1) = xs.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    // The data and the acknowledgments set the scale; the window's edge is shown when it
+    // is near them (a window far above a short transfer would squash it to a line), and
+    // otherwise runs along the top, meaning "further up".
     let ys = graph
         .segments
         .iter()
         .flat_map(|s| [s.start, s.end])
         .chain(graph.acks.iter().map(|a| a.1))
-        .chain(graph.window.iter().map(|w| w.1))
         .chain(graph.sacks.iter().flat_map(|s| [s.1, s.2]));
     let (mut y0, mut y1) = ys.fold((i64::MAX, i64::MIN), |(lo, hi), y| (lo.min(y), hi.max(y)));
-    if x0 > x1 {
-        (x0, x1) = (0.0, 1.0);
-    }
     if y0 > y1 {
         (y0, y1) = (0, 1);
+    }
+    let room_above = (y1 - y0).max(10) / 2;
+    let window_top = graph.window.iter().map(|w| w.1).max().unwrap_or(y1);
+    y1 = y1.max(window_top.min(y1 + room_above));
+    if x0 > x1 {
+        (x0, x1) = (0.0, 1.0);
     }
     // Room around the points, and never an empty range.
     let x_pad = ((x1 - x0) * 0.03).max(0.05);
     let y_pad = ((y1 - y0) / 30).max(1);
     let (x0, x1) = (x0 - x_pad, x1 + x_pad);
     let (y0, y1) = ((y0 - y_pad) as f64, (y1 + y_pad) as f64);
+    let window: Vec<(f64, i64)> = graph.window.iter().map(|&(ms, edge)| (ms, edge.min(y1 as i64))).collect();
+    let decimals = if x1 - x0 >= 20.0 { 0 } else if x1 - x0 >= 2.0 { 1 } else { 3 };
 
     let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(text)?;
@@ -78,12 +85,13 @@ fn draw_into(graph: &TimeSequence, svg: &mut String) -> Result<(), String> {
         .y_desc("relative sequence number")
         .x_labels(8)
         .y_labels(8)
+        .x_label_formatter(&|v| format!("{v:.decimals$}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .light_line_style(RGBColor(0xee, 0xee, 0xee))
         .draw().map_err(text)?;
 
     // The window line first, so the ACK line and the segments are drawn over it.
-    chart.draw_series(LineSeries::new(steps(&graph.window), WINDOW.stroke_width(1))).map_err(text)?;
+    chart.draw_series(LineSeries::new(steps(&window), WINDOW.stroke_width(1))).map_err(text)?;
     chart.draw_series(LineSeries::new(steps(&graph.acks), ACK.stroke_width(2))).map_err(text)?;
     chart.draw_series(
         graph
