@@ -217,11 +217,12 @@ pub fn run(args: InspectArgs) -> ExitCode {
     if let (Output::Html(builder), Some(path)) = (output, &args.html) {
         // What could be read is drawn, even when the capture was damaged after it.
         let title = args.file.file_name().map_or(name.clone(), |n| n.to_string_lossy().into_owned());
-        let page = html::page(&builder.finish(), &title);
-        if let Err(e) = std::fs::write(path, page) {
+        let report = builder.finish();
+        if let Err(e) = std::fs::write(path, html::page(&report, &title)) {
             complain!("ustack: inspect --html {}: {e}", path.display());
             return ExitCode::from(2);
         }
+        println!("{}: {}", path.display(), report.drawn());
     }
     match failure {
         None => ExitCode::SUCCESS,

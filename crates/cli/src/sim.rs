@@ -146,8 +146,11 @@ pub fn run(args: SimArgs) -> Result<(), Failure> {
             "ustack sim, seed {seed}: {} bytes over {} connection(s), {}% lost, {}% damaged, {} ms each way",
             args.bytes, args.clients, args.drop_chance, args.corrupt_chance, args.delay
         );
-        std::fs::write(path, html::page(&builder.finish(), &title))
-            .map_err(context(format!("--html {}", path.display())))?;
+        let report = builder.finish();
+        std::fs::write(path, html::page(&report, &title)).map_err(context(format!("--html {}", path.display())))?;
+        if text {
+            let _ = writeln!(out, "{}: {}", path.display(), report.drawn());
+        }
     }
     let rendered = if text { text_report(&echoed) } else { json_report(&echoed) };
     let _ = out.write_all(rendered.as_bytes());

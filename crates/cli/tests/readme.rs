@@ -306,6 +306,8 @@ fn block_3_seeing_inside() {
             "queue full",
             "still in the accept queue",
             "ms since SYN",
+            // The report of the same capture: a diagram per client.
+            "report.html: 5 TCP connections and 0 UDP flows drawn",
         ],
     );
     let echoes = printed.lines().filter(|line| *line == r"b'hi\n'").count();

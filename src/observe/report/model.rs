@@ -242,6 +242,19 @@ pub struct Report {
     pub udp: Vec<UdpFlow>,
 }
 
+impl Report {
+    /// What the page draws, in words: `4 TCP connections and 0 UDP flows drawn, of 4 flows`.
+    pub fn drawn(&self) -> String {
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        format!(
+            "{} and {} drawn, of {}",
+            plural(self.connections.len(), "TCP connection"),
+            plural(self.udp.len(), "UDP flow"),
+            plural(self.table.flows().len(), "flow")
+        )
+    }
+}
+
 /// How a ladder row is drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowKind {
