@@ -35,6 +35,10 @@ Following a live capture: `tcpdump -U -w - | ustack inspect -` prints each packe
 arrives (standard input and a terminal are line-buffered; -l asks for it elsewhere), and \
 `-c N` ends it after N packets.
 
+--html OUT.html draws the capture as one self-contained page (docs/seeing-inside.md, \
+\"Pictures\"): `ustack inspect --html report.html fixtures/kernel/backlog.pcap`, then open \
+report.html in a browser. The filter expression and -c apply to it too.
+
 A record that cannot be decoded (ARP, another protocol, garbage, a frame cut short, an \
 unknown link type) still gets its line, saying what it is. A damaged file (cut short, \
 wrong magic, a length that cannot be) prints every record before the damage, then one line \
