@@ -32,6 +32,12 @@ fn ustack(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `ustack inspect --html REPORT fixtures/kernel/NAME`.
+fn inspect_html(report: &Path, name: &str) {
+    let capture = fixture(&format!("kernel/{name}"));
+    ustack(&["inspect", "--html", report.to_str().expect("a UTF-8 path"), capture.to_str().expect("a UTF-8 path")]);
+}
+
 /// Opens `report` in the browser: its DOM, and a screenshot kept as `<name>.png`.
 fn look(browser: &Browser, report: &Path, name: &str) -> String {
     let url = file_url(report);
@@ -107,14 +113,15 @@ fn backlog_report_shows_each_connection_with_its_handshake_and_graphs() {
     let Some(browser) = Browser::find() else { return };
     let dir = scratch("backlog");
     let report = dir.join("report.html");
-    ustack(&["inspect", "--html", report.to_str().expect("a UTF-8 path"), fixture("kernel/backlog.pcap").to_str().expect("UTF-8")]);
+    inspect_html(&report, "backlog.pcap");
     let dom = look(&browser, &report, "backlog");
 
     let connections = elements(&dom, "section", "class=\"connection\"");
     // backlog.pcap holds four echo connections, the last two admitted after the backlog drained.
     assert_eq!(connections.len(), 4, "connection diagrams");
     assert_eq!(connections.len(), table_rows(&dom, "tcp"), "one diagram per TCP flow of the table");
-    let flows: Vec<String> = connections.iter().map(|c| unescape(attribute(c, "data-flow").expect("data-flow"))).collect();
+    let flows: Vec<String> =
+        connections.iter().map(|c| unescape(attribute(c, "data-flow").expect("data-flow"))).collect();
     assert_eq!(flows[0], "10.9.0.1:54404 > 10.9.0.2:7");
 
     for (section, flow) in connections.iter().zip(&flows) {
@@ -164,13 +171,15 @@ fn refused_connection_is_drawn_ending_in_a_reset() {
     let Some(browser) = Browser::find() else { return };
     let dir = scratch("refused");
     let report = dir.join("report.html");
-    ustack(&["inspect", "--html", report.to_str().expect("UTF-8"), fixture("kernel/refused.pcap").to_str().expect("UTF-8")]);
+    inspect_html(&report, "refused.pcap");
     let dom = look(&browser, &report, "refused");
     let connections = elements(&dom, "section", "class=\"connection\"");
     assert_eq!(connections.len(), 1);
     let arrows = elements(connections[0], "g", "class=\"segment");
-    let drawn: Vec<(&str, &str)> =
-        arrows.iter().map(|a| (attribute(a, "class").expect("class"), attribute(a, "data-flags").expect("flags"))).collect();
+    let drawn: Vec<(&str, &str)> = arrows
+        .iter()
+        .map(|a| (attribute(a, "class").expect("class"), attribute(a, "data-flags").expect("flags")))
+        .collect();
     assert_eq!(drawn, [("segment from-client", "S"), ("segment from-server reset", "R.")]);
     assert!(label(arrows[1]).ends_with("reset"));
 }
@@ -189,8 +198,8 @@ fn every_kernel_fixture_has_a_diagram_per_flow() {
     for name in &names {
         let stem = name.trim_end_matches(".pcap");
         let report = dir.join(format!("{stem}.html"));
-        ustack(&["inspect", "--html", report.to_str().expect("UTF-8"), fixture(&format!("kernel/{name}")).to_str().expect("UTF-8")]);
-        let dom = look(&browser, &report, stem);
+        inspect_html(&report, name);
+        let dom = look(&browser, &report, &format!("kernel-{stem}"));
         let tcp = elements(&dom, "section", "class=\"connection\"").len();
         let udp = elements(&dom, "section", "class=\"udp-flow\"").len();
         assert_eq!((tcp, udp), (table_rows(&dom, "tcp"), table_rows(&dom, "udp")), "{name}: a diagram per flow");
@@ -206,7 +215,7 @@ fn bulk_transfer_report_stays_small() {
     let Some(browser) = Browser::find() else { return };
     let dir = scratch("bulk");
     let report = dir.join("report.html");
-    ustack(&["inspect", "--html", report.to_str().expect("UTF-8"), fixture("kernel/bulk.pcap").to_str().expect("UTF-8")]);
+    inspect_html(&report, "bulk.pcap");
     // A megabyte of capture, a page of a few hundred kilobytes at most.
     let size = std::fs::metadata(&report).expect("the report").len();
     assert!(size < 1_000_000, "report of bulk.pcap is {size} bytes");
@@ -226,7 +235,15 @@ fn lossy_simulation_shows_lost_packets_and_their_retransmissions() {
     let report = dir.join("sim.html");
     // Seed 7 at 10% loss loses one data segment, recovered by retransmission.
     let out = ustack(&[
-        "sim", "--seed", "7", "--bytes", "20000", "--drop-chance", "10", "--html", report.to_str().expect("UTF-8"),
+        "sim",
+        "--seed",
+        "7",
+        "--bytes",
+        "20000",
+        "--drop-chance",
+        "10",
+        "--html",
+        report.to_str().expect("UTF-8"),
     ]);
     assert!(out.contains(" 1 lost,"), "the run lost a packet:\n{out}");
     let dom = look(&browser, &report, "sim-lossy");

@@ -116,7 +116,11 @@ fn flow_table(out: &mut String, report: &Report) {
             Some(tcp) => (tcp.handshake().to_string(), tcp.ending().to_string()),
             None => ("-".into(), "-".into()),
         };
-        let cell = if drawn.contains(&number) { format!("<a href=\"#flow-{number}\">{number}</a>") } else { number.to_string() };
+        let cell = if drawn.contains(&number) {
+            format!("<a href=\"#flow-{number}\">{number}</a>")
+        } else {
+            number.to_string()
+        };
         let _ = writeln!(
             out,
             "<tr class=\"flow\" data-flow=\"{}\"><td class=\"n\">{cell}</td><td>{}</td><td>{}</td><td>{}</td>\
@@ -258,7 +262,8 @@ fn ladder(out: &mut String, c: &Connection) {
     );
     let bottom = height - 10.0;
     for x in [CLIENT_X, SERVER_X] {
-        let _ = writeln!(out, "<line x1=\"{x}\" y1=\"44\" x2=\"{x}\" y2=\"{bottom}\" stroke=\"#444\" stroke-width=\"2\"/>");
+        let _ =
+            writeln!(out, "<line x1=\"{x}\" y1=\"44\" x2=\"{x}\" y2=\"{bottom}\" stroke=\"#444\" stroke-width=\"2\"/>");
     }
     let mut y = TOP;
     let mut row_y: Vec<(u64, f64)> = Vec::new();
@@ -332,7 +337,8 @@ fn arrow(out: &mut String, row: &LadderRow, y: f64) {
         }
         Mark::Seen => {}
     }
-    let mut hover = format!("{} ms: {} → {}: {}, window {}", ms_text(row.ms), row.from, row.from.other(), label, row.window);
+    let mut hover =
+        format!("{} ms: {} → {}: {}, window {}", ms_text(row.ms), row.from, row.from.other(), label, row.window);
     for (l, r) in &row.sacks {
         let _ = write!(hover, ", SACK {l}-{r}");
     }
@@ -349,7 +355,12 @@ fn arrow(out: &mut String, row: &LadderRow, y: f64) {
         ms_text(row.ms),
         escape(&hover)
     );
-    let _ = write!(out, "<text class=\"time\" x=\"{TIME_X}\" y=\"{}\" text-anchor=\"end\">{}</text>", y + 4.0, ms_text(row.ms));
+    let _ = write!(
+        out,
+        "<text class=\"time\" x=\"{TIME_X}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+        y + 4.0,
+        ms_text(row.ms)
+    );
     // A lost packet's arrow stops halfway, where the link lost it.
     let (end_x, end_y) = if lost { ((x1 + x2) / 2.0, y + SLOPE / 2.0) } else { (x2, y + SLOPE) };
     let dash = if lost { " stroke-dasharray=\"6 4\"" } else { "" };
@@ -393,30 +404,30 @@ fn arrow(out: &mut String, row: &LadderRow, y: f64) {
 
 /// Brackets to the right of the server's line spanning the handshake's round trips.
 fn rtt_brackets(out: &mut String, c: &Connection, row_y: &[(u64, f64)]) {
-    let find = |pred: &dyn Fn(&LadderRow) -> bool| {
-        c.head.iter().filter(|r| pred(r)).map(|r| r.index).collect::<Vec<_>>()
-    };
+    let find =
+        |pred: &dyn Fn(&LadderRow) -> bool| c.head.iter().filter(|r| pred(r)).map(|r| r.index).collect::<Vec<_>>();
     let y_of = |index: u64| row_y.iter().find(|(i, _)| *i == index).map(|(_, y)| *y);
     let syn_ack = find(&|r| r.from == Side::Server && r.flags.contains('S') && r.flags.contains('.'));
     let Some(&syn_ack) = syn_ack.first() else { return };
     let syn = find(&|r| r.from == Side::Client && r.flags == "S" && r.index < syn_ack);
     let ack = find(&|r| r.from == Side::Client && !r.flags.contains('S') && r.index > syn_ack);
     let x = SERVER_X + 30.0;
-    let mut bracket = |from: Option<u64>, to: Option<u64>, what: &str, rtt: Option<std::time::Duration>, class: &str| {
-        let (Some(from), Some(to), Some(rtt)) = (from, to, rtt) else { return };
-        let (Some(y1), Some(y2)) = (y_of(from), y_of(to)) else { return };
-        let (y1, y2) = (y1, y2 + SLOPE);
-        let _ = writeln!(
-            out,
-            "<g class=\"rtt {class}\"><title>{what}: {}</title>\
+    let mut bracket =
+        |from: Option<u64>, to: Option<u64>, what: &str, rtt: Option<std::time::Duration>, class: &str| {
+            let (Some(from), Some(to), Some(rtt)) = (from, to, rtt) else { return };
+            let (Some(y1), Some(y2)) = (y_of(from), y_of(to)) else { return };
+            let (y1, y2) = (y1, y2 + SLOPE);
+            let _ = writeln!(
+                out,
+                "<g class=\"rtt {class}\"><title>{what}: {}</title>\
              <path d=\"M{x},{y1} h6 V{y2} h-6\" fill=\"none\" stroke=\"#555\"/>\
              <text x=\"{}\" y=\"{}\" fill=\"#333\">{what} {}</text></g>",
-            duration(rtt),
-            x + 10.0,
-            (y1 + y2) / 2.0 + 4.0,
-            duration(rtt)
-        );
-    };
+                duration(rtt),
+                x + 10.0,
+                (y1 + y2) / 2.0 + 4.0,
+                duration(rtt)
+            );
+        };
     bracket(syn.last().copied(), Some(syn_ack), "RTT", c.handshake_rtt.0, "syn");
     let x_ack = x + 110.0;
     let (Some(ack), Some(rtt)) = (ack.first(), c.handshake_rtt.1) else { return };
@@ -542,7 +553,13 @@ fn udp_section(out: &mut String, u: &UdpFlow) {
     for d in &u.datagrams {
         let (x, y) = (x_of(d.ms), lane(d.from));
         let lost = d.mark != Mark::Seen;
-        let fill = if lost { LOST } else if d.from == Side::Client { CLIENT_ARROW } else { SERVER_ARROW };
+        let fill = if lost {
+            LOST
+        } else if d.from == Side::Client {
+            CLIENT_ARROW
+        } else {
+            SERVER_ARROW
+        };
         let _ = write!(
             out,
             "<g class=\"datagram{}\" data-from=\"{}\" data-len=\"{}\" data-ms=\"{}\"><title>{} ms: {} → {}, {} bytes{}</title>\

@@ -387,9 +387,8 @@ pub struct UdpFlow {
 
 /// The window scale each side uses: both SYNs must carry the option (RFC 7323 §2.2).
 fn window_shifts(packets: &[TcpPacket]) -> [u8; 2] {
-    let syn_scale = |side: Side| {
-        packets.iter().find(|p| p.from == side && p.flags.has(TcpFlags::SYN)).and_then(|p| p.window_scale)
-    };
+    let syn_scale =
+        |side: Side| packets.iter().find(|p| p.from == side && p.flags.has(TcpFlags::SYN)).and_then(|p| p.window_scale);
     match (syn_scale(Side::Client), syn_scale(Side::Server)) {
         // RFC 7323: a shift above 14 is taken as 14.
         (Some(c), Some(s)) => [c.min(14), s.min(14)],

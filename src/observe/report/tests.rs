@@ -51,7 +51,12 @@ fn backlog_capture_draws_each_connection_with_its_handshake() {
     // Connections 3 and 4 sent their SYN three times: the second and third are retransmissions.
     for c in &report.connections[2..] {
         let syns: Vec<RowKind> = c.head.iter().filter(|r| r.flags == "S").map(|r| r.kind).collect();
-        assert_eq!(syns, [RowKind::Normal, RowKind::Retransmission, RowKind::Retransmission], "connection {}", c.number);
+        assert_eq!(
+            syns,
+            [RowKind::Normal, RowKind::Retransmission, RowKind::Retransmission],
+            "connection {}",
+            c.number
+        );
         assert_eq!(c.graphs[Side::Client as usize].retransmissions(), 2);
     }
     assert_eq!(report.connections[0].graphs[Side::Client as usize].retransmissions(), 0);

@@ -70,7 +70,13 @@ fn draw_into(graph: &TimeSequence, svg: &mut String) -> Result<(), String> {
     let (x0, x1) = (x0 - x_pad, x1 + x_pad);
     let (y0, y1) = ((y0 - y_pad) as f64, (y1 + y_pad) as f64);
     let window: Vec<(f64, i64)> = graph.window.iter().map(|&(ms, edge)| (ms, edge.min(y1 as i64))).collect();
-    let decimals = if x1 - x0 >= 20.0 { 0 } else if x1 - x0 >= 2.0 { 1 } else { 3 };
+    let decimals = if x1 - x0 >= 20.0 {
+        0
+    } else if x1 - x0 >= 2.0 {
+        1
+    } else {
+        3
+    };
 
     let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(text)?;
@@ -78,7 +84,8 @@ fn draw_into(graph: &TimeSequence, svg: &mut String) -> Result<(), String> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(80)
-        .build_cartesian_2d(x0..x1, y0..y1).map_err(text)?;
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(text)?;
     chart
         .configure_mesh()
         .x_desc("ms since the connection's first packet")
@@ -88,43 +95,54 @@ fn draw_into(graph: &TimeSequence, svg: &mut String) -> Result<(), String> {
         .x_label_formatter(&|v| format!("{v:.decimals$}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
         .light_line_style(RGBColor(0xee, 0xee, 0xee))
-        .draw().map_err(text)?;
+        .draw()
+        .map_err(text)?;
 
     // The window line first, so the ACK line and the segments are drawn over it.
     chart.draw_series(LineSeries::new(steps(&window), WINDOW.stroke_width(1))).map_err(text)?;
     chart.draw_series(LineSeries::new(steps(&graph.acks), ACK.stroke_width(2))).map_err(text)?;
-    chart.draw_series(
-        graph
-            .sacks
-            .iter()
-            .map(|&(ms, l, r)| PathElement::new(vec![(ms, l as f64), (ms, r as f64)], SACK.stroke_width(3))),
-    ).map_err(text)?;
-    chart.draw_series(graph.segments.iter().map(|s| {
-        let colour = match (s.mark, s.retransmission) {
-            (Mark::Lost | Mark::Damaged, _) => LOST,
-            (Mark::Seen, true) => RETRANSMISSION,
-            (Mark::Seen, false) => SEGMENT,
-        };
-        PathElement::new(vec![(s.ms, s.start as f64), (s.ms, s.end as f64)], colour.stroke_width(2))
-    })).map_err(text)?;
+    chart
+        .draw_series(
+            graph
+                .sacks
+                .iter()
+                .map(|&(ms, l, r)| PathElement::new(vec![(ms, l as f64), (ms, r as f64)], SACK.stroke_width(3))),
+        )
+        .map_err(text)?;
+    chart
+        .draw_series(graph.segments.iter().map(|s| {
+            let colour = match (s.mark, s.retransmission) {
+                (Mark::Lost | Mark::Damaged, _) => LOST,
+                (Mark::Seen, true) => RETRANSMISSION,
+                (Mark::Seen, false) => SEGMENT,
+            };
+            PathElement::new(vec![(s.ms, s.start as f64), (s.ms, s.end as f64)], colour.stroke_width(2))
+        }))
+        .map_err(text)?;
     // A retransmission's and a lost segment's bars are short at any scale: a marker says where.
-    chart.draw_series(
-        graph
-            .segments
-            .iter()
-            .filter(|s| s.retransmission && s.mark == Mark::Seen)
-            .map(|s| Circle::new((s.ms, s.end as f64), 3, RETRANSMISSION.filled())),
-    ).map_err(text)?;
-    chart.draw_series(
-        graph
-            .segments
-            .iter()
-            .filter(|s| s.mark != Mark::Seen)
-            .map(|s| Cross::new((s.ms, s.end as f64), 4, ZERO_WINDOW.stroke_width(2))),
-    ).map_err(text)?;
-    chart.draw_series(
-        graph.zero_windows.iter().map(|&(ms, ack)| TriangleMarker::new((ms, ack as f64), 6, ZERO_WINDOW.filled())),
-    ).map_err(text)?;
+    chart
+        .draw_series(
+            graph
+                .segments
+                .iter()
+                .filter(|s| s.retransmission && s.mark == Mark::Seen)
+                .map(|s| Circle::new((s.ms, s.end as f64), 3, RETRANSMISSION.filled())),
+        )
+        .map_err(text)?;
+    chart
+        .draw_series(
+            graph
+                .segments
+                .iter()
+                .filter(|s| s.mark != Mark::Seen)
+                .map(|s| Cross::new((s.ms, s.end as f64), 4, ZERO_WINDOW.stroke_width(2))),
+        )
+        .map_err(text)?;
+    chart
+        .draw_series(
+            graph.zero_windows.iter().map(|&(ms, ack)| TriangleMarker::new((ms, ack as f64), 6, ZERO_WINDOW.filled())),
+        )
+        .map_err(text)?;
     root.present().map_err(text)?;
     Ok(())
 }
@@ -135,7 +153,10 @@ mod tests {
 
     #[test]
     fn steps_hold_each_value_until_the_next() {
-        assert_eq!(steps(&[(0.0, 1), (2.0, 5), (3.0, 9)]), [(0.0, 1.0), (2.0, 1.0), (2.0, 5.0), (3.0, 5.0), (3.0, 9.0)]);
+        assert_eq!(
+            steps(&[(0.0, 1), (2.0, 5), (3.0, 9)]),
+            [(0.0, 1.0), (2.0, 1.0), (2.0, 5.0), (3.0, 5.0), (3.0, 9.0)]
+        );
         assert!(steps(&[]).is_empty());
     }
 }
