@@ -436,7 +436,7 @@ fn rtt_brackets(out: &mut String, c: &Connection, row_y: &[(u64, f64)]) {
     let _ = writeln!(
         out,
         "<g class=\"rtt ack\"><title>SYN-ACK to ACK: {}</title><path d=\"M{x_ack},{y1} h6 V{y2} h-6\" fill=\"none\" stroke=\"#555\"/>\
-         <text x=\"{}\" y=\"{}\" fill=\"#333\">{}</text></g>",
+         <text x=\"{}\" y=\"{}\" fill=\"#333\">ACK {}</text></g>",
         duration(rtt),
         x_ack + 10.0,
         (y1 + y2) / 2.0 + 4.0,

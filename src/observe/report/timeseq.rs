@@ -70,6 +70,8 @@ fn draw_into(graph: &TimeSequence, svg: &mut String) -> Result<(), String> {
     let (x0, x1) = (x0 - x_pad, x1 + x_pad);
     let (y0, y1) = ((y0 - y_pad) as f64, (y1 + y_pad) as f64);
     let window: Vec<(f64, i64)> = graph.window.iter().map(|&(ms, edge)| (ms, edge.min(y1 as i64))).collect();
+    // Half a cap's width: 3 pixels of the plot's (about 640) in milliseconds.
+    let cap = (x1 - x0) * 3.0 / 640.0;
     let decimals = if x1 - x0 >= 20.0 {
         0
     } else if x1 - x0 >= 2.0 {
@@ -116,7 +118,13 @@ fn draw_into(graph: &TimeSequence, svg: &mut String) -> Result<(), String> {
                 (Mark::Seen, true) => RETRANSMISSION,
                 (Mark::Seen, false) => SEGMENT,
             };
-            PathElement::new(vec![(s.ms, s.start as f64), (s.ms, s.end as f64)], colour.stroke_width(2))
+            // tcptrace's "I": a bar with caps, so that a short segment still shows beside a line.
+            let (lo, hi) = (s.start as f64, s.end as f64);
+            let (left, right) = (s.ms - cap, s.ms + cap);
+            PathElement::new(
+                vec![(left, lo), (right, lo), (s.ms, lo), (s.ms, hi), (left, hi), (right, hi)],
+                colour.stroke_width(2),
+            )
         }))
         .map_err(text)?;
     // A retransmission's and a lost segment's bars are short at any scale: a marker says where.
