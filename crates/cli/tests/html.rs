@@ -233,7 +233,7 @@ fn lossy_simulation_shows_lost_packets_and_their_retransmissions() {
     let Some(browser) = Browser::find() else { return };
     let dir = scratch("sim");
     let report = dir.join("sim.html");
-    // Seed 7 at 10% loss loses one data segment, recovered by retransmission.
+    // Seed 7 at 10% loss loses a data segment, recovered by retransmission.
     let out = ustack(&[
         "sim",
         "--seed",
@@ -245,21 +245,46 @@ fn lossy_simulation_shows_lost_packets_and_their_retransmissions() {
         "--html",
         report.to_str().expect("UTF-8"),
     ]);
-    assert!(out.contains(" 1 lost,"), "the run lost a packet:\n{out}");
+    let lost: usize = out
+        .lines()
+        .find(|line| line.starts_with("summary:"))
+        .and_then(|summary| summary.split(" lost,").next())
+        .and_then(|before| before.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the summary says how many packets were lost:\n{out}"));
+    assert!(lost >= 1, "the run lost a packet:\n{out}");
+    assert!(out.contains("sim.html: 1 TCP connection and 0 UDP flows drawn"), "{out}");
     let dom = look(&browser, &report, "sim-lossy");
     let connections = elements(&dom, "section", "class=\"connection\"");
     assert_eq!(connections.len(), 1);
-    let lost = elements(connections[0], "g", " lost");
-    assert_eq!(lost.len(), 1, "one arrow stops halfway");
-    assert!(lost[0].contains("✕"), "the lost arrow is crossed out");
-    let lost_seq = attribute(lost[0], "data-seq").expect("data-seq");
+    let crossed = elements(connections[0], "g", " lost");
+    assert_eq!(crossed.len(), lost, "each lost packet's arrow stops halfway");
     let resent = elements(connections[0], "g", "retransmission");
-    assert!(
-        resent.iter().any(|a| attribute(a, "data-seq") == Some(lost_seq)),
-        "the lost segment (seq {lost_seq}) is sent again, marked as a retransmission"
-    );
+    for arrow in &crossed {
+        assert!(arrow.contains("✕"), "the lost arrow is crossed out");
+        let seq = attribute(arrow, "data-seq").expect("data-seq");
+        if attribute(arrow, "data-len") != Some("0") {
+            assert!(
+                resent.iter().any(|a| attribute(a, "data-seq") == Some(seq)),
+                "the lost segment (seq {seq}) is sent again, marked as a retransmission"
+            );
+        }
+    }
     let graph = elements(connections[0], "figure", "data-sender=\"client\"");
     let resent = number(graph[0], "data-retransmissions");
     assert!(resent > 0);
     assert_eq!(stroked(graph[0], RETRANSMITTED), resent, "retransmissions drawn in their colour");
+}
+
+#[test]
+fn html_report_that_cannot_be_written_is_one_line_and_exit_2() {
+    let out = output_within(
+        Command::new(BIN).args(["inspect", "--html", "/nonexistent/dir/report.html"]).arg(fixture("kernel/echo.pcap")),
+        Duration::from_secs(60),
+        "ustack inspect",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("ustack: inspect --html /nonexistent/dir/report.html: "), "{stderr}");
 }

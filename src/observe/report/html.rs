@@ -372,8 +372,8 @@ fn arrow(out: &mut String, row: &LadderRow, y: f64) {
     if lost {
         let _ = write!(
             out,
-            "<text class=\"lost-mark\" x=\"{end_x}\" y=\"{}\" text-anchor=\"middle\" fill=\"{RESET}\" font-size=\"18\">✕</text>",
-            end_y + 6.0
+            "<text class=\"lost-mark\" x=\"{end_x}\" y=\"{}\" text-anchor=\"middle\" fill=\"{RESET}\" font-size=\"22\" font-weight=\"bold\">✕</text>",
+            end_y + 8.0
         );
     } else {
         // The arrowhead: a triangle at the tip, along the line.
