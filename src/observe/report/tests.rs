@@ -216,8 +216,11 @@ fn a_long_connection_is_drawn_in_part_and_says_so() {
 
 #[test]
 fn the_page_is_self_contained_and_escapes_what_it_quotes() {
-    let report = build(&handshake());
-    let page = html::page(&report, "<script>alert(1)</script>");
+    let packets: Vec<_> = handshake().iter().map(|(s, _)| decode(&bytes(s))).collect();
+    let page = html_report(
+        packets.iter().enumerate().map(|(i, p)| (Duration::from_millis(i as u64), p, Mark::Seen)),
+        "<script>alert(1)</script>",
+    );
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!page.contains("<script"), "the page needs no script");
     // Nothing is fetched: no external stylesheet, script, image or font.
