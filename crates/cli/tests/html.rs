@@ -288,3 +288,22 @@ fn html_report_that_cannot_be_written_is_one_line_and_exit_2() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("ustack: inspect --html /nonexistent/dir/report.html: "), "{stderr}");
 }
+
+#[test]
+fn html_report_draws_what_the_filter_lets_through() {
+    let dir = scratch("filter");
+    let report = dir.join("report.html");
+    let capture = fixture("kernel/backlog.pcap");
+    let out = ustack(&[
+        "inspect",
+        "--html",
+        report.to_str().expect("a UTF-8 path"),
+        capture.to_str().expect("a UTF-8 path"),
+        "tcp port 54408",
+    ]);
+    assert!(out.ends_with("report.html: 1 TCP connection and 0 UDP flows drawn, of 1 flow\n"), "{out}");
+    let page = std::fs::read_to_string(&report).expect("the report");
+    let connections = elements(&page, "section", "class=\"connection\"");
+    assert_eq!(connections.len(), 1);
+    assert_eq!(attribute(connections[0], "data-flow"), Some("10.9.0.1:54408 &gt; 10.9.0.2:7"));
+}
