@@ -13,7 +13,7 @@
 //! connection (axum's `ConnectInfo`).
 
 #[path = "common/mod.rs"]
-mod common;
+pub mod common;
 
 use std::fmt::Write as _;
 use std::io;

@@ -10,7 +10,7 @@
 //! ```
 
 #[path = "common/mod.rs"]
-mod common;
+pub mod common;
 
 use std::io;
 use std::process::ExitCode;
