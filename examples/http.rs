@@ -57,7 +57,12 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> io::Result<()> {
     let stack = args.net.start()?;
     let listener = TcpListener::bind(&stack, common::wildcard(args.tcp))?;
-    println!("http: serving http://{}:{}/ (axum on ustack)", args.net.stack_ips(), args.tcp);
+    let urls: Vec<String> = stack
+        .addrs()
+        .iter()
+        .map(|cidr| format!("http://{}/", SocketAddr::new(cidr.address().into(), args.tcp)))
+        .collect();
+    println!("http: axum on ustack, serving {}", urls.join(" and "));
     serve(listener).await
 }
 

@@ -4,6 +4,8 @@
 //! tasks at once, and sockets that sleep while idle (woken by the stack, not spinning).
 
 #![cfg(feature = "tokio")]
+// Each example includes the module they share (examples/common/) for itself.
+#![allow(clippy::duplicate_mod)]
 
 #[path = "../examples/tokio_echo.rs"]
 #[allow(dead_code)]
@@ -210,6 +212,15 @@ fn a_streams_halves_read_and_write_from_two_tasks_at_once() {
         echoed
     });
     assert!(echoed == sent, "the echo differs ({} bytes of {})", echoed.len(), sent.len());
+}
+
+#[test]
+fn connect_reports_a_refused_connection() {
+    let p = pair();
+    let rt = runtime();
+    // Nobody listens on port 9 of stack b: its RST refuses the connection.
+    let refused = rt.block_on(TcpStream::connect(&p.a, addr(B, 9))).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
 }
 
 /// Counts how often the future inside is polled.

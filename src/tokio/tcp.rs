@@ -160,6 +160,11 @@ impl TcpStream {
     /// One read: what is there, or Pending until the stack touches the connection.
     /// Cancel safe: bytes are taken only in the poll that returns them.
     fn read_once(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        // Nothing to read into: done at once, as tokio's streams are (the engine would
+        // answer 0, which is end of stream).
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         let id = self.socket.id();
         let unfilled = buf.initialize_unfilled();
         match self.socket.poll_call(cx, Interest::Read, |l| l.engine.recv(id, unfilled)) {
@@ -251,16 +256,18 @@ impl OwnedReadHalf {
         drop(self);
         Ok(Arc::into_inner(stream).expect("both halves are gone"))
     }
+}
 
-    /// The stream both halves share (peer address, readiness, connection info).
-    pub fn as_ref(&self) -> &TcpStream {
+/// The stream both halves share (peer address, readiness, connection info).
+impl AsRef<TcpStream> for OwnedReadHalf {
+    fn as_ref(&self) -> &TcpStream {
         &self.0
     }
 }
 
-impl OwnedWriteHalf {
-    /// The stream both halves share.
-    pub fn as_ref(&self) -> &TcpStream {
+/// The stream both halves share.
+impl AsRef<TcpStream> for OwnedWriteHalf {
+    fn as_ref(&self) -> &TcpStream {
         &self.stream
     }
 }
