@@ -33,8 +33,10 @@ impl NetArgs {
     /// Creates the TUN, gives its kernel side the --peer-addr addresses, and starts a stack
     /// on it at the --addr addresses.
     pub fn start(&self) -> io::Result<Stack> {
-        let tun = TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
-        let device = TunDevice::open(&tun).map_err(|e| io::Error::new(e.kind(), format!("opening TUN {}: {e}", self.tun)))?;
+        let tun =
+            TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
+        let device =
+            TunDevice::open(&tun).map_err(|e| io::Error::new(e.kind(), format!("opening TUN {}: {e}", self.tun)))?;
         Stack::new(device, StackConfig { addrs: self.addrs.clone(), ..StackConfig::default() })
     }
 
@@ -57,6 +59,8 @@ pub fn wildcard(port: u16) -> SocketAddr {
 
 /// Logs to standard error: connection events by default, RUST_LOG to choose.
 pub fn init_logging() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,ustack=info,ustack::trace=off"))
-        .try_init();
+    let _ = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,ustack=info,ustack::trace=off"),
+    )
+    .try_init();
 }

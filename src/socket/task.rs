@@ -47,9 +47,8 @@ impl Socket {
     /// listener's accept queue may have one). A connection is taken off the queue only in
     /// the call that returns it.
     pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<(Socket, SocketAddr)>> {
-        self.poll_call(cx, Interest::Read, |l| l.engine.accept(self.id)).map_ok(|(id, peer)| {
-            (Socket { shared: self.shared.clone(), id, open: AtomicBool::new(true) }, peer)
-        })
+        self.poll_call(cx, Interest::Read, |l| l.engine.accept(self.id))
+            .map_ok(|(id, peer)| (Socket { shared: self.shared.clone(), id, open: AtomicBool::new(true) }, peer))
     }
 
     /// Starts a TCP connect (or fixes a UDP socket's peer) without waiting: EINPROGRESS

@@ -17,9 +17,9 @@
 //! lock hold as the call (so a round cannot slip in between and be missed), and the
 //! rounds that touch the socket wake it, as they signal the socket's wait queue.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
-use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Waker;
 use std::thread::JoinHandle;
