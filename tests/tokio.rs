@@ -223,6 +223,29 @@ fn connect_reports_a_refused_connection() {
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
 }
 
+#[test]
+fn a_connected_udp_socket_sends_and_receives_with_its_peer_only() {
+    let p = pair();
+    let rt = runtime();
+    rt.block_on(async {
+        let a = UdpSocket::bind(&p.a, addr(A, 0)).unwrap();
+        let b = UdpSocket::bind(&p.b, addr(B, 0)).unwrap();
+        let stranger = UdpSocket::bind(&p.a, addr(A, 0)).unwrap();
+        let (a_at, b_at) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        b.connect(a_at).unwrap();
+        assert_eq!(b.peer_addr().unwrap(), a_at);
+        // The stranger's datagram is dropped; the peer's is received.
+        stranger.send_to(b"not for b", b_at).await.unwrap();
+        a.send_to(b"for b", b_at).await.unwrap();
+        let mut buf = [0; 16];
+        let n = b.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"for b");
+        b.send(b"back").await.unwrap();
+        let (n, from) = a.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"back"[..], b_at));
+    });
+}
+
 /// Counts how often the future inside is polled.
 struct Counted<F> {
     polls: Arc<AtomicUsize>,

@@ -106,9 +106,9 @@ impl Locked {
         self.clock.now()
     }
 
-    #[cfg(feature = "tokio")]
     /// Has the next round that touches socket `id` wake `waker` (once). Called under the
     /// same lock hold as the call that said EAGAIN, so no touch can come in between.
+    #[cfg(feature = "tokio")]
     pub fn register_waker(&mut self, id: SockId, interest: Interest, waker: &Waker) {
         let wakers = self.wakers.entry(id).or_default().of(interest);
         if !wakers.iter().any(|w| w.will_wake(waker)) {
@@ -116,9 +116,9 @@ impl Locked {
         }
     }
 
-    #[cfg(feature = "tokio")]
     /// Forgets `waker` on socket `id`, before its task calls again: a call that touches
     /// its own socket must not wake its own task (which would call again, and again).
+    #[cfg(feature = "tokio")]
     pub fn forget_waker(&mut self, id: SockId, interest: Interest, waker: &Waker) {
         if let Some(wakers) = self.wakers.get_mut(&id) {
             wakers.of(interest).retain(|w| !w.will_wake(waker));

@@ -258,6 +258,20 @@ impl OwnedReadHalf {
     }
 }
 
+/// The stream both halves borrow (peer address, readiness, connection info).
+impl AsRef<TcpStream> for ReadHalf<'_> {
+    fn as_ref(&self) -> &TcpStream {
+        self.0
+    }
+}
+
+/// The stream both halves borrow.
+impl AsRef<TcpStream> for WriteHalf<'_> {
+    fn as_ref(&self) -> &TcpStream {
+        self.0
+    }
+}
+
 /// The stream both halves share (peer address, readiness, connection info).
 impl AsRef<TcpStream> for OwnedReadHalf {
     fn as_ref(&self) -> &TcpStream {
