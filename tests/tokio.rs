@@ -246,6 +246,27 @@ fn a_connected_udp_socket_sends_and_receives_with_its_peer_only() {
     });
 }
 
+#[test]
+fn a_pending_call_fails_with_enetdown_when_its_stack_stops() {
+    let p = pair();
+    let socket = UdpSocket::bind(&p.b, addr(B, 0)).unwrap();
+    let (probe, woken) = Probe::new();
+    let mut buf = [0; 8];
+    let mut recv = pin!(socket.recv_from(&mut buf));
+    assert!(poll_with(recv.as_mut(), &probe).is_pending());
+    drop(p);
+    woken.recv_timeout(PATIENCE).expect("the stack's end wakes the task");
+    match poll_with(recv.as_mut(), &probe) {
+        Poll::Ready(Err(e)) => {
+            assert_eq!(
+                e.get_ref().and_then(|inner| inner.downcast_ref::<ustack::Errno>()),
+                Some(&ustack::Errno::ENETDOWN)
+            )
+        }
+        other => panic!("expected ENETDOWN, got {other:?}"),
+    }
+}
+
 /// Counts how often the future inside is polled.
 struct Counted<F> {
     polls: Arc<AtomicUsize>,
