@@ -16,6 +16,9 @@
 //! - [`sim`]: the engine's second driver: several engines over a simulated lossy link on a
 //!   virtual clock (`ustack sim`, and the deterministic tests).
 //!
+//! With the `tokio` feature, `tokio` has async sockets for tokio on the same stack, woken
+//! by the stack thread through wakers.
+//!
 //! Beside them, [`observe`] reads capture files into flow tables and ladder diagrams
 //! (`ustack inspect`).
 //!
@@ -33,6 +36,8 @@ pub mod sim;
 pub mod socket;
 pub mod stack;
 pub mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use engine::{Engine, StackConfig};
 pub use errno::Errno;

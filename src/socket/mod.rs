@@ -24,6 +24,8 @@ use crate::stack::{Locked, Shared, Stack};
 
 mod net;
 mod poll;
+#[cfg(feature = "tokio")]
+mod task;
 
 pub use crate::engine::calls::Events;
 pub use crate::engine::{DEFAULT_CONNECT_TIMEOUT, Domain, SOMAXCONN, TcpTuple, Type};

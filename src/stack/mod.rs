@@ -11,10 +11,17 @@
 //! sent after letting go of it, so its device I/O overlaps with API calls instead of
 //! taking turns with them. It sleeps in `poll(2)` on the device and the eventfd until the
 //! engine's next deadline: no busy loop, no fixed tick.
+//!
+//! Async callers (`crate::tokio`) wait the same way without a thread: a call that says
+//! EAGAIN leaves its task's waker in a registry beside the wait queues, under the same
+//! lock hold as the call (so a round cannot slip in between and be missed), and the
+//! rounds that touch the socket wake it, as they signal the socket's wait queue.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -56,12 +63,71 @@ pub(crate) struct Locked {
     queue_waiters: Vec<u32>,
     /// Sockets whose waiters are to be woken (taken from the engine).
     touched: Vec<SockId>,
+    /// The tasks of async calls waiting on each socket (see [`Wakers`]).
+    wakers: HashMap<SockId, Wakers>,
+}
+
+/// What an async call on a socket waits for: to read (or accept), or to write (or connect).
+#[cfg(feature = "tokio")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+/// The tasks waiting on one socket, by direction, so that a stream's read half and write
+/// half, in two tasks, each get woken. The engine says which sockets a round touched, not
+/// which way, so a touch wakes both; a task woken for nothing tries once and registers
+/// again. Each task is held once (`Waker::will_wake`); several tasks may wait on one
+/// direction of a shared socket (two `recv_from` on one `&UdpSocket`).
+#[derive(Default)]
+struct Wakers {
+    read: Vec<Waker>,
+    write: Vec<Waker>,
+}
+
+impl Wakers {
+    #[cfg(feature = "tokio")]
+    fn of(&mut self, interest: Interest) -> &mut Vec<Waker> {
+        match interest {
+            Interest::Read => &mut self.read,
+            Interest::Write => &mut self.write,
+        }
+    }
+
+    fn wake(self) {
+        self.read.into_iter().chain(self.write).for_each(Waker::wake);
+    }
 }
 
 impl Locked {
     /// Now, on the engine's clock.
     pub fn now(&self) -> smoltcp::time::Instant {
         self.clock.now()
+    }
+
+    /// Has the next round that touches socket `id` wake `waker` (once). Called under the
+    /// same lock hold as the call that said EAGAIN, so no touch can come in between.
+    #[cfg(feature = "tokio")]
+    pub fn register_waker(&mut self, id: SockId, interest: Interest, waker: &Waker) {
+        let wakers = self.wakers.entry(id).or_default().of(interest);
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
+    /// Forgets `waker` on socket `id`, before its task calls again: a call that touches
+    /// its own socket must not wake its own task (which would call again, and again).
+    #[cfg(feature = "tokio")]
+    pub fn forget_waker(&mut self, id: SockId, interest: Interest, waker: &Waker) {
+        if let Some(wakers) = self.wakers.get_mut(&id) {
+            wakers.of(interest).retain(|w| !w.will_wake(waker));
+        }
+    }
+
+    /// Wakes every waiting task: the stack stops, or every socket closes at once.
+    fn wake_all_tasks(&mut self) {
+        self.wakers.drain().for_each(|(_, w)| w.wake());
     }
 }
 
@@ -92,8 +158,15 @@ impl Stack {
         let engine = Engine::new(config, device.capabilities(), clock.now())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
-        let locked =
-            Locked { engine, clock, down: None, waiters: 0, queue_waiters: vec![0; WAIT_QUEUES], touched: Vec::new() };
+        let locked = Locked {
+            engine,
+            clock,
+            down: None,
+            waiters: 0,
+            queue_waiters: vec![0; WAIT_QUEUES],
+            touched: Vec::new(),
+            wakers: HashMap::new(),
+        };
         let shared = Arc::new(Shared {
             locked: Mutex::new(locked),
             changed: Condvar::new(),
@@ -174,6 +247,7 @@ impl Stack {
         let deadline = std::time::Instant::now() + timeout;
         let mut locked = self.shared.lock();
         locked.engine.close_all();
+        locked.wake_all_tasks();
         self.shared.wake();
         self.shared.notify_everyone();
         loop {
@@ -195,7 +269,11 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        self.shared.lock().down.get_or_insert_with(|| "stack stopped".into());
+        {
+            let mut locked = self.shared.lock();
+            locked.down.get_or_insert_with(|| "stack stopped".into());
+            locked.wake_all_tasks();
+        }
         self.shared.wake();
         self.shared.notify_everyone();
         if let Some(thread) = self.thread.take() {
@@ -248,14 +326,22 @@ impl Shared {
         }
     }
 
-    /// Wakes the callers waiting on the sockets the engine touched. A wait queue is
-    /// signalled only when somebody waits on it, and once per call.
+    /// Wakes the callers and tasks waiting on the sockets the engine touched. A wait queue
+    /// is signalled only when somebody waits on it, and once per call; a task is woken
+    /// once, and registers again if it still has to wait.
     fn notify_touched(&self, locked: &mut Locked) {
         let mut touched = std::mem::take(&mut locked.touched);
         locked.engine.take_touched(&mut touched);
         if touched.is_empty() {
             locked.touched = touched;
             return;
+        }
+        if !locked.wakers.is_empty() {
+            for id in &touched {
+                if let Some(wakers) = locked.wakers.remove(id) {
+                    wakers.wake();
+                }
+            }
         }
         for id in touched.iter_mut() {
             *id = wait_queue(*id) as SockId;
@@ -372,6 +458,7 @@ fn run<D: Link>(shared: &Shared, device: &mut D, mut preread: Vec<Vec<u8>>) {
             sleep(shared, device, delay);
         }
     }
+    shared.lock().wake_all_tasks();
     shared.notify_everyone();
 }
 

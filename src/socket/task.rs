@@ -1,0 +1,90 @@
+//! One try of a call for an async caller: the engine's non-blocking call, once, and on
+//! EAGAIN the task's waker left for the stack thread instead of a wait (see
+//! [`crate::stack`]). What `crate::tokio` builds its futures on.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use super::{Errno, Result, Socket};
+use crate::stack::{Interest, Locked};
+
+impl Socket {
+    /// Makes call `f` on the engine once. If it says EAGAIN, the task of `cx` is woken by
+    /// the next round that touches this socket, and this returns Pending; the waker is
+    /// left under the same lock hold as the call, so a round that comes in between cannot
+    /// be missed. ENETDOWN instead of Pending once the stack has stopped.
+    pub(crate) fn poll_call<T>(
+        &self,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        f: impl FnOnce(&mut Locked) -> Result<T>,
+    ) -> Poll<Result<T>> {
+        if !self.open.load(Ordering::Acquire) {
+            return Poll::Ready(Err(Errno::EBADF));
+        }
+        let mut locked = self.shared.lock();
+        if !locked.engine.is_open(self.id) {
+            return Poll::Ready(Err(Errno::EBADF));
+        }
+        // Left from an earlier Pending and not yet woken (tokio's select! polls every
+        // branch when one is ready): dropped first, so that what this call touches on its
+        // own socket does not wake its own task.
+        locked.forget_waker(self.id, interest, cx.waker());
+        let result = f(&mut locked);
+        self.shared.after_call(&mut locked);
+        match result {
+            Err(Errno::EAGAIN) if locked.down.is_some() => Poll::Ready(Err(Errno::ENETDOWN)),
+            Err(Errno::EAGAIN) => {
+                locked.register_waker(self.id, interest, cx.waker());
+                Poll::Pending
+            }
+            result => Poll::Ready(result),
+        }
+    }
+
+    /// accept() once: the next established connection, or Pending (woken when the
+    /// listener's accept queue may have one). A connection is taken off the queue only in
+    /// the call that returns it.
+    pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<(Socket, SocketAddr)>> {
+        self.poll_call(cx, Interest::Read, |l| l.engine.accept(self.id))
+            .map_ok(|(id, peer)| (Socket { shared: self.shared.clone(), id, open: AtomicBool::new(true) }, peer))
+    }
+
+    /// Starts a TCP connect (or fixes a UDP socket's peer) without waiting: EINPROGRESS
+    /// while a handshake is under way, to be followed by [`Socket::poll_connected`].
+    pub(crate) fn start_connect(&self, addr: SocketAddr) -> Result<()> {
+        self.call(|l| {
+            let now = l.now();
+            l.engine.connect(now, self.id, addr)
+        })
+    }
+
+    /// How the connect() under way ended, or Pending while the handshake goes on. The
+    /// engine gives up on its own after the stack's connect timeout (ETIMEDOUT).
+    pub(crate) fn poll_connected(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_call(cx, Interest::Write, |l| match l.engine.connect_outcome(self.id) {
+            Err(Errno::EINPROGRESS) => Err(Errno::EAGAIN),
+            outcome => outcome,
+        })
+    }
+
+    /// Ready once the socket is ready for `interest` (or has an error, or is hung up), as
+    /// poll() would report it; Pending until then.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<Result<()>> {
+        use super::Events;
+        let wanted = match interest {
+            Interest::Read => Events::IN,
+            Interest::Write => Events::OUT,
+        } | Events::ERR
+            | Events::HUP;
+        self.poll_call(cx, interest, |l| {
+            if l.engine.readiness(self.id).intersects(wanted) { Ok(()) } else { Err(Errno::EAGAIN) }
+        })
+    }
+
+    /// One call without waiting, EAGAIN included: for `try_read` and friends.
+    pub(crate) fn try_call<T>(&self, f: impl FnOnce(&mut Locked) -> Result<T>) -> Result<T> {
+        self.call(f)
+    }
+}
