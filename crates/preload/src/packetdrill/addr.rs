@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use libc::{c_int, sa_family_t, sockaddr, sockaddr_in, sockaddr_in6, socklen_t};
 
-/// Reads the address at `addr` (`len` bytes): EINVAL if too short, EAFNOSUPPORT for a
-/// family other than AF_INET and AF_INET6.
+/// Reads the address at `addr` (`len` bytes): EINVAL if too short for its family (or for
+/// a sockaddr_in), EAFNOSUPPORT for a family other than AF_INET and AF_INET6.
 ///
 /// # Safety
 /// `addr` must be null or point to `len` readable bytes.
@@ -37,6 +37,8 @@ pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Result<SocketAddr, 
                 sin6.sin6_scope_id,
             )))
         }
+        // Linux checks the length before the family.
+        _ if len < std::mem::size_of::<sockaddr_in>() => Err(libc::EINVAL),
         libc::AF_INET | libc::AF_INET6 => Err(libc::EINVAL),
         _ => Err(libc::EAFNOSUPPORT),
     }
