@@ -20,9 +20,9 @@
 //! with ENOTTY. A call that blocks waits for packetdrill's main thread to inject a packet
 //! or let time pass; it never moves the clock itself.
 
+mod addr;
 mod flags;
 mod instance;
-mod addr;
 
 use std::ffi::CStr;
 use std::net::Shutdown;
@@ -385,7 +385,12 @@ fn call_blocks(s: &State, fd: RawFd, flags: c_int) -> Result<bool, c_int> {
 }
 
 /// recv() into `buf`, with the sender's address for a datagram (the peer's for TCP).
-fn receive(inst: &Instance, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<(usize, Option<std::net::SocketAddr>), c_int> {
+fn receive(
+    inst: &Instance,
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: c_int,
+) -> Result<(usize, Option<std::net::SocketAddr>), c_int> {
     let blocks = call_blocks(&*inst.lock().map_err(code)?, fd, flags)?;
     inst.call(
         |_| blocks,
@@ -402,7 +407,13 @@ fn receive(inst: &Instance, fd: RawFd, buf: &mut [u8], flags: c_int) -> Result<(
 
 /// send() of all of `data` (a blocking TCP send waits until all is queued, as Linux's
 /// does), or one datagram, to `to` if given (ignored for TCP, as Linux ignores it).
-fn transmit(inst: &Instance, fd: RawFd, data: &[u8], flags: c_int, to: Option<std::net::SocketAddr>) -> Result<usize, c_int> {
+fn transmit(
+    inst: &Instance,
+    fd: RawFd,
+    data: &[u8],
+    flags: c_int,
+    to: Option<std::net::SocketAddr>,
+) -> Result<usize, c_int> {
     let blocks = call_blocks(&*inst.lock().map_err(code)?, fd, flags)?;
     let mut done = 0;
     inst.call(
@@ -508,7 +519,13 @@ unsafe extern "C" fn pd_write(userdata: *mut c_void, fd: c_int, buf: *const c_vo
     unsafe { pd_send(userdata, fd, buf, count, 0) }
 }
 
-unsafe extern "C" fn pd_send(userdata: *mut c_void, fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+unsafe extern "C" fn pd_send(
+    userdata: *mut c_void,
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+) -> ssize_t {
     with(userdata, -1, |inst| {
         // SAFETY: packetdrill passes `len` readable bytes.
         let data = unsafe { bytes(buf, len)? };
@@ -764,7 +781,9 @@ unsafe extern "C" fn pd_netdev_receive(
             }
             None => {
                 // packetdrill reads an empty packet as a parse error and stops: say why.
-                eprintln!("ustack: netdev_receive: the stack has nothing to send and no timer that could send anything");
+                eprintln!(
+                    "ustack: netdev_receive: the stack has nothing to send and no timer that could send anything"
+                );
                 // SAFETY: checked non-null above.
                 unsafe {
                     *count = 0;

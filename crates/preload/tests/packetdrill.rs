@@ -31,12 +31,14 @@ struct Interface {
     read: unsafe extern "C" fn(*mut c_void, c_int, *mut c_void, size_t) -> ssize_t,
     readv: unsafe extern "C" fn(*mut c_void, c_int, *const iovec, c_int) -> ssize_t,
     recv: unsafe extern "C" fn(*mut c_void, c_int, *mut c_void, size_t, c_int) -> ssize_t,
-    recvfrom: unsafe extern "C" fn(*mut c_void, c_int, *mut c_void, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t,
+    recvfrom:
+        unsafe extern "C" fn(*mut c_void, c_int, *mut c_void, size_t, c_int, *mut sockaddr, *mut socklen_t) -> ssize_t,
     recvmsg: unsafe extern "C" fn(*mut c_void, c_int, *mut msghdr, c_int) -> ssize_t,
     write: unsafe extern "C" fn(*mut c_void, c_int, *const c_void, size_t) -> ssize_t,
     writev: unsafe extern "C" fn(*mut c_void, c_int, *const iovec, c_int) -> ssize_t,
     send: unsafe extern "C" fn(*mut c_void, c_int, *const c_void, size_t, c_int) -> ssize_t,
-    sendto: unsafe extern "C" fn(*mut c_void, c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t,
+    sendto:
+        unsafe extern "C" fn(*mut c_void, c_int, *const c_void, size_t, c_int, *const sockaddr, socklen_t) -> ssize_t,
     sendmsg: unsafe extern "C" fn(*mut c_void, c_int, *const msghdr, c_int) -> ssize_t,
     fcntl: unsafe extern "C" fn(*mut c_void, c_int, c_int, ...) -> c_int,
     ioctl: unsafe extern "C" fn(*mut c_void, c_int, c_ulong, ...) -> c_int,
@@ -127,7 +129,9 @@ impl Drill {
         let fd = unsafe { (self.ifc.socket)(self.ud(), libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_TCP) };
         assert!(fd >= 0, "socket: errno {}", errno());
         let one: c_int = 1;
-        let r = unsafe { (self.ifc.setsockopt)(self.ud(), fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4) };
+        let r = unsafe {
+            (self.ifc.setsockopt)(self.ud(), fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4)
+        };
         assert_eq!(r, 0, "setsockopt: errno {}", errno());
         let sin = sockaddr_in(SocketAddr::new(STACK.into(), PORT));
         let r = unsafe { (self.ifc.bind)(self.ud(), fd, (&raw const sin).cast(), size_of_val(&sin) as socklen_t) };

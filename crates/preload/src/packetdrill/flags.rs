@@ -81,7 +81,8 @@ mod tests {
 
     #[test]
     fn every_key_is_read() {
-        let flags = parse("addr=10.1.0.1/16, addr=fd00::1/64 seed=7 mtu=1280 syncookies=0 abort_on_overflow=1").unwrap();
+        let flags =
+            parse("addr=10.1.0.1/16, addr=fd00::1/64 seed=7 mtu=1280 syncookies=0 abort_on_overflow=1").unwrap();
         assert_eq!(flags.config.addrs.len(), 2);
         assert_eq!(flags.config.seed, Some(7));
         assert_eq!(flags.mtu, 1280);
