@@ -459,3 +459,35 @@ fn garbage_from_the_wire_and_bad_arguments_get_errors_not_crashes() {
     assert!(synack.syn && synack.ack_flag);
     drill.close(listener);
 }
+
+#[test]
+fn poll_times_out_on_the_virtual_clock_and_wakes_for_a_connection() {
+    let drill = std::sync::Arc::new(Drill::load(""));
+    let listener = drill.listener(1);
+    let poll = |timeout: c_int| {
+        let drill = drill.clone();
+        std::thread::spawn(move || {
+            let mut fds = [pollfd { fd: listener, events: libc::POLLIN, revents: 0 }];
+            let n = unsafe { (drill.ifc.poll)(drill.ud(), fds.as_mut_ptr(), 1, timeout) };
+            (n, fds[0].revents)
+        })
+    };
+    // Nothing happens: poll() returns 0 once 300 ms of virtual time have passed, not before.
+    let start = drill.now();
+    let waiting = poll(300);
+    for _ in 0..10_000 {
+        if waiting.is_finished() {
+            break;
+        }
+        drill.sleep(10_000);
+        std::thread::yield_now();
+    }
+    let end = drill.now();
+    assert_eq!(waiting.join().expect("poll"), (0, 0));
+    assert!(end - start >= 300_000, "poll returned after {} µs of a 300 ms timeout", end - start);
+
+    // A connection completing wakes a poll() without a timeout.
+    let waiting = poll(-1);
+    drill.connect_from(40000, 1);
+    assert_eq!(waiting.join().expect("poll"), (1, libc::POLLIN));
+}
