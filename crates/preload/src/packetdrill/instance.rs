@@ -27,12 +27,22 @@ pub const EPOCH_MICROS: i64 = 1_700_000_000_000_000;
 /// past that, nothing is coming (packetdrill's own limit is 2 s past the expected time).
 const SNIFF_HORIZON: Duration = Duration::from_secs(600);
 
+/// Deadlines a sniff passes at most looking for a packet (an engine that keeps asking to
+/// be polled and sends nothing must not hold packetdrill forever).
+const MAX_SNIFF_STEPS: usize = 100_000;
+
 /// Polls in a row at one instant before the engine is taken to be stuck.
 const POLLS_PER_INSTANT: usize = 1000;
 
 /// How long (real time) the main thread waits for a woken blocked call to look again
 /// before it moves time on, so the call sees the state that woke it.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// packetdrill's threads share one instance through a raw pointer: it must be Sync.
+const _: fn() = || {
+    fn shared_between_threads<T: Send + Sync>() {}
+    shared_between_threads::<Instance>();
+};
 
 pub struct Instance {
     state: Mutex<State>,
@@ -160,7 +170,10 @@ impl Instance {
     pub fn sniff(&self) -> Result<Option<(Instant, Vec<u8>)>, Errno> {
         let mut state = self.settle(self.lock()?)?;
         let horizon = state.now + SNIFF_HORIZON.into();
-        while state.sent.is_empty() {
+        for _ in 0..MAX_SNIFF_STEPS {
+            if !state.sent.is_empty() {
+                break;
+            }
             match state.next_poll {
                 Some(at) if at <= horizon => {
                     state.advance(at);
