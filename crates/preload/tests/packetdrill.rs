@@ -491,3 +491,22 @@ fn poll_times_out_on_the_virtual_clock_and_wakes_for_a_connection() {
     drill.connect_from(40000, 1);
     assert_eq!(waiting.join().expect("poll"), (1, libc::POLLIN));
 }
+
+#[test]
+fn so_flags_reach_the_engine_without_cookies_a_syn_beyond_the_syn_queue_is_dropped() {
+    let drill = Drill::load("addr=10.0.0.1/24,seed=9 syncookies=0");
+    let _listener = drill.listener(1);
+    let synack_a = drill.syn(40001, 1000);
+    assert_eq!(synack_a.dport, 40001);
+    // B finds the SYN queue (one place, for A) full, and no cookies: nothing is sent for
+    // it, ever; A's SYN-ACK is resent meanwhile.
+    assert_eq!(drill.inject(&segment(40002, 2000, None, Flags::Syn, b"")), 0);
+    let mut answered_b = false;
+    let mut resent_a = 0;
+    while let Some((_, seg)) = drill.sniff() {
+        answered_b |= seg.dport == 40002;
+        resent_a += usize::from(seg.dport == 40001 && seg.syn);
+    }
+    assert!(!answered_b, "no SYN cookie when syncookies=0");
+    assert!(resent_a >= 5, "A's SYN-ACK resent until its half-open timeout ({resent_a} times)");
+}
