@@ -9,7 +9,7 @@
 //! at target/<profile>/libustack_preload.so.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_longlong, c_uint, c_ulong, c_void};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 use libc::{epoll_event, iovec, msghdr, nfds_t, pollfd, size_t, sockaddr, socklen_t, ssize_t, timeval, useconds_t};
@@ -264,8 +264,8 @@ fn segment(port: u16, seq: u32, ack: Option<u32>, flags: Flags, payload: &[u8]) 
 #[derive(Debug, Clone)]
 #[allow(dead_code)] // Read through Debug in failure messages.
 struct Segment {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: IpAddr,
+    dst: IpAddr,
     sport: u16,
     dport: u16,
     seq: u32,
@@ -281,15 +281,23 @@ struct Segment {
 impl Segment {
     fn parse(packet: &[u8]) -> Segment {
         let sliced = SlicedPacket::from_ip(packet).expect("the stack sends well-formed IP");
-        let Some(etherparse::NetSlice::Ipv4(ip)) = sliced.net else { panic!("IPv4 expected") };
+        let (src, dst) = match &sliced.net {
+            Some(etherparse::NetSlice::Ipv4(ip)) => {
+                (ip.header().source_addr().into(), ip.header().destination_addr().into())
+            }
+            Some(etherparse::NetSlice::Ipv6(ip)) => {
+                (ip.header().source_addr().into(), ip.header().destination_addr().into())
+            }
+            _ => panic!("IP expected"),
+        };
         let Some(TransportSlice::Tcp(tcp)) = sliced.transport else { panic!("TCP expected") };
         let mss = tcp.options_iterator().find_map(|o| match o {
             Ok(TcpOptionElement::MaximumSegmentSize(m)) => Some(m),
             _ => None,
         });
         Segment {
-            src: ip.header().source_addr(),
-            dst: ip.header().destination_addr(),
+            src,
+            dst,
             sport: tcp.source_port(),
             dport: tcp.destination_port(),
             seq: tcp.sequence_number(),
@@ -316,7 +324,10 @@ fn a_blocking_accept_returns_when_the_injected_handshake_completes_and_data_flow
     assert_eq!(drill.inject(&segment(40000, 1000, None, Flags::Syn, b"")), 0);
     let (synack_at, synack) = drill.sniff_some();
     assert!(synack.syn && synack.ack_flag && !synack.rst, "{synack:?}");
-    assert_eq!((synack.src, synack.dst, synack.sport, synack.dport), (STACK, PEER, PORT, 40000));
+    assert_eq!(
+        (synack.src, synack.dst, synack.sport, synack.dport),
+        (IpAddr::V4(STACK), IpAddr::V4(PEER), PORT, 40000)
+    );
     assert_eq!(synack.ack, 1001);
     assert_eq!(synack.mss, Some(1460), "the SYN-ACK offers an MSS for a 1500-byte MTU");
     // No ACK yet: accept() cannot have returned.
@@ -509,4 +520,44 @@ fn so_flags_reach_the_engine_without_cookies_a_syn_beyond_the_syn_queue_is_dropp
     }
     assert!(!answered_b, "no SYN cookie when syncookies=0");
     assert!(resent_a >= 5, "A's SYN-ACK resent until its half-open timeout ({resent_a} times)");
+}
+
+#[test]
+fn ipv6_through_the_same_table() {
+    let drill = Drill::load("addr=fd00::1/64");
+    let (stack, peer): (Ipv6Addr, Ipv6Addr) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+    let fd = unsafe { (drill.ifc.socket)(drill.ud(), libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+    assert!(fd >= 0, "socket: errno {}", errno());
+    let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sin6.sin6_port = PORT.to_be();
+    let r = unsafe { (drill.ifc.bind)(drill.ud(), fd, (&raw const sin6).cast(), size_of_val(&sin6) as socklen_t) };
+    assert_eq!(r, 0, "bind: errno {}", errno());
+    assert_eq!(unsafe { (drill.ifc.listen)(drill.ud(), fd, 1) }, 0);
+
+    let mut syn = Vec::new();
+    PacketBuilder::ipv6(peer.octets(), stack.octets(), 64)
+        .tcp(40000, PORT, 7, 65535)
+        .syn()
+        .write(&mut syn, b"")
+        .expect("a packet");
+    assert_eq!(drill.inject(&syn), 0);
+    let (_, synack) = drill.sniff_some();
+    assert!(synack.syn && synack.ack_flag && synack.ack == 8, "{synack:?}");
+    assert_eq!((synack.src, synack.dst), (IpAddr::V6(stack), IpAddr::V6(peer)));
+    let mut ack = Vec::new();
+    PacketBuilder::ipv6(peer.octets(), stack.octets(), 64)
+        .tcp(40000, PORT, 8, 65535)
+        .ack(synack.seq + 1)
+        .write(&mut ack, b"")
+        .expect("a packet");
+    assert_eq!(drill.inject(&ack), 0);
+
+    let mut storage: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    let mut len = size_of_val(&storage) as socklen_t;
+    let new = unsafe { (drill.ifc.accept)(drill.ud(), fd, (&raw mut storage).cast(), &mut len) };
+    assert!(new >= 0, "accept: errno {}", errno());
+    assert_eq!(len as usize, size_of_val(&storage));
+    assert_eq!(Ipv6Addr::from(storage.sin6_addr.s6_addr), peer);
+    assert_eq!(u16::from_be(storage.sin6_port), 40000);
 }
