@@ -1,0 +1,3 @@
+//! ustack for C callers, as a shared object (`libustack_preload.so`).
+
+pub mod packetdrill;
