@@ -5,6 +5,7 @@
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 
+use super::send_front::SendFront;
 use super::{SockId, TcpTuple};
 use crate::errno::Errno;
 
@@ -102,6 +103,8 @@ pub struct Conn {
     /// The end of the furthest segment ustack has sent (SND.MAX, wire numbering): an
     /// acknowledgment short of it leaves data or a FIN in flight.
     pub sent_max: Option<u32>,
+    /// smoltcp's SND.NXT, followed from what it sends (see [`SendFront`]).
+    pub send_front: SendFront,
     /// The SYN-ACK smoltcp sent for a passive open, as it built it (smoltcp's numbering),
     /// kept while the connection is in SYN-RECEIVED: the answer to a retransmitted SYN,
     /// which smoltcp ignores and Linux answers at once.
@@ -144,6 +147,7 @@ impl Conn {
             fin_end: None,
             last_ack_in: None,
             sent_max: None,
+            send_front: SendFront::default(),
             syn_ack: None,
             syn_ack_resent_at: None,
         }

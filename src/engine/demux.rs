@@ -836,6 +836,7 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             // A connection whose ISN on the wire is not smoltcp's: its acknowledgments (and
             // SACK blocks) name the wire's numbering; smoltcp must see its own.
             keep_window_open_while_in_flight(conn, frame, seg.offset);
+            lower_ack_to_send_front(conn, frame, &seg);
             if let Some(shift) = conn.shift {
                 super::rewrite::incoming(frame, seg.offset, shift);
             }
@@ -964,6 +965,25 @@ fn note_segment(conn: &mut Conn, seg: &TcpSegment) {
     conn.reset |= seg.has(RST);
     if seg.has(ACK) {
         conn.last_ack_in = Some((seg.ack, seg.window));
+    }
+}
+
+/// An acknowledgment beyond smoltcp's SND.NXT, of data it sent before a retransmission
+/// timeout rewound it, reaches smoltcp lowered to SND.NXT (see [`super::send_front`]).
+fn lower_ack_to_send_front(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment) {
+    use super::rewrite::{ACK, RST, SYN};
+    if !seg.has(ACK) || seg.has(SYN | RST) {
+        return;
+    }
+    let ack = conn.send_front.on_ack(seg.ack, seg.window, seg.is_empty(), conn.sent_max);
+    if ack != seg.ack {
+        super::rewrite::set_ack(frame, seg.offset, ack);
+        log::debug!(
+            target: "ustack::demux",
+            "{}: ACK {} beyond smoltcp's rewound SND.NXT, given to it as {ack}",
+            conn.tuple,
+            seg.ack
+        );
     }
 }
 

@@ -136,7 +136,16 @@ impl SeqNumbers<'_> {
             rewrite::outgoing(packet, offset, shift);
         }
         if let (seq_end, Some(ack), window) = rewrite::position(packet, offset) {
+            let seq = rewrite::flags_and_seq(packet, offset).2;
+            let seq_end = match conn.send_front.pure_ack_seq(seq, seq_end, conn.sent_max) {
+                Some(moved) => {
+                    rewrite::set_seq(packet, offset, moved);
+                    moved
+                }
+                None => seq_end,
+            };
             conn.sent = Some(LastSent { seq_end, ack, window });
+            conn.send_front.on_sent(seq, seq_end);
             if conn.sent_max.is_none_or(|max| rewrite::seq_after(seq_end, max)) {
                 conn.sent_max = Some(seq_end);
             }
