@@ -73,9 +73,8 @@ impl SendFront {
         }
         let una = self.last_ack.map(|(ack, _)| ack);
         let resent_from_una = una == Some(seq) && self.front.is_some_and(|front| seq_after(front, seq));
-        if resent_from_una && !std::mem::take(&mut self.fast_retransmit_due) {
-            self.front = Some(seq_end);
-        } else if self.front.is_none_or(|front| seq_after(seq_end, front)) {
+        let rewound = resent_from_una && !std::mem::take(&mut self.fast_retransmit_due);
+        if rewound || self.front.is_none_or(|front| seq_after(seq_end, front)) {
             self.front = Some(seq_end);
         }
     }
