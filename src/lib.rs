@@ -34,7 +34,7 @@ pub mod socket;
 pub mod stack;
 pub mod sys;
 
-pub use engine::{Congestion, Engine, StackConfig};
+pub use engine::{Congestion, Engine, LossRecovery, StackConfig};
 pub use errno::Errno;
 pub use socket::{Domain, Events, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type, UdpSocket, poll};
 pub use stack::Stack;

@@ -833,6 +833,7 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
             let Some(seg) = seg else { return (decision, Deliver) };
             note_segment(conn, &seg);
+            recover_on_ack(conn, frame, &seg, core.now, &mut core.recovery_spare, &mut core.outbox);
             // A connection whose ISN on the wire is not smoltcp's: its acknowledgments (and
             // SACK blocks) name the wire's numbering; smoltcp must see its own.
             keep_window_open_while_in_flight(conn, frame, seg.offset);
@@ -966,6 +967,25 @@ fn note_segment(conn: &mut Conn, seg: &TcpSegment) {
     if seg.has(ACK) {
         conn.last_ack_in = Some((seg.ack, seg.window));
     }
+}
+
+/// What a segment's acknowledgment and SACK blocks tell ustack's loss recovery; what it
+/// finds lost goes out again at once.
+fn recover_on_ack(
+    conn: &mut Conn,
+    frame: &[u8],
+    seg: &TcpSegment,
+    now: smoltcp::time::Instant,
+    spare: &mut Vec<Vec<u8>>,
+    outbox: &mut super::Outbox,
+) {
+    use super::rewrite::{ACK, RST, SYN};
+    if !seg.has(ACK) || seg.has(SYN | RST) || conn.recovery.in_flight() == 0 {
+        return;
+    }
+    let (blocks, n) = super::recovery::sack_blocks(&frame[seg.offset..seg.end]);
+    let lost = conn.recovery.on_ack(now, (seg.ack, seg.window, seg.is_empty()), &blocks[..n], spare);
+    super::resend(conn, &lost, outbox);
 }
 
 /// An acknowledgment beyond smoltcp's SND.NXT, of data it sent before a retransmission

@@ -14,7 +14,7 @@ use smoltcp::time::Instant;
 
 use super::{Crossing, LinkConfig, LinkCounters, Node, Simulation, node_addr};
 use crate::engine::random::Rng;
-use crate::engine::{Congestion, ConnectionInfo, DemuxCounters, Domain, Engine, SockId, StackConfig, Type};
+use crate::engine::{Congestion, LossRecovery, ConnectionInfo, DemuxCounters, Domain, Engine, SockId, StackConfig, Type};
 use crate::errno::Errno;
 
 /// The port the echo server listens on.
@@ -37,6 +37,8 @@ pub struct EchoConfig {
     pub tcp_buffer: usize,
     /// The congestion control of both stacks' connections.
     pub congestion: Congestion,
+    /// Who resends lost segments, on both stacks.
+    pub loss_recovery: LossRecovery,
     /// Virtual time after which the run stops, finished or not.
     pub time_limit: Duration,
 }
@@ -53,6 +55,7 @@ impl Default for EchoConfig {
             mtu: 1500,
             tcp_buffer: 64 * 1024,
             congestion: Congestion::default(),
+            loss_recovery: LossRecovery::default(),
             time_limit: Duration::from_secs(3600),
         }
     }
@@ -124,6 +127,7 @@ fn stack_config(index: usize, config: &EchoConfig) -> StackConfig {
         addrs: vec![smoltcp::wire::IpCidr::new(addr.into(), 24)],
         tcp_buffer: config.tcp_buffer,
         congestion: config.congestion,
+        loss_recovery: config.loss_recovery,
         ..StackConfig::default()
     }
 }

@@ -15,7 +15,7 @@ use smoltcp::wire::{IpAddress, IpCidr};
 use ustack::device::{FaultConfig, FaultInjector, Faults, Link, PcapRecorder, Tracer, TunConfig, TunDevice, trace};
 use ustack::packet::TcpdumpFormatter;
 use ustack::sys::netlink::MAX_IFNAME_LEN;
-use ustack::{Congestion, Stack, StackConfig};
+use ustack::{Congestion, LossRecovery, Stack, StackConfig};
 
 use super::{Failure, context};
 
@@ -47,6 +47,11 @@ pub struct NetArgs {
     /// (Linux's default) or reno.
     #[arg(long, value_name = "NAME", default_value_t = Congestion::None)]
     pub congestion: Congestion,
+
+    /// Who resends lost TCP segments: ustack (SACK, RACK-TLP, a 200 ms RTO floor, as
+    /// Linux) or smoltcp (its own recovery alone, for comparison).
+    #[arg(long, value_name = "WHO", default_value_t = LossRecovery::Ustack)]
+    pub recovery: LossRecovery,
 }
 
 impl NetArgs {
@@ -94,7 +99,7 @@ impl NetArgs {
             TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
         let device = TunDevice::open(&tun).map_err(Failure::new)?;
         let mtu = device.mtu();
-        let config = StackConfig { addrs: self.addrs.clone(), congestion: self.congestion, ..config };
+        let config = StackConfig { addrs: self.addrs.clone(), congestion: self.congestion, loss_recovery: self.recovery, ..config };
         let stack = start_tapped(device, taps.faults(), &mut pcap, TcpdumpFormatter::new(), config)?;
         Ok((stack, mtu))
     }

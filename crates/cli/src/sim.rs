@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use ustack::device::PcapWriter;
-use ustack::Congestion;
+use ustack::{Congestion, LossRecovery};
 use ustack::engine::ConnectionInfo;
 use ustack::packet::{TcpdumpFormatter, TimeFormat, decode, json_quote};
 use ustack::sim::echo::{self, EchoConfig, EchoReport};
@@ -74,6 +74,11 @@ pub struct SimArgs {
     /// docs/linux-differences.md), cubic (Linux's default) or reno.
     #[arg(long, value_name = "NAME", default_value_t = Congestion::None)]
     congestion: Congestion,
+
+    /// Who resends lost segments: ustack (SACK, RACK-TLP, a 200 ms RTO floor, as Linux) or
+    /// smoltcp (its own recovery alone, for comparison).
+    #[arg(long, value_name = "WHO", default_value_t = LossRecovery::Ustack)]
+    recovery: LossRecovery,
 }
 
 /// Runs the simulation and prints its report; exit 1 if the echo did not come back intact.
@@ -92,6 +97,7 @@ pub fn run(args: SimArgs) -> Result<(), Failure> {
         },
         time_limit: Duration::from_secs(args.time_limit),
         congestion: args.congestion,
+        loss_recovery: args.recovery,
         ..EchoConfig::default()
     };
     let mut pcap = match &args.pcap {
