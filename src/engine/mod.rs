@@ -924,7 +924,7 @@ impl Engine {
             }
             // Kept as it is: rendering its timeline (strings) waits until somebody asks.
             conn.syn_ack = None;
-            conn.recovery = Default::default();
+            conn.recovery.release();
             self.finished.push_back(conn);
         }
         self.remove_socket(handle);
@@ -1025,6 +1025,6 @@ fn resend(conn: &mut Conn, lost: &[usize], outbox: &mut Outbox) {
         outbox.push(conn.recovery.resend(i, ack, window));
     }
     if !lost.is_empty() {
-        log::debug!(target: "ustack::recovery", "{}: {} segment(s) resent", conn.tuple, lost.len());
+        log::debug!(target: "ustack::recovery", "{}: {} segment(s) resent ({:?})", conn.tuple, lost.len(), conn.recovery.counters);
     }
 }

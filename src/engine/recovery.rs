@@ -72,6 +72,15 @@ pub struct RecoveryCounters {
     pub timeout: u64,
     /// smoltcp's own retransmissions not sent.
     pub suppressed: u64,
+    /// Payload bytes (FIN counted) of everything resent.
+    pub bytes: u64,
+}
+
+impl RecoveryCounters {
+    /// Segments resent, whatever found them lost.
+    pub fn segments(&self) -> u64 {
+        self.fast + self.probes + self.timeout
+    }
 }
 
 /// One connection's loss recovery.
@@ -101,6 +110,8 @@ pub struct Recovery {
     rto_from: Option<Instant>,
     /// A tail loss probe was sent since the last progress.
     probed: bool,
+    /// The peer acknowledged data of this connection.
+    acked_any: bool,
     /// The reordering timer: when RACK next has to look.
     reorder_at: Option<Instant>,
     /// Recording stopped (too many segments): smoltcp recovers on its own until the
@@ -125,6 +136,7 @@ impl Default for Recovery {
             backoff: 0,
             rto_from: None,
             probed: false,
+            acked_any: false,
             reorder_at: None,
             overflowed: false,
             counters: RecoveryCounters::default(),
@@ -272,6 +284,7 @@ impl Recovery {
         self.reordering_seen |= reordered;
         let duplicate = !advanced && empty && window == self.last_window && !self.flight.is_empty();
         if advanced {
+            self.acked_any = true;
             self.una = Some(ack);
             self.dup_acks = 0;
             self.backoff = 0;
@@ -390,7 +403,7 @@ impl Recovery {
 
     /// When recovery next has something to do, if ever.
     pub fn deadline(&self) -> Option<Instant> {
-        if self.flight.iter().all(|s| s.sacked) || self.overflowed {
+        if self.flight.is_empty() || self.overflowed {
             return None;
         }
         let from = self.rto_from?;
@@ -406,7 +419,12 @@ impl Recovery {
             return Vec::new();
         }
         if from + self.rto() <= now {
-            // RTO: everything not SACKed is lost.
+            // RTO: everything not SACKed is lost, and the first segment whatever SACK said
+            // of it: the cumulative ACK stops there, so the peer does not have it (it may
+            // have dropped data it had SACKed: RFC 2018 lets it renege).
+            if let Some(first) = self.flight.front_mut() {
+                first.sacked = false;
+            }
             let lost: Vec<usize> = (0..self.flight.len()).filter(|&i| !self.flight[i].sacked).collect();
             for &i in &lost {
                 self.flight[i].retransmitted = true;
@@ -434,7 +452,10 @@ impl Recovery {
             && self.pto().is_some_and(|pto| from + pto <= now)
             && let Some(i) = (0..self.flight.len()).rev().find(|&i| !self.flight[i].sacked)
         {
-            // The probe: the last segment not SACKed, so its SACK tells what is missing.
+            // The probe: the last segment not SACKed, so its SACK tells what is missing —
+            // or the first, while nothing was acknowledged: a peer that answered with a
+            // SYN cookie only takes the segment right after the SYN as the handshake's end.
+            let i = if self.acked_any { i } else { 0 };
             self.probed = true;
             self.flight[i].retransmitted = true;
             self.flight[i].sent_at = now;
@@ -449,9 +470,15 @@ impl Recovery {
     /// `window` (the last ones ustack sent), ready to go out again.
     pub fn resend(&mut self, i: usize, ack: u32, window: u16) -> &[u8] {
         let s = &mut self.flight[i];
+        self.counters.bytes += u64::from(s.end.wrapping_sub(s.seq));
         super::rewrite::set_ack(&mut s.packet, s.offset, ack);
         super::rewrite::set_window(&mut s.packet, s.offset, window);
         &s.packet
+    }
+
+    /// Lets go of every segment held (the connection is gone), keeping the counters.
+    pub fn release(&mut self) {
+        *self = Recovery { counters: self.counters, ..Recovery::default() };
     }
 
     /// Segments held.
