@@ -39,7 +39,7 @@ pub mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
-pub use engine::{Engine, StackConfig};
+pub use engine::{Congestion, Engine, LossRecovery, StackConfig};
 pub use errno::Errno;
 pub use socket::{Domain, Events, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type, UdpSocket, poll};
 pub use stack::Stack;

@@ -7,6 +7,7 @@ mod seed;
 use std::time::Duration;
 
 use ustack::sim::echo::{self, EchoConfig};
+use ustack::Congestion;
 use ustack::sim::{Fate, LinkConfig};
 
 fn lossy(seed: u64, bytes: usize, drop_pct: f64, corrupt_pct: f64) -> EchoConfig {
@@ -85,4 +86,25 @@ fn eight_connections_through_loss_and_damage_each_finish_their_exchange_and_clos
         assert_eq!(info.timeline.last().map(|(_, s)| s.as_str()), Some("CLOSED"), "{info:?}");
     }
     assert_eq!(report.server_connections.len(), 8);
+}
+
+/// With congestion control, a retransmission timeout leaves smoltcp one segment to send,
+/// from a rewound SND.NXT; the peer's ACKs of what it had sent before used to be refused
+/// by smoltcp (above SND.NXT), and its own bare ACKs, sent at the rewound SND.NXT, dropped
+/// by the peer as out of window: both ends resent one segment per timeout, forever. These
+/// five seeds each did (engine/send_front.rs).
+#[test]
+fn congestion_control_recovers_from_timeouts_instead_of_stalling() {
+    for seed in 1..=5 {
+        for congestion in [Congestion::Cubic, Congestion::Reno] {
+            let config = EchoConfig {
+                congestion,
+                time_limit: Duration::from_secs(600),
+                link: LinkConfig { delay: Duration::from_millis(5), ..lossy(seed, 0, 5.0, 0.0).link },
+                ..lossy(seed, 2 * 1024 * 1024, 5.0, 0.0)
+            };
+            let report = echo::run(&config, |_, _| {}).expect("the simulation runs");
+            assert!(report.intact, "{congestion}, seed {seed}: {report:?}");
+        }
+    }
 }

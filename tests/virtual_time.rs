@@ -10,8 +10,10 @@
 //! node runs alone ([`alone`]) and the test answers for 10.0.0.1 with segments of its own
 //! ([`Out`]).
 //!
-//! The times pinned here are smoltcp 0.14's (an initial RTO of 1 s, doubling up to 60 s;
-//! TIME-WAIT of 10 s) and ustack's (the connect timeout, the 63 s half-open timeout, SYN
+//! The times pinned here are smoltcp 0.14's (a SYN's RTO of 1 s, doubling up to 60 s;
+//! TIME-WAIT of 10 s), ustack's loss recovery's for data (Linux's: an RTO of SRTT +
+//! max(4·RTTVAR, 200 ms) doubling up to 120 s, tail loss probes, RACK; engine/recovery.rs)
+//! and ustack's (the connect timeout, the 63 s half-open timeout, SYN
 //! cookies valid for the minute they were made and the next). docs/linux-differences.md
 //! says where they differ from Linux.
 
@@ -542,7 +544,7 @@ fn connected_losing_the_first_data_segment() -> (Simulation, SockId, SockId) {
 }
 
 #[test]
-fn a_lost_segment_alone_in_flight_arrives_with_its_retransmission_1_s_later() {
+fn a_lost_segment_alone_in_flight_arrives_with_its_retransmission_202_ms_later() {
     let (mut sim, c, s) = connected_losing_the_first_data_segment();
     let start = sim.now();
     assert_eq!(sim.nodes[CLIENT].engine.send(c, b"hello", false), Ok(5));
@@ -553,12 +555,13 @@ fn a_lost_segment_alone_in_flight_arrives_with_its_retransmission_1_s_later() {
         }
         false
     });
-    // No duplicate ACKs can come (nothing else is in flight): the RTO, 1 s after an RTT
-    // of 2 ms (RFC 6298's floor), resends it.
-    assert_eq!(arrived, Some(start + secs(1) + ms(1)));
+    // No duplicate ACKs can come (nothing else is in flight): the RTO resends it, at
+    // SRTT + max(4·RTTVAR, 200 ms) = 2 + 200 ms as Linux would (the handshake measured the
+    // RTT), before the tail loss probe would at 2·SRTT + 200 ms. smoltcp alone: 1 s.
+    assert_eq!(arrived, Some(start + ms(203)));
     assert_eq!(drain(&mut sim, SERVER, s), b"hello");
     let sent = data_from(&segments(&mut sim), CLIENT);
-    assert_eq!(offsets(&sent, start), [ms(0), secs(1)]);
+    assert_eq!(offsets(&sent, start), [ms(0), ms(202)]);
     assert_eq!(sent[0].fate, Fate::Dropped);
 }
 
@@ -587,7 +590,7 @@ fn a_lost_first_segment_of_many_is_resent_on_duplicate_acks_without_waiting_for_
 }
 
 #[test]
-fn through_a_100_s_outage_data_is_resent_at_1_3_7_15_31_63_123_s_and_arrives_after_it() {
+fn through_a_100_s_outage_data_is_resent_with_a_doubling_timeout_from_202_ms_and_arrives_after_it() {
     let mut sim = network(|_| {});
     let l = listen(&mut sim, SERVER, 1);
     let (c, s) = establish(&mut sim, l);
@@ -605,11 +608,12 @@ fn through_a_100_s_outage_data_is_resent_at_1_3_7_15_31_63_123_s_and_arrives_aft
         }
         false
     });
-    // RFC 6298's backoff: the RTO doubles from 1 s. The first resend after the outage,
-    // at 123 s, gets through.
+    // RFC 6298's backoff: the RTO doubles from 202 ms (Linux's floor of 200 ms above the
+    // 2 ms RTT). The first resend after the outage, at 103.222 s, gets through.
     let sent = data_from(&segments(&mut sim), CLIENT);
-    assert_eq!(offsets(&sent, start), [0, 1, 3, 7, 15, 31, 63, 123].map(secs));
-    assert_eq!(arrived, Some(start + secs(123) + ms(1)));
+    let at = [0, 202, 606, 1414, 3030, 6262, 12_726, 25_654, 51_510, 103_222].map(ms);
+    assert_eq!(offsets(&sent, start), at);
+    assert_eq!(arrived, Some(start + ms(103_223)));
     assert_eq!(drain(&mut sim, SERVER, s), b"hello");
     // And the connection carries on.
     assert_eq!(sim.nodes[SERVER].engine.send(s, b"back", false), Ok(4));
@@ -617,11 +621,11 @@ fn through_a_100_s_outage_data_is_resent_at_1_3_7_15_31_63_123_s_and_arrives_aft
     assert_eq!(drain(&mut sim, CLIENT, c), b"back");
 }
 
-/// smoltcp has no limit on retransmissions (Linux gives up after `tcp_retries2` = 15,
+/// ustack sets no limit on retransmissions (Linux gives up after `tcp_retries2` = 15,
 /// about 15 minutes, with ETIMEDOUT): a peer that is gone for good leaves the connection
-/// resending every 60 s, established, for as long as the test looks (linux-differences.md).
+/// resending every 120 s, established, for as long as the test looks (linux-differences.md).
 #[test]
-fn data_to_a_peer_gone_for_good_is_resent_every_60_s_and_the_connection_never_fails() {
+fn data_to_a_peer_gone_for_good_is_resent_every_120_s_and_the_connection_never_fails() {
     let mut sim = network(|_| {});
     let l = listen(&mut sim, SERVER, 1);
     let (c, _s) = establish(&mut sim, l);
@@ -632,9 +636,11 @@ fn data_to_a_peer_gone_for_good_is_resent_every_60_s_and_the_connection_never_fa
     sim.run_to(start + secs(3600));
     let sent = data_from(&segments(&mut sim), CLIENT);
     let gaps: Vec<Duration> = sent.windows(2).map(|w| w[1].at - w[0].at).collect();
-    assert_eq!(gaps[..7], [1, 2, 4, 8, 16, 32, 60].map(secs), "the RTO doubles up to 60 s");
-    assert!(gaps[7..].iter().all(|&g| g == secs(60)), "then stays there: {gaps:?}");
-    assert_eq!(sent.len(), 8 + (3600 - 123) / 60);
+    let doubling = [202, 404, 808, 1616, 3232, 6464, 12_928, 25_856, 51_712, 103_424].map(ms);
+    assert_eq!(gaps[..10], doubling, "the RTO doubles from 202 ms…");
+    assert!(gaps[10..].iter().all(|&g| g == secs(120)), "…up to 120 s, and stays there: {gaps:?}");
+    let doubled: u64 = doubling.iter().map(|d| d.total_millis()).sum();
+    assert_eq!(sent.len() as u64, 11 + (3_600_000 - doubled) / 120_000);
     let engine = &mut sim.nodes[CLIENT].engine;
     assert_eq!(engine.tcp_state(c), Some(smoltcp::socket::tcp::State::Established));
     assert!(!engine.readiness(c).contains(Events::ERR), "no error after an hour");
@@ -644,7 +650,7 @@ fn data_to_a_peer_gone_for_good_is_resent_every_60_s_and_the_connection_never_fa
 // ---- Closing ----
 
 #[test]
-fn a_lost_fin_is_resent_after_1_s_and_both_sides_then_see_end_of_stream() {
+fn a_lost_fin_is_resent_after_202_ms_and_both_sides_then_see_end_of_stream() {
     let mut sim = network(|_| {});
     let l = listen(&mut sim, SERVER, 1);
     let (c, s) = establish(&mut sim, l);
@@ -668,15 +674,15 @@ fn a_lost_fin_is_resent_after_1_s_and_both_sides_then_see_end_of_stream() {
         }
         server_eof.is_some() && client_eof.is_some()
     });
-    assert_eq!(server_eof, Some(start + secs(1) + ms(1)), "the FIN resent at 1 s");
-    assert_eq!(client_eof, Some(start + secs(1) + ms(2)), "and the server's own FIN right after");
+    assert_eq!(server_eof, Some(start + ms(203)), "the FIN resent at 202 ms");
+    assert_eq!(client_eof, Some(start + ms(204)), "and the server's own FIN right after");
     let fins: Vec<Seg> = segments(&mut sim).into_iter().filter(|s| s.fin).collect();
     assert_eq!(
         fins.iter().map(|s| (s.from, s.at - start, s.fate)).collect::<Vec<_>>(),
         [
             (CLIENT, ms(0), Fate::Dropped),
-            (CLIENT, secs(1), Fate::Delivered),
-            (SERVER, secs(1) + ms(1), Fate::Delivered)
+            (CLIENT, ms(202), Fate::Delivered),
+            (SERVER, ms(203), Fate::Delivered)
         ]
     );
 }
@@ -773,11 +779,11 @@ fn a_fin_alone_in_flight_is_retransmitted_after_duplicate_acks() {
         out(4000, 1001).with_ack(isn.wrapping_add(6)).send(&mut sim, b"");
     }
     run_for(&mut sim, secs(5));
-    // The ACK at 1 ms restarted the retransmission timer: the FIN goes again 1 s later,
-    // then (unanswered) 2 s after that.
+    // The ACK at 1 ms restarted the retransmission timer: the FIN goes again one RTO
+    // later (200 ms above the RTT), then (unanswered) at twice, four and eight times that.
     let fins: Vec<(Duration, u32)> =
         segments(&mut sim).iter().filter(|s| s.fin).map(|s| (s.at - start, s.seq.wrapping_sub(isn))).collect();
-    assert_eq!(fins, [(secs(1) + ms(1), 6), (secs(3) + ms(1), 6)]);
+    assert_eq!(fins, [(202, 6), (604, 6), (1408, 6), (3016, 6)].map(|(at, seq)| (ms(at), seq)));
     let withheld = decisions(&sim, 4000).iter().filter(|d| matches!(d, Decision::FinDuplicateAck { .. })).count();
     assert_eq!(withheld, 3, "the three duplicates, not the first ACK, are kept from smoltcp");
 }
@@ -827,8 +833,133 @@ fn data_in_flight_is_retransmitted_after_a_zero_window_opens() {
     out(4000, 1001).with_ack(isn.wrapping_add(2)).send(&mut sim, b"");
     run_for(&mut sim, secs(5));
     // The partial ACK at 1 ms restarted the retransmission timer: the unacknowledged byte
-    // goes again 1 s later, then 2 s after that.
+    // (alone: the acknowledged one is trimmed off) goes again one RTO later, then at
+    // twice, four and eight times that.
     let later: Vec<(Duration, u32, usize)> =
         segments(&mut sim).iter().map(|s| (s.at - start, s.seq.wrapping_sub(isn), s.len)).collect();
-    assert_eq!(later, [(secs(1) + ms(1), 2, 1), (secs(3) + ms(1), 2, 1)]);
+    assert_eq!(later, [202, 604, 1408, 3016].map(|at| (ms(at), 2, 1)));
+}
+
+// ---- Loss recovery (engine/recovery.rs): each mechanism on its own ----
+
+const MSS: u32 = 1460;
+
+/// A connection whose client's data segments are lost on the link when `lose(index,
+/// nth)` says so: `index` is the segment's place in the stream (MSS-sized segments from
+/// 0), `nth` how many times a segment at that place was sent before. Returns the client
+/// and server sockets.
+fn connected_losing(lose: impl Fn(u32, usize) -> bool + 'static) -> (Simulation, SockId, SockId) {
+    let mut sim = network(|_| {});
+    let l = listen(&mut sim, SERVER, 1);
+    let (c, s) = establish(&mut sim, l);
+    let isn = segments(&mut sim).iter().find(|s| s.syn && s.from == CLIENT).expect("the client's SYN").seq;
+    let mut sent: std::collections::HashMap<u32, usize> = Default::default();
+    sim.link.lose_if(move |_, from, p| {
+        let Ok(packet) = SlicedPacket::from_ip(p) else { return false };
+        let Some(TransportSlice::Tcp(t)) = packet.transport else { return false };
+        if from != CLIENT || t.payload().is_empty() {
+            return false;
+        }
+        let index = t.sequence_number().wrapping_sub(isn).wrapping_sub(1) / MSS;
+        let nth = sent.entry(index).or_default();
+        *nth += 1;
+        lose(index, *nth - 1)
+    });
+    (sim, c, s)
+}
+
+/// Sends `len` bytes from `c` and runs until `s` has them all (at most 5 s): when that
+/// was, counted from the send, and the client's data segments (retransmissions included).
+fn transfer(sim: &mut Simulation, c: SockId, s: SockId, len: u32) -> (Option<Duration>, Vec<Seg>) {
+    let start = sim.now();
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    assert_eq!(sim.nodes[CLIENT].engine.send(c, &data, false), Ok(data.len()));
+    let mut got = Vec::new();
+    let done = sim.run_until(start + secs(5), |_, nodes| {
+        let mut buf = [0; 4096];
+        while let Ok(n @ 1..) = nodes[SERVER].engine.recv(s, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() == data.len()
+    });
+    assert_eq!(got, data);
+    (done.map(|at| at - start), data_from(&segments(sim), CLIENT))
+}
+
+/// The segments sent more than once: their place in the stream, and when (from the first send).
+fn resent(sent: &[Seg]) -> Vec<(u32, Duration)> {
+    let first = sent.iter().map(|s| s.seq).min().unwrap_or(0);
+    let start = sent.first().map_or(Instant::ZERO, |s| s.at);
+    let mut seen = std::collections::HashSet::new();
+    sent.iter()
+        .filter(|s| !seen.insert(s.seq))
+        .map(|s| (s.seq.wrapping_sub(first) / MSS, s.at - start))
+        .collect()
+}
+
+/// The last two segments of a burst are lost: nothing after them can report the loss.
+/// The tail loss probe resends the last one 2·SRTT after the last ACK (10 ms, its floor,
+/// after the ACKs of the others at 2 ms); its SACK shows the other missing, which RACK
+/// resends at once. smoltcp alone waits for its 1 s timeout.
+#[test]
+fn a_lost_tail_is_probed_after_10_ms_instead_of_waiting_for_the_timeout() {
+    let (mut sim, c, s) = connected_losing(|i, nth| (i == 12 || i == 13) && nth == 0);
+    let (done, sent) = transfer(&mut sim, c, s, 14 * MSS);
+    assert_eq!(resent(&sent), [(13, ms(12)), (12, ms(14))]);
+    assert_eq!(done, Some(ms(15)));
+}
+
+/// The first segment is lost, and so is its retransmission. Three SACKed segments make
+/// RACK resend it at once when the first SACK comes back (2 ms); that copy is lost too,
+/// and nothing sent after it can show it: the tail loss probe, 10 ms after the send,
+/// resends the only segment not SACKed.
+#[test]
+fn a_lost_retransmission_is_resent_by_the_probe() {
+    let (mut sim, c, s) = connected_losing(|i, nth| i == 0 && nth < 2);
+    let (done, sent) = transfer(&mut sim, c, s, 14 * MSS);
+    assert_eq!(resent(&sent), [(0, ms(2)), (0, ms(10))]);
+    assert_eq!(done, Some(ms(11)));
+}
+
+/// Three holes in one window: the SACK blocks show all three, and each is resent once,
+/// in the same round trip.
+#[test]
+fn several_holes_in_one_window_are_all_resent_in_one_round_trip() {
+    let (mut sim, c, s) = connected_losing(|i, nth| [2, 7, 15].contains(&i) && nth == 0);
+    let (done, sent) = transfer(&mut sim, c, s, 30 * MSS);
+    assert_eq!(resent(&sent), [(2, ms(2)), (7, ms(2)), (15, ms(2))]);
+    assert_eq!(done, Some(ms(3)));
+}
+
+/// A segment overtaken by the one after it arrives 0.1 ms late: one SACKed segment is
+/// not enough to call it lost at once, and RACK's reordering window (a quarter of the
+/// RTT) gives its ACK time to come. Nothing is resent.
+#[test]
+fn reordering_without_loss_resends_nothing() {
+    let held = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let stash = held.clone();
+    let mut sim = network(|_| {});
+    let l = listen(&mut sim, SERVER, 1);
+    let (c, s) = establish(&mut sim, l);
+    segments(&mut sim);
+    let mut data_segments = 0;
+    sim.link.lose_if(move |_, from, p| {
+        let data = from == CLIENT && p.len() > 60;
+        data_segments += usize::from(data);
+        if data && data_segments == 4 {
+            *stash.borrow_mut() = Some(p.to_vec());
+            return true;
+        }
+        false
+    });
+    let start = sim.now();
+    let data: Vec<u8> = (0..5 * MSS).map(|i| (i % 251) as u8).collect();
+    assert_eq!(sim.nodes[CLIENT].engine.send(c, &data, false), Ok(data.len()));
+    sim.run_to(start + ms(1));
+    let late = held.borrow_mut().take().expect("the fourth segment was held back");
+    sim.link.inject(start + ms(1) + Duration::from_micros(100), SERVER, late);
+    run_for(&mut sim, ms(50));
+    assert_eq!(drain(&mut sim, SERVER, s), data);
+    let sent = data_from(&segments(&mut sim), CLIENT);
+    assert_eq!(sent.len(), 5, "five segments, none resent: {sent:?}");
 }

@@ -5,6 +5,8 @@
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 
+use super::recovery::Recovery;
+use super::send_front::SendFront;
 use super::{SockId, TcpTuple};
 use crate::errno::Errno;
 
@@ -102,6 +104,10 @@ pub struct Conn {
     /// The end of the furthest segment ustack has sent (SND.MAX, wire numbering): an
     /// acknowledgment short of it leaves data or a FIN in flight.
     pub sent_max: Option<u32>,
+    /// smoltcp's SND.NXT, followed from what it sends (see [`SendFront`]).
+    pub send_front: SendFront,
+    /// ustack's loss recovery for what this connection sends.
+    pub recovery: Recovery,
     /// The SYN-ACK smoltcp sent for a passive open, as it built it (smoltcp's numbering),
     /// kept while the connection is in SYN-RECEIVED: the answer to a retransmitted SYN,
     /// which smoltcp ignores and Linux answers at once.
@@ -144,6 +150,8 @@ impl Conn {
             fin_end: None,
             last_ack_in: None,
             sent_max: None,
+            send_front: SendFront::default(),
+            recovery: Recovery::default(),
             syn_ack: None,
             syn_ack_resent_at: None,
         }

@@ -703,6 +703,19 @@ fn decide_tcp(core: &Engine, tuple: TcpTuple, seg: &TcpSegment, frame: &[u8]) ->
     {
         return verdict;
     }
+    // Data behind a cookie ACK the full accept queue dropped fails the cookie check (only
+    // the segment right after the SYN passes it). Linux answers it with RST, resetting a
+    // client whose handshake would have completed with its next retransmission; ustack
+    // drops it as it dropped the ACK before it (docs/linux-differences.md).
+    if ack
+        && !syn
+        && !rst
+        && core.config.syn_cookies
+        && let Some(listener) = listener
+        && listener_of(core, listener).is_some_and(Listener::accept_queue_full)
+    {
+        return Verdict::AckDropped { listener, half_open: None };
+    }
     if !syn || ack || rst {
         return Verdict::TcpNoSocket { syn: false };
     }
@@ -805,7 +818,7 @@ fn cookie_minute(core: &Engine) -> u32 {
 fn check_cookie(core: &Engine, tuple: &TcpTuple, seg: &TcpSegment, frame: &[u8], listener: SockId) -> Option<Verdict> {
     super::cookie::segment_info(seg.bytes(frame), tuple.remote.ip().into(), tuple.local.ip().into())?;
     let cookie = seg.ack.wrapping_sub(1);
-    let mss = core.secret.check_cookie(tuple, cookie_minute(core), cookie)?;
+    let mss = core.secret.check_cookie(tuple, cookie_minute(core), seg.seq.wrapping_sub(1), cookie)?;
     if listener_of(core, listener)?.accept_queue_full() {
         // A cookie ACK that finds the accept queue full is dropped, also with reset on
         // overflow: Linux's cookie_v4_check discards it (no request to reset).
@@ -833,9 +846,11 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
             let Some(seg) = seg else { return (decision, Deliver) };
             note_segment(conn, &seg);
+            recover_on_ack(conn, frame, &seg, &flow, core.now, &mut core.recovery_spare, &mut core.outbox);
             // A connection whose ISN on the wire is not smoltcp's: its acknowledgments (and
             // SACK blocks) name the wire's numbering; smoltcp must see its own.
             keep_window_open_while_in_flight(conn, frame, seg.offset);
+            lower_ack_to_send_front(conn, frame, &seg);
             if let Some(shift) = conn.shift {
                 super::rewrite::incoming(frame, seg.offset, shift);
             }
@@ -967,6 +982,51 @@ fn note_segment(conn: &mut Conn, seg: &TcpSegment) {
     }
 }
 
+/// What a segment's acknowledgment and SACK blocks tell ustack's loss recovery; what it
+/// finds lost goes out again at once.
+fn recover_on_ack(
+    conn: &mut Conn,
+    frame: &[u8],
+    seg: &TcpSegment,
+    flow: &PacketEnds,
+    now: smoltcp::time::Instant,
+    spare: &mut Vec<Vec<u8>>,
+    outbox: &mut super::Outbox,
+) {
+    use super::rewrite::{ACK, RST, SYN};
+    if !seg.has(ACK) || seg.has(SYN | RST) || conn.recovery.in_flight() == 0 {
+        return;
+    }
+    // smoltcp drops a damaged segment later; recovery must not believe its ACK or SACK
+    // blocks first (a SACK block damaged into covering a hole would hide the loss).
+    let tcp = TcpPacket::new_unchecked(seg.bytes(frame));
+    if !tcp.verify_checksum(&flow.remote.ip().into(), &flow.local.ip().into()) {
+        return;
+    }
+    let (blocks, n) = super::recovery::sack_blocks(&frame[seg.offset..seg.end]);
+    let lost = conn.recovery.on_ack(now, (seg.ack, seg.window, seg.is_empty()), &blocks[..n], spare);
+    super::resend(conn, &lost, outbox);
+}
+
+/// An acknowledgment beyond smoltcp's SND.NXT, of data it sent before a retransmission
+/// timeout rewound it, reaches smoltcp lowered to SND.NXT (see [`super::send_front`]).
+fn lower_ack_to_send_front(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment) {
+    use super::rewrite::{ACK, RST, SYN};
+    if !seg.has(ACK) || seg.has(SYN | RST) {
+        return;
+    }
+    let ack = conn.send_front.on_ack(seg.ack, seg.window, seg.is_empty(), conn.sent_max);
+    if ack != seg.ack {
+        super::rewrite::set_ack(frame, seg.offset, ack);
+        log::debug!(
+            target: "ustack::demux",
+            "{}: ACK {} beyond smoltcp's rewound SND.NXT, given to it as {ack}",
+            conn.tuple,
+            seg.ack
+        );
+    }
+}
+
 /// Why no half-open connection could be made.
 enum NoSocket {
     PortZero,
@@ -1013,7 +1073,7 @@ fn new_half_open(core: &mut Engine, tuple: TcpTuple, listener: SockId) -> Result
 /// A SYN-ACK whose ISN is a cookie carrying `mss`, for the SYN (ISN `client_isn`) the SYN
 /// queue has no room for.
 fn cookie_syn_ack(core: &Engine, tuple: &TcpTuple, client_isn: u32, mss: u16) -> Vec<u8> {
-    let cookie = core.secret.cookie(tuple, cookie_minute(core), mss);
+    let cookie = core.secret.cookie(tuple, cookie_minute(core), client_isn, mss);
     let ip_and_tcp = if tuple.local.is_ipv4() { 40 } else { 60 };
     let our_mss = u16::try_from(core.mtu().saturating_sub(ip_and_tcp)).unwrap_or(u16::MAX);
     super::cookie::syn_ack(tuple, client_isn, cookie, our_mss)

@@ -76,6 +76,13 @@ impl Outbox {
         self.ready += 1;
     }
 
+    /// Adds a packet built elsewhere (a retransmission by ustack's recovery). It goes in
+    /// even when the outbox is full: recovery's bursts are bounded by what is in flight.
+    pub fn push(&mut self, packet: &[u8]) {
+        self.next(packet.len()).copy_from_slice(packet);
+        self.commit();
+    }
+
     /// Whether it holds as much as it may.
     pub fn is_full(&self) -> bool {
         self.bytes >= OUTBOX_BYTES || self.ready >= OUTBOX_PACKETS
@@ -103,15 +110,18 @@ pub struct SeqNumbers<'a> {
     pub conns: &'a mut HashMap<SocketHandle, Conn>,
     pub demux: &'a HashMap<TcpTuple, SocketHandle>,
     pub secret: &'a Secret,
-    /// Now, for RFC 6528's 4 µs clock.
-    pub micros: u64,
+    /// Now (RFC 6528's 4 µs clock counts from it).
+    pub now: Instant,
+    /// Whether ustack's loss recovery is on: it records what goes out.
+    pub recovery: bool,
+    pub spare: &'a mut Vec<Vec<u8>>,
 }
 
 impl SeqNumbers<'_> {
     /// Rewrites an outgoing TCP segment's sequence number; false if the segment must not
     /// go out at all (smoltcp's SYN-ACK for a connection made from a SYN cookie: the
     /// client already has the cookie's).
-    fn outgoing(&mut self, packet: &mut [u8]) -> bool {
+    fn outgoing(&mut self, packet: &mut [u8], local: bool) -> bool {
         let Some((offset, src, dst)) = rewrite::tcp_header(packet) else { return true };
         let Some(conn) = self.demux.get(&TcpTuple { local: src, remote: dst }).and_then(|h| self.conns.get_mut(h))
         else {
@@ -124,7 +134,7 @@ impl SeqNumbers<'_> {
                 return false;
             }
             if conn.shift.is_none() {
-                conn.shift = Some(seq.wrapping_sub(self.secret.isn(&conn.tuple, self.micros)));
+                conn.shift = Some(seq.wrapping_sub(self.secret.isn(&conn.tuple, self.now.total_micros() as u64)));
             }
             if ack
                 && matches!(conn.state, smoltcp::socket::tcp::State::Listen | smoltcp::socket::tcp::State::SynReceived)
@@ -136,7 +146,26 @@ impl SeqNumbers<'_> {
             rewrite::outgoing(packet, offset, shift);
         }
         if let (seq_end, Some(ack), window) = rewrite::position(packet, offset) {
+            let seq = rewrite::flags_and_seq(packet, offset).2;
+            let seq_end = match conn.send_front.pure_ack_seq(seq, seq_end, conn.sent_max) {
+                Some(moved) => {
+                    rewrite::set_seq(packet, offset, moved);
+                    moved
+                }
+                None => seq_end,
+            };
+            let sent_max = conn.sent_max;
             conn.sent = Some(LastSent { seq_end, ack, window });
+            conn.send_front.on_sent(seq, seq_end);
+            if self.recovery && !local && !syn {
+                if let Some(rtt) = conn.handshake_rtt {
+                    conn.recovery.seed_rtt(rtt);
+                }
+                let sent = conn.recovery.on_sent(self.now, packet, offset, (seq, seq_end), sent_max, self.spare);
+                if sent == super::recovery::Sent::Suppress {
+                    return false;
+                }
+            }
             if conn.sent_max.is_none_or(|max| rewrite::seq_after(seq_end, max)) {
                 conn.sent_max = Some(seq_end);
             }
@@ -163,10 +192,11 @@ impl phy::TxToken for Tx<'_, '_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let packet = self.outbox.next(len);
         let result = f(packet);
-        if !self.seq.outgoing(packet) {
+        let local = destination(packet).is_some_and(|dst| self.local.contains(&dst));
+        if !self.seq.outgoing(packet, local) {
             return result;
         }
-        if destination(packet).is_some_and(|dst| self.local.contains(&dst)) {
+        if local {
             self.queue.push_back(packet.to_vec());
         } else {
             self.outbox.commit();

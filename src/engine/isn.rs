@@ -35,7 +35,7 @@ impl Secret {
         Secret::from_keys(crate::engine::random::from_os(), crate::engine::random::from_os())
     }
 
-    fn hash(&self, purpose: u8, tuple: &TcpTuple, extra: u32) -> u64 {
+    fn hash(&self, purpose: u8, tuple: &TcpTuple, extra: u64) -> u64 {
         // std's SipHasher is deprecated only in favour of hashers that cannot be keyed;
         // a keyed PRF is what RFC 6528 asks for.
         #[allow(deprecated)]
@@ -53,21 +53,28 @@ impl Secret {
         (self.hash(0, tuple, 0) as u32).wrapping_add((micros / 4) as u32)
     }
 
-    /// The ISN of a SYN-ACK that keeps no state: a MAC of the 4-tuple and the current
-    /// minute in the top 30 bits, and the index of the client's MSS in [`COOKIE_MSS`] in
-    /// the low 2 bits.
-    pub fn cookie(&self, tuple: &TcpTuple, minute: u32, mss: u16) -> u32 {
+    /// The ISN of a SYN-ACK that keeps no state: a MAC of the 4-tuple, the client's ISN
+    /// and the current minute in the top 30 bits, and the index of the client's MSS in
+    /// [`COOKIE_MSS`] in the low 2 bits. The client's ISN is in the MAC (as in Linux's
+    /// `secure_tcp_syn_cookie`) so that only the segment right after the SYN (SEG.SEQ =
+    /// ISN + 1) validates it: a later one, its predecessors lost, would otherwise open the
+    /// connection with the wrong ISN and its data at the wrong place.
+    pub fn cookie(&self, tuple: &TcpTuple, minute: u32, client_isn: u32, mss: u16) -> u32 {
         let index = COOKIE_MSS.iter().rposition(|&m| m <= mss).unwrap_or(0) as u32;
-        (self.hash(1, tuple, minute) as u32 & !3) | index
+        (self.cookie_mac(tuple, minute, client_isn) & !3) | index
     }
 
-    /// If `cookie` is one this stack made for `tuple` in the last two minutes, the MSS it
-    /// carries.
-    pub fn check_cookie(&self, tuple: &TcpTuple, minute: u32, cookie: u32) -> Option<u16> {
+    /// If `cookie` is one this stack made for `tuple` and `client_isn` in the last two
+    /// minutes, the MSS it carries.
+    pub fn check_cookie(&self, tuple: &TcpTuple, minute: u32, client_isn: u32, cookie: u32) -> Option<u16> {
         (0..COOKIE_MINUTES)
             .filter_map(|age| minute.checked_sub(age))
-            .any(|m| self.hash(1, tuple, m) as u32 & !3 == cookie & !3)
+            .any(|m| self.cookie_mac(tuple, m, client_isn) & !3 == cookie & !3)
             .then(|| COOKIE_MSS[(cookie & 3) as usize])
+    }
+
+    fn cookie_mac(&self, tuple: &TcpTuple, minute: u32, client_isn: u32) -> u32 {
+        self.hash(1, tuple, u64::from(minute) << 32 | u64::from(client_isn)) as u32
     }
 }
 
@@ -95,13 +102,14 @@ mod tests {
     #[test]
     fn cookies_check_for_two_minutes_and_carry_the_mss() {
         let s = Secret::new();
-        let c = s.cookie(&tuple(1000), 7, 1460);
-        assert_eq!(s.check_cookie(&tuple(1000), 7, c), Some(1460));
-        assert_eq!(s.check_cookie(&tuple(1000), 8, c), Some(1460));
-        assert_eq!(s.check_cookie(&tuple(1000), 9, c), None, "expired");
-        assert_eq!(s.check_cookie(&tuple(1001), 7, c), None, "another client");
-        assert_eq!(s.check_cookie(&tuple(1000), 7, c ^ 0x100), None, "forged");
-        assert_eq!(s.check_cookie(&tuple(1000), 7, s.cookie(&tuple(1000), 7, 1400)), Some(1300));
-        assert_eq!(s.check_cookie(&tuple(1000), 7, s.cookie(&tuple(1000), 7, 100)), Some(536));
+        let c = s.cookie(&tuple(1000), 7, 42, 1460);
+        assert_eq!(s.check_cookie(&tuple(1000), 7, 42, c), Some(1460));
+        assert_eq!(s.check_cookie(&tuple(1000), 8, 42, c), Some(1460));
+        assert_eq!(s.check_cookie(&tuple(1000), 9, 42, c), None, "expired");
+        assert_eq!(s.check_cookie(&tuple(1001), 7, 42, c), None, "another client");
+        assert_eq!(s.check_cookie(&tuple(1000), 7, 43, c), None, "not the segment after the SYN");
+        assert_eq!(s.check_cookie(&tuple(1000), 7, 42, c ^ 0x100), None, "forged");
+        assert_eq!(s.check_cookie(&tuple(1000), 7, 42, s.cookie(&tuple(1000), 7, 42, 1400)), Some(1300));
+        assert_eq!(s.check_cookie(&tuple(1000), 7, 42, s.cookie(&tuple(1000), 7, 42, 100)), Some(536));
     }
 }

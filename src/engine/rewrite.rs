@@ -121,6 +121,16 @@ pub fn set_window(packet: &mut [u8], offset: usize, window: u16) {
     set_u32(tcp, 12, (word & 0xffff_0000) | u32::from(window));
 }
 
+/// Sets the sequence number of the TCP segment at `offset`.
+pub fn set_seq(packet: &mut [u8], offset: usize, seq: u32) {
+    set_u32(&mut packet[offset..], 4, seq);
+}
+
+/// Sets the acknowledgment number of the TCP segment at `offset`.
+pub fn set_ack(packet: &mut [u8], offset: usize, ack: u32) {
+    set_u32(&mut packet[offset..], 8, ack);
+}
+
 /// An outgoing segment: `seq -= shift`.
 pub fn outgoing(packet: &mut [u8], offset: usize, shift: u32) {
     let tcp = &mut packet[offset..];
@@ -197,6 +207,33 @@ pub fn split_fin(packet: &mut Vec<u8>, offset: usize, src: IpAddr, dst: IpAddr) 
     }
     TcpPacket::new_unchecked(&mut packet[offset..]).fill_checksum(&IpAddress::from(src), &IpAddress::from(dst));
     Some(data)
+}
+
+/// Drops the first `k` bytes of the payload of the TCP segment at `offset` (which must
+/// carry at least `k`), moving its sequence number on by `k`: what is left of a segment the
+/// peer acknowledged in part. Lengths and checksums are made right.
+pub fn trim_front(packet: &mut Vec<u8>, offset: usize, k: usize) {
+    use smoltcp::wire::{IpAddress, Ipv4Address, Ipv4Packet, Ipv6Address, Ipv6Packet, TcpPacket};
+    let header = usize::from(packet[offset + 12] >> 4) * 4;
+    let seq = read_u32(&packet[offset..], 4);
+    packet.drain(offset + header..offset + header + k);
+    packet[offset + 4..offset + 8].copy_from_slice(&seq.wrapping_add(k as u32).to_be_bytes());
+    let (src, dst) = if packet[0] >> 4 == 4 {
+        let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
+        ip.set_total_len(ip.total_len() - k as u16);
+        ip.fill_checksum();
+        let addr = |at: usize| IpAddress::Ipv4(Ipv4Address::from_octets([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]]));
+        (addr(12), addr(16))
+    } else {
+        let mut ip = Ipv6Packet::new_unchecked(&mut packet[..]);
+        ip.set_payload_len(ip.payload_len() - k as u16);
+        let addr = |at: usize| {
+            let octets: [u8; 16] = packet[at..at + 16].try_into().unwrap_or([0; 16]);
+            IpAddress::Ipv6(Ipv6Address::from_octets(octets))
+        };
+        (addr(8), addr(24))
+    };
+    TcpPacket::new_unchecked(&mut packet[offset..]).fill_checksum(&src, &dst);
 }
 
 #[cfg(test)]

@@ -203,6 +203,9 @@ pub struct ConnectionInfo {
     pub handshake_rtt_ms: Option<f64>,
     /// Who sent the first FIN, if anyone has.
     pub closed_first: Option<super::Closer>,
+    /// Segments ustack's loss recovery resent, and their bytes (data and FIN).
+    pub resent_segments: u64,
+    pub resent_bytes: u64,
 }
 
 impl Conn {
@@ -214,6 +217,8 @@ impl Conn {
             timeline: self.timeline_ms(),
             handshake_rtt_ms: self.handshake_rtt.map(|d| d.total_micros() as f64 / 1000.0),
             closed_first: self.closed_first,
+            resent_segments: self.recovery.counters.segments(),
+            resent_bytes: self.recovery.counters.bytes,
         }
     }
 }

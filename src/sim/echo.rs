@@ -14,7 +14,7 @@ use smoltcp::time::Instant;
 
 use super::{Crossing, LinkConfig, LinkCounters, Node, Simulation, node_addr};
 use crate::engine::random::Rng;
-use crate::engine::{ConnectionInfo, DemuxCounters, Domain, Engine, SockId, StackConfig, Type};
+use crate::engine::{Congestion, LossRecovery, ConnectionInfo, DemuxCounters, Domain, Engine, SockId, StackConfig, Type};
 use crate::errno::Errno;
 
 /// The port the echo server listens on.
@@ -35,6 +35,10 @@ pub struct EchoConfig {
     pub mtu: usize,
     /// Bytes of TCP buffer each way per connection, on both stacks.
     pub tcp_buffer: usize,
+    /// The congestion control of both stacks' connections.
+    pub congestion: Congestion,
+    /// Who resends lost segments, on both stacks.
+    pub loss_recovery: LossRecovery,
     /// Virtual time after which the run stops, finished or not.
     pub time_limit: Duration,
 }
@@ -50,6 +54,8 @@ impl Default for EchoConfig {
             link: LinkConfig::default(),
             mtu: 1500,
             tcp_buffer: 64 * 1024,
+            congestion: Congestion::default(),
+            loss_recovery: LossRecovery::default(),
             time_limit: Duration::from_secs(3600),
         }
     }
@@ -115,9 +121,15 @@ struct Apps {
 const CLIENT: usize = 0;
 const SERVER: usize = 1;
 
-fn stack_config(index: usize, tcp_buffer: usize) -> StackConfig {
+fn stack_config(index: usize, config: &EchoConfig) -> StackConfig {
     let addr = node_addr(index, 0).ip();
-    StackConfig { addrs: vec![smoltcp::wire::IpCidr::new(addr.into(), 24)], tcp_buffer, ..StackConfig::default() }
+    StackConfig {
+        addrs: vec![smoltcp::wire::IpCidr::new(addr.into(), 24)],
+        tcp_buffer: config.tcp_buffer,
+        congestion: config.congestion,
+        loss_recovery: config.loss_recovery,
+        ..StackConfig::default()
+    }
 }
 
 /// Runs the echo workload; `watch` sees every packet that crossed the link, in order, as
@@ -127,7 +139,7 @@ pub fn run(config: &EchoConfig, mut watch: impl FnMut(&Crossing, &Simulation)) -
         return Err("at least one client is needed".into());
     }
     let nodes =
-        vec![("client", stack_config(CLIENT, config.tcp_buffer)), ("server", stack_config(SERVER, config.tcp_buffer))];
+        vec![("client", stack_config(CLIENT, config)), ("server", stack_config(SERVER, config))];
     let mut sim = Simulation::new(config.seed, nodes, config.link, config.mtu)?;
     sim.keep_crossings(true);
     let mut apps = Apps::start(config, &mut sim.nodes)?;

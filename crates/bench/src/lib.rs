@@ -21,6 +21,7 @@ pub mod bulk;
 pub mod connect;
 pub mod decode;
 pub mod lab;
+pub mod loss;
 pub mod os;
 pub mod peer;
 pub mod raw;
@@ -54,12 +55,22 @@ pub enum Scenario {
     Scale,
     /// Decoding a large capture: `ustack inspect` against tcpdump and tshark.
     Decode,
+    /// An echo through random loss: ustack against two kernel stacks joined by a relay,
+    /// both through ustack's fault injector ([`loss`]).
+    Loss,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 6] =
-        [Scenario::Bulk, Scenario::Connect, Scenario::Burst, Scenario::Udp, Scenario::Scale, Scenario::Decode];
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Bulk,
+        Scenario::Connect,
+        Scenario::Burst,
+        Scenario::Udp,
+        Scenario::Scale,
+        Scenario::Decode,
+        Scenario::Loss,
+    ];
 }
 
 /// How long and how often each scenario measures.
@@ -92,6 +103,11 @@ pub struct Sizes {
     /// `ustack inspect`, which also brings the file into the page cache).
     pub decode_packets: usize,
     pub decode_repeats: usize,
+    /// Bytes echoed through loss (each way), the loss rates (percent, each way), and runs
+    /// of each (after no warm-up: each run sets up its own namespaces).
+    pub loss_bytes: usize,
+    pub loss_rates: Vec<f64>,
+    pub loss_repeats: usize,
 }
 
 impl Sizes {
@@ -114,6 +130,9 @@ impl Sizes {
             scale_pings: 2000,
             decode_packets: 1_000_000,
             decode_repeats: 3,
+            loss_bytes: 16 << 20,
+            loss_rates: vec![1.0, 5.0],
+            loss_repeats: 5,
         }
     }
 
@@ -136,6 +155,9 @@ impl Sizes {
             scale_pings: 500,
             decode_packets: 100_000,
             decode_repeats: 1,
+            loss_bytes: 4 << 20,
+            loss_rates: vec![1.0, 5.0],
+            loss_repeats: 3,
         }
     }
 
@@ -159,6 +181,9 @@ impl Sizes {
             scale_pings: 20,
             decode_packets: 1000,
             decode_repeats: 1,
+            loss_bytes: 64 << 10,
+            loss_rates: vec![5.0],
+            loss_repeats: 1,
         }
     }
 }
@@ -216,6 +241,7 @@ pub fn run(plan: &Plan, progress: Progress<'_>) -> Table {
             Scenario::Udp => udp_rows(plan, progress, &mut table.notes),
             Scenario::Scale => scale_rows(plan, progress, &mut table.notes, &open_files),
             Scenario::Decode => decode_rows(plan, progress, &mut table.notes),
+            Scenario::Loss => loss_rows(plan, progress, &mut table.notes),
         };
         table.rows.extend(rows);
     }
@@ -672,4 +698,44 @@ fn decode_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> 
         ustack,
         vec![("tcpdump -nn -r", tcpdump), ("tshark -r", tshark)],
     )]
+}
+
+/// The loss scenario's kernel baseline in the table.
+const KERNEL_RELAY: &str = "kernel ↔ kernel, relay through the same injector";
+
+fn loss_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Vec<Row> {
+    let s = &plan.sizes;
+    let mut rows = Vec::new();
+    for &rate in &s.loss_rates {
+        // The same seeds for both, run by run: the same choices of the injector.
+        let measure = |run: fn(f64, usize, u64) -> io::Result<loss::LossRun>| {
+            let mut seed = 0;
+            repeat(0, s.loss_repeats, || {
+                seed += 1;
+                let r = run(rate, s.loss_bytes, seed)?;
+                let secs = r.elapsed.as_secs_f64();
+                let gbps = s.loss_bytes as f64 * 8.0 / secs / 1e9;
+                Ok([secs * 1000.0, gbps, r.longest_stall.as_secs_f64() * 1000.0, r.resent_bytes as f64])
+            })
+        };
+        progress(&format!("echo through {rate}% loss: ustack"));
+        let [u_time, u_rate, u_stall, u_resent] = measure(loss::ustack);
+        progress(&format!("echo through {rate}% loss: kernel, relayed"));
+        let [k_time, k_rate, k_stall, k_resent] = measure(loss::kernel);
+        let scenario = format!("TCP echo of {}, {rate}% loss each way", table::format_value(s.loss_bytes as f64, Unit::Bytes));
+        rows.extend([
+            row(&scenario, "time, ms", Unit::Millis, u_time, vec![(KERNEL_RELAY, k_time)]),
+            row(&scenario, "goodput each way", Unit::Gbps, u_rate, vec![(KERNEL_RELAY, k_rate)]),
+            row(&scenario, "longest stall, ms", Unit::Millis, u_stall, vec![(KERNEL_RELAY, k_stall)]),
+            row(&scenario, "bytes resent", Unit::Bytes, u_resent, vec![(KERNEL_RELAY, k_resent)]),
+        ]);
+    }
+    notes.push(
+        "Loss: a kernel client echoes the bytes through the server, from connect to the echo's end of stream; \
+         ustack's fault injector loses packets each way, under ustack's stack or (kernel baseline) in a relay \
+         between two kernel stacks' TUNs. Both run with the same injector seeds, and without congestion control \
+         on ustack's side (its default). Bytes resent: the kernel's tcpi_bytes_retrans, ustack's own count."
+            .to_string(),
+    );
+    rows
 }

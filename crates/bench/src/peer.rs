@@ -90,6 +90,11 @@ pub trait Listener: Send + Sync {
 pub trait Stream: Read + Write + Send {
     /// Sends FIN after what is queued.
     fn shutdown_write(&self) -> io::Result<()>;
+
+    /// Bytes the kernel resent on this connection; 0 for ustack's (which counts its own).
+    fn resent_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// A bound UDP socket.
@@ -184,6 +189,10 @@ impl Listener for std::net::TcpListener {
 impl Stream for std::net::TcpStream {
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
+    }
+
+    fn resent_bytes(&self) -> u64 {
+        super::loss::bytes_retrans(self)
     }
 }
 

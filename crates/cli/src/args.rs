@@ -15,7 +15,7 @@ use smoltcp::wire::{IpAddress, IpCidr};
 use ustack::device::{FaultConfig, FaultInjector, Faults, Link, PcapRecorder, Tracer, TunConfig, TunDevice, trace};
 use ustack::packet::TcpdumpFormatter;
 use ustack::sys::netlink::MAX_IFNAME_LEN;
-use ustack::{Stack, StackConfig};
+use ustack::{Congestion, LossRecovery, Stack, StackConfig};
 
 use super::{Failure, context};
 
@@ -42,6 +42,16 @@ pub struct NetArgs {
     /// MTU of the TUN, in bytes (default: the kernel's, 1500). IPv6 needs at least 1280.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(68..))]
     pub mtu: Option<u16>,
+
+    /// TCP congestion control: none (ustack's default for now: docs/linux-differences.md), cubic
+    /// (Linux's default) or reno.
+    #[arg(long, value_name = "NAME", default_value_t = Congestion::None)]
+    pub congestion: Congestion,
+
+    /// Who resends lost TCP segments: ustack (SACK, RACK-TLP, a 200 ms RTO floor, as
+    /// Linux) or smoltcp (its own recovery alone, for comparison).
+    #[arg(long, value_name = "WHO", default_value_t = LossRecovery::Ustack)]
+    pub recovery: LossRecovery,
 }
 
 impl NetArgs {
@@ -89,7 +99,7 @@ impl NetArgs {
             TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
         let device = TunDevice::open(&tun).map_err(Failure::new)?;
         let mtu = device.mtu();
-        let config = StackConfig { addrs: self.addrs.clone(), ..config };
+        let config = StackConfig { addrs: self.addrs.clone(), congestion: self.congestion, loss_recovery: self.recovery, ..config };
         let stack = start_tapped(device, taps.faults(), &mut pcap, TcpdumpFormatter::new(), config)?;
         Ok((stack, mtu))
     }

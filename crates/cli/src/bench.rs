@@ -50,6 +50,8 @@ pub enum ScenarioArg {
     Scale,
     /// Decoding a 1M-packet capture: ustack inspect, tcpdump, tshark.
     Decode,
+    /// 16 MiB echoed through 1% and 5% loss: ustack against the kernel, same injector.
+    Loss,
 }
 
 impl From<ScenarioArg> for Scenario {
@@ -61,6 +63,7 @@ impl From<ScenarioArg> for Scenario {
             ScenarioArg::Udp => Scenario::Udp,
             ScenarioArg::Scale => Scenario::Scale,
             ScenarioArg::Decode => Scenario::Decode,
+            ScenarioArg::Loss => Scenario::Loss,
         }
     }
 }

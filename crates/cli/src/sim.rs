@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use ustack::device::PcapWriter;
+use ustack::{Congestion, LossRecovery};
 use ustack::engine::ConnectionInfo;
 use ustack::observe::report::{ReportBuilder, html};
 use ustack::packet::{TcpdumpFormatter, TimeFormat, decode, json_quote};
@@ -76,6 +77,16 @@ pub struct SimArgs {
     /// Stop after this many seconds of virtual time, finished or not.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     time_limit: u64,
+
+    /// TCP congestion control of both stacks: none (ustack's default for now:
+    /// docs/linux-differences.md), cubic (Linux's default) or reno.
+    #[arg(long, value_name = "NAME", default_value_t = Congestion::None)]
+    congestion: Congestion,
+
+    /// Who resends lost segments: ustack (SACK, RACK-TLP, a 200 ms RTO floor, as Linux) or
+    /// smoltcp (its own recovery alone, for comparison).
+    #[arg(long, value_name = "WHO", default_value_t = LossRecovery::Ustack)]
+    recovery: LossRecovery,
 }
 
 /// Runs the simulation and prints its report; exit 1 if the echo did not come back intact.
@@ -93,6 +104,8 @@ pub fn run(args: SimArgs) -> Result<(), Failure> {
             delay: Duration::from_millis(args.delay),
         },
         time_limit: Duration::from_secs(args.time_limit),
+        congestion: args.congestion,
+        loss_recovery: args.recovery,
         ..EchoConfig::default()
     };
     let mut pcap = match &args.pcap {

@@ -476,6 +476,8 @@ mod tests {
             timeline: timeline.iter().map(|&(ms, s)| (ms, s.to_string())).collect(),
             handshake_rtt_ms: Some(2.0),
             closed_first: None,
+            resent_segments: 0,
+            resent_bytes: 0,
         }
     }
 
