@@ -9,10 +9,12 @@
 //!   [`spoof`]: raw packets with any source address, sent through a namespace's kernel.
 //! - [`servers`]: echo and discard, on ustack's sockets or the kernel's.
 //! - [`fixtures`]: the capture files in the repository's `fixtures/`.
+//! - [`browser`]: a headless Chromium showing a page as a person would see it (DOM, screenshot).
 //!
 //! Of the workspace's crates it depends on the library (`ustack`) alone; nothing in the
 //! library depends on it.
 
+pub mod browser;
 pub mod fixtures;
 pub mod inject;
 pub mod lab;
