@@ -25,6 +25,7 @@ use ustack_testkit::servers::{self, Ending, Watch};
 use super::app::App;
 use super::args::{NetArgs, Switch, TapArgs};
 use super::http;
+use super::live::Live;
 use super::{Failure, context, warn_if_initial_netns};
 
 /// The echo port (RFC 862), served when no port is given (echo, discard).
@@ -32,6 +33,9 @@ const ECHO_PORT: u16 = 7;
 
 /// The HTTP port, served when no port is given (http).
 const HTTP_PORT: u16 = 80;
+
+/// The backlog of --ui-port's listener: --backlog's default.
+const DEFAULT_BACKLOG: u32 = 128;
 
 /// How often the main thread looks whether the stack has failed, between signals.
 const HEALTH_CHECK: Duration = Duration::from_millis(500);
@@ -62,7 +66,14 @@ Examples (as root; the namespace keeps the TUN off your real network):
 
   ip netns exec ustack ustack serve --app http --tcp 8080 --show-demux &
   ip netns exec ustack curl -s http://10.7.0.2:8080/     # your 5-tuple, handshake, RTT
+  ip netns exec ustack curl -s http://10.7.0.2:8080/api/listeners  # queues and their history
   kill %1
+
+  # The live view in a browser (run it inside the namespace too): queues filling and
+  # draining, the demux table, handshake ladders, counters, updated twice a second.
+  ip netns exec ustack ustack serve --app http --tcp 80 --backlog 1 --accept-delay 500 --ui-port 8080 &
+  ip netns exec ustack chromium --no-sandbox http://10.7.0.2:8080/ui &
+  kill %2 %1
 
   # Watch the backlog: SYNs beyond the SYN queue get SYN cookies; a full accept
   # queue drops SYNs, and the clients retransmit them.
@@ -124,6 +135,15 @@ pub struct ServeArgs {
     #[arg(long)]
     pub show_demux: bool,
 
+    /// Also serve the live view on TCP PORT, whatever --app is: /ui (a page that updates
+    /// itself: the demux table, each listener's SYN and accept queues over time, the
+    /// recent handshakes as ladders, the counters) and its JSON endpoints /api/demux,
+    /// /api/listeners, /api/handshakes, /api/counters. This port has no --accept-delay
+    /// and the default backlog, so the page keeps up while the other ports are slow.
+    /// (--app http serves /ui and /api/* on its own ports too.)
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ui_port: Option<u16>,
+
     /// Receive and send buffer per TCP connection, in bytes (each way; default 65536).
     #[arg(long = "tcp-buffer", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub tcp_buffer: Option<u64>,
@@ -145,6 +165,11 @@ impl ServeArgs {
         self.net.validate()?;
         if !self.app.serves_udp() && !self.udp.is_empty() {
             return Err(format!("--app {} serves TCP only: drop --udp", self.app));
+        }
+        if let Some(port) = self.ui_port
+            && self.ports().0.contains(&port)
+        {
+            return Err(format!("--ui-port {port} is also a --tcp port: give the live view a port of its own"));
         }
         for (proto, ports) in [("--tcp", &self.tcp), ("--udp", &self.udp)] {
             if let Some(port) = ports.iter().enumerate().find_map(|(i, p)| ports[..i].contains(p).then_some(p)) {
@@ -189,10 +214,16 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let stack = Arc::new(stack);
     let (tcp_ports, udp_ports) = args.ports();
     let accept_delay = args.accept_delay.map(Duration::from_millis);
+    let live = if args.app == App::Http || args.ui_port.is_some() {
+        Some(Live::start(stack.clone(), args.ui_port).map_err(context("starting the live view's sampler"))?)
+    } else {
+        None
+    };
 
-    for &port in &tcp_ports {
-        let listener = listen(&stack, port, args.backlog)?;
-        let acceptor = Acceptor { port, listener, app: args.app, stack: stack.clone(), delay: accept_delay };
+    let ui = args.ui_port.map(|port| (port, App::Http, DEFAULT_BACKLOG, None));
+    for (port, app, backlog, delay) in tcp_ports.iter().map(|&port| (port, args.app, args.backlog, accept_delay)).chain(ui) {
+        let listener = listen(&stack, port, backlog)?;
+        let acceptor = Acceptor { port, listener, app, stack: stack.clone(), delay, live: live.clone() };
         thread::Builder::new()
             .name(format!("tcp-{port}"))
             .spawn(move || acceptor.run())
@@ -231,6 +262,9 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     );
     if let Some(delay) = accept_delay {
         info!(target: "ustack", "waiting {} ms before each accept()", delay.as_millis());
+    }
+    if let Some(port) = args.ui_port {
+        info!(target: "ustack", "live view at http://{}:{port}/ui", args.net.stack_ips());
     }
     if args.on_overflow == Overflow::Rst {
         info!(target: "ustack", "a handshake's last ACK that finds the accept queue full is answered with RST");
@@ -346,6 +380,8 @@ struct Acceptor {
     stack: Arc<Stack>,
     /// --accept-delay.
     delay: Option<Duration>,
+    /// The live view, for HTTP.
+    live: Option<Arc<Live>>,
 }
 
 impl Acceptor {
@@ -368,10 +404,10 @@ impl Acceptor {
             let peer = canonical(peer);
             let (syn, accept, _) = self.listener.listen_queues().unwrap_or_default();
             info!(target: "ustack", "tcp {port}: accepted {peer}; accept queue now {accept}, SYN queue {syn}");
-            let (app, stack) = (self.app, self.stack.clone());
+            let (app, stack, live) = (self.app, self.stack.clone(), self.live.clone());
             let spawned = thread::Builder::new()
                 .name(format!("tcp-{port}-conn"))
-                .spawn(move || serve_connection(port, peer, app, conn, &stack));
+                .spawn(move || serve_connection(port, peer, app, conn, &stack, live.as_deref()));
             if let Err(e) = spawned {
                 // The connection (moved into the failed closure) is dropped, which closes it.
                 warn!(target: "ustack", "tcp {port}: no thread for the connection from {peer}, closing it: {e}");
@@ -381,9 +417,13 @@ impl Acceptor {
 }
 
 /// Serves one accepted connection with `app`, and logs how it ended.
-fn serve_connection(port: u16, peer: SocketAddr, app: App, mut conn: Socket, stack: &Stack) {
-    let Some(echo_or_discard) = app.echo_or_discard() else {
-        let outcome = http::serve(&conn, stack);
+fn serve_connection(port: u16, peer: SocketAddr, app: App, mut conn: Socket, stack: &Stack, live: Option<&Live>) {
+    let (None, Some(live)) = (app.echo_or_discard(), live) else {
+        serve_stream(port, peer, app, &mut conn);
+        return;
+    };
+    {
+        let outcome = http::serve(&conn, stack, live);
         match (outcome.status, outcome.request) {
             (Some(status), Some(request)) => info!(target: "ustack", "tcp {port}: {peer}: \"{request}\" {status}"),
             (Some(status), None) => info!(target: "ustack", "tcp {port}: {peer}: no request, {status}"),
@@ -398,10 +438,15 @@ fn serve_connection(port: u16, peer: SocketAddr, app: App, mut conn: Socket, sta
         {
             info!(target: "ustack", "tcp {port}: {peer}: {e} while sending the response");
         }
-        return;
-    };
+    }
+}
+
+/// Echo or discard on one accepted connection, and how it ended in the log.
+fn serve_stream(port: u16, peer: SocketAddr, app: App, conn: &mut Socket) {
+    // run() makes a live view whenever an HTTP port is served.
+    let Some(echo_or_discard) = app.echo_or_discard() else { return };
     // No timeouts are set, so none is waited through.
-    let end = servers::serve_stream(echo_or_discard, &mut conn, &mut ());
+    let end = servers::serve_stream(echo_or_discard, conn, &mut ());
     let verb = if app == App::Echo { "echoed" } else { "discarded" };
     match end.ending {
         Ending::Closed | Ending::Stopped => {
