@@ -711,8 +711,22 @@ fn dns_line(out: &mut String, dns: &Dns) {
         return;
     };
     const OPS: [&str; 16] = [
-        "", " inv_q", " stat", " op3", " notify", " update", " op6", " op7", " op8", " updateA", " updateD",
-        " updateDA", " updateM", " updateMA", " zoneInit", " zoneRef",
+        "",
+        " inv_q",
+        " stat",
+        " op3",
+        " notify",
+        " update",
+        " op6",
+        " op7",
+        " op8",
+        " updateA",
+        " updateD",
+        " updateDA",
+        " updateM",
+        " updateMA",
+        " zoneInit",
+        " zoneRef",
     ];
     let [qd, an, ns, ar] = h.counts;
     push_u64(out, u64::from(h.id));
@@ -824,8 +838,22 @@ fn dns_record(out: &mut String, record: &DnsRecord, mdns: bool) {
 /// tcpdump's rcode names (print-domain.c `ns_rcode`).
 fn dns_rcode(rcode: u8) -> &'static str {
     const NAMES: [&str; 16] = [
-        "", " FormErr", " ServFail", " NXDomain", " NotImp", " Refused", " YXDomain", " YXRRSet", " NXRRSet",
-        " NotAuth", " NotZone", " Resp11", " Resp12", " Resp13", " Resp14", " NoChange",
+        "",
+        " FormErr",
+        " ServFail",
+        " NXDomain",
+        " NotImp",
+        " Refused",
+        " YXDomain",
+        " YXRRSet",
+        " NXRRSet",
+        " NotAuth",
+        " NotZone",
+        " Resp11",
+        " Resp12",
+        " Resp13",
+        " Resp14",
+        " NoChange",
     ];
     NAMES[usize::from(rcode & 0xf)]
 }

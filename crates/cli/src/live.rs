@@ -127,11 +127,11 @@ impl History {
                 Some(at) => at,
                 None => {
                     if tracks.len() == LISTENERS {
-                        // Forget the listener that changed least recently.
-                        let stalest = (0..tracks.len())
-                            .min_by_key(|&i| tracks[i].samples.back().map_or(0, |s| s.ms))
-                            .unwrap_or(0);
-                        tracks.remove(stalest);
+                        // Make room by forgetting a listener that is gone; when all are
+                        // still there, the ones beyond the first LISTENERS go unrecorded.
+                        let gone = tracks.iter().position(|t| !table.rows.iter().any(|r| r.local == t.local));
+                        let Some(gone) = gone else { continue };
+                        tracks.remove(gone);
                     }
                     tracks.push(Track { local: row.local, samples: VecDeque::with_capacity(SAMPLES) });
                     tracks.len() - 1
@@ -485,5 +485,15 @@ mod tests {
         let tracks = history.tracks.lock().unwrap();
         assert_eq!(tracks.len(), LISTENERS);
         assert!(tracks.iter().all(|t| t.samples.len() == SAMPLES));
+        drop(tracks);
+        // Listeners that closed make room for new ones.
+        let mut moved = listeners(3);
+        for row in &mut moved.rows {
+            row.local.set_port(row.local.port() + 2000);
+        }
+        history.sample(&moved, 1);
+        let tracks = history.tracks.lock().unwrap();
+        assert_eq!(tracks.len(), LISTENERS);
+        assert_eq!(tracks.iter().filter(|t| t.local.port() >= 3000).count(), 3);
     }
 }

@@ -221,7 +221,9 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     };
 
     let ui = args.ui_port.map(|port| (port, App::Http, DEFAULT_BACKLOG, None));
-    for (port, app, backlog, delay) in tcp_ports.iter().map(|&port| (port, args.app, args.backlog, accept_delay)).chain(ui) {
+    for (port, app, backlog, delay) in
+        tcp_ports.iter().map(|&port| (port, args.app, args.backlog, accept_delay)).chain(ui)
+    {
         let listener = listen(&stack, port, backlog)?;
         let acceptor = Acceptor { port, listener, app, stack: stack.clone(), delay, live: live.clone() };
         thread::Builder::new()

@@ -1095,7 +1095,10 @@ fn await_listeners(ns: &NetNs, what: &str, check: impl Fn(&Json) -> bool) -> Jso
 /// `serve --app http` on port 80 with a backlog of 1 and a slow accept(), and the live
 /// view on 8080 (no delay there, so it answers while port 80 is backed up).
 fn serve_live(ns: &NetNs) -> Proc {
-    serve_in(ns, &["serve", "--app", "http", "--tcp", "80", "--backlog", "1", "--accept-delay", "400", "--ui-port", "8080"])
+    serve_in(
+        ns,
+        &["serve", "--app", "http", "--tcp", "80", "--backlog", "1", "--accept-delay", "400", "--ui-port", "8080"],
+    )
 }
 
 /// `clients` kernel clients at once, each a `GET /` to port 80; joined for their status.
@@ -1186,7 +1189,10 @@ fn serve_live_view_json_endpoints_follow_a_burst() {
 
     let (code, page) = get(&ns, "10.7.0.2:8080", "/ui");
     assert_eq!(code, 200);
-    assert!(page.starts_with("<!DOCTYPE html>") && page.contains("fetch(") && page.contains("/api/listeners"), "{page}");
+    assert!(
+        page.starts_with("<!DOCTYPE html>") && page.contains("fetch(") && page.contains("/api/listeners"),
+        "{page}"
+    );
     // GET / is as it was, on both ports.
     let (code, body) = get(&ns, "10.7.0.2:8080", "/");
     assert_eq!(code, 200);

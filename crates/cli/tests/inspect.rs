@@ -750,7 +750,8 @@ fn local_time_is_tcpdumps_default() {
             .collect();
         assert_same_lines(&ours, &shifted, &format!("TZ={tz} inspect --local-time"));
         let Some(program) = tcpdump_program() else { continue };
-        let out = Command::new(program).env("TZ", tz).args(["-nn", "-r"]).arg(fixture("trace/lo4.pcap")).output().unwrap();
+        let out =
+            Command::new(program).env("TZ", tz).args(["-nn", "-r"]).arg(fixture("trace/lo4.pcap")).output().unwrap();
         assert_same_lines(&ours, &stdout(&out), &format!("TZ={tz} tcpdump -nn"));
     }
     // Without it, the same on every host: UTC whatever TZ says.
