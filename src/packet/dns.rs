@@ -131,6 +131,10 @@ pub enum DnsData {
         target: String,
         /// Port.
         port: u16,
+        /// Priority (lower first).
+        priority: u16,
+        /// Weight among equal priorities.
+        weight: u16,
     },
     /// A type whose data tcpdump does not print without `-v`.
     Other,
@@ -244,7 +248,9 @@ fn record(rr: &simple_dns::ResourceRecord<'_>) -> DnsRecord {
                 })
                 .collect(),
         ),
-        RData::SRV(srv) => DnsData::Srv { target: name_text(&srv.target), port: srv.port },
+        RData::SRV(srv) => {
+            DnsData::Srv { target: name_text(&srv.target), port: srv.port, priority: srv.priority, weight: srv.weight }
+        }
         _ => DnsData::Other,
     };
     // The crate takes the cache-flush bit out of the class.

@@ -830,7 +830,7 @@ fn dns_record(out: &mut String, record: &DnsRecord, mdns: bool) {
             }
             Ok(())
         }
-        DnsData::Srv { target, port } => write!(out, " {target}:{port}"),
+        DnsData::Srv { target, port, priority, weight } => write!(out, " {target}:{port} {priority} {weight}"),
         DnsData::Other => Ok(()),
     };
 }

@@ -675,8 +675,9 @@ fn without_interface(line: &str) -> String {
     format!("{}{}", &line[..16], &line[22..])
 }
 
-/// DNS queries and answers (A, AAAA, CNAME, PTR, MX, TXT, NXDomain, ServFail, truncated,
-/// cut short, not DNS at all, mDNS), MLDv2 reports and the direction of each packet, as
+/// DNS queries and answers (A, AAAA, CNAME, PTR, MX, TXT, SRV, NXDomain, ServFail,
+/// truncated, cut short, checking disabled, EDNS, the CHAOS class, two questions, not DNS
+/// at all, mDNS queries and an announcement), MLDv2 reports and the direction of each packet, as
 /// tcpdump prints them. The capture's interface index 2 was dns0 where it was recorded;
 /// tcpdump (and ustack) name it as the reading host does, so here the interface column
 /// is left out, and compared too in a namespace where index 2 is dns0.
@@ -694,6 +695,12 @@ fn dns_mldv2_and_directions_match_tcpdump() {
         "4666 NXDomain* 0/0/0 (36)",
         "4668 2/0/0 A 10.7.0.9 [|domain]",
         "0 A (QM)? printer.local. (31)",
+        "0 A (QU)? printer.local. (31)",
+        "0*- [0q] 1/0/0 (Cache flush) A 10.7.0.1 (39)",
+        "4671 1/0/0 SRV web.example.com.:8080 0 5 (75)",
+        "4672+% [1au] A? example.com. (40)",
+        "4673*- 1/0/0 CHAOS TXT \"ustack\" (49)",
+        "4674+ [2q] A? example.com. AAAA? example.com. (46)",
         "M   IP6 :: > ff02::16: HBH ICMP6, multicast listener report v2, 2 group record(s), length 48",
     ] {
         assert!(ours.contains(wanted), "{wanted:?} not in\n{ours}");
