@@ -188,15 +188,16 @@ impl TcpdumpFormatter {
         let Some(index) = link.ifindex.filter(|_| link.linktype == super::linktype::LINUX_SLL2) else {
             return;
         };
-        let lookup = || crate::sys::interface_name(index);
-        let name = if let Some(name) = self.interfaces.get(&index) {
-            name.clone()
-        } else {
-            let name = lookup();
-            if self.interfaces.len() < INTERFACE_NAMES {
-                self.interfaces.insert(index, name.clone());
+        let looked_up;
+        let name = match self.interfaces.get(&index) {
+            Some(name) => name,
+            None => {
+                looked_up = crate::sys::interface_name(index);
+                if self.interfaces.len() < INTERFACE_NAMES {
+                    self.interfaces.insert(index, looked_up.clone());
+                }
+                &looked_up
             }
-            name
         };
         let _ = write!(out, "{:<5} {:<3} ", name.as_deref().unwrap_or("?"), link.direction.unwrap_or("?"));
     }

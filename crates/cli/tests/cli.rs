@@ -1187,6 +1187,8 @@ fn serve_live_view_json_endpoints_follow_a_burst() {
         counters.get(key).num();
     }
 
+    let (code, body) = get(&ns, "10.7.0.2:8080", "/api/nothing");
+    assert_eq!(code, 404, "{body}");
     let (code, page) = get(&ns, "10.7.0.2:8080", "/ui");
     assert_eq!(code, 200);
     assert!(
