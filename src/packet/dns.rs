@@ -9,6 +9,13 @@
 //! binary search (a prefix that parses stays parseable with fewer records), at most 17
 //! parses of a datagram. Sections tcpdump does not show (authority, additional) are not
 //! parsed, so damage there does not hide the answers, as it does not in tcpdump.
+//!
+//! What tcpdump does not read, the crate is not made to parse either: before parsing, the
+//! fields it would refuse or misread are found (names are skipped, not followed, as
+//! tcpdump skips them) and noted, and neutral values written over them in a copy —
+//! question types and classes it does not know, answers' classes, the data of record
+//! types no line shows, and answers' owner names, which a line never shows. The noted
+//! values are what the line prints.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -114,7 +121,8 @@ pub enum DnsData {
     A(Ipv4Addr),
     /// An IPv6 address.
     Aaaa(Ipv6Addr),
-    /// A domain name (CNAME, NS, PTR, DNAME), as tcpdump prints it.
+    /// A domain name (CNAME, NS, PTR), as tcpdump prints it. (DNAME's, which tcpdump
+    /// prints too, is not decoded: simple-dns does not know the type.)
     Name(String),
     /// A mail exchanger and its preference.
     Mx {
@@ -165,12 +173,23 @@ pub(crate) fn decode_dns(bytes: &[u8], len: usize, mdns: bool) -> Dns {
     dns.header = Some(header);
     let [qd, an, _, _] = header.counts;
     let room = bytes.len() - HEADER;
+    // The crate refuses question types and classes it does not know (tcpdump prints
+    // `Type65534?`, `(Class 5)`): they are read here and replaced by A and IN in the copy
+    // it parses, as are the answers' classes.
+    let mut copy = bytes.to_vec();
+    let fields = neutralize_types_and_classes(&mut copy, qd, if header.response() { an } else { 0 });
     if header.response() {
         // tcpdump skips the questions (without looking into their names) and shows the
         // answers; the questions must parse for the answers to be found.
         let fits = usize::from(an).min(room / MIN_RECORD);
-        let answers = |p: &Packet<'_>| p.answers.iter().map(record).collect();
-        if let Some((k, answers)) = largest_parse(bytes, fits, |k| [qd, k, 0, 0], answers) {
+        let answers = |p: &Packet<'_>| {
+            p.answers
+                .iter()
+                .zip(&fields.answers)
+                .map(|(rr, &(rtype, raw))| record(rr, rtype, split_class(raw, mdns)))
+                .collect()
+        };
+        if let Some((k, answers)) = largest_parse(&copy, fits, |k| [qd, k, 0, 0], answers) {
             dns.answers = answers;
             dns.complete = k == usize::from(an);
         }
@@ -179,20 +198,97 @@ pub(crate) fn decode_dns(bytes: &[u8], len: usize, mdns: bool) -> Dns {
         let questions = |p: &Packet<'_>| {
             p.questions
                 .iter()
-                .map(|q| DnsQuestion {
-                    name: name_text(&q.qname),
-                    qtype: q.qtype.into(),
-                    qclass: q.qclass.into(),
-                    unicast_response: q.unicast_response,
+                .zip(&fields.questions)
+                .map(|(q, &(qtype, raw))| {
+                    let (qclass, unicast_response) = split_class(raw, mdns);
+                    DnsQuestion { name: name_text(&q.qname), qtype, qclass, unicast_response }
                 })
                 .collect()
         };
-        if let Some((k, questions)) = largest_parse(bytes, fits, |k| [k, 0, 0, 0], questions) {
+        if let Some((k, questions)) = largest_parse(&copy, fits, |k| [k, 0, 0, 0], questions) {
             dns.questions = questions;
             dns.complete = k == usize::from(qd);
         }
     }
     dns
+}
+
+/// The types and classes of the questions, and the classes of the answers, as they are
+/// in the message, for as many as could be found.
+struct RawFields {
+    questions: Vec<(u16, u16)>,
+    /// Type and class of each answer.
+    answers: Vec<(u16, u16)>,
+}
+
+/// Record types whose data a line shows (see [`DnsData`]); the crate is not asked to
+/// parse the others' data, which tcpdump does not read either without -v.
+const SHOWN_TYPES: [u16; 8] = [1, 2, 5, 12, 15, 16, 28, 33];
+
+/// A private-use type (RFC 6895): the crate keeps its data as opaque bytes.
+const OPAQUE_TYPE: u16 = 0xff00;
+
+/// Finds the first `questions` questions and `answers` records of `message` (stopping
+/// where a name or a record runs out of bytes), notes their types and classes, and
+/// writes A and IN over them; an answer's type, when its data is not shown, becomes one
+/// whose data the crate does not parse.
+fn neutralize_types_and_classes(message: &mut [u8], questions: u16, answers: u16) -> RawFields {
+    let mut fields = RawFields { questions: Vec::new(), answers: Vec::new() };
+    let mut at = HEADER;
+    let word = |m: &[u8], at: usize| Some(u16::from_be_bytes([*m.get(at)?, *m.get(at + 1)?]));
+    for _ in 0..questions {
+        let Some(end) = skip_name(message, at) else { return fields };
+        let (Some(qtype), Some(qclass)) = (word(message, end), word(message, end + 2)) else { return fields };
+        fields.questions.push((qtype, qclass));
+        message[end..end + 4].copy_from_slice(&[0, 1, 0, 1]);
+        at = end + 4;
+    }
+    for _ in 0..answers {
+        let Some((end, pointer)) = name_end(message, at) else { return fields };
+        // tcpdump skips a record's owner name unread; the crate follows its pointer, and
+        // would refuse the record for a bad one (a loop, say). The name is not shown:
+        // point it at the first question's, which must parse for any answer to.
+        if pointer && questions > 0 {
+            message[end - 2..end].copy_from_slice(&[0xc0, HEADER as u8]);
+        }
+        let (Some(rtype), Some(class), Some(rdlength)) =
+            (word(message, end), word(message, end + 2), word(message, end + 8))
+        else {
+            return fields;
+        };
+        fields.answers.push((rtype, class));
+        if !SHOWN_TYPES.contains(&rtype) {
+            message[end..end + 2].copy_from_slice(&OPAQUE_TYPE.to_be_bytes());
+        }
+        message[end + 2..end + 4].copy_from_slice(&[0, 1]);
+        at = end + 10 + usize::from(rdlength);
+    }
+    fields
+}
+
+/// Where the name at `at` ends: after its root label or its compression pointer. Only
+/// the name's own bytes are walked (pointers are not followed), as tcpdump skips names.
+fn skip_name(message: &[u8], at: usize) -> Option<usize> {
+    name_end(message, at).map(|(end, _)| end)
+}
+
+/// [`skip_name`], and whether the name ends in a compression pointer.
+fn name_end(message: &[u8], mut at: usize) -> Option<(usize, bool)> {
+    loop {
+        let len = *message.get(at)?;
+        match len {
+            0 => return Some((at + 1, false)),
+            0xc0..=0xff => return (at + 2 <= message.len()).then_some((at + 2, true)),
+            1..=63 => at += 1 + usize::from(len),
+            _ => return None, // extended label types: the crate refuses them too
+        }
+    }
+}
+
+/// A class field as mDNS means it (the top bit a flag: unicast response in a question,
+/// cache flush in a record) or as DNS does (all 16 bits the class).
+fn split_class(raw: u16, mdns: bool) -> (u16, bool) {
+    if mdns { (raw & 0x7fff, raw & 0x8000 != 0) } else { (raw, false) }
 }
 
 /// Parses `bytes` with the header's counts replaced by `counts(k)`, for the largest `k`
@@ -227,7 +323,7 @@ fn largest_parse<T>(
     Some(best)
 }
 
-fn record(rr: &simple_dns::ResourceRecord<'_>) -> DnsRecord {
+fn record(rr: &simple_dns::ResourceRecord<'_>, rtype: u16, (class, cache_flush): (u16, bool)) -> DnsRecord {
     let data = match &rr.rdata {
         RData::A(a) => DnsData::A(Ipv4Addr::from(a.address)),
         RData::AAAA(a) => DnsData::Aaaa(Ipv6Addr::from(a.address)),
@@ -253,8 +349,7 @@ fn record(rr: &simple_dns::ResourceRecord<'_>) -> DnsRecord {
         }
         _ => DnsData::Other,
     };
-    // The crate takes the cache-flush bit out of the class.
-    DnsRecord { rtype: rr.rdata.type_code().into(), class: rr.class.into(), cache_flush: rr.cache_flush, data }
+    DnsRecord { rtype, class, cache_flush, data }
 }
 
 /// A name as tcpdump's fqdn_print writes it: each label escaped, a dot after each; the

@@ -5,9 +5,8 @@
 //! differences elsewhere, mostly input tcpdump decodes further than a summary should:
 //! - application protocols (HTTP, NFS, ... chosen by port) are not decoded: the line
 //!   ends at `length N` where tcpdump goes on. DNS over UDP (ports 53 and 5353) is, as
-//!   tcpdump prints it without -v (see [`Dns`]), but not over TCP; an answer whose owner
-//!   name is a malformed compression pointer ends the line in `[|domain]` where tcpdump,
-//!   which skips owner names unread, goes on;
+//!   tcpdump prints it without -v (see [`Dns`]), but not over TCP; a DNAME record prints
+//!   its type without its target;
 //! - a known TCP option with a wrong length byte: tcpdump reads the kind's usual size,
 //!   adds `[len N]` and resumes parsing inside the option; here the length byte is
 //!   followed, as a receiving stack does, so the options after it differ. Options with
@@ -926,6 +925,7 @@ fn dns_type(rtype: u16) -> String {
         101 => "UID",
         102 => "GID",
         103 => "UNSPEC",
+        104 => "UNSPECA",
         249 => "TKEY",
         250 => "TSIG",
         251 => "IXFR",
@@ -933,6 +933,7 @@ fn dns_type(rtype: u16) -> String {
         253 => "MAILB",
         254 => "MAILA",
         255 => "ANY",
+        256 => "URI",
         other => return format!("Type{other}"),
     };
     name.into()
