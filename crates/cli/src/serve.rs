@@ -214,10 +214,18 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let stack = Arc::new(stack);
     let (tcp_ports, udp_ports) = args.ports();
     let accept_delay = args.accept_delay.map(Duration::from_millis);
-    let live = if args.app == App::Http || args.ui_port.is_some() {
-        Some(Live::start(stack.clone(), args.ui_port).map_err(context("starting the live view's sampler"))?)
-    } else {
-        None
+    // One live view for every HTTP port, started with the first.
+    let mut live: Option<Arc<Live>> = None;
+    let mut handler = |app: App| -> Result<Handler, Failure> {
+        if let Some(stream) = app.echo_or_discard() {
+            return Ok(Handler::Stream(stream));
+        }
+        let view = match &live {
+            Some(view) => view.clone(),
+            None => Live::start(stack.clone(), args.ui_port).map_err(context("starting the live view's sampler"))?,
+        };
+        live = Some(view.clone());
+        Ok(Handler::Http(view))
     };
 
     let ui = args.ui_port.map(|port| (port, App::Http, DEFAULT_BACKLOG, None));
@@ -225,7 +233,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         tcp_ports.iter().map(|&port| (port, args.app, args.backlog, accept_delay)).chain(ui)
     {
         let listener = listen(&stack, port, backlog)?;
-        let acceptor = Acceptor { port, listener, app, stack: stack.clone(), delay, live: live.clone() };
+        let acceptor = Acceptor { port, listener, handler: handler(app)?, stack: stack.clone(), delay };
         thread::Builder::new()
             .name(format!("tcp-{port}"))
             .spawn(move || acceptor.run())
@@ -378,12 +386,19 @@ fn bind_udp(stack: &Stack, port: u16) -> Result<Socket, Failure> {
 struct Acceptor {
     port: u16,
     listener: Socket,
-    app: App,
+    handler: Handler,
     stack: Arc<Stack>,
     /// --accept-delay.
     delay: Option<Duration>,
-    /// The live view, for HTTP.
-    live: Option<Arc<Live>>,
+}
+
+/// What a port does with a connection.
+#[derive(Clone)]
+enum Handler {
+    /// Echo or discard.
+    Stream(servers::App),
+    /// HTTP, with the live view it serves.
+    Http(Arc<Live>),
 }
 
 impl Acceptor {
@@ -406,10 +421,10 @@ impl Acceptor {
             let peer = canonical(peer);
             let (syn, accept, _) = self.listener.listen_queues().unwrap_or_default();
             info!(target: "ustack", "tcp {port}: accepted {peer}; accept queue now {accept}, SYN queue {syn}");
-            let (app, stack, live) = (self.app, self.stack.clone(), self.live.clone());
+            let (handler, stack) = (self.handler.clone(), self.stack.clone());
             let spawned = thread::Builder::new()
                 .name(format!("tcp-{port}-conn"))
-                .spawn(move || serve_connection(port, peer, app, conn, &stack, live.as_deref()));
+                .spawn(move || serve_connection(port, peer, &handler, conn, &stack));
             if let Err(e) = spawned {
                 // The connection (moved into the failed closure) is dropped, which closes it.
                 warn!(target: "ustack", "tcp {port}: no thread for the connection from {peer}, closing it: {e}");
@@ -418,38 +433,38 @@ impl Acceptor {
     }
 }
 
-/// Serves one accepted connection with `app`, and logs how it ended.
-fn serve_connection(port: u16, peer: SocketAddr, app: App, mut conn: Socket, stack: &Stack, live: Option<&Live>) {
-    let (None, Some(live)) = (app.echo_or_discard(), live) else {
-        serve_stream(port, peer, app, &mut conn);
-        return;
-    };
+/// Serves one accepted connection, and logs how it ended.
+fn serve_connection(port: u16, peer: SocketAddr, handler: &Handler, mut conn: Socket, stack: &Stack) {
+    match handler {
+        Handler::Stream(app) => serve_stream(port, peer, *app, &mut conn),
+        Handler::Http(live) => serve_http(port, peer, &conn, stack, live),
+    }
+}
+
+/// One HTTP exchange, and how it went in the log.
+fn serve_http(port: u16, peer: SocketAddr, conn: &Socket, stack: &Stack, live: &Live) {
+    let outcome = http::serve(conn, stack, live);
+    match (outcome.status, outcome.request) {
+        (Some(status), Some(request)) => info!(target: "ustack", "tcp {port}: {peer}: \"{request}\" {status}"),
+        (Some(status), None) => info!(target: "ustack", "tcp {port}: {peer}: no request, {status}"),
+        (None, _) => match outcome.error {
+            None => info!(target: "ustack", "tcp {port}: {peer} closed without a request"),
+            Some(Errno::ENETDOWN) => {}
+            Some(e) => info!(target: "ustack", "tcp {port}: {peer}: {e}"),
+        },
+    }
+    if let (Some(_), Some(e)) = (outcome.status, outcome.error)
+        && e != Errno::ENETDOWN
     {
-        let outcome = http::serve(&conn, stack, live);
-        match (outcome.status, outcome.request) {
-            (Some(status), Some(request)) => info!(target: "ustack", "tcp {port}: {peer}: \"{request}\" {status}"),
-            (Some(status), None) => info!(target: "ustack", "tcp {port}: {peer}: no request, {status}"),
-            (None, _) => match outcome.error {
-                None => info!(target: "ustack", "tcp {port}: {peer} closed without a request"),
-                Some(Errno::ENETDOWN) => {}
-                Some(e) => info!(target: "ustack", "tcp {port}: {peer}: {e}"),
-            },
-        }
-        if let (Some(_), Some(e)) = (outcome.status, outcome.error)
-            && e != Errno::ENETDOWN
-        {
-            info!(target: "ustack", "tcp {port}: {peer}: {e} while sending the response");
-        }
+        info!(target: "ustack", "tcp {port}: {peer}: {e} while sending the response");
     }
 }
 
 /// Echo or discard on one accepted connection, and how it ended in the log.
-fn serve_stream(port: u16, peer: SocketAddr, app: App, conn: &mut Socket) {
-    // run() makes a live view whenever an HTTP port is served.
-    let Some(echo_or_discard) = app.echo_or_discard() else { return };
+fn serve_stream(port: u16, peer: SocketAddr, app: servers::App, conn: &mut Socket) {
     // No timeouts are set, so none is waited through.
-    let end = servers::serve_stream(echo_or_discard, conn, &mut ());
-    let verb = if app == App::Echo { "echoed" } else { "discarded" };
+    let end = servers::serve_stream(app, conn, &mut ());
+    let verb = if matches!(app, servers::App::Echo) { "echoed" } else { "discarded" };
     match end.ending {
         Ending::Closed | Ending::Stopped => {
             info!(target: "ustack", "tcp {port}: {peer} closed, {} bytes {verb}", end.bytes)
