@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use etherparse::err::{ipv4, ipv6, ipv6_exts};
 use etherparse::{Icmpv4Slice, Icmpv6Slice, LaxIpv4Slice, LaxIpv6Slice, UdpSlice};
 
-use super::dns::{decode_dns, dns_port};
+use super::dns::{decode_dns, decode_dns_over_tcp, dns_port};
 use super::summary::{
     Echo, ExtHeader, Fragment, Icmp, Ip, IpVersion, Net, Summary, Tcp, TcpFlags, TcpOption, Transport, Udp,
 };
@@ -310,6 +310,11 @@ fn decode_tcp(bytes: &[u8], stated: usize, problems: &mut Vec<String>) -> Transp
             problems.push(what);
         }
     }
+    let payload_len = stated.saturating_sub(header_len.max(20));
+    let dns = (payload_len > 0 && header_len >= 20 && (sport == 53 || dport == 53)).then(|| {
+        let payload = bytes.get(header_len..).unwrap_or_default();
+        Box::new(decode_dns_over_tcp(payload, payload_len))
+    });
     Transport::Tcp(Tcp {
         sport,
         dport,
@@ -321,7 +326,8 @@ fn decode_tcp(bytes: &[u8], stated: usize, problems: &mut Vec<String>) -> Transp
         header_len,
         options,
         cut,
-        payload_len: stated.saturating_sub(header_len.max(20)),
+        payload_len,
+        dns,
     })
 }
 

@@ -148,6 +148,42 @@ pub enum DnsData {
     Other,
 }
 
+/// What a TCP segment to or from port 53 carries, as tcpdump reads it: one DNS message
+/// after its 2-byte length prefix (RFC 1035 §4.2.2), when the prefix matches the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnsOverTcp {
+    /// One whole message.
+    Message(Dns),
+    /// Fewer than the prefix's 2 bytes.
+    TooShort {
+        /// Payload bytes.
+        len: usize,
+    },
+    /// The prefix does not state the length of the rest of the segment (a message split
+    /// across segments, or several in one): tcpdump does not decode it.
+    PrefixMismatch {
+        /// The length the prefix states.
+        prefix: u16,
+        /// The bytes after the prefix.
+        len: usize,
+    },
+}
+
+/// A TCP segment's payload (`bytes` present, `len` stated) to or from port 53.
+pub(crate) fn decode_dns_over_tcp(bytes: &[u8], len: usize) -> DnsOverTcp {
+    if len < 2 {
+        return DnsOverTcp::TooShort { len };
+    }
+    let Some(prefix) = bytes.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        // Cut by the capture before the prefix: nothing to read, say so as for a short one.
+        return DnsOverTcp::TooShort { len: bytes.len() };
+    };
+    if usize::from(prefix) != len - 2 {
+        return DnsOverTcp::PrefixMismatch { prefix, len: len - 2 };
+    }
+    DnsOverTcp::Message(decode_dns(&bytes[2..], len - 2, false))
+}
+
 /// Whether a UDP datagram between these ports is DNS as tcpdump decides it: port 53
 /// (DNS), or 5353 (mDNS) on either side.
 pub(crate) fn dns_port(sport: u16, dport: u16) -> Option<bool> {

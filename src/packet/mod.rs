@@ -26,7 +26,7 @@ mod summary;
 mod tcpdump;
 
 pub use decode::decode;
-pub use dns::{Dns, DnsData, DnsHeader, DnsQuestion, DnsRecord};
+pub use dns::{Dns, DnsData, DnsHeader, DnsOverTcp, DnsQuestion, DnsRecord};
 pub use filter::{Filter, FilterError};
 pub use flow::{DEFAULT_FLOW_CAPACITY, FlowIds, FlowKey};
 pub use json::{JsonFormatter, quote as json_quote, to_json};

@@ -4,7 +4,7 @@
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
-use super::dns::Dns;
+use super::dns::{Dns, DnsOverTcp};
 use super::link::{Arp, LinkHeader};
 
 /// What a packet (or frame) means.
@@ -237,6 +237,8 @@ pub struct Tcp {
     pub cut: bool,
     /// Payload bytes: the IP-stated segment length less the header length.
     pub payload_len: usize,
+    /// The DNS message of a segment to or from port 53 with a payload.
+    pub dns: Option<Box<DnsOverTcp>>,
 }
 
 /// One TCP option (RFC 9293 §3.1, RFC 7323, RFC 2018).

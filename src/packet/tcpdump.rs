@@ -5,8 +5,8 @@
 //! differences elsewhere, mostly input tcpdump decodes further than a summary should:
 //! - application protocols (HTTP, NFS, ... chosen by port) are not decoded: the line
 //!   ends at `length N` where tcpdump goes on. DNS over UDP (ports 53 and 5353) is, as
-//!   tcpdump prints it without -v (see [`Dns`]), but not over TCP; a DNAME record prints
-//!   its type without its target;
+//!   tcpdump prints it without -v (see [`Dns`]), and over TCP (a message per segment,
+//!   as tcpdump decodes it); a DNAME record prints its type without its target;
 //! - a known TCP option with a wrong length byte: tcpdump reads the kind's usual size,
 //!   adds `[len N]` and resumes parsing inside the option; here the length byte is
 //!   followed, as a receiving stack does, so the options after it differ. Options with
@@ -29,7 +29,7 @@ use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::dns::{Dns, DnsData, DnsHeader, DnsRecord};
+use super::dns::{Dns, DnsData, DnsHeader, DnsOverTcp, DnsRecord};
 use super::flow::{BoundedMap, DEFAULT_FLOW_CAPACITY, FlowKey};
 use super::link::Arp;
 use super::summary::{ExtHeader, Icmp, Ip, IpVersion, Net, Summary, Tcp, TcpFlags, TcpOption, Transport, Udp};
@@ -567,6 +567,19 @@ fn tcp_line(out: &mut String, ip: &Ip, tcp: &Tcp, isns: Option<&mut IsnTable>) {
     }
     out.push_str(", length ");
     push_u64(out, u64::from(payload));
+    match tcp.dns.as_deref() {
+        None => {}
+        Some(DnsOverTcp::Message(dns)) => {
+            out.push(' ');
+            dns_line(out, dns);
+        }
+        Some(DnsOverTcp::TooShort { len }) => {
+            let _ = write!(out, " [DNS over TCP: length {len} < 2] (invalid)");
+        }
+        Some(DnsOverTcp::PrefixMismatch { prefix, len }) => {
+            let _ = write!(out, " [prefix length({prefix}) != length({len})] (invalid)");
+        }
+    }
 }
 
 /// tcpdump's option names (print-tcp.c `tcp_option_values`).

@@ -25,7 +25,7 @@ as `TZ=UTC tcpdump -nn -r FILE` prints them (--local-time: as plain `tcpdump -nn
 does). A cooked v2 packet starts with its interface, named as this host names that \
 index (`?` if none), and its direction, as tcpdump 4.99 prints them.
 
-DNS over UDP port 53 (and mDNS, 5353) prints as tcpdump prints it without -v: a query's id, \
+DNS over UDP port 53 (and mDNS, 5353) and TCP port 53 prints as tcpdump prints it without -v: a query's id, \
 flags and questions, a response's id, flags, rcode, section counts and answers, the \
 message length; a message cut short or malformed ends in `[|domain]` where its decoding \
 stopped. MLDv2 reports show their number of group records.
