@@ -1230,7 +1230,8 @@ fn listener_card<'a>(dom: &'a str, local: &str) -> &'a str {
 /// burst of kernel clients backs up a listener with a backlog of 1: the demux table has
 /// rows, the listener's queue graph changes and, once the burst has drained, shows that
 /// the accept queue filled (peak above zero) and is empty now; the counters and the
-/// handshake ladders are there. A screenshot is kept in target/test-artifacts/live-ui.png.
+/// handshake ladders are there. Screenshots are kept in target/test-artifacts/
+/// (live-ui-during.png, live-ui.png) with the last DOM (live-ui.html).
 #[test]
 fn serve_live_view_in_a_browser_shows_the_backlog_fill_and_drain() {
     ustack::require_tun!();
@@ -1243,14 +1244,17 @@ fn serve_live_view_in_a_browser_shows_the_backlog_fill_and_drain() {
     let clients = burst(&ns, 8);
     await_listeners(&ns, "the accept queue fills", |j| listener(j, "[::]:80").get("accept").num() >= 1.0);
     let first = browser.dump_dom(url).expect("the page during the burst");
+    let artifacts = ustack_testkit::browser::artifacts_dir();
+    browser.screenshot(url, &artifacts.join("live-ui-during.png"), (1280, 1100)).expect("a screenshot");
     for client in clients {
         assert_eq!(client.join().unwrap(), 200);
     }
     await_listeners(&ns, "the accept queue drains", |j| listener(j, "[::]:80").get("accept").num() == 0.0);
     let second = browser.dump_dom(url).expect("the page after the burst");
-    let shot = ustack_testkit::browser::artifacts_dir().join("live-ui.png");
+    let shot = artifacts.join("live-ui.png");
     browser.screenshot(url, &shot, (1280, 1100)).expect("a screenshot");
-    eprintln!("screenshot: {}", shot.display());
+    let _ = std::fs::write(artifacts.join("live-ui.html"), &second);
+    eprintln!("screenshots: {} (after the burst), live-ui-during.png (during it)", shot.display());
 
     // The demux table: both listeners, each row with its socket and state.
     let table = &second[second.find("id=\"demux\"").expect("the demux table")..];
