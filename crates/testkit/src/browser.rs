@@ -131,6 +131,8 @@ impl Browser {
         command
             .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
             .args(["--disable-background-networking", "--disable-sync", "--no-default-browser-check"])
+            // Containers often give /dev/shm 64 MiB, too little for a renderer: use /tmp.
+            .arg("--disable-dev-shm-usage")
             // Runs the page's timers and scripts before the dump or screenshot.
             .arg(format!("--virtual-time-budget={}", self.budget_ms))
             .arg("--run-all-compositor-stages-before-draw")
