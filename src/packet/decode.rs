@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use etherparse::err::{ipv4, ipv6, ipv6_exts};
 use etherparse::{Icmpv4Slice, Icmpv6Slice, LaxIpv4Slice, LaxIpv6Slice, UdpSlice};
 
+use super::dns::{decode_dns, decode_dns_over_tcp, dns_port};
 use super::summary::{
     Echo, ExtHeader, Fragment, Icmp, Ip, IpVersion, Net, Summary, Tcp, TcpFlags, TcpOption, Transport, Udp,
 };
@@ -309,6 +310,11 @@ fn decode_tcp(bytes: &[u8], stated: usize, problems: &mut Vec<String>) -> Transp
             problems.push(what);
         }
     }
+    let payload_len = stated.saturating_sub(header_len.max(20));
+    let dns = (payload_len > 0 && header_len >= 20 && (sport == 53 || dport == 53)).then(|| {
+        let payload = bytes.get(header_len..).unwrap_or_default();
+        Box::new(decode_dns_over_tcp(payload, payload_len))
+    });
     Transport::Tcp(Tcp {
         sport,
         dport,
@@ -320,7 +326,8 @@ fn decode_tcp(bytes: &[u8], stated: usize, problems: &mut Vec<String>) -> Transp
         header_len,
         options,
         cut,
-        payload_len: stated.saturating_sub(header_len.max(20)),
+        payload_len,
+        dns,
     })
 }
 
@@ -392,12 +399,10 @@ fn decode_udp(bytes: &[u8], stated: usize, problems: &mut Vec<String>) -> Transp
     } else if usize::from(length) > stated {
         problems.push(format!("UDP length field {length} exceeds the {stated} bytes IP carries"));
     }
-    Transport::Udp(Udp {
-        sport: udp.source_port(),
-        dport: udp.destination_port(),
-        length,
-        payload_len: usize::from(length).min(stated).saturating_sub(8),
-    })
+    let (sport, dport) = (udp.source_port(), udp.destination_port());
+    let payload_len = usize::from(length).min(stated).saturating_sub(8);
+    let dns = dns_port(sport, dport).map(|mdns| Box::new(decode_dns(udp.payload(), payload_len, mdns)));
+    Transport::Udp(Udp { sport, dport, length, payload_len, dns })
 }
 
 fn decode_icmp(version: IpVersion, bytes: &[u8], stated: usize, problems: &mut Vec<String>, depth: Depth) -> Transport {
@@ -432,6 +437,7 @@ fn decode_icmp(version: IpVersion, bytes: &[u8], stated: usize, problems: &mut V
         mtu: None,
         target: None,
         destination: None,
+        group_records: None,
         quoted: None,
     };
     let quotes = if v4 {
@@ -471,6 +477,10 @@ fn decode_icmp(version: IpVersion, bytes: &[u8], stated: usize, problems: &mut V
             137 => {
                 icmp.target = addr6(0);
                 icmp.destination = addr6(16);
+                false
+            }
+            143 => {
+                icmp.group_records = Some(id_seq.seq);
                 false
             }
             _ => false,

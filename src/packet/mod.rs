@@ -17,6 +17,7 @@
 //! 10.7.0.1`), evaluated on the [`Summary`].
 
 mod decode;
+mod dns;
 mod filter;
 mod flow;
 mod json;
@@ -25,6 +26,7 @@ mod summary;
 mod tcpdump;
 
 pub use decode::decode;
+pub use dns::{Dns, DnsData, DnsHeader, DnsOverTcp, DnsQuestion, DnsRecord};
 pub use filter::{Filter, FilterError};
 pub use flow::{DEFAULT_FLOW_CAPACITY, FlowIds, FlowKey};
 pub use json::{JsonFormatter, quote as json_quote, to_json};

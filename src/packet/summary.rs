@@ -4,6 +4,7 @@
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
+use super::dns::{Dns, DnsOverTcp};
 use super::link::{Arp, LinkHeader};
 
 /// What a packet (or frame) means.
@@ -236,6 +237,8 @@ pub struct Tcp {
     pub cut: bool,
     /// Payload bytes: the IP-stated segment length less the header length.
     pub payload_len: usize,
+    /// The DNS message of a segment to or from port 53 with a payload.
+    pub dns: Option<Box<DnsOverTcp>>,
 }
 
 /// One TCP option (RFC 9293 §3.1, RFC 7323, RFC 2018).
@@ -289,6 +292,8 @@ pub struct Udp {
     pub length: u16,
     /// Payload bytes: the UDP length field less 8, bounded by what the IP header states.
     pub payload_len: usize,
+    /// The DNS message carried, for datagrams to or from port 53 (or 5353, mDNS).
+    pub dns: Option<Box<Dns>>,
 }
 
 /// An ICMP or ICMPv6 message.
@@ -310,6 +315,8 @@ pub struct Icmp {
     pub target: Option<IpAddr>,
     /// The IPv6 redirect's destination.
     pub destination: Option<IpAddr>,
+    /// The number of multicast address records an MLDv2 report (ICMPv6 type 143) states.
+    pub group_records: Option<u16>,
     /// The offending packet an error message quotes (IP header and the start of its
     /// transport header), decoded; quotes within a quote are not decoded.
     pub quoted: Option<Box<Summary>>,

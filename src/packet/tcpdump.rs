@@ -3,15 +3,18 @@
 //! The oracle is tcpdump 4.99 itself: `tests/packet.rs` compares these lines with its
 //! output on the captures in `fixtures/trace/`, where they agree on every packet. Known
 //! differences elsewhere, mostly input tcpdump decodes further than a summary should:
-//! - application protocols (DNS, HTTP, NFS, ... chosen by port) are not decoded: the
-//!   line ends at `length N` where tcpdump goes on;
+//! - application protocols (HTTP, NFS, ... chosen by port) are not decoded: the line
+//!   ends at `length N` where tcpdump goes on. DNS over UDP (ports 53 and 5353) is, as
+//!   tcpdump prints it without -v (see [`Dns`]), and over TCP (a message per segment,
+//!   as tcpdump decodes it); a DNAME record prints its type without its target;
 //! - a known TCP option with a wrong length byte: tcpdump reads the kind's usual size,
 //!   adds `[len N]` and resumes parsing inside the option; here the length byte is
 //!   followed, as a receiving stack does, so the options after it differ. Options with
 //!   a special decoder in tcpdump (md5, mptcp, tfo, tcp-ao, exp) print as hex;
 //! - IPv6 routing and authentication headers print in short; ICMP router
-//!   advertisements, time stamp replies, address mask replies, MLD and node information
-//!   messages print their name only; ICMP(v6) messages tcpdump follows with a hex dump
+//!   advertisements, time stamp replies, address mask replies, MLD (but for MLDv2
+//!   reports' number of group records) and node information messages print their name
+//!   only; ICMP(v6) messages tcpdump follows with a hex dump
 //!   (unknown types and codes) have no dump;
 //! - a packet whose IP header cannot be decoded prints the decoder's explanation
 //!   ("not IP: first nibble 0x0", "IPv4 header length 16 bytes (IHL 4) is below the
@@ -21,10 +24,12 @@
 //! - captures cut by a snapshot length: the decoder sees only the captured bytes, so
 //!   what tcpdump shows as `[|tcp]` shows as "truncated-ip - N bytes missing!".
 
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::dns::{Dns, DnsData, DnsHeader, DnsOverTcp, DnsRecord};
 use super::flow::{BoundedMap, DEFAULT_FLOW_CAPACITY, FlowKey};
 use super::link::Arp;
 use super::summary::{ExtHeader, Icmp, Ip, IpVersion, Net, Summary, Tcp, TcpFlags, TcpOption, Transport, Udp};
@@ -35,6 +40,9 @@ pub enum TimeFormat {
     /// Time of day in UTC, `HH:MM:SS.uuuuuu` (tcpdump's default, run with `TZ=UTC`).
     #[default]
     TimeOfDay,
+    /// Time of day in the local time zone (`TZ`, else `/etc/localtime`, as the C library
+    /// finds it): tcpdump's default output on this host.
+    LocalTimeOfDay,
     /// Seconds since the first packet this formatter saw, `S.uuuuuu`.
     Relative,
     /// Seconds since the Unix epoch, `S.uuuuuu` (tcpdump `-tt`).
@@ -99,7 +107,16 @@ pub struct TcpdumpFormatter {
     time: TimeFormat,
     first: Option<Duration>,
     isns: IsnTable,
+    /// Interface names of cooked v2 captures by index, looked up once each (a capture
+    /// names few; beyond [`INTERFACE_NAMES`] they are looked up every time).
+    interfaces: HashMap<u32, Option<String>>,
+    /// The local zone's offset from UTC in the quarter hour last printed, for
+    /// [`TimeFormat::LocalTimeOfDay`].
+    local_offset: Option<(u64, i64)>,
 }
+
+/// Interface names a [`TcpdumpFormatter`] remembers.
+const INTERFACE_NAMES: usize = 64;
 
 impl Default for TcpdumpFormatter {
     fn default() -> Self {
@@ -115,6 +132,8 @@ impl TcpdumpFormatter {
             time: TimeFormat::TimeOfDay,
             first: None,
             isns: IsnTable::new(DEFAULT_FLOW_CAPACITY),
+            interfaces: HashMap::new(),
+            local_offset: None,
         }
     }
 
@@ -149,6 +168,7 @@ impl TcpdumpFormatter {
     /// every packet.
     pub fn format_into(&mut self, ts: Duration, summary: &Summary, line: &mut String) {
         self.timestamp(ts, line);
+        self.interface_and_direction(summary, line);
         let isns = if self.absolute { None } else { Some(&mut self.isns) };
         render(line, summary, isns);
     }
@@ -158,11 +178,49 @@ impl TcpdumpFormatter {
         self.format(ts, &super::decode(packet))
     }
 
+    /// A cooked v2 capture's interface and direction, as tcpdump 4.99 prints them before
+    /// the packet: the name this host gives the interface index (as tcpdump looks it up,
+    /// so `?` for an index it does not have), padded to 5, and the direction padded to 3
+    /// (`lo    In  IP6 ...`, `eth0  Out IP ...`).
+    fn interface_and_direction(&mut self, summary: &Summary, out: &mut String) {
+        let Some(link) = &summary.link else { return };
+        let Some(index) = link.ifindex.filter(|_| link.linktype == super::linktype::LINUX_SLL2) else {
+            return;
+        };
+        let looked_up;
+        let name = match self.interfaces.get(&index) {
+            Some(name) => name,
+            None => {
+                looked_up = crate::sys::interface_name(index);
+                if self.interfaces.len() < INTERFACE_NAMES {
+                    self.interfaces.insert(index, looked_up.clone());
+                }
+                &looked_up
+            }
+        };
+        let _ = write!(out, "{:<5} {:<3} ", name.as_deref().unwrap_or("?"), link.direction.unwrap_or("?"));
+    }
+
+    /// The local zone's offset at `secs`, looked up again only in another quarter hour
+    /// (zones change offset on quarter hours at the finest).
+    fn utc_offset(&mut self, secs: u64) -> i64 {
+        let quarter = secs / 900;
+        if let Some((q, offset)) = self.local_offset
+            && q == quarter
+        {
+            return offset;
+        }
+        let offset = i64::try_from(secs).ok().and_then(crate::sys::local_utc_offset).unwrap_or(0);
+        self.local_offset = Some((quarter, offset));
+        offset
+    }
+
     fn timestamp(&mut self, ts: Duration, out: &mut String) {
         let first = *self.first.get_or_insert(ts);
         let (sign, secs, micros) = match self.time {
-            TimeFormat::TimeOfDay => {
-                let secs = ts.as_secs() % 86_400;
+            TimeFormat::TimeOfDay | TimeFormat::LocalTimeOfDay => {
+                let offset = if self.time == TimeFormat::LocalTimeOfDay { self.utc_offset(ts.as_secs()) } else { 0 };
+                let secs = ts.as_secs().saturating_add_signed(offset) % 86_400;
                 push_padded(out, secs / 3600, 2);
                 out.push(':');
                 push_padded(out, secs / 60 % 60, 2);
@@ -509,6 +567,19 @@ fn tcp_line(out: &mut String, ip: &Ip, tcp: &Tcp, isns: Option<&mut IsnTable>) {
     }
     out.push_str(", length ");
     push_u64(out, u64::from(payload));
+    match tcp.dns.as_deref() {
+        None => {}
+        Some(DnsOverTcp::Message(dns)) => {
+            out.push(' ');
+            dns_line(out, dns);
+        }
+        Some(DnsOverTcp::TooShort { len }) => {
+            let _ = write!(out, " [DNS over TCP: length {len} < 2] (invalid)");
+        }
+        Some(DnsOverTcp::PrefixMismatch { prefix, len }) => {
+            let _ = write!(out, " [prefix length({prefix}) != length({len})] (invalid)");
+        }
+    }
 }
 
 /// tcpdump's option names (print-tcp.c `tcp_option_values`).
@@ -636,8 +707,249 @@ fn udp_line(out: &mut String, ip: &Ip, udp: &Udp) {
         let _ = write!(out, "UDP, bad length {} > {stated}", ulen - 8);
         return;
     }
-    out.push_str("UDP, length ");
-    push_usize(out, udp.payload_len);
+    match &udp.dns {
+        Some(dns) => dns_line(out, dns),
+        None => {
+            out.push_str("UDP, length ");
+            push_usize(out, udp.payload_len);
+        }
+    }
+}
+
+/// print-domain.c's `ns_print` without -v: a query's id, flags and questions; a
+/// response's id, flags, rcode, section counts and answers; then the message length.
+fn dns_line(out: &mut String, dns: &Dns) {
+    let Some(h) = dns.header else {
+        let _ = write!(out, "domain [length {} < 12] (invalid)", dns.len);
+        return;
+    };
+    const OPS: [&str; 16] = [
+        "",
+        " inv_q",
+        " stat",
+        " op3",
+        " notify",
+        " update",
+        " op6",
+        " op7",
+        " op8",
+        " updateA",
+        " updateD",
+        " updateDA",
+        " updateM",
+        " updateMA",
+        " zoneInit",
+        " zoneRef",
+    ];
+    let [qd, an, ns, ar] = h.counts;
+    push_u64(out, u64::from(h.id));
+    out.push_str(OPS[usize::from(h.opcode())]);
+    if h.response() {
+        out.push_str(dns_rcode(h.rcode()));
+        if h.has(DnsHeader::AA) {
+            out.push('*');
+        }
+        if !h.has(DnsHeader::RA) {
+            out.push('-');
+        }
+        if h.has(DnsHeader::TC) {
+            out.push('|');
+        }
+        if qd != 1 {
+            let _ = write!(out, " [{qd}q]");
+        }
+        let _ = write!(out, " {an}/{ns}/{ar}");
+        for (i, record) in dns.answers.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            dns_record(out, record, dns.mdns);
+        }
+    } else {
+        if h.has(DnsHeader::RD) {
+            out.push('+');
+        }
+        if h.has(DnsHeader::CD) {
+            out.push('%');
+        }
+        // tcpdump notes bits a query should not have: AA, TC, RA, Z, AD, rcode.
+        if h.flags & 0x6cf != 0 {
+            let _ = write!(out, " [b2&3=0x{:x}]", h.flags);
+        }
+        if h.opcode() == 1 {
+            // An inverse query carries answers, not questions.
+            if qd != 0 {
+                let _ = write!(out, " [{qd}q]");
+            }
+            if an != 1 {
+                let _ = write!(out, " [{an}a]");
+            }
+        } else {
+            if qd != 1 {
+                let _ = write!(out, " [{qd}q]");
+            }
+            if an != 0 {
+                let _ = write!(out, " [{an}a]");
+            }
+        }
+        if ns != 0 {
+            let _ = write!(out, " [{ns}n]");
+        }
+        if ar != 0 {
+            let _ = write!(out, " [{ar}au]");
+        }
+        for question in &dns.questions {
+            out.push(' ');
+            out.push_str(&dns_type(question.qtype));
+            if question.qclass != 1 {
+                out.push(' ');
+                out.push_str(&dns_class(question.qclass));
+            }
+            if dns.mdns {
+                out.push_str(if question.unicast_response { " (QU)" } else { " (QM)" });
+            }
+            out.push_str("? ");
+            out.push_str(&question.name);
+        }
+    }
+    if !dns.complete {
+        out.push_str(" [|domain]");
+        return;
+    }
+    let _ = write!(out, " ({})", dns.len);
+}
+
+fn dns_record(out: &mut String, record: &DnsRecord, mdns: bool) {
+    if record.class != 1 && record.rtype != 41 {
+        out.push(' ');
+        out.push_str(&dns_class(record.class));
+    }
+    if mdns && record.cache_flush {
+        out.push_str(" (Cache flush)");
+    }
+    out.push(' ');
+    out.push_str(&dns_type(record.rtype));
+    let _ = match &record.data {
+        DnsData::A(a) => write!(out, " {a}"),
+        DnsData::Aaaa(a) => {
+            out.push(' ');
+            write_addr(out, IpAddr::V6(*a))
+        }
+        DnsData::Name(name) => write!(out, " {name}"),
+        DnsData::Mx { preference, exchange } => write!(out, " {exchange} {preference}"),
+        DnsData::Txt(strings) => {
+            for text in strings {
+                let _ = write!(out, " \"{text}\"");
+            }
+            Ok(())
+        }
+        DnsData::Srv { target, port, priority, weight } => write!(out, " {target}:{port} {priority} {weight}"),
+        DnsData::Other => Ok(()),
+    };
+}
+
+/// tcpdump's rcode names (print-domain.c `ns_rcode`).
+fn dns_rcode(rcode: u8) -> &'static str {
+    const NAMES: [&str; 16] = [
+        "",
+        " FormErr",
+        " ServFail",
+        " NXDomain",
+        " NotImp",
+        " Refused",
+        " YXDomain",
+        " YXRRSet",
+        " NXRRSet",
+        " NotAuth",
+        " NotZone",
+        " Resp11",
+        " Resp12",
+        " Resp13",
+        " Resp14",
+        " NoChange",
+    ];
+    NAMES[usize::from(rcode & 0xf)]
+}
+
+/// tcpdump's class names (`ns_class2str`).
+fn dns_class(class: u16) -> String {
+    match class {
+        1 => "IN".into(),
+        3 => "CHAOS".into(),
+        4 => "HS".into(),
+        255 => "ANY".into(),
+        other => format!("(Class {other})"),
+    }
+}
+
+/// tcpdump's type names (`ns_type2str`).
+fn dns_type(rtype: u16) -> String {
+    let name = match rtype {
+        1 => "A",
+        2 => "NS",
+        3 => "MD",
+        4 => "MF",
+        5 => "CNAME",
+        6 => "SOA",
+        7 => "MB",
+        8 => "MG",
+        9 => "MR",
+        10 => "NULL",
+        11 => "WKS",
+        12 => "PTR",
+        13 => "HINFO",
+        14 => "MINFO",
+        15 => "MX",
+        16 => "TXT",
+        17 => "RP",
+        18 => "AFSDB",
+        19 => "X25",
+        20 => "ISDN",
+        21 => "RT",
+        22 => "NSAP",
+        23 => "NSAP_PTR",
+        24 => "SIG",
+        25 => "KEY",
+        26 => "PX",
+        27 => "GPOS",
+        28 => "AAAA",
+        29 => "LOC",
+        30 => "NXT",
+        31 => "EID",
+        32 => "NIMLOC",
+        33 => "SRV",
+        34 => "ATMA",
+        35 => "NAPTR",
+        36 => "KX",
+        37 => "CERT",
+        38 => "A6",
+        39 => "DNAME",
+        40 => "SINK",
+        41 => "OPT",
+        42 => "APL",
+        43 => "DS",
+        44 => "SSHFP",
+        45 => "IPSECKEY",
+        46 => "RRSIG",
+        47 => "NSEC",
+        48 => "DNSKEY",
+        99 => "SPF",
+        100 => "UINFO",
+        101 => "UID",
+        102 => "GID",
+        103 => "UNSPEC",
+        104 => "UNSPECA",
+        249 => "TKEY",
+        250 => "TSIG",
+        251 => "IXFR",
+        252 => "AXFR",
+        253 => "MAILB",
+        254 => "MAILA",
+        255 => "ANY",
+        256 => "URI",
+        other => return format!("Type{other}"),
+    };
+    name.into()
 }
 
 /// The quoted packet's destination, protocol and destination port.
@@ -830,6 +1142,10 @@ fn icmp6(out: &mut String, icmp: &Icmp) {
             icmp.destination.map(addr).unwrap_or_default(),
             icmp.target.map(addr).unwrap_or_default()
         ),
+        143 => match icmp.group_records {
+            Some(n) => write!(out, ", {n} group record(s)"),
+            None => Ok(()),
+        },
         _ => Ok(()),
     };
     let _ = write!(out, ", length {}", icmp.len);

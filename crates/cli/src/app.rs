@@ -15,7 +15,8 @@ pub enum App {
     /// Read and drop everything (RFC 863).
     Discard,
     /// HTTP/1.1, TCP only: GET / shows the asking connection's 5-tuple, handshake
-    /// timeline and RTT, and the demux table (JSON with Accept: application/json).
+    /// timeline and RTT, and the demux table (JSON with Accept: application/json); /ui
+    /// the live view, /api/demux, /api/listeners, /api/handshakes, /api/counters its JSON.
     Http,
 }
 

@@ -1,7 +1,8 @@
 //! `serve --app http`: a minimal HTTP/1.1 server written on ustack's own socket API. It
 //! answers `GET /` with what ustack knows about the very connection asking: its 5-tuple,
 //! its handshake timeline and RTT, and the stack's demux table — so that
-//! `curl http://10.7.0.2/` from the kernel's side shows the stack at work.
+//! `curl http://10.7.0.2/` from the kernel's side shows the stack at work. It also serves
+//! the live view ([`live`](super::live)): `/ui` and the JSON endpoints `/api/...`.
 //!
 //! One request per connection, answered with `Connection: close`; `serve` gives each
 //! connection its own thread. The request's head (request line and headers) is read with
@@ -20,6 +21,7 @@ use std::fmt::Write as _;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
+use super::live::{Live, json_num, rows_json};
 use ustack::engine::{ConnectionInfo, DemuxTable};
 use ustack::packet::json_quote as quote;
 use ustack::{Errno, Socket, Stack};
@@ -49,7 +51,7 @@ pub struct HttpExchange {
 }
 
 /// Serves one HTTP exchange on an accepted connection `conn` of `stack`.
-pub fn serve(conn: &Socket, stack: &Stack) -> HttpExchange {
+pub fn serve(conn: &Socket, stack: &Stack, live: &Live) -> HttpExchange {
     // Positive, so it cannot fail but on a closed socket, which recv() reports anyway.
     // (read_head sets the read timeout itself.)
     let _ = conn.set_write_timeout(Some(REQUEST_TIMEOUT));
@@ -57,7 +59,7 @@ pub fn serve(conn: &Socket, stack: &Stack) -> HttpExchange {
         Ok(head) => {
             let line = Some(log_line(&head));
             match parse(&head) {
-                Ok(request) => (respond(&request, conn, stack), line),
+                Ok(request) => (respond(&request, conn, stack, live), line),
                 Err(reject) => (reject, line),
             }
         }
@@ -277,10 +279,11 @@ fn wants_json(accept: Option<&str>) -> bool {
 }
 
 /// Answers a well-formed request.
-fn respond(request: &Request, conn: &Socket, stack: &Stack) -> Response {
+fn respond(request: &Request, conn: &Socket, stack: &Stack, live: &Live) -> Response {
     let path = request.path();
-    if path != "/" {
-        return Response::error(404, &format!("nothing at {}; try /", path.escape_debug()));
+    let live_page = live.page(path);
+    if path != "/" && live_page.is_none() {
+        return Response::error(404, &format!("nothing at {}; try / or /ui", path.escape_debug()));
     }
     let head_only = match request.method.as_str() {
         "GET" => false,
@@ -291,6 +294,9 @@ fn respond(request: &Request, conn: &Socket, stack: &Stack) -> Response {
             return response;
         }
     };
+    if let Some((content_type, body)) = live_page {
+        return Response { status: 200, content_type, body, allow: false, vary: false, head_only };
+    }
     let info = conn.connection_info();
     let table = stack.demux_table();
     let (content_type, body) = if wants_json(request.header("accept")) {
@@ -351,34 +357,6 @@ fn page_json(info: Option<&ConnectionInfo>, table: &DemuxTable) -> String {
         }
         None => j.push_str("\"connection\":null,\"timeline\":[],\"handshake_rtt_ms\":null,"),
     }
-    let rows: Vec<String> = table
-        .rows
-        .iter()
-        .map(|row| {
-            let queues = row.queues.map_or("null".to_string(), |q| {
-                format!(
-                    "{{\"backlog\":{},\"syn\":{},\"syn_limit\":{},\"accept\":{},\"accept_limit\":{},\
-                     \"syns_dropped\":{},\"acks_dropped\":{},\"acks_reset\":{}}}",
-                    q.backlog,
-                    q.syn,
-                    q.syn_limit,
-                    q.accept,
-                    q.accept_limit,
-                    q.syns_dropped,
-                    q.acks_dropped,
-                    q.acks_reset
-                )
-            });
-            format!(
-                "{{\"proto\":{},\"local\":{},\"remote\":{},\"socket\":{},\"state\":{},\"queues\":{queues}}}",
-                quote(row.proto),
-                quote(&row.local.to_string()),
-                row.remote.map_or("null".to_string(), |r| quote(&r.to_string())),
-                quote(&row.owner),
-                quote(&row.state)
-            )
-        })
-        .collect();
     let c = &table.counters;
     let counters = [
         ("connection", c.connection),
@@ -396,14 +374,9 @@ fn page_json(info: Option<&ConnectionInfo>, table: &DemuxTable) -> String {
         ("other", c.other),
     ];
     let counters: Vec<String> = counters.iter().map(|(name, n)| format!("\"{name}\":{n}")).collect();
-    let _ = write!(j, "\"demux\":{{\"rows\":[{}],\"counters\":{{{}}}}}}}", rows.join(","), counters.join(","));
+    let _ = write!(j, "\"demux\":{{\"rows\":{},\"counters\":{{{}}}}}}}", rows_json(table), counters.join(","));
     j.push('\n');
     j
-}
-
-/// A JSON number with microsecond precision (`null` if not finite, which JSON cannot say).
-fn json_num(x: f64) -> String {
-    if x.is_finite() { format!("{x:.3}") } else { "null".into() }
 }
 
 /// A response, always with `Connection: close`.

@@ -16,14 +16,21 @@ use clap::Args;
 use ustack::observe::ladder::{DEFAULT_HEAD, DEFAULT_TAIL};
 use ustack::observe::report::{Mark, ReportBuilder, html};
 use ustack::observe::{CaptureReader, FlowTable, draw};
-use ustack::packet::{Filter, JsonFormatter, Net, TcpdumpFormatter};
+use ustack::packet::{Filter, JsonFormatter, Net, TcpdumpFormatter, TimeFormat};
 
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
 Reads pcap (either byte order, micro- or nanosecond timestamps) and pcapng (any number of \
 interfaces, each with its own link type and timestamp resolution). Link types: raw IP, \
 Ethernet, Linux cooked v1 and v2 (tcpdump -i any), BSD loopback. Timestamps print in UTC, \
-as `TZ=UTC tcpdump -nn -r FILE` prints them.
+as `TZ=UTC tcpdump -nn -r FILE` prints them (--local-time: as plain `tcpdump -nn -r FILE` \
+does). A cooked v2 packet starts with its interface, named as this host names that \
+index (`?` if none), and its direction, as tcpdump 4.99 prints them.
+
+DNS over UDP port 53 (and mDNS, 5353) and TCP port 53 prints as tcpdump prints it without -v: a query's id, \
+flags and questions, a response's id, flags, rcode, section counts and answers, the \
+message length; a message cut short or malformed ends in `[|domain]` where its decoding \
+stopped. MLDv2 reports show their number of group records.
 
 EXPRESSION is tcpdump's filter language, its common part: `ustack inspect FILE 'tcp port 7 \
 and host 10.7.0.1'` prints what `TZ=UTC tcpdump -nn -r FILE 'tcp port 7 and host 10.7.0.1'` \
@@ -94,6 +101,12 @@ pub struct InspectArgs {
     /// or the flows and ladders of the first COUNT records.
     #[arg(short = 'c', value_name = "COUNT", value_parser = parse_count)]
     pub count: Option<u64>,
+
+    /// Timestamps in the local time zone (TZ, else /etc/localtime), as tcpdump prints
+    /// them by default. Without it they are in UTC, so the output is the same on every
+    /// host (what `TZ=UTC tcpdump` prints).
+    #[arg(long, conflicts_with_all = ["flows", "handshakes", "json"])]
+    pub local_time: bool,
 }
 
 /// `-c`'s COUNT: a positive number. tcpdump refuses 0 too.
@@ -153,7 +166,8 @@ pub fn run(args: InspectArgs) -> ExitCode {
     } else if args.json {
         Output::Json(JsonFormatter::new())
     } else {
-        Output::Lines(TcpdumpFormatter::new().absolute(args.absolute))
+        let time = if args.local_time { TimeFormat::LocalTimeOfDay } else { TimeFormat::TimeOfDay };
+        Output::Lines(TcpdumpFormatter::new().absolute(args.absolute).time_format(time))
     };
 
     // Lines collect in `pending`, written out a large piece at a time (or each line, when

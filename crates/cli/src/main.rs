@@ -37,6 +37,7 @@ mod connect;
 mod demo;
 mod http;
 mod inspect;
+mod live;
 mod replay;
 mod serve;
 mod sim;

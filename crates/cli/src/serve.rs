@@ -25,6 +25,7 @@ use ustack_testkit::servers::{self, Ending, Watch};
 use super::app::App;
 use super::args::{NetArgs, Switch, TapArgs};
 use super::http;
+use super::live::Live;
 use super::{Failure, context, warn_if_initial_netns};
 
 /// The echo port (RFC 862), served when no port is given (echo, discard).
@@ -32,6 +33,9 @@ const ECHO_PORT: u16 = 7;
 
 /// The HTTP port, served when no port is given (http).
 const HTTP_PORT: u16 = 80;
+
+/// The backlog of --ui-port's listener: --backlog's default.
+const DEFAULT_BACKLOG: u32 = 128;
 
 /// How often the main thread looks whether the stack has failed, between signals.
 const HEALTH_CHECK: Duration = Duration::from_millis(500);
@@ -62,7 +66,14 @@ Examples (as root; the namespace keeps the TUN off your real network):
 
   ip netns exec ustack ustack serve --app http --tcp 8080 --show-demux &
   ip netns exec ustack curl -s http://10.7.0.2:8080/     # your 5-tuple, handshake, RTT
+  ip netns exec ustack curl -s http://10.7.0.2:8080/api/listeners  # queues and their history
   kill %1
+
+  # The live view in a browser (run it inside the namespace too): queues filling and
+  # draining, the demux table, handshake ladders, counters, updated twice a second.
+  ip netns exec ustack ustack serve --app http --tcp 80 --backlog 1 --accept-delay 500 --ui-port 8080 &
+  ip netns exec ustack chromium --no-sandbox http://10.7.0.2:8080/ui &
+  kill %2 %1
 
   # Watch the backlog: SYNs beyond the SYN queue get SYN cookies; a full accept
   # queue drops SYNs, and the clients retransmit them.
@@ -124,6 +135,15 @@ pub struct ServeArgs {
     #[arg(long)]
     pub show_demux: bool,
 
+    /// Also serve the live view on TCP PORT, whatever --app is: /ui (a page that updates
+    /// itself: the demux table, each listener's SYN and accept queues over time, the
+    /// recent handshakes as ladders, the counters) and its JSON endpoints /api/demux,
+    /// /api/listeners, /api/handshakes, /api/counters. This port has no --accept-delay
+    /// and the default backlog, so the page keeps up while the other ports are slow.
+    /// (--app http serves /ui and /api/* on its own ports too.)
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ui_port: Option<u16>,
+
     /// Receive and send buffer per TCP connection, in bytes (each way; default 65536).
     #[arg(long = "tcp-buffer", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub tcp_buffer: Option<u64>,
@@ -145,6 +165,11 @@ impl ServeArgs {
         self.net.validate()?;
         if !self.app.serves_udp() && !self.udp.is_empty() {
             return Err(format!("--app {} serves TCP only: drop --udp", self.app));
+        }
+        if let Some(port) = self.ui_port
+            && self.ports().0.contains(&port)
+        {
+            return Err(format!("--ui-port {port} is also a --tcp port: give the live view a port of its own"));
         }
         for (proto, ports) in [("--tcp", &self.tcp), ("--udp", &self.udp)] {
             if let Some(port) = ports.iter().enumerate().find_map(|(i, p)| ports[..i].contains(p).then_some(p)) {
@@ -189,10 +214,26 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let stack = Arc::new(stack);
     let (tcp_ports, udp_ports) = args.ports();
     let accept_delay = args.accept_delay.map(Duration::from_millis);
+    // One live view for every HTTP port, started with the first.
+    let mut live: Option<Arc<Live>> = None;
+    let mut handler = |app: App| -> Result<Handler, Failure> {
+        if let Some(stream) = app.echo_or_discard() {
+            return Ok(Handler::Stream(stream));
+        }
+        let view = match &live {
+            Some(view) => view.clone(),
+            None => Live::start(stack.clone(), args.ui_port).map_err(context("starting the live view's sampler"))?,
+        };
+        live = Some(view.clone());
+        Ok(Handler::Http(view))
+    };
 
-    for &port in &tcp_ports {
-        let listener = listen(&stack, port, args.backlog)?;
-        let acceptor = Acceptor { port, listener, app: args.app, stack: stack.clone(), delay: accept_delay };
+    let ui = args.ui_port.map(|port| (port, App::Http, DEFAULT_BACKLOG, None));
+    for (port, app, backlog, delay) in
+        tcp_ports.iter().map(|&port| (port, args.app, args.backlog, accept_delay)).chain(ui)
+    {
+        let listener = listen(&stack, port, backlog)?;
+        let acceptor = Acceptor { port, listener, handler: handler(app)?, stack: stack.clone(), delay };
         thread::Builder::new()
             .name(format!("tcp-{port}"))
             .spawn(move || acceptor.run())
@@ -231,6 +272,9 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     );
     if let Some(delay) = accept_delay {
         info!(target: "ustack", "waiting {} ms before each accept()", delay.as_millis());
+    }
+    if let Some(port) = args.ui_port {
+        info!(target: "ustack", "live view at http://{}:{port}/ui", args.net.stack_ips());
     }
     if args.on_overflow == Overflow::Rst {
         info!(target: "ustack", "a handshake's last ACK that finds the accept queue full is answered with RST");
@@ -342,10 +386,19 @@ fn bind_udp(stack: &Stack, port: u16) -> Result<Socket, Failure> {
 struct Acceptor {
     port: u16,
     listener: Socket,
-    app: App,
+    handler: Handler,
     stack: Arc<Stack>,
     /// --accept-delay.
     delay: Option<Duration>,
+}
+
+/// What a port does with a connection.
+#[derive(Clone)]
+enum Handler {
+    /// Echo or discard.
+    Stream(servers::App),
+    /// HTTP, with the live view it serves.
+    Http(Arc<Live>),
 }
 
 impl Acceptor {
@@ -368,10 +421,10 @@ impl Acceptor {
             let peer = canonical(peer);
             let (syn, accept, _) = self.listener.listen_queues().unwrap_or_default();
             info!(target: "ustack", "tcp {port}: accepted {peer}; accept queue now {accept}, SYN queue {syn}");
-            let (app, stack) = (self.app, self.stack.clone());
+            let (handler, stack) = (self.handler.clone(), self.stack.clone());
             let spawned = thread::Builder::new()
                 .name(format!("tcp-{port}-conn"))
-                .spawn(move || serve_connection(port, peer, app, conn, &stack));
+                .spawn(move || serve_connection(port, peer, &handler, conn, &stack));
             if let Err(e) = spawned {
                 // The connection (moved into the failed closure) is dropped, which closes it.
                 warn!(target: "ustack", "tcp {port}: no thread for the connection from {peer}, closing it: {e}");
@@ -380,29 +433,38 @@ impl Acceptor {
     }
 }
 
-/// Serves one accepted connection with `app`, and logs how it ended.
-fn serve_connection(port: u16, peer: SocketAddr, app: App, mut conn: Socket, stack: &Stack) {
-    let Some(echo_or_discard) = app.echo_or_discard() else {
-        let outcome = http::serve(&conn, stack);
-        match (outcome.status, outcome.request) {
-            (Some(status), Some(request)) => info!(target: "ustack", "tcp {port}: {peer}: \"{request}\" {status}"),
-            (Some(status), None) => info!(target: "ustack", "tcp {port}: {peer}: no request, {status}"),
-            (None, _) => match outcome.error {
-                None => info!(target: "ustack", "tcp {port}: {peer} closed without a request"),
-                Some(Errno::ENETDOWN) => {}
-                Some(e) => info!(target: "ustack", "tcp {port}: {peer}: {e}"),
-            },
-        }
-        if let (Some(_), Some(e)) = (outcome.status, outcome.error)
-            && e != Errno::ENETDOWN
-        {
-            info!(target: "ustack", "tcp {port}: {peer}: {e} while sending the response");
-        }
-        return;
-    };
+/// Serves one accepted connection, and logs how it ended.
+fn serve_connection(port: u16, peer: SocketAddr, handler: &Handler, mut conn: Socket, stack: &Stack) {
+    match handler {
+        Handler::Stream(app) => serve_stream(port, peer, *app, &mut conn),
+        Handler::Http(live) => serve_http(port, peer, &conn, stack, live),
+    }
+}
+
+/// One HTTP exchange, and how it went in the log.
+fn serve_http(port: u16, peer: SocketAddr, conn: &Socket, stack: &Stack, live: &Live) {
+    let outcome = http::serve(conn, stack, live);
+    match (outcome.status, outcome.request) {
+        (Some(status), Some(request)) => info!(target: "ustack", "tcp {port}: {peer}: \"{request}\" {status}"),
+        (Some(status), None) => info!(target: "ustack", "tcp {port}: {peer}: no request, {status}"),
+        (None, _) => match outcome.error {
+            None => info!(target: "ustack", "tcp {port}: {peer} closed without a request"),
+            Some(Errno::ENETDOWN) => {}
+            Some(e) => info!(target: "ustack", "tcp {port}: {peer}: {e}"),
+        },
+    }
+    if let (Some(_), Some(e)) = (outcome.status, outcome.error)
+        && e != Errno::ENETDOWN
+    {
+        info!(target: "ustack", "tcp {port}: {peer}: {e} while sending the response");
+    }
+}
+
+/// Echo or discard on one accepted connection, and how it ended in the log.
+fn serve_stream(port: u16, peer: SocketAddr, app: servers::App, conn: &mut Socket) {
     // No timeouts are set, so none is waited through.
-    let end = servers::serve_stream(echo_or_discard, &mut conn, &mut ());
-    let verb = if app == App::Echo { "echoed" } else { "discarded" };
+    let end = servers::serve_stream(app, conn, &mut ());
+    let verb = if matches!(app, servers::App::Echo) { "echoed" } else { "discarded" };
     match end.ending {
         Ending::Closed | Ending::Stopped => {
             info!(target: "ustack", "tcp {port}: {peer} closed, {} bytes {verb}", end.bytes)

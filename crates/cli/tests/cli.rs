@@ -258,6 +258,9 @@ fn bad_usage_exits_2_with_one_line() {
         (&["serve", "--accept-delay", "0"], "--accept-delay"),
         (&["serve", "--accept-delay", "soon"], "--accept-delay"),
         (&["serve", "--pcap"], "--pcap"),
+        (&["serve", "--tcp", "80", "--ui-port", "80"], "--ui-port"),
+        (&["serve", "--app", "http", "--ui-port", "80"], "--ui-port"),
+        (&["serve", "--ui-port", "0"], "--ui-port"),
         (&["connect"], "<HOST:PORT>"),
         (&["connect", "--wait", "5", "10.7.0.1:7"], "--udp"),
         (&["demo", "--bogus"], "--bogus"),
@@ -1054,6 +1057,238 @@ fn a_pcap_file_that_cannot_be_created_fails_before_the_tun() {
         out.stderr.lines().last(),
         Some("ustack: --pcap /nonexistent/dir/s.pcap: No such file or directory (os error 2)")
     );
+}
+
+// ---- The live view: /ui and /api/* ----
+
+/// `GET path` from a kernel client in `ns` to `to`: status and body.
+fn get(ns: &NetNs, to: &'static str, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 10.7.0.2\r\n\r\n").into_bytes();
+    let (response, _) = http(ns, to, request);
+    let (code, _, body) = split_response(&response);
+    (code, body.to_string())
+}
+
+/// The listener on `local` in a `/api/listeners` answer.
+fn listener<'a>(listeners: &'a Json, local: &str) -> &'a Json {
+    listeners
+        .get("listeners")
+        .array()
+        .iter()
+        .find(|l| l.get("local").str() == local)
+        .unwrap_or_else(|| panic!("no listener {local} in {listeners:?}"))
+}
+
+/// Polls `/api/listeners` on the live view's port until `check` holds for it (awaiting
+/// what the burst does, not sleeping for it), up to 30 s.
+fn await_listeners(ns: &NetNs, what: &str, check: impl Fn(&Json) -> bool) -> Json {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = get(ns, "10.7.0.2:8080", "/api/listeners");
+        assert_eq!(code, 200, "{body}");
+        let json = Json::parse(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        if check(&json) {
+            return json;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 30 s: {body}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `serve --app http` on port 80 with a backlog of 1 and a slow accept(), and the live
+/// view on 8080 (no delay there, so it answers while port 80 is backed up).
+fn serve_live(ns: &NetNs) -> Proc {
+    serve_in(
+        ns,
+        &["serve", "--app", "http", "--tcp", "80", "--backlog", "1", "--accept-delay", "400", "--ui-port", "8080"],
+    )
+}
+
+/// `clients` kernel clients at once, each a `GET /` to port 80; joined for their status.
+fn burst(ns: &NetNs, clients: usize) -> Vec<JoinHandle<u16>> {
+    let barrier = Arc::new(Barrier::new(clients));
+    (0..clients)
+        .map(|_| {
+            let (barrier, ns) = (barrier.clone(), ns.clone());
+            thread::spawn(move || {
+                let request = b"GET / HTTP/1.1\r\nHost: 10.7.0.2\r\n\r\n".to_vec();
+                ns.run(move || {
+                    barrier.wait();
+                    let mut stream =
+                        TcpStream::connect_timeout(&"10.7.0.2:80".parse().unwrap(), Duration::from_secs(30)).unwrap();
+                    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    stream.write_all(&request).unwrap();
+                    let mut response = String::new();
+                    stream.read_to_string(&mut response).unwrap();
+                    response[9..12].parse().unwrap()
+                })
+                .unwrap()
+            })
+        })
+        .collect()
+}
+
+/// The JSON behind /ui, read by a kernel client during and after a burst against a
+/// backlog of 1: the accept queue's history fills and drains, the demux table names each
+/// row's socket and state, the handshakes have their three steps, the counters count.
+#[test]
+fn serve_live_view_json_endpoints_follow_a_burst() {
+    ustack::require_tun!();
+    let ns = NetNs::new().unwrap();
+    let serve = serve_live(&ns);
+    let clients = burst(&ns, 6);
+    let accept_now = |j: &Json| listener(j, "[::]:80").get("accept").num();
+    let during = await_listeners(&ns, "the accept queue fills", |j| accept_now(j) >= 1.0);
+    assert_eq!(listener(&during, "[::]:80").get("accept_limit").num(), 2.0);
+    for client in clients {
+        assert_eq!(client.join().unwrap(), 200);
+    }
+    // The sampler has seen the queue fill and drain: a non-zero sample, then zero.
+    let after = await_listeners(&ns, "the accept queue drains", |j| {
+        let samples = listener(j, "[::]:80").get("samples").array();
+        let accept = |s: &Json| s.array()[2].num();
+        let peak = samples.iter().position(|s| accept(s) >= 1.0);
+        peak.is_some_and(|at| samples[at..].iter().any(|s| accept(s) == 0.0)) && accept_now(j) == 0.0
+    });
+    let samples = listener(&after, "[::]:80").get("samples").array();
+    assert!(samples.len() <= 600, "bounded history");
+    let times: Vec<f64> = samples.iter().map(|s| s.array()[0].num()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "samples oldest first: {times:?}");
+    assert_eq!(listener(&after, "[::]:8080").get("backlog").num(), 128.0);
+
+    let (code, body) = get(&ns, "10.7.0.2:8080", "/api/demux");
+    assert_eq!(code, 200, "{body}");
+    let demux = Json::parse(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let rows = demux.get("rows").array();
+    let listening: Vec<&str> =
+        rows.iter().filter(|r| r.get("state").str() == "LISTEN").map(|r| r.get("local").str()).collect();
+    assert_eq!(listening, ["[::]:80", "[::]:8080"], "{body}");
+    assert!(rows.iter().all(|r| !r.get("socket").str().is_empty() && !r.get("state").str().is_empty()), "{body}");
+
+    let (code, body) = get(&ns, "10.7.0.2:8080", "/api/handshakes");
+    assert_eq!(code, 200, "{body}");
+    let handshakes = Json::parse(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let handshakes = handshakes.get("handshakes").array();
+    assert!(!handshakes.is_empty() && handshakes.len() <= 8, "{body}");
+    for h in handshakes {
+        assert_eq!(h.get("opened_by").str(), "peer", "{body}");
+        assert_eq!(h.get("local").str(), "10.7.0.2:80", "the live view's own connections are left out: {body}");
+        assert!(h.get("remote").str().starts_with("10.7.0.1:"), "{body}");
+        let (syn, syn_ack, ack) = (h.get("syn_ms").num(), h.get("syn_ack_ms").num(), h.get("ack_ms").num());
+        assert!(syn <= syn_ack && syn_ack <= ack, "{body}");
+    }
+
+    let (code, body) = get(&ns, "10.7.0.2:8080", "/api/counters");
+    assert_eq!(code, 200, "{body}");
+    let counters = Json::parse(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(counters.get("admitted").num() >= 6.0, "{body}");
+    // Six at once are more than a backlog of 1 takes: beyond the SYN queue, SYN cookies;
+    // beyond the accept queue, dropped SYNs and ACKs.
+    let turned_away = ["cookies_sent", "overflow_dropped", "ack_dropped"].map(|k| counters.get(k).num());
+    assert!(turned_away.iter().sum::<f64>() >= 1.0, "{body}");
+    for key in ["cookies_sent", "cookies_accepted", "overflow_reset", "ack_dropped", "tcp_no_socket"] {
+        counters.get(key).num();
+    }
+
+    let (code, body) = get(&ns, "10.7.0.2:8080", "/api/nothing");
+    assert_eq!(code, 404, "{body}");
+    let (code, page) = get(&ns, "10.7.0.2:8080", "/ui");
+    assert_eq!(code, 200);
+    assert!(
+        page.starts_with("<!DOCTYPE html>") && page.contains("fetch(") && page.contains("/api/listeners"),
+        "{page}"
+    );
+    // GET / is as it was, on both ports.
+    let (code, body) = get(&ns, "10.7.0.2:8080", "/");
+    assert_eq!(code, 200);
+    assert!(body.contains("Your connection, by its 5-tuple"), "{body}");
+    let (code, body) = get(&ns, "10.7.0.2:80", "/api/counters");
+    assert_eq!(code, 200, "the app's own port serves the live view too: {body}");
+    stop(serve);
+}
+
+/// The `points` of each `<polyline ... class="CLASS">` in `html`, in order.
+fn polylines<'a>(html: &'a str, class: &str) -> Vec<&'a str> {
+    html.split("<polyline ")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = &rest[..rest.find('>')?];
+            tag.contains(&format!("class=\"{class}\"")).then(|| tag.split("points=\"").nth(1)?.split('"').next())?
+        })
+        .collect()
+}
+
+/// The part of the page about listener `local`: its card, up to the next one.
+fn listener_card<'a>(dom: &'a str, local: &str) -> &'a str {
+    let start = dom.find(&format!("data-local=\"{local}\"")).unwrap_or_else(|| panic!("no card for {local}:\n{dom}"));
+    let rest = &dom[start..];
+    let end = rest[1..].find("class=\"card listener\"").map_or(rest.len(), |i| i + 1);
+    &rest[..end]
+}
+
+/// What a person sees on /ui, in headless Chromium run inside the namespace, while a
+/// burst of kernel clients backs up a listener with a backlog of 1: the demux table has
+/// rows, the listener's queue graph changes and, once the burst has drained, shows that
+/// the accept queue filled (peak above zero) and is empty now; the counters and the
+/// handshake ladders are there. Screenshots are kept in target/test-artifacts/
+/// (live-ui-during.png, live-ui.png) with the last DOM (live-ui.html).
+#[test]
+fn serve_live_view_in_a_browser_shows_the_backlog_fill_and_drain() {
+    ustack::require_tun!();
+    let Some(browser) = ustack_testkit::browser::Browser::find() else { return };
+    let browser = browser.with_script_time(1500);
+    let ns = NetNs::new().unwrap();
+    let serve = serve_live(&ns);
+    let browser = browser.in_netns(&ns);
+    let url = "http://10.7.0.2:8080/ui";
+    let clients = burst(&ns, 8);
+    await_listeners(&ns, "the accept queue fills", |j| listener(j, "[::]:80").get("accept").num() >= 1.0);
+    let first = browser.dump_dom(url).expect("the page during the burst");
+    let artifacts = ustack_testkit::browser::artifacts_dir();
+    browser.screenshot(url, &artifacts.join("live-ui-during.png"), (1280, 1100)).expect("a screenshot");
+    for client in clients {
+        assert_eq!(client.join().unwrap(), 200);
+    }
+    await_listeners(&ns, "the accept queue drains", |j| listener(j, "[::]:80").get("accept").num() == 0.0);
+    let second = browser.dump_dom(url).expect("the page after the burst");
+    let shot = artifacts.join("live-ui.png");
+    browser.screenshot(url, &shot, (1280, 1100)).expect("a screenshot");
+    let _ = std::fs::write(artifacts.join("live-ui.html"), &second);
+    eprintln!("screenshots: {} (after the burst), live-ui-during.png (during it)", shot.display());
+
+    // The demux table: both listeners, each row with its socket and state.
+    let table = &second[second.find("id=\"demux\"").expect("the demux table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(table.matches("<td>LISTEN</td>").count() >= 2, "{table}");
+    assert!(table.contains("<td>[::]:80</td>") && table.contains("<td>#"), "{table}");
+
+    // The queue graph of port 80: drawn, changed between the two looks, and telling of a
+    // queue that filled and drained.
+    let (before, after) = (listener_card(&first, "[::]:80"), listener_card(&second, "[::]:80"));
+    let (lines_before, lines_after) = (polylines(before, "accept"), polylines(after, "accept"));
+    assert_eq!(lines_after.len(), 1, "{after}");
+    assert!(lines_after[0].split(' ').count() >= 4, "a line with points: {after}");
+    assert_ne!(lines_before, lines_after, "the graph changes as the burst goes by");
+    let peak: u32 = after
+        .split("accept queue peak ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no peak in {after}"));
+    assert!(peak >= 1, "the accept queue filled: {after}");
+    assert!(after.contains("accept queue 0/2"), "and is empty now: {after}");
+
+    // Counters and ladders.
+    for counter in ["overflow_dropped", "cookies_sent", "overflow_reset", "admitted"] {
+        assert!(second.contains(&format!("data-counter=\"{counter}\"")), "no {counter}:\n{second}");
+    }
+    let ladders = second.matches("class=\"ladder\"").count();
+    assert!((1..=8).contains(&ladders), "{ladders} ladders:\n{second}");
+    for label in [">SYN<", ">SYN-ACK<", ">ACK<"] {
+        assert!(second.contains(label), "no arrow {label}:\n{second}");
+    }
+    assert!(second.contains("<p id=\"status\">updated at "), "the page reached serve: {second}");
+    stop(serve);
 }
 
 /// Just enough JSON to check what `--app http` sends is JSON: a strict parser of RFC 8259

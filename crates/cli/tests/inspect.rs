@@ -74,7 +74,7 @@ fn assert_same_lines(ours: &str, expected: &str, what: &str) {
     assert_eq!(ours.lines().count(), expected.lines().count(), "{what}: line count");
 }
 
-const GOOD: [&str; 11] = [
+const GOOD: [&str; 13] = [
     "trace/lo4.pcap",
     "trace/lo6.pcap",
     "trace/crafted.pcap",
@@ -86,6 +86,8 @@ const GOOD: [&str; 11] = [
     "formats/any-sll2.pcap",
     "formats/bulk.pcap",
     "formats/mixed.pcapng",
+    "formats/dns-any.pcap",
+    "formats/dns-types.pcap",
 ];
 
 #[test]
@@ -108,6 +110,11 @@ fn lines_match_tcpdump() {
         ("trace/crafted.pcap", "trace/crafted.tcpdump.txt", &[][..]),
         ("trace/crafted.pcap", "trace/crafted.tcpdump-S.txt", &["-S"][..]),
         ("formats/any-sll.pcap", "formats/any-sll.tcpdump.txt", &[][..]),
+        // Interface and direction first (`lo    In  IP6 ...`): lo is index 1 on every host.
+        ("formats/any-sll2.pcap", "formats/any-sll2.tcpdump.txt", &[][..]),
+        // DNS: every type and class number tcpdump names (and some it does not), records
+        // of types whose data is not shown, mDNS's flag bits.
+        ("formats/dns-types.pcap", "formats/dns-types.tcpdump.txt", &[][..]),
         // Cut to 80 bytes a record (tcpdump -s 80): lengths still come from the headers.
         ("formats/bulk.pcap", "formats/bulk.tcpdump.txt", &[][..]),
     ] {
@@ -115,26 +122,6 @@ fn lines_match_tcpdump() {
         let expected = std::fs::read_to_string(fixture(expected)).unwrap();
         assert_same_lines(&ours, &expected, &format!("inspect {args:?} {capture}"));
     }
-}
-
-/// tcpdump prints a cooked v2 capture's interface (by name, looked up on the host that
-/// reads the file) and direction before each line; ustack does not. The rest is equal.
-#[test]
-fn linux_cooked_v2_matches_tcpdump_after_its_interface_and_direction() {
-    let ours = inspect_ok(&[], "formats/any-sll2.pcap");
-    let expected = std::fs::read_to_string(fixture("formats/any-sll2.tcpdump.txt")).unwrap();
-    let expected: String = expected
-        .lines()
-        .map(|line| {
-            let mut words = line.splitn(2, ' ');
-            let (time, rest) = (words.next().unwrap(), words.next().unwrap());
-            // "lo    In  IP6 ..." → "IP6 ..."
-            let rest = rest.trim_start().split_once(' ').unwrap().1.trim_start();
-            let rest = rest.split_once(' ').unwrap().1.trim_start();
-            format!("{time} {rest}\n")
-        })
-        .collect();
-    assert_same_lines(&ours, &expected, "any-sll2.pcap");
 }
 
 #[test]
@@ -163,7 +150,7 @@ fn mixed_interfaces_link_types_and_resolutions() {
 22:13:20.000000 ARP, Request who-has 10.7.0.2 tell 10.7.0.1, length 28
 22:13:20.250000 IP 10.7.0.1.40000 > 10.7.0.2.7: Flags [S], seq 1000, win 64240, length 0
 22:13:20.500000 IP 10.7.0.2.7 > 10.7.0.1.40000: Flags [S.], seq 5000, ack 1001, win 64240, length 0
-22:13:20.750000 IP 10.7.0.1.40000 > 10.7.0.2.7: Flags [.], ack 1, win 64240, length 0
+22:13:20.750000 lo    Out IP 10.7.0.1.40000 > 10.7.0.2.7: Flags [.], ack 1, win 64240, length 0
 22:13:21.000000 IP 10.7.0.1.40000 > 10.7.0.2.7: Flags [P.], seq 1:6, ack 1, win 64240, length 5
 22:13:21.250000 IP 10.7.0.1.40001 > 10.7.0.2.7: UDP, length 3
 22:13:21.500000 IP 10.7.0.1 > 10.7.0.2: ICMP echo request, id 77, seq 1, length 12
@@ -490,6 +477,15 @@ fn dash_l_streams_from_a_named_pipe() {
 /// where tcpdump is not installed; under `CI=true` a missing tcpdump fails instead
 /// (`.ci/run` installs it).
 fn tcpdump(file: &Path, args: &[&str]) -> Option<String> {
+    let program = tcpdump_program()?;
+    let out = Command::new(program).env("TZ", "UTC").args(["-nn", "-r"]).arg(file).args(args).output().unwrap();
+    assert!(out.status.success(), "tcpdump -nn -r {} {args:?}: {}", file.display(), stderr(&out));
+    Some(stdout(&out))
+}
+
+/// Where tcpdump is, or `None` (saying why) where it is not installed; under `CI=true`
+/// a missing tcpdump fails instead.
+fn tcpdump_program() -> Option<PathBuf> {
     let dirs = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .collect::<Vec<_>>();
@@ -500,9 +496,7 @@ fn tcpdump(file: &Path, args: &[&str]) -> Option<String> {
         eprintln!("skipping the comparison with a live tcpdump: tcpdump is not installed (Debian: tcpdump)");
         return None;
     };
-    let out = Command::new(program).env("TZ", "UTC").args(["-nn", "-r"]).arg(file).args(args).output().unwrap();
-    assert!(out.status.success(), "tcpdump -nn -r {} {args:?}: {}", file.display(), stderr(&out));
-    Some(stdout(&out))
+    Some(program)
 }
 
 #[test]
@@ -664,4 +658,108 @@ fn a_bad_filter_is_one_line_and_exit_2() {
             assert_eq!(stdout(&out), "", "{filter:?}");
         }
     }
+}
+
+/// tcpdump's lines for dns-any.pcap.
+fn dns_expected() -> String {
+    std::fs::read_to_string(fixture("formats/dns-any.tcpdump.txt")).unwrap()
+}
+
+/// A line without the interface column of a cooked v2 capture (after the timestamp, 5
+/// characters and a space).
+fn without_interface(line: &str) -> String {
+    format!("{}{}", &line[..16], &line[22..])
+}
+
+/// DNS queries and answers (A, AAAA, CNAME, PTR, MX, TXT, SRV, NXDomain, ServFail,
+/// truncated, cut short, checking disabled, EDNS, the CHAOS class, two questions, not DNS
+/// at all, mDNS queries and an announcement), MLDv2 reports and the direction of each packet, as
+/// tcpdump prints them. The capture's interface index 2 was dns0 where it was recorded;
+/// tcpdump (and ustack) name it as the reading host does, so here the interface column
+/// is left out, and compared too in a namespace where index 2 is dns0.
+#[test]
+fn dns_mldv2_and_directions_match_tcpdump() {
+    let expected = dns_expected();
+    let ours = inspect_ok(&[], "formats/dns-any.pcap");
+    let strip = |text: &str| text.lines().map(without_interface).map(|l| l + "\n").collect::<String>();
+    assert_same_lines(&strip(&ours), &strip(&expected), "dns-any.pcap, interface column left out");
+    for wanted in [
+        "Out IP 10.7.0.1.53000 > 10.7.0.2.53: 4660+ A? example.com. (29)",
+        "In  IP 10.7.0.2.53 > 10.7.0.1.53000: 4660* 1/0/0 A 10.7.0.9 (45)",
+        "4662 2/0/0 CNAME example.com., A 10.7.0.9 (63)",
+        "4665 1/0/0 TXT \"hello world\" \"v=ok^A\" (59)",
+        "4666 NXDomain* 0/0/0 (36)",
+        "4668 2/0/0 A 10.7.0.9 [|domain]",
+        // The record's owner name is a pointer to itself: tcpdump skips it unread.
+        "4669 1/0/0 A 10.7.0.9 (45)",
+        "0 A (QM)? printer.local. (31)",
+        "0 A (QU)? printer.local. (31)",
+        "0*- [0q] 1/0/0 (Cache flush) A 10.7.0.1 (39)",
+        "4671 1/0/0 SRV web.example.com.:8080 0 5 (75)",
+        "4672+% [1au] A? example.com. (40)",
+        "4673*- 1/0/0 CHAOS TXT \"ustack\" (49)",
+        "4674+ [2q] A? example.com. AAAA? example.com. (46)",
+        "M   IP6 :: > ff02::16: HBH ICMP6, multicast listener report v2, 2 group record(s), length 48",
+    ] {
+        assert!(ours.contains(wanted), "{wanted:?} not in\n{ours}");
+    }
+
+    let ns = match ustack::sys::NetNs::new() {
+        Ok(ns) => ns,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping the interface names: {e}");
+            return;
+        }
+        Err(e) => panic!("CI=true but no network namespace: {e}"),
+    };
+    let named = ns
+        .run(|| {
+            // The peer is made first: give both their indexes.
+            let made = Command::new("ip")
+                .args(["link", "add", "dns1", "index", "3", "type", "veth", "peer", "name", "dns0", "index", "2"])
+                .status()
+                .expect("run ip");
+            assert!(made.success(), "ip link add: {made:?}");
+            let out = inspect(&[], &fixture("formats/dns-any.pcap"));
+            assert!(out.status.success(), "{}", stderr(&out));
+            stdout(&out)
+        })
+        .unwrap();
+    assert_same_lines(&named, &expected, "dns-any.pcap read where index 2 is dns0");
+}
+
+/// --local-time prints what plain tcpdump prints in the zone TZ names; POSIX zone
+/// strings need no time zone database.
+#[test]
+fn local_time_is_tcpdumps_default() {
+    let utc = inspect_ok(&[], "trace/lo4.pcap");
+    for (tz, offset_secs) in [("XST-5:30", 5 * 3600 + 1800), ("EST5EDT,M3.2.0,M11.1.0", -5 * 3600), ("UTC0", 0)] {
+        let out = Command::new(BIN)
+            .env("TZ", tz)
+            .args(["inspect", "--local-time"])
+            .arg(fixture("trace/lo4.pcap"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let ours = stdout(&out);
+        // lo4.pcap was made on 22 November, after daylight saving time ended (EST, UTC-5): shift
+        // each UTC line's time of day.
+        let shifted: String = utc
+            .lines()
+            .map(|line| {
+                let secs = |at: std::ops::Range<usize>| line[at].parse::<i64>().unwrap();
+                let day = secs(0..2) * 3600 + secs(3..5) * 60 + secs(6..8);
+                let local = (day + offset_secs).rem_euclid(86_400);
+                format!("{:02}:{:02}:{:02}{}\n", local / 3600, local / 60 % 60, local % 60, &line[8..])
+            })
+            .collect();
+        assert_same_lines(&ours, &shifted, &format!("TZ={tz} inspect --local-time"));
+        let Some(program) = tcpdump_program() else { continue };
+        let out =
+            Command::new(program).env("TZ", tz).args(["-nn", "-r"]).arg(fixture("trace/lo4.pcap")).output().unwrap();
+        assert_same_lines(&ours, &stdout(&out), &format!("TZ={tz} tcpdump -nn"));
+    }
+    // Without it, the same on every host: UTC whatever TZ says.
+    let out = Command::new(BIN).env("TZ", "XST-5:30").arg("inspect").arg(fixture("trace/lo4.pcap")).output().unwrap();
+    assert_same_lines(&stdout(&out), &utc, "TZ=XST-5:30 inspect");
 }
