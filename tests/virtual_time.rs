@@ -832,3 +832,31 @@ fn data_in_flight_is_retransmitted_after_a_zero_window_opens() {
         segments(&mut sim).iter().map(|s| (s.at - start, s.seq.wrapping_sub(isn), s.len)).collect();
     assert_eq!(later, [(secs(1) + ms(1), 2, 1), (secs(3) + ms(1), 2, 1)]);
 }
+
+/// The peer sends "abc" acknowledging nothing new, receives ustack's data, then sends
+/// "def" acknowledging it; the network swaps the two. "def" arrives first (held out of
+/// order, SND.UNA advances), then "abc", whose ACK is now older than SND.UNA. RFC 9293
+/// §3.10.7.4 and Linux take its data (the ACK is merely old); smoltcp 0.14 drops the
+/// whole segment as a "duplicate ACK", and the data waits for the peer's retransmission.
+/// ustack's demux gives smoltcp the segment with ACK = SND.UNA, so both arrive at once.
+#[test]
+fn data_whose_ack_is_older_than_snd_una_is_delivered_at_once() {
+    let mut sim = alone(SERVER);
+    let (s, isn) = handshake(&mut sim, 4000);
+    assert_eq!(sim.nodes[LONE].engine.send(s, b"0123456789", false), Ok(10));
+    run_for(&mut sim, ms(1));
+    segments(&mut sim);
+    out(4000, 1004).with_ack(isn.wrapping_add(11)).send(&mut sim, b"def");
+    run_for(&mut sim, ms(1));
+    assert_eq!(sim.nodes[LONE].engine.recv(s, &mut [0; 8]), Err(Errno::EAGAIN), "\"def\" waits for \"abc\"");
+    out(4000, 1001).with_ack(isn.wrapping_add(1)).send(&mut sim, b"abc");
+    run_for(&mut sim, ms(1));
+    assert_eq!(drain(&mut sim, LONE, s), b"abcdef");
+    let acks: Vec<u32> = segments(&mut sim).iter().map(|s| s.ack_no).collect();
+    assert_eq!(acks.last(), Some(&1007), "everything acknowledged: {acks:?}");
+    // An acknowledgment older than anything ever in flight is not one a reordered segment
+    // can carry: smoltcp gets it as it is, and drops it.
+    out(4000, 1007).with_ack(isn.wrapping_sub(100_000)).send(&mut sim, b"ghi");
+    run_for(&mut sim, ms(1));
+    assert_eq!(sim.nodes[LONE].engine.recv(s, &mut [0; 8]), Err(Errno::EAGAIN));
+}

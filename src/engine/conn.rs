@@ -109,6 +109,13 @@ pub struct Conn {
     /// When a retransmitted SYN was last answered with it (at most one every 500 ms,
     /// Linux's `tcp_invalid_ratelimit`).
     pub syn_ack_resent_at: Option<Instant>,
+    /// The highest acknowledgment number the peer sent (wire numbering) that acknowledged
+    /// something ustack had sent, from segments whose checksum is right: SND.UNA as ustack
+    /// knows it, for accepting data whose ACK is older (see `demux::accept_old_ack`).
+    pub snd_una: Option<u32>,
+    /// The most ustack ever had unacknowledged (SND.MAX − SND.UNA): how far behind SND.UNA
+    /// a reordered segment's acknowledgment can genuinely be.
+    pub max_flight: u32,
 }
 
 /// See [`Conn::sent`].
@@ -146,6 +153,8 @@ impl Conn {
             sent_max: None,
             syn_ack: None,
             syn_ack_resent_at: None,
+            snd_una: None,
+            max_flight: 0,
         }
     }
 

@@ -832,6 +832,7 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             };
             let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
             let Some(seg) = seg else { return (decision, Deliver) };
+            accept_old_ack(conn, frame, &seg, &flow);
             note_segment(conn, &seg);
             // A connection whose ISN on the wire is not smoltcp's: its acknowledgments (and
             // SACK blocks) name the wire's numbering; smoltcp must see its own.
@@ -965,6 +966,52 @@ fn note_segment(conn: &mut Conn, seg: &TcpSegment) {
     if seg.has(ACK) {
         conn.last_ack_in = Some((seg.ack, seg.window));
     }
+}
+
+/// A segment carrying data (or a FIN) whose acknowledgment is older than SND.UNA — a data
+/// segment overtaken by a later one, say — is acceptable: RFC 9293 §3.10.7.4 ignores such
+/// an ACK and processes the data, and Linux (`tcp_ack`'s `old_ack`) does so for an ACK no
+/// older than SND.UNA − MAX.SND.WND (RFC 5961 §5.2). smoltcp 0.14 drops the whole segment
+/// ("duplicate ACK", tcp.rs `process`: `ack_number < ack_min` returns None; smoltcp issue
+/// #12, open since 2017), data and all, and the peer must retransmit it. So its ACK is
+/// raised to SND.UNA, which says nothing new, and smoltcp takes the data.
+///
+/// The bound used is the most ustack ever had in flight, which no genuine reordering
+/// exceeds (an ACK cannot fall further behind than what was in flight when it was sent);
+/// older ones go to smoltcp as they are, and it drops them.
+///
+/// Also keeps SND.UNA: raised by an ACK of something ustack sent, from a segment whose
+/// checksum is right (a damaged ACK must not make ustack think more was acknowledged).
+fn accept_old_ack(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment, flow: &PacketEnds) {
+    use super::rewrite::{ACK, FIN, RST, SYN, seq_after};
+    if !seg.has(ACK) || seg.has(SYN) || seg.has(RST) {
+        return;
+    }
+    let Some(sent_max) = conn.sent_max else { return };
+    // Measured before SND.UNA moves: what was in flight while this segment was on its way.
+    if let Some(una) = conn.snd_una {
+        conn.max_flight = conn.max_flight.max(sent_max.wrapping_sub(una));
+    }
+    match conn.snd_una {
+        Some(una) if seq_after(una, seg.ack) => {
+            let behind = una.wrapping_sub(seg.ack);
+            if (!seg.is_empty() || seg.has(FIN)) && behind <= conn.max_flight {
+                super::rewrite::set_ack(frame, seg.offset, una);
+                log::debug!(target: "ustack::demux", "{}: data with an ACK {behind} behind SND.UNA, given to smoltcp with ACK = SND.UNA", conn.tuple);
+            }
+        }
+        una => {
+            let advances = una.is_none_or(|una| seq_after(seg.ack, una));
+            if advances && !seq_after(seg.ack, sent_max) && checksum_ok(seg.bytes(frame), flow) {
+                conn.snd_una = Some(seg.ack);
+            }
+        }
+    }
+}
+
+/// Whether a TCP segment's checksum is right.
+fn checksum_ok(tcp: &[u8], flow: &PacketEnds) -> bool {
+    TcpPacket::new_checked(tcp).is_ok_and(|t| t.verify_checksum(&flow.remote.ip().into(), &flow.local.ip().into()))
 }
 
 /// Why no half-open connection could be made.

@@ -121,6 +121,11 @@ pub fn set_window(packet: &mut [u8], offset: usize, window: u16) {
     set_u32(tcp, 12, (word & 0xffff_0000) | u32::from(window));
 }
 
+/// Sets the acknowledgment number of the TCP segment at `offset`.
+pub fn set_ack(packet: &mut [u8], offset: usize, ack: u32) {
+    set_u32(&mut packet[offset..], 8, ack);
+}
+
 /// An outgoing segment: `seq -= shift`.
 pub fn outgoing(packet: &mut [u8], offset: usize, shift: u32) {
     let tcp = &mut packet[offset..];
