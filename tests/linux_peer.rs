@@ -41,6 +41,8 @@ struct Seen {
     len: usize,
     /// The MSS option, if any.
     mss: Option<u16>,
+    /// The peer's port it went to.
+    to_port: u16,
 }
 
 fn seen(packet: &[u8]) -> Option<Seen> {
@@ -59,6 +61,7 @@ fn seen(packet: &[u8]) -> Option<Seen> {
         ack_no: tcp.acknowledgment_number(),
         len: tcp.payload().len(),
         mss,
+        to_port: tcp.destination_port(),
     })
 }
 
@@ -81,8 +84,8 @@ fn segment(from: u16, seq: u32, ack: Option<u32>, syn: bool, options: &[u8], pay
 
 /// What a scenario needs of the side under test.
 trait UnderTest {
-    /// Starts a listener on [`PORT`] whose first connection is sent `greeting` once
-    /// accepted, then reads.
+    /// Starts a listener on [`PORT`] whose connections are each sent `greeting` once
+    /// accepted; the first one is then read from ([`UnderTest::read`]).
     fn serve(&mut self, greeting: &'static [u8]);
     /// Hands it a frame from the peer.
     fn send(&mut self, frame: Vec<u8>);
@@ -95,8 +98,7 @@ trait UnderTest {
 /// The kernel behind a TUN in a namespace of its own.
 struct Kernel {
     tun: TunDevice,
-    read: Option<mpsc::Receiver<Vec<u8>>>,
-    want: Option<mpsc::Sender<usize>>,
+    accepted: Option<mpsc::Receiver<std::net::TcpStream>>,
     // Last: the namespace goes once the TUN and the threads in it are gone.
     ns: NetNs,
 }
@@ -105,15 +107,14 @@ impl Kernel {
     fn new() -> Kernel {
         let net = LabNet::ipv4(UNDER_TEST.into(), PEER.into());
         let (ns, tun) = net.open().expect("a namespace with a TUN");
-        Kernel { tun, read: None, want: None, ns }
+        Kernel { tun, accepted: None, ns }
     }
 }
 
 impl UnderTest for Kernel {
     fn serve(&mut self, greeting: &'static [u8]) {
         let (bound_tx, bound_rx) = mpsc::channel();
-        let (read_tx, read_rx) = mpsc::channel();
-        let (want_tx, want_rx) = mpsc::channel::<usize>();
+        let (accepted_tx, accepted_rx) = mpsc::channel();
         self.ns
             .spawn(move || -> io::Result<()> {
                 let listener = KernelListener::bind(SocketAddr::from((UNDER_TEST, PORT)));
@@ -127,26 +128,18 @@ impl UnderTest for Kernel {
                         return Err(e);
                     }
                 };
-                let (mut conn, _) = listener.accept()?;
-                conn.write_all(greeting)?;
-                let n = want_rx.recv().map_err(io::Error::other)?;
-                conn.set_read_timeout(Some(PATIENCE))?;
-                let mut got = vec![0; n];
-                let mut have = 0;
-                while have < n {
-                    match conn.read(&mut got[have..]) {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => have += k,
+                // Until the namespace's TUN goes and the test stops taking connections.
+                loop {
+                    let (mut conn, _) = listener.accept()?;
+                    conn.write_all(greeting)?;
+                    if accepted_tx.send(conn).is_err() {
+                        return Ok(());
                     }
                 }
-                got.truncate(have);
-                let _ = read_tx.send(got);
-                Ok(())
             })
             .expect("a kernel thread");
         bound_rx.recv_timeout(PATIENCE).expect("the kernel thread").expect("bind");
-        self.read = Some(read_rx);
-        self.want = Some(want_tx);
+        self.accepted = Some(accepted_rx);
     }
 
     fn send(&mut self, frame: Vec<u8>) {
@@ -172,9 +165,19 @@ impl UnderTest for Kernel {
     }
 
     fn read(&mut self, n: usize) -> Vec<u8> {
-        let (Some(want), Some(read)) = (&self.want, &self.read) else { panic!("nothing served") };
-        want.send(n).expect("the kernel thread is waiting");
-        read.recv_timeout(PATIENCE * 2).expect("the kernel thread's read")
+        let Some(accepted) = &self.accepted else { panic!("nothing served") };
+        let mut conn = accepted.recv_timeout(PATIENCE).expect("an accepted connection");
+        conn.set_read_timeout(Some(PATIENCE)).expect("SO_RCVTIMEO");
+        let mut got = vec![0; n];
+        let mut have = 0;
+        while have < n {
+            match conn.read(&mut got[have..]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => have += k,
+            }
+        }
+        got.truncate(have);
+        got
     }
 }
 
@@ -182,7 +185,8 @@ impl UnderTest for Kernel {
 struct Ustack {
     sim: Simulation,
     listener: Option<SockId>,
-    conn: Option<SockId>,
+    /// Every connection accepted, first first.
+    conns: Vec<SockId>,
     greeting: &'static [u8],
     got: Vec<u8>,
     /// Segments it sent that no `expect` has taken yet.
@@ -197,19 +201,19 @@ impl Ustack {
         };
         let mut sim = Simulation::new(1, vec![("ustack", config)], LinkConfig::default(), 1500).expect("a simulation");
         sim.keep_crossings(true);
-        Ustack { sim, listener: None, conn: None, greeting: b"", got: Vec::new(), unread: Default::default() }
+        Ustack { sim, listener: None, conns: Vec::new(), greeting: b"", got: Vec::new(), unread: Default::default() }
     }
 
     /// The application: accepts, greets, reads.
     fn app(&mut self) {
         let engine = &mut self.sim.nodes[0].engine;
-        if let (Some(l), None) = (self.listener, self.conn)
-            && let Ok((c, _)) = engine.accept(l)
-        {
-            assert_eq!(engine.send(c, self.greeting, false), Ok(self.greeting.len()));
-            self.conn = Some(c);
+        if let Some(l) = self.listener {
+            while let Ok((c, _)) = engine.accept(l) {
+                assert_eq!(engine.send(c, self.greeting, false), Ok(self.greeting.len()));
+                self.conns.push(c);
+            }
         }
-        if let Some(c) = self.conn {
+        if let Some(&c) = self.conns.first() {
             let mut buf = [0; 4096];
             while let Ok(n @ 1..) = engine.recv(c, &mut buf) {
                 self.got.extend_from_slice(&buf[..n]);
@@ -302,5 +306,53 @@ fn data_with_an_ack_older_than_snd_una_is_delivered_as_linux_delivers_it() {
         side.send(segment(40000, 1001, Some(isn.wrapping_add(1)), false, &[], b"abc"));
         let all_acked = side.expect(&|s| s.ack && s.ack_no == 1007).is_some();
         (all_acked, side.read(6))
+    });
+}
+
+/// A greeting longer than any MSS the peer's SYN may have announced, so the first data
+/// segment's length shows the MSS the side took from it.
+static GREETING: [u8; 1000] = [b'g'; 1000];
+
+/// A SYN with a malformed option area (RFC 9293 §3.1 lets a receiver meet any option
+/// area): Linux answers it, reading its options up to where one's length is below 2 or
+/// runs past the header, and skipping a known option of the wrong length
+/// (`tcp_parse_options`). Which options it read shows in the first data segment: the
+/// peer's MSS of 400 if it read it, Linux's default of 536 if not. smoltcp rejects such a
+/// segment whole; ustack's demux turns what Linux ignores into NOPs first.
+#[test]
+fn a_syn_with_a_malformed_option_area_is_answered_as_linux_answers_it() {
+    // MSS 400 = [2, 4, 1, 144].
+    let cases: [(&str, &[u8]); 7] = [
+        ("well formed", &[2, 4, 1, 144]),
+        ("length 0 before the MSS", &[3, 0, 2, 4, 1, 144, 0, 0]),
+        ("length 1 after the MSS", &[2, 4, 1, 144, 8, 1, 0, 0]),
+        ("an option running past the header, after the MSS", &[2, 4, 1, 144, 254, 10, 0, 0]),
+        ("an option running past the header, before the MSS", &[254, 10, 0, 0, 2, 4, 1, 144]),
+        ("a truncated MSS (length 3), then the MSS", &[2, 3, 1, 2, 4, 1, 144, 0]),
+        ("SACK-permitted of length 3, then the MSS", &[4, 3, 0, 2, 4, 1, 144, 0]),
+    ];
+    let linux: Vec<(&str, bool, Option<usize>)> = vec![
+        (cases[0].0, true, Some(400)),
+        (cases[1].0, true, Some(536)),
+        (cases[2].0, true, Some(400)),
+        (cases[3].0, true, Some(400)),
+        (cases[4].0, true, Some(536)),
+        (cases[5].0, true, Some(400)),
+        (cases[6].0, true, Some(400)),
+    ];
+    compare(linux, |side| {
+        side.serve(&GREETING);
+        cases
+            .iter()
+            .enumerate()
+            .map(|(i, (name, options))| {
+                let port = 41000 + i as u16;
+                side.send(segment(port, 1000, None, true, options, b""));
+                let Some(syn_ack) = side.expect(&|s| s.to_port == port && s.syn && s.ack) else { return (*name, false, None) };
+                side.send(segment(port, 1001, Some(syn_ack.seq.wrapping_add(1)), false, &[], b""));
+                let first = side.expect(&|s| s.to_port == port && s.len > 0).map(|s| s.len);
+                (*name, true, first)
+            })
+            .collect::<Vec<_>>()
     });
 }

@@ -1075,6 +1075,12 @@ pub fn admit(core: &mut Engine, frame: &mut Vec<u8>, now: smoltcp::time::Instant
         None if frame.is_empty() => (None, Decision::Other("empty frame"), Disposition::Drop, 0),
         None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver, 0),
         Some(parsed) => {
+            if let Parsed::Tcp { seg, flow } = &parsed
+                && seg.header_len > 20
+                && super::rewrite::sanitize_options(frame, seg.offset)
+            {
+                log::debug!(target: "ustack::demux", "{flow}: malformed TCP options ignored from where Linux stops reading them");
+            }
             let verdict = decide(core, &parsed, frame);
             let (decision, disposition) = apply(core, verdict, &parsed, frame);
             let udp_len = match parsed {
