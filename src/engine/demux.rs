@@ -350,7 +350,7 @@ impl LogLimit {
 }
 
 impl DemuxLog {
-    fn record(&mut self, event: DemuxEvent) {
+    pub(super) fn record(&mut self, event: DemuxEvent) {
         let c = &mut self.counters;
         match event.decision {
             Decision::Connection { .. } => c.connection += 1,

@@ -40,6 +40,7 @@ mod one_frame;
 mod one_socket;
 pub mod ports;
 pub mod random;
+pub mod reassembly;
 mod rewrite;
 mod table;
 mod teardown;
@@ -310,6 +311,8 @@ pub struct Engine {
     finished: VecDeque<Conn>,
     /// Packets for the device, for the driver to take.
     outbox: Outbox,
+    /// IP fragments waiting for the rest of their datagram.
+    fragments: reassembly::Reassembly,
     /// The key of RFC 6528 ISNs and SYN cookies.
     secret: isn::Secret,
     rng: random::Rng,
@@ -367,6 +370,7 @@ impl Engine {
             loopback: VecDeque::new(),
             finished: VecDeque::new(),
             outbox: Outbox::default(),
+            fragments: reassembly::Reassembly::default(),
             secret,
             rng,
         })
@@ -396,6 +400,12 @@ impl Engine {
     /// The demux's counters.
     pub fn demux_counters(&self) -> DemuxCounters {
         self.demux_log.counters
+    }
+
+    /// What became of the IP fragments that arrived, and what reassembly holds now (bytes,
+    /// datagrams).
+    pub fn reassembly(&self) -> (reassembly::ReassemblyCounters, usize, usize) {
+        (self.fragments.counters, self.fragments.bytes(), self.fragments.datagrams())
     }
 
     /// A number that changes whenever the demux table does.
@@ -438,6 +448,17 @@ impl Engine {
     pub fn ingress(&mut self, now: Instant, frame: &mut Vec<u8>) {
         self.now = now;
         self.sweep_owed = true;
+        // A fragment waits for its datagram, which then goes through the demux whole.
+        match self.fragments.offer(now, frame) {
+            reassembly::Offer::NotFragment => {}
+            reassembly::Offer::Whole(datagram) => *frame = datagram,
+            reassembly::Offer::Held { src, dst, what } => {
+                let flow = PacketEnds { proto: "ip", local: SocketAddr::new(dst, 0), remote: SocketAddr::new(src, 0) };
+                let event = DemuxEvent { at_ms: now.total_millis() as u64, flow: Some(flow), decision: Decision::Other(what) };
+                self.demux_log.record(event);
+                return;
+            }
+        }
         let (disposition, target) = demux::admit(self, frame, now);
         let which = match target {
             Some(demux::Target::Tcp(handle)) => Some(Which::Tcp(handle)),
@@ -515,6 +536,7 @@ impl Engine {
             self.ingress(now, &mut frame);
         }
         self.iface.poll_maintenance(now);
+        self.fragments.expire(now);
         // Egress for the sockets packets or the API touched and those whose timer is due,
         // one at a time; each one's next deadline is noted for later polls.
         self.timers.take_due(now, &mut self.egress);
@@ -550,6 +572,7 @@ impl Engine {
                 self.observe(handle, now);
             }
         }
+        self.send_fragments();
         // Sockets not reached because the outbox filled wait for the next poll.
         self.egress.extend_from_slice(&egress[rest..]);
         egress.clear();
@@ -621,6 +644,23 @@ impl Engine {
             self.touch(w);
         }
         self.with_one(which, |iface, set, out| iface.poll_ingress_single(now, &mut OneFrame::new(frame, out), set));
+        self.send_fragments();
+    }
+
+    /// Sends the rest of a datagram smoltcp fragmented (an IPv4 echo reply or UDP datagram
+    /// larger than the MTU): it sends the first fragment at once and one more per
+    /// `poll_egress`, and says it has more by wanting to be polled at time zero.
+    fn send_fragments(&mut self) {
+        let now = self.now;
+        self.with_one(None, |iface, set, out| {
+            // A 64 KiB datagram is 45 fragments over a 1500-byte MTU.
+            for _ in 0..64 {
+                if iface.poll_at(now, set) != Some(Instant::ZERO) {
+                    break;
+                }
+                iface.poll_egress(now, out, set);
+            }
+        });
     }
 
     /// A new socket number.
