@@ -572,7 +572,7 @@ impl Engine {
                 self.observe(handle, now);
             }
         }
-        self.send_fragments();
+        let fragments_left = self.send_fragments();
         // Sockets not reached because the outbox filled wait for the next poll.
         self.egress.extend_from_slice(&egress[rest..]);
         egress.clear();
@@ -581,7 +581,7 @@ impl Engine {
         }
         self.sweep_owed |= sent || !self.dirty.is_empty() || self.next_timeout.is_some_and(|at| at <= now);
         self.reap(now);
-        if !self.loopback.is_empty() || !self.egress.is_empty() {
+        if !self.loopback.is_empty() || !self.egress.is_empty() || fragments_left {
             return Some(now);
         }
         let sweep = self.sweep_owed.then_some(self.next_sweep.max(now));
@@ -649,18 +649,20 @@ impl Engine {
 
     /// Sends the rest of a datagram smoltcp fragmented (an IPv4 echo reply or UDP datagram
     /// larger than the MTU): it sends the first fragment at once and one more per
-    /// `poll_egress`, and says it has more by wanting to be polled at time zero.
-    fn send_fragments(&mut self) {
+    /// `poll_egress`, and says it has more by wanting to be polled at time zero. Returns
+    /// whether some are still to be sent (the outbox was full).
+    fn send_fragments(&mut self) -> bool {
         let now = self.now;
         self.with_one(None, |iface, set, out| {
             // A 64 KiB datagram is 45 fragments over a 1500-byte MTU.
             for _ in 0..64 {
                 if iface.poll_at(now, set) != Some(Instant::ZERO) {
-                    break;
+                    return false;
                 }
                 iface.poll_egress(now, out, set);
             }
-        });
+            iface.poll_at(now, set) == Some(Instant::ZERO)
+        })
     }
 
     /// A new socket number.
