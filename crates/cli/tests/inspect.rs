@@ -110,6 +110,8 @@ fn lines_match_tcpdump() {
         ("formats/any-sll.pcap", "formats/any-sll.tcpdump.txt", &[][..]),
         // Cut to 80 bytes a record (tcpdump -s 80): lengths still come from the headers.
         ("formats/bulk.pcap", "formats/bulk.tcpdump.txt", &[][..]),
+        // IP fragments: tcpdump 4.99's "ip-proto-17" and "frag (...)" lines.
+        ("kernel/fragments.pcap", "kernel/fragments.tcpdump.txt", &[][..]),
     ] {
         let ours = inspect_ok(args, capture);
         let expected = std::fs::read_to_string(fixture(expected)).unwrap();
