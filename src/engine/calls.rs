@@ -294,6 +294,7 @@ impl Engine {
         let e = self.entry(id)?;
         if e.ty == Type::Dgram {
             let remote = from_user_dgram(e.domain, addr)?;
+            self.route(remote.ip(), Type::Dgram)?;
             self.autobind(id)?;
             if let SockState::Udp { peer, .. } = &mut self.entry(id)?.state {
                 *peer = Some(remote);
@@ -359,6 +360,7 @@ impl Engine {
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(Errno::ECONNREFUSED);
         }
+        self.route(remote.ip(), Type::Stream)?;
         let bound = self.autobind(id)?;
         let local_ip = if bound.ip().is_unspecified() {
             let source = self.iface.get_source_address(&remote.ip().into()).ok_or(Errno::ENETUNREACH)?;
@@ -474,6 +476,7 @@ impl Engine {
         if e.shut_write {
             return Err(Errno::EPIPE);
         }
+        self.route(remote.ip(), Type::Dgram)?;
         let largest_packet = if remote.is_ipv4() { 65535 } else { self.mtu() };
         let max = largest_packet.saturating_sub(udp_header_len(&remote)).min(self.config.udp_buffer);
         if buf.len() > max {

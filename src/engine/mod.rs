@@ -41,6 +41,7 @@ mod one_socket;
 pub mod ports;
 pub mod random;
 pub mod reassembly;
+mod route;
 mod rewrite;
 mod table;
 mod teardown;
@@ -107,6 +108,12 @@ pub struct StackConfig {
     /// How long a connect() — blocking or not — waits for the handshake before ETIMEDOUT.
     /// smoltcp itself would resend the SYN forever.
     pub connect_timeout: Duration,
+    /// Gateways (at most one per IP version): destinations outside the stack's own
+    /// subnets are sent through them (smoltcp's default routes). On a TUN every packet
+    /// goes into the one link whatever the gateway, and the kernel side routes it on, so
+    /// this says *whether* such a destination may be sent to: without a gateway of its
+    /// version, it is ENETUNREACH, as in Linux without a default route.
+    pub gateways: Vec<IpAddr>,
     /// The seed of everything the engine draws at random; None draws one from the OS.
     /// The same seed makes the same engine (see [`random`]).
     pub seed: Option<u64>,
@@ -122,6 +129,7 @@ impl Default for StackConfig {
             reset_on_overflow: false,
             syn_cookies: true,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            gateways: Vec::new(),
             seed: None,
         }
     }
@@ -337,6 +345,13 @@ impl Engine {
         });
         if too_many {
             return Err("too many addresses for one interface".into());
+        }
+        for &gateway in &config.gateways {
+            let added = match gateway {
+                IpAddr::V4(v4) => iface.routes_mut().add_default_ipv4_route(v4).map(|_| ()),
+                IpAddr::V6(v6) => iface.routes_mut().add_default_ipv6_route(v6).map(|_| ()),
+            };
+            added.map_err(|_| format!("gateway {gateway}: no room for another route"))?;
         }
         let hasher = foldhash::fast::FixedState::with_seed(rng.next_u64());
         let secret = isn::Secret::from_keys(rng.next_u64(), rng.next_u64());
@@ -670,6 +685,12 @@ impl Engine {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    /// Whether a `ty` socket may send to `dst`: ENETUNREACH or EACCES as Linux says
+    /// ([`route`]).
+    fn route(&self, dst: IpAddr, ty: Type) -> Result<(), Errno> {
+        route::check(&self.config.addrs, &self.config.gateways, dst, ty)
     }
 
     /// Whether `addr` is one of the stack's addresses.

@@ -633,6 +633,36 @@ fn connect_sends_stdin_and_prints_the_reply() {
     assert_eq!(out.stderr, "", "a clean run is quiet");
 }
 
+/// SIGTERM (or SIGINT) to `ustack connect` closes its connection as `serve` closes its own:
+/// the kernel peer reads end of stream, instead of staying ESTABLISHED with a peer that
+/// vanished with its TUN.
+#[test]
+fn connect_closes_its_connection_on_sigterm() {
+    ustack::require_tun!();
+    let ns = NetNs::new().unwrap();
+    let listener = ns.run(|| TcpListener::bind("0.0.0.0:5002")).unwrap().unwrap();
+    let (got_data, data_seen) = mpsc::channel();
+    let kernel = thread::spawn(move || -> io::Result<io::Result<Vec<u8>>> {
+        let (mut conn, _) = listener.accept()?;
+        conn.set_read_timeout(Some(READY))?;
+        let mut hello = [0; 6];
+        conn.read_exact(&mut hello)?;
+        let _ = got_data.send(());
+        // Blocks until the client's FIN (Ok) or RST (an error), or READY passes.
+        let mut rest = Vec::new();
+        Ok(conn.read_to_end(&mut rest).map(|_| rest))
+    });
+    let mut client = ustack_in(&ns, &["connect", "10.7.0.1:5002"]);
+    client.write_stdin(b"hello\n");
+    data_seen.recv_timeout(READY).expect("the kernel got the data");
+    assert!(client.running(), "standard input is still open: the connection stays up");
+    client.signal(Signal::SIGTERM);
+    let end = kernel.join().unwrap().expect("kernel socket");
+    assert_eq!(end.expect("the kernel reads end of stream (a FIN), not a timeout or reset"), b"");
+    let out = client.finish(DEADLINE);
+    assert_eq!(out.code(), Some(128 + 15), "the status a shell gives a process SIGTERM ended: {out:?}");
+}
+
 #[test]
 fn connect_over_ipv6() {
     ustack::require_tun!();
