@@ -663,6 +663,30 @@ fn connect_closes_its_connection_on_sigterm() {
     assert_eq!(out.code(), Some(128 + 15), "the status a shell gives a process SIGTERM ended: {out:?}");
 }
 
+/// `--gateway`: a destination outside the stack's subnets goes through the kernel side,
+/// which routes it (here to an address of its own on another network); without a
+/// gateway the same connect is ENETUNREACH, as Linux says without a default route.
+#[test]
+fn connect_reaches_another_network_through_the_gateway_and_without_one_is_enetunreach() {
+    ustack::require_tun!();
+    let ns = NetNs::new().unwrap();
+    for args in [&["link", "set", "lo", "up"][..], &["addr", "add", "10.50.0.1/32", "dev", "lo"]] {
+        let status = ns.run(|| Command::new("ip").args(args).status()).unwrap().expect("ip (iproute2)");
+        assert!(status.success(), "ip {args:?}");
+    }
+    let unrouted = ustack_in(&ns, &["connect", "10.50.0.1:5003"]).finish(DEADLINE);
+    assert_eq!(unrouted.code(), Some(1), "{unrouted:?}");
+    assert!(unrouted.stderr.contains("ENETUNREACH"), "{}", unrouted.stderr);
+
+    let server = kernel_tcp_server(&ns, "10.50.0.1:5003", |got| got.to_ascii_uppercase());
+    let mut client = ustack_in(&ns, &["connect", "--gateway", "10.7.0.1", "10.50.0.1:5003"]);
+    client.write_stdin(b"through the gateway\n");
+    let out = client.finish(DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, "THROUGH THE GATEWAY\n");
+    assert_eq!(server.join().unwrap().1.ip().to_string(), "10.7.0.2");
+}
+
 #[test]
 fn connect_over_ipv6() {
     ustack::require_tun!();
