@@ -43,6 +43,8 @@ struct Seen {
     mss: Option<u16>,
     /// The peer's port it went to.
     to_port: u16,
+    /// It carries a timestamps option (RFC 7323).
+    timestamps: bool,
 }
 
 fn seen(packet: &[u8]) -> Option<Seen> {
@@ -52,7 +54,9 @@ fn seen(packet: &[u8]) -> Option<Seen> {
         Ok(etherparse::TcpOptionElement::MaximumSegmentSize(mss)) => Some(mss),
         _ => None,
     });
+    let timestamps = tcp.options_iterator().any(|o| matches!(o, Ok(etherparse::TcpOptionElement::Timestamp(..))));
     Some(Seen {
+        timestamps,
         syn: tcp.syn(),
         ack: tcp.ack(),
         rst: tcp.rst(),
@@ -67,7 +71,23 @@ fn seen(packet: &[u8]) -> Option<Seen> {
 
 /// A segment from the peer (10.7.0.2:`from`) to the side under test's [`PORT`].
 fn segment(from: u16, seq: u32, ack: Option<u32>, syn: bool, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    urgent_segment(from, seq, ack, syn, options, payload, None)
+}
+
+/// [`segment`], with URG set and the urgent pointer `urgent` if given.
+fn urgent_segment(
+    from: u16,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    options: &[u8],
+    payload: &[u8],
+    urgent: Option<u16>,
+) -> Vec<u8> {
     let mut b = PacketBuilder::ipv4(PEER, UNDER_TEST, 64).tcp(from, PORT, seq, 65535);
+    if let Some(pointer) = urgent {
+        b = b.urg(pointer);
+    }
     if syn {
         b = b.syn();
     }
@@ -275,13 +295,28 @@ impl UnderTest for Ustack {
 /// kernel's outcome must be `linux`, and ustack's the same.
 fn compare<T: std::fmt::Debug + PartialEq>(linux: T, scenario: impl Fn(&mut dyn UnderTest) -> T) {
     let ustack = scenario(&mut Ustack::new());
+    check_kernel(&linux, &scenario);
+    assert_eq!(ustack, linux, "ustack's outcome, compared with the kernel's");
+}
+
+/// Runs `scenario` against both where ustack differs from Linux on purpose
+/// (docs/linux-differences.md): the kernel's outcome must be `linux`, ustack's `ours`.
+fn differ<T: std::fmt::Debug + PartialEq>(linux: T, ours: T, scenario: impl Fn(&mut dyn UnderTest) -> T) {
+    assert_ne!(linux, ours, "a difference");
+    let ustack = scenario(&mut Ustack::new());
+    check_kernel(&linux, &scenario);
+    assert_eq!(ustack, ours, "ustack's outcome (Linux's is {linux:?})");
+}
+
+/// The kernel's outcome of `scenario`, which must be `linux`; skipped without a TUN
+/// (but not under CI=true, where the lab must be had).
+fn check_kernel<T: std::fmt::Debug + PartialEq>(linux: &T, scenario: &impl Fn(&mut dyn UnderTest) -> T) {
     if ustack::device::tun_support().is_ok() || std::env::var("CI").is_ok_and(|v| v == "true") {
         let kernel = scenario(&mut Kernel::new());
-        assert_eq!(kernel, linux, "the kernel's outcome");
+        assert_eq!(&kernel, linux, "the kernel's outcome");
     } else {
         eprintln!("no TUN here: ustack's outcome compared with the kernel's as recorded in the test");
     }
-    assert_eq!(ustack, linux, "ustack's outcome, compared with the kernel's");
 }
 
 /// Completes a handshake from peer port `from` (ISN 1000): the side's ISN.
@@ -355,4 +390,42 @@ fn a_syn_with_a_malformed_option_area_is_answered_as_linux_answers_it() {
             })
             .collect::<Vec<_>>()
     });
+}
+
+/// RFC 7323 timestamps: Linux (`tcp_timestamps=1`) answers a SYN that offers them with a
+/// SYN-ACK that carries them, and puts them on every segment after. ustack does not use
+/// them (docs/linux-differences.md: smoltcp 0.14's timestamp source is a bare `fn() ->
+/// u32` with no clock of the engine's nor a per-connection offset, and it has no PAWS),
+/// so its SYN-ACK leaves them out and the connection goes on without, as RFC 7323 §3.2
+/// has it when one side does not answer.
+#[test]
+fn timestamps_offered_in_a_syn_are_answered_by_linux_and_not_by_ustack() {
+    // Linux's own SYN options: MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
+    let linux_syn = [2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 3, 232, 0, 0, 0, 0, 1, 3, 3, 7];
+    let scenario = |side: &mut dyn UnderTest| {
+        side.serve(b"hi");
+        side.send(segment(42000, 1000, None, true, &linux_syn, b""));
+        let syn_ack = side.expect(&|s| s.syn && s.ack).expect("a SYN-ACK");
+        syn_ack.timestamps
+    };
+    differ(true, false, scenario);
+}
+
+/// Urgent data with SO_OOBINLINE off (Linux's default): the byte the urgent pointer marks
+/// (the last byte before it, RFC 9293 §3.8.5 as Linux reads it) is taken out of the
+/// stream, to be read with MSG_OOB, so the normal read skips it. smoltcp has no urgent
+/// mode: ustack delivers that byte in the stream like any other
+/// (docs/linux-differences.md).
+#[test]
+fn urgent_data_is_taken_out_of_the_stream_by_linux_and_left_in_by_ustack() {
+    let scenario = |side: &mut dyn UnderTest| {
+        side.serve(b"");
+        let isn = handshake(side, 43000);
+        side.send(urgent_segment(43000, 1001, Some(isn.wrapping_add(1)), false, &[], b"abc", Some(3)));
+        side.send(segment(43000, 1004, Some(isn.wrapping_add(1)), false, &[], b"def"));
+        side.expect(&|s| s.ack && s.ack_no == 1007).expect("all six bytes acknowledged");
+        // Five bytes are what Linux has for the reader; ustack has all six by then.
+        String::from_utf8_lossy(&side.read(5)).into_owned()
+    };
+    differ("abdef".to_string(), "abcdef".to_string(), scenario);
 }
