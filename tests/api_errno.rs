@@ -301,12 +301,24 @@ fn destinations_without_a_route_or_that_no_packet_may_go_to_are_refused_as_linux
     let linux: [(&str, Answers, Answers); 8] = [
         // destination: (no gateway), (with a gateway)
         ("10.99.0.1", (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)), (EINPROGRESS, None, None)),
-        ("127.0.0.1", (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)), (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH))),
+        (
+            "127.0.0.1",
+            (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)),
+            (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)),
+        ),
         ("10.0.0.255", (ENETUNREACH, Some(EACCES), Some(EACCES)), (ENETUNREACH, Some(EACCES), Some(EACCES))),
-        ("255.255.255.255", (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)), (ENETUNREACH, Some(EACCES), Some(EACCES))),
+        (
+            "255.255.255.255",
+            (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)),
+            (ENETUNREACH, Some(EACCES), Some(EACCES)),
+        ),
         ("224.0.0.1", (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)), (ENETUNREACH, None, None)),
         ("2001:db8::1", (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)), (EINPROGRESS, None, None)),
-        ("::1", (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)), (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH))),
+        (
+            "::1",
+            (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)),
+            (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)),
+        ),
         ("ff02::1", (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)), (ENETUNREACH, None, None)),
     ];
     for gateway in [false, true] {
@@ -338,8 +350,11 @@ fn destinations_without_a_route_or_that_no_packet_may_go_to_are_refused_as_linux
         }
         let dsts: std::collections::BTreeSet<String> =
             out.iter().filter_map(|s| s.ip()).map(|ip| ip.dst.to_string()).collect();
-        let allowed: std::collections::BTreeSet<String> =
-            if gateway { ["10.99.0.1", "224.0.0.1", "2001:db8::1", "ff02::1"].map(String::from).into() } else { Default::default() };
+        let allowed: std::collections::BTreeSet<String> = if gateway {
+            ["10.99.0.1", "224.0.0.1", "2001:db8::1", "ff02::1"].map(String::from).into()
+        } else {
+            Default::default()
+        };
         assert!(dsts.is_subset(&allowed), "sent to {dsts:?}");
         drop(stack);
         while let Some(frame) = wire.recv_raw() {

@@ -250,7 +250,15 @@ impl Ustack {
         };
         let mut sim = Simulation::new(1, vec![("ustack", config)], LinkConfig::default(), 1500).expect("a simulation");
         sim.keep_crossings(true);
-        Ustack { sim, listener: None, conns: Vec::new(), greeting: b"", got: Vec::new(), last: None, unread: Default::default() }
+        Ustack {
+            sim,
+            listener: None,
+            conns: Vec::new(),
+            greeting: b"",
+            got: Vec::new(),
+            last: None,
+            unread: Default::default(),
+        }
     }
 
     /// The application: accepts, greets, reads.
@@ -418,7 +426,9 @@ fn a_syn_with_a_malformed_option_area_is_answered_as_linux_answers_it() {
             .map(|(i, (name, options))| {
                 let port = 41000 + i as u16;
                 side.send(segment(port, 1000, None, true, options, b""));
-                let Some(syn_ack) = side.expect(&|s| s.to_port == port && s.syn && s.ack) else { return (*name, false, None) };
+                let Some(syn_ack) = side.expect(&|s| s.to_port == port && s.syn && s.ack) else {
+                    return (*name, false, None);
+                };
                 side.send(segment(port, 1001, Some(syn_ack.seq.wrapping_add(1)), false, &[], b""));
                 let first = side.expect(&|s| s.to_port == port && s.len > 0).map(|s| s.len);
                 (*name, true, first)
@@ -477,7 +487,10 @@ fn echo_request(v6: bool, seq: u16, len: u32) -> (Vec<u8>, Vec<u8>) {
             .expect("an echo request");
         (packet[..40].to_vec(), packet[40..].to_vec())
     } else {
-        PacketBuilder::ipv4(PEER, UNDER_TEST, 64).icmpv4_echo_request(77, seq).write(&mut packet, &payload).expect("an echo request");
+        PacketBuilder::ipv4(PEER, UNDER_TEST, 64)
+            .icmpv4_echo_request(77, seq)
+            .write(&mut packet, &payload)
+            .expect("an echo request");
         (packet[..20].to_vec(), packet[20..].to_vec())
     }
 }
@@ -545,7 +558,14 @@ fn ip_fragments_are_reassembled_and_overlaps_dropped_as_linux_does() {
             for (seq, pieces) in cases {
                 let (header, body) = echo_request(v6, seq, len);
                 for &(from, to) in &pieces {
-                    side.send(fragment(v6, &header, &body, 0x5000 + u32::from(seq) + u32::from(v6) * 16, from, to.min(body.len())));
+                    side.send(fragment(
+                        v6,
+                        &header,
+                        &body,
+                        0x5000 + u32::from(seq) + u32::from(v6) * 16,
+                        from,
+                        to.min(body.len()),
+                    ));
                 }
                 // The marker: a small request, whole.
                 let mut marker = Vec::new();
@@ -555,7 +575,10 @@ fn ip_fragments_are_reassembled_and_overlaps_dropped_as_linux_does() {
                         .write(&mut marker, b"marker")
                         .unwrap();
                 } else {
-                    PacketBuilder::ipv4(PEER, UNDER_TEST, 64).icmpv4_echo_request(77, 100 + seq).write(&mut marker, b"marker").unwrap();
+                    PacketBuilder::ipv4(PEER, UNDER_TEST, 64)
+                        .icmpv4_echo_request(77, 100 + seq)
+                        .write(&mut marker, b"marker")
+                        .unwrap();
                 }
                 side.send(marker);
                 loop {

@@ -41,8 +41,8 @@ mod one_socket;
 pub mod ports;
 pub mod random;
 pub mod reassembly;
-mod route;
 mod rewrite;
+mod route;
 mod table;
 mod teardown;
 
@@ -447,8 +447,7 @@ impl Engine {
     /// The handshake and close of every connection the engine holds and of the most recent
     /// ones that are gone (up to [`FINISHED_HISTORY`]), ordered by when they started.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        let mut all: Vec<ConnectionInfo> =
-            self.finished.iter().chain(self.conns.values()).map(Conn::info).collect();
+        let mut all: Vec<ConnectionInfo> = self.finished.iter().chain(self.conns.values()).map(Conn::info).collect();
         all.sort_by(|a, b| {
             a.started_ms
                 .total_cmp(&b.started_ms)
@@ -469,7 +468,8 @@ impl Engine {
             reassembly::Offer::Whole(datagram) => *frame = datagram,
             reassembly::Offer::Held { src, dst, what } => {
                 let flow = PacketEnds { proto: "ip", local: SocketAddr::new(dst, 0), remote: SocketAddr::new(src, 0) };
-                let event = DemuxEvent { at_ms: now.total_millis() as u64, flow: Some(flow), decision: Decision::Other(what) };
+                let event =
+                    DemuxEvent { at_ms: now.total_millis() as u64, flow: Some(flow), decision: Decision::Other(what) };
                 self.demux_log.record(event);
                 return;
             }

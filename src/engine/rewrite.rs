@@ -183,9 +183,7 @@ fn nop_out(tcp: &mut [u8], from: usize, to: usize) {
     let mut word_start = from & !1;
     while word_start < to {
         let old = u16::from_be_bytes([tcp[word_start], tcp[word_start + 1]]);
-        for i in word_start.max(from)..(word_start + 2).min(to) {
-            tcp[i] = 1;
-        }
+        tcp[word_start.max(from)..(word_start + 2).min(to)].fill(1);
         let new = u16::from_be_bytes([tcp[word_start], tcp[word_start + 1]]);
         patch_checksum16(tcp, old, new);
         word_start += 2;

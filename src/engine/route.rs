@@ -58,7 +58,7 @@ fn subnet_broadcast(cidr: &IpCidr) -> Option<Ipv4Addr> {
     if len >= 31 {
         return None;
     }
-    Some(Ipv4Addr::from(u32::from(Ipv4Addr::from(v4.address())) | (u32::MAX >> len)))
+    Some(Ipv4Addr::from(u32::from(v4.address()) | (u32::MAX >> len)))
 }
 
 #[cfg(test)]

@@ -379,7 +379,15 @@ impl FlowTable {
     /// A table of up to `capacity` flows; packets of later flows are only counted
     /// ([`FlowTable::untracked`]), so that a port scan cannot grow it without bound.
     pub fn with_capacity(capacity: usize) -> Self {
-        FlowTable { flows: Vec::new(), index: HashMap::new(), capacity, ladders: None, untracked: 0, not_ip: 0, fragments: FragmentFlows::default() }
+        FlowTable {
+            flows: Vec::new(),
+            index: HashMap::new(),
+            capacity,
+            ladders: None,
+            untracked: 0,
+            not_ip: 0,
+            fragments: FragmentFlows::default(),
+        }
     }
 
     /// Also records each TCP connection's packets for its [`Ladder`]: the first `head`
