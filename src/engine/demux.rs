@@ -476,7 +476,8 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
             let header = usize::from(ip.header_len());
             let total = usize::from(ip.total_len()).min(frame.len());
             let payload = frame.get(header..total)?;
-            // Fragments carry no (or a partial) transport header; smoltcp does not reassemble.
+            // Fragments are reassembled before the demux (`engine::reassembly`); one that
+            // reaches it anyway (it failed there) carries no whole transport header.
             let protocol =
                 if ip.more_frags() || ip.frag_offset() != 0 { IpProtocol::Unknown(0) } else { ip.next_header() };
             (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()), protocol, payload)
