@@ -101,12 +101,21 @@ pub fn run(args: ConnectArgs) -> Result<(), Failure> {
     let (stack, mtu) = args.net.open_stack(StackConfig::default(), &args.taps)?;
     let stack = Arc::new(stack);
     let watched = stack.clone();
-    thread::Builder::new()
+    let watcher = thread::Builder::new()
         .name("signals".into())
         .spawn(move || close_on_signal(&signals, &watched))
         .map_err(context("starting a thread"))?;
-    if args.udp { udp(&args, &stack, mtu) } else { tcp(&args, &stack) }
+    let result = if args.udp { udp(&args, &stack, mtu) } else { tcp(&args, &stack) };
+    // Closing on a signal ends the socket calls above (EBADF): the watcher, not their
+    // error, ends the process, once the connection is closed.
+    if SIGNALLED.get().is_some() {
+        let _ = watcher.join();
+    }
+    result
 }
+
+/// The signal that is closing the connection, once one came.
+static SIGNALLED: OnceLock<Signal> = OnceLock::new();
 
 /// On SIGINT or SIGTERM, closes the connection as `serve` closes its own (a FIN, data in
 /// flight delivered first, at most [`SHUTDOWN_GRACE`] waited for the peer's ACK), instead
@@ -117,6 +126,7 @@ fn close_on_signal(signals: &Signals, stack: &Stack) {
         match signals.wait(SHUTDOWN_GRACE) {
             Ok(Some(signal @ (Signal::SIGINT | Signal::SIGTERM))) => {
                 log::info!(target: "ustack", "{signal}: closing the connection");
+                let _ = SIGNALLED.set(signal);
                 stack.shutdown(SHUTDOWN_GRACE);
                 std::process::exit(128 + signal as i32);
             }
