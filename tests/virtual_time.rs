@@ -860,3 +860,62 @@ fn data_whose_ack_is_older_than_snd_una_is_delivered_at_once() {
     run_for(&mut sim, ms(1));
     assert_eq!(sim.nodes[LONE].engine.recv(s, &mut [0; 8]), Err(Errno::EAGAIN));
 }
+
+// ---- IP reassembly ----
+
+/// Fragment `from..to` of the IP payload of a 3000-byte echo request (ICMP id 1, `seq`)
+/// from 10.0.0.1 to the server, identification `id`.
+fn ping_fragment(seq: u16, id: u16, from: usize, to: usize) -> Vec<u8> {
+    let mut whole = Vec::new();
+    PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .icmpv4_echo_request(1, seq)
+        .write(&mut whole, &[7; 3000])
+        .unwrap();
+    let body = &whole[20..];
+    let mut packet = whole[..20].to_vec();
+    packet.extend_from_slice(&body[from..to]);
+    let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut packet[..]);
+    ip.set_total_len((20 + to - from) as u16);
+    ip.set_ident(id);
+    ip.set_frag_offset(from as u16);
+    ip.set_more_frags(to < body.len());
+    ip.fill_checksum();
+    packet
+}
+
+/// A datagram has 30 s from its first fragment to arrive whole (Linux's `ipfrag_time`):
+/// one whose last fragment comes just before is answered; one whose last fragment comes
+/// at 30 s is forgotten, and that fragment waits alone until it too is forgotten, 30 s
+/// later. Nothing is held after.
+#[test]
+fn a_datagram_has_30_s_from_its_first_fragment_to_arrive_whole() {
+    let mut sim = alone(SERVER);
+    let pieces = [(0, 1480), (1480, 2960), (2960, 3008)];
+    let held = |sim: &Simulation| sim.nodes[LONE].engine.reassembly();
+    for &(from, to) in &pieces[..2] {
+        sim.inject(LONE, ping_fragment(1, 100, from, to));
+    }
+    run_for(&mut sim, secs(30) - ms(1));
+    sim.inject(LONE, ping_fragment(1, 100, pieces[2].0, pieces[2].1));
+    run_for(&mut sim, ms(1));
+    let (counters, bytes, datagrams) = held(&sim);
+    assert_eq!((counters.reassembled, counters.timed_out, bytes, datagrams), (1, 0, 0, 0));
+    assert_eq!(sim.nodes[LONE].engine.demux_counters().ping, 1, "answered");
+
+    let start = sim.now();
+    for &(from, to) in &pieces[..2] {
+        sim.inject(LONE, ping_fragment(2, 101, from, to));
+    }
+    sim.run_to(start + secs(30));
+    sim.inject(LONE, ping_fragment(2, 101, pieces[2].0, pieces[2].1));
+    run_for(&mut sim, ms(1));
+    let (counters, _, datagrams) = held(&sim);
+    assert_eq!((counters.reassembled, counters.timed_out, datagrams), (1, 1, 1), "the last fragment waits alone");
+    // The engine forgets expired datagrams at its next poll (or fragment), whenever that is.
+    sim.run_to(start + secs(60) + ms(1));
+    let now = sim.now();
+    sim.nodes[LONE].engine.poll(now);
+    let (counters, bytes, datagrams) = held(&sim);
+    assert_eq!((counters.timed_out, bytes, datagrams), (2, 0, 0));
+    assert_eq!(sim.nodes[LONE].engine.demux_counters().ping, 1, "the second request was never whole");
+}

@@ -833,8 +833,10 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             };
             let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
             let Some(seg) = seg else { return (decision, Deliver) };
-            accept_old_ack(conn, frame, &seg, &flow);
-            note_segment(conn, &seg);
+            // A segment with an old ACK (never a RST) says nothing new about acknowledgments.
+            if !accept_old_ack(conn, frame, &seg, &flow) {
+                note_segment(conn, &seg);
+            }
             // A connection whose ISN on the wire is not smoltcp's: its acknowledgments (and
             // SACK blocks) name the wire's numbering; smoltcp must see its own.
             keep_window_open_while_in_flight(conn, frame, seg.offset);
@@ -981,14 +983,20 @@ fn note_segment(conn: &mut Conn, seg: &TcpSegment) {
 /// exceeds (an ACK cannot fall further behind than what was in flight when it was sent);
 /// older ones go to smoltcp as they are, and it drops them.
 ///
+/// Its window field says what the peer offered before its newer segments did, which
+/// Linux does not take (RFC 9293's SND.WL1/SND.WL2 rule): smoltcp gets the window of the
+/// last segment that acknowledged SND.UNA instead, and the segment is not remembered as
+/// the last acknowledgment (a duplicate ACK is one that repeats the newest).
+///
 /// Also keeps SND.UNA: raised by an ACK of something ustack sent, from a segment whose
 /// checksum is right (a damaged ACK must not make ustack think more was acknowledged).
-fn accept_old_ack(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment, flow: &PacketEnds) {
+/// Returns whether the segment's ACK was rewritten.
+fn accept_old_ack(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment, flow: &PacketEnds) -> bool {
     use super::rewrite::{ACK, FIN, RST, SYN, seq_after};
     if !seg.has(ACK) || seg.has(SYN) || seg.has(RST) {
-        return;
+        return false;
     }
-    let Some(sent_max) = conn.sent_max else { return };
+    let Some(sent_max) = conn.sent_max else { return false };
     // Measured before SND.UNA moves: what was in flight while this segment was on its way.
     if let Some(una) = conn.snd_una {
         conn.max_flight = conn.max_flight.max(sent_max.wrapping_sub(una));
@@ -998,7 +1006,13 @@ fn accept_old_ack(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment, flow: &Pa
             let behind = una.wrapping_sub(seg.ack);
             if (!seg.is_empty() || seg.has(FIN)) && behind <= conn.max_flight {
                 super::rewrite::set_ack(frame, seg.offset, una);
+                if let Some((last_ack, window)) = conn.last_ack_in
+                    && last_ack == una
+                {
+                    super::rewrite::set_window(frame, seg.offset, window);
+                }
                 log::debug!(target: "ustack::demux", "{}: data with an ACK {behind} behind SND.UNA, given to smoltcp with ACK = SND.UNA", conn.tuple);
+                return true;
             }
         }
         una => {
@@ -1008,6 +1022,7 @@ fn accept_old_ack(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment, flow: &Pa
             }
         }
     }
+    false
 }
 
 /// Whether a TCP segment's checksum is right.
