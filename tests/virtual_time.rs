@@ -919,3 +919,34 @@ fn a_datagram_has_30_s_from_its_first_fragment_to_arrive_whole() {
     assert_eq!((counters.timed_out, bytes, datagrams), (2, 0, 0));
     assert_eq!(sim.nodes[LONE].engine.demux_counters().ping, 1, "the second request was never whole");
 }
+
+/// An ICMP "host unreachable" (from a router, here 10.0.0.254) quoting a connect()'s SYN
+/// ends the connect() at once with EHOSTUNREACH, as Linux's `tcp_v4_err` does in
+/// SYN-SENT; smoltcp alone ignores it and resends the SYN until the connect timeout. One
+/// that quotes another sequence number (not a SYN of ours) is ignored.
+#[test]
+fn an_icmp_host_unreachable_about_the_syn_fails_the_connect_with_ehostunreach() {
+    let mut sim = alone(CLIENT);
+    let c = connect(&mut sim);
+    run_for(&mut sim, ms(1));
+    let syn = sim.take_crossings().into_iter().next().expect("the SYN").packet;
+    let unreachable = |quote: &[u8]| {
+        let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&quote[..28]);
+        let sum = icmp.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum::<u32>();
+        let sum = (sum & 0xffff) + (sum >> 16);
+        icmp[2..4].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+        let mut frame = Vec::new();
+        PacketBuilder::ipv4([10, 0, 0, 254], [10, 0, 0, 1], 64).write(&mut frame, 1.into(), &icmp).unwrap();
+        frame
+    };
+    let mut other_seq = syn.clone();
+    other_seq[24] ^= 0x80;
+    sim.inject(LONE, unreachable(&other_seq));
+    run_for(&mut sim, ms(1));
+    assert_eq!(sim.nodes[LONE].engine.connect_outcome(c), Err(Errno::EINPROGRESS), "not about our SYN");
+    sim.inject(LONE, unreachable(&syn));
+    run_for(&mut sim, ms(1));
+    let seen: Vec<String> = sim.nodes[LONE].engine.demux_events().map(|e| e.to_string()).collect();
+    assert_eq!(sim.nodes[LONE].engine.connect_outcome(c), Err(Errno::EHOSTUNREACH), "{seen:?}");
+}

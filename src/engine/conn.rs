@@ -99,8 +99,8 @@ pub struct Conn {
     /// The acknowledgment number (wire numbering) and window field of the last segment
     /// received with ACK: a duplicate ACK repeats both.
     pub last_ack_in: Option<(u32, u16)>,
-    /// The end of the furthest segment ustack has sent (SND.MAX, wire numbering): an
-    /// acknowledgment short of it leaves data or a FIN in flight.
+    /// The end of the furthest segment ustack has sent (SND.MAX, wire numbering), from its
+    /// SYN on: an acknowledgment short of it leaves data or a FIN in flight.
     pub sent_max: Option<u32>,
     /// The SYN-ACK smoltcp sent for a passive open, as it built it (smoltcp's numbering),
     /// kept while the connection is in SYN-RECEIVED: the answer to a retransmitted SYN,

@@ -620,6 +620,12 @@ enum Verdict {
     Udp(SockId),
     UdpNoSocket,
     Ping,
+    /// An ICMP destination unreachable about the SYN of connection `handle` in SYN-SENT:
+    /// its connect() fails with `errno`.
+    Unreachable {
+        handle: SocketHandle,
+        errno: crate::errno::Errno,
+    },
     /// Not for the demux to decide: smoltcp sees it (`deliver`) or not.
     Other {
         what: &'static str,
@@ -645,7 +651,9 @@ fn decide(core: &Engine, parsed: &Parsed, frame: &[u8]) -> Verdict {
         Parsed::Icmp { neighbour: true, .. } => {
             Verdict::Other { what: "IPv6 neighbour discovery or MLD: ignored", deliver: true }
         }
-        Parsed::Icmp { .. } => Verdict::Other { what: "ICMP message", deliver: true },
+        Parsed::Icmp { .. } => {
+            check_unreachable(core, frame).unwrap_or(Verdict::Other { what: "ICMP message", deliver: true })
+        }
         Parsed::Other { .. } => Verdict::Other { what: "protocol ustack does not serve", deliver: true },
     }
 }
@@ -779,6 +787,57 @@ fn check_control(core: &Engine, handle: SocketHandle, conn: &Conn, seg: &TcpSegm
     }
     let limited = conn.challenged_at.is_some_and(|at| core.now - at < smoltcp::time::Duration::from_secs(1));
     Some(Verdict::ChallengeAck { handle, limited })
+}
+
+/// An ICMP or ICMPv6 destination unreachable quoting the SYN of a connection in
+/// SYN-SENT: Linux ends the connect() with the error it names (`tcp_v4_err`,
+/// `tcp_v6_err`: in SYN-SENT every such error is fatal, once the quoted sequence number is
+/// one in flight; the errno from `icmp_err_convert` and `icmpv6_err_convert`). smoltcp
+/// ignores ICMP errors for TCP: the connect() would wait for its timeout. None for any
+/// other ICMP message, which goes on to smoltcp as before.
+fn check_unreachable(core: &Engine, frame: &[u8]) -> Option<Verdict> {
+    use crate::errno::Errno::*;
+    let v4 = frame.first()? >> 4 == 4;
+    let icmp = if v4 { frame.get(usize::from(frame[0] & 0x0f) * 4..)? } else { frame.get(40..)? };
+    let (kind, code) = (*icmp.first()?, *icmp.get(1)?);
+    let errno = match (v4, kind, code) {
+        (true, 3, 0 | 6 | 9 | 11) => ENETUNREACH,
+        (true, 3, 1 | 10 | 12..=15) => EHOSTUNREACH,
+        (true, 3, 2) => ENOPROTOOPT,
+        (true, 3, 3) => ECONNREFUSED,
+        (true, 3, 5) => EOPNOTSUPP,
+        (true, 3, 7) => EHOSTDOWN,
+        (true, 3, 8) => ENONET,
+        (false, 1, 0) => ENETUNREACH,
+        (false, 1, 1 | 5 | 6) => EACCES,
+        (false, 1, 2 | 3) => EHOSTUNREACH,
+        (false, 1, 4) => ECONNREFUSED,
+        _ => return None,
+    };
+    let quoted = icmp.get(8..)?;
+    // A quote is cut short (IPv4's ICMP quotes 8 bytes past the IP header): the views
+    // below are unchecked, over a header whose length is checked here.
+    let (src, dst, tcp): (IpAddr, IpAddr, &[u8]) = if v4 {
+        let header = usize::from(quoted.first()? & 0x0f) * 4;
+        let ip = Ipv4Packet::new_unchecked(quoted.get(..header.max(20))?);
+        if ip.next_header() != IpProtocol::Tcp {
+            return None;
+        }
+        (ip.src_addr().into(), ip.dst_addr().into(), quoted.get(header..)?)
+    } else {
+        let ip = Ipv6Packet::new_unchecked(quoted.get(..40)?);
+        if ip.next_header() != IpProtocol::Tcp {
+            return None;
+        }
+        (ip.src_addr().into(), ip.dst_addr().into(), quoted.get(40..)?)
+    };
+    let port = |at: usize| Some(u16::from_be_bytes([*tcp.get(at)?, *tcp.get(at + 1)?]));
+    let seq = u32::from_be_bytes(tcp.get(4..8)?.try_into().ok()?);
+    let tuple = TcpTuple { local: SocketAddr::new(src, port(0)?), remote: SocketAddr::new(dst, port(2)?) };
+    let &handle = core.demux.get(&tuple)?;
+    let conn = core.conns.get(&handle)?;
+    (conn.state == tcp::State::SynSent && conn.sent_max == Some(seq.wrapping_add(1)))
+        .then_some(Verdict::Unreachable { handle, errno })
 }
 
 /// Whether `seg` is a duplicate ACK (no data, no SYN/FIN/RST, the same acknowledgment and
@@ -957,6 +1016,16 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
         Verdict::Udp(socket) => (Decision::Udp { socket }, Deliver),
         Verdict::UdpNoSocket => (Decision::UdpNoSocket, Deliver),
         Verdict::Ping => (Decision::Ping, Deliver),
+        Verdict::Unreachable { handle, errno } => {
+            if let Some(conn) = core.conns.get_mut(&handle) {
+                log::info!(target: "ustack::handshake", "{}: ICMP destination unreachable: connect() fails with {errno}", conn.tuple);
+                conn.pending_error.get_or_insert(errno);
+                core.tcp_mut(handle).abort();
+                let now = core.now;
+                core.observe(handle, now);
+            }
+            (Decision::Other("ICMP destination unreachable about a SYN: the connect() fails"), Drop)
+        }
         Verdict::Other { what, deliver } => (Decision::Other(what), if deliver { Deliver } else { Drop }),
     }
 }

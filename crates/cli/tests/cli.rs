@@ -685,6 +685,15 @@ fn connect_reaches_another_network_through_the_gateway_and_without_one_is_enetun
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert_eq!(out.stdout, "THROUGH THE GATEWAY\n");
     assert_eq!(server.join().unwrap().1.ip().to_string(), "10.7.0.2");
+
+    // A network the kernel has no route to either: forwarding, it answers the SYN with
+    // ICMP "net unreachable", and the connect fails with ENETUNREACH at once, as Linux's
+    // does (tcp_v4_err), not after its 10 s timeout.
+    let forwarding = ns.run(|| Command::new("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]).status()).unwrap();
+    assert!(forwarding.expect("sysctl").success());
+    let unreachable = ustack_in(&ns, &["connect", "--gateway", "10.7.0.1", "10.99.0.1:5003"]).finish(DEADLINE);
+    assert_eq!(unreachable.code(), Some(1), "{unreachable:?}");
+    assert!(unreachable.stderr.contains("ENETUNREACH"), "{}", unreachable.stderr);
 }
 
 #[test]
