@@ -19,6 +19,15 @@
 //!
 //! Only an IPv6 Fragment header straight after the fixed header is reassembled here;
 //! anything else goes on as it came.
+//!
+//! Why not smoltcp's own (`proto-ipv4-fragmentation`, `proto-ipv6-fragmentation`): in
+//! 0.14 it reassembles inside the interface, after ustack's demux has had to classify the
+//! packet (a later fragment has no ports); it keeps one datagram at a time
+//! (`reassembly-buffer-count-1` by default), so any second fragmented datagram, a
+//! spoofed one too, takes the place of the first; it holds them 60 s; and it takes
+//! overlapping fragments, the later data overwriting the earlier
+//! (`iface/fragmentation.rs`, `PacketAssembler::add` and its test
+//! `packet_assembler_overlap`), where RFC 5722 asks to drop the datagram.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
