@@ -288,3 +288,79 @@ fn errnos_become_io_errors_of_the_matching_kind() {
     let not_conn: io::Error = unconnected.recv(&mut [0; 8]).unwrap_err().into();
     assert_eq!(not_conn.kind(), ErrorKind::NotConnected);
 }
+
+/// What a socket call says for each kind of destination, as Linux says it in a namespace
+/// holding a TUN at 10.7.0.1/24 and fd00:7::1/64 with its loopback down (measured on
+/// Linux 6.18; src/engine/route.rs has the table): (TCP connect(), UDP sendto(), UDP
+/// connect()), without a gateway and with one. A refused destination is never sent to.
+#[test]
+fn destinations_without_a_route_or_that_no_packet_may_go_to_are_refused_as_linux_refuses_them() {
+    use Errno::{EACCES, EINPROGRESS, ENETUNREACH};
+    type Answers = (Errno, Option<Errno>, Option<Errno>);
+    let sent = |r: Result<usize, Errno>| r.err();
+    let linux: [(&str, Answers, Answers); 8] = [
+        // destination: (no gateway), (with a gateway)
+        ("10.99.0.1", (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)), (EINPROGRESS, None, None)),
+        (
+            "127.0.0.1",
+            (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)),
+            (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)),
+        ),
+        ("10.0.0.255", (ENETUNREACH, Some(EACCES), Some(EACCES)), (ENETUNREACH, Some(EACCES), Some(EACCES))),
+        (
+            "255.255.255.255",
+            (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)),
+            (ENETUNREACH, Some(EACCES), Some(EACCES)),
+        ),
+        ("224.0.0.1", (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)), (ENETUNREACH, None, None)),
+        ("2001:db8::1", (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)), (EINPROGRESS, None, None)),
+        (
+            "::1",
+            (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)),
+            (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)),
+        ),
+        ("ff02::1", (ENETUNREACH, Some(ENETUNREACH), Some(ENETUNREACH)), (ENETUNREACH, None, None)),
+    ];
+    for gateway in [false, true] {
+        let mut config = ustack_testkit::pair::config(A, A6);
+        if gateway {
+            config.gateways = vec!["10.0.0.254".parse().unwrap(), "fd00::fe".parse().unwrap()];
+        }
+        let (end, wire) = ustack::device::Wire::pair(1500).unwrap();
+        let stack = ustack::Stack::new(end, config).unwrap();
+        for (dst, without, with) in linux {
+            let to = addr(dst, 80);
+            let tcp = sock(&stack, domain_of(dst), Type::Stream);
+            tcp.set_nonblocking(true).unwrap();
+            let udp = sock(&stack, domain_of(dst), Type::Dgram);
+            let udp_connected = sock(&stack, domain_of(dst), Type::Dgram);
+            let ours = (err(tcp.connect(to)), sent(udp.send_to(b"x", to)), udp_connected.connect(to).err());
+            let expected = if gateway { with } else { without };
+            assert_eq!(ours, expected, "{dst}, {}", if gateway { "with a gateway" } else { "no gateway" });
+        }
+        // Through the gateway, everything off the link goes into the one link, the
+        // kernel's to route on; what was refused never went anywhere.
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while out.len() < if gateway { 6 } else { 0 } && std::time::Instant::now() < deadline {
+            match wire.recv_raw() {
+                Some(frame) => out.push(ustack::packet::decode(&frame)),
+                None => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        let dsts: std::collections::BTreeSet<String> =
+            out.iter().filter_map(|s| s.ip()).map(|ip| ip.dst.to_string()).collect();
+        let allowed: std::collections::BTreeSet<String> = if gateway {
+            ["10.99.0.1", "224.0.0.1", "2001:db8::1", "ff02::1"].map(String::from).into()
+        } else {
+            Default::default()
+        };
+        assert!(dsts.is_subset(&allowed), "sent to {dsts:?}");
+        drop(stack);
+        while let Some(frame) = wire.recv_raw() {
+            let s = ustack::packet::decode(&frame);
+            let dst = s.ip().map(|ip| ip.dst.to_string()).unwrap_or_default();
+            assert!(allowed.contains(&dst) || dst.is_empty(), "sent to {dst}");
+        }
+    }
+}

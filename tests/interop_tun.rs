@@ -542,3 +542,41 @@ fn a_segment_without_ack_to_a_closed_port_is_answered_as_linux_answers_it() {
     assert_eq!(answers[0], (true, true, 0, 1000 + 5 + 1), "Linux's answer");
     assert_eq!(answers[1], answers[0], "ustack answers as Linux does");
 }
+
+/// Datagrams larger than the MTU (1500) cross it in IP fragments, both ways: the kernel's
+/// `ping -s 3000` is answered (ustack reassembles the request and fragments the reply), and
+/// a 3000-byte UDP datagram reaches a ustack socket and its echo reaches the kernel's.
+#[test]
+fn a_3000_byte_ping_and_udp_datagram_cross_the_mtu_in_fragments() {
+    ustack::require_tun!();
+    let lab = lab();
+    let ping = lab
+        .ns
+        .run(|| std::process::Command::new("ping").args(["-n", "-c", "1", "-W", "5", "-s", "3000", USTACK]).output())
+        .unwrap()
+        .expect("running ping (iputils-ping)");
+    let said = String::from_utf8_lossy(&ping.stdout);
+    assert!(ping.status.success() && said.contains("3008 bytes from 10.7.0.2"), "ping -s 3000: {said}");
+
+    let mut echo = UdpSocket::bind(&lab.stack, addr(USTACK, 7)).unwrap();
+    echo.set_read_timeout(Some(PATIENCE)).unwrap();
+    let echoer = std::thread::spawn(move || servers::serve_datagrams(App::Echo, &mut echo, &mut StopAfter { left: 1 }));
+    let datagram = pattern(3000, 12);
+    let reply = lab
+        .ns
+        .run(|| -> io::Result<(Vec<u8>, SocketAddr)> {
+            let socket = KernelUdp::bind(addr(KERNEL, 0))?;
+            socket.set_read_timeout(Some(PATIENCE))?;
+            socket.send_to(&datagram, addr(USTACK, 7))?;
+            let mut buf = [0; 4096];
+            let (n, from) = socket.recv_from(&mut buf)?;
+            Ok((buf[..n].to_vec(), from))
+        })
+        .unwrap()
+        .expect("the echo of a 3000-byte datagram");
+    assert_eq!(echoer.join().unwrap(), Ending::Stopped);
+    assert!(reply.0 == datagram, "the echo is the datagram, {} bytes of it", reply.0.len());
+    assert_eq!(reply.1, addr(USTACK, 7));
+    let (counters, held, _) = lab.stack.reassembly();
+    assert_eq!((counters.reassembled, held), (2, 0), "the ping and the datagram, reassembled; nothing left held");
+}

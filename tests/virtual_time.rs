@@ -963,3 +963,121 @@ fn reordering_without_loss_resends_nothing() {
     let sent = data_from(&segments(&mut sim), CLIENT);
     assert_eq!(sent.len(), 5, "five segments, none resent: {sent:?}");
 }
+
+/// The peer sends "abc" acknowledging nothing new, receives ustack's data, then sends
+/// "def" acknowledging it; the network swaps the two. "def" arrives first (held out of
+/// order, SND.UNA advances), then "abc", whose ACK is now older than SND.UNA. RFC 9293
+/// §3.10.7.4 and Linux take its data (the ACK is merely old); smoltcp 0.14 drops the
+/// whole segment as a "duplicate ACK", and the data waits for the peer's retransmission.
+/// ustack's demux gives smoltcp the segment with ACK = SND.UNA, so both arrive at once.
+#[test]
+fn data_whose_ack_is_older_than_snd_una_is_delivered_at_once() {
+    let mut sim = alone(SERVER);
+    let (s, isn) = handshake(&mut sim, 4000);
+    assert_eq!(sim.nodes[LONE].engine.send(s, b"0123456789", false), Ok(10));
+    run_for(&mut sim, ms(1));
+    segments(&mut sim);
+    out(4000, 1004).with_ack(isn.wrapping_add(11)).send(&mut sim, b"def");
+    run_for(&mut sim, ms(1));
+    assert_eq!(sim.nodes[LONE].engine.recv(s, &mut [0; 8]), Err(Errno::EAGAIN), "\"def\" waits for \"abc\"");
+    out(4000, 1001).with_ack(isn.wrapping_add(1)).send(&mut sim, b"abc");
+    run_for(&mut sim, ms(1));
+    assert_eq!(drain(&mut sim, LONE, s), b"abcdef");
+    let acks: Vec<u32> = segments(&mut sim).iter().map(|s| s.ack_no).collect();
+    assert_eq!(acks.last(), Some(&1007), "everything acknowledged: {acks:?}");
+    // An acknowledgment older than anything ever in flight is not one a reordered segment
+    // can carry: smoltcp gets it as it is, and drops it.
+    out(4000, 1007).with_ack(isn.wrapping_sub(100_000)).send(&mut sim, b"ghi");
+    run_for(&mut sim, ms(1));
+    assert_eq!(sim.nodes[LONE].engine.recv(s, &mut [0; 8]), Err(Errno::EAGAIN));
+}
+
+// ---- IP reassembly ----
+
+/// Fragment `from..to` of the IP payload of a 3000-byte echo request (ICMP id 1, `seq`)
+/// from 10.0.0.1 to the server, identification `id`.
+fn ping_fragment(seq: u16, id: u16, from: usize, to: usize) -> Vec<u8> {
+    let mut whole = Vec::new();
+    PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .icmpv4_echo_request(1, seq)
+        .write(&mut whole, &[7; 3000])
+        .unwrap();
+    let body = &whole[20..];
+    let mut packet = whole[..20].to_vec();
+    packet.extend_from_slice(&body[from..to]);
+    let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut packet[..]);
+    ip.set_total_len((20 + to - from) as u16);
+    ip.set_ident(id);
+    ip.set_frag_offset(from as u16);
+    ip.set_more_frags(to < body.len());
+    ip.fill_checksum();
+    packet
+}
+
+/// A datagram has 30 s from its first fragment to arrive whole (Linux's `ipfrag_time`):
+/// one whose last fragment comes just before is answered; one whose last fragment comes
+/// at 30 s is forgotten, and that fragment waits alone until it too is forgotten, 30 s
+/// later. Nothing is held after.
+#[test]
+fn a_datagram_has_30_s_from_its_first_fragment_to_arrive_whole() {
+    let mut sim = alone(SERVER);
+    let pieces = [(0, 1480), (1480, 2960), (2960, 3008)];
+    let held = |sim: &Simulation| sim.nodes[LONE].engine.reassembly();
+    for &(from, to) in &pieces[..2] {
+        sim.inject(LONE, ping_fragment(1, 100, from, to));
+    }
+    run_for(&mut sim, secs(30) - ms(1));
+    sim.inject(LONE, ping_fragment(1, 100, pieces[2].0, pieces[2].1));
+    run_for(&mut sim, ms(1));
+    let (counters, bytes, datagrams) = held(&sim);
+    assert_eq!((counters.reassembled, counters.timed_out, bytes, datagrams), (1, 0, 0, 0));
+    assert_eq!(sim.nodes[LONE].engine.demux_counters().ping, 1, "answered");
+
+    let start = sim.now();
+    for &(from, to) in &pieces[..2] {
+        sim.inject(LONE, ping_fragment(2, 101, from, to));
+    }
+    sim.run_to(start + secs(30));
+    sim.inject(LONE, ping_fragment(2, 101, pieces[2].0, pieces[2].1));
+    run_for(&mut sim, ms(1));
+    let (counters, _, datagrams) = held(&sim);
+    assert_eq!((counters.reassembled, counters.timed_out, datagrams), (1, 1, 1), "the last fragment waits alone");
+    // The engine forgets expired datagrams at its next poll (or fragment), whenever that is.
+    sim.run_to(start + secs(60) + ms(1));
+    let now = sim.now();
+    sim.nodes[LONE].engine.poll(now);
+    let (counters, bytes, datagrams) = held(&sim);
+    assert_eq!((counters.timed_out, bytes, datagrams), (2, 0, 0));
+    assert_eq!(sim.nodes[LONE].engine.demux_counters().ping, 1, "the second request was never whole");
+}
+
+/// An ICMP "host unreachable" (from a router, here 10.0.0.254) quoting a connect()'s SYN
+/// ends the connect() at once with EHOSTUNREACH, as Linux's `tcp_v4_err` does in
+/// SYN-SENT; smoltcp alone ignores it and resends the SYN until the connect timeout. One
+/// that quotes another sequence number (not a SYN of ours) is ignored.
+#[test]
+fn an_icmp_host_unreachable_about_the_syn_fails_the_connect_with_ehostunreach() {
+    let mut sim = alone(CLIENT);
+    let c = connect(&mut sim);
+    run_for(&mut sim, ms(1));
+    let syn = sim.take_crossings().into_iter().next().expect("the SYN").packet;
+    let unreachable = |quote: &[u8]| {
+        let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&quote[..28]);
+        let sum = icmp.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum::<u32>();
+        let sum = (sum & 0xffff) + (sum >> 16);
+        icmp[2..4].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+        let mut frame = Vec::new();
+        PacketBuilder::ipv4([10, 0, 0, 254], [10, 0, 0, 1], 64).write(&mut frame, 1.into(), &icmp).unwrap();
+        frame
+    };
+    let mut other_seq = syn.clone();
+    other_seq[24] ^= 0x80;
+    sim.inject(LONE, unreachable(&other_seq));
+    run_for(&mut sim, ms(1));
+    assert_eq!(sim.nodes[LONE].engine.connect_outcome(c), Err(Errno::EINPROGRESS), "not about our SYN");
+    sim.inject(LONE, unreachable(&syn));
+    run_for(&mut sim, ms(1));
+    let seen: Vec<String> = sim.nodes[LONE].engine.demux_events().map(|e| e.to_string()).collect();
+    assert_eq!(sim.nodes[LONE].engine.connect_outcome(c), Err(Errno::EHOSTUNREACH), "{seen:?}");
+}

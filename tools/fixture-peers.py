@@ -251,6 +251,17 @@ def client_udp_echo(addr, port):
     sock.close()
 
 
+def client_fragments(addr, port):
+    """One 3000-byte datagram (fragmented on a 1500-byte link) echoed back whole."""
+    sock = socket.socket(family(addr), socket.SOCK_DGRAM)
+    sock.settimeout(TIMEOUT)
+    payload = bytes(i % 251 for i in range(3000))
+    sock.sendto(payload, (addr, port))
+    data, _ = sock.recvfrom(65536)
+    assert data == payload, len(data)
+    sock.close()
+
+
 def client_udp_closed(addr, port):
     sock = socket.socket(family(addr), socket.SOCK_DGRAM)
     sock.settimeout(TIMEOUT)
@@ -275,6 +286,7 @@ CLIENTS = {
     "backlog": client_backlog,
     "udp-echo": client_udp_echo,
     "udp-closed": client_udp_closed,
+    "fragments": client_fragments,
 }
 
 

@@ -294,6 +294,7 @@ impl Engine {
         let e = self.entry(id)?;
         if e.ty == Type::Dgram {
             let remote = from_user_dgram(e.domain, addr)?;
+            self.route(remote.ip(), Type::Dgram)?;
             self.autobind(id)?;
             if let SockState::Udp { peer, .. } = &mut self.entry(id)?.state {
                 *peer = Some(remote);
@@ -359,6 +360,7 @@ impl Engine {
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(Errno::ECONNREFUSED);
         }
+        self.route(remote.ip(), Type::Stream)?;
         let bound = self.autobind(id)?;
         let local_ip = if bound.ip().is_unspecified() {
             let source = self.iface.get_source_address(&remote.ip().into()).ok_or(Errno::ENETUNREACH)?;
@@ -459,8 +461,9 @@ impl Engine {
     /// unbound); EAGAIN while the send buffer has no room for it. For TCP, `addr` is
     /// ignored and this is send(), as in Linux.
     ///
-    /// EMSGSIZE if the datagram does not fit in one IP packet on the link: ustack does not
-    /// fragment (Linux would, up to 65,507 bytes).
+    /// An IPv4 datagram larger than the MTU goes in fragments, as in Linux: up to 65,507
+    /// bytes, EMSGSIZE beyond. An IPv6 one must fit in one packet on the link (EMSGSIZE
+    /// otherwise): smoltcp 0.14 cannot fragment IPv6, where Linux would.
     pub fn send_to(&mut self, id: SockId, buf: &[u8], addr: SocketAddr) -> Result<usize> {
         let e = self.entry(id)?;
         if e.ty == Type::Stream {
@@ -473,7 +476,9 @@ impl Engine {
         if e.shut_write {
             return Err(Errno::EPIPE);
         }
-        let max = self.mtu().saturating_sub(udp_header_len(&remote)).min(self.config.udp_buffer);
+        self.route(remote.ip(), Type::Dgram)?;
+        let largest_packet = if remote.is_ipv4() { 65535 } else { self.mtu() };
+        let max = largest_packet.saturating_sub(udp_header_len(&remote)).min(self.config.udp_buffer);
         if buf.len() > max {
             return Err(Errno::EMSGSIZE);
         }

@@ -101,8 +101,8 @@ pub struct Conn {
     /// The acknowledgment number (wire numbering) and window field of the last segment
     /// received with ACK: a duplicate ACK repeats both.
     pub last_ack_in: Option<(u32, u16)>,
-    /// The end of the furthest segment ustack has sent (SND.MAX, wire numbering): an
-    /// acknowledgment short of it leaves data or a FIN in flight.
+    /// The end of the furthest segment ustack has sent (SND.MAX, wire numbering), from its
+    /// SYN on: an acknowledgment short of it leaves data or a FIN in flight.
     pub sent_max: Option<u32>,
     /// smoltcp's SND.NXT, followed from what it sends (see [`SendFront`]).
     pub send_front: SendFront,
@@ -115,6 +115,13 @@ pub struct Conn {
     /// When a retransmitted SYN was last answered with it (at most one every 500 ms,
     /// Linux's `tcp_invalid_ratelimit`).
     pub syn_ack_resent_at: Option<Instant>,
+    /// The highest acknowledgment number the peer sent (wire numbering) that acknowledged
+    /// something ustack had sent, from segments whose checksum is right: SND.UNA as ustack
+    /// knows it, for accepting data whose ACK is older (see `demux::accept_old_ack`).
+    pub snd_una: Option<u32>,
+    /// The most ustack ever had unacknowledged (SND.MAX − SND.UNA): how far behind SND.UNA
+    /// a reordered segment's acknowledgment can genuinely be.
+    pub max_flight: u32,
 }
 
 /// See [`Conn::sent`].
@@ -154,6 +161,8 @@ impl Conn {
             recovery: Recovery::default(),
             syn_ack: None,
             syn_ack_resent_at: None,
+            snd_una: None,
+            max_flight: 0,
         }
     }
 

@@ -350,7 +350,7 @@ impl LogLimit {
 }
 
 impl DemuxLog {
-    fn record(&mut self, event: DemuxEvent) {
+    pub(super) fn record(&mut self, event: DemuxEvent) {
         let c = &mut self.counters;
         match event.decision {
             Decision::Connection { .. } => c.connection += 1,
@@ -476,7 +476,8 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
             let header = usize::from(ip.header_len());
             let total = usize::from(ip.total_len()).min(frame.len());
             let payload = frame.get(header..total)?;
-            // Fragments carry no (or a partial) transport header; smoltcp does not reassemble.
+            // Fragments are reassembled before the demux (`engine::reassembly`); one that
+            // reaches it anyway (it failed there) carries no whole transport header.
             let protocol =
                 if ip.more_frags() || ip.frag_offset() != 0 { IpProtocol::Unknown(0) } else { ip.next_header() };
             (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()), protocol, payload)
@@ -619,6 +620,12 @@ enum Verdict {
     Udp(SockId),
     UdpNoSocket,
     Ping,
+    /// An ICMP destination unreachable about the SYN of connection `handle` in SYN-SENT:
+    /// its connect() fails with `errno`.
+    Unreachable {
+        handle: SocketHandle,
+        errno: crate::errno::Errno,
+    },
     /// Not for the demux to decide: smoltcp sees it (`deliver`) or not.
     Other {
         what: &'static str,
@@ -644,7 +651,9 @@ fn decide(core: &Engine, parsed: &Parsed, frame: &[u8]) -> Verdict {
         Parsed::Icmp { neighbour: true, .. } => {
             Verdict::Other { what: "IPv6 neighbour discovery or MLD: ignored", deliver: true }
         }
-        Parsed::Icmp { .. } => Verdict::Other { what: "ICMP message", deliver: true },
+        Parsed::Icmp { .. } => {
+            check_unreachable(core, frame).unwrap_or(Verdict::Other { what: "ICMP message", deliver: true })
+        }
         Parsed::Other { .. } => Verdict::Other { what: "protocol ustack does not serve", deliver: true },
     }
 }
@@ -793,6 +802,57 @@ fn check_control(core: &Engine, handle: SocketHandle, conn: &Conn, seg: &TcpSegm
     Some(Verdict::ChallengeAck { handle, limited })
 }
 
+/// An ICMP or ICMPv6 destination unreachable quoting the SYN of a connection in
+/// SYN-SENT: Linux ends the connect() with the error it names (`tcp_v4_err`,
+/// `tcp_v6_err`: in SYN-SENT every such error is fatal, once the quoted sequence number is
+/// one in flight; the errno from `icmp_err_convert` and `icmpv6_err_convert`). smoltcp
+/// ignores ICMP errors for TCP: the connect() would wait for its timeout. None for any
+/// other ICMP message, which goes on to smoltcp as before.
+fn check_unreachable(core: &Engine, frame: &[u8]) -> Option<Verdict> {
+    use crate::errno::Errno::*;
+    let v4 = frame.first()? >> 4 == 4;
+    let icmp = if v4 { frame.get(usize::from(frame[0] & 0x0f) * 4..)? } else { frame.get(40..)? };
+    let (kind, code) = (*icmp.first()?, *icmp.get(1)?);
+    let errno = match (v4, kind, code) {
+        (true, 3, 0 | 6 | 9 | 11) => ENETUNREACH,
+        (true, 3, 1 | 10 | 12..=15) => EHOSTUNREACH,
+        (true, 3, 2) => ENOPROTOOPT,
+        (true, 3, 3) => ECONNREFUSED,
+        (true, 3, 5) => EOPNOTSUPP,
+        (true, 3, 7) => EHOSTDOWN,
+        (true, 3, 8) => ENONET,
+        (false, 1, 0) => ENETUNREACH,
+        (false, 1, 1 | 5 | 6) => EACCES,
+        (false, 1, 2 | 3) => EHOSTUNREACH,
+        (false, 1, 4) => ECONNREFUSED,
+        _ => return None,
+    };
+    let quoted = icmp.get(8..)?;
+    // A quote is cut short (IPv4's ICMP quotes 8 bytes past the IP header): the views
+    // below are unchecked, over a header whose length is checked here.
+    let (src, dst, tcp): (IpAddr, IpAddr, &[u8]) = if v4 {
+        let header = usize::from(quoted.first()? & 0x0f) * 4;
+        let ip = Ipv4Packet::new_unchecked(quoted.get(..header.max(20))?);
+        if ip.next_header() != IpProtocol::Tcp {
+            return None;
+        }
+        (ip.src_addr().into(), ip.dst_addr().into(), quoted.get(header..)?)
+    } else {
+        let ip = Ipv6Packet::new_unchecked(quoted.get(..40)?);
+        if ip.next_header() != IpProtocol::Tcp {
+            return None;
+        }
+        (ip.src_addr().into(), ip.dst_addr().into(), quoted.get(40..)?)
+    };
+    let port = |at: usize| Some(u16::from_be_bytes([*tcp.get(at)?, *tcp.get(at + 1)?]));
+    let seq = u32::from_be_bytes(tcp.get(4..8)?.try_into().ok()?);
+    let tuple = TcpTuple { local: SocketAddr::new(src, port(0)?), remote: SocketAddr::new(dst, port(2)?) };
+    let &handle = core.demux.get(&tuple)?;
+    let conn = core.conns.get(&handle)?;
+    (conn.state == tcp::State::SynSent && conn.sent_max == Some(seq.wrapping_add(1)))
+        .then_some(Verdict::Unreachable { handle, errno })
+}
+
 /// Whether `seg` is a duplicate ACK (no data, no SYN/FIN/RST, the same acknowledgment and
 /// window as the segment before) of everything but ustack's FIN. smoltcp 0.14 counts these
 /// toward a fast retransmit even with only the FIN in flight, then has nothing to resend
@@ -845,12 +905,18 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             };
             let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
             let Some(seg) = seg else { return (decision, Deliver) };
-            note_segment(conn, &seg);
-            recover_on_ack(conn, frame, &seg, &flow, core.now, &mut core.recovery_spare, &mut core.outbox);
+            // A segment with an old ACK (never a RST) says nothing new about acknowledgments.
+            let old_ack = accept_old_ack(conn, frame, &seg, &flow);
+            if !old_ack {
+                note_segment(conn, &seg);
+                recover_on_ack(conn, frame, &seg, &flow, core.now, &mut core.recovery_spare, &mut core.outbox);
+            }
             // A connection whose ISN on the wire is not smoltcp's: its acknowledgments (and
             // SACK blocks) name the wire's numbering; smoltcp must see its own.
             keep_window_open_while_in_flight(conn, frame, seg.offset);
-            lower_ack_to_send_front(conn, frame, &seg);
+            if !old_ack {
+                lower_ack_to_send_front(conn, frame, &seg);
+            }
             if let Some(shift) = conn.shift {
                 super::rewrite::incoming(frame, seg.offset, shift);
             }
@@ -968,6 +1034,16 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
         Verdict::Udp(socket) => (Decision::Udp { socket }, Deliver),
         Verdict::UdpNoSocket => (Decision::UdpNoSocket, Deliver),
         Verdict::Ping => (Decision::Ping, Deliver),
+        Verdict::Unreachable { handle, errno } => {
+            if let Some(conn) = core.conns.get_mut(&handle) {
+                log::info!(target: "ustack::handshake", "{}: ICMP destination unreachable: connect() fails with {errno}", conn.tuple);
+                conn.pending_error.get_or_insert(errno);
+                core.tcp_mut(handle).abort();
+                let now = core.now;
+                core.observe(handle, now);
+            }
+            (Decision::Other("ICMP destination unreachable about a SYN: the connect() fails"), Drop)
+        }
         Verdict::Other { what, deliver } => (Decision::Other(what), if deliver { Deliver } else { Drop }),
     }
 }
@@ -1025,6 +1101,65 @@ fn lower_ack_to_send_front(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment) 
             seg.ack
         );
     }
+}
+
+/// A segment carrying data (or a FIN) whose acknowledgment is older than SND.UNA — a data
+/// segment overtaken by a later one, say — is acceptable: RFC 9293 §3.10.7.4 ignores such
+/// an ACK and processes the data, and Linux (`tcp_ack`'s `old_ack`) does so for an ACK no
+/// older than SND.UNA − MAX.SND.WND (RFC 5961 §5.2). smoltcp 0.14 drops the whole segment
+/// ("duplicate ACK", tcp.rs `process`: `ack_number < ack_min` returns None; smoltcp issue
+/// #12, open since 2017), data and all, and the peer must retransmit it. So its ACK is
+/// raised to SND.UNA, which says nothing new, and smoltcp takes the data.
+///
+/// The bound used is the most ustack ever had in flight, which no genuine reordering
+/// exceeds (an ACK cannot fall further behind than what was in flight when it was sent);
+/// older ones go to smoltcp as they are, and it drops them.
+///
+/// Its window field says what the peer offered before its newer segments did, which
+/// Linux does not take (RFC 9293's SND.WL1/SND.WL2 rule): smoltcp gets the window of the
+/// last segment that acknowledged SND.UNA instead, and the segment is not remembered as
+/// the last acknowledgment (a duplicate ACK is one that repeats the newest).
+///
+/// Also keeps SND.UNA: raised by an ACK of something ustack sent, from a segment whose
+/// checksum is right (a damaged ACK must not make ustack think more was acknowledged).
+/// Returns whether the segment's ACK was rewritten.
+fn accept_old_ack(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment, flow: &PacketEnds) -> bool {
+    use super::rewrite::{ACK, FIN, RST, SYN, seq_after};
+    if !seg.has(ACK) || seg.has(SYN) || seg.has(RST) {
+        return false;
+    }
+    let Some(sent_max) = conn.sent_max else { return false };
+    // Measured before SND.UNA moves: what was in flight while this segment was on its way.
+    if let Some(una) = conn.snd_una {
+        conn.max_flight = conn.max_flight.max(sent_max.wrapping_sub(una));
+    }
+    match conn.snd_una {
+        Some(una) if seq_after(una, seg.ack) => {
+            let behind = una.wrapping_sub(seg.ack);
+            if (!seg.is_empty() || seg.has(FIN)) && behind <= conn.max_flight {
+                super::rewrite::set_ack(frame, seg.offset, una);
+                if let Some((last_ack, window)) = conn.last_ack_in
+                    && last_ack == una
+                {
+                    super::rewrite::set_window(frame, seg.offset, window);
+                }
+                log::debug!(target: "ustack::demux", "{}: data with an ACK {behind} behind SND.UNA, given to smoltcp with ACK = SND.UNA", conn.tuple);
+                return true;
+            }
+        }
+        una => {
+            let advances = una.is_none_or(|una| seq_after(seg.ack, una));
+            if advances && !seq_after(seg.ack, sent_max) && checksum_ok(seg.bytes(frame), flow) {
+                conn.snd_una = Some(seg.ack);
+            }
+        }
+    }
+    false
+}
+
+/// Whether a TCP segment's checksum is right.
+fn checksum_ok(tcp: &[u8], flow: &PacketEnds) -> bool {
+    TcpPacket::new_checked(tcp).is_ok_and(|t| t.verify_checksum(&flow.remote.ip().into(), &flow.local.ip().into()))
 }
 
 /// Why no half-open connection could be made.
@@ -1088,6 +1223,12 @@ pub fn admit(core: &mut Engine, frame: &mut Vec<u8>, now: smoltcp::time::Instant
         None if frame.is_empty() => (None, Decision::Other("empty frame"), Disposition::Drop, 0),
         None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver, 0),
         Some(parsed) => {
+            if let Parsed::Tcp { seg, flow } = &parsed
+                && seg.header_len > 20
+                && super::rewrite::sanitize_options(frame, seg.offset)
+            {
+                log::debug!(target: "ustack::demux", "{flow}: malformed TCP options ignored from where Linux stops reading them");
+            }
             let verdict = decide(core, &parsed, frame);
             let (decision, disposition) = apply(core, verdict, &parsed, frame);
             let udp_len = match parsed {

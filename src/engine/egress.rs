@@ -172,6 +172,11 @@ impl SeqNumbers<'_> {
             if rewrite::flags(packet, offset) & rewrite::FIN != 0 {
                 conn.fin_end = Some(seq_end);
             }
+        } else if let (seq_end, None, _) = rewrite::position(packet, offset)
+            && rewrite::flags(packet, offset) & rewrite::SYN != 0
+        {
+            // An active open's SYN: what an ICMP error about it must quote.
+            conn.sent_max = Some(seq_end);
         }
         true
     }

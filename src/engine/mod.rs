@@ -41,8 +41,10 @@ mod one_frame;
 mod one_socket;
 pub mod ports;
 pub mod random;
+pub mod reassembly;
 mod recovery;
 mod rewrite;
+mod route;
 mod send_front;
 mod table;
 mod teardown;
@@ -109,6 +111,12 @@ pub struct StackConfig {
     /// How long a connect() — blocking or not — waits for the handshake before ETIMEDOUT.
     /// smoltcp itself would resend the SYN forever.
     pub connect_timeout: Duration,
+    /// Gateways (at most one per IP version): destinations outside the stack's own
+    /// subnets are sent through them (smoltcp's default routes). On a TUN every packet
+    /// goes into the one link whatever the gateway, and the kernel side routes it on, so
+    /// this says *whether* such a destination may be sent to: without a gateway of its
+    /// version, it is ENETUNREACH, as in Linux without a default route.
+    pub gateways: Vec<IpAddr>,
     /// The seed of everything the engine draws at random; None draws one from the OS.
     /// The same seed makes the same engine (see [`random`]).
     pub seed: Option<u64>,
@@ -217,6 +225,7 @@ impl Default for StackConfig {
             reset_on_overflow: false,
             syn_cookies: true,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            gateways: Vec::new(),
             seed: None,
             congestion: Congestion::default(),
             loss_recovery: LossRecovery::default(),
@@ -412,6 +421,8 @@ pub struct Engine {
     finished: VecDeque<Conn>,
     /// Packets for the device, for the driver to take.
     outbox: Outbox,
+    /// IP fragments waiting for the rest of their datagram.
+    fragments: reassembly::Reassembly,
     /// The key of RFC 6528 ISNs and SYN cookies.
     secret: isn::Secret,
     rng: random::Rng,
@@ -436,6 +447,13 @@ impl Engine {
         });
         if too_many {
             return Err("too many addresses for one interface".into());
+        }
+        for &gateway in &config.gateways {
+            let added = match gateway {
+                IpAddr::V4(v4) => iface.routes_mut().add_default_ipv4_route(v4).map(|_| ()),
+                IpAddr::V6(v6) => iface.routes_mut().add_default_ipv6_route(v6).map(|_| ()),
+            };
+            added.map_err(|_| format!("gateway {gateway}: no room for another route"))?;
         }
         let hasher = foldhash::fast::FixedState::with_seed(rng.next_u64());
         let secret = isn::Secret::from_keys(rng.next_u64(), rng.next_u64());
@@ -471,6 +489,7 @@ impl Engine {
             loopback: VecDeque::new(),
             finished: VecDeque::new(),
             outbox: Outbox::default(),
+            fragments: reassembly::Reassembly::default(),
             secret,
             rng,
         })
@@ -502,6 +521,12 @@ impl Engine {
         self.demux_log.counters
     }
 
+    /// What became of the IP fragments that arrived, and what reassembly holds now (bytes,
+    /// datagrams).
+    pub fn reassembly(&self) -> (reassembly::ReassemblyCounters, usize, usize) {
+        (self.fragments.counters, self.fragments.bytes(), self.fragments.datagrams())
+    }
+
     /// A number that changes whenever the demux table does.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -526,8 +551,7 @@ impl Engine {
     /// The handshake and close of every connection the engine holds and of the most recent
     /// ones that are gone (up to [`FINISHED_HISTORY`]), ordered by when they started.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        let mut all: Vec<ConnectionInfo> =
-            self.finished.iter().chain(self.conns.values()).map(Conn::info).collect();
+        let mut all: Vec<ConnectionInfo> = self.finished.iter().chain(self.conns.values()).map(Conn::info).collect();
         all.sort_by(|a, b| {
             a.started_ms
                 .total_cmp(&b.started_ms)
@@ -542,6 +566,18 @@ impl Engine {
     pub fn ingress(&mut self, now: Instant, frame: &mut Vec<u8>) {
         self.now = now;
         self.sweep_owed = true;
+        // A fragment waits for its datagram, which then goes through the demux whole.
+        match self.fragments.offer(now, frame) {
+            reassembly::Offer::NotFragment => {}
+            reassembly::Offer::Whole(datagram) => *frame = datagram,
+            reassembly::Offer::Held { src, dst, what } => {
+                let flow = PacketEnds { proto: "ip", local: SocketAddr::new(dst, 0), remote: SocketAddr::new(src, 0) };
+                let event =
+                    DemuxEvent { at_ms: now.total_millis() as u64, flow: Some(flow), decision: Decision::Other(what) };
+                self.demux_log.record(event);
+                return;
+            }
+        }
         let (disposition, target) = demux::admit(self, frame, now);
         let which = match target {
             Some(demux::Target::Tcp(handle)) => Some(Which::Tcp(handle)),
@@ -619,6 +655,7 @@ impl Engine {
             self.ingress(now, &mut frame);
         }
         self.iface.poll_maintenance(now);
+        self.fragments.expire(now);
         self.recover(now);
         // Egress for the sockets packets or the API touched and those whose timer is due,
         // one at a time; each one's next deadline is noted for later polls.
@@ -656,6 +693,7 @@ impl Engine {
                 self.arm_recovery(handle);
             }
         }
+        let fragments_left = self.send_fragments();
         // Sockets not reached because the outbox filled wait for the next poll.
         self.egress.extend_from_slice(&egress[rest..]);
         egress.clear();
@@ -664,7 +702,7 @@ impl Engine {
         }
         self.sweep_owed |= sent || !self.dirty.is_empty() || self.next_timeout.is_some_and(|at| at <= now);
         self.reap(now);
-        if !self.loopback.is_empty() || !self.egress.is_empty() {
+        if !self.loopback.is_empty() || !self.egress.is_empty() || fragments_left {
             return Some(now);
         }
         let sweep = self.sweep_owed.then_some(self.next_sweep.max(now));
@@ -752,6 +790,25 @@ impl Engine {
         if let Some(Which::Tcp(handle)) = which {
             self.arm_recovery(handle);
         }
+        self.send_fragments();
+    }
+
+    /// Sends the rest of a datagram smoltcp fragmented (an IPv4 echo reply or UDP datagram
+    /// larger than the MTU): it sends the first fragment at once and one more per
+    /// `poll_egress`, and says it has more by wanting to be polled at time zero. Returns
+    /// whether some are still to be sent (the outbox was full).
+    fn send_fragments(&mut self) -> bool {
+        let now = self.now;
+        self.with_one(None, |iface, set, out| {
+            // A 64 KiB datagram is 45 fragments over a 1500-byte MTU.
+            for _ in 0..64 {
+                if iface.poll_at(now, set) != Some(Instant::ZERO) {
+                    return false;
+                }
+                iface.poll_egress(now, out, set);
+            }
+            iface.poll_at(now, set) == Some(Instant::ZERO)
+        })
     }
 
     /// A new socket number.
@@ -759,6 +816,12 @@ impl Engine {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    /// Whether a `ty` socket may send to `dst`: ENETUNREACH or EACCES as Linux says
+    /// ([`route`]).
+    fn route(&self, dst: IpAddr, ty: Type) -> Result<(), Errno> {
+        route::check(&self.config.addrs, &self.config.gateways, dst, ty)
     }
 
     /// Whether `addr` is one of the stack's addresses.

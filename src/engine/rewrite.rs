@@ -67,6 +67,15 @@ fn patch_checksum(tcp: &mut [u8], old: u32, new: u32) {
     tcp[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
 }
 
+/// [`patch_checksum`] for a 16-bit word.
+fn patch_checksum16(tcp: &mut [u8], old: u16, new: u16) {
+    let mut sum = u32::from(!u16::from_be_bytes([tcp[16], tcp[17]])) + u32::from(!old) + u32::from(new);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    tcp[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
 fn set_u32(tcp: &mut [u8], at: usize, value: u32) {
     let old = read_u32(tcp, at);
     tcp[at..at + 4].copy_from_slice(&value.to_be_bytes());
@@ -129,6 +138,61 @@ pub fn set_seq(packet: &mut [u8], offset: usize, seq: u32) {
 /// Sets the acknowledgment number of the TCP segment at `offset`.
 pub fn set_ack(packet: &mut [u8], offset: usize, ack: u32) {
     set_u32(&mut packet[offset..], 8, ack);
+}
+
+/// Makes a TCP option area smoltcp can parse, meaning what Linux makes of it: an option
+/// whose length field is below 2 or runs past the header ends Linux's parsing (the rest is
+/// ignored, `tcp_parse_options`: "silly options", "don't parse partial options"), and a
+/// known option of the wrong length (an MSS of 3 bytes, say) is skipped. smoltcp 0.14
+/// rejects the whole segment for either (`TcpOption::parse` returns an error, and
+/// `TcpRepr::parse` with it), so a SYN Linux answers would go unanswered. What Linux
+/// ignores becomes NOPs here, the checksum patched (a wrong one stays wrong). Returns
+/// whether anything changed.
+pub fn sanitize_options(packet: &mut [u8], offset: usize) -> bool {
+    let Some(tcp) = packet.get_mut(offset..) else { return false };
+    let end = (usize::from(tcp.get(12).copied().unwrap_or(0) >> 4) * 4).min(tcp.len());
+    let mut at = 20;
+    let mut changed = false;
+    while at < end {
+        let kind = tcp[at];
+        if kind == 0 {
+            break;
+        }
+        if kind == 1 {
+            at += 1;
+            continue;
+        }
+        let len = tcp.get(at + 1).map_or(0, |&l| usize::from(l));
+        if at + 1 >= end || len < 2 || at + len > end {
+            nop_out(tcp, at, end);
+            return true;
+        }
+        let right_length = match kind {
+            2 => len == 4,
+            3 => len == 3,
+            4 => len == 2,
+            5 => len >= 10 && (len - 2) % 8 == 0,
+            _ => true,
+        };
+        if !right_length {
+            nop_out(tcp, at, at + len);
+            changed = true;
+        }
+        at += len;
+    }
+    changed
+}
+
+/// Turns bytes `from..to` of a TCP header into NOPs, the checksum patched per 16-bit word.
+fn nop_out(tcp: &mut [u8], from: usize, to: usize) {
+    let mut word_start = from & !1;
+    while word_start < to {
+        let old = u16::from_be_bytes([tcp[word_start], tcp[word_start + 1]]);
+        tcp[word_start.max(from)..(word_start + 2).min(to)].fill(1);
+        let new = u16::from_be_bytes([tcp[word_start], tcp[word_start + 1]]);
+        patch_checksum16(tcp, old, new);
+        word_start += 2;
+    }
 }
 
 /// An outgoing segment: `seq -= shift`.
@@ -335,6 +399,41 @@ mod tests {
             let (offset, src, dst) = tcp_header(&packet).unwrap();
             assert!(split_fin(&mut packet, offset, src.ip(), dst.ip()).is_none());
             assert_eq!(packet, before, "left untouched");
+        }
+    }
+
+    #[test]
+    fn a_malformed_option_area_becomes_nops_where_linux_stops_or_skips() {
+        let with_options = |options: &[u8]| {
+            let mut packet = Vec::new();
+            PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(1, 2, 7, 100)
+                .syn()
+                .options_raw(options)
+                .unwrap()
+                .write(&mut packet, b"")
+                .unwrap();
+            packet
+        };
+        let cases: [(&[u8], &[u8]); 6] = [
+            (&[2, 4, 1, 144, 1, 1, 1, 1], &[2, 4, 1, 144, 1, 1, 1, 1]),
+            (&[3, 0, 2, 4, 1, 144, 0, 0], &[1, 1, 1, 1, 1, 1, 1, 1]),
+            (&[2, 4, 1, 144, 8, 1, 0, 0], &[2, 4, 1, 144, 1, 1, 1, 1]),
+            (&[2, 4, 1, 144, 254, 10, 0, 0], &[2, 4, 1, 144, 1, 1, 1, 1]),
+            (&[2, 3, 1, 2, 4, 1, 144, 0], &[1, 1, 1, 2, 4, 1, 144, 0]),
+            (&[1, 1, 1, 2], &[1, 1, 1, 1]),
+        ];
+        for (options, linux_reads) in cases {
+            let mut packet = with_options(options);
+            let (offset, _, _) = tcp_header(&packet).unwrap();
+            let changed = sanitize_options(&mut packet, offset);
+            assert_eq!(changed, options != linux_reads, "{options:?}");
+            assert_eq!(&packet[offset + 20..offset + 28.min(20 + options.len())], linux_reads);
+            assert!(checksum_ok(&packet), "{options:?}: checksum patched");
+            let tcp = smoltcp::wire::TcpPacket::new_checked(&packet[offset..]).unwrap();
+            let ip = (smoltcp::wire::IpAddress::v4(10, 0, 0, 1), smoltcp::wire::IpAddress::v4(10, 0, 0, 2));
+            let caps = smoltcp::phy::ChecksumCapabilities::default();
+            assert!(smoltcp::wire::TcpRepr::parse(&tcp, &ip.0, &ip.1, &caps).is_ok(), "{options:?}: smoltcp parses it");
         }
     }
 

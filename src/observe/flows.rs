@@ -14,7 +14,7 @@ use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::packet::{FlowKey, Summary, TcpFlags, Transport};
+use crate::packet::{FlowKey, FragmentFlows, Summary, TcpFlags, Transport};
 
 use super::ladder::{Ladder, LadderStep};
 
@@ -330,8 +330,8 @@ struct Seen {
     side: Option<Side>,
 }
 
-fn seen(summary: &Summary) -> Option<Seen> {
-    let (key, reversed) = FlowKey::of(summary)?;
+fn seen(summary: &Summary, fragments: &mut FragmentFlows) -> Option<Seen> {
+    let (key, reversed) = fragments.key(summary)?;
     let ip = summary.ip()?;
     let (a, b) = (SocketAddr::from(key.a), SocketAddr::from(key.b));
     let (src, dst) = if reversed { (b, a) } else { (a, b) };
@@ -361,6 +361,7 @@ pub struct FlowTable {
     ladders: Option<(usize, usize)>,
     untracked: u64,
     not_ip: u64,
+    fragments: FragmentFlows,
 }
 
 impl Default for FlowTable {
@@ -378,7 +379,15 @@ impl FlowTable {
     /// A table of up to `capacity` flows; packets of later flows are only counted
     /// ([`FlowTable::untracked`]), so that a port scan cannot grow it without bound.
     pub fn with_capacity(capacity: usize) -> Self {
-        FlowTable { flows: Vec::new(), index: HashMap::new(), capacity, ladders: None, untracked: 0, not_ip: 0 }
+        FlowTable {
+            flows: Vec::new(),
+            index: HashMap::new(),
+            capacity,
+            ladders: None,
+            untracked: 0,
+            not_ip: 0,
+            fragments: FragmentFlows::default(),
+        }
     }
 
     /// Also records each TCP connection's packets for its [`Ladder`]: the first `head`
@@ -392,7 +401,7 @@ impl FlowTable {
     /// [`FlowTable::flows`] and the side that sent it; `None` when it is not IP or its flow
     /// did not fit in the table.
     pub fn observe(&mut self, at: Duration, summary: &Summary) -> Option<(usize, Side)> {
-        let Some(seen) = seen(summary) else {
+        let Some(seen) = seen(summary, &mut self.fragments) else {
             self.not_ip += 1;
             return None;
         };

@@ -107,7 +107,7 @@ fn decode_ipv4(packet: &[u8], problems: &mut Vec<String>, depth: Depth) -> Net {
     let transport = if offset != 0 {
         Transport::Fragment
     } else {
-        decode_transport(IpVersion::V4, protocol, payload.payload, payload_len, problems, depth)
+        decode_transport(IpVersion::V4, protocol, payload.payload, payload_len, more, problems, depth)
     };
     Net::Ip(Ip {
         version: IpVersion::V4,
@@ -170,7 +170,7 @@ fn decode_ipv6(packet: &[u8], problems: &mut Vec<String>, depth: Depth) -> Net {
     } else if ext_err.is_some() {
         Transport::Other
     } else {
-        decode_transport(IpVersion::V6, protocol, payload.payload, payload_len, problems, depth)
+        decode_transport(IpVersion::V6, protocol, payload.payload, payload_len, fragment.is_some(), problems, depth)
     };
     Net::Ip(Ip {
         version: IpVersion::V6,
@@ -262,12 +262,13 @@ fn decode_transport(
     protocol: u8,
     bytes: &[u8],
     stated: usize,
+    first_fragment: bool,
     problems: &mut Vec<String>,
     depth: Depth,
 ) -> Transport {
     match (protocol, version) {
         (TCP, _) => decode_tcp(bytes, stated, problems),
-        (UDP, _) => decode_udp(bytes, stated, problems),
+        (UDP, _) => decode_udp(bytes, stated, first_fragment, problems),
         (ICMP, IpVersion::V4) | (ICMPV6, IpVersion::V6) => decode_icmp(version, bytes, stated, problems, depth),
         _ => Transport::Other,
     }
@@ -388,7 +389,9 @@ fn decode_tcp_options(bytes: &[u8], declared: usize) -> (Vec<TcpOption>, Option<
     (options, None)
 }
 
-fn decode_udp(bytes: &[u8], stated: usize, problems: &mut Vec<String>) -> Transport {
+/// `first_fragment`: the packet is the first fragment of a datagram, whose UDP length
+/// counts the whole datagram's, not this packet's.
+fn decode_udp(bytes: &[u8], stated: usize, first_fragment: bool, problems: &mut Vec<String>) -> Transport {
     let Ok(udp) = UdpSlice::from_slice_lax(bytes) else {
         problems.push(format!("truncated UDP header ({} of 8 bytes)", bytes.len()));
         return Transport::Truncated { present: bytes.len(), ports: ports(bytes) };
@@ -396,7 +399,7 @@ fn decode_udp(bytes: &[u8], stated: usize, problems: &mut Vec<String>) -> Transp
     let length = udp.length();
     if length < 8 {
         problems.push(format!("UDP length field {length} is below the 8-byte header"));
-    } else if usize::from(length) > stated {
+    } else if usize::from(length) > stated && !first_fragment {
         problems.push(format!("UDP length field {length} exceeds the {stated} bytes IP carries"));
     }
     let (sport, dport) = (udp.source_port(), udp.destination_port());

@@ -48,6 +48,40 @@ impl FlowKey {
     }
 }
 
+/// Fragmented datagrams remembered by [`FragmentFlows`].
+const FRAGMENTED_DATAGRAMS: usize = 4096;
+
+/// The ports of fragmented datagrams, learnt from each first fragment, so that the later
+/// fragments (which carry no transport header) count in their datagram's flow instead of
+/// one of port 0. A later fragment seen before its first still goes to port 0's.
+#[derive(Debug)]
+pub struct FragmentFlows {
+    ports: BoundedMap<(IpAddr, IpAddr, u8, u32), (u16, u16)>,
+}
+
+impl Default for FragmentFlows {
+    fn default() -> Self {
+        FragmentFlows { ports: BoundedMap::new(FRAGMENTED_DATAGRAMS) }
+    }
+}
+
+impl FragmentFlows {
+    /// [`FlowKey::of`], with a later fragment given its datagram's ports.
+    pub fn key(&mut self, summary: &Summary) -> Option<(FlowKey, bool)> {
+        let ip = summary.ip()?;
+        let Some(fragment) = ip.fragment else { return FlowKey::of(summary) };
+        let datagram = (ip.src, ip.dst, ip.protocol, fragment.id);
+        if fragment.offset == 0 {
+            let (key, reversed) = FlowKey::of(summary)?;
+            let (src, dst) = if reversed { (key.b, key.a) } else { (key.a, key.b) };
+            self.ports.insert(datagram, (src.1, dst.1));
+            return Some((key, reversed));
+        }
+        let (sport, dport) = self.ports.get(&datagram).copied().unwrap_or((0, 0));
+        Some(FlowKey::new(ip.protocol, (ip.src, sport), (ip.dst, dport)))
+    }
+}
+
 /// A map that forgets its oldest entry (by first insertion) beyond a capacity, so a
 /// long capture or a port scan cannot grow it without bound.
 #[derive(Debug)]
@@ -90,6 +124,7 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
 pub struct FlowIds {
     ids: BoundedMap<FlowKey, u64>,
     next: u64,
+    fragments: FragmentFlows,
 }
 
 impl FlowIds {
@@ -100,7 +135,7 @@ impl FlowIds {
 
     /// Remembers up to `capacity` flows (at least one).
     pub fn with_capacity(capacity: usize) -> Self {
-        FlowIds { ids: BoundedMap::new(capacity), next: 1 }
+        FlowIds { ids: BoundedMap::new(capacity), next: 1, fragments: FragmentFlows::default() }
     }
 
     /// The id of `key`'s flow, assigning the next one if it is new.
@@ -114,9 +149,10 @@ impl FlowIds {
         id
     }
 
-    /// The flow id of a decoded packet; `None` when it is not IP.
+    /// The flow id of a decoded packet (an IP fragment's is its datagram's); `None` when
+    /// it is not IP.
     pub fn of(&mut self, summary: &Summary) -> Option<u64> {
-        FlowKey::of(summary).map(|(key, _)| self.id(key))
+        self.fragments.key(summary).map(|(key, _)| self.id(key))
     }
 
     /// Flows remembered now.

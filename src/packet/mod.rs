@@ -28,7 +28,7 @@ mod tcpdump;
 pub use decode::decode;
 pub use dns::{Dns, DnsData, DnsHeader, DnsOverTcp, DnsQuestion, DnsRecord};
 pub use filter::{Filter, FilterError};
-pub use flow::{DEFAULT_FLOW_CAPACITY, FlowIds, FlowKey};
+pub use flow::{DEFAULT_FLOW_CAPACITY, FlowIds, FlowKey, FragmentFlows};
 pub use json::{JsonFormatter, quote as json_quote, to_json};
 pub use link::{Arp, LinkHeader, decode_link, linktype};
 pub use summary::{

@@ -703,6 +703,12 @@ fn udp_line(out: &mut String, ip: &Ip, udp: &Udp) {
         return;
     }
     let stated = ip.payload_len.saturating_sub(8);
+    // A first fragment's UDP length is the whole datagram's: tcpdump prints it as it is.
+    if ip.fragment.is_some() {
+        out.push_str("UDP, length ");
+        push_usize(out, ulen - 8);
+        return;
+    }
     if ulen - 8 > stated {
         let _ = write!(out, "UDP, bad length {} > {stated}", ulen - 8);
         return;

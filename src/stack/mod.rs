@@ -204,6 +204,12 @@ impl Stack {
         self.shared.lock().engine.demux_table()
     }
 
+    /// IP reassembly: what became of the fragments that arrived, and the bytes and
+    /// datagrams held now (see [`crate::engine::reassembly`]).
+    pub fn reassembly(&self) -> (crate::engine::reassembly::ReassemblyCounters, usize, usize) {
+        self.shared.lock().engine.reassembly()
+    }
+
     /// The demux's most recent decisions (up to [`crate::engine::demux::HISTORY`]), oldest first.
     pub fn demux_events(&self) -> Vec<DemuxEvent> {
         self.shared.lock().engine.demux_events().copied().collect()

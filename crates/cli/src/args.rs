@@ -52,6 +52,12 @@ pub struct NetArgs {
     /// Linux) or smoltcp (its own recovery alone, for comparison).
     #[arg(long, value_name = "WHO", default_value_t = LossRecovery::Ustack)]
     pub recovery: LossRecovery,
+
+    /// A default gateway (one per IP version; repeatable): the stack sends what is not
+    /// for its own subnets through it, usually the kernel side (--peer-addr), which routes
+    /// it on if forwarding is enabled. Without one, such destinations are ENETUNREACH.
+    #[arg(long = "gateway", value_name = "IP")]
+    pub gateways: Vec<std::net::IpAddr>,
 }
 
 impl NetArgs {
@@ -66,6 +72,15 @@ impl NetArgs {
                 "--mtu {mtu} is too small for IPv6 address {v6} (IPv6 needs at least {IPV6_MIN_MTU}); \
                  raise the MTU or give only IPv4 addresses"
             ));
+        }
+        for (i, gateway) in self.gateways.iter().enumerate() {
+            if self.gateways[..i].iter().any(|g| g.is_ipv4() == gateway.is_ipv4()) {
+                return Err(format!("--gateway {gateway}: one gateway per IP version"));
+            }
+            let on_link = self.addrs.iter().any(|c| c.contains_addr(&IpAddress::from(*gateway)));
+            if !on_link {
+                return Err(format!("--gateway {gateway} is in no --addr subnet: the stack could not reach it"));
+            }
         }
         for addr in &self.addrs {
             if self.peer_addrs.iter().any(|peer| peer.address() == addr.address()) {
@@ -99,7 +114,13 @@ impl NetArgs {
             TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
         let device = TunDevice::open(&tun).map_err(Failure::new)?;
         let mtu = device.mtu();
-        let config = StackConfig { addrs: self.addrs.clone(), congestion: self.congestion, loss_recovery: self.recovery, ..config };
+        let config = StackConfig {
+            addrs: self.addrs.clone(),
+            gateways: self.gateways.clone(),
+            congestion: self.congestion,
+            loss_recovery: self.recovery,
+            ..config
+        };
         let stack = start_tapped(device, taps.faults(), &mut pcap, TcpdumpFormatter::new(), config)?;
         Ok((stack, mtu))
     }

@@ -13,7 +13,10 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
 use ustack::{Domain, Errno, Socket, Stack, StackConfig, Type};
 
+use nix::sys::signal::Signal;
+
 use super::args::{NetArgs, TapArgs, parse_secs, parse_target};
+use super::serve::{SHUTDOWN_GRACE, Signals};
 use super::{Failure, context, warn_if_initial_netns};
 
 /// Bytes read from standard input at a time (TCP).
@@ -92,8 +95,48 @@ impl ConnectArgs {
 
 pub fn run(args: ConnectArgs) -> Result<(), Failure> {
     warn_if_initial_netns("connect");
+    // Before any thread exists (the stack's too), so that the signals reach only the
+    // signalfd the watcher reads.
+    let signals = Signals::block()?;
     let (stack, mtu) = args.net.open_stack(StackConfig::default(), &args.taps)?;
-    if args.udp { udp(&args, &stack, mtu) } else { tcp(&args, &stack) }
+    let stack = Arc::new(stack);
+    let watched = stack.clone();
+    let watcher = thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || close_on_signal(&signals, &watched))
+        .map_err(context("starting a thread"))?;
+    let result = if args.udp { udp(&args, &stack, mtu) } else { tcp(&args, &stack) };
+    // Closing on a signal ends the socket calls above (EBADF): the watcher, not their
+    // error, ends the process, once the connection is closed.
+    if SIGNALLED.get().is_some() {
+        let _ = watcher.join();
+    }
+    result
+}
+
+/// The signal that is closing the connection, once one came.
+static SIGNALLED: OnceLock<Signal> = OnceLock::new();
+
+/// On SIGINT or SIGTERM, closes the connection as `serve` closes its own (a FIN, data in
+/// flight delivered first, at most [`SHUTDOWN_GRACE`] waited for the peer's ACK), instead
+/// of vanishing with the TUN and leaving the peer ESTABLISHED; then exits with the status
+/// a shell gives a process that signal ended (128 + its number).
+fn close_on_signal(signals: &Signals, stack: &Stack) {
+    loop {
+        match signals.wait(SHUTDOWN_GRACE) {
+            Ok(Some(signal @ (Signal::SIGINT | Signal::SIGTERM))) => {
+                log::info!(target: "ustack", "{signal}: closing the connection");
+                let _ = SIGNALLED.set(signal);
+                stack.shutdown(SHUTDOWN_GRACE);
+                std::process::exit(128 + signal as i32);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!(target: "ustack", "{e}: SIGINT and SIGTERM now end the process without closing");
+                return;
+            }
+        }
+    }
 }
 
 fn domain(target: SocketAddr) -> Domain {
@@ -211,7 +254,7 @@ fn udp(args: &ConnectArgs, stack: &Stack, mtu: usize) -> Result<(), Failure> {
         .map_err(context("starting a thread"))?;
 
     // Each read is one datagram; reading at most what fits in one packet splits longer
-    // input instead of failing with EMSGSIZE (ustack does not fragment).
+    // input instead of going out in IP fragments (or failing with EMSGSIZE over IPv6).
     let headers = if target.is_ipv4() { 20 + 8 } else { 40 + 8 };
     let mut buf = vec![0; mtu.saturating_sub(headers).max(1)];
     let mut stdin = io::stdin().lock();

@@ -193,7 +193,7 @@ impl ServeArgs {
 }
 
 /// How long SIGINT/SIGTERM waits for the peers to acknowledge the FINs.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
     warn_if_initial_netns("serve");
@@ -495,10 +495,12 @@ impl Watch<Errno> for UdpWatch {
 }
 
 /// SIGINT, SIGTERM and SIGUSR1, blocked in every thread and read from a signalfd.
-struct Signals(SignalFd);
+pub(crate) struct Signals(SignalFd);
 
 impl Signals {
-    fn block() -> Result<Signals, Failure> {
+    /// Blocks them in this thread and every thread it starts from now on: call it before
+    /// starting any.
+    pub(crate) fn block() -> Result<Signals, Failure> {
         let mut set = SigSet::empty();
         for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
             set.add(signal);
@@ -510,7 +512,7 @@ impl Signals {
     }
 
     /// The next signal, or `None` after `timeout`.
-    fn wait(&self, timeout: Duration) -> Result<Option<Signal>, Failure> {
+    pub(crate) fn wait(&self, timeout: Duration) -> Result<Option<Signal>, Failure> {
         let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
         match nix::poll::poll(&mut fds, timeout) {

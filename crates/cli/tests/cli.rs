@@ -636,6 +636,69 @@ fn connect_sends_stdin_and_prints_the_reply() {
     assert_eq!(out.stderr, "", "a clean run is quiet");
 }
 
+/// SIGTERM (or SIGINT) to `ustack connect` closes its connection as `serve` closes its own:
+/// the kernel peer reads end of stream, instead of staying ESTABLISHED with a peer that
+/// vanished with its TUN.
+#[test]
+fn connect_closes_its_connection_on_sigterm() {
+    ustack::require_tun!();
+    let ns = NetNs::new().unwrap();
+    let listener = ns.run(|| TcpListener::bind("0.0.0.0:5002")).unwrap().unwrap();
+    let (got_data, data_seen) = mpsc::channel();
+    let kernel = thread::spawn(move || -> io::Result<io::Result<Vec<u8>>> {
+        let (mut conn, _) = listener.accept()?;
+        conn.set_read_timeout(Some(READY))?;
+        let mut hello = [0; 6];
+        conn.read_exact(&mut hello)?;
+        let _ = got_data.send(());
+        // Blocks until the client's FIN (Ok) or RST (an error), or READY passes.
+        let mut rest = Vec::new();
+        Ok(conn.read_to_end(&mut rest).map(|_| rest))
+    });
+    let mut client = ustack_in(&ns, &["connect", "10.7.0.1:5002"]);
+    client.write_stdin(b"hello\n");
+    data_seen.recv_timeout(READY).expect("the kernel got the data");
+    assert!(client.running(), "standard input is still open: the connection stays up");
+    client.signal(Signal::SIGTERM);
+    let end = kernel.join().unwrap().expect("kernel socket");
+    assert_eq!(end.expect("the kernel reads end of stream (a FIN), not a timeout or reset"), b"");
+    let out = client.finish(DEADLINE);
+    assert_eq!(out.code(), Some(128 + 15), "the status a shell gives a process SIGTERM ended: {out:?}");
+}
+
+/// `--gateway`: a destination outside the stack's subnets goes through the kernel side,
+/// which routes it (here to an address of its own on another network); without a
+/// gateway the same connect is ENETUNREACH, as Linux says without a default route.
+#[test]
+fn connect_reaches_another_network_through_the_gateway_and_without_one_is_enetunreach() {
+    ustack::require_tun!();
+    let ns = NetNs::new().unwrap();
+    for args in [&["link", "set", "lo", "up"][..], &["addr", "add", "10.50.0.1/32", "dev", "lo"]] {
+        let status = ns.run(|| Command::new("ip").args(args).status()).unwrap().expect("ip (iproute2)");
+        assert!(status.success(), "ip {args:?}");
+    }
+    let unrouted = ustack_in(&ns, &["connect", "10.50.0.1:5003"]).finish(DEADLINE);
+    assert_eq!(unrouted.code(), Some(1), "{unrouted:?}");
+    assert!(unrouted.stderr.contains("ENETUNREACH"), "{}", unrouted.stderr);
+
+    let server = kernel_tcp_server(&ns, "10.50.0.1:5003", |got| got.to_ascii_uppercase());
+    let mut client = ustack_in(&ns, &["connect", "--gateway", "10.7.0.1", "10.50.0.1:5003"]);
+    client.write_stdin(b"through the gateway\n");
+    let out = client.finish(DEADLINE);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, "THROUGH THE GATEWAY\n");
+    assert_eq!(server.join().unwrap().1.ip().to_string(), "10.7.0.2");
+
+    // A network the kernel has no route to either: forwarding, it answers the SYN with
+    // ICMP "net unreachable", and the connect fails with ENETUNREACH at once, as Linux's
+    // does (tcp_v4_err), not after its 10 s timeout.
+    let forwarding = ns.run(|| Command::new("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]).status()).unwrap();
+    assert!(forwarding.expect("sysctl").success());
+    let unreachable = ustack_in(&ns, &["connect", "--gateway", "10.7.0.1", "10.99.0.1:5003"]).finish(DEADLINE);
+    assert_eq!(unreachable.code(), Some(1), "{unreachable:?}");
+    assert!(unreachable.stderr.contains("ENETUNREACH"), "{}", unreachable.stderr);
+}
+
 #[test]
 fn connect_over_ipv6() {
     ustack::require_tun!();

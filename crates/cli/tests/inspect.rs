@@ -117,6 +117,8 @@ fn lines_match_tcpdump() {
         ("formats/dns-types.pcap", "formats/dns-types.tcpdump.txt", &[][..]),
         // Cut to 80 bytes a record (tcpdump -s 80): lengths still come from the headers.
         ("formats/bulk.pcap", "formats/bulk.tcpdump.txt", &[][..]),
+        // IP fragments: tcpdump 4.99's "ip-proto-17" and "frag (...)" lines.
+        ("kernel/fragments.pcap", "kernel/fragments.tcpdump.txt", &[][..]),
     ] {
         let ours = inspect_ok(args, capture);
         let expected = std::fs::read_to_string(fixture(expected)).unwrap();
@@ -190,6 +192,29 @@ fn flow_table_of_a_known_capture() {
 
     let mixed = inspect_ok(&["--flows"], "formats/mixed.pcapng");
     assert!(mixed.contains("4 records not IP"), "{mixed}");
+}
+
+/// IP fragments (fixtures/kernel/fragments.pcap: a 3000-byte UDP datagram echoed, pings
+/// of 3000 bytes over IPv4 and IPv6, all in three fragments a packet): each fragment
+/// counts in its datagram's flow, not one of port 0, and none is reported as damaged.
+#[test]
+fn fragments_count_in_their_datagrams_flow() {
+    let text = inspect_ok(&["--flows"], "kernel/fragments.pcap");
+    let rows: Vec<String> = text.lines().map(squeeze).collect();
+    assert!(rows[1].starts_with("1 udp 10.9.0.1:46271 10.9.0.2:7 3 3000 3 3000"), "{text}");
+    assert!(rows[2].starts_with("2 icmp 10.9.0.1 10.9.0.2 3 3000 3 3000"), "{text}");
+    assert!(rows[3].starts_with("3 icmpv6 fd00:9::1 fd00:9::2 3 3000 3 3000"), "{text}");
+    assert!(rows[4].starts_with("→ client to server"), "{text}");
+
+    let json = inspect_ok(&["--json"], "kernel/fragments.pcap");
+    let lines: Vec<&str> = json.lines().collect();
+    assert_eq!(lines.len(), 18);
+    for (i, line) in lines.iter().enumerate() {
+        let flow = 1 + i / 6;
+        assert!(line.contains(&format!("\"flow\":{flow},")), "record {}: {line}", i + 1);
+        assert!(line.ends_with("\"problem\":null}"), "record {}: {line}", i + 1);
+    }
+    assert!(lines[0].contains("\"sport\":46271") && lines[1].contains("\"sport\":null"), "{json}");
 }
 
 #[test]

@@ -19,6 +19,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
 
+use smoltcp::time::Instant as SmolInstant;
+use ustack::engine::reassembly::{Offer, Reassembly};
 use ustack::observe::{CaptureError, CaptureReader, Side};
 use ustack::packet::{FlowKey, Summary, TcpFlags, TcpOption, Transport};
 
@@ -260,12 +262,28 @@ impl Conversation {
     pub fn read<R: Read>(source: R) -> Result<Conversation, LoadError> {
         let mut reader = CaptureReader::new(source)?;
         let mut builder = Builder::default();
+        // IP fragments are put back together as ustack's own stack does, and the datagram
+        // replayed whole (the record of its last fragment gives its place and time).
+        let mut fragments = Reassembly::default();
         while let Some(record) = reader.next_record()? {
             builder.records += 1;
             let summary = record.decode();
             let link_len = summary.link.as_ref().map_or(0, |l| l.header_len);
             let cut = usize::try_from(record.orig_len).unwrap_or(usize::MAX) > record.data.len();
-            builder.add(builder.records, record.ts, &summary, record.data.get(link_len..).unwrap_or(&[]), cut)?;
+            let ip_bytes = record.data.get(link_len..).unwrap_or(&[]);
+            if !cut && summary.ip().is_some_and(|ip| ip.fragment.is_some()) {
+                let at = SmolInstant::from_micros(i64::try_from(record.ts.as_micros()).unwrap_or(i64::MAX));
+                match fragments.offer(at, ip_bytes) {
+                    Offer::Whole(datagram) => {
+                        let whole = ustack::packet::decode(&datagram);
+                        builder.add(builder.records, record.ts, &whole, &datagram, false)?;
+                    }
+                    Offer::Held { .. } => builder.skip("IP fragment (replayed as its whole datagram)"),
+                    Offer::NotFragment => builder.add(builder.records, record.ts, &summary, ip_bytes, cut)?,
+                }
+                continue;
+            }
+            builder.add(builder.records, record.ts, &summary, ip_bytes, cut)?;
         }
         builder.finish()
     }

@@ -149,6 +149,10 @@ const CASES: &[Case] = &[
     },
     Case { name: "ipv6 as server", file: "ipv6.pcap", role: Server, app: Echo, tune: plain, expect: Match },
     Case { name: "ipv6 as client", file: "ipv6.pcap", role: Client, app: Echo, tune: plain, expect: Match },
+    // A 3000-byte UDP datagram and its echo, in IP fragments both ways (the pings are not
+    // replayed): reassembled from the capture, and from what ustack sends.
+    Case { name: "fragments as server", file: "fragments.pcap", role: Server, app: Echo, tune: plain, expect: Match },
+    Case { name: "fragments as client", file: "fragments.pcap", role: Client, app: Echo, tune: plain, expect: Match },
 ];
 
 /// A case's outcome and how long it took.
@@ -248,6 +252,8 @@ cases! {
     bulk_with_echo_differs: "bulk with echo";
     ipv6_as_server: "ipv6 as server";
     ipv6_as_client: "ipv6 as client";
+    fragments_as_server: "fragments as server";
+    fragments_as_client: "fragments as client";
 }
 
 /// Every capture in fixtures/kernel/ is replayed, and matches in at least one role.

@@ -181,6 +181,8 @@ pub(crate) struct Engine<'a> {
     suspect: BTreeSet<usize>,
     released: bool,
     deadline: Instant,
+    /// ustack's fragments of a datagram larger than the wire's MTU, until it is whole.
+    fragments: ustack::engine::reassembly::Reassembly,
 }
 
 type ClientStep<T> = Result<T, Difference>;

@@ -47,7 +47,15 @@ impl<'a> Engine<'a> {
     }
 
     pub(super) fn on_frame(&mut self, frame: &[u8]) {
-        let out = packets::parse(frame);
+        use ustack::engine::reassembly::Offer;
+        // A datagram ustack sent in fragments is looked at once whole.
+        let now = smoltcp::time::Instant::now();
+        let whole = match self.fragments.offer(now, frame) {
+            Offer::NotFragment => None,
+            Offer::Whole(datagram) => Some(datagram),
+            Offer::Held { .. } => return,
+        };
+        let out = packets::parse(whole.as_deref().unwrap_or(frame));
         match &out.kind {
             OutKind::EchoReply { id, seq } if *id == PING_ID => self.pong = Some(*seq),
             OutKind::Tcp { .. } | OutKind::Udp { .. } => {

@@ -176,6 +176,7 @@ impl<'a> Engine<'a> {
             suspect: BTreeSet::new(),
             released: !opts.hold_accept,
             deadline: Instant::now() + budget,
+            fragments: Default::default(),
         })
     }
 }
