@@ -421,3 +421,82 @@ fn the_programs_exit_status_is_ustack_runs() {
     let killed = Proc::run(&ns, &[], &["sh", "-c", "kill -TERM $$"], None).finish();
     assert_eq!(killed.status.code(), Some(128 + libc::SIGTERM), "{}", killed.stderr);
 }
+
+/// Builds crates/preload/tests/c/calls.c with `cc` (once per test binary).
+fn calls_program() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ustack-calls");
+            let source = format!("{SCRIPTS}/c/calls.c");
+            let built = Command::new("cc").args(["-Wall", "-O1", "-o"]).arg(&out).arg(&source).output().unwrap();
+            assert!(built.status.success(), "cc {source}:\n{}", String::from_utf8_lossy(&built.stderr));
+            out
+        })
+        .clone()
+}
+
+/// What calls.c prints when run in `ns` (on ustack when `ustack`), against kernel echo
+/// servers at `peer` and a kernel client that connects to `listen_ip`.
+fn calls_output(ns: &NetNs, ustack: bool, peer: &str, listen_ip: &str) -> String {
+    let program = calls_program();
+    let program = program.to_str().unwrap();
+    let tcp = kernel_echo_server(ns, 5100);
+    // "datagram", "one", "two", "three".
+    let udp = kernel_udp_echo(ns, 5101, 4);
+    let args = [program, peer, "5100", "5101", "7100"];
+    let calls = if ustack { Proc::run(ns, &[], &args, None) } else { Proc::spawn(ns, program, &args[1..], None) };
+    calls.expect_stdout("listening");
+    let mut client = kernel_connect(ns, format!("{listen_ip}:7100").parse().unwrap());
+    client.write_all(b"hello").unwrap();
+    let mut echo = [0; 5];
+    client.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"hello");
+    calls.expect_stdout("close now");
+    drop(client);
+    let done = calls.finish();
+    assert!(
+        done.status.success(),
+        "calls ({}): {:?}\n{}\n{}",
+        if ustack { "ustack" } else { "kernel" },
+        done.status,
+        done.stdout,
+        done.stderr
+    );
+    let who = if ustack { "ustack" } else { "kernel" };
+    tcp.join()
+        .unwrap_or_else(|_| panic!("the kernel TCP echo server failed; calls on {who} printed:\n{}", done.stdout));
+    udp.join()
+        .unwrap_or_else(|_| panic!("the kernel UDP echo server failed; calls on {who} printed:\n{}", done.stdout));
+    done.stdout
+}
+
+#[test]
+fn a_c_program_sees_the_same_results_and_errnos_on_ustack_as_on_the_kernel() {
+    if !can_run(&["cc"]) {
+        return;
+    }
+    // The kernel run: the peer's address on the namespace's loopback.
+    let kernel_ns = NetNs::new().unwrap();
+    kernel_ns
+        .run(|| -> io::Result<()> {
+            let mut netlink = ustack::sys::netlink::Netlink::open()?;
+            let lo = netlink.link_by_name("lo")?.expect("lo");
+            netlink.add_address(lo.index, "10.7.0.1".parse().unwrap(), 32)
+        })
+        .unwrap()
+        .unwrap();
+    let kernel = calls_output(&kernel_ns, false, "10.7.0.1", "10.7.0.1");
+    let ustack_ns = NetNs::new().unwrap();
+    let on_ustack = calls_output(&ustack_ns, true, "10.7.0.1", "10.7.0.2");
+    if kernel != on_ustack {
+        let diff: Vec<String> = kernel
+            .lines()
+            .zip(on_ustack.lines())
+            .filter(|(k, u)| k != u)
+            .map(|(k, u)| format!("kernel: {k}\nustack: {u}"))
+            .collect();
+        panic!("the outputs differ:\n{}\n\nkernel:\n{kernel}\nustack:\n{on_ustack}", diff.join("\n"));
+    }
+    assert!(kernel.contains("== end"), "{kernel}");
+}

@@ -224,6 +224,9 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                 sock.refresh(false);
                 return result;
             }
+            if let Some(code) = sock.collected().take() {
+                return if code == 0 { Ok(0) } else { Err(code) };
+            }
             let result = if table::is_nonblocking(fd) {
                 let result = sock.socket.connect(to);
                 let mut connecting = sock.connecting();

@@ -296,10 +296,12 @@ fn pending_error(sock: &Sock) -> c_int {
         Err(Errno::EALREADY | Errno::EINPROGRESS) => 0,
         Ok(()) | Err(Errno::EISCONN) => {
             *connecting = None;
+            *sock.collected() = Some(0);
             0
         }
         Err(e) => {
             *connecting = None;
+            *sock.collected() = Some(libc::ECONNABORTED);
             e.code()
         }
     }

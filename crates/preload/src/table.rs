@@ -208,6 +208,10 @@ pub struct Sock {
     /// Data read ahead of the program (MSG_PEEK, FIONREAD), given before the socket's.
     pub peeked: Mutex<Peeked>,
     pub listening: AtomicBool,
+    /// What the next connect() says after SO_ERROR collected a non-blocking connect's
+    /// outcome (Linux's socket is still "connecting" until connect() is called again):
+    /// 0 for a connection made, ECONNABORTED for one that failed.
+    pub collected: Mutex<Option<c_int>>,
 }
 
 /// Data received from the stack but not yet by the program.
@@ -267,6 +271,7 @@ impl Sock {
             connecting: Mutex::new(None),
             peeked: Mutex::new(Peeked::default()),
             listening: AtomicBool::new(false),
+            collected: Mutex::new(None),
         });
         lock(&BY_ID).insert(sock.socket.id(), Arc::downgrade(&sock));
         sock.refresh(false);
@@ -370,6 +375,10 @@ impl Sock {
 
     pub fn peeked(&self) -> MutexGuard<'_, Peeked> {
         lock(&self.peeked)
+    }
+
+    pub fn collected(&self) -> MutexGuard<'_, Option<c_int>> {
+        lock(&self.collected)
     }
 
     pub fn connecting(&self) -> MutexGuard<'_, Option<std::net::SocketAddr>> {
