@@ -500,3 +500,45 @@ fn a_c_program_sees_the_same_results_and_errnos_on_ustack_as_on_the_kernel() {
     }
     assert!(kernel.contains("== end"), "{kernel}");
 }
+
+#[test]
+fn a_forked_child_and_an_execd_program_cannot_use_the_parents_stack_and_say_so() {
+    if !can_run(&["python3"]) {
+        return;
+    }
+    let ns = NetNs::new().unwrap();
+    let server = kernel_echo_server(&ns, 5003);
+    let done = Proc::run(&ns, &[], &["python3", &script("fork.py"), "10.7.0.1", "5003"], None).finish();
+    assert!(done.status.success(), "{:?}\n{}\n{}", done.status, done.stdout, done.stderr);
+    for line in [
+        // EOPNOTSUPP, which Python names by its other name (the same number on Linux).
+        "child send: ENOTSUP",
+        "child socket: ENOTSUP",
+        "exec'd program exit: 1",
+        "exec'd program said: ustack: USTACK_TUN_FD=",
+        "parent got: parent still works",
+    ] {
+        assert!(done.stdout.contains(line), "no {line:?} in\n{}", done.stdout);
+    }
+    // The child's calls are refused loudly, each with a line on stderr.
+    assert!(done.stderr.contains("send() on fd"), "{}", done.stderr);
+    assert!(done.stderr.contains("a fork of"), "{}", done.stderr);
+    assert_eq!(server.join().unwrap(), b"parent still works");
+}
+
+#[test]
+fn two_programs_of_one_run_cannot_both_run_a_stack_on_its_tun() {
+    if !can_run(&["python3", "sh"]) {
+        return;
+    }
+    let ns = NetNs::new().unwrap();
+    // The shell opens no socket: both children inherit the TUN; the second to open a
+    // socket is refused, saying why.
+    let open = "import socket, time; socket.socket(); print('made', flush=True); time.sleep(2)";
+    let second = "import socket, time; time.sleep(0.5); socket.socket()";
+    let done =
+        Proc::run(&ns, &[], &["sh", "-c", &format!("python3 -c \"{open}\" & python3 -c \"{second}\"; wait")], None)
+            .finish();
+    assert!(done.stdout.contains("made"), "{}\n{}", done.stdout, done.stderr);
+    assert!(done.stderr.contains("another process already runs the stack on TUN ustack0"), "{}", done.stderr);
+}

@@ -78,17 +78,18 @@ fn open() -> Result<Stack, String> {
     // SAFETY: F_GETFD only looks at the fd.
     if unsafe { crate::real::fcntl(fd, libc::F_GETFD, 0) } == -1 {
         return Err(format!(
-            "USTACK_TUN_FD={fd} is not open here (a program started by the one `ustack run` ran? \
-             the TUN belongs to the first process that opened a socket); sockets fail with EAFNOSUPPORT"
+            "USTACK_TUN_FD={fd} is not open in this process: a process that has the stack started it \
+             (only the first process of `ustack run` to open a socket has one); sockets fail with EAFNOSUPPORT"
         ));
     }
     // Programs this one starts must not get the TUN: two stacks on one TUN would each
     // take the other's packets.
     // SAFETY: F_SETFD on an fd we checked is open.
     unsafe { crate::real::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC as usize) };
+    let name = env("USTACK_TUN").unwrap_or_else(|| "ustack0".into());
+    claim(&name)?;
     // SAFETY: the fd was handed to this process for the stack alone.
     let tun = unsafe { OwnedFd::from_raw_fd(fd) };
-    let name = env("USTACK_TUN").unwrap_or_else(|| "ustack0".into());
     let mtu = env("USTACK_MTU").and_then(|m| m.parse().ok()).unwrap_or(1500);
     let device = TunDevice::from_fd(tun, &name, mtu).map_err(|e| e.to_string())?;
 
@@ -118,6 +119,40 @@ fn open() -> Result<Stack, String> {
 fn start_on<D: Link + 'static>(device: D, config: StackConfig) -> Result<Stack, String> {
     Stack::new(Tracer::new(device).with_formatter(TcpdumpFormatter::new()), config)
         .map_err(|e| format!("starting the stack: {e}"))
+}
+
+/// Makes sure no other process runs a stack on TUN `name`: two processes started by one
+/// `ustack run` (`sh -c 'a & b'`) both inherit the TUN, and two stacks on it would each
+/// take the other's packets. The claim is an abstract AF_UNIX address (per network
+/// namespace, gone with the process), held for the process's life.
+fn claim(name: &str) -> Result<(), String> {
+    // SAFETY: socket has no pointer arguments.
+    let fd = unsafe { crate::real::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("claiming TUN {name}: {}", std::io::Error::last_os_error()));
+    }
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let tag = format!("ustack-preload/{name}");
+    // sun_path[0] stays 0: the abstract namespace.
+    for (to, from) in addr.sun_path[1..].iter_mut().zip(tag.bytes()) {
+        *to = from as libc::c_char;
+    }
+    let len = (size_of::<libc::sa_family_t>() + 1 + tag.len()) as libc::socklen_t;
+    // SAFETY: a sockaddr_un of `len` bytes.
+    if unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), len) } < 0 {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: closing the fd just made.
+        unsafe { crate::real::close(fd) };
+        if e.raw_os_error() == Some(libc::EADDRINUSE) {
+            return Err(format!(
+                "another process already runs the stack on TUN {name} (one started by the same                  `ustack run`): only the first process to open a socket has it; sockets fail with EAFNOSUPPORT"
+            ));
+        }
+        return Err(format!("claiming TUN {name}: {e}"));
+    }
+    // Kept open (and so bound) until the process exits.
+    Ok(())
 }
 
 /// `IP/LEN`, as `ustack run` wrote it.
