@@ -149,7 +149,14 @@ fn start(args: RunArgs) -> Result<ExitCode, Failure> {
             Ok(())
         });
     }
-    let mut child = command.spawn().map_err(context(format!("running {}", program.to_string_lossy())))?;
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            // As a shell (and env) say it: 127 for a program not found, 126 for one that cannot run.
+            complain!("ustack: running {}: {e}", program.to_string_lossy());
+            return Ok(ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }));
+        }
+    };
     // The program has its copies; ours would keep the TUN up after it exits.
     drop((tun, pcap));
     let pid = Pid::from_raw(child.id() as i32);

@@ -420,6 +420,9 @@ fn the_programs_exit_status_is_ustack_runs() {
     assert_eq!(exited.status.code(), Some(7), "{}", exited.stderr);
     let killed = Proc::run(&ns, &[], &["sh", "-c", "kill -TERM $$"], None).finish();
     assert_eq!(killed.status.code(), Some(128 + libc::SIGTERM), "{}", killed.stderr);
+    let missing = Proc::run(&ns, &[], &["/nonexistent/program"], None).finish();
+    assert_eq!(missing.status.code(), Some(127), "{}", missing.stderr);
+    assert!(missing.stderr.contains("ustack: running /nonexistent/program: No such file"), "{}", missing.stderr);
 }
 
 /// Builds crates/preload/tests/c/calls.c with `cc` (once per test binary).
@@ -450,7 +453,16 @@ fn calls_output(ns: &NetNs, ustack: bool, peer: &str, listen_ip: &str) -> String
     let mut client = kernel_connect(ns, format!("{listen_ip}:7100").parse().unwrap());
     client.write_all(b"hello").unwrap();
     let mut echo = [0; 5];
-    client.read_exact(&mut echo).unwrap();
+    if let Err(e) = client.read_exact(&mut echo) {
+        let stderr = calls.stderr.text();
+        let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+        panic!(
+            "no echo from calls on {}: {e}; it printed:\n{}\nstderr (end):\n{}",
+            if ustack { "ustack" } else { "the kernel" },
+            calls.stdout.text(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     assert_eq!(&echo, b"hello");
     calls.expect_stdout("close now");
     drop(client);
