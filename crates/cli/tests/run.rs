@@ -544,13 +544,22 @@ fn two_programs_of_one_run_cannot_both_run_a_stack_on_its_tun() {
         return;
     }
     let ns = NetNs::new().unwrap();
-    // The shell opens no socket: both children inherit the TUN; the second to open a
-    // socket is refused, saying why.
-    let open = "import socket, time; socket.socket(); print('made', flush=True); time.sleep(2)";
-    let second = "import socket, time; time.sleep(0.5); socket.socket()";
-    let done =
-        Proc::run(&ns, &[], &["sh", "-c", &format!("python3 -c \"{open}\" & python3 -c \"{second}\"; wait")], None)
-            .finish();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("run-two-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let flag = dir.join("made");
+    // The shell opens no socket: both children inherit the TUN. The second opens its
+    // socket once the first has (the flag file), and is refused, saying why.
+    let open = format!(
+        "import socket, time; socket.socket(); print('made', flush=True); open('{}', 'w').close(); time.sleep(3)",
+        flag.display()
+    );
+    let second = "import socket; socket.socket()";
+    let shell = format!(
+        "python3 -c \"{open}\" & until [ -e {} ]; do sleep 0.05; done; python3 -c \"{second}\"; kill $!",
+        flag.display()
+    );
+    let done = Proc::run(&ns, &[], &["sh", "-c", &shell], None).finish();
+    fs::remove_dir_all(&dir).unwrap();
     assert!(done.stdout.contains("made"), "{}\n{}", done.stdout, done.stderr);
     assert!(done.stderr.contains("another process already runs the stack on TUN ustack0"), "{}", done.stderr);
 }

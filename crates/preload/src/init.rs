@@ -146,7 +146,8 @@ fn claim(name: &str) -> Result<(), String> {
         unsafe { crate::real::close(fd) };
         if e.raw_os_error() == Some(libc::EADDRINUSE) {
             return Err(format!(
-                "another process already runs the stack on TUN {name} (one started by the same                  `ustack run`): only the first process to open a socket has it; sockets fail with EAFNOSUPPORT"
+                "another process already runs the stack on TUN {name} (one started by the same \
+                 `ustack run`): only the first process to open a socket has it; sockets fail with EAFNOSUPPORT"
             ));
         }
         return Err(format!("claiming TUN {name}: {e}"));
