@@ -430,7 +430,7 @@ fn calls_program() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ustack-calls");
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("ustack-calls-{}", std::process::id()));
             let source = format!("{SCRIPTS}/c/calls.c");
             let built = Command::new("cc").args(["-Wall", "-O1", "-o"]).arg(&out).arg(&source).output().unwrap();
             assert!(built.status.success(), "cc {source}:\n{}", String::from_utf8_lossy(&built.stderr));
@@ -511,6 +511,7 @@ fn a_c_program_sees_the_same_results_and_errnos_on_ustack_as_on_the_kernel() {
         panic!("the outputs differ:\n{}\n\nkernel:\n{kernel}\nustack:\n{on_ustack}", diff.join("\n"));
     }
     assert!(kernel.contains("== end"), "{kernel}");
+    let _ = fs::remove_file(calls_program());
 }
 
 #[test]
