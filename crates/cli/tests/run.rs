@@ -449,7 +449,8 @@ fn calls_output(ns: &NetNs, ustack: bool, peer: &str, listen_ip: &str) -> String
     let udp = kernel_udp_echo(ns, 5101, 4);
     let args = [program, peer, "5100", "5101", "7100"];
     let calls = if ustack { Proc::run(ns, &[], &args, None) } else { Proc::spawn(ns, program, &args[1..], None) };
-    calls.expect_stdout("listening");
+    // The line alone: "accept(not listening)" comes before it.
+    calls.expect_stdout("\nlistening\n");
     let mut client = kernel_connect(ns, format!("{listen_ip}:7100").parse().unwrap());
     client.write_all(b"hello").unwrap();
     let mut echo = [0; 5];

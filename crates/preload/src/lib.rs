@@ -290,6 +290,10 @@ fn recv_on(sock: &Sock, fd: c_int, buf: &mut [u8], flags: c_int) -> Result<(usiz
     let dontwait = flags & libc::MSG_DONTWAIT != 0;
     let peek = flags & libc::MSG_PEEK != 0;
     let stream = sock.ty == Type::Stream;
+    // Linux's TCP recv of 0 bytes returns 0 at once (a listener: ENOTCONN).
+    if stream && buf.is_empty() {
+        return if sock.listening.load(Ordering::Relaxed) { Err(libc::ENOTCONN) } else { Ok((0, None)) };
+    }
     // What was read ahead (MSG_PEEK, FIONREAD) comes first.
     {
         let mut peeked = sock.peeked();
@@ -479,6 +483,17 @@ unsafe fn iovecs<'a>(iov: *const iovec, count: c_int) -> Result<&'a [iovec], c_i
     Ok(unsafe { std::slice::from_raw_parts(iov, count as usize) })
 }
 
+/// A msghdr's iovecs: more than UIO_MAXIOV is EMSGSIZE, as Linux says for sendmsg/recvmsg.
+///
+/// # Safety
+/// As [`iovecs`].
+unsafe fn msg_iovecs<'a>(msg: &msghdr) -> Result<&'a [iovec], c_int> {
+    if msg.msg_iovlen > libc::UIO_MAXIOV as usize {
+        return Err(libc::EMSGSIZE);
+    }
+    unsafe { iovecs(msg.msg_iov, msg.msg_iovlen as c_int) }
+}
+
 unsafe fn gather(iov: &[iovec]) -> Result<Vec<u8>, c_int> {
     let mut data = Vec::new();
     for v in iov {
@@ -518,7 +533,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
                 return Err(libc::EFAULT);
             }
             let msg = unsafe { &*msg };
-            let iov = unsafe { iovecs(msg.msg_iov, msg.msg_iovlen as c_int) }?;
+            let iov = unsafe { msg_iovecs(msg) }?;
             let data = unsafe { gather(iov) }?;
             let to = if msg.msg_name.is_null() || sock.ty == Type::Stream {
                 None
@@ -544,7 +559,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
                 return Err(libc::EFAULT);
             }
             let msg = unsafe { &mut *msg };
-            let iov = unsafe { iovecs(msg.msg_iov, msg.msg_iovlen as c_int) }?;
+            let iov = unsafe { msg_iovecs(msg) }?;
             let mut data = vec![0; total(iov).min(1 << 20)];
             let (n, from) = recv_on(sock, fd, &mut data, flags)?;
             unsafe { scatter(iov, &data[..n]) }?;

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,34 @@ static TABLE: RwLock<BTreeMap<c_int, Arc<Sock>>> = RwLock::new(BTreeMap::new());
 
 /// Whether any ustack socket was ever made: until then, read/write/close skip the table.
 static ANY: AtomicBool = AtomicBool::new(false);
+
+/// One bit per fd below [`MARKED_FDS`]: set while the fd is in [`TABLE`]. A call on any
+/// other fd (a file, a pipe, a terminal) is told so without taking the table's lock — so
+/// that a signal handler's `write` to a pipe (the self-pipe trick, Python's wakeup fd) can
+/// never wait for a lock its own thread holds.
+static MARKS: [AtomicU64; MARKED_FDS / 64] = [const { AtomicU64::new(0) }; MARKED_FDS / 64];
+const MARKED_FDS: usize = 1 << 16;
+
+fn mark(fd: c_int, on: bool) {
+    let Ok(fd) = usize::try_from(fd) else { return };
+    if fd < MARKED_FDS {
+        let bit = 1u64 << (fd % 64);
+        if on {
+            MARKS[fd / 64].fetch_or(bit, Ordering::Release);
+        } else {
+            MARKS[fd / 64].fetch_and(!bit, Ordering::Release);
+        }
+    }
+}
+
+/// False if `fd` is certainly not a ustack socket.
+fn marked(fd: c_int) -> bool {
+    match usize::try_from(fd) {
+        Ok(fd) if fd < MARKED_FDS => MARKS[fd / 64].load(Ordering::Acquire) & (1u64 << (fd % 64)) != 0,
+        Ok(_) => true,
+        Err(_) => false,
+    }
+}
 
 /// The sockets by their stack id, for the watcher.
 static BY_ID: Mutex<BTreeMap<SockId, Weak<Sock>>> = Mutex::new(BTreeMap::new());
@@ -148,7 +176,7 @@ fn move_high(fd: OwnedFd) -> OwnedFd {
 
 /// The socket behind `fd`, if it is a ustack socket.
 pub fn lookup(fd: c_int) -> Option<Arc<Sock>> {
-    if !ANY.load(Ordering::Relaxed) {
+    if !ANY.load(Ordering::Relaxed) || !marked(fd) {
         return None;
     }
     TABLE.read().unwrap_or_else(|p| p.into_inner()).get(&fd).cloned()
@@ -157,16 +185,20 @@ pub fn lookup(fd: c_int) -> Option<Arc<Sock>> {
 /// Records that `fd` is (now) `sock`, e.g. after a dup.
 pub fn insert(fd: c_int, sock: Arc<Sock>) {
     ANY.store(true, Ordering::Relaxed);
-    TABLE.write().unwrap_or_else(|p| p.into_inner()).insert(fd, sock);
+    // The socket an fd replaced (dup2) is dropped after the lock: dropping it closes fds.
+    let replaced = TABLE.write().unwrap_or_else(|p| p.into_inner()).insert(fd, sock);
+    mark(fd, true);
+    drop(replaced);
 }
 
 /// Forgets `fd` (closed, or replaced by dup2). In a forked child the socket is not
 /// touched (the stack is the parent's): the handle is leaked instead of closed.
 pub fn remove(fd: c_int) {
-    if !ANY.load(Ordering::Relaxed) {
+    if !ANY.load(Ordering::Relaxed) || !marked(fd) {
         return;
     }
     let removed = TABLE.write().unwrap_or_else(|p| p.into_inner()).remove(&fd);
+    mark(fd, false);
     if let Some(sock) = removed
         && forked()
     {

@@ -68,6 +68,8 @@ static void show_addr(const char *what, struct sockaddr_storage *a, socklen_t le
     fflush(stdout);
 }
 
+static struct iovec *rio_none(void) { return NULL; }
+
 int main(int argc, char **argv) {
     if (argc != 5) {
         fprintf(stderr, "usage: calls PEER_IP ECHO_PORT UDP_ECHO_PORT LISTEN_PORT\n");
@@ -212,6 +214,10 @@ int main(int argc, char **argv) {
     msg.msg_iov = mio;
     msg.msg_iovlen = 2;
     show("sendmsg(2 iovecs)", sendmsg(s, &msg, 0));
+    struct msghdr many = {.msg_iov = mio, .msg_iovlen = 2000};
+    show("sendmsg(2000 iovecs)", sendmsg(s, &many, 0));
+    show("recv(0 bytes)", recv(s, buf, 0, 0));
+    show("readv(-1 iovecs)", readv(s, rio_none(), -1));
     char rb1[3], rb2[10];
     struct iovec rio[2] = {{rb1, 3}, {rb2, 4}};
     struct msghdr rmsg = {.msg_iov = rio, .msg_iovlen = 2};
