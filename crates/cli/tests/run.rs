@@ -259,7 +259,7 @@ fn nc_listens_under_ustack_and_talks_both_ways_with_a_kernel_client() {
         return;
     }
     let ns = NetNs::new().unwrap();
-    let mut nc = Proc::run(&ns, &["--trace"], &["nc", "-l", "7"], None);
+    let mut nc = Proc::run(&ns, &["--trace", "--show-demux"], &["nc", "-l", "7"], None);
     nc.expect_stderr("listener #");
     let mut client = kernel_connect(&ns, "10.7.0.2:7".parse().unwrap());
     client.write_all(b"from the kernel\n").unwrap();
@@ -275,6 +275,9 @@ fn nc_listens_under_ustack_and_talks_both_ways_with_a_kernel_client() {
     assert!(done.stderr.contains("> 10.7.0.2.7: Flags [S]"), "no SYN traced:\n{}", done.stderr);
     assert!(done.stderr.contains("10.7.0.2.7 > 10.7.0.1."), "no SYN-ACK traced:\n{}", done.stderr);
     assert!(done.stderr.contains("SYN-RECEIVED -> ESTABLISHED"), "no handshake log:\n{}", done.stderr);
+    // --show-demux: the table, with nc's listener, on nc's standard error.
+    assert!(done.stderr.contains("demux table at"), "no demux table:\n{}", done.stderr);
+    assert!(done.stderr.contains("0.0.0.0:7"), "no listener in the demux table:\n{}", done.stderr);
 }
 
 #[test]
@@ -291,8 +294,20 @@ fn curl_under_ustack_fetches_a_page_from_a_kernel_http_server() {
         Proc::spawn(&ns, "python3", &["-m", "http.server", "8000", "--bind", "0.0.0.0", "--directory", &dir_arg], None);
     // Ready once it answers on loopback.
     drop(kernel_connect(&ns, "127.0.0.1:8000".parse().unwrap()));
-    let curl = Proc::run(&ns, &[], &["curl", "-s", "--max-time", "10", "http://10.7.0.1:8000/page.txt"], None).finish();
+    let pcap = dir.join("curl.pcap");
+    let pcap_arg = pcap.to_string_lossy().into_owned();
+    let curl = Proc::run(
+        &ns,
+        &["--pcap", &pcap_arg],
+        &["curl", "-s", "--max-time", "10", "http://10.7.0.1:8000/page.txt"],
+        None,
+    )
+    .finish();
     drop(server);
+    // --pcap: the program's packets, as `ustack inspect` reads them back.
+    let inspected = Command::new(BIN).args(["inspect", &pcap_arg]).output().unwrap();
+    let inspected = String::from_utf8_lossy(&inspected.stdout);
+    assert!(inspected.contains("10.7.0.2") && inspected.contains("> 10.7.0.1.8000: Flags [S]"), "{inspected}");
     fs::remove_dir_all(&dir).unwrap();
     assert!(curl.status.success(), "curl: {:?}\nstderr:\n{}", curl.status, curl.stderr);
     assert_eq!(curl.stdout, "a page served by the kernel\n");

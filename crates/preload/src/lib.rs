@@ -295,6 +295,7 @@ fn recv_on(sock: &Sock, fd: c_int, buf: &mut [u8], flags: c_int) -> Result<(usiz
         return if sock.listening.load(Ordering::Relaxed) { Err(libc::ENOTCONN) } else { Ok((0, None)) };
     }
     // What was read ahead (MSG_PEEK, FIONREAD) comes first.
+    // merge: with the Berkeley layer's MSG flags, MSG_PEEK can go to Socket itself.
     {
         let mut peeked = sock.peeked();
         if !peeked.is_empty() {
