@@ -6,10 +6,10 @@
 //! panics on I/O errors: a failure stops the device and is reported through
 //! [`Link::take_error`].
 
-use std::io;
-use std::net::IpAddr;
 use std::fs::File;
+use std::io;
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
