@@ -422,7 +422,8 @@ impl Engine {
     /// The handshake and close of every connection the engine holds and of the most recent
     /// ones that are gone (up to [`FINISHED_HISTORY`]), ordered by when they started.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        let mut all: Vec<ConnectionInfo> = self.finished.iter().chain(self.conns.values()).map(Conn::info).collect();
+        let mut all: Vec<ConnectionInfo> =
+            self.finished.iter().chain(self.conns.values()).map(Conn::info).collect();
         all.sort_by(|a, b| {
             a.started_ms
                 .total_cmp(&b.started_ms)
