@@ -460,8 +460,8 @@ fn calls_output(ns: &NetNs, ustack: bool, peer: &str, listen_ip: &str) -> String
     let program = calls_program();
     let program = program.to_str().unwrap();
     let tcp = kernel_echo_server(ns, 5100);
-    // "datagram", "one", "two", "three".
-    let udp = kernel_udp_echo(ns, 5101, 4);
+    // "datagram", "one", "wake" (from a signal handler), "two", "three".
+    let udp = kernel_udp_echo(ns, 5101, 5);
     let args = [program, peer, "5100", "5101", "7100"];
     let calls = if ustack { Proc::run(ns, &[], &args, None) } else { Proc::spawn(ns, program, &args[1..], None) };
     // The line alone: "accept(not listening)" comes before it.

@@ -371,6 +371,11 @@ impl Sock {
         match unsafe { real::poll(&mut pfd, 1, timeout) } {
             0 => Err(libc::EAGAIN),
             n if n > 0 => Ok(()),
+            // Linux restarts a socket call a handler with SA_RESTART interrupted, unless it
+            // had a timeout. Which signal came is not known here: restart only if every
+            // handler the program installed has SA_RESTART (a caller looping on the wait
+            // tries the call again, which is what a restart is).
+            _ if last_errno() == libc::EINTR && deadline.is_none() && handlers_restart() => Ok(()),
             _ => Err(last_errno()),
         }
     }
@@ -422,6 +427,19 @@ impl Drop for Sock {
     fn drop(&mut self) {
         lock(&BY_ID).remove(&self.socket.id());
     }
+}
+
+/// Whether every signal handler the program installed asks for SA_RESTART.
+fn handlers_restart() -> bool {
+    (1..libc::SIGRTMIN()).all(|signal| {
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: sigaction only reads the current action into `action`.
+        if unsafe { libc::sigaction(signal, std::ptr::null(), &mut action) } != 0 {
+            return true;
+        }
+        let handler = action.sa_sigaction;
+        handler == libc::SIG_DFL || handler == libc::SIG_IGN || action.sa_flags & libc::SA_RESTART != 0
+    })
 }
 
 /// Reads `fd` empty.

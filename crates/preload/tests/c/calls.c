@@ -23,6 +23,7 @@
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -69,6 +70,23 @@ static void show_addr(const char *what, struct sockaddr_storage *a, socklen_t le
 }
 
 static struct iovec *rio_none(void) { return NULL; }
+
+/* The UDP socket the SIGALRM handler sends on (send is async-signal-safe). */
+static int alarm_socket = -1;
+static void on_alarm(int signal) {
+    (void)signal;
+    if (alarm_socket >= 0)
+        send(alarm_socket, "wake", 4, 0);
+}
+
+/* SIGALRM in 100 ms, its handler with `flags`. */
+static void alarm_soon(int flags) {
+    struct sigaction sa = {.sa_handler = on_alarm, .sa_flags = flags};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = {.it_value = {0, 100000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+}
 
 int main(int argc, char **argv) {
     if (argc != 5) {
@@ -259,6 +277,13 @@ int main(int argc, char **argv) {
     show_addr("  peer", &ss, sl);
     show("send(\"one\")", send(u, "one", 3, 0));
     show("recv(2 of 3: cut)", recv(u, buf, 2, 0));
+    alarm_soon(0);
+    show("recv, a signal without SA_RESTART", recv(u, buf, sizeof buf, 0));
+    alarm_socket = u;
+    alarm_soon(SA_RESTART);
+    show("recv, a signal with SA_RESTART (echo)", recv(u, buf, sizeof buf, 0));
+    alarm_socket = -1;
+    signal(SIGALRM, SIG_DFL);
 
     puts("== readiness: select, pselect, poll, ppoll, epoll");
     show("send(\"two\")", send(u, "two", 3, 0));
