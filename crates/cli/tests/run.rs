@@ -580,3 +580,26 @@ fn two_programs_of_one_run_cannot_both_run_a_stack_on_its_tun() {
     assert!(done.stdout.contains("made"), "{}\n{}", done.stdout, done.stderr);
     assert!(done.stderr.contains("another process already runs the stack on TUN ustack0"), "{}", done.stderr);
 }
+
+#[test]
+fn the_program_runs_as_the_sudo_user_or_user_once_the_tun_is_open() {
+    if !can_run(&["nc", "env", "id"]) {
+        return;
+    }
+    let ns = NetNs::new().unwrap();
+    let server = kernel_echo_server(&ns, 5004);
+    // As sudo would have set it: the program is the invoking user, and its socket (on the
+    // TUN ustack run opened as root) still works.
+    let script = "id -u; id -G; echo hi from nobody | nc -N 10.7.0.1 5004";
+    let done =
+        Proc::spawn(&ns, "env", &["SUDO_UID=65534", "SUDO_GID=65534", BIN, "run", "--", "sh", "-c", script], None)
+            .finish();
+    assert!(done.status.success(), "{:?}\n{}\n{}", done.status, done.stdout, done.stderr);
+    assert_eq!(done.stdout, "65534\n65534\nhi from nobody\n", "{}", done.stderr);
+    assert_eq!(server.join().unwrap(), b"hi from nobody\n");
+    let named = Proc::run(&ns, &["--user", "nobody"], &["id", "-u"], None).finish();
+    assert_eq!(named.stdout, "65534\n", "{}", named.stderr);
+    let unknown = Proc::run(&ns, &["--user", "no-such-user-here"], &["true"], None).finish();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(unknown.stderr.contains("--user no-such-user-here: no such user"), "{}", unknown.stderr);
+}
