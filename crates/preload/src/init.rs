@@ -40,13 +40,18 @@ pub fn stack() -> Result<&'static Stack, &'static str> {
     let mut first = false;
     let stack = STACK.get_or_init(|| {
         first = true;
-        start()
+        // The library's threads (the stack's, the watcher, --show-demux) take no signals:
+        // they are the program's, for its own threads (a program that blocks SIGINT and
+        // reads it with sigwait must not have it delivered to a thread it does not know).
+        without_signals(start)
     });
     if first && let Ok(stack) = stack {
-        crate::table::after_start(stack);
-        if env("USTACK_SHOW_DEMUX").is_some() {
-            crate::demux::watch(stack);
-        }
+        without_signals(|| {
+            crate::table::after_start(stack);
+            if env("USTACK_SHOW_DEMUX").is_some() {
+                crate::demux::watch(stack);
+            }
+        });
         // SAFETY: registering a plain extern "C" function.
         unsafe { libc::atexit(at_exit) };
     }
@@ -56,6 +61,21 @@ pub fn stack() -> Result<&'static Stack, &'static str> {
 /// The stack if it was started (for the exit handler).
 fn started() -> Option<&'static Stack> {
     STACK.get().and_then(|s| s.as_ref().ok())
+}
+
+/// Runs `f` with every signal blocked in the calling thread (so threads it starts inherit
+/// that mask), then restores the thread's mask.
+fn without_signals<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t values filled by sigfillset/pthread_sigmask before use.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let result = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        result
+    }
 }
 
 fn env(name: &str) -> Option<String> {
