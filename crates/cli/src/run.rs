@@ -200,16 +200,23 @@ fn find_library() -> Result<PathBuf, Failure> {
     }
     let exe = std::env::current_exe().map_err(context("finding the ustack binary"))?;
     let dir = exe.canonicalize().unwrap_or(exe).parent().map(PathBuf::from).unwrap_or_default();
-    let path = dir.join("libustack_preload.so");
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(Failure::new(format!(
+    let path = dir.join(LIBRARY);
+    // `cargo build` puts it beside the binary; `cargo test` builds it in deps/ only. The
+    // newer of the two is the one built from the source as it is.
+    let newest = [path.clone(), dir.join("deps").join(LIBRARY)]
+        .into_iter()
+        .filter_map(|p| Some((std::fs::metadata(&p).ok().filter(|m| m.is_file())?.modified().ok()?, p)))
+        .max();
+    match newest {
+        Some((_, found)) => Ok(found),
+        None => Err(Failure::new(format!(
             "{} not found: build it (cargo build --release builds both) or set USTACK_PRELOAD",
             path.display()
-        )))
+        ))),
     }
 }
+
+const LIBRARY: &str = "libustack_preload.so";
 
 /// Whom the program runs as: --user, else the user sudo was run by (when root), else
 /// nobody else (unchanged).

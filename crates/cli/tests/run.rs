@@ -2,8 +2,9 @@
 //! ustack, each against the kernel in a network namespace the test creates.
 //!
 //! Needs root, a TUN device, the tools (nc, curl, python3, cc) and libustack_preload.so
-//! beside the ustack binary (`cargo test` at the root builds it; alone:
-//! `cargo build -p ustack-preload`). Skips without root/TUN/tools, fails under CI=true.
+//! (`cargo test` at the root builds it, in target/debug/deps where `ustack run` looks too;
+//! alone: `cargo test -p ustack-preload -p ustack-cli`). Skips without root/TUN/tools,
+//! fails under CI=true.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -28,7 +29,9 @@ const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../preload/tests");
 /// Whether the tests can run here: root with a TUN, the tools, the library. Skips (saying
 /// why) or, under CI=true, fails.
 fn can_run(tools: &[&str]) -> bool {
+    // Where `ustack run` looks: beside the binary (cargo build) or in deps/ (cargo test).
     let library = Path::new(BIN).with_file_name("libustack_preload.so");
+    let tested = Path::new(BIN).with_file_name("deps").join("libustack_preload.so");
     let mut missing: Vec<String> = tools
         .iter()
         .filter(|tool| {
@@ -36,7 +39,7 @@ fn can_run(tools: &[&str]) -> bool {
         })
         .map(|tool| tool.to_string())
         .collect();
-    if !library.is_file() {
+    if !library.is_file() && !tested.is_file() {
         missing.push(format!("{} (cargo build -p ustack-preload)", library.display()));
     }
     let reason = match ustack::device::tun_support() {
