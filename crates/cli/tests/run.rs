@@ -406,6 +406,11 @@ fn epoll_waits_on_kernel_fds_and_ustack_sockets_in_one_set() {
 }
 
 #[test]
+fn edge_triggered_epoll_gets_an_edge_for_each_arrival_on_ustack_sockets() {
+    mixed_event_loop("epollet");
+}
+
+#[test]
 fn poll_waits_on_kernel_fds_and_ustack_sockets_in_one_set() {
     mixed_event_loop("poll");
 }
