@@ -33,14 +33,7 @@ fn set_errno(code: c_int) {
 /// Runs one call: Ok is returned, Err(errno) sets errno and returns `fail`, a panic is
 /// reported in one line and fails with EIO.
 fn entry<T>(fail: T, call: impl FnOnce() -> Result<T, c_int>) -> T {
-    static QUIET: std::sync::Once = std::sync::Once::new();
-    QUIET.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            let line = format!("ustack: internal error (panic) at {}: the call fails with EIO\n", info);
-            let line = line.replace('\n', " ");
-            let _ = writeln!(std::io::stderr(), "{}", line.trim_end());
-        }))
-    });
+    one_line_panics();
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(value)) => value,
         Ok(Err(code)) => {
@@ -52,6 +45,26 @@ fn entry<T>(fail: T, call: impl FnOnce() -> Result<T, c_int>) -> T {
             fail
         }
     }
+}
+
+/// A panic is reported in one line on standard error (the default report is several).
+fn one_line_panics() {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let line = format!("ustack: internal error (panic) at {info}: the call fails with EIO");
+            let _ = writeln!(std::io::stderr(), "{}", line.replace('\n', " ").trim_end());
+        }))
+    });
+}
+
+/// The table's bookkeeping after a libc call (close, dup, F_DUPFD): a panic in it is
+/// reported and goes no further; the libc call's result and errno stand.
+fn bookkeeping(f: impl FnOnce()) {
+    one_line_panics();
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let _ = catch_unwind(AssertUnwindSafe(f));
+    set_errno(errno);
 }
 
 /// A call on `fd`: on a ustack socket `call`, on anything else `pass` (libc).
@@ -698,9 +711,7 @@ fn fortify_fail() -> ! {
 pub extern "C" fn close(fd: c_int) -> c_int {
     // The kernel closes the fd (the program's dup of the socket pair); the ustack socket
     // closes when its last fd does (the table held the last reference).
-    if lookup(fd).is_some() {
-        table::remove(fd);
-    }
+    bookkeeping(|| table::remove(fd));
     // SAFETY: libc's close.
     unsafe { real::close(fd) }
 }
@@ -813,11 +824,12 @@ pub unsafe extern "C" fn getsockopt(
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
     // SAFETY: libc's fcntl with the caller's arguments.
     let result = unsafe { real::fcntl(fd, cmd, arg) };
-    if result >= 0
-        && matches!(cmd, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC)
-        && let Some(sock) = lookup(fd)
-    {
-        table::insert(result, sock);
+    if result >= 0 && matches!(cmd, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) {
+        bookkeeping(|| {
+            if let Some(sock) = lookup(fd) {
+                table::insert(result, sock);
+            }
+        });
     }
     result
 }
@@ -899,10 +911,12 @@ fn readable_now(sock: &Sock) -> Result<usize, c_int> {
 pub extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: libc's dup.
     let new = unsafe { real::dup(fd) };
-    if new >= 0
-        && let Some(sock) = lookup(fd)
-    {
-        table::insert(new, sock);
+    if new >= 0 {
+        bookkeeping(|| {
+            if let Some(sock) = lookup(fd) {
+                table::insert(new, sock);
+            }
+        });
     }
     new
 }
@@ -912,10 +926,7 @@ pub extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
     // SAFETY: libc's dup2.
     let new = unsafe { real::dup2(fd, to) };
     if new >= 0 && fd != to {
-        table::remove(to);
-        if let Some(sock) = lookup(fd) {
-            table::insert(new, sock);
-        }
+        bookkeeping(|| redirect(fd, to));
     }
     new
 }
@@ -925,10 +936,16 @@ pub extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
     // SAFETY: libc's dup3.
     let new = unsafe { real::dup3(fd, to, flags) };
     if new >= 0 {
-        table::remove(to);
-        if let Some(sock) = lookup(fd) {
-            table::insert(new, sock);
-        }
+        bookkeeping(|| redirect(fd, to));
     }
     new
+}
+
+/// After dup2/dup3 made `to` a copy of `fd`: whatever `to` was is gone (the kernel closed
+/// it), and it is now what `fd` is.
+fn redirect(fd: c_int, to: c_int) {
+    table::remove(to);
+    if let Some(sock) = lookup(fd) {
+        table::insert(to, sock);
+    }
 }
