@@ -611,3 +611,25 @@ fn the_program_runs_as_the_sudo_user_or_user_once_the_tun_is_open() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(unknown.stderr.contains("--user no-such-user-here: no such user"), "{}", unknown.stderr);
 }
+
+#[test]
+fn loopback_stays_the_kernels_as_a_linux_process_sees_it() {
+    if !can_run(&["python3"]) {
+        return;
+    }
+    let ns = NetNs::new().unwrap();
+    // A server bound to 127.0.0.1 and a client connecting to it, in one program under
+    // ustack run: both sockets are handed to the kernel, with the options already set.
+    let program = "import socket
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('127.0.0.1', 0))
+l.listen(1)
+c = socket.create_connection(l.getsockname())
+a, _ = l.accept()
+c.sendall(b'over loopback')
+print(a.recv(99).decode(), l.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR))";
+    let done = Proc::run(&ns, &[], &["python3", "-c", program], None).finish();
+    assert!(done.status.success(), "{:?}\n{}\n{}", done.status, done.stdout, done.stderr);
+    assert_eq!(done.stdout, "over loopback 1\n", "{}", done.stderr);
+}

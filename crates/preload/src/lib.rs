@@ -19,6 +19,7 @@ use ustack::{Domain, Errno, Shutdown, Socket, Type};
 mod addr;
 mod demux;
 mod init;
+mod loopback;
 mod options;
 mod real;
 mod table;
@@ -84,6 +85,11 @@ fn on_fd<T>(
     entry(fail, || call(&sock))
 }
 
+/// A libc call's result as a call's: -1 is its errno.
+fn kernel_result(result: c_int) -> Result<c_int, c_int> {
+    if result < 0 { Err(table::last_errno()) } else { Ok(result) }
+}
+
 fn ok(result: Result<(), Errno>) -> Result<c_int, c_int> {
     result.map(|()| 0).map_err(Errno::code)
 }
@@ -141,6 +147,11 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         || unsafe { real::bind(fd, addr, len) },
         |sock| {
             let to = unsafe { addr::read(sock.domain, addr, len, false) }?;
+            if loopback::is_loopback(&to) {
+                loopback::hand_to_kernel(sock, fd)?;
+                // SAFETY: libc's bind on what is now a kernel socket.
+                return kernel_result(unsafe { real::bind(fd, addr, len) });
+            }
             ok(sock.socket.bind(to))
         },
     )
@@ -232,6 +243,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         || unsafe { real::connect(fd, addr, len) },
         |sock| {
             let to = unsafe { addr::read(sock.domain, addr, len, sock.ty == Type::Dgram) }?;
+            if loopback::is_loopback(&to) && loopback::unbound(sock) {
+                loopback::hand_to_kernel(sock, fd)?;
+                // SAFETY: libc's connect on what is now a kernel socket.
+                return kernel_result(unsafe { real::connect(fd, addr, len) });
+            }
             if sock.ty == Type::Dgram {
                 let result = ok(sock.socket.connect(to));
                 sock.refresh(false);
