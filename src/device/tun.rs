@@ -6,9 +6,11 @@
 //! panics on I/O errors: a failure stops the device and is reported through
 //! [`Link::take_error`].
 
+use std::fs::File;
 use std::io;
+use std::io::Write as _;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
 use log::{debug, warn};
@@ -72,7 +74,7 @@ pub struct TunStats {
 /// A TUN interface (`IFF_TUN | IFF_NO_PI`, non-blocking) as a smoltcp [`Device`] with
 /// `Medium::Ip`.
 pub struct TunDevice {
-    iface: Iface,
+    iface: TunFile,
     mtu: usize,
     rx_buf: Vec<u8>,
     state: State,
@@ -114,7 +116,31 @@ impl TunDevice {
         let mtu =
             configure(&name, config).map_err(|e| io::Error::new(e.kind(), format!("configuring TUN {name}: {e}")))?;
         debug!("TUN {name} open, MTU {mtu}, peer addresses {:?}", config.peer_addrs);
-        Ok(TunDevice {
+        // SAFETY: into_raw_fd hands over the interface's open fd, owned by nobody else.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(iface.into_raw_fd()) });
+        Ok(TunDevice::with_file(TunFile { file, name }, mtu))
+    }
+
+    /// A device on a TUN opened (and configured) elsewhere, e.g. by `ustack run` for the
+    /// program it runs, which inherits the fd: `fd` is the TUN's (IFF_TUN | IFF_NO_PI),
+    /// `name` its interface name (for messages), `mtu` its MTU. Makes it non-blocking.
+    pub fn from_fd(fd: OwnedFd, name: &str, mtu: usize) -> io::Result<TunDevice> {
+        let mut nonblocking: libc::c_int = 1;
+        // SAFETY: FIONBIO reads one c_int from the pointer, which is valid.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut nonblocking) } == -1 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("making TUN {name} non-blocking: {e}")));
+        }
+        Ok(TunDevice::with_file(TunFile { file: File::from(fd), name: name.to_string() }, mtu))
+    }
+
+    /// Gives up the device for its fd, to hand the TUN to another process (`ustack run`).
+    pub fn into_fd(self) -> OwnedFd {
+        OwnedFd::from(self.iface.file)
+    }
+
+    fn with_file(iface: TunFile, mtu: usize) -> TunDevice {
+        TunDevice {
             iface,
             mtu,
             rx_buf: vec![0; RX_BUFFER.max(mtu)],
@@ -125,7 +151,7 @@ impl TunDevice {
                 error: None,
                 down_reported: false,
             },
-        })
+        }
     }
 
     /// The interface name the kernel gave (equal to the configured one unless that was empty).
@@ -379,7 +405,7 @@ impl phy::RxToken for RxToken<'_> {
 /// Writes one packet to the TUN, built in the device's transmit buffer.
 #[doc(hidden)]
 pub struct TxToken<'a> {
-    iface: &'a Iface,
+    iface: &'a TunFile,
     state: &'a mut State,
 }
 
@@ -400,7 +426,7 @@ impl phy::TxToken for TxToken<'_> {
 impl State {
     /// Writes one packet to the TUN. A write error that loses only this packet is
     /// counted; any other stops the device.
-    fn send(&mut self, iface: &Iface, packet: &[u8]) {
+    fn send(&mut self, iface: &TunFile, packet: &[u8]) {
         if self.failed {
             return;
         }
@@ -429,6 +455,27 @@ impl State {
             }
             return;
         }
+    }
+}
+
+/// The open TUN: its fd and its interface name.
+struct TunFile {
+    file: File,
+    name: String,
+}
+
+impl TunFile {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Writes one packet (a TUN write is all or nothing).
+    fn send(&self, packet: &[u8]) -> io::Result<usize> {
+        (&self.file).write(packet)
     }
 }
 

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -141,7 +141,12 @@ pub(crate) struct Shared {
     /// The sockets' wait queues (see [`WAIT_QUEUES`]).
     queues: Box<[Condvar]>,
     wake: EventFd,
+    /// Told of every socket the engine touched (see [`Stack::on_touched`]).
+    touch_hook: OnceLock<TouchHook>,
 }
+
+/// What [`Stack::on_touched`] calls.
+pub type TouchHook = Box<dyn Fn(SockId) + Send + Sync>;
 
 /// A running stack: an engine, its device, and the thread that drives them.
 ///
@@ -172,6 +177,7 @@ impl Stack {
             changed: Condvar::new(),
             queues: (0..WAIT_QUEUES).map(|_| Condvar::new()).collect(),
             wake,
+            touch_hook: OnceLock::new(),
         });
         let thread_shared = shared.clone();
         let preread = preread_buffers(device.capabilities().max_transmission_unit);
@@ -184,6 +190,16 @@ impl Stack {
     /// The state the socket API works on.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Calls `hook` with the id ([`Socket::id`](crate::Socket::id)) of every socket that a
+    /// packet, a timer or a call may have made ready or unready, as the waiters of that
+    /// socket are woken — for a layer that mirrors readiness elsewhere (the LD_PRELOAD
+    /// library makes a kernel fd readable and writable as the socket is). It runs with the
+    /// stack locked: it must not call into the stack, only note the id and return. One
+    /// hook per stack; a second call is refused (false).
+    pub fn on_touched(&self, hook: TouchHook) -> bool {
+        self.shared.touch_hook.set(hook).is_ok()
     }
 
     /// Waits until the stack thread has finished the round it is in (if any): whatever it
@@ -348,6 +364,9 @@ impl Shared {
                     wakers.wake();
                 }
             }
+        }
+        if let Some(hook) = self.touch_hook.get() {
+            touched.iter().for_each(|&id| hook(id));
         }
         for id in touched.iter_mut() {
             *id = wait_queue(*id) as SockId;

@@ -104,15 +104,7 @@ impl NetArgs {
     pub fn open_stack(&self, config: StackConfig, taps: &TapArgs) -> Result<(Stack, usize), Failure> {
         // Before the TUN exists, so that a bad --pcap path changes nothing.
         let mut pcap = taps.open_pcap()?;
-        for cidr in self.unrouted() {
-            log::warn!(
-                target: "ustack",
-                "stack address {cidr} is in no --peer-addr subnet: the kernel will not route to it"
-            );
-        }
-        let tun =
-            TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
-        let device = TunDevice::open(&tun).map_err(Failure::new)?;
+        let device = self.open_tun()?;
         let mtu = device.mtu();
         let config = StackConfig {
             addrs: self.addrs.clone(),
@@ -123,6 +115,20 @@ impl NetArgs {
         };
         let stack = start_tapped(device, taps.faults(), &mut pcap, TcpdumpFormatter::new(), config)?;
         Ok((stack, mtu))
+    }
+
+    /// Creates (or attaches to) the TUN and configures its kernel side: the device alone,
+    /// for a stack started elsewhere (`ustack run` hands it to the program it runs).
+    pub fn open_tun(&self) -> Result<TunDevice, Failure> {
+        for cidr in self.unrouted() {
+            log::warn!(
+                target: "ustack",
+                "stack address {cidr} is in no --peer-addr subnet: the kernel will not route to it"
+            );
+        }
+        let tun =
+            TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
+        TunDevice::open(&tun).map_err(Failure::new)
     }
 
     /// "10.7.0.2, fd00:7::2": the stack's addresses without prefixes.

@@ -39,6 +39,7 @@ mod http;
 mod inspect;
 mod live;
 mod replay;
+mod run;
 mod serve;
 mod sim;
 
@@ -107,6 +108,14 @@ enum Command {
     /// the same --seed prints the same bytes on any machine. Virtual time runs as fast as
     /// the CPU allows. Exit 1 if the echo did not come back intact.
     Sim(sim::SimArgs),
+    /// Run a program with its TCP and UDP sockets on ustack: `ustack run -- nc -l 7`.
+    ///
+    /// Sets up the TUN as `serve` does, then runs PROGRAM with libustack_preload.so
+    /// preloaded: its AF_INET/AF_INET6 sockets are served by a ustack stack inside it, whose
+    /// handshakes, backlog and demux decisions are logged on the program's standard error.
+    /// As root under sudo, PROGRAM runs as the invoking user (or --user). Exits with
+    /// PROGRAM's exit status (128+N if killed by signal N).
+    Run(run::RunArgs),
 }
 
 /// A runtime failure: printed as one line `ustack: <message>`, exit code 1.
@@ -139,6 +148,7 @@ fn main() -> ExitCode {
     let validated = match &cli.command {
         Command::Serve(args) => args.validate(),
         Command::Connect(args) => args.validate(),
+        Command::Run(args) => args.net.validate(),
         Command::Demo(_) | Command::Inspect(_) | Command::Bench(_) | Command::Replay(_) | Command::Sim(_) => Ok(()),
     };
     if let Err(message) = validated {
@@ -149,6 +159,11 @@ fn main() -> ExitCode {
         Command::Inspect(args) => return inspect::run(args),
         // Its own exit codes: 1 for a difference, 2 for input that cannot be replayed.
         Command::Replay(args) => return replay::run(args),
+        // The program's exit status is its own.
+        Command::Run(args) => {
+            args::init_logging("warn", false);
+            return run::run(args);
+        }
         Command::Serve(args) => {
             args::init_logging(serve::DEFAULT_LOG, args.taps.trace);
             serve::run(args)

@@ -252,7 +252,7 @@ fn expect(number: usize, printed: &str, expected: &[&str]) {
 #[test]
 fn the_readme_has_the_blocks_this_test_checks() {
     // A new block needs a test below, with what its reader should see.
-    assert_eq!(sh_blocks(README).len(), 3, "README.md's sh blocks: {:#?}", sh_blocks(README));
+    assert_eq!(sh_blocks(README).len(), 4, "README.md's sh blocks: {:#?}", sh_blocks(README));
 }
 
 #[test]
@@ -315,4 +315,26 @@ fn block_3_seeing_inside() {
     // `grep -c` of the SYNs: at least one per client.
     let syns = printed.lines().find_map(|line| line.parse::<u32>().ok());
     assert!(syns.is_some_and(|n| n >= 5), "SYN count {syns:?}:\n{printed}");
+}
+
+#[test]
+fn block_4_unmodified_programs_on_ustack() {
+    if !can_run(&["nc", "curl", "python3", "ss"]) {
+        return;
+    }
+    let printed = run_block(4);
+    expect(
+        4,
+        &printed,
+        &[
+            // curl on ustack: the kernel's page.
+            "<!DOCTYPE HTML",
+            // The Python server on ustack, asked by the kernel's curl.
+            "HTTP/1.0 200 OK",
+            // nc -l under --trace: the kernel client's SYN, the handshake log, and its line.
+            "> 10.7.0.2.7: Flags [S]",
+            "SYN-RECEIVED -> ESTABLISHED",
+            "hello\n",
+        ],
+    );
 }
