@@ -24,6 +24,7 @@
 //! (`ustack-testkit`) are crates beside it in the workspace's `crates/`; they depend on
 //! it, never the reverse.
 
+mod cidr;
 pub mod device;
 pub mod engine;
 pub mod errno;
@@ -34,6 +35,7 @@ pub mod socket;
 pub mod stack;
 pub mod sys;
 
+pub use cidr::{Cidr, CidrError};
 pub use engine::{Engine, StackConfig};
 pub use errno::Errno;
 pub use socket::{Domain, Events, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type, UdpSocket, poll};

@@ -7,7 +7,6 @@
 //! [`Link::take_error`].
 
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
@@ -15,7 +14,6 @@ use log::{debug, warn};
 use nix::errno::Errno;
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use smoltcp::wire::IpCidr;
 use tun_tap::{Iface, Mode};
 
 use super::Link;
@@ -45,7 +43,7 @@ pub struct TunConfig {
     /// Addresses for the kernel side of the TUN (e.g. `10.7.0.1/24`, `fd00:7::1/64`); the
     /// prefix makes the kernel route that subnet into the TUN. Addresses already present
     /// are fine. Empty leaves the interface's addresses as they are.
-    pub peer_addrs: Vec<IpCidr>,
+    pub peer_addrs: Vec<crate::Cidr>,
     /// If set, the interface MTU to configure; otherwise the current MTU is used.
     pub mtu: Option<usize>,
 }
@@ -195,7 +193,7 @@ fn configure(name: &str, config: &TunConfig) -> io::Result<usize> {
         }
     }
     for cidr in &config.peer_addrs {
-        let addr: IpAddr = cidr.address().into();
+        let addr = cidr.addr();
         if netlink.is_local(addr)? {
             continue;
         }
@@ -237,11 +235,11 @@ fn needs_root(e: io::Error) -> io::Error {
 /// Waits (bounded) until the kernel accepts packets for every peer address. IPv6 puts an
 /// address in service asynchronously after it is added and the link is up; returning
 /// earlier would let the first packets from the stack (a SYN, a datagram) be dropped.
-fn wait_until_local(netlink: &mut Netlink, addrs: &[IpCidr]) -> io::Result<()> {
+fn wait_until_local(netlink: &mut Netlink, addrs: &[crate::Cidr]) -> io::Result<()> {
     let deadline = std::time::Instant::now() + READY_TIMEOUT;
     let mut pause = Duration::from_micros(500);
     for cidr in addrs {
-        let addr: IpAddr = cidr.address().into();
+        let addr = cidr.addr();
         while !netlink.is_local(addr)? {
             if std::time::Instant::now() >= deadline {
                 warn!("kernel address {addr} not in service after {READY_TIMEOUT:?}; continuing anyway");

@@ -24,7 +24,9 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{HardwareAddress, IpCidr};
+use smoltcp::wire::HardwareAddress;
+
+use crate::cidr::Cidr;
 
 use crate::errno::Errno;
 use one_socket::Which;
@@ -86,7 +88,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     /// The stack's own addresses, with prefix lengths.
-    pub addrs: Vec<IpCidr>,
+    pub addrs: Vec<Cidr>,
     /// Bytes of receive and of send buffer per TCP connection. This is address space
     /// reserved per connection; memory is used only where data has passed through (see
     /// [`buffers`]), so generous buffers cost idle connections next to nothing.
@@ -329,7 +331,7 @@ impl Engine {
         let mut too_many = false;
         iface.update_ip_addrs(|addrs| {
             for cidr in &config.addrs {
-                too_many |= addrs.push(*cidr).is_err();
+                too_many |= addrs.push((*cidr).into()).is_err();
             }
         });
         if too_many {
@@ -345,7 +347,7 @@ impl Engine {
             timers: one_socket::Timers::default(),
             udp_handles: HashMap::default(),
             buffers: buffers::BufferPool::new(config.tcp_buffer),
-            local: config.addrs.iter().map(|cidr| IpAddr::from(cidr.address())).collect(),
+            local: config.addrs.iter().map(|cidr| cidr.addr()).collect(),
             config,
             capabilities,
             now,
@@ -422,8 +424,7 @@ impl Engine {
     /// The handshake and close of every connection the engine holds and of the most recent
     /// ones that are gone (up to [`FINISHED_HISTORY`]), ordered by when they started.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        let mut all: Vec<ConnectionInfo> =
-            self.finished.iter().chain(self.conns.values()).map(Conn::info).collect();
+        let mut all: Vec<ConnectionInfo> = self.finished.iter().chain(self.conns.values()).map(Conn::info).collect();
         all.sort_by(|a, b| {
             a.started_ms
                 .total_cmp(&b.started_ms)

@@ -117,7 +117,11 @@ const SERVER: usize = 1;
 
 fn stack_config(index: usize, tcp_buffer: usize) -> StackConfig {
     let addr = node_addr(index, 0).ip();
-    StackConfig { addrs: vec![smoltcp::wire::IpCidr::new(addr.into(), 24)], tcp_buffer, ..StackConfig::default() }
+    StackConfig {
+        addrs: vec![crate::Cidr::new(addr, 24).expect("24 bits fit an IPv4 address")],
+        tcp_buffer,
+        ..StackConfig::default()
+    }
 }
 
 /// Runs the echo workload; `watch` sees every packet that crossed the link, in order, as

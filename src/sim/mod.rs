@@ -87,8 +87,7 @@ impl Simulation {
                 Ok(Node { name, engine: Engine::new(config, capabilities(mtu), now)?, deadline: None })
             })
             .collect::<Result<Vec<Node>, String>>()?;
-        let addrs =
-            nodes.iter().map(|n| n.engine.config().addrs.iter().map(|c| c.address().into()).collect()).collect();
+        let addrs = nodes.iter().map(|n| n.engine.config().addrs.iter().map(|c| c.addr()).collect()).collect();
         Ok(Simulation {
             nodes,
             link: Link::new(link, addrs, node_seed(seed, usize::MAX)),

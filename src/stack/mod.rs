@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use smoltcp::wire::IpCidr;
 
 use crate::device::Link;
 use crate::engine::{DemuxEvent, DemuxTable, Engine, Outbox, SockId, StackConfig};
@@ -121,7 +120,7 @@ impl Stack {
     }
 
     /// The stack's addresses.
-    pub fn addrs(&self) -> Vec<IpCidr> {
+    pub fn addrs(&self) -> Vec<crate::Cidr> {
         self.shared.lock().engine.config().addrs.clone()
     }
 
