@@ -243,10 +243,11 @@ fn errnos_become_io_errors_of_the_matching_kind() {
     let io_err: io::Error = refused.into();
     assert_eq!(io_err.kind(), ErrorKind::ConnectionRefused);
     assert_eq!(Errno::from_io(&io_err), Some(Errno::ECONNREFUSED));
-    assert!(io_err.to_string().contains("ECONNREFUSED"));
+    // The kernel's errno itself, as std::net's errors carry it.
+    assert_eq!(io_err.raw_os_error(), Some(Errno::ECONNREFUSED.code()));
 
     let lone = lone_a();
-    let timed_out = TcpStream::connect_timeout(&lone.stack, addr(B, 80), Duration::from_millis(100)).unwrap_err();
+    let timed_out = TcpStream::connect_timeout(&lone.stack, &addr(B, 80), Duration::from_millis(100)).unwrap_err();
     assert_eq!(io::Error::from(timed_out).kind(), ErrorKind::TimedOut);
 
     let listener = TcpListener::bind(&p.b, addr(B, 0)).unwrap();

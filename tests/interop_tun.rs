@@ -119,7 +119,7 @@ fn ustack_client_talks_to_kernel_server() {
             Ok((peer, request))
         },
     );
-    let stream = TcpStream::connect_timeout(&lab.stack, addr(KERNEL, 8080), PATIENCE).expect("connect to kernel");
+    let stream = TcpStream::connect_timeout(&lab.stack, &addr(KERNEL, 8080), PATIENCE).expect("connect to kernel");
     (&stream).write_all(b"hello from ustack").unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
     let mut reply = Vec::new();
@@ -148,7 +148,7 @@ fn ustack_client_sends_one_mebibyte_to_kernel() {
         },
     );
     let data = pattern(1 << 20, 0x9e37_79b9);
-    let stream = TcpStream::connect_timeout(&lab.stack, addr(KERNEL, 9000), PATIENCE).unwrap();
+    let stream = TcpStream::connect_timeout(&lab.stack, &addr(KERNEL, 9000), PATIENCE).unwrap();
     stream.set_write_timeout(Some(PATIENCE)).unwrap();
     (&stream).write_all(&data).unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
@@ -218,8 +218,8 @@ fn ustack_connect_to_closed_kernel_port_is_refused() {
     let lab = lab();
     // ECONNREFUSED, not ETIMEDOUT: the kernel's RST answered the SYN (how soon is pinned on
     // the virtual clock, tests/virtual_time.rs).
-    let err = TcpStream::connect_timeout(&lab.stack, addr(KERNEL, 9), PATIENCE).unwrap_err();
-    assert_eq!(err, Errno::ECONNREFUSED);
+    let err = TcpStream::connect_timeout(&lab.stack, &addr(KERNEL, 9), PATIENCE).unwrap_err();
+    assert_eq!(Errno::from_io(&err), Some(Errno::ECONNREFUSED));
     let io_err: io::Error = err.into();
     assert_eq!(io_err.kind(), io::ErrorKind::ConnectionRefused);
 }

@@ -34,7 +34,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(3);
 const IPV6_MIN_MTU: usize = 1280;
 
 /// How to open and configure a TUN interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TunConfig {
     /// Interface name, at most 15 bytes, e.g. `ustack0`. An existing (persistent) TUN of
     /// that name is attached to; otherwise a new one is created, and it disappears when

@@ -560,7 +560,10 @@ pub fn bound_matches(bound: IpAddr, dst: IpAddr) -> bool {
 /// `dst` before a wildcard one.
 fn find_bound(core: &Engine, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Option<SockId> {
     let ids = ids?;
-    let bound = |id: &&SockId| core.entries.get(id).and_then(|e| e.local).map(|l| l.ip());
+    // An IPV6_V6ONLY socket is not there for IPv4.
+    let bound = |id: &&SockId| {
+        core.entries.get(id).filter(|e| !(e.v6only && dst.is_ipv4())).and_then(|e| e.local).map(|l| l.ip())
+    };
     ids.iter()
         .find(|id| bound(id) == Some(dst.ip()))
         .or_else(|| ids.iter().find(|id| bound(id).is_some_and(|b| bound_matches(b, dst.ip()))))
@@ -996,7 +999,8 @@ fn keep_window_open_while_in_flight(conn: &Conn, frame: &mut [u8], offset: usize
 
 /// A fresh smoltcp socket listening for exactly `tuple`'s SYN, in `listener`'s SYN queue.
 fn new_half_open(core: &mut Engine, tuple: TcpTuple, listener: SockId) -> Result<SocketHandle, NoSocket> {
-    let (mut socket, slot) = core.buffers.tcp_socket().ok_or(NoSocket::NoMemory)?;
+    let opts = core.opts(listener).unwrap_or_default();
+    let (mut socket, slot) = core.new_tcp_socket(&opts).ok_or(NoSocket::NoMemory)?;
     let endpoint = IpListenEndpoint { addr: Some(tuple.local.ip().into()), port: tuple.local.port() };
     if socket.listen(endpoint).is_err() {
         core.buffers.give_back(socket, slot);

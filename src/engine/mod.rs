@@ -40,6 +40,7 @@ mod egress;
 mod isn;
 mod one_frame;
 mod one_socket;
+pub mod options;
 pub mod ports;
 pub mod random;
 mod rewrite;
@@ -229,6 +230,12 @@ struct Entry {
     /// SO_RCVTIMEO and SO_SNDTIMEO: how long a blocking call waits before EAGAIN.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// The options its connections get ([`options`]).
+    opts: options::SockOpts,
+    /// IPV6_V6ONLY: an AF_INET6 socket that takes no IPv4.
+    v6only: bool,
+    /// SO_BROADCAST: a UDP socket may send to broadcast addresses.
+    broadcast: bool,
 }
 
 impl Entry {
@@ -247,6 +254,9 @@ impl Entry {
             udp_dropped: 0,
             read_timeout: None,
             write_timeout: None,
+            opts: options::SockOpts::default(),
+            v6only: false,
+            broadcast: false,
         }
     }
 }

@@ -22,13 +22,16 @@ use crate::engine::calls::Blocking;
 use crate::engine::{ConnectionInfo, SockId};
 use crate::stack::{Locked, Shared, Stack};
 
+mod msg;
 mod net;
+mod options;
 mod poll;
 
 pub use crate::engine::calls::Events;
 pub use crate::engine::{DEFAULT_CONNECT_TIMEOUT, Domain, SOMAXCONN, TcpTuple, Type};
 pub use crate::errno::{Errno, Result};
-pub use net::{TcpListener, TcpStream, UdpSocket};
+pub use msg::MsgFlags;
+pub use net::{Incoming, IntoIncoming, TcpListener, TcpStream, UdpSocket};
 pub use poll::{PollFd, poll};
 pub use std::net::Shutdown;
 
@@ -96,6 +99,18 @@ impl Socket {
         &self,
         direction: Direction,
         deadline: Option<Instant>,
+        f: impl FnMut(&mut Locked) -> Result<T>,
+    ) -> Result<T> {
+        self.blocking_unless(false, direction, deadline, f)
+    }
+
+    /// [`Socket::blocking`], or non-blocking for this call alone with `dontwait`
+    /// (MSG_DONTWAIT).
+    fn blocking_unless<T>(
+        &self,
+        dontwait: bool,
+        direction: Direction,
+        deadline: Option<Instant>,
         mut f: impl FnMut(&mut Locked) -> Result<T>,
     ) -> Result<T> {
         if !self.open.load(Ordering::Acquire) {
@@ -103,6 +118,7 @@ impl Socket {
         }
         let mut locked = self.shared.lock();
         let Blocking { nonblocking, read_timeout, write_timeout } = locked.engine.blocking(self.id)?;
+        let nonblocking = nonblocking || dontwait;
         let timeout = match direction {
             Direction::Read => read_timeout,
             Direction::Write => write_timeout,
@@ -197,21 +213,7 @@ impl Socket {
     /// shutdown(Write) or on an unconnected TCP socket: EPIPE (Linux's answer too). An
     /// error after part of the data went out is kept for the next call, as in Linux.
     pub fn send(&self, buf: &[u8]) -> Result<usize> {
-        let mut sent = 0;
-        let result = self.blocking(Direction::Write, None, |l| match l.engine.send(self.id, &buf[sent..], sent > 0) {
-            Ok(n) => {
-                sent += n;
-                if sent < buf.len() && l.engine.socket_type(self.id) == Ok(Type::Stream) {
-                    return Err(Errno::EAGAIN);
-                }
-                Ok(sent)
-            }
-            Err(e) => Err(e),
-        });
-        match result {
-            Err(_) if sent > 0 => Ok(sent),
-            result => result,
-        }
+        self.send_flags(buf, MsgFlags::NONE)
     }
 
     /// recv(): waits for data and returns what is there (up to `buf.len()`); 0 at end of
@@ -228,10 +230,7 @@ impl Socket {
     /// EMSGSIZE if the datagram does not fit in one IP packet on the link: ustack does not
     /// fragment (Linux would, up to 65,507 bytes). Blocks while the send buffer is full.
     pub fn send_to(&self, buf: &[u8], addr: SocketAddr) -> Result<usize> {
-        if self.call(|l| l.engine.socket_type(self.id))? == Type::Stream {
-            return self.send(buf);
-        }
-        self.blocking(Direction::Write, None, |l| l.engine.send_to(self.id, buf, addr))
+        self.send_to_flags(buf, addr, MsgFlags::NONE)
     }
 
     /// recvfrom(): the next datagram and its sender. A datagram longer than `buf` is cut
@@ -260,6 +259,20 @@ impl Socket {
             return Err(Errno::EBADF);
         }
         let mut locked = self.shared.lock();
+        // SO_LINGER: the last handle's close() waits (even on a non-blocking socket, as in
+        // Linux) until the peer has acknowledged the data and the FIN, or the time is up;
+        // then the close goes on in the background as usual.
+        if let Ok(Some(linger)) = locked.engine.start_linger(self.id) {
+            self.shared.after_call(&mut locked);
+            let deadline = Instant::now() + linger;
+            while locked.engine.lingering(self.id) && locked.down.is_none() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                locked = self.shared.wait_socket(locked, self.id, Some(left)).0;
+            }
+        }
         locked.engine.close(self.id);
         self.shared.after_call(&mut locked);
         Ok(())
