@@ -38,7 +38,7 @@ pub mod sys;
 pub use cidr::{Cidr, CidrError};
 pub use engine::{Engine, StackConfig};
 pub use errno::Errno;
-pub use socket::{Domain, Events, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type, UdpSocket, poll};
+pub use socket::{Domain, Events, MsgFlags, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type, UdpSocket, poll};
 pub use stack::Stack;
 
 /// The README's code blocks as doctests, so that its library example compiles and runs
