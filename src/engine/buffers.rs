@@ -62,6 +62,7 @@ impl BufferPool {
 
     /// A new smoltcp TCP socket with full-size buffers in a slot of the pool; see
     /// [`BufferPool::tcp_socket_sized`].
+    #[cfg(test)]
     pub fn tcp_socket(&mut self) -> Option<(tcp::Socket<'static>, Slot)> {
         self.tcp_socket_sized(self.size, self.size)
     }
@@ -121,11 +122,13 @@ impl BufferPool {
     }
 
     /// Slots in use.
+    #[cfg(test)]
     pub fn in_use(&self) -> usize {
         self.used.len()
     }
 
     /// Address space mapped for buffers, in bytes (resident only where touched).
+    #[cfg(test)]
     pub fn mapped(&self) -> usize {
         self.chunks.iter().map(|&(_, len)| len).sum()
     }

@@ -26,6 +26,7 @@ type Result<T> = std::result::Result<T, Errno>;
 pub struct Events(u8);
 
 impl Events {
+    /// Nothing.
     pub const NONE: Events = Events(0);
     /// Data to read, a connection to accept, or end of stream.
     pub const IN: Events = Events(1);
@@ -87,8 +88,9 @@ pub struct Received {
 pub struct Blocking {
     /// O_NONBLOCK.
     pub nonblocking: bool,
-    /// SO_RCVTIMEO and SO_SNDTIMEO.
+    /// SO_RCVTIMEO.
     pub read_timeout: Option<Duration>,
+    /// SO_SNDTIMEO.
     pub write_timeout: Option<Duration>,
 }
 

@@ -31,7 +31,7 @@ use crate::cidr::Cidr;
 use crate::errno::Errno;
 use one_socket::Which;
 
-pub mod buffers;
+pub(crate) mod buffers;
 pub mod calls;
 mod conn;
 mod cookie;
@@ -41,14 +41,16 @@ mod isn;
 mod one_frame;
 mod one_socket;
 pub mod options;
-pub mod ports;
+pub(crate) mod ports;
 pub mod random;
 mod rewrite;
 mod table;
 mod teardown;
 
-pub use conn::{Closer, Conn, Owner};
-pub use demux::{Decision, DemuxCounters, DemuxEvent, DemuxLog, Disposition, PacketEnds, TcpTuple};
+pub(crate) use conn::Conn;
+pub use conn::{Closer, Owner};
+pub(crate) use demux::Disposition;
+pub use demux::{Decision, DemuxCounters, DemuxEvent, DemuxLog, PacketEnds, TcpTuple};
 use egress::Egress;
 pub use egress::Outbox;
 use one_frame::OneFrame;
@@ -86,16 +88,34 @@ pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(63);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
 
 /// How a stack is set up.
+///
+/// ```
+/// use ustack::StackConfig;
+///
+/// # fn main() -> Result<(), ustack::CidrError> {
+/// let config = StackConfig {
+///     addrs: vec!["10.7.0.2/24".parse()?, "fd00:7::2/64".parse()?],
+///     tcp_buffer: 256 * 1024, // room for a larger window per connection
+///     seed: Some(7),          // the same ISNs and ports on every run
+///     ..StackConfig::default()
+/// };
+/// assert_eq!(config.addrs[1].prefix_len(), 64);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     /// The stack's own addresses, with prefix lengths.
     pub addrs: Vec<Cidr>,
     /// Bytes of receive and of send buffer per TCP connection. This is address space
     /// reserved per connection; memory is used only where data has passed through (see
-    /// [`buffers`]), so generous buffers cost idle connections next to nothing.
+    /// docs/architecture.md), so generous buffers cost idle connections next to nothing.
+    /// The most SO_RCVBUF/SO_SNDBUF can give a connection.
     pub tcp_buffer: usize,
-    /// Datagrams, and bytes of payload, buffered per UDP socket each way.
+    /// Datagrams buffered per UDP socket each way.
     pub udp_packets: usize,
+    /// Bytes of payload buffered per UDP socket each way (the most SO_RCVBUF/SO_SNDBUF
+    /// can give one).
     pub udp_buffer: usize,
     /// What a listener does with the handshake's last ACK when its accept queue is full:
     /// drop it, so the client resends it and the connection completes later (Linux's
@@ -149,7 +169,7 @@ pub enum Type {
 
 impl Type {
     /// The port space the type's sockets bind in.
-    pub fn proto(self) -> Proto {
+    pub(crate) fn proto(self) -> Proto {
         match self {
             Type::Stream => Proto::Tcp,
             Type::Dgram => Proto::Udp,
@@ -159,7 +179,7 @@ impl Type {
 
 /// A listener's queues (Linux's request queue and accept queue).
 #[derive(Debug, Default)]
-pub struct Listener {
+pub(crate) struct Listener {
     /// listen()'s backlog, clamped to [`SOMAXCONN`]. Up to `backlog + 1` connections wait
     /// in the accept queue, and up to `max(backlog, 1)` in the SYN queue, as in Linux.
     pub backlog: u32,

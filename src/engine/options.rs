@@ -1,7 +1,7 @@
 //! Socket options (setsockopt/getsockopt), as the engine keeps and applies them: TCP_NODELAY,
 //! SO_KEEPALIVE, SO_LINGER, SO_RCVBUF/SO_SNDBUF, IP_TTL, IPV6_V6ONLY, SO_ERROR.
 //!
-//! The options that shape a connection live with the socket ([`SockOpts`]) and are applied
+//! The options that shape a connection live with the socket (`SockOpts`) and are applied
 //! to each smoltcp socket the socket makes: its own connection (connect) or, for a
 //! listener, every connection it accepts, which inherits them as in Linux. Set on a socket
 //! that already has a connection, the ones smoltcp can change are changed on it at once.

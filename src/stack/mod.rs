@@ -24,9 +24,9 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use crate::device::Link;
 use crate::engine::{DemuxEvent, DemuxTable, Engine, Outbox, SockId, StackConfig};
 
-pub mod clock;
+mod clock;
 
-pub use clock::Clock;
+pub(crate) use clock::Clock;
 
 /// Frames handed to the engine per lock hold, so API calls are never kept waiting long.
 const INGRESS_BATCH: usize = 64;
@@ -78,7 +78,22 @@ pub(crate) struct Shared {
 
 /// A running stack: an engine, its device, and the thread that drives them.
 ///
-/// Dropping it stops the thread; sockets still open then fail with ENETDOWN.
+/// Dropping it stops the thread; sockets still open then fail with ENETDOWN. Sockets are
+/// made on a stack ([`crate::Socket::new`], [`crate::TcpListener::bind`], ...).
+///
+/// ```no_run
+/// use ustack::device::{TunConfig, TunDevice};
+/// use ustack::{Stack, StackConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // As root (or on a TUN made for this user): the kernel gets 10.7.0.1 on the TUN's side,
+/// // and routes 10.7.0.0/24 into it; the stack answers at 10.7.0.2.
+/// let tun = TunDevice::open(&TunConfig { name: "ustack0".into(), peer_addrs: vec!["10.7.0.1/24".parse()?], mtu: None })?;
+/// let stack = Stack::new(tun, StackConfig { addrs: vec!["10.7.0.2/24".parse()?], ..Default::default() })?;
+/// assert_eq!(stack.addrs()[0].to_string(), "10.7.0.2/24");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Stack {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
