@@ -31,6 +31,9 @@ impl Rng {
 
 /// A random number from the OS; from the clock where the OS has no random source at all
 /// (never smoltcp's fixed default seed of 0).
+// Public only for crates/bench (its raw-smoltcp baseline seeds its interface the same
+// way); not part of the library's API.
+#[doc(hidden)]
 pub fn from_os() -> u64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {

@@ -130,6 +130,8 @@ impl Stack {
     /// Waits until the stack thread has finished the round it is in (if any): whatever it
     /// was doing with the packets it had read is done. A barrier for tools that drive the
     /// device from outside (the replay).
+    // Public only for crates/replay; not part of the library's API.
+    #[doc(hidden)]
     pub fn barrier(&self) {
         drop(self.shared.lock());
     }
