@@ -240,7 +240,7 @@ fn errnos_become_io_errors_of_the_matching_kind() {
     let p = pair();
     // Through the std-like wrappers, as code written for std::net sees them.
     let refused = TcpStream::connect(&p.a, addr(B, 9)).unwrap_err();
-    let io_err: io::Error = refused.into();
+    let io_err = refused;
     assert_eq!(io_err.kind(), ErrorKind::ConnectionRefused);
     assert_eq!(Errno::from_io(&io_err), Some(Errno::ECONNREFUSED));
     // The kernel's errno itself, as std::net's errors carry it.
@@ -248,14 +248,14 @@ fn errnos_become_io_errors_of_the_matching_kind() {
 
     let lone = lone_a();
     let timed_out = TcpStream::connect_timeout(&lone.stack, &addr(B, 80), Duration::from_millis(100)).unwrap_err();
-    assert_eq!(io::Error::from(timed_out).kind(), ErrorKind::TimedOut);
+    assert_eq!(timed_out.kind(), ErrorKind::TimedOut);
 
     let listener = TcpListener::bind(&p.b, addr(B, 0)).unwrap();
     let at = listener.local_addr().unwrap();
     let in_use = TcpListener::bind(&p.b, at).unwrap_err();
-    assert_eq!(io::Error::from(in_use).kind(), ErrorKind::AddrInUse);
+    assert_eq!(in_use.kind(), ErrorKind::AddrInUse);
     let not_here = UdpSocket::bind(&p.b, addr(A, 0)).unwrap_err();
-    assert_eq!(io::Error::from(not_here).kind(), ErrorKind::AddrNotAvailable);
+    assert_eq!(not_here.kind(), ErrorKind::AddrNotAvailable);
 
     let mut client = TcpStream::connect(&p.a, at).unwrap();
     let (mut server, _) = listener.accept().unwrap();

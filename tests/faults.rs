@@ -113,7 +113,7 @@ where
 }
 
 fn ustack_shut_write(s: &TcpStream) -> io::Result<()> {
-    Ok(s.shutdown(Shutdown::Write)?)
+    s.shutdown(Shutdown::Write)
 }
 
 fn kernel_shut_write(s: &KernelStream) -> io::Result<()> {

@@ -220,8 +220,7 @@ fn ustack_connect_to_closed_kernel_port_is_refused() {
     // the virtual clock, tests/virtual_time.rs).
     let err = TcpStream::connect_timeout(&lab.stack, &addr(KERNEL, 9), PATIENCE).unwrap_err();
     assert_eq!(Errno::from_io(&err), Some(Errno::ECONNREFUSED));
-    let io_err: io::Error = err.into();
-    assert_eq!(io_err.kind(), io::ErrorKind::ConnectionRefused);
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
 }
 
 #[test]
