@@ -330,6 +330,7 @@ fn option_errnos_are_linuxs() {
     let udp = engine.socket(Domain::Inet, Type::Dgram);
     for to in ["255.255.255.255:9", "10.0.0.255:9"] {
         assert_eq!(engine.send_to(udp, b"x", to.parse().unwrap()), Err(Errno::EACCES), "{to}");
+        assert_eq!(engine.connect(Instant::ZERO, udp, to.parse().unwrap()), Err(Errno::EACCES), "{to}");
     }
     engine.set_broadcast(udp, true).unwrap();
     assert_eq!(engine.broadcast(udp), Ok(true));

@@ -324,6 +324,10 @@ impl Engine {
             if e.v6only && remote.is_ipv4() {
                 return Err(Errno::ENETUNREACH);
             }
+            // Linux: a broadcast peer needs SO_BROADCAST, as sendto() to it does.
+            if !e.broadcast && self.is_broadcast(remote.ip()) {
+                return Err(Errno::EACCES);
+            }
             self.autobind(id)?;
             if let SockState::Udp { peer, .. } = &mut self.entry(id)?.state {
                 *peer = Some(remote);
