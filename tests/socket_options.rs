@@ -342,3 +342,27 @@ fn option_errnos_are_linuxs() {
     engine.set_reuse_address(udp, true).unwrap();
     assert_eq!(engine.reuse_address(udp), Ok(true));
 }
+
+#[test]
+fn udp_recv_buffer_size_bounds_the_datagrams_queued() {
+    let mut sim = network();
+    let engine = &mut sim.nodes[SERVER].engine;
+    let server = engine.socket(Domain::Inet, Type::Dgram);
+    engine.set_recv_buffer_size(server, 2000).unwrap();
+    engine.bind(server, node_addr(SERVER, 53)).unwrap();
+    assert_eq!(engine.recv_buffer_size(server), Ok(4000));
+    let client = sim.nodes[CLIENT].engine.socket(Domain::Inet, Type::Dgram);
+    for i in 0..3u8 {
+        sim.nodes[CLIENT].engine.send_to(client, &[i; 1000], node_addr(SERVER, 53)).unwrap();
+    }
+    run_for(&mut sim, ms(5));
+    let engine = &mut sim.nodes[SERVER].engine;
+    let mut buf = [0; 1500];
+    assert_eq!(engine.recv_from(server, &mut buf).map(|(n, _)| (n, buf[0])), Ok((1000, 0)));
+    assert_eq!(engine.recv_from(server, &mut buf).map(|(n, _)| (n, buf[0])), Ok((1000, 1)));
+    assert_eq!(
+        engine.recv_from(server, &mut buf),
+        Err(Errno::EAGAIN),
+        "the third did not fit: dropped, as Linux drops it"
+    );
+}
