@@ -541,3 +541,25 @@ fn a_segment_without_ack_to_a_closed_port_is_answered_as_linux_answers_it() {
     assert_eq!(answers[0], (true, true, 0, 1000 + 5 + 1), "Linux's answer");
     assert_eq!(answers[1], answers[0], "ustack answers as Linux does");
 }
+
+#[test]
+fn a_close_with_linger_zero_resets_the_kernel_peer() {
+    ustack::require_tun!();
+    let lab = lab();
+    let listener = TcpListener::bind(&lab.stack, addr(USTACK, 7100)).unwrap();
+    let kernel = lab
+        .ns
+        .spawn(|| -> io::Result<io::ErrorKind> {
+            let mut stream = KernelStream::connect_timeout(&addr(USTACK, 7100), PATIENCE)?;
+            stream.set_read_timeout(Some(PATIENCE))?;
+            match stream.read(&mut [0; 16]) {
+                Err(e) => Ok(e.kind()),
+                Ok(n) => Err(io::Error::other(format!("read returned {n} instead of a reset"))),
+            }
+        })
+        .unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    stream.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(stream);
+    assert_eq!(kernel.join().unwrap().unwrap(), io::ErrorKind::ConnectionReset, "SO_LINGER 0: close() sends RST");
+}
