@@ -70,7 +70,7 @@ pub use std::net::Shutdown;
 /// A socket: the handle every call goes through, like a file descriptor.
 ///
 /// The Berkeley calls with their C names' meaning, setsockopt's options as
-/// `set_`/getter pairs (named as in the `socket2` crate), and errno as Linux gives it:
+/// `set_x`/`x` pairs (the `socket2` crate's names), and errno as Linux gives it:
 ///
 /// ```
 /// use ustack::{Domain, Errno, MsgFlags, Socket, Stack, StackConfig, Type, device::Wire};

@@ -1,5 +1,6 @@
-//! setsockopt()/getsockopt(): the options of a [`Socket`], each a pair of methods named
-//! as in `socket2`. What each does is the engine's ([`crate::engine::options`]).
+//! setsockopt()/getsockopt(): the options of a [`Socket`], each a `set_x`/`x` pair of
+//! methods (socket2's names; `set_keepalive` takes the idle time as well). What each does
+//! is the engine's ([`crate::engine::options`]).
 
 use std::time::Duration;
 
