@@ -60,7 +60,7 @@ async fn run(args: Args) -> io::Result<()> {
     let urls: Vec<String> = stack
         .addrs()
         .iter()
-        .map(|cidr| format!("http://{}/", SocketAddr::new(cidr.address().into(), args.tcp)))
+        .map(|cidr| format!("http://{}/", SocketAddr::new(cidr.addr(), args.tcp)))
         .collect();
     println!("http: axum on ustack, serving {}", urls.join(" and "));
     serve(listener).await

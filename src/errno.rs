@@ -93,10 +93,9 @@ impl std::error::Error for Errno {}
 
 impl From<Errno> for io::Error {
     fn from(errno: Errno) -> io::Error {
-        // The kind std gives the kernel's errno of the same number, so callers matching on
-        // ErrorKind see exactly what they would with std::net.
-        let kind = io::Error::from_raw_os_error(errno.code()).kind();
-        io::Error::new(kind, errno)
+        // The kernel's errno itself, so that `raw_os_error()` and `kind()` are exactly what
+        // std::net would give for the same failure.
+        io::Error::from_raw_os_error(errno.code())
     }
 }
 

@@ -1,6 +1,33 @@
 //! ustack: a userspace TCP/UDP stack on smoltcp, with the Berkeley socket API, that shows
 //! what the kernel hides.
 //!
+//! A program written for `std::net` runs on ustack with its imports changed and the stack
+//! given to the constructors ([`TcpListener`], [`TcpStream`], [`UdpSocket`]); [`Socket`]
+//! is the Berkeley API itself, with setsockopt's options and send/recv's flags, and errno
+//! as Linux gives it. Here two stacks are joined by an in-memory wire (no root needed; a
+//! real program opens a [`device::TunDevice`] instead):
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use ustack::{Stack, StackConfig, TcpListener, TcpStream, device::Wire};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (a, b) = Wire::pair(1500)?;
+//! let server = Stack::new(b, StackConfig { addrs: vec!["10.0.0.2/24".parse()?], ..Default::default() })?;
+//! let client = Stack::new(a, StackConfig { addrs: vec!["10.0.0.1/24".parse()?], ..Default::default() })?;
+//!
+//! let listener = TcpListener::bind(&server, "10.0.0.2:7")?;
+//! let mut stream = TcpStream::connect(&client, "10.0.0.2:7")?;
+//! let (mut accepted, peer) = listener.accept()?;
+//! assert_eq!(peer, stream.local_addr()?);
+//! stream.write_all(b"hello")?;
+//! let mut got = [0; 5];
+//! accepted.read_exact(&mut got)?;
+//! assert_eq!(&got, b"hello");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Layers, top to bottom (each uses only those below it; docs/architecture.md draws them):
 //! - [`socket`]: the Berkeley API ([`Socket`]) with the kernel's blocking rules, and
 //!   std-like wrappers. It only waits: every call is answered by the engine.
@@ -27,6 +54,9 @@
 //! (`ustack-testkit`) are crates beside it in the workspace's `crates/`; they depend on
 //! it, never the reverse.
 
+#![warn(missing_docs)]
+
+mod cidr;
 pub mod device;
 pub mod engine;
 pub mod errno;
@@ -39,10 +69,26 @@ pub mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
+pub use cidr::{Cidr, CidrError};
 pub use engine::{Congestion, Engine, LossRecovery, StackConfig};
 pub use errno::Errno;
-pub use socket::{Domain, Events, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type, UdpSocket, poll};
+pub use socket::{
+    Domain, Events, Incoming, IntoIncoming, MsgFlags, PollFd, Shutdown, Socket, TcpListener, TcpStream, Type,
+    UdpSocket, poll,
+};
 pub use stack::Stack;
+
+/// A TCP connection's state (RFC 9293's names via `Display`), as [`Socket::tcp_state`]
+/// reports it: smoltcp's own type, re-exported so that no smoltcp dependency is needed.
+pub use smoltcp::socket::tcp::State as TcpState;
+
+/// smoltcp 0.14, the protocol implementation under ustack, re-exported on purpose for
+/// the layers below the socket API that speak its types: [`device`]s are
+/// `smoltcp::phy::Device`s (to write your own), and [`engine`] and [`sim`] take
+/// `smoltcp::time::Instant`s and name connections by `smoltcp::iface::SocketHandle`.
+/// Code using them needs no separate, version-matched smoltcp dependency. The socket API
+/// ([`Stack`], [`Socket`], [`TcpStream`], ...) needs none of it.
+pub use smoltcp;
 
 /// The README's code blocks as doctests, so that its library example compiles and runs
 /// under `cargo test --doc`. Only for doctests: the crate's documentation stays its own.

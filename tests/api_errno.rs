@@ -240,21 +240,22 @@ fn errnos_become_io_errors_of_the_matching_kind() {
     let p = pair();
     // Through the std-like wrappers, as code written for std::net sees them.
     let refused = TcpStream::connect(&p.a, addr(B, 9)).unwrap_err();
-    let io_err: io::Error = refused.into();
+    let io_err = refused;
     assert_eq!(io_err.kind(), ErrorKind::ConnectionRefused);
     assert_eq!(Errno::from_io(&io_err), Some(Errno::ECONNREFUSED));
-    assert!(io_err.to_string().contains("ECONNREFUSED"));
+    // The kernel's errno itself, as std::net's errors carry it.
+    assert_eq!(io_err.raw_os_error(), Some(Errno::ECONNREFUSED.code()));
 
     let lone = lone_a();
-    let timed_out = TcpStream::connect_timeout(&lone.stack, addr(B, 80), Duration::from_millis(100)).unwrap_err();
-    assert_eq!(io::Error::from(timed_out).kind(), ErrorKind::TimedOut);
+    let timed_out = TcpStream::connect_timeout(&lone.stack, &addr(B, 80), Duration::from_millis(100)).unwrap_err();
+    assert_eq!(timed_out.kind(), ErrorKind::TimedOut);
 
     let listener = TcpListener::bind(&p.b, addr(B, 0)).unwrap();
     let at = listener.local_addr().unwrap();
     let in_use = TcpListener::bind(&p.b, at).unwrap_err();
-    assert_eq!(io::Error::from(in_use).kind(), ErrorKind::AddrInUse);
+    assert_eq!(in_use.kind(), ErrorKind::AddrInUse);
     let not_here = UdpSocket::bind(&p.b, addr(A, 0)).unwrap_err();
-    assert_eq!(io::Error::from(not_here).kind(), ErrorKind::AddrNotAvailable);
+    assert_eq!(not_here.kind(), ErrorKind::AddrNotAvailable);
 
     let mut client = TcpStream::connect(&p.a, at).unwrap();
     let (mut server, _) = listener.accept().unwrap();

@@ -119,7 +119,7 @@ fn ustack_client_talks_to_kernel_server() {
             Ok((peer, request))
         },
     );
-    let stream = TcpStream::connect_timeout(&lab.stack, addr(KERNEL, 8080), PATIENCE).expect("connect to kernel");
+    let stream = TcpStream::connect_timeout(&lab.stack, &addr(KERNEL, 8080), PATIENCE).expect("connect to kernel");
     (&stream).write_all(b"hello from ustack").unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
     let mut reply = Vec::new();
@@ -148,7 +148,7 @@ fn ustack_client_sends_one_mebibyte_to_kernel() {
         },
     );
     let data = pattern(1 << 20, 0x9e37_79b9);
-    let stream = TcpStream::connect_timeout(&lab.stack, addr(KERNEL, 9000), PATIENCE).unwrap();
+    let stream = TcpStream::connect_timeout(&lab.stack, &addr(KERNEL, 9000), PATIENCE).unwrap();
     stream.set_write_timeout(Some(PATIENCE)).unwrap();
     (&stream).write_all(&data).unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
@@ -218,10 +218,9 @@ fn ustack_connect_to_closed_kernel_port_is_refused() {
     let lab = lab();
     // ECONNREFUSED, not ETIMEDOUT: the kernel's RST answered the SYN (how soon is pinned on
     // the virtual clock, tests/virtual_time.rs).
-    let err = TcpStream::connect_timeout(&lab.stack, addr(KERNEL, 9), PATIENCE).unwrap_err();
-    assert_eq!(err, Errno::ECONNREFUSED);
-    let io_err: io::Error = err.into();
-    assert_eq!(io_err.kind(), io::ErrorKind::ConnectionRefused);
+    let err = TcpStream::connect_timeout(&lab.stack, &addr(KERNEL, 9), PATIENCE).unwrap_err();
+    assert_eq!(Errno::from_io(&err), Some(Errno::ECONNREFUSED));
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
 }
 
 #[test]
@@ -579,4 +578,26 @@ fn a_3000_byte_ping_and_udp_datagram_cross_the_mtu_in_fragments() {
     assert_eq!(reply.1, addr(USTACK, 7));
     let (counters, held, _) = lab.stack.reassembly();
     assert_eq!((counters.reassembled, held), (2, 0), "the ping and the datagram, reassembled; nothing left held");
+}
+
+#[test]
+fn a_close_with_linger_zero_resets_the_kernel_peer() {
+    ustack::require_tun!();
+    let lab = lab();
+    let listener = TcpListener::bind(&lab.stack, addr(USTACK, 7100)).unwrap();
+    let kernel = lab
+        .ns
+        .spawn(|| -> io::Result<io::ErrorKind> {
+            let mut stream = KernelStream::connect_timeout(&addr(USTACK, 7100), PATIENCE)?;
+            stream.set_read_timeout(Some(PATIENCE))?;
+            match stream.read(&mut [0; 16]) {
+                Err(e) => Ok(e.kind()),
+                Ok(n) => Err(io::Error::other(format!("read returned {n} instead of a reset"))),
+            }
+        })
+        .unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    stream.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(stream);
+    assert_eq!(kernel.join().unwrap().unwrap(), io::ErrorKind::ConnectionReset, "SO_LINGER 0: close() sends RST");
 }

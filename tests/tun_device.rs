@@ -9,8 +9,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use smoltcp::phy::{ChecksumCapabilities, Device, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol, Ipv4Address, Ipv4Packet,
-    Ipv4Repr, Ipv6Address, Ipv6Packet, Ipv6Repr,
+    Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, Ipv6Address,
+    Ipv6Packet, Ipv6Repr,
 };
 use ustack::device::{Link, TunConfig, TunDevice};
 use ustack::sys::NetNs;
@@ -25,7 +25,7 @@ const STACK_V6: Ipv6Address = Ipv6Address::new(0xfd00, 7, 0, 0, 0, 0, 0, 2);
 fn config(name: &str) -> TunConfig {
     TunConfig {
         name: name.into(),
-        peer_addrs: vec![IpCidr::new(IpAddress::Ipv4(KERNEL_V4), 24), IpCidr::new(IpAddress::Ipv6(KERNEL_V6), 64)],
+        peer_addrs: vec![ustack::Cidr::new(KERNEL_V4, 24).unwrap(), ustack::Cidr::new(KERNEL_V6, 64).unwrap()],
         mtu: Some(1400),
     }
 }

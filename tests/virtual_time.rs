@@ -21,7 +21,6 @@ use std::net::Shutdown;
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::IpCidr;
 use ustack::Events;
 use ustack::engine::{Decision, Domain, SockId, StackConfig, Type};
 use ustack::errno::Errno;
@@ -46,7 +45,7 @@ fn at(d: Duration) -> Instant {
 
 /// Node `index`'s configuration: its address 10.0.0.(index + 1)/24, the rest default.
 fn config(index: usize) -> StackConfig {
-    StackConfig { addrs: vec![IpCidr::new(node_addr(index, 0).ip().into(), 24)], ..StackConfig::default() }
+    StackConfig { addrs: vec![ustack::Cidr::new(node_addr(index, 0).ip(), 24).unwrap()], ..StackConfig::default() }
 }
 
 /// The client and the server on a link that delays each packet by 1 ms and loses none,

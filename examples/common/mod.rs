@@ -4,9 +4,8 @@
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
 
-use smoltcp::wire::IpCidr;
 use ustack::device::{TunConfig, TunDevice};
-use ustack::{Stack, StackConfig};
+use ustack::{Cidr, Stack, StackConfig};
 
 /// Where the stack lives: a TUN, its kernel side, the stack's own addresses.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,12 +16,12 @@ pub struct NetArgs {
 
     /// An address of the userspace stack, with its prefix length (repeatable).
     #[arg(long = "addr", value_name = "IP/LEN", default_values = ["10.7.0.2/24", "fd00:7::2/64"], value_parser = parse_cidr)]
-    pub addrs: Vec<IpCidr>,
+    pub addrs: Vec<Cidr>,
 
     /// An address for the kernel side of the TUN (repeatable); its prefix routes the
     /// subnet into the TUN, so it should contain the --addr addresses.
     #[arg(long = "peer-addr", value_name = "IP/LEN", default_values = ["10.7.0.1/24", "fd00:7::1/64"], value_parser = parse_cidr)]
-    pub peer_addrs: Vec<IpCidr>,
+    pub peer_addrs: Vec<Cidr>,
 
     /// MTU of the TUN (default: the kernel's, 1500).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1280..))]
@@ -42,13 +41,13 @@ impl NetArgs {
 
     /// "10.7.0.2, fd00:7::2": the stack's addresses.
     pub fn stack_ips(&self) -> String {
-        self.addrs.iter().map(|c| c.address().to_string()).collect::<Vec<_>>().join(", ")
+        self.addrs.iter().map(|c| c.addr().to_string()).collect::<Vec<_>>().join(", ")
     }
 }
 
 /// `IP/LEN`, e.g. `10.7.0.2/24` or `fd00:7::2/64`.
-fn parse_cidr(s: &str) -> Result<IpCidr, String> {
-    s.parse().map_err(|()| format!("{s:?} is not IP/LEN, e.g. 10.7.0.2/24 or fd00:7::2/64"))
+fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    s.parse().map_err(|e| format!("{s:?} is not IP/LEN, e.g. 10.7.0.2/24 or fd00:7::2/64: {e}"))
 }
 
 /// Port `port` on every address of the stack, IPv4 and IPv6 alike (one dual-stack socket,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use smoltcp::wire::IpCidr;
+use ustack::Cidr;
 use ustack::device::{Link, Wire, WireEnd};
 use ustack::{Stack, StackConfig, TcpListener, UdpSocket};
 
@@ -50,7 +50,7 @@ fn harness() -> &'static Mutex<Harness> {
     HARNESS.get_or_init(|| {
         let (raw, end) = Wire::pair(1500).expect("wire");
         let config = StackConfig {
-            addrs: vec![IpCidr::from_str("10.0.0.2/24").unwrap(), IpCidr::from_str("fd00::2/64").unwrap()],
+            addrs: vec![Cidr::from_str("10.0.0.2/24").unwrap(), Cidr::from_str("fd00::2/64").unwrap()],
             ..StackConfig::default()
         };
         let stack = Stack::new(end, config).expect("stack");

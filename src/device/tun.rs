@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::io;
 use std::io::Write as _;
-use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use log::{debug, warn};
 use nix::errno::Errno;
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use smoltcp::wire::IpCidr;
 use tun_tap::{Iface, Mode};
 
 use super::Link;
@@ -38,7 +36,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(3);
 const IPV6_MIN_MTU: usize = 1280;
 
 /// How to open and configure a TUN interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TunConfig {
     /// Interface name, at most 15 bytes, e.g. `ustack0`. An existing (persistent) TUN of
     /// that name is attached to; otherwise a new one is created, and it disappears when
@@ -47,7 +45,7 @@ pub struct TunConfig {
     /// Addresses for the kernel side of the TUN (e.g. `10.7.0.1/24`, `fd00:7::1/64`); the
     /// prefix makes the kernel route that subnet into the TUN. Addresses already present
     /// are fine. Empty leaves the interface's addresses as they are.
-    pub peer_addrs: Vec<IpCidr>,
+    pub peer_addrs: Vec<crate::Cidr>,
     /// If set, the interface MTU to configure; otherwise the current MTU is used.
     pub mtu: Option<usize>,
 }
@@ -221,7 +219,7 @@ fn configure(name: &str, config: &TunConfig) -> io::Result<usize> {
         }
     }
     for cidr in &config.peer_addrs {
-        let addr: IpAddr = cidr.address().into();
+        let addr = cidr.addr();
         if netlink.is_local(addr)? {
             continue;
         }
@@ -263,11 +261,11 @@ fn needs_root(e: io::Error) -> io::Error {
 /// Waits (bounded) until the kernel accepts packets for every peer address. IPv6 puts an
 /// address in service asynchronously after it is added and the link is up; returning
 /// earlier would let the first packets from the stack (a SYN, a datagram) be dropped.
-fn wait_until_local(netlink: &mut Netlink, addrs: &[IpCidr]) -> io::Result<()> {
+fn wait_until_local(netlink: &mut Netlink, addrs: &[crate::Cidr]) -> io::Result<()> {
     let deadline = std::time::Instant::now() + READY_TIMEOUT;
     let mut pause = Duration::from_micros(500);
     for cidr in addrs {
-        let addr: IpAddr = cidr.address().into();
+        let addr = cidr.addr();
         while !netlink.is_local(addr)? {
             if std::time::Instant::now() >= deadline {
                 warn!("kernel address {addr} not in service after {READY_TIMEOUT:?}; continuing anyway");

@@ -60,10 +60,25 @@ impl BufferPool {
         BufferPool { size, stride, chunks: Vec::new(), free: Vec::new(), used: HashMap::default() }
     }
 
-    /// A new smoltcp TCP socket with buffers in a slot of the pool, and the slot; None if
-    /// no memory could be mapped. The slot goes back with [`BufferPool::register`] once
-    /// the socket is in a socket set, or with [`BufferPool::give_back`] if it never is.
+    /// A new smoltcp TCP socket with full-size buffers in a slot of the pool; see
+    /// [`BufferPool::tcp_socket_sized`].
+    #[cfg(test)]
     pub fn tcp_socket(&mut self) -> Option<(tcp::Socket<'static>, Slot)> {
+        self.tcp_socket_sized(self.size, self.size)
+    }
+
+    /// Bytes of each buffer a slot holds: the most a socket's buffer can be.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// A new smoltcp TCP socket with a `rx`-byte receive and a `tx`-byte send buffer (each
+    /// at most [`BufferPool::size`]: SO_RCVBUF and SO_SNDBUF) in a slot of the pool, and
+    /// the slot; None if no memory could be mapped. The slot goes back with
+    /// [`BufferPool::register`] once the socket is in a socket set, or with
+    /// [`BufferPool::give_back`] if it never is.
+    pub fn tcp_socket_sized(&mut self, rx: usize, tx: usize) -> Option<(tcp::Socket<'static>, Slot)> {
+        let (rx, tx) = (rx.min(self.size), tx.min(self.size));
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -77,10 +92,7 @@ impl BufferPool {
         // here is dropped (`give_back` takes the socket; `release` requires it). The
         // mapping outlives the socket: see the type's docs.
         let (rx, tx) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(base, self.size),
-                std::slice::from_raw_parts_mut(base.add(self.stride), self.size),
-            )
+            (std::slice::from_raw_parts_mut(base, rx), std::slice::from_raw_parts_mut(base.add(self.stride), tx))
         };
         Some((tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx)), slot))
     }
@@ -110,11 +122,13 @@ impl BufferPool {
     }
 
     /// Slots in use.
+    #[cfg(test)]
     pub fn in_use(&self) -> usize {
         self.used.len()
     }
 
     /// Address space mapped for buffers, in bytes (resident only where touched).
+    #[cfg(test)]
     pub fn mapped(&self) -> usize {
         self.chunks.iter().map(|&(_, len)| len).sum()
     }

@@ -26,6 +26,7 @@ type Result<T> = std::result::Result<T, Errno>;
 pub struct Events(u8);
 
 impl Events {
+    /// Nothing.
     pub const NONE: Events = Events(0);
     /// Data to read, a connection to accept, or end of stream.
     pub const IN: Events = Events(1);
@@ -70,13 +71,26 @@ impl BitOrAssign for Events {
     }
 }
 
+/// What one [`Engine::recv_msg`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes copied into the buffer.
+    pub len: usize,
+    /// The sender: the datagram's, or a TCP socket's peer (the wildcard once there is none).
+    pub from: SocketAddr,
+    /// The datagram's whole length, which is more than `len` if it was cut to fit (what
+    /// MSG_TRUNC reports); `len` for TCP.
+    pub full_len: usize,
+}
+
 /// A socket's blocking behaviour, which the caller of the engine carries out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Blocking {
     /// O_NONBLOCK.
     pub nonblocking: bool,
-    /// SO_RCVTIMEO and SO_SNDTIMEO.
+    /// SO_RCVTIMEO.
     pub read_timeout: Option<Duration>,
+    /// SO_SNDTIMEO.
     pub write_timeout: Option<Duration>,
 }
 
@@ -156,7 +170,7 @@ fn discard_unwanted(socket: &mut udp::Socket, domain: Domain, peer: Option<Socke
 }
 
 impl Engine {
-    fn entry(&mut self, id: SockId) -> Result<&mut Entry> {
+    pub(super) fn entry(&mut self, id: SockId) -> Result<&mut Entry> {
         self.entries.get_mut(&id).ok_or(Errno::EBADF)
     }
 
@@ -184,6 +198,10 @@ impl Engine {
     pub fn bind(&mut self, id: SockId, addr: SocketAddr) -> Result<()> {
         let e = self.entry(id)?;
         let addr = from_user(e.domain, addr)?;
+        // Linux: a v4-mapped address on an IPV6_V6ONLY socket is EINVAL to bind().
+        if e.v6only && addr.is_ipv4() {
+            return Err(Errno::EINVAL);
+        }
         if e.local.is_some() {
             return Err(Errno::EINVAL);
         }
@@ -200,9 +218,15 @@ impl Engine {
         };
         let local = SocketAddr::new(ip, port);
         if ty == Type::Dgram {
-            let (packets, bytes) = (self.config.udp_packets, self.config.udp_buffer);
-            let buffer = || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
-            let mut socket = udp::Socket::new(buffer(), buffer());
+            let packets = self.config.udp_packets;
+            let opts = self.opts(id)?;
+            let (rx, tx) = (opts.recv_buffer, opts.send_buffer);
+            let buffer = |bytes: Option<usize>| {
+                let bytes = bytes.unwrap_or(self.config.udp_buffer);
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes])
+            };
+            let mut socket = udp::Socket::new(buffer(rx), buffer(tx));
+            socket.set_hop_limit(opts.ttl);
             socket.bind(listen_endpoint(local)).map_err(|_| Errno::EINVAL)?;
             let handle = self.add_udp_socket(socket, id);
             self.entry(id)?.state = SockState::Udp { handle, peer: None };
@@ -258,7 +282,7 @@ impl Engine {
     /// EAGAIN if none is waiting, EINVAL if not listening.
     pub fn accept(&mut self, id: SockId) -> Result<(SockId, SocketAddr)> {
         let e = self.entry(id)?;
-        let (domain, reuse_addr) = (e.domain, e.reuse_addr);
+        let (domain, reuse_addr, opts) = (e.domain, e.reuse_addr, e.opts);
         let listener = match &mut e.state {
             SockState::Listening(l) => l,
             _ if e.ty == Type::Dgram => return Err(Errno::EOPNOTSUPP),
@@ -275,6 +299,9 @@ impl Engine {
         self.ports.hold(Proto::Tcp, tuple.local.ip(), tuple.local.port(), Holder::Connection(handle), reuse_addr);
         let mut entry = Entry::new(domain, Type::Stream);
         entry.reuse_addr = reuse_addr;
+        // Linux's accepted sockets inherit the listener's options (TCP_NODELAY, SO_LINGER,
+        // buffer sizes, ...); the connection was made with them already.
+        entry.opts = opts;
         entry.local = Some(tuple.local);
         entry.state = SockState::Connected(handle);
         self.entries.insert(new, entry);
@@ -294,7 +321,15 @@ impl Engine {
         let e = self.entry(id)?;
         if e.ty == Type::Dgram {
             let remote = from_user_dgram(e.domain, addr)?;
-            self.route(remote.ip(), Type::Dgram)?;
+            if e.v6only && remote.is_ipv4() {
+                return Err(Errno::ENETUNREACH);
+            }
+            // Linux: a broadcast peer needs SO_BROADCAST, as sendto() to it does.
+            if !e.broadcast && self.is_broadcast(remote.ip()) {
+                return Err(Errno::EACCES);
+            }
+            let may_broadcast = self.entry(id)?.broadcast;
+            self.route(remote.ip(), Type::Dgram, may_broadcast)?;
             self.autobind(id)?;
             if let SockState::Udp { peer, .. } = &mut self.entry(id)?.state {
                 *peer = Some(remote);
@@ -302,6 +337,10 @@ impl Engine {
             return Ok(());
         }
         let remote = from_user(e.domain, addr)?;
+        // Linux: no IPv4 for an IPV6_V6ONLY socket.
+        if e.v6only && remote.is_ipv4() {
+            return Err(Errno::ENETUNREACH);
+        }
         match e.state {
             SockState::Listening(_) => Err(Errno::EISCONN),
             SockState::Udp { .. } => unreachable!("stream sockets have no UDP state"),
@@ -360,7 +399,7 @@ impl Engine {
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(Errno::ECONNREFUSED);
         }
-        self.route(remote.ip(), Type::Stream)?;
+        self.route(remote.ip(), Type::Stream, false)?;
         let bound = self.autobind(id)?;
         let local_ip = if bound.ip().is_unspecified() {
             let source = self.iface.get_source_address(&remote.ip().into()).ok_or(Errno::ENETUNREACH)?;
@@ -376,7 +415,8 @@ impl Engine {
         if self.demux.contains_key(&tuple) {
             return Err(Errno::EADDRNOTAVAIL);
         }
-        let (mut socket, slot) = self.buffers.tcp_socket().ok_or(Errno::ENOBUFS)?;
+        let opts = self.opts(id)?;
+        let (mut socket, slot) = self.new_tcp_socket(&opts).ok_or(Errno::ENOBUFS)?;
         if socket.connect(self.iface.context(), (remote.ip(), remote.port()), (local_ip, local.port())).is_err() {
             self.buffers.give_back(socket, slot);
             return Err(Errno::ENETUNREACH);
@@ -430,17 +470,33 @@ impl Engine {
     /// ECONNRESET once, then 0. ENOTCONN on an unconnected socket. For UDP, one datagram
     /// (see [`Engine::recv_from`]).
     pub fn recv(&mut self, id: SockId, buf: &mut [u8]) -> Result<usize> {
+        self.recv_msg(id, buf, false).map(|r| r.len)
+    }
+
+    /// recvmsg(): [`Engine::recv`] or [`Engine::recv_from`], and with `peek` (MSG_PEEK)
+    /// the data stays queued for the next call. Says how long the datagram was, so the
+    /// caller can report MSG_TRUNC.
+    pub fn recv_msg(&mut self, id: SockId, buf: &mut [u8], peek: bool) -> Result<Received> {
         let e = self.entry(id)?;
+        let domain = e.domain;
         if e.ty == Type::Dgram {
-            return self.recv_from(id, buf).map(|(n, _)| n);
+            return self.recv_datagram(id, buf, peek);
         }
+        let len = self.recv_stream(id, buf, peek)?;
+        let from = self.peer_addr(id).unwrap_or_else(|_| SocketAddr::new(unspecified(domain), 0));
+        Ok(Received { len, from, full_len: len })
+    }
+
+    fn recv_stream(&mut self, id: SockId, buf: &mut [u8], peek: bool) -> Result<usize> {
+        let e = self.entry(id)?;
         let shut_read = e.shut_read;
         let SockState::Connected(handle) = e.state else { return Err(Errno::ENOTCONN) };
         // As in Linux: data already received first, then a pending error, then end of
         // stream (shutdown(Read) included). An empty buffer waits like any other.
         let socket = self.tcp_mut(handle);
         if socket.can_recv() {
-            return Ok(socket.recv_slice(buf).unwrap_or(0));
+            let got = if peek { socket.peek_slice(buf) } else { socket.recv_slice(buf) };
+            return Ok(got.unwrap_or(0));
         }
         let conn = self.conns.get_mut(&handle).ok_or(Errno::ENOTCONN)?;
         if let Some(err) = conn.pending_error.take() {
@@ -470,13 +526,21 @@ impl Engine {
             return self.send(id, buf, false);
         }
         let remote = from_user_dgram(e.domain, addr)?;
+        if e.v6only && remote.is_ipv4() {
+            return Err(Errno::ENETUNREACH);
+        }
+        let may_broadcast = e.broadcast;
+        if !may_broadcast && self.is_broadcast(remote.ip()) {
+            return Err(Errno::EACCES);
+        }
+        let e = self.entry(id)?;
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(Errno::EINVAL);
         }
         if e.shut_write {
             return Err(Errno::EPIPE);
         }
-        self.route(remote.ip(), Type::Dgram)?;
+        self.route(remote.ip(), Type::Dgram, may_broadcast)?;
         let largest_packet = if remote.is_ipv4() { 65535 } else { self.mtu() };
         let max = largest_packet.saturating_sub(udp_header_len(&remote)).min(self.config.udp_buffer);
         if buf.len() > max {
@@ -497,29 +561,29 @@ impl Engine {
     /// TCP, this is recv() with the peer's address (Linux gives none; the peer's, while
     /// there is one, is more use, and the wildcard after a reset or a full close).
     pub fn recv_from(&mut self, id: SockId, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
+        self.recv_msg(id, buf, false).map(|r| (r.len, r.from))
+    }
+
+    fn recv_datagram(&mut self, id: SockId, buf: &mut [u8], peek: bool) -> Result<Received> {
         let e = self.entry(id)?;
         let domain = e.domain;
-        if e.ty == Type::Stream {
-            let n = self.recv(id, buf)?;
-            let peer = self.peer_addr(id).unwrap_or_else(|_| SocketAddr::new(unspecified(domain), 0));
-            return Ok((n, peer));
-        }
         // Unbound: nothing can arrive yet.
         let SockState::Udp { handle, peer } = e.state else { return Err(Errno::EAGAIN) };
         let shut_read = e.shut_read;
         let socket = self.udp_receiving(handle);
         discard_unwanted(socket, domain, peer);
-        if let Ok((data, meta)) = socket.recv() {
+        let got = if peek { socket.peek().map(|(d, m)| (d, *m)) } else { socket.recv() };
+        if let Ok((data, meta)) = got {
             let from = SocketAddr::new(meta.endpoint.addr.into(), meta.endpoint.port);
-            let n = data.len().min(buf.len());
-            buf[..n].copy_from_slice(&data[..n]);
-            return Ok((n, to_user(domain, from)));
+            let len = data.len().min(buf.len());
+            buf[..len].copy_from_slice(&data[..len]);
+            return Ok(Received { len, from: to_user(domain, from), full_len: data.len() });
         }
         // After shutdown(SHUT_RD), recv() returns 0 instead of waiting (datagrams that
         // still arrive are returned, as in Linux).
         if shut_read {
             let from = peer.unwrap_or_else(|| SocketAddr::new(unspecified(domain), 0));
-            return Ok((0, to_user(domain, from)));
+            return Ok(Received { len: 0, from: to_user(domain, from), full_len: 0 });
         }
         Err(Errno::EAGAIN)
     }

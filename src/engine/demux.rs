@@ -4,7 +4,7 @@
 //! - A TCP segment of a known connection goes to it. A RST is noted, so the socket API can
 //!   tell "refused"/"reset" from a timeout (smoltcp closes the socket either way).
 //! - A SYN for a listener is admitted only if its queues have room (Linux's rules, see
-//!   [`Listener`]); then a fresh smoltcp socket is made to take exactly
+//!   `Listener`); then a fresh smoltcp socket is made to take exactly
 //!   that SYN. Otherwise the SYN is dropped, so the client retransmits (also with
 //!   `reset_on_overflow`, as Linux's `tcp_abort_on_overflow`: that answers with RST only
 //!   the handshake's last ACK that finds the accept queue full).
@@ -31,7 +31,9 @@ use super::{Conn, Engine, Entry, Listener, Owner, SockId, SockState};
 /// A TCP connection's identity, from ustack's side: local and remote address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TcpTuple {
+    /// ustack's address and port.
     pub local: SocketAddr,
+    /// The peer's.
     pub remote: SocketAddr,
 }
 
@@ -43,7 +45,7 @@ impl fmt::Display for TcpTuple {
 
 /// What happens to an arriving frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disposition {
+pub(crate) enum Disposition {
     /// smoltcp processes it.
     Deliver,
     /// A SYN admitted to a listener: smoltcp processes it with the new socket `handle`
@@ -65,7 +67,9 @@ pub enum Disposition {
 /// Which of a listener's queues was full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queue {
+    /// The SYN queue: half-open connections.
     Syn,
+    /// The accept queue: established connections accept() has not taken.
     Accept,
 }
 
@@ -73,42 +77,98 @@ pub enum Queue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// A segment of a known TCP connection (`owner` says whose it is).
-    Connection { handle: SocketHandle, state: tcp::State, owner: Owner },
+    Connection {
+        /// The connection (smoltcp's handle of its socket).
+        handle: SocketHandle,
+        /// Its state when the segment arrived.
+        state: tcp::State,
+        /// Who has it: a socket, a listener's queue, or nobody (closing).
+        owner: Owner,
+    },
     /// A SYN admitted to listener `listener`: a new half-open connection in its SYN queue.
-    Admitted { listener: SockId, handle: SocketHandle, syn_queue: usize, accept_queue: usize, backlog: u32 },
+    Admitted {
+        /// The listening socket.
+        listener: SockId,
+        /// The new connection.
+        handle: SocketHandle,
+        /// The listener's SYN queue length, this connection included.
+        syn_queue: usize,
+        /// Its accept queue length.
+        accept_queue: usize,
+        /// Its backlog.
+        backlog: u32,
+    },
     /// A SYN for a listener whose `queue` was full: dropped (the client retransmits).
-    Overflow { listener: SockId, queue: Queue },
+    Overflow {
+        /// The listening socket.
+        listener: SockId,
+        /// The queue that was full.
+        queue: Queue,
+    },
     /// The ACK completing a handshake, dropped because the accept queue was full: the
     /// connection stays half-open and the SYN-ACK is resent. With `reset` (reset on
     /// overflow, Linux's `tcp_abort_on_overflow=1`) it is answered with RST instead, and
     /// the half-open connection is gone.
-    AckDropped { listener: SockId, reset: bool },
+    AckDropped {
+        /// The listening socket.
+        listener: SockId,
+        /// Answered with RST instead of dropped.
+        reset: bool,
+    },
     /// A SYN for a listener whose SYN queue was full (but not its accept queue): answered
     /// with a SYN cookie, keeping no state (Linux's `tcp_syncookies=1`).
-    CookieSent { listener: SockId },
+    CookieSent {
+        /// The listening socket.
+        listener: SockId,
+    },
     /// An ACK carrying a valid SYN cookie: the connection is made now, straight into the
     /// accept queue.
-    CookieAccepted { listener: SockId, handle: SocketHandle },
+    CookieAccepted {
+        /// The listening socket.
+        listener: SockId,
+        /// The connection made.
+        handle: SocketHandle,
+    },
     /// A RST for a connection whose sequence number is in the receive window but not
     /// exactly the next expected one, or a SYN for an established connection: answered
     /// with a challenge ACK (RFC 5961 §3.2, §4.2), and the connection lives on; a peer
     /// that really reset it (or restarted) answers the challenge with an exact RST.
-    ChallengeAck { handle: SocketHandle },
+    ChallengeAck {
+        /// The connection.
+        handle: SocketHandle,
+    },
     /// A RST outside the receive window: ignored (RFC 5961 §3.2).
-    RstOutOfWindow { handle: SocketHandle },
+    RstOutOfWindow {
+        /// The connection.
+        handle: SocketHandle,
+    },
     /// The client's SYN again, for a half-open connection: answered at once with the
     /// SYN-ACK again, as Linux does (smoltcp would ignore it and wait for its timer), or
     /// ignored within 500 ms of the last such answer (`limited`).
-    SynAckResent { handle: SocketHandle, limited: bool },
+    SynAckResent {
+        /// The half-open connection.
+        handle: SocketHandle,
+        /// Ignored, because the last answer was less than 500 ms ago.
+        limited: bool,
+    },
     /// A duplicate ACK while only ustack's FIN is unacknowledged: kept from smoltcp, whose
     /// fast retransmit (smoltcp 0.14) would otherwise never send the FIN again. Its
     /// retransmission timer resends the FIN instead.
-    FinDuplicateAck { handle: SocketHandle },
+    FinDuplicateAck {
+        /// The connection.
+        handle: SocketHandle,
+    },
     /// TCP for no socket: answered with RST (unless it is itself a RST) — by smoltcp, or
     /// for a segment without ACK by the demux itself, as RST+ACK (see `cookie::rst_ack`).
-    TcpNoSocket { syn: bool },
+    TcpNoSocket {
+        /// The segment was a SYN (a connection attempt to a closed port).
+        syn: bool,
+    },
     /// A datagram for bound UDP socket `socket`.
-    Udp { socket: SockId },
+    Udp {
+        /// The socket.
+        socket: SockId,
+    },
     /// A datagram for no socket: smoltcp answers ICMP port unreachable.
     UdpNoSocket,
     /// An ICMP or ICMPv6 echo request: smoltcp answers it.
@@ -127,6 +187,7 @@ pub struct PacketEnds {
     /// The packet's destination (ustack's side) and source (the peer's side); the port is
     /// 0 where the protocol has none.
     pub local: SocketAddr,
+    /// The packet's source.
     pub remote: SocketAddr,
 }
 
@@ -147,6 +208,7 @@ pub struct DemuxEvent {
     pub at_ms: u64,
     /// None when the packet could not be parsed at all.
     pub flow: Option<PacketEnds>,
+    /// What the demux decided.
     pub decision: Decision,
 }
 
@@ -225,28 +287,40 @@ impl fmt::Display for Decision {
 /// How many decisions of each kind the demux made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DemuxCounters {
+    /// Segments of known connections.
     pub connection: u64,
+    /// SYNs admitted to a listener's SYN queue.
     pub admitted: u64,
+    /// SYNs dropped because a listener's queue was full.
     pub overflow_dropped: u64,
     /// Handshake-completing ACKs answered with RST because the accept queue was full
     /// (reset on overflow).
     pub overflow_reset: u64,
+    /// Handshake-completing ACKs dropped because the accept queue was full.
     pub ack_dropped: u64,
+    /// SYNs answered with a SYN cookie.
     pub cookies_sent: u64,
+    /// ACKs with a valid SYN cookie, made into connections.
     pub cookies_accepted: u64,
     /// RSTs answered with a challenge ACK, or ignored as out of window (RFC 5961).
     pub challenge_acks: u64,
+    /// RSTs outside the receive window, ignored (RFC 5961).
     pub rst_ignored: u64,
     /// Retransmitted SYNs of half-open connections answered with the SYN-ACK again.
     pub syn_acks_resent: u64,
     /// Duplicate ACKs kept from smoltcp while only ustack's FIN was unacknowledged.
     pub fin_duplicate_acks: u64,
+    /// TCP segments for no socket (answered with RST).
     pub tcp_no_socket: u64,
+    /// Datagrams for a bound UDP socket.
     pub udp: u64,
     /// Datagrams for a UDP socket whose receive buffer was full: dropped.
     pub udp_dropped: u64,
+    /// Datagrams for no socket (answered with ICMP port unreachable).
     pub udp_no_socket: u64,
+    /// Echo requests (answered).
     pub ping: u64,
+    /// Everything else.
     pub other: u64,
 }
 
@@ -295,12 +369,15 @@ impl DemuxCounters {
 }
 
 /// Decisions the stack remembers, newest last; older ones are forgotten.
+/// How many recent decisions [`DemuxLog::recent`] keeps.
 pub const HISTORY: usize = 1024;
 
 /// The demux's record: counters and recent decisions.
 #[derive(Debug, Default)]
 pub struct DemuxLog {
+    /// Every decision, counted by kind.
     pub counters: DemuxCounters,
+    /// The last [`HISTORY`] decisions, oldest first.
     pub recent: VecDeque<DemuxEvent>,
     limit: LogLimit,
 }
@@ -561,7 +638,10 @@ pub fn bound_matches(bound: IpAddr, dst: IpAddr) -> bool {
 /// `dst` before a wildcard one.
 fn find_bound(core: &Engine, ids: Option<&Vec<SockId>>, dst: SocketAddr) -> Option<SockId> {
     let ids = ids?;
-    let bound = |id: &&SockId| core.entries.get(id).and_then(|e| e.local).map(|l| l.ip());
+    // An IPV6_V6ONLY socket is not there for IPv4.
+    let bound = |id: &&SockId| {
+        core.entries.get(id).filter(|e| !(e.v6only && dst.is_ipv4())).and_then(|e| e.local).map(|l| l.ip())
+    };
     ids.iter()
         .find(|id| bound(id) == Some(dst.ip()))
         .or_else(|| ids.iter().find(|id| bound(id).is_some_and(|b| bound_matches(b, dst.ip()))))
@@ -1191,7 +1271,8 @@ fn keep_window_open_while_in_flight(conn: &Conn, frame: &mut [u8], offset: usize
 
 /// A fresh smoltcp socket listening for exactly `tuple`'s SYN, in `listener`'s SYN queue.
 fn new_half_open(core: &mut Engine, tuple: TcpTuple, listener: SockId) -> Result<SocketHandle, NoSocket> {
-    let (mut socket, slot) = core.buffers.tcp_socket().ok_or(NoSocket::NoMemory)?;
+    let opts = core.opts(listener).unwrap_or_default();
+    let (mut socket, slot) = core.new_tcp_socket(&opts).ok_or(NoSocket::NoMemory)?;
     let endpoint = IpListenEndpoint { addr: Some(tuple.local.ip().into()), port: tuple.local.port() };
     if socket.listen(endpoint).is_err() {
         core.buffers.give_back(socket, slot);
@@ -1218,7 +1299,11 @@ fn cookie_syn_ack(core: &Engine, tuple: &TcpTuple, client_isn: u32, mss: u16) ->
 /// side of it (`apply`), and records the decision as applied at `now` (the round's time:
 /// a clock read per packet showed in profiles). Also returns the socket the packet is for,
 /// if any, so the engine can look at it right after smoltcp has processed the packet.
-pub fn admit(core: &mut Engine, frame: &mut Vec<u8>, now: smoltcp::time::Instant) -> (Disposition, Option<Target>) {
+pub(crate) fn admit(
+    core: &mut Engine,
+    frame: &mut Vec<u8>,
+    now: smoltcp::time::Instant,
+) -> (Disposition, Option<Target>) {
     let (flow, decision, disposition, udp_len) = match parse(frame) {
         None if frame.is_empty() => (None, Decision::Other("empty frame"), Disposition::Drop, 0),
         None => (None, Decision::Other("not an IP packet ustack can parse"), Disposition::Deliver, 0),
@@ -1255,7 +1340,7 @@ pub fn admit(core: &mut Engine, frame: &mut Vec<u8>, now: smoltcp::time::Instant
 
 /// The socket a packet went to, for the stack to look at after smoltcp processed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// A TCP connection: its state may have changed.
     Tcp(SocketHandle),
     /// A bound UDP socket: the datagram (`len` bytes of payload) may not have fit in its
@@ -1286,7 +1371,7 @@ pub fn udp_checksums_ok(frame: &[u8]) -> bool {
 
 /// After smoltcp processed an admitted SYN: if it rejected it (a bad checksum, say), the
 /// socket made for it is still listening and must not catch another client's SYN.
-pub fn settle(core: &mut Engine, handle: SocketHandle) {
+pub(crate) fn settle(core: &mut Engine, handle: SocketHandle) {
     if core.tcp(handle).state() == tcp::State::Listen {
         forget_half_open(core, handle);
     }
@@ -1294,7 +1379,7 @@ pub fn settle(core: &mut Engine, handle: SocketHandle) {
 
 /// Removes a half-open connection from its listener's SYN queue and frees it, sending
 /// nothing.
-pub fn forget_half_open(core: &mut Engine, handle: SocketHandle) {
+pub(crate) fn forget_half_open(core: &mut Engine, handle: SocketHandle) {
     if let Some(Owner::Listener(id)) = core.conns.get(&handle).map(|c| c.owner)
         && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id)
     {

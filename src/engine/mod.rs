@@ -24,13 +24,15 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{HardwareAddress, IpCidr};
+use smoltcp::wire::HardwareAddress;
+
+use crate::cidr::Cidr;
 
 use crate::errno::Errno;
 use conn::LastSent;
 use one_socket::Which;
 
-pub mod buffers;
+pub(crate) mod buffers;
 pub mod calls;
 mod conn;
 mod cookie;
@@ -39,7 +41,8 @@ mod egress;
 mod isn;
 mod one_frame;
 mod one_socket;
-pub mod ports;
+pub mod options;
+pub(crate) mod ports;
 pub mod random;
 pub mod reassembly;
 mod recovery;
@@ -49,8 +52,10 @@ mod send_front;
 mod table;
 mod teardown;
 
-pub use conn::{Closer, Conn, Owner};
-pub use demux::{Decision, DemuxCounters, DemuxEvent, DemuxLog, Disposition, PacketEnds, TcpTuple};
+pub(crate) use conn::Conn;
+pub use conn::{Closer, Owner};
+pub(crate) use demux::Disposition;
+pub use demux::{Decision, DemuxCounters, DemuxEvent, DemuxLog, PacketEnds, TcpTuple};
 use egress::Egress;
 pub use egress::Outbox;
 use one_frame::OneFrame;
@@ -88,16 +93,34 @@ pub const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(63);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
 
 /// How a stack is set up.
+///
+/// ```
+/// use ustack::StackConfig;
+///
+/// # fn main() -> Result<(), ustack::CidrError> {
+/// let config = StackConfig {
+///     addrs: vec!["10.7.0.2/24".parse()?, "fd00:7::2/64".parse()?],
+///     tcp_buffer: 256 * 1024, // room for a larger window per connection
+///     seed: Some(7),          // the same ISNs and ports on every run
+///     ..StackConfig::default()
+/// };
+/// assert_eq!(config.addrs[1].prefix_len(), 64);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     /// The stack's own addresses, with prefix lengths.
-    pub addrs: Vec<IpCidr>,
+    pub addrs: Vec<Cidr>,
     /// Bytes of receive and of send buffer per TCP connection. This is address space
     /// reserved per connection; memory is used only where data has passed through (see
-    /// [`buffers`]), so generous buffers cost idle connections next to nothing.
+    /// docs/architecture.md), so generous buffers cost idle connections next to nothing.
+    /// The most SO_RCVBUF/SO_SNDBUF can give a connection.
     pub tcp_buffer: usize,
-    /// Datagrams, and bytes of payload, buffered per UDP socket each way.
+    /// Datagrams buffered per UDP socket each way.
     pub udp_packets: usize,
+    /// Bytes of payload buffered per UDP socket each way (the most SO_RCVBUF/SO_SNDBUF
+    /// can give one).
     pub udp_buffer: usize,
     /// What a listener does with the handshake's last ACK when its accept queue is full:
     /// drop it, so the client resends it and the connection completes later (Linux's
@@ -253,7 +276,7 @@ pub enum Type {
 
 impl Type {
     /// The port space the type's sockets bind in.
-    pub fn proto(self) -> Proto {
+    pub(crate) fn proto(self) -> Proto {
         match self {
             Type::Stream => Proto::Tcp,
             Type::Dgram => Proto::Udp,
@@ -263,7 +286,7 @@ impl Type {
 
 /// A listener's queues (Linux's request queue and accept queue).
 #[derive(Debug, Default)]
-pub struct Listener {
+pub(crate) struct Listener {
     /// listen()'s backlog, clamped to [`SOMAXCONN`]. Up to `backlog + 1` connections wait
     /// in the accept queue, and up to `max(backlog, 1)` in the SYN queue, as in Linux.
     pub backlog: u32,
@@ -334,6 +357,12 @@ struct Entry {
     /// SO_RCVTIMEO and SO_SNDTIMEO: how long a blocking call waits before EAGAIN.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// The options its connections get ([`options`]).
+    opts: options::SockOpts,
+    /// IPV6_V6ONLY: an AF_INET6 socket that takes no IPv4.
+    v6only: bool,
+    /// SO_BROADCAST: a UDP socket may send to broadcast addresses.
+    broadcast: bool,
 }
 
 impl Entry {
@@ -352,6 +381,9 @@ impl Entry {
             udp_dropped: 0,
             read_timeout: None,
             write_timeout: None,
+            opts: options::SockOpts::default(),
+            v6only: false,
+            broadcast: false,
         }
     }
 }
@@ -442,7 +474,7 @@ impl Engine {
         let mut too_many = false;
         iface.update_ip_addrs(|addrs| {
             for cidr in &config.addrs {
-                too_many |= addrs.push(*cidr).is_err();
+                too_many |= addrs.push((*cidr).into()).is_err();
             }
         });
         if too_many {
@@ -467,7 +499,7 @@ impl Engine {
             recovery_spare: Vec::new(),
             udp_handles: HashMap::default(),
             buffers: buffers::BufferPool::new(config.tcp_buffer),
-            local: config.addrs.iter().map(|cidr| IpAddr::from(cidr.address())).collect(),
+            local: config.addrs.iter().map(|cidr| cidr.addr()).collect(),
             config,
             capabilities,
             now,
@@ -820,8 +852,8 @@ impl Engine {
 
     /// Whether a `ty` socket may send to `dst`: ENETUNREACH or EACCES as Linux says
     /// ([`route`]).
-    fn route(&self, dst: IpAddr, ty: Type) -> Result<(), Errno> {
-        route::check(&self.config.addrs, &self.config.gateways, dst, ty)
+    fn route(&self, dst: IpAddr, ty: Type, may_broadcast: bool) -> Result<(), Errno> {
+        route::check(&self.config.addrs, &self.config.gateways, dst, ty, may_broadcast)
     }
 
     /// Whether `addr` is one of the stack's addresses.

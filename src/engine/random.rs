@@ -9,10 +9,12 @@
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator starting from `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -21,6 +23,7 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// The next 32 random bits.
     pub fn next_u32(&mut self) -> u32 {
         (self.next_u64() >> 32) as u32
     }
@@ -28,6 +31,9 @@ impl Rng {
 
 /// A random number from the OS; from the clock where the OS has no random source at all
 /// (never smoltcp's fixed default seed of 0).
+// Public only for crates/bench (its raw-smoltcp baseline seeds its interface the same
+// way); not part of the library's API.
+#[doc(hidden)]
 pub fn from_os() -> u64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {

@@ -90,7 +90,14 @@ pub enum Offer {
     /// Not a fragment: it goes on as it is.
     NotFragment,
     /// A fragment, kept (or dropped) for now: nothing goes on. Says what happened.
-    Held { src: IpAddr, dst: IpAddr, what: &'static str },
+    Held {
+        /// The fragment's source.
+        src: IpAddr,
+        /// Its destination.
+        dst: IpAddr,
+        /// What happened to it.
+        what: &'static str,
+    },
     /// The fragment that completed a datagram: the whole datagram goes on instead.
     Whole(Vec<u8>),
 }
@@ -98,10 +105,13 @@ pub enum Offer {
 /// How many fragments and datagrams met each fate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReassemblyCounters {
+    /// Fragments received.
     pub fragments: u64,
+    /// Datagrams made whole.
     pub reassembled: u64,
     /// Datagrams dropped for an overlap (RFC 5722) or inconsistent fragments.
     pub overlaps: u64,
+    /// Datagrams given up for not arriving whole in time.
     pub timed_out: u64,
     /// Fragments dropped because the limits were reached.
     pub no_room: u64,
@@ -115,6 +125,7 @@ pub struct Reassembly {
     partial: HashMap<Key, Partial>,
     bytes: usize,
     per_source: HashMap<IpAddr, usize>,
+    /// What happened so far.
     pub counters: ReassemblyCounters,
 }
 

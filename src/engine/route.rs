@@ -21,21 +21,21 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use smoltcp::wire::{IpAddress, IpCidr};
-
 use super::Type;
+use crate::cidr::Cidr;
 use crate::errno::Errno;
 
-/// Whether a `ty` socket may send to `dst`, from a stack with `addrs` and `gateways`.
-pub fn check(addrs: &[IpCidr], gateways: &[IpAddr], dst: IpAddr, ty: Type) -> Result<(), Errno> {
+/// Whether a `ty` socket may send to `dst`, from a stack with `addrs` and `gateways`;
+/// `may_broadcast`: the socket has SO_BROADCAST.
+pub fn check(addrs: &[Cidr], gateways: &[IpAddr], dst: IpAddr, ty: Type, may_broadcast: bool) -> Result<(), Errno> {
     // The unspecified address is each call's own business (ECONNREFUSED, EINVAL).
-    if dst.is_unspecified() || addrs.iter().any(|cidr| IpAddr::from(cidr.address()) == dst) {
+    if dst.is_unspecified() || addrs.iter().any(|cidr| cidr.addr() == dst) {
         return Ok(()); // its own address: looped back inside the stack
     }
     if dst.is_loopback() {
         return Err(Errno::ENETUNREACH);
     }
-    let on_link = addrs.iter().any(|cidr| cidr.contains_addr(&IpAddress::from(dst)));
+    let on_link = addrs.iter().any(|cidr| cidr.contains(dst));
     let via_gateway = gateways.iter().any(|g| g.is_ipv4() == dst.is_ipv4());
     if !on_link && !via_gateway {
         return Err(Errno::ENETUNREACH);
@@ -46,19 +46,19 @@ pub fn check(addrs: &[IpCidr], gateways: &[IpAddr], dst: IpAddr, ty: Type) -> Re
     };
     match ty {
         Type::Stream if broadcast || dst.is_multicast() => Err(Errno::ENETUNREACH),
-        Type::Dgram if broadcast => Err(Errno::EACCES),
+        Type::Dgram if broadcast && !may_broadcast => Err(Errno::EACCES),
         _ => Ok(()),
     }
 }
 
 /// The broadcast address of an IPv4 subnet (none for /31 and /32, RFC 3021).
-fn subnet_broadcast(cidr: &IpCidr) -> Option<Ipv4Addr> {
-    let IpCidr::Ipv4(v4) = cidr else { return None };
-    let len = v4.prefix_len();
+fn subnet_broadcast(cidr: &Cidr) -> Option<Ipv4Addr> {
+    let IpAddr::V4(v4) = cidr.addr() else { return None };
+    let len = cidr.prefix_len();
     if len >= 31 {
         return None;
     }
-    Some(Ipv4Addr::from(u32::from(v4.address()) | (u32::MAX >> len)))
+    Some(Ipv4Addr::from(u32::from(v4) | (u32::MAX >> len)))
 }
 
 #[cfg(test)]
@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn the_broadcast_of_a_24_is_its_255_and_a_31_has_none() {
-        let cidr = |s: &str| s.parse::<IpCidr>().unwrap();
+        let cidr = |s: &str| s.parse::<Cidr>().unwrap();
         assert_eq!(subnet_broadcast(&cidr("10.7.0.2/24")), Some(Ipv4Addr::new(10, 7, 0, 255)));
         assert_eq!(subnet_broadcast(&cidr("10.7.0.2/31")), None);
         assert_eq!(subnet_broadcast(&cidr("fd00::1/64")), None);

@@ -89,6 +89,7 @@ impl SendFront {
     }
 
     /// smoltcp's SND.NXT as followed here (wire numbering), once it has sent anything.
+    #[cfg(test)]
     pub fn front(&self) -> Option<u32> {
         self.front
     }

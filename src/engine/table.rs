@@ -11,15 +11,21 @@ use super::{Conn, DemuxCounters, Engine, Owner, SockState};
 /// A listener's queues at the moment of the snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenQueues {
+    /// listen()'s backlog.
     pub backlog: u32,
-    /// Half-open connections, and how many the SYN queue holds.
+    /// Half-open connections in the SYN queue.
     pub syn: usize,
+    /// How many the SYN queue holds.
     pub syn_limit: usize,
-    /// Established connections waiting for accept(), and how many may wait.
+    /// Established connections waiting for accept().
     pub accept: usize,
+    /// How many may wait.
     pub accept_limit: usize,
+    /// SYNs dropped because a queue was full.
     pub syns_dropped: u64,
+    /// Handshake-completing ACKs dropped because the accept queue was full.
     pub acks_dropped: u64,
+    /// Handshake-completing ACKs answered with RST instead (reset on overflow).
     pub acks_reset: u64,
 }
 
@@ -28,6 +34,7 @@ pub struct ListenQueues {
 pub struct DemuxRow {
     /// "tcp" or "udp".
     pub proto: &'static str,
+    /// The bound (or connection's) local address.
     pub local: SocketAddr,
     /// The peer, for connections and connected UDP sockets.
     pub remote: Option<SocketAddr>,
@@ -45,7 +52,9 @@ pub struct DemuxRow {
 /// The demux table: listeners, then connections, then UDP sockets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DemuxTable {
+    /// Its entries.
     pub rows: Vec<DemuxRow>,
+    /// The demux's decisions so far, counted by kind.
     pub counters: DemuxCounters,
 }
 
@@ -194,17 +203,19 @@ impl fmt::Display for DemuxTable {
 /// A connection's handshake and close, for showing to a user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectionInfo {
+    /// Its addresses and ports.
     pub tuple: super::TcpTuple,
     /// When its first SYN was sent or received, in milliseconds since the engine started.
     pub started_ms: f64,
     /// Each state entered, with milliseconds since the connection's first SYN.
     pub timeline: Vec<(f64, String)>,
-    /// The handshake's round trip, in milliseconds (see [`Conn::handshake_rtt`](super::Conn)).
+    /// The handshake's round trip, in milliseconds (`Conn::handshake_rtt`).
     pub handshake_rtt_ms: Option<f64>,
     /// Who sent the first FIN, if anyone has.
     pub closed_first: Option<super::Closer>,
-    /// Segments ustack's loss recovery resent, and their bytes (data and FIN).
+    /// Segments ustack's loss recovery resent.
     pub resent_segments: u64,
+    /// Their bytes (data and FIN counted).
     pub resent_bytes: u64,
 }
 

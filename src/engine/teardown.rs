@@ -30,7 +30,9 @@ impl Engine {
             SockState::Connected(handle) => {
                 let socket = self.tcp_mut(handle);
                 let finished = is_finished(socket);
-                if socket.recv_queue() > 0 {
+                // SO_LINGER of zero resets, as unread data does (Linux's abortive close).
+                let linger_zero = e.opts.linger == Some(std::time::Duration::ZERO);
+                if socket.recv_queue() > 0 || linger_zero {
                     socket.abort();
                 } else {
                     socket.close();

@@ -23,15 +23,19 @@ pub const ECHO_PORT: u16 = 7;
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct EchoConfig {
+    /// The seed of the link's chances and of both engines.
     pub seed: u64,
     /// Bytes sent, over all connections (each gets an equal share).
     pub bytes: usize,
+    /// Client connections, made at once.
     pub clients: usize,
     /// The server's listen() backlog.
     pub backlog: u32,
     /// The least time between two accept() calls of the server.
     pub accept_delay: Duration,
+    /// The simulated link's loss, damage and delay.
     pub link: LinkConfig,
+    /// Both stacks' MTU.
     pub mtu: usize,
     /// Bytes of TCP buffer each way per connection, on both stacks.
     pub tcp_buffer: usize,
@@ -64,21 +68,29 @@ impl Default for EchoConfig {
 /// What happened.
 #[derive(Debug, Clone)]
 pub struct EchoReport {
+    /// The seed it ran with.
     pub seed: u64,
+    /// Bytes the clients sent.
     pub bytes_sent: usize,
+    /// Bytes they got back.
     pub bytes_echoed: usize,
     /// Every connection got back exactly what it sent.
     pub intact: bool,
     /// Every connection finished (echoed and closed) before the time limit.
     pub finished: bool,
+    /// Virtual time the run took.
     pub virtual_time: Duration,
+    /// What the link did to the packets.
     pub link: LinkCounters,
     /// Connections that failed, with the error connect() or recv() gave.
     pub failures: Vec<Errno>,
     /// Each stack's connections, handshake and close, by when they started.
     pub client_connections: Vec<ConnectionInfo>,
+    /// The server's (see `client_connections`).
     pub server_connections: Vec<ConnectionInfo>,
+    /// The client stack's demux decisions, counted.
     pub client_demux: DemuxCounters,
+    /// The server stack's.
     pub server_demux: DemuxCounters,
 }
 
@@ -124,7 +136,7 @@ const SERVER: usize = 1;
 fn stack_config(index: usize, config: &EchoConfig) -> StackConfig {
     let addr = node_addr(index, 0).ip();
     StackConfig {
-        addrs: vec![smoltcp::wire::IpCidr::new(addr.into(), 24)],
+        addrs: vec![crate::Cidr::new(addr, 24).expect("24 bits fit an IPv4 address")],
         tcp_buffer: config.tcp_buffer,
         congestion: config.congestion,
         loss_recovery: config.loss_recovery,

@@ -35,8 +35,11 @@ impl Default for LinkConfig {
 /// What became of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
+    /// Arrived intact (after the link's delay).
     Delivered,
+    /// Lost, by chance or by a [`Link::lose_if`] rule.
     Dropped,
+    /// Arrived with a byte damaged.
     Corrupted,
     /// No node has its destination address.
     NoRoute,
@@ -59,10 +62,15 @@ impl Fate {
 /// that had been sent before (retransmissions).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkCounters {
+    /// Packets put on the link.
     pub sent: u64,
+    /// Of those, lost.
     pub dropped: u64,
+    /// Damaged.
     pub corrupted: u64,
+    /// For an address no node has.
     pub no_route: u64,
+    /// TCP segments resending data, a SYN or a FIN.
     pub retransmissions: u64,
 }
 
@@ -96,7 +104,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(config: LinkConfig, addrs: Vec<Vec<IpAddr>>, seed: u64) -> Link {
+    pub(crate) fn new(config: LinkConfig, addrs: Vec<Vec<IpAddr>>, seed: u64) -> Link {
         Link {
             config,
             rule: None,

@@ -26,7 +26,9 @@ pub use link::{Fate, Link, LinkConfig, LinkCounters};
 
 /// One stack of a simulation, with its address.
 pub struct Node {
+    /// Its name in traces ("client", "server").
     pub name: &'static str,
+    /// Its engine, to make socket calls on between steps.
     pub engine: Engine,
     /// When the engine next wants to be polled.
     deadline: Option<Instant>,
@@ -39,6 +41,7 @@ pub struct Crossing {
     pub at: Instant,
     /// The node that sent it.
     pub from: usize,
+    /// The IP packet as sent.
     pub packet: Vec<u8>,
     /// What the link did to it.
     pub fate: Fate,
@@ -46,7 +49,9 @@ pub struct Crossing {
 
 /// Several engines on one simulated link and one virtual clock; see the [module docs](self).
 pub struct Simulation {
+    /// The stacks, node `i` at 10.0.0.(i + 1) ([`node_addr`]).
     pub nodes: Vec<Node>,
+    /// The link between them (losing chosen packets: [`Link::lose_if`]).
     pub link: Link,
     now: Instant,
     /// Everything that crossed the link since the last [`Simulation::take_crossings`].
@@ -87,8 +92,7 @@ impl Simulation {
                 Ok(Node { name, engine: Engine::new(config, capabilities(mtu), now)?, deadline: None })
             })
             .collect::<Result<Vec<Node>, String>>()?;
-        let addrs =
-            nodes.iter().map(|n| n.engine.config().addrs.iter().map(|c| c.address().into()).collect()).collect();
+        let addrs = nodes.iter().map(|n| n.engine.config().addrs.iter().map(|c| c.addr()).collect()).collect();
         Ok(Simulation {
             nodes,
             link: Link::new(link, addrs, node_seed(seed, usize::MAX)),

@@ -10,6 +10,38 @@
 //! This layer only waits: every call is answered by the engine ([`crate::engine::calls`]),
 //! which never blocks; where it says EAGAIN and the socket blocks, the call waits until
 //! the stack thread has done something to the socket, and asks again.
+//!
+//! # std parity
+//!
+//! [`TcpListener`], [`TcpStream`] and [`UdpSocket`] have `std::net`'s methods with std's
+//! names, signatures and `io::Result`s; the errors carry Linux's errno as their raw OS
+//! error, so `kind()` and `raw_os_error()` are what std would give. Constructors take the
+//! [`Stack`] first (`TcpListener::bind(&stack, "10.0.0.2:7")`) and, like std's, try each
+//! address an `impl ToSocketAddrs` resolves to. (Resolving a host name asks the system's
+//! resolver, which uses the kernel's network, not ustack's; give addresses to avoid it.)
+//!
+//! | std method | on ustack |
+//! |---|---|
+//! | `bind`, `connect`, `connect_timeout`, `accept`, `incoming`, `local_addr`, `peer_addr`, `shutdown`, `try_clone`, `Read`/`Write` (owned and `&`) | as std |
+//! | `set_read_timeout`/`set_write_timeout` and getters, `set_nonblocking` | as std (a zero timeout is `InvalidInput`, as std) |
+//! | `peek`, `peek_from` | as std (MSG_PEEK) |
+//! | `set_nodelay`/`nodelay` | as std: Nagle's algorithm off/on |
+//! | `set_ttl`/`ttl` | as std: the TTL (IPv6: hop limit) of the socket's packets |
+//! | `take_error` | as std for TCP (a failed non-blocking connect, a reset); always `None` for UDP, as ustack does not turn ICMP errors into socket errors |
+//! | `set_linger`/`linger` (unstable in std) | as Linux: zero resets on close, longer waits for the peer's ACK of everything |
+//! | `TcpListener::set_only_v6`/`only_v6` (deprecated in std) | EINVAL to set, as on Linux once bound; [`Socket::set_only_v6`] before bind works |
+//! | `into_incoming` (unstable in std) | as std's |
+//! | `UdpSocket::set_broadcast`/`broadcast` | as std: sending to 255.255.255.255 or a subnet's broadcast address needs it (else EACCES). Receiving broadcasts: not honoured, the demux takes only datagrams for the stack's own addresses |
+//! | `UdpSocket` multicast (`join_multicast_v4`/`v6`, `leave_*`, `set_multicast_loop_*`, `set_multicast_ttl_v4` and getters) | **not honoured**: each says ENOPROTOOPT. ustack is built without smoltcp's IGMP/MLD and its demux delivers only unicast for its own addresses, so a joined group would never deliver |
+//! | `set_keepalive` (not in std; on [`Socket`]) | keep-alive probes after the idle time; unlike Linux, unanswered probes do not end the connection (smoltcp counts no probes) |
+//! | `set_recv_buffer_size`/`set_send_buffer_size` (not in std; on [`Socket`]) | Linux's rules (doubled when read back, a minimum, a cap at [`StackConfig::tcp_buffer`](crate::StackConfig::tcp_buffer)); they size the connections made after the call, as smoltcp cannot resize an existing connection's buffers |
+//!
+//! [`Socket`] adds what std lacks: MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_TRUNC and
+//! MSG_NOSIGNAL ([`MsgFlags`]) on send/recv/sendto/recvfrom, sendmsg/recvmsg with
+//! scatter/gather buffers ([`Socket::send_msg`], [`Socket::recv_msg`]), and the options
+//! above as `set_`/getter pairs. MSG_NOSIGNAL changes nothing (ustack raises no SIGPIPE;
+//! a broken connection's send says EPIPE either way), and flags ustack does not know are
+//! EOPNOTSUPP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +54,9 @@ use crate::engine::calls::Blocking;
 use crate::engine::{ConnectionInfo, SockId};
 use crate::stack::{Locked, Shared, Stack};
 
+mod msg;
 mod net;
+mod options;
 mod poll;
 #[cfg(feature = "tokio")]
 mod task;
@@ -30,11 +64,43 @@ mod task;
 pub use crate::engine::calls::Events;
 pub use crate::engine::{DEFAULT_CONNECT_TIMEOUT, Domain, SOMAXCONN, TcpTuple, Type};
 pub use crate::errno::{Errno, Result};
-pub use net::{TcpListener, TcpStream, UdpSocket};
+pub use msg::MsgFlags;
+pub use net::{Incoming, IntoIncoming, TcpListener, TcpStream, UdpSocket};
 pub use poll::{PollFd, poll};
 pub use std::net::Shutdown;
 
 /// A socket: the handle every call goes through, like a file descriptor.
+///
+/// The Berkeley calls with their C names' meaning, setsockopt's options as
+/// `set_x`/`x` pairs (the `socket2` crate's names), and errno as Linux gives it:
+///
+/// ```
+/// use ustack::{Domain, Errno, MsgFlags, Socket, Stack, StackConfig, Type, device::Wire};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (a, b) = Wire::pair(1500)?;
+/// let server = Stack::new(b, StackConfig { addrs: vec!["10.0.0.2/24".parse()?], ..Default::default() })?;
+/// let client = Stack::new(a, StackConfig { addrs: vec!["10.0.0.1/24".parse()?], ..Default::default() })?;
+///
+/// let listener = Socket::new(&server, Domain::Inet, Type::Stream)?;
+/// listener.set_reuse_address(true)?;
+/// listener.bind("10.0.0.2:80".parse()?)?;
+/// listener.listen(16)?;
+///
+/// let socket = Socket::new(&client, Domain::Inet, Type::Stream)?;
+/// socket.set_nodelay(true)?;
+/// assert_eq!(socket.recv(&mut [0; 8]), Err(Errno::ENOTCONN));
+/// socket.connect("10.0.0.2:80".parse()?)?;
+/// socket.send(b"GET /")?;
+///
+/// let (conn, _peer) = listener.accept()?;
+/// let mut buf = [0; 5];
+/// assert_eq!(conn.recv_flags(&mut buf, MsgFlags::WAITALL | MsgFlags::PEEK)?, 5);
+/// assert_eq!(conn.recv_flags(&mut buf, MsgFlags::WAITALL)?, 5, "peeked data is read again");
+/// assert_eq!(conn.recv_flags(&mut buf, MsgFlags::DONTWAIT), Err(Errno::EAGAIN));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Socket {
     shared: Arc<Shared>,
     id: SockId,
@@ -98,6 +164,18 @@ impl Socket {
         &self,
         direction: Direction,
         deadline: Option<Instant>,
+        f: impl FnMut(&mut Locked) -> Result<T>,
+    ) -> Result<T> {
+        self.blocking_unless(false, direction, deadline, f)
+    }
+
+    /// [`Socket::blocking`], or non-blocking for this call alone with `dontwait`
+    /// (MSG_DONTWAIT).
+    fn blocking_unless<T>(
+        &self,
+        dontwait: bool,
+        direction: Direction,
+        deadline: Option<Instant>,
         mut f: impl FnMut(&mut Locked) -> Result<T>,
     ) -> Result<T> {
         if !self.open.load(Ordering::Acquire) {
@@ -105,6 +183,7 @@ impl Socket {
         }
         let mut locked = self.shared.lock();
         let Blocking { nonblocking, read_timeout, write_timeout } = locked.engine.blocking(self.id)?;
+        let nonblocking = nonblocking || dontwait;
         let timeout = match direction {
             Direction::Read => read_timeout,
             Direction::Write => write_timeout,
@@ -199,21 +278,7 @@ impl Socket {
     /// shutdown(Write) or on an unconnected TCP socket: EPIPE (Linux's answer too). An
     /// error after part of the data went out is kept for the next call, as in Linux.
     pub fn send(&self, buf: &[u8]) -> Result<usize> {
-        let mut sent = 0;
-        let result = self.blocking(Direction::Write, None, |l| match l.engine.send(self.id, &buf[sent..], sent > 0) {
-            Ok(n) => {
-                sent += n;
-                if sent < buf.len() && l.engine.socket_type(self.id) == Ok(Type::Stream) {
-                    return Err(Errno::EAGAIN);
-                }
-                Ok(sent)
-            }
-            Err(e) => Err(e),
-        });
-        match result {
-            Err(_) if sent > 0 => Ok(sent),
-            result => result,
-        }
+        self.send_flags(buf, MsgFlags::NONE)
     }
 
     /// recv(): waits for data and returns what is there (up to `buf.len()`); 0 at end of
@@ -230,10 +295,7 @@ impl Socket {
     /// EMSGSIZE if the datagram does not fit in one IP packet on the link: ustack does not
     /// fragment (Linux would, up to 65,507 bytes). Blocks while the send buffer is full.
     pub fn send_to(&self, buf: &[u8], addr: SocketAddr) -> Result<usize> {
-        if self.call(|l| l.engine.socket_type(self.id))? == Type::Stream {
-            return self.send(buf);
-        }
-        self.blocking(Direction::Write, None, |l| l.engine.send_to(self.id, buf, addr))
+        self.send_to_flags(buf, addr, MsgFlags::NONE)
     }
 
     /// recvfrom(): the next datagram and its sender. A datagram longer than `buf` is cut
@@ -262,6 +324,20 @@ impl Socket {
             return Err(Errno::EBADF);
         }
         let mut locked = self.shared.lock();
+        // SO_LINGER: the last handle's close() waits (even on a non-blocking socket, as in
+        // Linux) until the peer has acknowledged the data and the FIN, or the time is up;
+        // then the close goes on in the background as usual.
+        if let Ok(Some(linger)) = locked.engine.start_linger(self.id) {
+            self.shared.after_call(&mut locked);
+            let deadline = Instant::now() + linger;
+            while locked.engine.lingering(self.id) && locked.down.is_none() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                locked = self.shared.wait_socket(locked, self.id, Some(left)).0;
+            }
+        }
         locked.engine.close(self.id);
         self.shared.after_call(&mut locked);
         Ok(())

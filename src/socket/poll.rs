@@ -8,6 +8,7 @@ use super::{Errno, Events, Result, Socket};
 /// One socket to watch, like `struct pollfd`.
 #[derive(Debug)]
 pub struct PollFd<'a> {
+    /// The socket.
     pub socket: &'a Socket,
     /// What to wait for ([`Events::ERR`] and [`Events::HUP`] are always reported).
     pub events: Events,
@@ -16,6 +17,7 @@ pub struct PollFd<'a> {
 }
 
 impl<'a> PollFd<'a> {
+    /// Watches `socket` for `events`.
     pub fn new(socket: &'a Socket, events: Events) -> Self {
         PollFd { socket, events, revents: Events::NONE }
     }

@@ -27,14 +27,13 @@ use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use smoltcp::wire::IpCidr;
 
 use crate::device::Link;
 use crate::engine::{DemuxEvent, DemuxTable, Engine, Outbox, SockId, StackConfig};
 
-pub mod clock;
+mod clock;
 
-pub use clock::Clock;
+pub(crate) use clock::Clock;
 
 /// Frames handed to the engine per lock hold, so API calls are never kept waiting long.
 const INGRESS_BATCH: usize = 64;
@@ -150,7 +149,22 @@ pub type TouchHook = Box<dyn Fn(SockId) + Send + Sync>;
 
 /// A running stack: an engine, its device, and the thread that drives them.
 ///
-/// Dropping it stops the thread; sockets still open then fail with ENETDOWN.
+/// Dropping it stops the thread; sockets still open then fail with ENETDOWN. Sockets are
+/// made on a stack ([`crate::Socket::new`], [`crate::TcpListener::bind`], ...).
+///
+/// ```no_run
+/// use ustack::device::{TunConfig, TunDevice};
+/// use ustack::{Stack, StackConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // As root (or on a TUN made for this user): the kernel gets 10.7.0.1 on the TUN's side,
+/// // and routes 10.7.0.0/24 into it; the stack answers at 10.7.0.2.
+/// let tun = TunDevice::open(&TunConfig { name: "ustack0".into(), peer_addrs: vec!["10.7.0.1/24".parse()?], mtu: None })?;
+/// let stack = Stack::new(tun, StackConfig { addrs: vec!["10.7.0.2/24".parse()?], ..Default::default() })?;
+/// assert_eq!(stack.addrs()[0].to_string(), "10.7.0.2/24");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Stack {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -205,12 +219,14 @@ impl Stack {
     /// Waits until the stack thread has finished the round it is in (if any): whatever it
     /// was doing with the packets it had read is done. A barrier for tools that drive the
     /// device from outside (the replay).
+    // Public only for crates/replay; not part of the library's API.
+    #[doc(hidden)]
     pub fn barrier(&self) {
         drop(self.shared.lock());
     }
 
     /// The stack's addresses.
-    pub fn addrs(&self) -> Vec<IpCidr> {
+    pub fn addrs(&self) -> Vec<crate::Cidr> {
         self.shared.lock().engine.config().addrs.clone()
     }
 

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::{IpAddress, IpCidr};
+use ustack::Cidr;
 use ustack::StackConfig;
 use ustack::device::TunDevice;
 use ustack::sys::NetNs;
@@ -39,8 +39,8 @@ const CLIENT_PORTS: (u16, u16) = (10_000, 65_000);
 /// How long a fresh veth may take to become usable.
 const LINK_READY: Duration = Duration::from_secs(5);
 
-fn cidr(ip: Ipv4Addr) -> IpCidr {
-    IpCidr::new(IpAddress::Ipv4(ip), PREFIX)
+fn cidr(ip: Ipv4Addr) -> Cidr {
+    Cidr::new(ip, PREFIX).expect("a prefix no longer than 32 bits")
 }
 
 /// A new namespace for kernel clients, with a wide ephemeral port range.

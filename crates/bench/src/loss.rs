@@ -19,10 +19,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use smoltcp::wire::{IpAddress, IpCidr};
 use ustack::device::{FaultConfig, FaultInjector, Faults, Link, TunDevice};
 use ustack::sys::NetNs;
-use ustack::{StackConfig, TcpListener};
+use ustack::{Cidr, StackConfig, TcpListener};
 use ustack_testkit::lab::{Lab, LabNet};
 
 use super::peer::{self, IO_TIMEOUT, Listener, STOP_CHECK};
@@ -53,8 +52,8 @@ fn faults(drop_pct: f64, seed: u64) -> FaultConfig {
 pub fn ustack(drop_pct: f64, bytes: usize, seed: u64) -> io::Result<LossRun> {
     let net = LabNet {
         tun: "bloss0".into(),
-        kernel: vec![IpCidr::new(IpAddress::Ipv4(CLIENT), 24)],
-        stack: vec![IpCidr::new(IpAddress::Ipv4(SERVER), 24)],
+        kernel: vec![Cidr::new(CLIENT, 24).expect("a /24")],
+        stack: vec![Cidr::new(SERVER, 24).expect("a /24")],
         mtu: None,
     };
     let lab = Lab::start_in(NetNs::new()?, &net, StackConfig::default(), |tun| {
@@ -185,7 +184,7 @@ impl Relay {
     fn new(drop_pct: f64, seed: u64) -> io::Result<Relay> {
         let net = |tun: &str, kernel: Ipv4Addr| LabNet {
             tun: tun.into(),
-            kernel: vec![IpCidr::new(IpAddress::Ipv4(kernel), 24)],
+            kernel: vec![Cidr::new(kernel, 24).expect("a /24")],
             stack: Vec::new(),
             mtu: None,
         };

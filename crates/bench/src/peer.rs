@@ -149,8 +149,11 @@ impl Listener for TcpListener {
                 Ok(Some((Box::new(stream), peer.port())))
             }
             Err(e) => {
-                let e = io::Error::from(e);
-                if timed_out(&e) { Ok(None) } else { Err(e) }
+                if timed_out(&e) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
             }
         }
     }
@@ -158,17 +161,17 @@ impl Listener for TcpListener {
 
 impl Stream for TcpStream {
     fn shutdown_write(&self) -> io::Result<()> {
-        Ok(self.shutdown(std::net::Shutdown::Write)?)
+        self.shutdown(std::net::Shutdown::Write)
     }
 }
 
 impl Datagram for UdpSocket {
     fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        Ok(UdpSocket::recv_from(self, buf)?)
+        UdpSocket::recv_from(self, buf)
     }
 
     fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        Ok(UdpSocket::send_to(self, buf, to)?)
+        UdpSocket::send_to(self, buf, to)
     }
 }
 

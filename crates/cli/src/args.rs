@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use smoltcp::wire::{IpAddress, IpCidr};
+use ustack::Cidr;
 use ustack::device::{FaultConfig, FaultInjector, Faults, Link, PcapRecorder, Tracer, TunConfig, TunDevice, trace};
 use ustack::packet::TcpdumpFormatter;
 use ustack::sys::netlink::MAX_IFNAME_LEN;
@@ -32,12 +32,12 @@ pub struct NetArgs {
 
     /// An address of the userspace stack, with its prefix length (repeatable).
     #[arg(long = "addr", value_name = "IP/LEN", default_values = ["10.7.0.2/24", "fd00:7::2/64"], value_parser = parse_cidr)]
-    pub addrs: Vec<IpCidr>,
+    pub addrs: Vec<Cidr>,
 
     /// An address for the kernel side of the TUN (repeatable). Its prefix makes the kernel
     /// route that subnet into the TUN, so it should contain the --addr addresses.
     #[arg(long = "peer-addr", value_name = "IP/LEN", default_values = ["10.7.0.1/24", "fd00:7::1/64"], value_parser = parse_cidr)]
-    pub peer_addrs: Vec<IpCidr>,
+    pub peer_addrs: Vec<Cidr>,
 
     /// MTU of the TUN, in bytes (default: the kernel's, 1500). IPv6 needs at least 1280.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(68..))]
@@ -64,7 +64,7 @@ impl NetArgs {
     /// Checks across flags that clap cannot express; the message becomes a usage error.
     pub fn validate(&self) -> Result<(), String> {
         let all = || self.addrs.iter().chain(&self.peer_addrs);
-        let v6 = all().find(|c| matches!(c.address(), IpAddress::Ipv6(_)));
+        let v6 = all().find(|c| c.addr().is_ipv6());
         if let (Some(mtu), Some(v6)) = (self.mtu, v6)
             && usize::from(mtu) < IPV6_MIN_MTU
         {
@@ -77,16 +77,16 @@ impl NetArgs {
             if self.gateways[..i].iter().any(|g| g.is_ipv4() == gateway.is_ipv4()) {
                 return Err(format!("--gateway {gateway}: one gateway per IP version"));
             }
-            let on_link = self.addrs.iter().any(|c| c.contains_addr(&IpAddress::from(*gateway)));
+            let on_link = self.addrs.iter().any(|c| c.contains(*gateway));
             if !on_link {
                 return Err(format!("--gateway {gateway} is in no --addr subnet: the stack could not reach it"));
             }
         }
         for addr in &self.addrs {
-            if self.peer_addrs.iter().any(|peer| peer.address() == addr.address()) {
+            if self.peer_addrs.iter().any(|peer| peer.addr() == addr.addr()) {
                 return Err(format!(
                     "{} is given both as --addr and --peer-addr: the stack and the kernel need different addresses",
-                    addr.address()
+                    addr.addr()
                 ));
             }
         }
@@ -94,8 +94,8 @@ impl NetArgs {
     }
 
     /// Stack addresses no kernel-side prefix covers: the kernel will not route to them.
-    pub fn unrouted(&self) -> Vec<IpCidr> {
-        self.addrs.iter().filter(|a| !self.peer_addrs.iter().any(|p| p.contains_addr(&a.address()))).copied().collect()
+    pub fn unrouted(&self) -> Vec<Cidr> {
+        self.addrs.iter().filter(|a| !self.peer_addrs.iter().any(|p| p.contains(a.addr()))).copied().collect()
     }
 
     /// Creates the TUN, configures its kernel side, and starts a stack on it with `config`
@@ -279,13 +279,13 @@ pub fn init_logging(default: &str, trace: bool) {
         .init();
 }
 
-fn join_ips(cidrs: &[IpCidr]) -> String {
-    cidrs.iter().map(|c| c.address().to_string()).collect::<Vec<_>>().join(", ")
+fn join_ips(cidrs: &[Cidr]) -> String {
+    cidrs.iter().map(|c| c.addr().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// `IP/LEN`, e.g. `10.7.0.2/24` or `fd00:7::2/64`: a unicast address and a prefix length
 /// of 1..=32 (IPv4) or 1..=128 (IPv6).
-pub fn parse_cidr(s: &str) -> Result<IpCidr, String> {
+pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
     let (ip, len) = s.split_once('/').ok_or("expected IP/LEN, e.g. 10.7.0.2/24 or fd00:7::2/64")?;
     let ip: IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 or IPv6 address"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
@@ -298,7 +298,7 @@ pub fn parse_cidr(s: &str) -> Result<IpCidr, String> {
     if ip.is_unspecified() || ip.is_multicast() || broadcast {
         return Err(format!("{ip} is not a unicast address"));
     }
-    Ok(IpCidr::new(IpAddress::from(ip), len))
+    Cidr::new(ip, len).map_err(|e| e.to_string())
 }
 
 /// A TUN name the kernel accepts as given (tun-tap would silently truncate a long one).

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use smoltcp::socket::tcp;
-use smoltcp::wire::IpAddress;
 use ustack::{Domain, Errno, Socket, Stack, StackConfig, Type};
 
 use nix::sys::signal::Signal;
@@ -85,7 +84,7 @@ impl ConnectArgs {
             return Err("--wait applies only to --udp (TCP reads until the peer closes)".into());
         }
         let v4 = self.target.is_ipv4();
-        if !self.net.addrs.iter().any(|c| matches!(c.address(), IpAddress::Ipv4(_)) == v4) {
+        if !self.net.addrs.iter().any(|c| c.addr().is_ipv4() == v4) {
             let family = if v4 { "IPv4" } else { "IPv6" };
             return Err(format!("{} is {family}, but no --addr is: the stack has nothing to send from", self.target));
         }

@@ -19,7 +19,6 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use smoltcp::wire::{IpAddress, IpCidr};
 use ustack::device::{Link, PcapRecorder, Tracer, TunDevice, trace};
 use ustack::packet::TcpdumpFormatter;
 use ustack::{Stack, StackConfig};
@@ -177,12 +176,8 @@ fn claim(name: &str) -> Result<(), String> {
 }
 
 /// `IP/LEN`, as `ustack run` wrote it.
-fn parse_cidr(s: &str) -> Result<IpCidr, String> {
-    let bad = || format!("USTACK_ADDR: {s:?} is not IP/LEN");
-    let (ip, len) = s.trim().split_once('/').ok_or_else(bad)?;
-    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    Ok(IpCidr::new(IpAddress::from(ip), len))
+fn parse_cidr(s: &str) -> Result<ustack::Cidr, String> {
+    s.trim().parse().map_err(|e| format!("USTACK_ADDR: {s:?} is not IP/LEN: {e}"))
 }
 
 /// Logs as `ustack serve` writes them: trace lines bare, others `[time LEVEL target] ...`.

@@ -12,7 +12,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use smoltcp::wire::{IpAddress, IpCidr};
+use ustack::Cidr;
 use ustack::device::{Link, TunConfig, TunDevice};
 use ustack::sys::NetNs;
 use ustack::{Stack, StackConfig};
@@ -35,16 +35,16 @@ pub struct LabNet {
     /// The TUN's name inside the namespace.
     pub tun: String,
     /// The kernel side's addresses: the namespace's own, routed into the TUN.
-    pub kernel: Vec<IpCidr>,
+    pub kernel: Vec<Cidr>,
     /// The stack's addresses.
-    pub stack: Vec<IpCidr>,
+    pub stack: Vec<Cidr>,
     /// The TUN's MTU; the kernel's default (1500) if `None`.
     pub mtu: Option<usize>,
 }
 
 /// `ip/len`.
-pub fn cidr(ip: impl Into<IpAddr>, len: u8) -> IpCidr {
-    IpCidr::new(IpAddress::from(ip.into()), len)
+pub fn cidr(ip: impl Into<IpAddr>, len: u8) -> Cidr {
+    Cidr::new(ip, len).expect("a prefix length that fits the address")
 }
 
 impl LabNet {

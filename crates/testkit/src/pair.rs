@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use smoltcp::wire::IpCidr;
+use ustack::Cidr;
 use ustack::device::{Wire, WireEnd};
 use ustack::{Stack, StackConfig};
 
@@ -28,7 +28,7 @@ pub const B6: &str = "fd00::2";
 /// A stack's configuration with the addresses `v4`/24 and `v6`/64.
 pub fn config(v4: &str, v6: &str) -> StackConfig {
     StackConfig {
-        addrs: vec![IpCidr::from_str(&format!("{v4}/24")).unwrap(), IpCidr::from_str(&format!("{v6}/64")).unwrap()],
+        addrs: vec![Cidr::from_str(&format!("{v4}/24")).unwrap(), Cidr::from_str(&format!("{v6}/64")).unwrap()],
         ..StackConfig::default()
     }
 }

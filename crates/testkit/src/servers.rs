@@ -279,7 +279,7 @@ impl Stream for TcpStream {
         self.socket().send(data)
     }
     fn shutdown_write(&mut self) -> Result<(), Errno> {
-        self.shutdown(Shutdown::Write)
+        self.socket().shutdown(Shutdown::Write)
     }
     fn kind(error: &Errno) -> io::ErrorKind {
         errno_kind(error)
@@ -289,10 +289,10 @@ impl Stream for TcpStream {
 impl Datagrams for UdpSocket {
     type Error = Errno;
     fn recv_from(&mut self, buf: &mut [u8]) -> Result<(usize, SocketAddr), Errno> {
-        UdpSocket::recv_from(self, buf)
+        self.socket().recv_from(buf)
     }
     fn send_to(&mut self, data: &[u8], to: SocketAddr) -> Result<usize, Errno> {
-        UdpSocket::send_to(self, data, to)
+        self.socket().send_to(data, to)
     }
     fn kind(error: &Errno) -> io::ErrorKind {
         errno_kind(error)

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::{IpAddress, IpCidr};
+use ustack::Cidr;
 use ustack::device::TunDevice;
 use ustack::engine::SockId;
 use ustack::packet::{TcpdumpFormatter, TimeFormat};
@@ -51,7 +51,10 @@ pub struct World {
 impl World {
     /// Starts ustack on the lab's TUN, tapped: traced, and recorded to `pcap` if given.
     pub fn start(lab: Lab, taps: &TapArgs, pcap: Option<PcapFile>) -> Result<World, Failure> {
-        let config = StackConfig { addrs: vec![IpCidr::new(IpAddress::Ipv4(SERVER_IP), 24)], ..StackConfig::default() };
+        let config = StackConfig {
+            addrs: vec![Cidr::new(SERVER_IP, 24).expect("24 bits fit an IPv4 address")],
+            ..StackConfig::default()
+        };
         // Trace lines with times since the first packet, which read better in a tour than
         // times of day.
         let formatter = TcpdumpFormatter::new().time_format(TimeFormat::Relative);

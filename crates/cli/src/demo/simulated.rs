@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, IpCidr};
+use ustack::Cidr;
 use ustack::device::PcapWriter;
 use ustack::engine::{ConnectionInfo, Decision, Engine, SockId, TcpTuple};
 use ustack::packet::{TcpdumpFormatter, TimeFormat, decode};
@@ -80,7 +80,10 @@ impl World {
     /// packets as --drop-chance and --corrupt-chance say; packets recorded to `pcap`.
     pub fn new(taps: &TapArgs, pcap: Option<PcapFile>) -> Result<World, Failure> {
         let seed = taps.seed.unwrap_or(DEFAULT_SEED);
-        let stack = |ip| StackConfig { addrs: vec![IpCidr::new(IpAddress::Ipv4(ip), 24)], ..StackConfig::default() };
+        let stack = |ip| StackConfig {
+            addrs: vec![Cidr::new(ip, 24).expect("24 bits fit an IPv4 address")],
+            ..StackConfig::default()
+        };
         let link = LinkConfig {
             drop_chance: taps.drop_chance / 100.0,
             corrupt_chance: taps.corrupt_chance / 100.0,

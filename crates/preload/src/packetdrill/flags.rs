@@ -45,7 +45,7 @@ pub fn parse(flags: &str) -> Result<Flags, String> {
     if addrs.is_empty() {
         addrs.push(cidr(DEFAULT_ADDR).ok_or("default address")?);
     }
-    config.addrs = addrs;
+    config.addrs = addrs.into_iter().map(ustack::Cidr::from).collect();
     Ok(Flags { config, mtu })
 }
 
@@ -74,7 +74,7 @@ mod tests {
     #[test]
     fn defaults_are_one_address_and_a_fixed_seed() {
         let flags = parse("").unwrap();
-        assert_eq!(flags.config.addrs, vec![cidr("10.0.0.1/24").unwrap()]);
+        assert_eq!(flags.config.addrs, vec![ustack::Cidr::from(cidr("10.0.0.1/24").unwrap())]);
         assert_eq!(flags.config.seed, Some(1));
         assert_eq!(flags.mtu, 1500);
     }

@@ -23,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::{IpAddress, IpCidr};
+use ustack::Cidr;
 
 use ustack::Stack;
 use ustack::device::WireEnd;
@@ -485,7 +485,7 @@ fn secs(d: Duration) -> String {
 }
 
 /// ustack's address with a prefix that puts every peer of its family on the link.
-fn cidr(addr: IpAddr, peers: &[IpAddr]) -> IpCidr {
+fn cidr(addr: IpAddr, peers: &[IpAddr]) -> Cidr {
     let (bits, cap) = if addr.is_ipv4() { (32u8, 24u8) } else { (128u8, 64u8) };
     let common = |a: IpAddr, b: IpAddr| -> u8 {
         match (a, b) {
@@ -496,7 +496,7 @@ fn cidr(addr: IpAddr, peers: &[IpAddr]) -> IpCidr {
     };
     let prefix =
         peers.iter().filter(|p| p.is_ipv4() == addr.is_ipv4()).map(|&p| common(addr, p)).min().unwrap_or(cap).min(cap);
-    IpCidr::new(IpAddress::from(addr), prefix)
+    Cidr::new(addr, prefix).expect("a prefix no longer than the address")
 }
 
 #[cfg(test)]

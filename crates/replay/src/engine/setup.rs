@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::IpCidr;
+use ustack::Cidr;
 
 use crate::conversation::{Conversation, Proto};
 use crate::programs::{self, ClientSpec, Gate, Log, Reads};
@@ -80,7 +80,7 @@ impl<'a> Engine<'a> {
                 "{both} is a client in one flow and a server in another; replay one flow at a time (--flow ID)"
             )));
         }
-        let addrs: Vec<IpCidr> = locals.iter().map(|&a| cidr(a, &peers)).collect();
+        let addrs: Vec<Cidr> = locals.iter().map(|&a| cidr(a, &peers)).collect();
         // An IPv6 link carries at least 1280 bytes (RFC 8200); the IP length field at most 65535.
         let mtu = opts.mtu.clamp(1280, 65535);
         let (replayer, ustack_end) = Wire::pair(mtu).map_err(|e| ReplayError::Failed(format!("wire: {e}")))?;
