@@ -328,8 +328,9 @@ fn recv_on(sock: &Sock, fd: c_int, buf: &mut [u8], flags: c_int) -> Result<(usiz
     if stream && buf.is_empty() {
         return if sock.listening.load(Ordering::Relaxed) { Err(libc::ENOTCONN) } else { Ok((0, None)) };
     }
-    // What was read ahead (MSG_PEEK, FIONREAD) comes first.
-    // merge: with the Berkeley layer's MSG flags, MSG_PEEK can go to Socket itself.
+    // What was read ahead (MSG_PEEK, FIONREAD) comes first. (Kept here rather than with
+    // Socket's MSG_PEEK: FIONREAD needs the count of what is readable, which is what was
+    // read ahead.)
     {
         let mut peeked = sock.peeked();
         if !peeked.is_empty() {

@@ -3,9 +3,12 @@
 //! `struct timeval`), and Linux's errors for the rest (ENOPROTOOPT for an option or level
 //! it does not know, EINVAL for a short value, EFAULT for a null pointer).
 //!
-//! Most values are kept here, per socket, so that getsockopt returns what setsockopt set;
-//! the ones ustack acts on are passed on (SO_REUSEADDR; SO_RCVTIMEO/SO_SNDTIMEO are
-//! carried out by the library's own waits).
+//! Values are kept here, per socket, so that getsockopt returns what setsockopt set, in
+//! Linux's conventions; the ones ustack acts on are passed on to the socket as well
+//! (SO_REUSEADDR, SO_KEEPALIVE with TCP_KEEPIDLE, SO_LINGER, SO_RCVBUF/SO_SNDBUF,
+//! SO_BROADCAST, TCP_NODELAY, IP_TTL, IPV6_V6ONLY); SO_RCVTIMEO/SO_SNDTIMEO are carried
+//! out by the library's own waits. SO_REUSEPORT, TCP_KEEPINTVL/TCP_KEEPCNT and IP_TOS are
+//! kept but change nothing (docs/linux-differences.md).
 
 use std::time::Duration;
 
@@ -139,8 +142,9 @@ pub unsafe fn set(sock: &Sock, level: c_int, name: c_int, value: *const c_void, 
             let l = unsafe { value.cast::<libc::linger>().read_unaligned() };
             let mut o = sock.options();
             // Linux keeps the old time when l_onoff is 0.
+            let linger = (l.l_onoff != 0).then(|| Duration::from_secs(l.l_linger.max(0) as u64));
+            sock.socket.set_linger(linger).map_err(Errno::code)?;
             o.linger = if l.l_onoff != 0 { (true, l.l_linger.max(0)) } else { (false, o.linger.1) };
-            // merge: call Socket::set_linger once it exists
             return Ok(());
         }
         _ => {}
@@ -177,28 +181,53 @@ pub unsafe fn set(sock: &Sock, level: c_int, name: c_int, value: *const c_void, 
             o.reuseaddr = v != 0;
         }
         (libc::SOL_SOCKET, libc::SO_REUSEPORT) => o.reuseport = v != 0,
-        // merge: call Socket::set_keepalive once it exists
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => o.keepalive = v != 0,
-        (libc::SOL_SOCKET, libc::SO_BROADCAST) => o.broadcast = v != 0,
-        // Linux doubles the value (room for its bookkeeping) within [min, max].
-        // merge: call Socket::set_recv_buffer_size / set_send_buffer_size once they exist
-        (libc::SOL_SOCKET, libc::SO_RCVBUF) => o.rcvbuf = (v.clamp(0, RMEM_MAX) * 2).max(MIN_RCVBUF),
-        (libc::SOL_SOCKET, libc::SO_SNDBUF) => o.sndbuf = (v.clamp(0, WMEM_MAX) * 2).max(MIN_SNDBUF),
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
+            let idle = (v != 0).then(|| Duration::from_secs(o.keepidle as u64));
+            sock.socket.set_keepalive(idle).map_err(Errno::code)?;
+            o.keepalive = v != 0;
+        }
+        (libc::SOL_SOCKET, libc::SO_BROADCAST) => {
+            sock.socket.set_broadcast(v != 0).map_err(Errno::code)?;
+            o.broadcast = v != 0;
+        }
+        // Linux doubles the value (room for its bookkeeping) within [min, max], and reads it
+        // back so; ustack's own size for the socket is capped by its configured buffer.
+        (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
+            sock.socket.set_recv_buffer_size(v.max(0) as usize).map_err(Errno::code)?;
+            o.rcvbuf = (v.clamp(0, RMEM_MAX) * 2).max(MIN_RCVBUF);
+        }
+        (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
+            sock.socket.set_send_buffer_size(v.max(0) as usize).map_err(Errno::code)?;
+            o.sndbuf = (v.clamp(0, WMEM_MAX) * 2).max(MIN_SNDBUF);
+        }
         (libc::SOL_SOCKET, _) => return Err(libc::ENOPROTOOPT),
-        // merge: call Socket::set_nodelay once it exists
-        (libc::IPPROTO_TCP, libc::TCP_NODELAY) => o.nodelay = v != 0,
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) => {
+            sock.socket.set_nodelay(v != 0).map_err(Errno::code)?;
+            o.nodelay = v != 0;
+        }
         (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE | libc::TCP_KEEPINTVL) if !(1..=32_767).contains(&v) => {
             return Err(libc::EINVAL);
         }
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => o.keepidle = v,
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => {
+            if o.keepalive {
+                sock.socket.set_keepalive(Some(Duration::from_secs(v as u64))).map_err(Errno::code)?;
+            }
+            o.keepidle = v;
+        }
         (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => o.keepintvl = v,
         (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) if !(1..=127).contains(&v) => return Err(libc::EINVAL),
         (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => o.keepcnt = v,
         (libc::IPPROTO_IP, libc::IP_TOS) => o.tos = v & 0xff,
         (libc::IPPROTO_IP, libc::IP_TTL) if !(-1..=255).contains(&v) || v == 0 => return Err(libc::EINVAL),
-        (libc::IPPROTO_IP, libc::IP_TTL) => o.ttl = if v == -1 { 64 } else { v },
-        // merge: call Socket::set_only_v6 once it exists
-        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => o.v6only = v != 0,
+        (libc::IPPROTO_IP, libc::IP_TTL) => {
+            let ttl = if v == -1 { 64 } else { v };
+            sock.socket.set_ttl(ttl as u32).map_err(Errno::code)?;
+            o.ttl = ttl;
+        }
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => {
+            sock.socket.set_only_v6(v != 0).map_err(Errno::code)?;
+            o.v6only = v != 0;
+        }
         _ => return Err(libc::ENOPROTOOPT),
     }
     Ok(())
@@ -288,9 +317,11 @@ pub unsafe fn get(
 fn pending_error(sock: &Sock) -> c_int {
     let mut connecting = sock.connecting();
     let Some(addr) = *connecting else {
-        // merge: call Socket::take_error once it exists (an asynchronous error such as
-        // ECONNRESET on an established connection is reported by the next call instead).
-        return 0;
+        // An asynchronous error (ECONNRESET on an established connection, say), once.
+        return match sock.socket.take_error() {
+            Ok(Some(e)) => e.code(),
+            Ok(None) | Err(_) => 0,
+        };
     };
     match sock.socket.connect(addr) {
         Err(Errno::EALREADY | Errno::EINPROGRESS) => 0,
