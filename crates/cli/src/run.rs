@@ -110,12 +110,16 @@ fn start(args: RunArgs) -> Result<ExitCode, Failure> {
         _ => library.into_os_string(),
     };
     let addrs: Vec<String> = args.net.addrs.iter().map(|c| c.to_string()).collect();
+    let gateways: Vec<String> = args.net.gateways.iter().map(|g| g.to_string()).collect();
     command
         .env("LD_PRELOAD", preload)
         .env("USTACK_TUN_FD", tun.as_raw_fd().to_string())
         .env("USTACK_TUN", &name)
         .env("USTACK_MTU", mtu.to_string())
-        .env("USTACK_ADDR", addrs.join(","));
+        .env("USTACK_ADDR", addrs.join(","))
+        .env("USTACK_GATEWAY", gateways.join(","))
+        .env("USTACK_CONGESTION", args.net.congestion.to_string())
+        .env("USTACK_RECOVERY", args.net.recovery.to_string());
     for (set, var) in [(args.trace, "USTACK_TRACE"), (args.show_demux, "USTACK_SHOW_DEMUX")] {
         if set {
             command.env(var, "1");

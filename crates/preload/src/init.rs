@@ -116,6 +116,18 @@ fn open() -> Result<Stack, String> {
     if let Some(addrs) = env("USTACK_ADDR") {
         config.addrs = addrs.split(',').map(parse_cidr).collect::<Result<_, _>>()?;
     }
+    if let Some(gateways) = env("USTACK_GATEWAY").filter(|g| !g.is_empty()) {
+        config.gateways = gateways
+            .split(',')
+            .map(|g| g.trim().parse().map_err(|_| format!("USTACK_GATEWAY: {g:?} is not an IP address")))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(congestion) = env("USTACK_CONGESTION") {
+        config.congestion = congestion.parse().map_err(|e| format!("USTACK_CONGESTION: {e}"))?;
+    }
+    if let Some(recovery) = env("USTACK_RECOVERY") {
+        config.loss_recovery = recovery.parse().map_err(|e| format!("USTACK_RECOVERY: {e}"))?;
+    }
     if let Some(seed) = env("USTACK_SEED") {
         config.seed = Some(seed.parse().map_err(|_| format!("USTACK_SEED={seed} is not a number"))?);
     }
