@@ -258,10 +258,7 @@ fn a_pending_call_fails_with_enetdown_when_its_stack_stops() {
     woken.recv_timeout(PATIENCE).expect("the stack's end wakes the task");
     match poll_with(recv.as_mut(), &probe) {
         Poll::Ready(Err(e)) => {
-            assert_eq!(
-                e.get_ref().and_then(|inner| inner.downcast_ref::<ustack::Errno>()),
-                Some(&ustack::Errno::ENETDOWN)
-            )
+            assert_eq!(ustack::Errno::from_io(&e), Some(ustack::Errno::ENETDOWN))
         }
         other => panic!("expected ENETDOWN, got {other:?}"),
     }

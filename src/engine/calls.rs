@@ -324,11 +324,9 @@ impl Engine {
             if e.v6only && remote.is_ipv4() {
                 return Err(Errno::ENETUNREACH);
             }
-            // Linux: a broadcast peer needs SO_BROADCAST, as sendto() to it does.
-            if !e.broadcast && self.is_broadcast(remote.ip()) {
-                return Err(Errno::EACCES);
-            }
-            let may_broadcast = self.entry(id)?.broadcast;
+            // Linux: no route is ENETUNREACH; a broadcast peer needs SO_BROADCAST (EACCES),
+            // as sendto() to it does (`route`).
+            let may_broadcast = e.broadcast;
             self.route(remote.ip(), Type::Dgram, may_broadcast)?;
             self.autobind(id)?;
             if let SockState::Udp { peer, .. } = &mut self.entry(id)?.state {
@@ -530,10 +528,6 @@ impl Engine {
             return Err(Errno::ENETUNREACH);
         }
         let may_broadcast = e.broadcast;
-        if !may_broadcast && self.is_broadcast(remote.ip()) {
-            return Err(Errno::EACCES);
-        }
-        let e = self.entry(id)?;
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(Errno::EINVAL);
         }

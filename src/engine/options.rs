@@ -6,7 +6,6 @@
 //! listener, every connection it accepts, which inherits them as in Linux. Set on a socket
 //! that already has a connection, the ones smoltcp can change are changed on it at once.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use smoltcp::socket::tcp;
@@ -192,8 +191,8 @@ impl Engine {
         self.entries.get(&id).map(|e| e.reuse_addr).ok_or(Errno::EBADF)
     }
 
-    /// SO_BROADCAST: lets a UDP socket send to a broadcast address (see
-    /// [`Engine::is_broadcast`]); without it, EACCES.
+    /// SO_BROADCAST: lets a UDP socket send to a broadcast address (255.255.255.255 or
+    /// a subnet's: `engine/route.rs`); without it, EACCES.
     pub fn set_broadcast(&mut self, id: SockId, broadcast: bool) -> Result<()> {
         self.entry(id)?.broadcast = broadcast;
         Ok(())
@@ -202,20 +201,6 @@ impl Engine {
     /// SO_BROADCAST's value.
     pub fn broadcast(&self, id: SockId) -> Result<bool> {
         self.entries.get(&id).map(|e| e.broadcast).ok_or(Errno::EBADF)
-    }
-
-    /// Whether `ip` is 255.255.255.255 or the directed broadcast address of one of the
-    /// stack's IPv4 subnets.
-    pub fn is_broadcast(&self, ip: IpAddr) -> bool {
-        let IpAddr::V4(v4) = ip else { return false };
-        v4.is_broadcast()
-            || self.config.addrs.iter().any(|cidr| match cidr.addr() {
-                IpAddr::V4(own) if cidr.prefix_len() < 31 => {
-                    let host = u32::MAX >> cidr.prefix_len();
-                    u32::from(v4) == u32::from(own) | host
-                }
-                _ => false,
-            })
     }
 
     /// IPV6_V6ONLY: an AF_INET6 socket that takes IPv6 alone — no IPv4 traffic through
