@@ -153,7 +153,7 @@ pub struct StackConfig {
 /// Who finds and resends lost TCP segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LossRecovery {
-    /// ustack's, beside smoltcp ([`recovery`]): a SACK scoreboard, RACK-TLP, and a
+    /// ustack's, beside smoltcp (`engine/recovery.rs`): a SACK scoreboard, RACK-TLP, and a
     /// retransmission timeout of `SRTT + max(4·RTTVAR, 200 ms)`, as Linux.
     #[default]
     Ustack,
