@@ -491,29 +491,12 @@ impl Recovery {
 pub fn sack_blocks(tcp: &[u8]) -> ([(u32, u32); 4], usize) {
     let mut blocks = [(0, 0); 4];
     let mut n = 0;
-    let end = (usize::from(tcp.get(12).copied().unwrap_or(0) >> 4) * 4).min(tcp.len());
-    let mut at = 20;
-    while at < end {
-        match tcp[at] {
-            0 => break,
-            1 => at += 1,
-            kind => {
-                let Some(&len) = tcp.get(at + 1) else { break };
-                let len = usize::from(len);
-                if len < 2 || at + len > end {
-                    break;
-                }
-                if kind == 5 {
-                    let mut edge = at + 2;
-                    while edge + 8 <= at + len && n < blocks.len() {
-                        let read = |i: usize| u32::from_be_bytes([tcp[i], tcp[i + 1], tcp[i + 2], tcp[i + 3]]);
-                        blocks[n] = (read(edge), read(edge + 4));
-                        n += 1;
-                        edge += 8;
-                    }
-                }
-                at += len;
-            }
+    if let Some(edges) = super::rewrite::sack_option(tcp) {
+        let read = |i: usize| u32::from_be_bytes([tcp[i], tcp[i + 1], tcp[i + 2], tcp[i + 3]]);
+        let end = edges.end;
+        for (block, left) in blocks.iter_mut().zip(edges.step_by(8).filter(|&e| e + 8 <= end)) {
+            *block = (read(left), read(left + 4));
+            n += 1;
         }
     }
     (blocks, n)

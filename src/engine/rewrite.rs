@@ -209,28 +209,38 @@ pub fn incoming(packet: &mut [u8], offset: usize, shift: u32) {
         let ack = read_u32(tcp, 8);
         set_u32(tcp, 8, ack.wrapping_add(shift));
     }
-    let end = usize::from(tcp[12] >> 4) * 4;
+    if let Some(blocks) = sack_option(tcp) {
+        for edge in blocks.step_by(4) {
+            let value = read_u32(tcp, edge);
+            set_u32(tcp, edge, value.wrapping_add(shift));
+        }
+    }
+}
+
+/// Where the SACK blocks of the TCP header `tcp` (from its first byte) lie: the option's
+/// bytes after its kind and length, whole 4-byte edges only. The option list is read up to
+/// its end, or up to an option whose length is impossible.
+pub fn sack_option(tcp: &[u8]) -> Option<std::ops::Range<usize>> {
+    let end = (usize::from(*tcp.get(12)? >> 4) * 4).min(tcp.len());
     let mut at = 20;
     while at < end {
         match tcp[at] {
-            0 => break,
+            0 => return None,
             1 => at += 1,
             kind => {
-                let Some(&len) = tcp.get(at + 1) else { break };
-                let len = usize::from(len);
+                let len = usize::from(*tcp.get(at + 1)?);
                 if len < 2 || at + len > end {
-                    break;
+                    return None;
                 }
                 if kind == 5 {
-                    for edge in (at + 2..at + len).step_by(4).take_while(|e| e + 4 <= at + len) {
-                        let value = read_u32(tcp, edge);
-                        set_u32(tcp, edge, value.wrapping_add(shift));
-                    }
+                    let edges = (len - 2) / 4 * 4;
+                    return Some(at + 2..at + 2 + edges);
                 }
                 at += len;
             }
         }
     }
+    None
 }
 
 /// Splits a segment carrying data and a FIN in two: returns the data without the FIN, and

@@ -98,15 +98,7 @@ pub fn transfer(
 ) -> io::Result<f64> {
     std::thread::scope(|scope| {
         let server = scope.spawn(|| -> io::Result<Option<Transfer>> {
-            let deadline = Instant::now() + IO_TIMEOUT;
-            let (mut stream, _) = loop {
-                if let Some(accepted) = listener.accept()? {
-                    break accepted;
-                }
-                if Instant::now() > deadline {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no connection to accept"));
-                }
-            };
+            let mut stream = peer::accept_within(listener, IO_TIMEOUT)?;
             match dir {
                 Direction::ToServer => receive_all(&mut stream).map(Some),
                 Direction::FromServer => {

@@ -86,15 +86,7 @@ fn any() -> SocketAddr {
 fn echo(listener: &dyn Listener, client_ns: &NetNs, bytes: usize) -> io::Result<LossRun> {
     std::thread::scope(|scope| {
         let server = scope.spawn(|| -> io::Result<u64> {
-            let deadline = Instant::now() + IO_TIMEOUT;
-            let (mut stream, _) = loop {
-                if let Some(accepted) = listener.accept()? {
-                    break accepted;
-                }
-                if Instant::now() > deadline {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no connection to accept"));
-                }
-            };
+            let mut stream = peer::accept_within(listener, IO_TIMEOUT)?;
             let mut buf = vec![0; 64 * 1024];
             loop {
                 match stream.read(&mut buf) {

@@ -79,6 +79,19 @@ impl Server<'_> {
     }
 }
 
+/// The next connection on `listener`, waiting at most `limit` for one.
+pub fn accept_within(listener: &dyn Listener, limit: Duration) -> io::Result<Box<dyn Stream>> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some((stream, _)) = listener.accept()? {
+            return Ok(stream);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no connection to accept"));
+        }
+    }
+}
+
 /// A listening TCP socket.
 pub trait Listener: Send + Sync {
     /// The next connection, with read and write timeouts of [`IO_TIMEOUT`] and the peer's
