@@ -6,8 +6,8 @@ mod seed;
 
 use std::time::Duration;
 
-use ustack::sim::echo::{self, EchoConfig};
 use ustack::Congestion;
+use ustack::sim::echo::{self, EchoConfig};
 use ustack::sim::{Fate, LinkConfig};
 
 fn lossy(seed: u64, bytes: usize, drop_pct: f64, corrupt_pct: f64) -> EchoConfig {

@@ -454,6 +454,29 @@ fn a_syn_cookie_is_honoured_in_the_minute_it_was_made_and_the_next() {
     assert_eq!(sim.nodes[LONE].engine.accept(l), Err(Errno::EAGAIN));
 }
 
+/// A SYN cookie names the client's ISN, as Linux's does: only the segment right after the
+/// SYN completes the handshake. A later one (its predecessors lost) does not open the
+/// connection with SEG.SEQ - 1 as the ISN, which would put its data at the start of the
+/// stream; it is refused, and the first segment, resent, gets in with the data in place.
+#[test]
+fn a_syn_cookie_is_completed_only_by_the_segment_right_after_the_syn() {
+    let mut sim = alone(SERVER);
+    let l = listen(&mut sim, LONE, 1);
+    out(40000, 1000).with_syn().send(&mut sim, b""); // fills the SYN queue
+    out(40001, 5000).with_syn().send(&mut sim, b"");
+    run_for(&mut sim, ms(1));
+    let cookie =
+        segments(&mut sim).iter().find(|s| s.syn && s.ack && s.to_port == 40001).expect("a cookie SYN-ACK").seq;
+    out(40001, 5004).with_ack(cookie.wrapping_add(1)).send(&mut sim, b"efgh");
+    run_for(&mut sim, ms(1));
+    assert!(segments(&mut sim).iter().any(|s| s.rst && s.to_port == 40001), "refused, as by Linux");
+    assert_eq!(sim.nodes[LONE].engine.accept(l), Err(Errno::EAGAIN));
+    out(40001, 5001).with_ack(cookie.wrapping_add(1)).send(&mut sim, b"abcdefgh");
+    run_for(&mut sim, ms(1));
+    let (s, _) = sim.nodes[LONE].engine.accept(l).expect("the first segment completes the handshake");
+    assert_eq!(drain(&mut sim, LONE, s), b"abcdefgh");
+}
+
 // ---- TIME-WAIT ----
 
 #[test]
@@ -665,11 +688,7 @@ fn a_lost_fin_is_resent_after_202_ms_and_both_sides_then_see_end_of_stream() {
     let fins: Vec<Seg> = segments(&mut sim).into_iter().filter(|s| s.fin).collect();
     assert_eq!(
         fins.iter().map(|s| (s.from, s.at - start, s.fate)).collect::<Vec<_>>(),
-        [
-            (CLIENT, ms(0), Fate::Dropped),
-            (CLIENT, ms(202), Fate::Delivered),
-            (SERVER, ms(203), Fate::Delivered)
-        ]
+        [(CLIENT, ms(0), Fate::Dropped), (CLIENT, ms(202), Fate::Delivered), (SERVER, ms(203), Fate::Delivered)]
     );
 }
 
@@ -877,10 +896,7 @@ fn resent(sent: &[Seg]) -> Vec<(u32, Duration)> {
     let first = sent.iter().map(|s| s.seq).min().unwrap_or(0);
     let start = sent.first().map_or(Instant::ZERO, |s| s.at);
     let mut seen = std::collections::HashSet::new();
-    sent.iter()
-        .filter(|s| !seen.insert(s.seq))
-        .map(|s| (s.seq.wrapping_sub(first) / MSS, s.at - start))
-        .collect()
+    sent.iter().filter(|s| !seen.insert(s.seq)).map(|s| (s.seq.wrapping_sub(first) / MSS, s.at - start)).collect()
 }
 
 /// The last two segments of a burst are lost: nothing after them can report the loss.

@@ -236,7 +236,9 @@ impl Recovery {
         let rack_before = self.rack;
         let mut reordered = false;
         let mut note = |s: &Segment| {
-            if !s.retransmitted && rack_before.is_some_and(|(at, end, _)| s.sent_at < at || (s.sent_at == at && seq_after(end, s.end))) {
+            if !s.retransmitted
+                && rack_before.is_some_and(|(at, end, _)| s.sent_at < at || (s.sent_at == at && seq_after(end, s.end)))
+            {
                 reordered = true;
             }
             if delivered.is_none_or(|(at, end, _)| s.sent_at > at || (s.sent_at == at && seq_after(s.end, end))) {
@@ -251,7 +253,8 @@ impl Recovery {
                 // (`tcp_trim_head`).
                 if seq_after(ack, front.seq) {
                     let k = ack.wrapping_sub(front.seq) as usize;
-                    let payload = front.packet.len() - front.offset - usize::from(front.packet[front.offset + 12] >> 4) * 4;
+                    let payload =
+                        front.packet.len() - front.offset - usize::from(front.packet[front.offset + 12] >> 4) * 4;
                     if k <= payload {
                         super::rewrite::trim_front(&mut front.packet, front.offset, k);
                         front.seq = ack;
@@ -311,12 +314,13 @@ impl Recovery {
         }
         let mut lost = self.detect_losses(now);
         // Without SACK, RFC 5681's third duplicate ACK.
-        if !self.peer_sacks && duplicate && self.dup_acks == 3 && !lost.contains(&0) {
-            if let Some(first) = self.flight.front()
-                && !first.sacked
-            {
-                lost.push(0);
-            }
+        if !self.peer_sacks
+            && duplicate
+            && self.dup_acks == 3
+            && !lost.contains(&0)
+            && self.flight.front().is_some_and(|first| !first.sacked)
+        {
+            lost.push(0);
         }
         lost.sort_unstable();
         lost.dedup();

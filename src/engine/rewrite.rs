@@ -296,7 +296,9 @@ pub fn trim_front(packet: &mut Vec<u8>, offset: usize, k: usize) {
         let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
         ip.set_total_len(ip.total_len() - k as u16);
         ip.fill_checksum();
-        let addr = |at: usize| IpAddress::Ipv4(Ipv4Address::from_octets([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]]));
+        let addr = |at: usize| {
+            IpAddress::Ipv4(Ipv4Address::from_octets([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]]))
+        };
         (addr(12), addr(16))
     } else {
         let mut ip = Ipv6Packet::new_unchecked(&mut packet[..]);

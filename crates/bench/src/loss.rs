@@ -187,9 +187,8 @@ impl Relay {
         let lossy = FaultInjector::new(client_tun, faults(drop_pct, seed))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("loss-relay".into())
-            .spawn(move || relay(lossy, server_tun, &flag))?;
+        let thread =
+            std::thread::Builder::new().name("loss-relay".into()).spawn(move || relay(lossy, server_tun, &flag))?;
         Ok(Relay { client, server, stop, thread })
     }
 
