@@ -57,11 +57,8 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> io::Result<()> {
     let stack = args.net.start()?;
     let listener = TcpListener::bind(&stack, common::wildcard(args.tcp))?;
-    let urls: Vec<String> = stack
-        .addrs()
-        .iter()
-        .map(|cidr| format!("http://{}/", SocketAddr::new(cidr.addr(), args.tcp)))
-        .collect();
+    let urls: Vec<String> =
+        stack.addrs().iter().map(|cidr| format!("http://{}/", SocketAddr::new(cidr.addr(), args.tcp))).collect();
     println!("http: axum on ustack, serving {}", urls.join(" and "));
     serve(listener).await
 }

@@ -14,7 +14,9 @@ use smoltcp::time::Instant;
 
 use super::{Crossing, LinkConfig, LinkCounters, Node, Simulation, node_addr};
 use crate::engine::random::Rng;
-use crate::engine::{Congestion, LossRecovery, ConnectionInfo, DemuxCounters, Domain, Engine, SockId, StackConfig, Type};
+use crate::engine::{
+    Congestion, ConnectionInfo, DemuxCounters, Domain, Engine, LossRecovery, SockId, StackConfig, Type,
+};
 use crate::errno::Errno;
 
 /// The port the echo server listens on.
@@ -150,8 +152,7 @@ pub fn run(config: &EchoConfig, mut watch: impl FnMut(&Crossing, &Simulation)) -
     if config.clients == 0 {
         return Err("at least one client is needed".into());
     }
-    let nodes =
-        vec![("client", stack_config(CLIENT, config)), ("server", stack_config(SERVER, config))];
+    let nodes = vec![("client", stack_config(CLIENT, config)), ("server", stack_config(SERVER, config))];
     let mut sim = Simulation::new(config.seed, nodes, config.link, config.mtu)?;
     sim.keep_crossings(true);
     let mut apps = Apps::start(config, &mut sim.nodes)?;

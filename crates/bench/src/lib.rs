@@ -722,7 +722,8 @@ fn loss_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
         let [u_time, u_rate, u_stall, u_resent] = measure(loss::ustack);
         progress(&format!("echo through {rate}% loss: kernel, relayed"));
         let [k_time, k_rate, k_stall, k_resent] = measure(loss::kernel);
-        let scenario = format!("TCP echo of {}, {rate}% loss each way", table::format_value(s.loss_bytes as f64, Unit::Bytes));
+        let scenario =
+            format!("TCP echo of {}, {rate}% loss each way", table::format_value(s.loss_bytes as f64, Unit::Bytes));
         rows.extend([
             row(&scenario, "time, ms", Unit::Millis, u_time, vec![(KERNEL_RELAY, k_time)]),
             row(&scenario, "goodput each way", Unit::Gbps, u_rate, vec![(KERNEL_RELAY, k_rate)]),

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use clap::Args;
 use ustack::device::PcapWriter;
-use ustack::{Congestion, LossRecovery};
 use ustack::engine::ConnectionInfo;
 use ustack::observe::report::{ReportBuilder, html};
 use ustack::packet::{TcpdumpFormatter, TimeFormat, decode, json_quote};
 use ustack::sim::echo::{self, EchoConfig, EchoReport};
 use ustack::sim::{Fate, LinkConfig, since_epoch};
+use ustack::{Congestion, LossRecovery};
 
 use super::{Failure, context};
 

@@ -20,12 +20,12 @@ use std::sync::atomic::Ordering;
 use libc::{c_int, c_ulong, c_void, iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use ustack::{Domain, Errno, Shutdown, Socket, Type};
 
-pub mod packetdrill;
 mod addr;
 mod demux;
 mod init;
 mod loopback;
 mod options;
+pub mod packetdrill;
 mod real;
 mod table;
 
