@@ -585,11 +585,15 @@ fn a_close_with_linger_zero_resets_the_kernel_peer() {
     ustack::require_tun!();
     let lab = lab();
     let listener = TcpListener::bind(&lab.stack, addr(USTACK, 7100)).unwrap();
+    // The close waits until the kernel's connect() has returned: a RST that came first
+    // would fail the connect itself (SO_ERROR), which is not what this shows.
+    let (connected, wait_connected) = std::sync::mpsc::channel();
     let kernel = lab
         .ns
-        .spawn(|| -> io::Result<io::ErrorKind> {
+        .spawn(move || -> io::Result<io::ErrorKind> {
             let mut stream = KernelStream::connect_timeout(&addr(USTACK, 7100), PATIENCE)?;
             stream.set_read_timeout(Some(PATIENCE))?;
+            let _ = connected.send(());
             match stream.read(&mut [0; 16]) {
                 Err(e) => Ok(e.kind()),
                 Ok(n) => Err(io::Error::other(format!("read returned {n} instead of a reset"))),
@@ -597,6 +601,7 @@ fn a_close_with_linger_zero_resets_the_kernel_peer() {
         })
         .unwrap();
     let (stream, _) = listener.accept().unwrap();
+    wait_connected.recv_timeout(PATIENCE).expect("the kernel's connect returns");
     stream.set_linger(Some(Duration::ZERO)).unwrap();
     drop(stream);
     assert_eq!(kernel.join().unwrap().unwrap(), io::ErrorKind::ConnectionReset, "SO_LINGER 0: close() sends RST");
