@@ -8,170 +8,20 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Barrier, Condvar, Mutex, mpsc};
+use std::process::Command;
+use std::sync::{Arc, Barrier, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use ustack::sys::NetNs;
+use ustack_testkit::process::{Finished, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ustack");
 /// The longest any child process may run.
 const DEADLINE: Duration = Duration::from_secs(30);
 /// How long a test waits for `serve` to come up, or for a kernel socket call.
 const READY: Duration = Duration::from_secs(10);
-
-/// A child process whose output is collected as it comes (so it never blocks on a full
-/// pipe, and a test can wait for a line while it runs), killed if the test ends early.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Arc<Output>,
-    stderr: Arc<Output>,
-    drains: Vec<JoinHandle<()>>,
-}
-
-/// One output stream of a child, as collected so far.
-#[derive(Default)]
-struct Output {
-    bytes: Mutex<Vec<u8>>,
-    /// Signalled whenever bytes arrive, and at end of stream.
-    grew: Condvar,
-}
-
-impl Output {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
-    }
-
-    /// Waits until the output so far satisfies `check`, up to `timeout`; gives the output
-    /// (as `Err` on timeout).
-    fn wait_until(&self, timeout: Duration, check: impl Fn(&str) -> bool) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
-        let mut bytes = self.bytes.lock().unwrap();
-        loop {
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            if check(&text) {
-                return Ok(text);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(text);
-            }
-            bytes = self.grew.wait_timeout(bytes, left).unwrap().0;
-        }
-    }
-}
-
-/// What a finished process left.
-#[derive(Debug)]
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-}
-
-fn drain(mut from: impl Read + Send + 'static, to: Arc<Output>) -> JoinHandle<()> {
-    thread::spawn(move || {
-        let mut buf = [0; 8192];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => to.bytes.lock().unwrap().extend_from_slice(&buf[..n]),
-            }
-            to.grew.notify_all();
-        }
-        to.grew.notify_all();
-    })
-}
-
-impl Proc {
-    fn spawn(mut command: Command) -> Proc {
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawning ustack");
-        let stdin = child.stdin.take();
-        let (stdout, stderr) = (Arc::new(Output::default()), Arc::new(Output::default()));
-        let drains = vec![
-            drain(child.stdout.take().unwrap(), stdout.clone()),
-            drain(child.stderr.take().unwrap(), stderr.clone()),
-        ];
-        Proc { child, stdin, stdout, stderr, drains }
-    }
-
-    /// Waits until standard error contains `needle` (panics after `timeout`).
-    #[track_caller]
-    fn expect_stderr(&self, needle: &str, timeout: Duration) -> String {
-        self.stderr
-            .wait_until(timeout, |text| text.contains(needle))
-            .unwrap_or_else(|text| panic!("no {needle:?} on stderr within {timeout:?}:\n{text}"))
-    }
-
-    /// Waits until standard output satisfies `check` (panics after `timeout`).
-    #[track_caller]
-    fn expect_stdout(&self, what: &str, timeout: Duration, check: impl Fn(&str) -> bool) -> String {
-        self.stdout.wait_until(timeout, check).unwrap_or_else(|text| {
-            panic!("no {what} on stdout within {timeout:?}:\n{text}\nstderr:\n{}", self.stderr.text())
-        })
-    }
-
-    /// Closes standard input (EOF for the child).
-    fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    fn write_stdin(&mut self, data: &[u8]) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        stdin.write_all(data).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    /// Waits for the child to exit, up to `timeout` (then kills it and fails).
-    fn finish(mut self, timeout: Duration) -> Finished {
-        self.close_stdin();
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("ustack still running after {timeout:?}; stderr:\n{}", self.stderr.text());
-            }
-            thread::sleep(Duration::from_millis(10));
-        };
-        for drain in self.drains.drain(..) {
-            drain.join().unwrap();
-        }
-        Finished { status, stdout: self.stdout.text(), stderr: self.stderr.text() }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn ustack(args: &[&str]) -> Finished {
     let mut command = Command::new(BIN);
@@ -566,8 +416,8 @@ fn serve_echoes_tcp_and_udp_over_ipv4_and_ipv6_until_sigterm() {
     let refused = ns.run(|| TcpStream::connect_timeout(&"10.7.0.2:8".parse().unwrap(), READY)).unwrap();
     assert_eq!(refused.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
 
-    serve.signal(Signal::SIGUSR1);
-    serve.signal(Signal::SIGTERM);
+    serve.signal(libc::SIGUSR1);
+    serve.signal(libc::SIGTERM);
     let out = serve.finish(READY);
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert!(
@@ -588,7 +438,7 @@ fn serve_discard_reads_and_closes() {
     let mut serve = ustack_in(&ns, &["serve", "--app", "discard", "--tcp", "9", "--tun", "ustackd0"]);
     let stream = connect_when_ready(&ns, &mut serve, "10.7.0.2:9".parse().unwrap());
     assert_eq!(tcp_echo(stream, b"into the void\n"), b"");
-    serve.signal(Signal::SIGINT);
+    serve.signal(libc::SIGINT);
     let out = serve.finish(READY);
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert!(out.stderr.contains("serving discard on tcp 9"), "{}", out.stderr);
@@ -659,7 +509,7 @@ fn connect_closes_its_connection_on_sigterm() {
     client.write_stdin(b"hello\n");
     data_seen.recv_timeout(READY).expect("the kernel got the data");
     assert!(client.running(), "standard input is still open: the connection stays up");
-    client.signal(Signal::SIGTERM);
+    client.signal(libc::SIGTERM);
     let end = kernel.join().unwrap().expect("kernel socket");
     assert_eq!(end.expect("the kernel reads end of stream (a FIN), not a timeout or reset"), b"");
     let out = client.finish(DEADLINE);
@@ -799,7 +649,7 @@ fn serve_in(ns: &NetNs, args: &[&str]) -> Proc {
 
 /// SIGTERM, and a clean exit.
 fn stop(serve: Proc) -> Finished {
-    serve.signal(Signal::SIGTERM);
+    serve.signal(libc::SIGTERM);
     let out = serve.finish(READY);
     assert_eq!(out.code(), Some(0), "{out:?}");
     out
@@ -958,7 +808,7 @@ fn serve_show_demux_prints_the_table_as_it_changes() {
     let serve = serve_in(&ns, &["serve", "--tcp", "7", "--show-demux"]);
     let listener_row =
         |text: &str| text.lines().any(|l| l.starts_with("tcp ") && l.contains("[::]:7 ") && l.contains("LISTEN"));
-    let start = serve.expect_stdout("listener row", READY, |t| t.contains("PROTO  LOCAL") && listener_row(t));
+    let start = serve.expect_stdout_with("listener row", READY, |t| t.contains("PROTO  LOCAL") && listener_row(t));
     assert!(start.starts_with("demux table at "), "{start}");
 
     let stream = ns.run(|| TcpStream::connect_timeout(&"10.7.0.2:7".parse().unwrap(), READY)).unwrap().unwrap();
@@ -968,12 +818,12 @@ fn serve_show_demux_prints_the_table_as_it_changes() {
             l.starts_with("tcp ") && l.contains("10.7.0.2:7 ") && l.contains(&client) && l.contains("ESTABLISHED")
         })
     };
-    serve.expect_stdout(&format!("a row for {client}"), READY, row);
+    serve.expect_stdout_with(&format!("a row for {client}"), READY, row);
 
-    serve.signal(Signal::SIGUSR1);
+    serve.signal(libc::SIGUSR1);
     let usr1 = |t: &str| t.find("(SIGUSR1):").map(|at| t[at..].to_string());
     let text =
-        serve.expect_stdout("the SIGUSR1 table", READY, |t| usr1(t).is_some_and(|table| table.contains("\npackets: ")));
+        serve.expect_stdout_with("the SIGUSR1 table", READY, |t| usr1(t).is_some_and(|table| table.contains("\npackets: ")));
     let after = usr1(&text).unwrap();
     let after = after.as_str();
     assert!(listener_row(after) && row(after), "{after}");

@@ -12,13 +12,13 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::process::Command;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 use ustack::sys::NetNs;
+use ustack_testkit::process::Proc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ustack");
 /// How long a program may take to do what a step waits for.
@@ -55,146 +55,35 @@ fn can_run(tools: &[&str]) -> bool {
     false
 }
 
-/// One output stream of a child, as collected so far.
-#[derive(Default)]
-struct Output {
-    bytes: Mutex<Vec<u8>>,
-    grew: Condvar,
-}
-
-impl Output {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
-    }
-
-    fn wait_for(&self, needle: &str, timeout: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
-        let mut bytes = self.bytes.lock().unwrap();
-        loop {
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            if text.contains(needle) {
-                return Ok(text);
+/// `program args` in `ns` (setns between fork and exec); `keep` is an fd it inherits as
+/// fd 10 (the test's kernel socket).
+fn spawn_in(ns: &NetNs, program: &str, args: &[&str], keep: Option<RawFd>) -> Proc {
+    let ns_fd = ns.as_fd().as_raw_fd();
+    let mut command = Command::new(program);
+    command.args(args).env_remove("RUST_LOG");
+    // SAFETY: setns and dup2 are plain system calls, safe between fork and exec; the fds
+    // stay open in the parent until the child is spawned.
+    unsafe {
+        command.pre_exec(move || {
+            setns(BorrowedFd::borrow_raw(ns_fd), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            if let Some(fd) = keep
+                && libc::dup2(fd, 10) < 0
+            {
+                return Err(io::Error::last_os_error());
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(text);
-            }
-            bytes = self.grew.wait_timeout(bytes, left).unwrap().0;
-        }
+            Ok(())
+        });
     }
+    Proc::spawn(command)
 }
 
-fn drain(mut from: impl Read + Send + 'static, to: Arc<Output>) -> JoinHandle<()> {
-    thread::spawn(move || {
-        let mut buf = [0; 8192];
-        while let Ok(n @ 1..) = from.read(&mut buf) {
-            to.bytes.lock().unwrap().extend_from_slice(&buf[..n]);
-            to.grew.notify_all();
-        }
-        to.grew.notify_all();
-    })
-}
-
-/// A child in the namespace, its output collected as it comes; killed if the test ends early.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Arc<Output>,
-    stderr: Arc<Output>,
-    drains: Vec<JoinHandle<()>>,
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Proc {
-    /// `program args` in `ns` (setns between fork and exec); `keep` is an fd it inherits
-    /// as fd 10 (the test's kernel socket).
-    fn spawn(ns: &NetNs, program: &str, args: &[&str], keep: Option<RawFd>) -> Proc {
-        let ns_fd = ns.as_fd().as_raw_fd();
-        let mut command = Command::new(program);
-        command.args(args).env_remove("RUST_LOG").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        // SAFETY: setns and dup2 are plain system calls, safe between fork and exec; the
-        // fds stay open in the parent until the child is spawned.
-        unsafe {
-            command.pre_exec(move || {
-                setns(BorrowedFd::borrow_raw(ns_fd), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-                if let Some(fd) = keep
-                    && libc::dup2(fd, 10) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("running {program}: {e}"));
-        let stdin = child.stdin.take();
-        let (stdout, stderr) = (Arc::new(Output::default()), Arc::new(Output::default()));
-        let drains = vec![
-            drain(child.stdout.take().unwrap(), stdout.clone()),
-            drain(child.stderr.take().unwrap(), stderr.clone()),
-        ];
-        Proc { child, stdin, stdout, stderr, drains }
-    }
-
-    /// `ustack run [run_args] -- program...` in `ns`.
-    fn run(ns: &NetNs, run_args: &[&str], program: &[&str], keep: Option<RawFd>) -> Proc {
-        let mut args: Vec<&str> = vec!["run"];
-        args.extend(run_args);
-        args.push("--");
-        args.extend(program);
-        Proc::spawn(ns, BIN, &args, keep)
-    }
-
-    #[track_caller]
-    fn expect_stdout(&self, needle: &str) -> String {
-        self.stdout.wait_for(needle, READY).unwrap_or_else(|text| {
-            panic!("no {needle:?} on stdout within {READY:?}:\n{text}\nstderr:\n{}", self.stderr.text())
-        })
-    }
-
-    #[track_caller]
-    fn expect_stderr(&self, needle: &str) -> String {
-        self.stderr.wait_for(needle, READY).unwrap_or_else(|text| {
-            panic!("no {needle:?} on stderr within {READY:?}:\n{text}\nstdout:\n{}", self.stdout.text())
-        })
-    }
-
-    fn finish(mut self) -> Finished {
-        self.stdin = None;
-        let deadline = Instant::now() + READY;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "still running after {READY:?}; stdout:\n{}\nstderr:\n{}",
-                    self.stdout.text(),
-                    self.stderr.text()
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
-        };
-        for drain in self.drains.drain(..) {
-            drain.join().unwrap();
-        }
-        Finished { status, stdout: self.stdout.text(), stderr: self.stderr.text() }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// `ustack run [run_args] -- program...` in `ns`.
+fn run_in(ns: &NetNs, run_args: &[&str], program: &[&str], keep: Option<RawFd>) -> Proc {
+    let mut args: Vec<&str> = vec!["run"];
+    args.extend(run_args);
+    args.push("--");
+    args.extend(program);
+    spawn_in(ns, BIN, &args, keep)
 }
 
 /// A kernel TCP connection to `addr` from inside `ns`, retried while the program's
@@ -262,17 +151,17 @@ fn nc_listens_under_ustack_and_talks_both_ways_with_a_kernel_client() {
         return;
     }
     let ns = NetNs::new().unwrap();
-    let mut nc = Proc::run(&ns, &["--trace", "--show-demux"], &["nc", "-l", "7"], None);
-    nc.expect_stderr("listener #");
+    let mut nc = run_in(&ns, &["--trace", "--show-demux"], &["nc", "-l", "7"], None);
+    nc.expect_stderr("listener #", READY);
     let mut client = kernel_connect(&ns, "10.7.0.2:7".parse().unwrap());
     client.write_all(b"from the kernel\n").unwrap();
-    nc.expect_stdout("from the kernel");
-    nc.stdin.as_mut().unwrap().write_all(b"from nc on ustack\n").unwrap();
+    nc.expect_stdout("from the kernel", READY);
+    nc.write_stdin(b"from nc on ustack\n");
     let mut line = [0; 18];
     client.read_exact(&mut line).unwrap();
     assert_eq!(&line, b"from nc on ustack\n");
     client.shutdown(Shutdown::Write).unwrap();
-    let done = nc.finish();
+    let done = nc.finish(READY);
     assert!(done.status.success(), "nc: {:?}\n{}", done.status, done.stderr);
     // The handshake, as --trace and the handshake log show it.
     assert!(done.stderr.contains("> 10.7.0.2.7: Flags [S]"), "no SYN traced:\n{}", done.stderr);
@@ -294,18 +183,18 @@ fn curl_under_ustack_fetches_a_page_from_a_kernel_http_server() {
     fs::write(dir.join("page.txt"), "a page served by the kernel\n").unwrap();
     let dir_arg = dir.to_string_lossy().into_owned();
     let server =
-        Proc::spawn(&ns, "python3", &["-m", "http.server", "8000", "--bind", "0.0.0.0", "--directory", &dir_arg], None);
+        spawn_in(&ns, "python3", &["-m", "http.server", "8000", "--bind", "0.0.0.0", "--directory", &dir_arg], None);
     // Ready once it answers on loopback.
     drop(kernel_connect(&ns, "127.0.0.1:8000".parse().unwrap()));
     let pcap = dir.join("curl.pcap");
     let pcap_arg = pcap.to_string_lossy().into_owned();
-    let curl = Proc::run(
+    let curl = run_in(
         &ns,
         &["--pcap", &pcap_arg],
         &["curl", "-s", "--max-time", "10", "http://10.7.0.1:8000/page.txt"],
         None,
     )
-    .finish();
+    .finish(READY);
     drop(server);
     // --pcap: the program's packets, as `ustack inspect` reads them back.
     let inspected = Command::new(BIN).args(["inspect", &pcap_arg]).output().unwrap();
@@ -323,8 +212,8 @@ fn a_python_server_under_ustack_echoes_to_a_kernel_client() {
         return;
     }
     let ns = NetNs::new().unwrap();
-    let server = Proc::run(&ns, &[], &["python3", &script("echo_server.py")], None);
-    server.expect_stdout("listening");
+    let server = run_in(&ns, &[], &["python3", &script("echo_server.py")], None);
+    server.expect_stdout("listening", READY);
     // IPv4 to a dual-stack socket, as most clients come.
     let mut client = kernel_connect(&ns, "10.7.0.2:7".parse().unwrap());
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -340,7 +229,7 @@ fn a_python_server_under_ustack_echoes_to_a_kernel_client() {
     client.read_to_end(&mut back).unwrap();
     writer.join().unwrap();
     assert!(back == data, "echo differs: {} bytes back of {}", back.len(), data.len());
-    let done = server.finish();
+    let done = server.finish(READY);
     assert!(done.status.success(), "server: {:?}\n{}", done.status, done.stderr);
     assert!(done.stdout.contains("echoed 100000 bytes to ::ffff:10.7.0.1"), "{}", done.stdout);
 }
@@ -353,7 +242,7 @@ fn a_python_client_under_ustack_talks_tcp_and_udp_to_kernel_servers() {
     let ns = NetNs::new().unwrap();
     let tcp = kernel_echo_server(&ns, 5000);
     let udp = kernel_udp_echo(&ns, 5001, 1);
-    let done = Proc::run(&ns, &[], &["python3", &script("client.py"), "10.7.0.1", "5000", "5001"], None).finish();
+    let done = run_in(&ns, &[], &["python3", &script("client.py"), "10.7.0.1", "5000", "5001"], None).finish(READY);
     assert!(done.status.success(), "client: {:?}\n{}\n{}", done.status, done.stdout, done.stderr);
     assert!(done.stdout.contains("tcp reply: hello over tcp"), "{}", done.stdout);
     assert!(done.stdout.contains("udp reply: hello over udp from 10.7.0.1"), "{}", done.stdout);
@@ -370,10 +259,10 @@ fn mixed_event_loop(mode: &str) {
     let ns = NetNs::new().unwrap();
     let udp = ns.run(|| UdpSocket::bind("127.0.0.1:0")).unwrap().unwrap();
     let udp_addr = udp.local_addr().unwrap();
-    let program = Proc::run(&ns, &[], &["python3", &script("mixed.py"), mode, "10"], Some(udp.as_raw_fd()));
+    let program = run_in(&ns, &[], &["python3", &script("mixed.py"), mode, "10"], Some(udp.as_raw_fd()));
     drop(udp);
-    program.expect_stdout("listening");
-    program.expect_stdout("pipe: pipe-data");
+    program.expect_stdout("listening", READY);
+    program.expect_stdout("pipe: pipe-data", READY);
     // The kernel fd: a datagram from the kernel, echoed.
     let echoed = ns
         .run(move || {
@@ -393,7 +282,7 @@ fn mixed_event_loop(mode: &str) {
     client.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"tcp-data");
     client.shutdown(Shutdown::Write).unwrap();
-    let done = program.finish();
+    let done = program.finish(READY);
     assert!(done.status.success(), "{mode}: {:?}\n{}\n{}", done.status, done.stdout, done.stderr);
     for line in ["udp: udp-data", "accepted", "tcp: tcp-data", "tcp closed", "done"] {
         assert!(done.stdout.contains(line), "{mode}: no {line:?} in\n{}", done.stdout);
@@ -427,7 +316,7 @@ fn a_thread_blocked_in_recv_is_woken_by_what_another_thread_sent_on_the_same_soc
     }
     let ns = NetNs::new().unwrap();
     let server = kernel_echo_server(&ns, 5002);
-    let done = Proc::run(&ns, &[], &["python3", &script("threads.py"), "10.7.0.1", "5002"], None).finish();
+    let done = run_in(&ns, &[], &["python3", &script("threads.py"), "10.7.0.1", "5002"], None).finish(READY);
     assert!(done.status.success(), "{:?}\n{}\n{}", done.status, done.stdout, done.stderr);
     assert!(done.stdout.contains("reader got: ping from the other thread"), "{}", done.stdout);
     assert_eq!(server.join().unwrap(), b"ping from the other thread");
@@ -439,11 +328,11 @@ fn the_programs_exit_status_is_ustack_runs() {
         return;
     }
     let ns = NetNs::new().unwrap();
-    let exited = Proc::run(&ns, &[], &["sh", "-c", "exit 7"], None).finish();
+    let exited = run_in(&ns, &[], &["sh", "-c", "exit 7"], None).finish(READY);
     assert_eq!(exited.status.code(), Some(7), "{}", exited.stderr);
-    let killed = Proc::run(&ns, &[], &["sh", "-c", "kill -TERM $$"], None).finish();
+    let killed = run_in(&ns, &[], &["sh", "-c", "kill -TERM $$"], None).finish(READY);
     assert_eq!(killed.status.code(), Some(128 + libc::SIGTERM), "{}", killed.stderr);
-    let missing = Proc::run(&ns, &[], &["/nonexistent/program"], None).finish();
+    let missing = run_in(&ns, &[], &["/nonexistent/program"], None).finish(READY);
     assert_eq!(missing.status.code(), Some(127), "{}", missing.stderr);
     assert!(missing.stderr.contains("ustack: running /nonexistent/program: No such file"), "{}", missing.stderr);
 }
@@ -471,26 +360,26 @@ fn calls_output(ns: &NetNs, ustack: bool, peer: &str, listen_ip: &str) -> String
     // "datagram", "one", "wake" (from a signal handler), "two", "three".
     let udp = kernel_udp_echo(ns, 5101, 5);
     let args = [program, peer, "5100", "5101", "7100"];
-    let calls = if ustack { Proc::run(ns, &[], &args, None) } else { Proc::spawn(ns, program, &args[1..], None) };
+    let calls = if ustack { run_in(ns, &[], &args, None) } else { spawn_in(ns, program, &args[1..], None) };
     // The line alone: "accept(not listening)" comes before it.
-    calls.expect_stdout("\nlistening\n");
+    calls.expect_stdout("\nlistening\n", READY);
     let mut client = kernel_connect(ns, format!("{listen_ip}:7100").parse().unwrap());
     client.write_all(b"hello").unwrap();
     let mut echo = [0; 5];
     if let Err(e) = client.read_exact(&mut echo) {
-        let stderr = calls.stderr.text();
+        let stderr = calls.stderr().text();
         let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
         panic!(
             "no echo from calls on {}: {e}; it printed:\n{}\nstderr (end):\n{}",
             if ustack { "ustack" } else { "the kernel" },
-            calls.stdout.text(),
+            calls.stdout().text(),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
     assert_eq!(&echo, b"hello");
-    calls.expect_stdout("close now");
+    calls.expect_stdout("close now", READY);
     drop(client);
-    let done = calls.finish();
+    let done = calls.finish(READY);
     assert!(
         done.status.success(),
         "calls ({}): {:?}\n{}\n{}",
@@ -545,7 +434,7 @@ fn a_forked_child_and_an_execd_program_cannot_use_the_parents_stack_and_say_so()
     }
     let ns = NetNs::new().unwrap();
     let server = kernel_echo_server(&ns, 5003);
-    let done = Proc::run(&ns, &[], &["python3", &script("fork.py"), "10.7.0.1", "5003"], None).finish();
+    let done = run_in(&ns, &[], &["python3", &script("fork.py"), "10.7.0.1", "5003"], None).finish(READY);
     assert!(done.status.success(), "{:?}\n{}\n{}", done.status, done.stdout, done.stderr);
     for line in [
         // EOPNOTSUPP, which Python names by its other name (the same number on Linux).
@@ -583,7 +472,7 @@ fn two_programs_of_one_run_cannot_both_run_a_stack_on_its_tun() {
         "python3 -c \"{open}\" & until [ -e {} ]; do sleep 0.05; done; python3 -c \"{second}\"; kill $!",
         flag.display()
     );
-    let done = Proc::run(&ns, &[], &["sh", "-c", &shell], None).finish();
+    let done = run_in(&ns, &[], &["sh", "-c", &shell], None).finish(READY);
     fs::remove_dir_all(&dir).unwrap();
     assert!(done.stdout.contains("made"), "{}\n{}", done.stdout, done.stderr);
     assert!(done.stderr.contains("another process already runs the stack on TUN ustack0"), "{}", done.stderr);
@@ -600,14 +489,14 @@ fn the_program_runs_as_the_sudo_user_or_user_once_the_tun_is_open() {
     // TUN ustack run opened as root) still works.
     let script = "id -u; id -G; echo hi from nobody | nc -N 10.7.0.1 5004";
     let done =
-        Proc::spawn(&ns, "env", &["SUDO_UID=65534", "SUDO_GID=65534", BIN, "run", "--", "sh", "-c", script], None)
-            .finish();
+        spawn_in(&ns, "env", &["SUDO_UID=65534", "SUDO_GID=65534", BIN, "run", "--", "sh", "-c", script], None)
+            .finish(READY);
     assert!(done.status.success(), "{:?}\n{}\n{}", done.status, done.stdout, done.stderr);
     assert_eq!(done.stdout, "65534\n65534\nhi from nobody\n", "{}", done.stderr);
     assert_eq!(server.join().unwrap(), b"hi from nobody\n");
-    let named = Proc::run(&ns, &["--user", "nobody"], &["id", "-u"], None).finish();
+    let named = run_in(&ns, &["--user", "nobody"], &["id", "-u"], None).finish(READY);
     assert_eq!(named.stdout, "65534\n", "{}", named.stderr);
-    let unknown = Proc::run(&ns, &["--user", "no-such-user-here"], &["true"], None).finish();
+    let unknown = run_in(&ns, &["--user", "no-such-user-here"], &["true"], None).finish(READY);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(unknown.stderr.contains("--user no-such-user-here: no such user"), "{}", unknown.stderr);
 }
@@ -629,7 +518,7 @@ c = socket.create_connection(l.getsockname())
 a, _ = l.accept()
 c.sendall(b'over loopback')
 print(a.recv(99).decode(), l.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR))";
-    let done = Proc::run(&ns, &[], &["python3", "-c", program], None).finish();
+    let done = run_in(&ns, &[], &["python3", "-c", program], None).finish(READY);
     assert!(done.status.success(), "{:?}\n{}\n{}", done.status, done.stdout, done.stderr);
     assert_eq!(done.stdout, "over loopback 1\n", "{}", done.stderr);
 }

@@ -9,6 +9,7 @@
 //!   [`spoof`]: raw packets with any source address, sent through a namespace's kernel.
 //! - [`servers`]: echo and discard, on ustack's sockets or the kernel's.
 //! - [`fixtures`]: the capture files in the repository's `fixtures/`.
+//! - [`process`]: a child process a test drives while it runs, its output collected.
 //! - [`browser`]: a headless Chromium showing a page as a person would see it (DOM, screenshot).
 //!
 //! Of the workspace's crates it depends on the library (`ustack`) alone; nothing in the
@@ -19,6 +20,7 @@ pub mod fixtures;
 pub mod inject;
 pub mod lab;
 pub mod pair;
+pub mod process;
 pub mod servers;
 pub mod sockets;
 pub mod spoof;
