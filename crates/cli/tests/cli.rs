@@ -822,8 +822,8 @@ fn serve_show_demux_prints_the_table_as_it_changes() {
 
     serve.signal(libc::SIGUSR1);
     let usr1 = |t: &str| t.find("(SIGUSR1):").map(|at| t[at..].to_string());
-    let text =
-        serve.expect_stdout_with("the SIGUSR1 table", READY, |t| usr1(t).is_some_and(|table| table.contains("\npackets: ")));
+    let text = serve
+        .expect_stdout_with("the SIGUSR1 table", READY, |t| usr1(t).is_some_and(|table| table.contains("\npackets: ")));
     let after = usr1(&text).unwrap();
     let after = after.as_str();
     assert!(listener_row(after) && row(after), "{after}");

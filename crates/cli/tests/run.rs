@@ -188,13 +188,9 @@ fn curl_under_ustack_fetches_a_page_from_a_kernel_http_server() {
     drop(kernel_connect(&ns, "127.0.0.1:8000".parse().unwrap()));
     let pcap = dir.join("curl.pcap");
     let pcap_arg = pcap.to_string_lossy().into_owned();
-    let curl = run_in(
-        &ns,
-        &["--pcap", &pcap_arg],
-        &["curl", "-s", "--max-time", "10", "http://10.7.0.1:8000/page.txt"],
-        None,
-    )
-    .finish(READY);
+    let curl =
+        run_in(&ns, &["--pcap", &pcap_arg], &["curl", "-s", "--max-time", "10", "http://10.7.0.1:8000/page.txt"], None)
+            .finish(READY);
     drop(server);
     // --pcap: the program's packets, as `ustack inspect` reads them back.
     let inspected = Command::new(BIN).args(["inspect", &pcap_arg]).output().unwrap();
@@ -488,9 +484,8 @@ fn the_program_runs_as_the_sudo_user_or_user_once_the_tun_is_open() {
     // As sudo would have set it: the program is the invoking user, and its socket (on the
     // TUN ustack run opened as root) still works.
     let script = "id -u; id -G; echo hi from nobody | nc -N 10.7.0.1 5004";
-    let done =
-        spawn_in(&ns, "env", &["SUDO_UID=65534", "SUDO_GID=65534", BIN, "run", "--", "sh", "-c", script], None)
-            .finish(READY);
+    let done = spawn_in(&ns, "env", &["SUDO_UID=65534", "SUDO_GID=65534", BIN, "run", "--", "sh", "-c", script], None)
+        .finish(READY);
     assert!(done.status.success(), "{:?}\n{}\n{}", done.status, done.stdout, done.stderr);
     assert_eq!(done.stdout, "65534\n65534\nhi from nobody\n", "{}", done.stderr);
     assert_eq!(server.join().unwrap(), b"hi from nobody\n");
