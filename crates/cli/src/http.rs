@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use super::live::{Live, json_num, rows_json};
+use super::live::{Live, counters_json, json_num, rows_json};
 use ustack::engine::{ConnectionInfo, DemuxTable};
 use ustack::packet::json_quote as quote;
 use ustack::{Errno, Socket, Stack};
@@ -357,24 +357,7 @@ fn page_json(info: Option<&ConnectionInfo>, table: &DemuxTable) -> String {
         }
         None => j.push_str("\"connection\":null,\"timeline\":[],\"handshake_rtt_ms\":null,"),
     }
-    let c = &table.counters;
-    let counters = [
-        ("connection", c.connection),
-        ("admitted", c.admitted),
-        ("overflow_dropped", c.overflow_dropped),
-        ("overflow_reset", c.overflow_reset),
-        ("ack_dropped", c.ack_dropped),
-        ("cookies_sent", c.cookies_sent),
-        ("cookies_accepted", c.cookies_accepted),
-        ("tcp_no_socket", c.tcp_no_socket),
-        ("udp", c.udp),
-        ("udp_dropped", c.udp_dropped),
-        ("udp_no_socket", c.udp_no_socket),
-        ("ping", c.ping),
-        ("other", c.other),
-    ];
-    let counters: Vec<String> = counters.iter().map(|(name, n)| format!("\"{name}\":{n}")).collect();
-    let _ = write!(j, "\"demux\":{{\"rows\":{},\"counters\":{{{}}}}}}}", rows_json(table), counters.join(","));
+    let _ = write!(j, "\"demux\":{{\"rows\":{},\"counters\":{}}}}}", rows_json(table), counters_json(&table.counters));
     j.push('\n');
     j
 }
