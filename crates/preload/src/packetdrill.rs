@@ -168,31 +168,16 @@ pub unsafe extern "C" fn packetdrill_interface_init(flags: *const c_char, interf
     unsafe { interface.write(table) };
 }
 
-fn set_errno(code: c_int) {
-    // SAFETY: the calling thread's errno.
-    unsafe { *libc::__errno_location() = code };
-}
-
 /// Runs `f` on the instance behind `userdata`, turning an error into `failed` with errno
 /// set, and a panic into EIO (it never unwinds into C).
 fn with<T>(userdata: *mut c_void, failed: T, f: impl FnOnce(&Instance) -> Result<T, c_int>) -> T {
     if userdata.is_null() {
-        set_errno(libc::EINVAL);
+        crate::set_errno(libc::EINVAL);
         return failed;
     }
     // SAFETY: non-null userdata is the instance init made, alive until free.
     let instance = unsafe { &*userdata.cast::<Instance>() };
-    match catch_unwind(AssertUnwindSafe(|| f(instance))) {
-        Ok(Ok(value)) => value,
-        Ok(Err(code)) => {
-            set_errno(code);
-            failed
-        }
-        Err(_) => {
-            set_errno(libc::EIO);
-            failed
-        }
-    }
+    crate::entry(failed, || f(instance))
 }
 
 fn code(errno: Errno) -> c_int {
