@@ -45,13 +45,7 @@ struct Args {
 async fn main() -> ExitCode {
     common::init_logging();
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("http: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_code("http", run(args).await)
 }
 
 async fn run(args: Args) -> io::Result<()> {

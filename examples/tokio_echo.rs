@@ -39,13 +39,7 @@ struct Args {
 async fn main() -> ExitCode {
     common::init_logging();
     let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tokio_echo: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit_code("tokio_echo", run(args).await)
 }
 
 async fn run(mut args: Args) -> io::Result<()> {

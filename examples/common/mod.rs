@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
 
 use ustack::device::{TunConfig, TunDevice};
 use ustack::{Cidr, Stack, StackConfig};
@@ -62,4 +63,16 @@ pub fn init_logging() {
         env_logger::Env::default().default_filter_or("warn,ustack=info,ustack::trace=off"),
     )
     .try_init();
+}
+
+/// The exit status of an example that ended with `result`: failure after one line
+/// naming the example (`name`) and the error.
+pub fn exit_code(name: &str, result: io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
