@@ -5,108 +5,29 @@
 //! Two engines on a link with 1 ms of delay each way: the client at 10.0.0.1, the server
 //! at 10.0.0.2, the test making calls on their engines between steps.
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use smoltcp::time::{Duration, Instant};
 use ustack::engine::{Domain, SockId, StackConfig, Type};
 use ustack::errno::Errno;
-use ustack::sim::{LinkConfig, Node, Simulation, node_addr};
+use ustack::sim::{Simulation, node_addr};
 
-const CLIENT: usize = 0;
-const SERVER: usize = 1;
-const PORT: u16 = 80;
+mod two_nodes;
+use two_nodes::*;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn config(index: usize) -> StackConfig {
-    StackConfig { addrs: vec![ustack::Cidr::new(node_addr(index, 0).ip(), 24).unwrap()], ..StackConfig::default() }
-}
-
-fn network() -> Simulation {
-    let mut sim =
-        Simulation::new(1, vec![("client", config(CLIENT)), ("server", config(SERVER))], LinkConfig::default(), 1500)
-            .expect("a simulation");
-    sim.keep_crossings(true);
-    sim
-}
-
 /// A listener on the server's [`PORT`], with `setup` applied to it before listen().
 fn listen(sim: &mut Simulation, setup: impl FnOnce(&mut ustack::Engine, SockId)) -> SockId {
-    let engine = &mut sim.nodes[SERVER].engine;
-    let l = engine.socket(Domain::Inet, Type::Stream);
-    setup(engine, l);
-    engine.bind(l, node_addr(SERVER, PORT)).unwrap();
-    engine.listen(l, 8).unwrap();
-    l
-}
-
-/// A connection from a client socket (with `setup` applied before connect()) to listener
-/// `l`: (client socket, accepted socket).
-fn establish(sim: &mut Simulation, l: SockId, setup: impl FnOnce(&mut ustack::Engine, SockId)) -> (SockId, SockId) {
-    let now = sim.now();
-    let engine = &mut sim.nodes[CLIENT].engine;
-    let c = engine.socket(Domain::Inet, Type::Stream);
-    setup(engine, c);
-    assert_eq!(engine.connect(now, c, node_addr(SERVER, PORT)), Err(Errno::EINPROGRESS));
-    let mut accepted = None;
-    let limit = sim.now() + Duration::from_secs(1);
-    sim.run_until(limit, |_, nodes: &mut [Node]| {
-        accepted = accepted.or(nodes[SERVER].engine.accept(l).ok().map(|(s, _)| s));
-        accepted.is_some() && nodes[CLIENT].engine.connect_outcome(c) == Ok(())
-    })
-    .expect("the handshake completes");
-    (c, accepted.unwrap())
-}
-
-fn run_for(sim: &mut Simulation, d: Duration) {
-    let until = sim.now() + d;
-    sim.run_to(until);
-}
-
-/// A TCP segment that crossed the link.
-#[derive(Debug, Clone, Copy)]
-struct Seg {
-    at: Instant,
-    from: usize,
-    syn: bool,
-    rst: bool,
-    fin: bool,
-    len: usize,
-    window: u16,
-    ttl: u8,
-}
-
-fn segments(sim: &mut Simulation) -> Vec<Seg> {
-    sim.take_crossings()
-        .into_iter()
-        .filter_map(|c| {
-            let packet = SlicedPacket::from_ip(&c.packet).ok()?;
-            let ttl = match &packet.net {
-                Some(NetSlice::Ipv4(ip)) => ip.header().ttl(),
-                _ => return None,
-            };
-            let Some(TransportSlice::Tcp(t)) = packet.transport else { return None };
-            Some(Seg {
-                at: c.at,
-                from: c.from,
-                syn: t.syn(),
-                rst: t.rst(),
-                fin: t.fin(),
-                len: t.payload().len(),
-                window: t.window_size(),
-                ttl,
-            })
-        })
-        .collect()
+    listen_with(sim, SERVER, 8, setup)
 }
 
 /// Data segments the client sends at once when it writes one byte, then another while the
 /// first is unacknowledged.
 fn small_writes_sent_at_once(nodelay: bool) -> usize {
-    let mut sim = network();
+    let mut sim = network(|_| {});
     let l = listen(&mut sim, |_, _| {});
-    let (c, _) = establish(&mut sim, l, |e, c| e.set_nodelay(c, nodelay).unwrap());
+    let (c, _) = establish_with(&mut sim, l, |e, c| e.set_nodelay(c, nodelay).unwrap());
     segments(&mut sim);
     let start = sim.now();
     let engine = &mut sim.nodes[CLIENT].engine;
@@ -131,9 +52,9 @@ fn nodelay_sends_a_small_write_without_waiting_for_the_ack() {
 
 #[test]
 fn nodelay_is_inherited_by_accepted_connections_and_enoprotoopt_on_udp() {
-    let mut sim = network();
+    let mut sim = network(|_| {});
     let l = listen(&mut sim, |e, l| e.set_nodelay(l, true).unwrap());
-    let (c, accepted) = establish(&mut sim, l, |_, _| {});
+    let (c, accepted) = establish_with(&mut sim, l, |_, _| {});
     assert_eq!(sim.nodes[SERVER].engine.nodelay(accepted), Ok(true));
     assert_eq!(sim.nodes[CLIENT].engine.nodelay(c), Ok(false), "off by default, as in Linux");
     let engine = &mut sim.nodes[CLIENT].engine;
@@ -145,9 +66,9 @@ fn nodelay_is_inherited_by_accepted_connections_and_enoprotoopt_on_udp() {
 #[test]
 fn linger_zero_close_resets_and_the_peer_sees_econnreset() {
     for linger_zero in [false, true] {
-        let mut sim = network();
+        let mut sim = network(|_| {});
         let l = listen(&mut sim, |_, _| {});
-        let (c, accepted) = establish(&mut sim, l, |_, _| {});
+        let (c, accepted) = establish_with(&mut sim, l, |_, _| {});
         let engine = &mut sim.nodes[CLIENT].engine;
         if linger_zero {
             engine.set_linger(c, Some(std::time::Duration::ZERO)).unwrap();
@@ -174,10 +95,10 @@ fn linger_zero_close_resets_and_the_peer_sees_econnreset() {
 
 #[test]
 fn recv_buffer_size_is_the_window_advertised_and_reported_doubled() {
-    let mut sim = network();
+    let mut sim = network(|_| {});
     let l = listen(&mut sim, |e, l| e.set_recv_buffer_size(l, 4000).unwrap());
     assert_eq!(sim.nodes[SERVER].engine.recv_buffer_size(l), Ok(8000), "Linux reports SO_RCVBUF doubled");
-    let (c, accepted) = establish(&mut sim, l, |_, _| {});
+    let (c, accepted) = establish_with(&mut sim, l, |_, _| {});
     let syn_ack = segments(&mut sim).into_iter().find(|s| s.from == SERVER && s.syn).expect("a SYN-ACK");
     assert_eq!(syn_ack.window, 4000, "the accepted connection advertises its SO_RCVBUF");
     assert_eq!(sim.nodes[SERVER].engine.recv_buffer_size(accepted), Ok(8000));
@@ -202,9 +123,9 @@ fn recv_buffer_size_is_the_window_advertised_and_reported_doubled() {
 
 #[test]
 fn send_buffer_size_bounds_what_send_takes() {
-    let mut sim = network();
+    let mut sim = network(|_| {});
     let l = listen(&mut sim, |_, _| {});
-    let (c, _) = establish(&mut sim, l, |e, c| e.set_send_buffer_size(c, 5000).unwrap());
+    let (c, _) = establish_with(&mut sim, l, |e, c| e.set_send_buffer_size(c, 5000).unwrap());
     let engine = &mut sim.nodes[CLIENT].engine;
     assert_eq!(engine.send_buffer_size(c), Ok(10_000));
     assert_eq!(engine.send(c, &[1; 100_000], false), Ok(5000), "a non-blocking send takes what fits");
@@ -214,9 +135,9 @@ fn send_buffer_size_bounds_what_send_takes() {
 #[test]
 fn keepalive_probes_an_idle_connection() {
     for keepalive in [None, Some(std::time::Duration::from_secs(10))] {
-        let mut sim = network();
+        let mut sim = network(|_| {});
         let l = listen(&mut sim, |_, _| {});
-        let (c, _) = establish(&mut sim, l, |e, c| e.set_keepalive(c, keepalive).unwrap());
+        let (c, _) = establish_with(&mut sim, l, |e, c| e.set_keepalive(c, keepalive).unwrap());
         assert_eq!(sim.nodes[CLIENT].engine.keepalive(c), Ok(keepalive));
         segments(&mut sim);
         let start = sim.now();
@@ -234,7 +155,7 @@ fn keepalive_probes_an_idle_connection() {
             }
         }
     }
-    let mut sim = network();
+    let mut sim = network(|_| {});
     let engine = &mut sim.nodes[CLIENT].engine;
     let s = engine.socket(Domain::Inet, Type::Stream);
     assert_eq!(engine.set_keepalive(s, Some(std::time::Duration::ZERO)), Err(Errno::EINVAL));
@@ -242,9 +163,9 @@ fn keepalive_probes_an_idle_connection() {
 
 #[test]
 fn ttl_is_the_ttl_of_the_packets() {
-    let mut sim = network();
+    let mut sim = network(|_| {});
     let l = listen(&mut sim, |e, l| e.set_ttl(l, 9).unwrap());
-    let (c, accepted) = establish(&mut sim, l, |e, c| {
+    let (c, accepted) = establish_with(&mut sim, l, |e, c| {
         assert_eq!(e.ttl(c), Ok(64), "Linux's default");
         e.set_ttl(c, 7).unwrap();
     });
@@ -264,9 +185,9 @@ fn ttl_is_the_ttl_of_the_packets() {
 
 #[test]
 fn peek_leaves_the_data_queued() {
-    let mut sim = network();
+    let mut sim = network(|_| {});
     let l = listen(&mut sim, |_, _| {});
-    let (c, accepted) = establish(&mut sim, l, |_, _| {});
+    let (c, accepted) = establish_with(&mut sim, l, |_, _| {});
     assert_eq!(sim.nodes[CLIENT].engine.send(c, b"hello", false), Ok(5));
     run_for(&mut sim, ms(5));
     let server = &mut sim.nodes[SERVER].engine;
@@ -296,7 +217,7 @@ fn peek_leaves_the_data_queued() {
 
 #[test]
 fn failed_connect_is_reported_by_so_error_once() {
-    let mut sim = network();
+    let mut sim = network(|_| {});
     let now = sim.now();
     let engine = &mut sim.nodes[CLIENT].engine;
     let c = engine.socket(Domain::Inet, Type::Stream);
@@ -310,7 +231,7 @@ fn failed_connect_is_reported_by_so_error_once() {
 
 #[test]
 fn option_errnos_are_linuxs() {
-    let mut sim = network();
+    let mut sim = network(|_| {});
     let engine = &mut sim.nodes[CLIENT].engine;
     // IPV6_V6ONLY: IPv6 sockets only, before bind; then no IPv4 through v4-mapped addresses.
     let v4 = engine.socket(Domain::Inet, Type::Stream);
@@ -348,7 +269,7 @@ fn option_errnos_are_linuxs() {
 
 #[test]
 fn udp_recv_buffer_size_bounds_the_datagrams_queued() {
-    let mut sim = network();
+    let mut sim = network(|_| {});
     let engine = &mut sim.nodes[SERVER].engine;
     let server = engine.socket(Domain::Inet, Type::Dgram);
     engine.set_recv_buffer_size(server, 2000).unwrap();

@@ -22,13 +22,12 @@ use std::net::Shutdown;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use smoltcp::time::{Duration, Instant};
 use ustack::Events;
-use ustack::engine::{Decision, Domain, SockId, StackConfig, Type};
+use ustack::engine::{Decision, Domain, SockId, Type};
 use ustack::errno::Errno;
-use ustack::sim::{Fate, LinkConfig, Node, Simulation, node_addr};
+use ustack::sim::{Fate, LinkConfig, Simulation, node_addr};
 
-const CLIENT: usize = 0;
-const SERVER: usize = 1;
-const PORT: u16 = 80;
+mod two_nodes;
+use two_nodes::*;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -43,105 +42,21 @@ fn at(d: Duration) -> Instant {
     Instant::ZERO + d
 }
 
-/// Node `index`'s configuration: its address 10.0.0.(index + 1)/24, the rest default.
-fn config(index: usize) -> StackConfig {
-    StackConfig { addrs: vec![ustack::Cidr::new(node_addr(index, 0).ip(), 24).unwrap()], ..StackConfig::default() }
-}
-
-/// The client and the server on a link that delays each packet by 1 ms and loses none,
-/// each configured by `tweak` after [`config`].
-fn network(tweak: impl Fn(&mut StackConfig)) -> Simulation {
-    let mut configs = [config(CLIENT), config(SERVER)];
-    configs.iter_mut().for_each(&tweak);
-    let [client, server] = configs;
-    let mut sim = Simulation::new(1, vec![("client", client), ("server", server)], LinkConfig::default(), 1500)
-        .expect("a simulation");
-    sim.keep_crossings(true);
-    sim
-}
-
 /// A listener on the server's address and [`PORT`], in node `node` of the simulation
 /// ([`SERVER`], or [`LONE`] when the server runs alone).
 fn listen(sim: &mut Simulation, node: usize, backlog: u32) -> SockId {
-    let engine = &mut sim.nodes[node].engine;
-    let l = engine.socket(Domain::Inet, Type::Stream);
-    engine.bind(l, node_addr(SERVER, PORT)).unwrap();
-    engine.listen(l, backlog).unwrap();
-    l
+    listen_with(sim, node, backlog, |_, _| {})
 }
 
 /// A non-blocking connect() from the client to the server's [`PORT`], now.
 fn connect(sim: &mut Simulation) -> SockId {
-    let now = sim.now();
-    let engine = &mut sim.nodes[CLIENT].engine;
-    let c = engine.socket(Domain::Inet, Type::Stream);
-    assert_eq!(engine.connect(now, c, node_addr(SERVER, PORT)), Err(Errno::EINPROGRESS));
-    c
-}
-
-/// How the client's connect() `c` ended, once it has (None while in progress).
-fn outcome(nodes: &mut [Node], c: SockId) -> Option<Result<(), Errno>> {
-    Some(nodes[CLIENT].engine.connect_outcome(c)).filter(|r| *r != Err(Errno::EINPROGRESS))
+    connect_with(sim, |_, _| {})
 }
 
 /// A connection from the client to listener `l` on the server, made now: (client socket,
 /// accepted socket). Takes 3 ms of virtual time.
 fn establish(sim: &mut Simulation, l: SockId) -> (SockId, SockId) {
-    let c = connect(sim);
-    let mut accepted = None;
-    let limit = sim.now() + secs(1);
-    sim.run_until(limit, |_, nodes| {
-        accepted = accepted.or(nodes[SERVER].engine.accept(l).ok().map(|(s, _)| s));
-        accepted.is_some() && outcome(nodes, c) == Some(Ok(()))
-    })
-    .expect("the handshake completes");
-    (c, accepted.unwrap())
-}
-
-/// Lets the network run for `d` of virtual time.
-fn run_for(sim: &mut Simulation, d: Duration) {
-    let until = sim.now() + d;
-    sim.run_to(until);
-}
-
-/// A TCP segment that crossed the link (or was sent to the test's peer).
-#[derive(Debug, Clone, Copy)]
-struct Seg {
-    at: Instant,
-    from: usize,
-    syn: bool,
-    ack: bool,
-    fin: bool,
-    rst: bool,
-    to_port: u16,
-    seq: u32,
-    ack_no: u32,
-    len: usize,
-    fate: Fate,
-}
-
-/// The TCP segments sent since the last call, in order.
-fn segments(sim: &mut Simulation) -> Vec<Seg> {
-    sim.take_crossings()
-        .into_iter()
-        .filter_map(|c| {
-            let packet = SlicedPacket::from_ip(&c.packet).ok()?;
-            let Some(TransportSlice::Tcp(t)) = packet.transport else { return None };
-            Some(Seg {
-                at: c.at,
-                from: c.from,
-                syn: t.syn(),
-                ack: t.ack(),
-                fin: t.fin(),
-                rst: t.rst(),
-                to_port: t.destination_port(),
-                seq: t.sequence_number(),
-                ack_no: t.acknowledgment_number(),
-                len: t.payload().len(),
-                fate: c.fate,
-            })
-        })
-        .collect()
+    establish_with(sim, l, |_, _| {})
 }
 
 /// The server (or the client) running alone, node [`LONE`] of its simulation with its
