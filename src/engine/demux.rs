@@ -986,10 +986,13 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             let decision = Decision::Connection { handle, state: conn.state, owner: conn.owner };
             let Some(seg) = seg else { return (decision, Deliver) };
             // A segment with an old ACK (never a RST) says nothing new about acknowledgments.
-            let old_ack = accept_old_ack(conn, frame, &seg, &flow);
+            // Both below may need to know the checksum is right: it is computed once.
+            let mut intact = None;
+            let old_ack = accept_old_ack(conn, frame, &seg, &flow, &mut intact);
             if !old_ack {
                 note_segment(conn, &seg);
-                recover_on_ack(conn, frame, &seg, &flow, core.now, &mut core.recovery_spare, &mut core.outbox);
+                let recovery = (core.now, &mut core.recovery_spare, &mut core.outbox);
+                recover_on_ack(conn, frame, &seg, &flow, &mut intact, recovery);
             }
             // A connection whose ISN on the wire is not smoltcp's: its acknowledgments (and
             // SACK blocks) name the wire's numbering; smoltcp must see its own.
@@ -1145,9 +1148,8 @@ fn recover_on_ack(
     frame: &[u8],
     seg: &TcpSegment,
     flow: &PacketEnds,
-    now: smoltcp::time::Instant,
-    spare: &mut Vec<Vec<u8>>,
-    outbox: &mut super::Outbox,
+    intact: &mut Option<bool>,
+    (now, spare, outbox): (smoltcp::time::Instant, &mut Vec<Vec<u8>>, &mut super::Outbox),
 ) {
     use super::rewrite::{ACK, RST, SYN};
     if !seg.has(ACK) || seg.has(SYN | RST) || conn.recovery.in_flight() == 0 {
@@ -1155,8 +1157,7 @@ fn recover_on_ack(
     }
     // smoltcp drops a damaged segment later; recovery must not believe its ACK or SACK
     // blocks first (a SACK block damaged into covering a hole would hide the loss).
-    let tcp = TcpPacket::new_unchecked(seg.bytes(frame));
-    if !tcp.verify_checksum(&flow.remote.ip().into(), &flow.local.ip().into()) {
+    if !checksum_ok(seg.bytes(frame), flow, intact) {
         return;
     }
     let (blocks, n) = super::recovery::sack_blocks(&frame[seg.offset..seg.end]);
@@ -1203,7 +1204,13 @@ fn lower_ack_to_send_front(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment) 
 /// Also keeps SND.UNA: raised by an ACK of something ustack sent, from a segment whose
 /// checksum is right (a damaged ACK must not make ustack think more was acknowledged).
 /// Returns whether the segment's ACK was rewritten.
-fn accept_old_ack(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment, flow: &PacketEnds) -> bool {
+fn accept_old_ack(
+    conn: &mut Conn,
+    frame: &mut [u8],
+    seg: &TcpSegment,
+    flow: &PacketEnds,
+    intact: &mut Option<bool>,
+) -> bool {
     use super::rewrite::{ACK, FIN, RST, SYN, seq_after};
     if !seg.has(ACK) || seg.has(SYN) || seg.has(RST) {
         return false;
@@ -1229,7 +1236,7 @@ fn accept_old_ack(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment, flow: &Pa
         }
         una => {
             let advances = una.is_none_or(|una| seq_after(seg.ack, una));
-            if advances && !seq_after(seg.ack, sent_max) && checksum_ok(seg.bytes(frame), flow) {
+            if advances && !seq_after(seg.ack, sent_max) && checksum_ok(seg.bytes(frame), flow, intact) {
                 conn.snd_una = Some(seg.ack);
             }
         }
@@ -1237,9 +1244,11 @@ fn accept_old_ack(conn: &mut Conn, frame: &mut [u8], seg: &TcpSegment, flow: &Pa
     false
 }
 
-/// Whether a TCP segment's checksum is right.
-fn checksum_ok(tcp: &[u8], flow: &PacketEnds) -> bool {
-    TcpPacket::new_checked(tcp).is_ok_and(|t| t.verify_checksum(&flow.remote.ip().into(), &flow.local.ip().into()))
+/// Whether a TCP segment's checksum is right; `known` keeps the answer for the next asker.
+fn checksum_ok(tcp: &[u8], flow: &PacketEnds, known: &mut Option<bool>) -> bool {
+    *known.get_or_insert_with(|| {
+        TcpPacket::new_checked(tcp).is_ok_and(|t| t.verify_checksum(&flow.remote.ip().into(), &flow.local.ip().into()))
+    })
 }
 
 /// Why no half-open connection could be made.
