@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ustack::Stack;
-use ustack::engine::{ConnectionInfo, DemuxCounters, DemuxTable};
+use ustack::engine::{ConnectionInfo, DemuxCounters, DemuxTable, ListenQueues};
 use ustack::packet::json_quote as quote;
 
 /// Samples kept per listener: a minute at one per [`SAMPLE_EVERY`] when idle.
@@ -158,18 +158,10 @@ impl History {
             first = false;
             let _ = write!(
                 j,
-                "{{\"local\":{},\"socket\":{},\"backlog\":{},\"syn\":{},\"syn_limit\":{},\"accept\":{},\
-                 \"accept_limit\":{},\"syns_dropped\":{},\"acks_dropped\":{},\"acks_reset\":{},\"samples\":[",
+                "{{\"local\":{},\"socket\":{},{},\"samples\":[",
                 quote(&row.local.to_string()),
                 quote(&row.owner),
-                q.backlog,
-                q.syn,
-                q.syn_limit,
-                q.accept,
-                q.accept_limit,
-                q.syns_dropped,
-                q.acks_dropped,
-                q.acks_reset
+                queue_fields(&q)
             );
             if let Some(track) = tracks.iter().find(|t| t.local == row.local) {
                 for (i, s) in track.samples.iter().enumerate() {
@@ -186,26 +178,22 @@ impl History {
     }
 }
 
+/// A listener's queues as JSON object members (no braces): `"backlog":N,...`.
+fn queue_fields(q: &ListenQueues) -> String {
+    format!(
+        "\"backlog\":{},\"syn\":{},\"syn_limit\":{},\"accept\":{},\"accept_limit\":{},\
+         \"syns_dropped\":{},\"acks_dropped\":{},\"acks_reset\":{}",
+        q.backlog, q.syn, q.syn_limit, q.accept, q.accept_limit, q.syns_dropped, q.acks_dropped, q.acks_reset
+    )
+}
+
 /// The demux table's rows as a JSON array (also `GET /`'s `demux.rows`).
 pub fn rows_json(table: &DemuxTable) -> String {
     let rows: Vec<String> = table
         .rows
         .iter()
         .map(|row| {
-            let queues = row.queues.map_or("null".to_string(), |q| {
-                format!(
-                    "{{\"backlog\":{},\"syn\":{},\"syn_limit\":{},\"accept\":{},\"accept_limit\":{},\
-                     \"syns_dropped\":{},\"acks_dropped\":{},\"acks_reset\":{}}}",
-                    q.backlog,
-                    q.syn,
-                    q.syn_limit,
-                    q.accept,
-                    q.accept_limit,
-                    q.syns_dropped,
-                    q.acks_dropped,
-                    q.acks_reset
-                )
-            });
+            let queues = row.queues.map_or("null".to_string(), |q| format!("{{{}}}", queue_fields(&q)));
             format!(
                 "{{\"proto\":{},\"local\":{},\"remote\":{},\"socket\":{},\"state\":{},\"queues\":{queues}}}",
                 quote(row.proto),
