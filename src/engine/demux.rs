@@ -991,7 +991,7 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             let old_ack = accept_old_ack(conn, frame, &seg, &flow, &mut intact);
             if !old_ack {
                 note_segment(conn, &seg);
-                let recovery = (core.now, &mut core.recovery_spare, &mut core.outbox);
+                let recovery = (core.now, &mut core.recovery_pool, &mut core.outbox);
                 recover_on_ack(conn, frame, &seg, &flow, &mut intact, recovery);
             }
             // A connection whose ISN on the wire is not smoltcp's: its acknowledgments (and
@@ -1149,7 +1149,7 @@ fn recover_on_ack(
     seg: &TcpSegment,
     flow: &PacketEnds,
     intact: &mut Option<bool>,
-    (now, spare, outbox): (smoltcp::time::Instant, &mut Vec<Vec<u8>>, &mut super::Outbox),
+    (now, pool, outbox): (smoltcp::time::Instant, &mut super::egress::PacketPool, &mut super::Outbox),
 ) {
     use super::rewrite::{ACK, RST, SYN};
     if !seg.has(ACK) || seg.has(SYN | RST) || conn.recovery.in_flight() == 0 {
@@ -1161,7 +1161,7 @@ fn recover_on_ack(
         return;
     }
     let (blocks, n) = super::recovery::sack_blocks(&frame[seg.offset..seg.end]);
-    let lost = conn.recovery.on_ack(now, (seg.ack, seg.window, seg.is_empty()), &blocks[..n], spare);
+    let lost = conn.recovery.on_ack(now, (seg.ack, seg.window, seg.is_empty()), &blocks[..n], pool);
     super::resend(conn, &lost, outbox);
 }
 

@@ -403,7 +403,7 @@ pub struct Engine {
     /// When each connection's loss recovery next has something to do ([`recovery`]).
     recovery_timers: one_socket::Timers,
     /// Buffers for recovery's copies of segments in flight, reused.
-    recovery_spare: Vec<Vec<u8>>,
+    recovery_pool: egress::PacketPool,
     /// The UDP sockets' handles, with the socket each belongs to.
     udp_handles: HashMap<SocketHandle, SockId>,
     /// The memory of the TCP sockets' buffers. Declared after `sockets` and `single` (which
@@ -496,7 +496,7 @@ impl Engine {
             egress: Vec::new(),
             timers: one_socket::Timers::default(),
             recovery_timers: one_socket::Timers::default(),
-            recovery_spare: Vec::new(),
+            recovery_pool: egress::PacketPool::default(),
             udp_handles: HashMap::default(),
             buffers: buffers::BufferPool::new(config.tcp_buffer),
             local: config.addrs.iter().map(|cidr| cidr.addr()).collect(),
@@ -802,7 +802,7 @@ impl Engine {
                 secret: &self.secret,
                 now: self.now,
                 recovery: self.config.loss_recovery == LossRecovery::Ustack,
-                spare: &mut self.recovery_spare,
+                pool: &mut self.recovery_pool,
             },
         };
         let iface = &mut self.iface;

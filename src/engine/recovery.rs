@@ -24,9 +24,11 @@
 //! buffers are reused.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use smoltcp::time::{Duration, Instant};
 
+use super::egress::{Packet, PacketPool};
 use super::rewrite::seq_after;
 
 /// Linux's `TCP_RTO_MIN`, `TCP_RTO_MAX` and `TCP_TIMEOUT_INIT`.
@@ -40,8 +42,6 @@ const DELAYED_ACK_MAX: Duration = Duration::from_millis(200);
 const PTO_MIN: Duration = Duration::from_millis(10);
 /// Segments kept per connection at most; past that, recovery is left to smoltcp.
 const MAX_SEGMENTS: usize = 4096;
-/// Spare buffers the engine keeps for segment copies.
-const MAX_SPARE: usize = 1024;
 
 fn seq_at_or_after(a: u32, b: u32) -> bool {
     a == b || seq_after(a, b)
@@ -53,7 +53,7 @@ struct Segment {
     seq: u32,
     end: u32,
     /// The whole packet as it went out (wire numbering), and where its TCP header starts.
-    packet: Vec<u8>,
+    packet: Packet,
     offset: usize,
     /// When it was last sent.
     sent_at: Instant,
@@ -160,11 +160,10 @@ impl Recovery {
     pub fn on_sent(
         &mut self,
         now: Instant,
-        packet: &[u8],
+        packet: &Packet,
         offset: usize,
         (seq, end): (u32, u32),
         sent_max: Option<u32>,
-        spare: &mut Vec<Vec<u8>>,
     ) -> Sent {
         if seq == end {
             return Sent::Send;
@@ -183,9 +182,6 @@ impl Recovery {
         if self.overflowed {
             return Sent::Send;
         }
-        let mut copy = spare.pop().unwrap_or_default();
-        copy.clear();
-        copy.extend_from_slice(packet);
         if self.flight.is_empty() {
             self.rto_from = Some(now);
         }
@@ -194,7 +190,7 @@ impl Recovery {
         self.flight.push_back(Segment {
             seq,
             end,
-            packet: copy,
+            packet: Arc::clone(packet),
             offset,
             sent_at: now,
             retransmitted: false,
@@ -230,7 +226,7 @@ impl Recovery {
         now: Instant,
         (ack, window, empty): (u32, u16, bool),
         sacks: &[(u32, u32)],
-        spare: &mut Vec<Vec<u8>>,
+        pool: &mut PacketPool,
     ) -> Vec<usize> {
         let mut delivered: Option<(Instant, u32, bool)> = None;
         let rack_before = self.rack;
@@ -256,7 +252,7 @@ impl Recovery {
                     let payload =
                         front.packet.len() - front.offset - usize::from(front.packet[front.offset + 12] >> 4) * 4;
                     if k <= payload {
-                        super::rewrite::trim_front(&mut front.packet, front.offset, k);
+                        super::rewrite::trim_front(Arc::make_mut(&mut front.packet), front.offset, k);
                         front.seq = ack;
                     }
                 }
@@ -265,10 +261,8 @@ impl Recovery {
             if !front.sacked {
                 note(front);
             }
-            if let Some(s) = self.flight.pop_front()
-                && spare.len() < MAX_SPARE
-            {
-                spare.push(s.packet);
+            if let Some(s) = self.flight.pop_front() {
+                pool.give(s.packet);
             }
         }
         // SACK blocks (below the cumulative ACK they are D-SACKs, which say nothing new).
@@ -472,11 +466,12 @@ impl Recovery {
     /// The packet of segment `i` (an index [`Recovery::on_ack`] or [`Recovery::on_timer`]
     /// gave), its acknowledgment number and window brought up to date with `ack` and
     /// `window` (the last ones ustack sent), ready to go out again.
-    pub fn resend(&mut self, i: usize, ack: u32, window: u16) -> &[u8] {
+    pub fn resend(&mut self, i: usize, ack: u32, window: u16) -> &Packet {
         let s = &mut self.flight[i];
         self.counters.bytes += u64::from(s.end.wrapping_sub(s.seq));
-        super::rewrite::set_ack(&mut s.packet, s.offset, ack);
-        super::rewrite::set_window(&mut s.packet, s.offset, window);
+        let packet = Arc::make_mut(&mut s.packet);
+        super::rewrite::set_ack(packet, s.offset, ack);
+        super::rewrite::set_window(packet, s.offset, window);
         &s.packet
     }
 
