@@ -28,6 +28,7 @@ pub mod raw;
 pub mod scale;
 pub mod stats;
 pub mod table;
+pub mod targets;
 pub mod udp;
 
 use bulk::Direction;
@@ -311,6 +312,9 @@ fn row(scenario: &str, metric: &str, unit: Unit, ustack: Cell, baselines: Vec<(&
 /// The kernel baseline's name in the table.
 const KERNEL: &str = "kernel ↔ kernel, veth";
 
+/// Raw smoltcp moving data in place, in the table.
+const RAW: &str = "raw smoltcp, same TUN";
+
 /// Raw smoltcp with the copy a socket API makes, in the table.
 const RAW_COPYING: &str = "raw smoltcp + app copy";
 
@@ -373,11 +377,7 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
                 "Gbit/s",
                 Unit::Gbps,
                 ustack[i].clone(),
-                vec![
-                    (KERNEL, kernel[i].clone()),
-                    ("raw smoltcp, same TUN", raw[i].clone()),
-                    (RAW_COPYING, raw_copying[i].clone()),
-                ],
+                vec![(KERNEL, kernel[i].clone()), (RAW, raw[i].clone()), (RAW_COPYING, raw_copying[i].clone())],
             ));
         }
     }

@@ -203,7 +203,7 @@ pub fn format_value(v: f64, unit: Unit) -> String {
 }
 
 /// Three significant digits, without exponent: 0.0512, 1.23, 45.6, 789, 12345.
-fn significant(v: f64) -> String {
+pub fn significant(v: f64) -> String {
     let a = v.abs();
     if a == 0.0 || !a.is_finite() {
         return format!("{v}");

@@ -98,6 +98,10 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     let table = bench::run(&plan, &mut |line| complain!("bench: {line}"));
     say!("ustack bench ({}), {}\n", plan.sizes.name, utc_now());
     say!("{}", table.render());
+    let targets = bench::targets::render(&table);
+    if !targets.is_empty() {
+        say!("{targets}");
+    }
     match table.failures().len() {
         0 => Ok(()),
         n => Err(Failure::new(format!("{n} measurement(s) failed (see the table)"))),
