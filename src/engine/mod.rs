@@ -38,6 +38,7 @@ mod conn;
 mod cookie;
 pub mod demux;
 mod egress;
+mod fragment;
 mod isn;
 mod one_frame;
 mod one_socket;
@@ -779,7 +780,8 @@ impl Engine {
     /// call made data or a connection ready. A driver wakes its poller when this is true
     /// after a call.
     pub fn wants_poll(&self) -> bool {
-        !self.egress.is_empty() || !self.dirty.is_empty() || !self.loopback.is_empty()
+        // The outbox too: a call may put IPv6 fragments there (`send_to`).
+        !self.egress.is_empty() || !self.dirty.is_empty() || !self.loopback.is_empty() || !self.outbox.is_empty()
     }
 
     /// Runs `f` with smoltcp's interface, a socket set holding `which` alone (or nothing:
