@@ -374,7 +374,6 @@ impl<'a> Engine<'a> {
             }
             self.ack_what_arrived(f);
             self.resend_when_due(f, last_progress);
-            self.resend_when_due(f, last_progress);
             let mark = self.progress_mark();
             if mark != last {
                 last = mark;
