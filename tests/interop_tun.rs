@@ -580,13 +580,23 @@ fn a_3000_byte_ping_and_udp_datagram_cross_the_mtu_in_fragments() {
     assert_eq!((counters.reassembled, held), (2, 0), "the ping and the datagram, reassembled; nothing left held");
 }
 
-/// A 3000-byte UDP datagram over IPv6 from ustack, larger than the 1500-byte MTU, goes in
-/// fragments ustack cuts (RFC 8200 §4.5; smoltcp cannot) and reaches a kernel socket whole;
-/// the kernel's echo, fragmented by the kernel, reaches ustack's socket whole.
+/// Over IPv6, what is larger than the 1500-byte MTU goes in fragments ustack cuts (RFC
+/// 8200 §4.5; smoltcp cannot): the kernel's `ping -6 -s 3000` is answered, and a 3000-byte
+/// UDP datagram from ustack reaches a kernel socket whole; the kernel's echo, fragmented
+/// by the kernel, reaches ustack's socket whole.
 #[test]
-fn a_3000_byte_udp_datagram_from_ustack_over_ipv6_reaches_the_kernel_in_fragments() {
+fn a_3000_byte_ping_and_udp_datagram_from_ustack_over_ipv6_reach_the_kernel_in_fragments() {
     ustack::require_tun!();
     let lab = lab();
+    let ping = lab
+        .ns
+        .run(|| {
+            std::process::Command::new("ping").args(["-6", "-n", "-c", "1", "-W", "5", "-s", "3000", USTACK6]).output()
+        })
+        .unwrap()
+        .expect("running ping (iputils-ping)");
+    let said = String::from_utf8_lossy(&ping.stdout);
+    assert!(ping.status.success() && said.contains(&format!("3008 bytes from {USTACK6}")), "ping -6 -s 3000: {said}");
     let (bound, wait_bound) = std::sync::mpsc::channel();
     let kernel = lab
         .ns

@@ -557,12 +557,11 @@ impl Engine {
         }
     }
 
-    /// Sends a UDP datagram over IPv6 that does not fit the link, in fragments built by
-    /// ustack ([`fragment`]), straight to the outbox; to one of the stack's own addresses
-    /// it goes whole, through the loopback queue, as Linux's `lo` (MTU 65,536) takes it.
-    /// The socket's datagrams smoltcp still holds go first, so the order is kept. With the
-    /// outbox full the datagram is dropped, as Linux drops one its device queue has no
-    /// room for: UDP promises no delivery, and nothing grows.
+    /// Sends a UDP datagram over IPv6 that does not fit the link, built by ustack
+    /// ([`fragment`]) and sent by `Engine::send_ipv6`: in fragments, or whole to the stack's
+    /// own addresses, or dropped with the outbox full (UDP promises no delivery, and
+    /// nothing grows). The socket's datagrams smoltcp still holds go first, so the order
+    /// is kept.
     fn send_ipv6_fragments(
         &mut self,
         handle: SocketHandle,
@@ -582,17 +581,7 @@ impl Engine {
             _ => self.iface.get_source_address_ipv6(&dst.0),
         };
         let packet = fragment::udp_ipv6((src, local.port()), dst, hop_limit, buf).ok_or(Errno::EMSGSIZE)?;
-        if self.is_local(IpAddr::V6(dst.0)) {
-            self.loopback.push_back(packet);
-            return Ok(buf.len());
-        }
-        let ident = self.rng.next_u32();
-        let fragments = fragment::fragment_ipv6(&packet, self.mtu(), ident).ok_or(Errno::EMSGSIZE)?;
-        if !self.outbox.is_full() {
-            for f in &fragments {
-                self.outbox.push(f);
-            }
-        }
+        self.send_ipv6(packet);
         Ok(buf.len())
     }
 

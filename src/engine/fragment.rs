@@ -1,9 +1,10 @@
 //! IPv6 fragmentation at the source (RFC 8200 §4.5), which smoltcp 0.14 lacks: its
 //! interface drops an IPv6 packet larger than the MTU ("IPv6 fragmentation support is
 //! unimplemented", `iface/interface/mod.rs`, `dispatch_ip`), where Linux sends a UDP
-//! datagram of up to 65,527 bytes in fragments. So a UDP datagram over IPv6 that does not
-//! fit the link is built here, whole, and cut into fragments that go to the device as
-//! they are; smoltcp never sees it.
+//! datagram of up to 65,527 bytes, or the reply to `ping -6 -s 3000`, in fragments. So a
+//! UDP datagram over IPv6 that does not fit the link, and the echo reply that would not,
+//! are built here, whole, and cut into fragments that go to the device as they are;
+//! smoltcp never sees them.
 //!
 //! Fragments are cut as Linux cuts them (`ip6_fragment`): every one but the last carries
 //! as many 8-byte units as fit the MTU after the fixed header and the Fragment header
@@ -13,7 +14,7 @@
 use std::net::Ipv6Addr;
 
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr};
+use smoltcp::wire::{Icmpv6Message, Icmpv6Packet, IpAddress, IpProtocol, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr};
 
 /// The IPv6 fixed header.
 const FIXED: usize = 40;
@@ -91,6 +92,32 @@ pub fn fragment_ipv6(packet: &[u8], mtu: usize, ident: u32) -> Option<Vec<Vec<u8
     Some(fragments)
 }
 
+/// The reply to an ICMPv6 echo request (`request`: an IPv6 packet, reassembled, with no
+/// extension headers) when it does not fit in `mtu` and so must go in fragments, which
+/// smoltcp's automatic echo reply cannot do: the request's identifier, sequence number
+/// and data back from the address it was sent to (RFC 4443 §4.2). `None` for anything
+/// else, which smoltcp answers (or not) as before: a reply that fits, another message, a
+/// bad checksum.
+pub fn echo_reply_ipv6(request: &[u8], mtu: usize) -> Option<Vec<u8>> {
+    let ip = Ipv6Packet::new_checked(request).ok()?;
+    let len = FIXED + usize::from(ip.payload_len());
+    if ip.next_header() != IpProtocol::Icmpv6 || len <= mtu || request.len() < len {
+        return None;
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let icmp = Icmpv6Packet::new_checked(&request[FIXED..len]).ok()?;
+    if icmp.msg_type() != Icmpv6Message::EchoRequest || icmp.msg_code() != 0 || !icmp.verify_checksum(&src, &dst) {
+        return None;
+    }
+    let mut reply = request[..len].to_vec();
+    Ipv6Repr { src_addr: dst, dst_addr: src, next_header: IpProtocol::Icmpv6, payload_len: len - FIXED, hop_limit: 64 }
+        .emit(&mut Ipv6Packet::new_unchecked(&mut reply[..]));
+    let mut icmp = Icmpv6Packet::new_unchecked(&mut reply[FIXED..]);
+    icmp.set_msg_type(Icmpv6Message::EchoReply);
+    icmp.fill_checksum(&dst, &src);
+    Some(reply)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +173,45 @@ mod tests {
             assert!(udp.verify_checksum(&IpAddress::Ipv6(A), &IpAddress::Ipv6(B)), "{len}: checksum");
             assert_eq!(udp.payload(), &payload[..]);
         }
+    }
+
+    #[test]
+    fn a_large_echo_request_is_answered_from_its_destination_and_a_small_one_left_to_smoltcp() {
+        let request = |len: usize| -> Vec<u8> {
+            let mut icmp = vec![0u8; 8 + len];
+            icmp[0] = 128;
+            icmp[4..8].copy_from_slice(&[0, 77, 0, 3]);
+            for (i, b) in icmp[8..].iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            let mut packet = vec![0; FIXED + icmp.len()];
+            Ipv6Repr {
+                src_addr: A,
+                dst_addr: B,
+                next_header: IpProtocol::Icmpv6,
+                payload_len: icmp.len(),
+                hop_limit: 64,
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(&mut packet[..]));
+            packet[FIXED..].copy_from_slice(&icmp);
+            Icmpv6Packet::new_unchecked(&mut packet[FIXED..]).fill_checksum(&A, &B);
+            packet
+        };
+        let big = request(3000);
+        let reply = echo_reply_ipv6(&big, 1500).expect("a reply");
+        let ip = Ipv6Packet::new_checked(&reply[..]).expect("IPv6");
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (B, A));
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("ICMPv6");
+        assert_eq!(icmp.msg_type(), Icmpv6Message::EchoReply);
+        assert!(icmp.verify_checksum(&B, &A));
+        assert_eq!(&reply[FIXED + 4..], &big[FIXED + 4..], "identifier, sequence number and data");
+        assert_eq!(fragment_ipv6(&reply, 1500, 9).expect("fragments").len(), 3);
+        assert_eq!(echo_reply_ipv6(&request(1000), 1500), None, "fits: smoltcp's to answer");
+        let mut bad = big.clone();
+        bad[FIXED + 20] ^= 1;
+        assert_eq!(echo_reply_ipv6(&bad, 1500), None, "a bad checksum");
+        let (_, udp) = datagram(3000);
+        assert_eq!(echo_reply_ipv6(&udp, 1500), None, "not ICMPv6");
     }
 
     #[test]
