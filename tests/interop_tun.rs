@@ -580,6 +580,50 @@ fn a_3000_byte_ping_and_udp_datagram_cross_the_mtu_in_fragments() {
     assert_eq!((counters.reassembled, held), (2, 0), "the ping and the datagram, reassembled; nothing left held");
 }
 
+/// Over IPv6, what is larger than the 1500-byte MTU goes in fragments ustack cuts (RFC
+/// 8200 §4.5; smoltcp cannot): the kernel's `ping -6 -s 3000` is answered, and a 3000-byte
+/// UDP datagram from ustack reaches a kernel socket whole; the kernel's echo, fragmented
+/// by the kernel, reaches ustack's socket whole.
+#[test]
+fn a_3000_byte_ping_and_udp_datagram_from_ustack_over_ipv6_reach_the_kernel_in_fragments() {
+    ustack::require_tun!();
+    let lab = lab();
+    let ping = lab
+        .ns
+        .run(|| {
+            std::process::Command::new("ping").args(["-6", "-n", "-c", "1", "-W", "5", "-s", "3000", USTACK6]).output()
+        })
+        .unwrap()
+        .expect("running ping (iputils-ping)");
+    let said = String::from_utf8_lossy(&ping.stdout);
+    assert!(ping.status.success() && said.contains(&format!("3008 bytes from {USTACK6}")), "ping -6 -s 3000: {said}");
+    let (bound, wait_bound) = std::sync::mpsc::channel();
+    let kernel = lab
+        .ns
+        .spawn(move || -> io::Result<(Vec<u8>, SocketAddr)> {
+            let socket = KernelUdp::bind(addr(KERNEL6, 7))?;
+            socket.set_read_timeout(Some(PATIENCE))?;
+            let _ = bound.send(());
+            let mut buf = [0; 4096];
+            let (n, from) = socket.recv_from(&mut buf)?;
+            socket.send_to(&buf[..n], from)?;
+            Ok((buf[..n].to_vec(), from))
+        })
+        .unwrap();
+    wait_bound.recv_timeout(PATIENCE).expect("the kernel's socket is bound");
+    let socket = UdpSocket::bind(&lab.stack, addr(USTACK6, 0)).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let datagram = pattern(3000, 13);
+    assert_eq!(socket.send_to(&datagram, addr(KERNEL6, 7)).unwrap(), 3000);
+    let (got, from) = kernel.join().unwrap().expect("the kernel receives the datagram");
+    assert!(got == datagram, "the kernel got the datagram whole: {} bytes", got.len());
+    assert_eq!(from, socket.local_addr().unwrap());
+    let mut buf = [0; 4096];
+    let (n, echoed_by) = socket.recv_from(&mut buf).expect("the kernel's echo");
+    assert!(buf[..n] == datagram[..], "the echo is the datagram, {n} bytes of it");
+    assert_eq!(echoed_by, addr(KERNEL6, 7));
+}
+
 #[test]
 fn a_close_with_linger_zero_resets_the_kernel_peer() {
     ustack::require_tun!();

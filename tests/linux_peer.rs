@@ -540,8 +540,8 @@ fn echo_reply(packet: &[u8]) -> Option<u16> {
 /// fragment overlapping another drops the whole datagram, as RFC 5722 has it for IPv6 and
 /// Linux does for IPv4 too. A small echo request after each (seq 100+) shows the answers
 /// are in: whatever was not answered by then never is. The IPv4 requests are 3000 bytes,
-/// so the replies go in fragments too; the IPv6 ones 1000, cut in three, since smoltcp
-/// cannot fragment an IPv6 reply (docs/linux-differences.md).
+/// so the replies go in fragments too; the IPv6 ones 1000, cut in three, their replies
+/// whole (a larger IPv6 reply is ustack's to fragment: `interop_tun`).
 #[test]
 fn ip_fragments_are_reassembled_and_overlaps_dropped_as_linux_does() {
     let scenario = |side: &mut dyn UnderTest| {

@@ -11,7 +11,8 @@ bounded in time: every socket has a timeout, every server a deadline.
 
 Server APPs: echo (RFC 862, TCP), discard (RFC 863, TCP), greeting (speaks first, then
 closes), http (HTTP/1.1 with a fixed page), udp-echo. Client SCENARIOs: echo, refused,
-greeting, http, half-close, bulk, several, backlog, ipv6 (= echo), udp-echo, udp-closed.
+greeting, http, half-close, bulk, bulk-echo, several, backlog, ipv6 (= echo), udp-echo,
+udp-closed, fragments.
 
 The byte streams are fixed (no times, no random bytes), so a capture made again carries
 the same payloads; only sequence numbers, ports and timestamps change.
@@ -198,6 +199,22 @@ def client_bulk(addr, port):
     sock.close()
 
 
+def client_bulk_echo(addr, port):
+    """1 MiB to an echo server while reading the echo on another thread (sending all
+    first would deadlock once both directions' buffers are full), then SHUT_WR and read
+    to EOF: a bulk transfer each way at once."""
+    sock = connect(addr, port)
+    data = bulk_bytes()
+    got = []
+    reader = threading.Thread(target=lambda: got.append(recv_all(sock)))
+    reader.start()
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    reader.join(3 * TIMEOUT)
+    assert got and got[0] == data, f"echo differs ({len(got[0]) if got else 'no'} bytes)"
+    sock.close()
+
+
 def client_several(addr, port, clients=3):
     """Several connections to one listener at once: all connect, then each sends in turn
     (interleaved), then all close."""
@@ -282,6 +299,7 @@ CLIENTS = {
     "http": client_http,
     "half-close": client_half_close,
     "bulk": client_bulk,
+    "bulk-echo": client_bulk_echo,
     "several": client_several,
     "backlog": client_backlog,
     "udp-echo": client_udp_echo,

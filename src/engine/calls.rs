@@ -11,12 +11,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::{BitOr, BitOrAssign};
 use std::time::Duration;
 
+use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::IpListenEndpoint;
 
+use super::one_socket::Which;
 use super::ports::{Holder, Proto};
-use super::{Domain, Engine, Entry, Listener, Owner, SOMAXCONN, SockId, SockState, TcpTuple, Type, unindex};
+use super::{Domain, Engine, Entry, Listener, Owner, SOMAXCONN, SockId, SockState, TcpTuple, Type, fragment, unindex};
 use crate::errno::Errno;
 
 type Result<T> = std::result::Result<T, Errno>;
@@ -515,9 +517,9 @@ impl Engine {
     /// unbound); EAGAIN while the send buffer has no room for it. For TCP, `addr` is
     /// ignored and this is send(), as in Linux.
     ///
-    /// An IPv4 datagram larger than the MTU goes in fragments, as in Linux: up to 65,507
-    /// bytes, EMSGSIZE beyond. An IPv6 one must fit in one packet on the link (EMSGSIZE
-    /// otherwise): smoltcp 0.14 cannot fragment IPv6, where Linux would.
+    /// A datagram larger than the MTU goes in fragments, as in Linux: up to 65,507 bytes
+    /// over IPv4 (smoltcp's fragmentation), 65,527 over IPv6 (ustack's, [`fragment`]: smoltcp
+    /// 0.14 has none), EMSGSIZE beyond.
     pub fn send_to(&mut self, id: SockId, buf: &[u8], addr: SocketAddr) -> Result<usize> {
         let e = self.entry(id)?;
         if e.ty == Type::Stream {
@@ -535,18 +537,52 @@ impl Engine {
             return Err(Errno::EPIPE);
         }
         self.route(remote.ip(), Type::Dgram, may_broadcast)?;
-        let largest_packet = if remote.is_ipv4() { 65535 } else { self.mtu() };
+        // IPv4's Total Length counts the IP header; IPv6's Payload Length does not.
+        let largest_packet: usize = if remote.is_ipv4() { 65535 } else { 65535 + 40 };
         let max = largest_packet.saturating_sub(udp_header_len(&remote)).min(self.config.udp_buffer);
         if buf.len() > max {
             return Err(Errno::EMSGSIZE);
         }
-        self.autobind(id)?;
+        let local = self.autobind(id)?;
         let SockState::Udp { handle, .. } = self.entry(id)?.state else { return Err(Errno::EINVAL) };
+        if let IpAddr::V6(dst) = remote.ip()
+            && buf.len() + udp_header_len(&remote) > self.mtu()
+        {
+            return self.send_ipv6_fragments(handle, local, (dst, remote.port()), buf);
+        }
         match self.udp_mut(handle).send_slice(buf, (remote.ip(), remote.port())) {
             Ok(()) => Ok(buf.len()),
             Err(udp::SendError::BufferFull) => Err(Errno::EAGAIN),
             Err(udp::SendError::Unaddressable) => Err(Errno::ENETUNREACH),
         }
+    }
+
+    /// Sends a UDP datagram over IPv6 that does not fit the link, built by ustack
+    /// ([`fragment`]) and sent by `Engine::send_ipv6`: in fragments, or whole to the stack's
+    /// own addresses, or dropped with the outbox full (UDP promises no delivery, and
+    /// nothing grows). The socket's datagrams smoltcp still holds go first, so the order
+    /// is kept.
+    fn send_ipv6_fragments(
+        &mut self,
+        handle: SocketHandle,
+        local: SocketAddr,
+        dst: (Ipv6Addr, u16),
+        buf: &[u8],
+    ) -> Result<usize> {
+        let now = self.now;
+        let which = Which::Udp(handle);
+        self.with_one(Some(which), |iface, set, out| {
+            while iface.poll_egress(now, out, set) == smoltcp::iface::PollResult::SocketStateChanged {}
+        });
+        let socket = self.udp_mut(handle);
+        let hop_limit = socket.hop_limit().unwrap_or(64);
+        let src = match local.ip() {
+            IpAddr::V6(ip) if !ip.is_unspecified() => ip,
+            _ => self.iface.get_source_address_ipv6(&dst.0),
+        };
+        let packet = fragment::udp_ipv6((src, local.port()), dst, hop_limit, buf).ok_or(Errno::EMSGSIZE)?;
+        self.send_ipv6(packet);
+        Ok(buf.len())
     }
 
     /// recvfrom() on a UDP socket: the next datagram and its sender; EAGAIN if none is

@@ -24,7 +24,7 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::HardwareAddress;
+use smoltcp::wire::{HardwareAddress, Ipv6Packet};
 
 use crate::cidr::Cidr;
 
@@ -38,6 +38,7 @@ mod conn;
 mod cookie;
 pub mod demux;
 mod egress;
+mod fragment;
 mod isn;
 mod one_frame;
 mod one_socket;
@@ -610,6 +611,14 @@ impl Engine {
                 return;
             }
         }
+        // An echo request whose reply must go in IPv6 fragments: smoltcp would drop the
+        // reply, so ustack answers it (`fragment`).
+        if let Some(reply) = fragment::echo_reply_ipv6(frame, self.mtu())
+            && Ipv6Packet::new_checked(&reply[..]).is_ok_and(|ip| self.is_local(IpAddr::V6(ip.src_addr())))
+        {
+            self.send_ipv6(reply);
+            return;
+        }
         let (disposition, target) = demux::admit(self, frame, now);
         let which = match target {
             Some(demux::Target::Tcp(handle)) => Some(Which::Tcp(handle)),
@@ -779,7 +788,8 @@ impl Engine {
     /// call made data or a connection ready. A driver wakes its poller when this is true
     /// after a call.
     pub fn wants_poll(&self) -> bool {
-        !self.egress.is_empty() || !self.dirty.is_empty() || !self.loopback.is_empty()
+        // The outbox too: a call may put IPv6 fragments there (`send_to`).
+        !self.egress.is_empty() || !self.dirty.is_empty() || !self.loopback.is_empty() || !self.outbox.is_empty()
     }
 
     /// Runs `f` with smoltcp's interface, a socket set holding `which` alone (or nothing:
@@ -841,6 +851,26 @@ impl Engine {
             }
             iface.poll_at(now, set) == Some(Instant::ZERO)
         })
+    }
+
+    /// Sends an IPv6 packet built by ustack (not smoltcp): whole through the loopback
+    /// queue to one of the stack's own addresses, as Linux's `lo` (MTU 65,536) takes it;
+    /// otherwise in fragments fitting the MTU ([`fragment`]) straight to the outbox, or
+    /// not at all when the outbox is full, as Linux drops a packet its device queue has
+    /// no room for.
+    fn send_ipv6(&mut self, packet: Vec<u8>) {
+        let Ok(ip) = Ipv6Packet::new_checked(&packet[..]) else { return };
+        if self.is_local(IpAddr::V6(ip.dst_addr())) {
+            self.loopback.push_back(packet);
+            return;
+        }
+        let ident = self.rng.next_u32();
+        let Some(fragments) = fragment::fragment_ipv6(&packet, self.mtu(), ident) else { return };
+        if !self.outbox.is_full() {
+            for f in &fragments {
+                self.outbox.push(f);
+            }
+        }
     }
 
     /// A new socket number.

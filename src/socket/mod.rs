@@ -292,8 +292,8 @@ impl Socket {
     /// sendto(): sends one datagram to `addr` (binding an ephemeral port first if unbound).
     /// For TCP, `addr` is ignored and this is send(), as in Linux.
     ///
-    /// EMSGSIZE if the datagram does not fit in one IP packet on the link: ustack does not
-    /// fragment (Linux would, up to 65,507 bytes). Blocks while the send buffer is full.
+    /// A datagram larger than the link's MTU goes in IP fragments, as in Linux; EMSGSIZE
+    /// beyond 65,507 bytes (IPv4) or 65,527 (IPv6). Blocks while the send buffer is full.
     pub fn send_to(&self, buf: &[u8], addr: SocketAddr) -> Result<usize> {
         self.send_to_flags(buf, addr, MsgFlags::NONE)
     }

@@ -253,7 +253,7 @@ fn udp(args: &ConnectArgs, stack: &Stack, mtu: usize) -> Result<(), Failure> {
         .map_err(context("starting a thread"))?;
 
     // Each read is one datagram; reading at most what fits in one packet splits longer
-    // input instead of going out in IP fragments (or failing with EMSGSIZE over IPv6).
+    // input instead of going out in IP fragments.
     let headers = if target.is_ipv4() { 20 + 8 } else { 40 + 8 };
     let mut buf = vec![0; mtu.saturating_sub(headers).max(1)];
     let mut stdin = io::stdin().lock();

@@ -18,7 +18,17 @@
 //!   it; while waiting, the replayer acknowledges what ustack did send, so a send
 //!   buffer smaller than Linux's cannot stall ustack short of what Linux had in flight.
 //! - segments larger than the link MTU (TSO/GSO in the capture) go as pieces of
-//!   ustack's MSS, each sent once ustack's receive window has room for it.
+//!   ustack's MSS, each sent once ustack's receive window has room for it. While it
+//!   waits for that room, the replayer acknowledges what ustack sent, as a real peer
+//!   would: an echo whose send buffer is full reads no more, so its window would stay
+//!   closed.
+//! - the replayer behaves as a receiver that reads at once: its cumulative ACK never
+//!   goes back, and the window it offers never shrinks (RFC 9293 §3.8.6.2.2); its own
+//!   ACKs offer the largest window the captured peer offered. A window the capture
+//!   shows closed (the kernel client not reading yet, while Linux's larger buffers held
+//!   what ustack's cannot) is kept closed only as far as the capture's ACK reaches.
+//! - what ustack does not acknowledge of the replayer's bytes is sent again after
+//!   200 ms (Linux's RTO floor) without progress, at most 3 times running.
 //! - a SYN-ACK carries only the options ustack's SYN offered, later segments carry
 //!   timestamps only if ustack agreed to them, and windows are re-encoded for the
 //!   window scaling ustack agreed to.

@@ -147,6 +147,19 @@ const CASES: &[Case] = &[
         tune: plain,
         expect: Differs("ustack's server sent more than the captured one: Linux sent 0 bytes in all"),
     },
+    // 1 MiB each way at once, in TSO/GSO segments of up to 64 KB, with the kernel client's
+    // window closed while it has not read: ustack's buffers are smaller than Linux's, so
+    // the replayer must acknowledge and open its window as a real peer would.
+    Case { name: "bulk-echo as server", file: "bulk-echo.pcap", role: Server, app: Echo, tune: plain, expect: Match },
+    Case { name: "bulk-echo as client", file: "bulk-echo.pcap", role: Client, app: Echo, tune: plain, expect: Match },
+    Case {
+        name: "bulk-echo with discard",
+        file: "bulk-echo.pcap",
+        role: Server,
+        app: Discard,
+        tune: plain,
+        expect: Differs("the captured server had sent "),
+    },
     Case { name: "ipv6 as server", file: "ipv6.pcap", role: Server, app: Echo, tune: plain, expect: Match },
     Case { name: "ipv6 as client", file: "ipv6.pcap", role: Client, app: Echo, tune: plain, expect: Match },
     // A 3000-byte UDP datagram and its echo, in IP fragments both ways (the pings are not
@@ -250,6 +263,9 @@ cases! {
     bulk_as_server: "bulk as server";
     bulk_as_client: "bulk as client";
     bulk_with_echo_differs: "bulk with echo";
+    bulk_echo_as_server: "bulk-echo as server";
+    bulk_echo_as_client: "bulk-echo as client";
+    bulk_echo_with_discard_differs: "bulk-echo with discard";
     ipv6_as_server: "ipv6 as server";
     ipv6_as_client: "ipv6 as client";
     fragments_as_server: "fragments as server";
@@ -288,6 +304,44 @@ fn a_difference_is_explained() {
     let report = outcome.render("http.pcap");
     assert!(report.contains("Linux (the capture)") && report.contains("ustack (the replay)"), "{report}");
     assert!(report.contains("S>C [P.] seq 1:62 ack 62 len 61"), "ustack's echo in the right column:\n{report}");
+}
+
+/// The bulk echo with one byte of the captured server's echo changed (well past the
+/// point where the replayer's window and ACKs part from the capture's): ustack's echo
+/// sends the byte the client sent, and the replay says so, at that byte. Adapting to
+/// ustack's window must not hide a real difference in the stream.
+#[test]
+fn a_changed_byte_in_the_bulk_echo_is_reported() {
+    let file = std::fs::File::open(fixture("kernel/bulk-echo.pcap")).expect("bulk-echo.pcap");
+    let mut conv = replay::Conversation::read(std::io::BufReader::new(file)).expect("a capture");
+    // The server's segments, in order: change one byte of the one holding byte 700000.
+    let isn = conv
+        .packets
+        .iter()
+        .filter(|p| p.from == ustack::observe::Side::Server)
+        .find_map(|p| p.segment().filter(|s| s.flags.has(ustack::packet::TcpFlags::SYN)).map(|s| s.seq))
+        .expect("the server's SYN-ACK");
+    const AT: u32 = 700_000;
+    let packet = conv
+        .packets
+        .iter_mut()
+        .filter(|p| p.from == ustack::observe::Side::Server)
+        .find(|p| {
+            p.segment().is_some_and(|s| {
+                let start = s.seq.wrapping_sub(isn.wrapping_add(1));
+                start <= AT && AT < start + s.len() as u32
+            })
+        })
+        .expect("a segment holding the byte");
+    let seg = packet.segment().expect("a segment").clone();
+    let k = seg.payload.start + (AT - seg.seq.wrapping_sub(isn.wrapping_add(1))) as usize;
+    let original = packet.ip[k];
+    packet.ip[k] = !original;
+    let options = Options { role: Server, app: Echo, timeout: Duration::from_secs(5), ..Options::default() };
+    let outcome = replay::replay(&conv, &options).expect("replayed");
+    let d = outcome.difference.as_ref().unwrap_or_else(|| panic!("no difference:\n{}", outcome.render("bulk-echo")));
+    let at = format!("differs at byte {}", AT + 1);
+    assert!(d.what.contains(&at) && d.what.contains("server's byte stream"), "{d}");
 }
 
 /// Intended differences: every one listed in src/differences.rs is seen in some

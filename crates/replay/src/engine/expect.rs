@@ -21,6 +21,7 @@ impl<'a> Engine<'a> {
         loop {
             self.pump()?;
             let Some((f, what)) = self.missing(end) else { return Ok(()) };
+            self.resend_when_due(f, last_progress);
             let mark = self.progress_mark();
             if mark != last {
                 last = mark;

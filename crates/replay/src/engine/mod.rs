@@ -43,6 +43,12 @@ const PING_ID: u16 = 0x7e91;
 /// How long the replay goes on listening after the last step, for packets ustack should
 /// not send (a FIN or RST the captured host never sent).
 const GRACE: Duration = Duration::from_millis(50);
+/// How long the replayer waits for ustack to acknowledge what it sent before it sends
+/// that again: Linux's RTO floor.
+const RTO: Duration = Duration::from_millis(200);
+/// Times the replayer resends the same unacknowledged bytes: enough for a segment lost
+/// once or twice; after that ustack's silence is a difference, reported after the timeout.
+const RETRANSMISSIONS: u32 = 3;
 /// UDP packets of ustack kept per conversation, for ICMP errors to quote.
 const KEPT_DATAGRAMS: usize = 64;
 
@@ -110,10 +116,18 @@ struct FlowState {
     // ---- the replayer's (the captured peer's) side ----
     /// How far into its own sequence space the replayer has sent.
     peer_extent: u64,
-    /// The last window field it sent.
-    peer_window: u16,
+    /// The right edge of the window it offered ustack, as an extent into ustack's space:
+    /// it never moves back (RFC 9293 §3.8.6.2.2: a receiver does not shrink its window).
+    peer_edge: u64,
+    /// The largest window, in bytes, the captured peer offered after its SYN: how much
+    /// it showed it can take, which its own ACKs offer (see `synthetic_ack`).
+    peer_max_window: u64,
     /// How far into ustack's sequence space it acknowledged.
     acked: u64,
+    /// Its last retransmission: when, and ustack's acknowledgment (`ack`) then.
+    retransmitted: Option<(Instant, u64)>,
+    /// Retransmissions since ustack's acknowledgment last moved.
+    retransmissions: u32,
     /// Whether ustack's first data segment has been looked at (for observations).
     observed_data: bool,
 }
@@ -141,6 +155,7 @@ struct Counts {
     received: u64,
     synthetic_acks: u64,
     pieces: u64,
+    retransmitted: u64,
 }
 
 /// A run of one replay.
@@ -317,11 +332,8 @@ impl<'a> Engine<'a> {
             if fs.extent() >= need {
                 return Ok(());
             }
-            // Bytes only, not its FIN: acknowledging that is the capture's to do.
-            let data_extent = if fs.syn { 1 + fs.data() } else { 0 };
-            if fs.acked >= 1 && data_extent > fs.acked {
-                self.synthetic_ack(f, data_extent);
-            }
+            self.ack_what_arrived(f);
+            self.resend_when_due(f, last_progress);
             let mark = self.progress_mark();
             if mark != last {
                 last = mark;
@@ -347,7 +359,11 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Waits until ustack's receive window reaches `end` (an extent into the peer's space).
+    /// Waits until ustack's receive window reaches `end` (an extent into the peer's space);
+    /// meanwhile acknowledges what ustack sent, as a real peer would. An application that
+    /// both reads and writes (an echo) only reads on, and so opens its window, once its
+    /// writes are acknowledged: waiting for the capture's own ACK, which may name less
+    /// than ustack sent or come only after this segment, deadlocks the two.
     fn wait_for_window(&mut self, f: usize, end: u64) -> ClientStep<()> {
         let mut last_progress = Instant::now();
         let mut last = self.progress_mark();
@@ -356,6 +372,8 @@ impl<'a> Engine<'a> {
             if self.flows[f].right_edge.is_some_and(|edge| edge >= end) {
                 return Ok(());
             }
+            self.ack_what_arrived(f);
+            self.resend_when_due(f, last_progress);
             let mark = self.progress_mark();
             if mark != last {
                 last = mark;
@@ -374,6 +392,17 @@ impl<'a> Engine<'a> {
                 ));
             }
             self.pump_wait(Duration::from_millis(20))?;
+        }
+    }
+
+    /// The replayer's own ACK of every byte ustack sent without a gap, when it has not
+    /// acknowledged them all yet (and has acknowledged ustack's SYN: the handshake is the
+    /// capture's). Bytes only, not a FIN: acknowledging that is the capture's to do.
+    fn ack_what_arrived(&mut self, f: usize) {
+        let fs = &self.flows[f];
+        let data_extent = if fs.syn { 1 + fs.data() } else { 0 };
+        if fs.acked >= 1 && data_extent > fs.acked {
+            self.synthetic_ack(f, data_extent);
         }
     }
 
@@ -435,6 +464,9 @@ impl<'a> Engine<'a> {
         );
         if self.counts.pieces > 0 {
             let _ = write!(s, " ({} of them pieces of larger captured segments)", self.counts.pieces);
+        }
+        if self.counts.retransmitted > 0 {
+            let _ = write!(s, ", {} resent", self.counts.retransmitted);
         }
         if self.counts.synthetic_acks > 0 {
             let _ = write!(s, ", {} extra ACKs", self.counts.synthetic_acks);

@@ -12,7 +12,7 @@ use crate::packets::{self, TcpSpec};
 use crate::script::preview;
 use ustack::packet::{TcpFlags, TcpOption};
 
-use super::{ClientStep, Engine, KEPT_DATAGRAMS};
+use super::{ClientStep, Engine, KEPT_DATAGRAMS, RETRANSMISSIONS, RTO};
 
 impl<'a> Engine<'a> {
     pub(super) fn send_peer(&mut self, i: usize) -> ClientStep<()> {
@@ -90,8 +90,12 @@ impl<'a> Engine<'a> {
             match self.sent_local(f).extent_of(seg.ack) {
                 Some(need) => {
                     self.wait_for_extent(f, need)?;
+                    // Never less than the replayer acknowledged already (its own ACKs
+                    // may have gone further than the capture's): a real peer's
+                    // cumulative ACK does not go back, and an older one would read as a
+                    // duplicate ACK, or an old one on data.
                     let isn = self.flows[f].isn.unwrap_or(0);
-                    Some(isn.wrapping_add(need as u32))
+                    Some(isn.wrapping_add(need.max(self.flows[f].acked) as u32))
                 }
                 // The captured host never sent a SYN: nothing to move the number onto.
                 None => Some(seg.ack),
@@ -99,16 +103,33 @@ impl<'a> Engine<'a> {
         } else {
             None
         };
+        let mut acked_extent = None;
         if let Some(a) = ack
             && let Some(isn) = self.flows[f].isn
         {
             let ext = u64::from(a.wrapping_sub(isn));
             self.flows[f].acked = self.flows[f].acked.max(ext);
+            acked_extent = Some(ext);
         }
 
         // Segments larger than the link (the capture's offloads) go as MSS-sized pieces.
         let syn = u32::from(seg.flags.has(TcpFlags::SYN));
-        let window = self.window_field(f, seg);
+        let window = match acked_extent {
+            Some(ext) if !seg.flags.has(TcpFlags::SYN) => {
+                let bytes = self.captured_window(f, seg);
+                let fs = &mut self.flows[f];
+                fs.peer_max_window = fs.peer_max_window.max(bytes);
+                self.offer_window(f, ext, bytes)
+            }
+            // A SYN's window is never scaled.
+            Some(ext) => {
+                let fs = &mut self.flows[f];
+                fs.peer_max_window = fs.peer_max_window.max(u64::from(seg.window));
+                fs.peer_edge = fs.peer_edge.max(ext + u64::from(seg.window));
+                seg.window
+            }
+            None => seg.window,
+        };
         let options = self.options(f, seg);
         let payload = p.payload();
         let opts_len: usize = options.iter().map(option_len).sum::<usize>().div_ceil(4) * 4;
@@ -152,7 +173,6 @@ impl<'a> Engine<'a> {
             }
             self.transmit(&frame, line);
             let fs = &mut self.flows[f];
-            fs.peer_window = window;
             if let Some(end) = end_extent {
                 fs.peer_extent = fs.peer_extent.max(end);
             }
@@ -181,7 +201,7 @@ impl<'a> Engine<'a> {
             seq,
             ack: Some(ack),
             flags: TcpFlags(0),
-            window: self.flows[f].peer_window,
+            window: self.offer_window(f, extent, self.flows[f].peer_max_window),
             options,
             payload: &[],
         };
@@ -193,18 +213,123 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// The window field for a replayed segment: the captured window in bytes, encoded
-    /// for the scaling ustack agreed to (which may differ from the captured host's).
-    pub(super) fn window_field(&self, f: usize, seg: &Segment) -> u16 {
-        if seg.flags.has(TcpFlags::SYN) {
-            return seg.window;
+    /// Resends what ustack has not acknowledged of the replayer's bytes (and FIN), as a
+    /// real peer's retransmission timer would, once nothing has happened for [`RTO`]
+    /// since `last_progress` and since its last resend; at most [`RETRANSMISSIONS`] times
+    /// while ustack's acknowledgment stands still. A replayer that never resent would
+    /// turn one segment ustack could not take (a window it advertised, then took back by
+    /// rounding; a full buffer) into a false difference.
+    pub(super) fn resend_when_due(&mut self, f: usize, last_progress: Instant) {
+        let now = Instant::now();
+        let fs = &mut self.flows[f];
+        if fs.rst || fs.ack == 0 || fs.ack >= fs.peer_extent || now.duration_since(last_progress) < RTO {
+            return;
         }
+        match fs.retransmitted {
+            Some((_, ack)) if ack != fs.ack => fs.retransmissions = 0,
+            Some((at, _)) if now.duration_since(at) < RTO => return,
+            _ => {}
+        }
+        if fs.retransmissions >= RETRANSMISSIONS {
+            return;
+        }
+        fs.retransmissions += 1;
+        fs.retransmitted = Some((now, fs.ack));
+        self.resend(f);
+    }
+
+    /// Sends again the replayer's bytes from ustack's acknowledgment on, as far as it
+    /// sent them and ustack's window takes them, in pieces of ustack's MSS; and its FIN,
+    /// when that was sent and is not acknowledged.
+    fn resend(&mut self, f: usize) {
+        let conv: &'a Conversation = self.conv;
+        let peer = self.sent_peer(f);
+        let (Some(peer_isn), Some(isn)) = (peer.isn, self.flows[f].isn) else { return };
+        let flow = &conv.flows[f];
+        let (src, dst) = (flow.addr(self.peer()), flow.addr(self.local));
+        let mut options = Vec::new();
+        if let Some(ts) = self.timestamp_option(f, None) {
+            options.push(TcpOptionElement::Noop);
+            options.push(TcpOptionElement::Noop);
+            options.push(ts);
+        }
+        let ip_len = if src.is_ipv4() { 20 } else { 40 };
+        let opts_len = if options.is_empty() { 0 } else { 12 };
+        let room = self.mtu.saturating_sub(ip_len + 20 + opts_len).max(1);
+        let chunk = self.flows[f].mss.map_or(room, |m| usize::from(m).min(room)).max(1) as u64;
+        let acked = self.flows[f].acked;
+        // Extents into the peer's space: byte k of its stream is extent k + 1.
+        let (from, sent, edge) = {
+            let fs = &self.flows[f];
+            (fs.ack, fs.peer_extent, fs.right_edge.unwrap_or(0))
+        };
+        let stream_end = 1 + peer.stream.len() as u64;
+        let data_end = sent.min(stream_end);
+        let fin = sent > stream_end;
+        let mut at = from;
+        loop {
+            let end = data_end.min(edge).min(at + chunk).max(at);
+            let last_data = end >= data_end;
+            let with_fin = fin && last_data;
+            if end == at && !with_fin {
+                break;
+            }
+            let payload = peer.stream.get((at - 1) as usize..(end - 1) as usize).unwrap_or(&[]);
+            let mut flags = if with_fin { TcpFlags::FIN } else { 0 };
+            if last_data && !payload.is_empty() {
+                flags |= TcpFlags::PSH;
+            }
+            let spec = TcpSpec {
+                src,
+                dst,
+                hop_limit: 64,
+                seq: peer_isn.wrapping_add(at as u32),
+                ack: Some(isn.wrapping_add(acked as u32)),
+                flags: TcpFlags(flags),
+                window: self.offer_window(f, acked, 0),
+                options: options.clone(),
+                payload,
+            };
+            if let Some(frame) = packets::tcp(&spec) {
+                let line = format!("{} (resent: not acknowledged)", self.describe_sent(f, self.peer(), &spec));
+                self.transmit(&frame, line);
+                self.counts.retransmitted += 1;
+            }
+            if with_fin || end == at {
+                break;
+            }
+            at = end;
+        }
+    }
+
+    /// The window a captured segment (not a SYN) offered, in bytes.
+    pub(super) fn captured_window(&self, f: usize, seg: &Segment) -> u64 {
         let peer_ws = self.peer_syn(f).and_then(Segment::window_scale);
         let local_ws = self.local_syn(f).and_then(Segment::window_scale);
         let captured_shift = if peer_ws.is_some() && local_ws.is_some() { peer_ws.unwrap_or(0) } else { 0 };
-        let bytes = u64::from(seg.window) << captured_shift.min(14);
+        u64::from(seg.window) << captured_shift.min(14)
+    }
+
+    /// The window field of a segment from the replayer acknowledging `acked` (an extent
+    /// into ustack's space): `bytes`, or more where the replayer offered ustack more
+    /// before (a window does not shrink), encoded for the scaling ustack agreed to (which
+    /// may differ from the captured host's). Remembers the right edge offered.
+    ///
+    /// A replay offers ustack more than the capture shows once it has acknowledged more
+    /// than the capture (its own ACKs, while it waits for ustack): the captured peer's
+    /// window was closed only while its application had not read what the captured host
+    /// sent by then, and the replayer's application reads everything at once. Keeping
+    /// the captured zero window there would deadlock an echo whose buffers are smaller
+    /// than Linux's: it cannot send, so it does not read, so it takes nothing more.
+    pub(super) fn offer_window(&mut self, f: usize, acked: u64, bytes: u64) -> u16 {
+        let peer_ws = self.peer_syn(f).and_then(Segment::window_scale);
         let shift = if peer_ws.is_some() && self.flows[f].wscale.is_some() { peer_ws.unwrap_or(0).min(14) } else { 0 };
-        u16::try_from(bytes >> shift).unwrap_or(u16::MAX)
+        let fs = &mut self.flows[f];
+        let bytes = bytes.max(fs.peer_edge.saturating_sub(acked));
+        // Rounded up, so the edge offered is never short of the one promised before.
+        let field = u16::try_from(bytes.div_ceil(1 << shift)).unwrap_or(u16::MAX);
+        fs.peer_edge = fs.peer_edge.max(acked + (u64::from(field) << shift));
+        field
     }
 
     /// The captured peer's SYN (or SYN-ACK).
