@@ -867,8 +867,8 @@ impl Engine {
         let ident = self.rng.next_u32();
         let Some(fragments) = fragment::fragment_ipv6(&packet, self.mtu(), ident) else { return };
         if !self.outbox.is_full() {
-            for f in &fragments {
-                self.outbox.push(f);
+            for f in fragments {
+                self.outbox.push(&egress::Packet::new(f));
             }
         }
     }
