@@ -3,7 +3,7 @@
 //! [`crate::stack`]). What `crate::tokio` builds its futures on.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use super::{Errno, Result, Socket};
@@ -48,7 +48,7 @@ impl Socket {
     /// the call that returns it.
     pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<(Socket, SocketAddr)>> {
         self.poll_call(cx, Interest::Read, |l| l.engine.accept(self.id))
-            .map_ok(|(id, peer)| (Socket { shared: self.shared.clone(), id, open: AtomicBool::new(true) }, peer))
+            .map_ok(|(id, peer)| (Socket::on(self.shared.clone(), id), peer))
     }
 
     /// Starts a TCP connect (or fixes a UDP socket's peer) without waiting: EINPROGRESS

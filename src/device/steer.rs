@@ -1,0 +1,261 @@
+//! Steering frames to stack shards: each shard reads its own queue of a multi-queue TUN
+//! ([`TunDevice::open_queues`](super::TunDevice::open_queues)) through a [`Steered`]
+//! device, which hands its shard only the frames of flows that shard owns and forwards
+//! the others to their owner's inbox.
+//!
+//! Who owns a frame is a pure function of its header ([`Steering::owner`]): TCP segments
+//! to a port that listens on every shard ([`Steering::share_port`]) belong to the shard
+//! their 4-tuple hashes to; everything else (UDP, ICMP, fragments, connections the stack
+//! opened) belongs to shard 0, where the sockets that are not listeners live. A flow's
+//! frames thus always reach the same engine, whichever queue the kernel put them on.
+//! The kernel mostly puts them on the right one already: it sends a flow's packets back
+//! on the queue that flow was last written on (drivers/net/tun.c, `tun_flow_update`),
+//! and the owner writes them on its own queue; only the first SYN of a connection (which
+//! the kernel queues by its own hash) and packets after the kernel's flow entry aged out
+//! (3 s without a write) may arrive on another shard's queue and be forwarded.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use smoltcp::phy::{Device, DeviceCapabilities};
+use smoltcp::time::Instant;
+
+use super::Link;
+
+/// Frames waiting in one shard's inbox, at most: beyond that, forwarded frames are
+/// dropped (and counted), as a full device queue drops them, so a flood aimed at one
+/// shard cannot grow another's memory.
+const INBOX_LIMIT: usize = 4096;
+
+/// Frames a receive may forward before it gives the shard a turn (so a stream of other
+/// shards' frames cannot keep one shard's thread in one call).
+const MAX_FORWARDS: usize = 64;
+
+/// What the shards of one stack share to steer frames: who owns which flow, and each
+/// shard's inbox of frames forwarded to it.
+pub struct Steering {
+    inboxes: Box<[Inbox]>,
+    /// TCP ports that listen on every shard, one bit each.
+    shared_ports: Box<[AtomicU64]>,
+    /// The flow hash's key: random per stack, so nobody can aim every flow at one shard.
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// Frames forwarded to one shard.
+struct Inbox {
+    frames: Mutex<VecDeque<Vec<u8>>>,
+    /// How many frames wait, read without the lock on every receive.
+    len: AtomicUsize,
+    /// Written after a frame is pushed: wakes the shard's thread.
+    wake: EventFd,
+    /// Frames forwarded to this shard so far.
+    forwarded: AtomicU64,
+    /// Frames dropped because the inbox was full.
+    dropped: AtomicU64,
+}
+
+impl Steering {
+    /// Steering for `shards` shards (at least 1).
+    pub fn new(shards: usize) -> io::Result<Arc<Steering>> {
+        let inboxes = (0..shards.max(1))
+            .map(|_| {
+                Ok(Inbox {
+                    frames: Mutex::new(VecDeque::new()),
+                    len: AtomicUsize::new(0),
+                    wake: EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+                    forwarded: AtomicU64::new(0),
+                    dropped: AtomicU64::new(0),
+                })
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(Arc::new(Steering {
+            inboxes,
+            shared_ports: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+            hasher: Default::default(),
+        }))
+    }
+
+    /// How many shards.
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// From now on, TCP segments to `port` belong to the shard their 4-tuple hashes to:
+    /// the port listens on every shard. A port stays shared for the stack's life, as the
+    /// connections accepted on it outlive its listener.
+    pub fn share_port(&self, port: u16) {
+        self.shared_ports[usize::from(port / 64)].fetch_or(1 << (port % 64), Ordering::Release);
+    }
+
+    fn is_shared(&self, port: u16) -> bool {
+        self.shared_ports[usize::from(port / 64)].load(Ordering::Acquire) & (1 << (port % 64)) != 0
+    }
+
+    /// Frames forwarded to each shard so far, and frames dropped because its inbox was full.
+    pub fn forwarded(&self) -> Vec<(u64, u64)> {
+        self.inboxes.iter().map(|i| (i.forwarded.load(Ordering::Relaxed), i.dropped.load(Ordering::Relaxed))).collect()
+    }
+
+    /// The shard that owns the flow of `frame`, an IP packet arriving at the stack.
+    pub fn owner(&self, frame: &[u8]) -> usize {
+        let shards = self.inboxes.len();
+        if shards == 1 {
+            return 0;
+        }
+        let Some((src, dst, l4)) = tcp_addresses(frame) else { return 0 };
+        let Some(ports) = frame.get(l4..l4 + 4) else { return 0 };
+        let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+        if !self.is_shared(dst_port) {
+            return 0;
+        }
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(src);
+        hasher.write(dst);
+        hasher.write(ports);
+        (hasher.finish() % shards as u64) as usize
+    }
+
+    /// Hands `frame` to shard `to`'s inbox and wakes it (or drops it if the inbox is full).
+    fn forward(&self, to: usize, frame: Vec<u8>) {
+        let inbox = &self.inboxes[to];
+        {
+            let mut frames = inbox.frames.lock().unwrap_or_else(|p| p.into_inner());
+            if frames.len() >= INBOX_LIMIT {
+                inbox.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            frames.push_back(frame);
+            inbox.len.fetch_add(1, Ordering::Release);
+        }
+        inbox.forwarded.fetch_add(1, Ordering::Relaxed);
+        let _ = inbox.wake.write(1);
+    }
+
+    /// The next frame forwarded to shard `to`, if any.
+    fn take(&self, to: usize) -> Option<Vec<u8>> {
+        let inbox = &self.inboxes[to];
+        if inbox.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let frame = inbox.frames.lock().unwrap_or_else(|p| p.into_inner()).pop_front()?;
+        inbox.len.fetch_sub(1, Ordering::Release);
+        Some(frame)
+    }
+}
+
+/// The source and destination addresses of a TCP segment in an unfragmented IPv4 packet
+/// or an IPv6 packet without extension headers, and where its TCP header starts.
+fn tcp_addresses(frame: &[u8]) -> Option<(&[u8], &[u8], usize)> {
+    const TCP: u8 = 6;
+    match frame.first()? >> 4 {
+        4 if frame.len() >= 20 => {
+            let header = usize::from(frame[0] & 0x0f) * 4;
+            // More fragments, or a fragment offset: not the whole segment (shard 0 reassembles).
+            let fragmented = u16::from_be_bytes([frame[6], frame[7]]) & 0x3fff != 0;
+            (frame[9] == TCP && !fragmented && header >= 20).then(|| (&frame[12..16], &frame[16..20], header))
+        }
+        6 if frame.len() >= 40 => (frame[6] == TCP).then(|| (&frame[8..24], &frame[24..40], 40)),
+        _ => None,
+    }
+}
+
+/// One shard's device: a queue of the TUN (or any [`Link`]) whose frames for other shards
+/// are forwarded to them, and which also yields the frames other shards forwarded to
+/// this one. Its [`Link::wait_fd`] is readable when either has a frame.
+pub struct Steered<D> {
+    inner: D,
+    shard: usize,
+    steering: Arc<Steering>,
+    /// Watches the queue and this shard's inbox.
+    epoll: Epoll,
+}
+
+impl<D: Link> Steered<D> {
+    /// Shard `shard`'s device over `inner`.
+    pub fn new(inner: D, shard: usize, steering: Arc<Steering>) -> io::Result<Steered<D>> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(inner.wait_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        epoll.add(steering.inboxes[shard].wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 1))?;
+        Ok(Steered { inner, shard, steering, epoll })
+    }
+
+    /// The device underneath.
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+}
+
+impl<D: Link> Device for Steered<D> {
+    type RxToken<'a>
+        = super::OwnedRxToken
+    where
+        D: 'a;
+    type TxToken<'a>
+        = D::TxToken<'a>
+    where
+        D: 'a;
+
+    fn receive(&mut self, now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let mut frame = Vec::new();
+        if !self.receive_into(now, &mut frame) {
+            return None;
+        }
+        let tx = self.inner.transmit(now)?;
+        Some((super::OwnedRxToken(frame), tx))
+    }
+
+    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
+        self.inner.transmit(now)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.inner.capabilities()
+    }
+}
+
+impl<D: Link> Link for Steered<D> {
+    fn wait_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+
+    fn take_error(&mut self) -> Option<io::Error> {
+        self.inner.take_error()
+    }
+
+    fn receive_into(&mut self, now: Instant, frame: &mut Vec<u8>) -> bool {
+        if let Some(forwarded) = self.steering.take(self.shard) {
+            *frame = forwarded;
+            return true;
+        }
+        for _ in 0..MAX_FORWARDS {
+            if !self.inner.receive_into(now, frame) {
+                break;
+            }
+            let owner = self.steering.owner(frame);
+            if owner == self.shard {
+                return true;
+            }
+            self.steering.forward(owner, std::mem::take(frame));
+        }
+        // Nothing more: empty the inbox's eventfd (so poll(2) sleeps), then look once more
+        // for a frame forwarded before that read, whose wake-up it just consumed.
+        let _ = self.steering.inboxes[self.shard].wake.read();
+        match self.steering.take(self.shard) {
+            Some(forwarded) => {
+                *frame = forwarded;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn transmit_from(&mut self, now: Instant, frame: &[u8]) -> bool {
+        self.inner.transmit_from(now, frame)
+    }
+}
