@@ -147,7 +147,7 @@ pub struct ServeArgs {
     /// Stack shards: an engine, a thread and a TUN queue each (IFF_MULTI_QUEUE); each TCP
     /// listener listens on every shard and new connections spread over them by flow hash.
     /// Default: the number of CPUs, or 1 with --pcap, --trace or fault injection (one
-    /// ordered record of the packets).
+    /// ordered record of the packets) or --accept-delay (one accept queue to watch).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub shards: Option<u16>,
 
@@ -193,7 +193,8 @@ impl ServeArgs {
     fn shards(&self) -> usize {
         match self.shards {
             Some(n) => usize::from(n),
-            None if self.taps.single_shard_only().is_some() || self.taps.trace => 1,
+            // One queue to watch: --accept-delay is for seeing one listener's queues fill.
+            None if self.taps.single_shard_only().is_some() || self.taps.trace || self.accept_delay.is_some() => 1,
             None => thread::available_parallelism().map_or(1, |n| n.get()).min(64),
         }
     }
