@@ -177,3 +177,37 @@ fn connect_works_from_a_sharded_stack() {
     let remote: SocketAddr = addr(KERNEL, 8000);
     assert_eq!(shards_of(&lab.stack, |r| r.remote == Some(remote)), vec![0; CONNECTIONS]);
 }
+
+/// poll() takes the sockets of every shard of one stack: a listener is readable when a
+/// connection waits on any shard, and accepted connections from both shards poll together.
+#[test]
+fn poll_watches_sockets_on_every_shard() {
+    use ustack::{Events, PollFd, poll};
+    ustack::require_tun!();
+    const CLIENTS: usize = 16;
+    let lab = lab_sharded(2);
+    let listener = TcpListener::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    let mut clients = lab
+        .ns
+        .run(|| {
+            (0..CLIENTS).map(|_| KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE).unwrap()).collect::<Vec<_>>()
+        })
+        .unwrap();
+    let mut accepted = Vec::new();
+    while accepted.len() < CLIENTS {
+        let mut fds = [PollFd::new(listener.socket(), Events::IN)];
+        assert_eq!(poll(&mut fds, Some(PATIENCE)).unwrap(), 1, "the listener is readable");
+        accepted.push(listener.accept().unwrap().0);
+    }
+    let shards = shards_of(&lab.stack, |r| r.state == "ESTABLISHED");
+    assert!(shards.contains(&0) && shards.contains(&1), "{shards:?}");
+    for client in &mut clients {
+        client.write_all(b"x").unwrap();
+    }
+    let mut fds: Vec<PollFd<'_>> = accepted.iter().map(|s| PollFd::new(s.socket(), Events::IN)).collect();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while fds.iter().any(|fd| fd.revents.is_empty()) {
+        assert!(std::time::Instant::now() < deadline, "every connection readable");
+        poll(&mut fds, Some(PATIENCE)).unwrap();
+    }
+}

@@ -511,6 +511,29 @@ impl Socket {
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
+
+    /// What poll() reports for the socket, on every shard it is on (a listener of a
+    /// stack of several shards is ready if any shard's queue has a connection).
+    /// ENETDOWN once its stack has stopped.
+    pub(crate) fn readiness(&self) -> Result<Events> {
+        let mirrors = self.mirrors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut events = Events::NONE;
+        for (shared, id) in std::iter::once((&self.shared, self.id)).chain(mirrors.iter().map(|(s, id)| (s, *id))) {
+            let mut locked = shared.lock();
+            if locked.down.is_some() {
+                return Err(Errno::ENETDOWN);
+            }
+            events = events | locked.engine.readiness(id);
+        }
+        Ok(events)
+    }
+
+    /// A listener's copies on shards 1 and up (empty unless it listens on a stack of
+    /// several shards).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn mirrors(&self) -> Vec<(Arc<Shared>, SockId)> {
+        self.mirrors.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// Closes a listener's copies on the other shards (its last handle closed, or making
