@@ -107,8 +107,11 @@ pub struct Socket {
     open: AtomicBool,
     /// On a stack of several shards, a listener's copies on shards 1 and up (see
     /// [`Stack::sharded`]); shared by the handles of one socket, as its state is.
-    mirrors: Arc<Mutex<Vec<(Arc<Shared>, SockId)>>>,
+    mirrors: Arc<Mutex<Vec<Mirror>>>,
 }
+
+/// A listener's copy on another shard: that shard, and the copy's id there.
+type Mirror = (Arc<Shared>, SockId);
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -295,7 +298,7 @@ impl Socket {
 
     /// accept() on a listener of every shard: tries each shard's queue, and waits for a
     /// round of any shard between tries, as [`Socket::blocking`] waits for one.
-    fn accept_any(&self, set: &ShardSet, mirrors: &[(Arc<Shared>, SockId)]) -> Result<(Socket, SocketAddr)> {
+    fn accept_any(&self, set: &ShardSet, mirrors: &[Mirror]) -> Result<(Socket, SocketAddr)> {
         let Blocking { nonblocking, read_timeout, .. } = self.call(|l| l.engine.blocking(self.id))?;
         let deadline = read_timeout.map(|t| Instant::now() + t);
         let listeners: Vec<(&Arc<Shared>, SockId)> =
@@ -523,7 +526,7 @@ impl Socket {
             if locked.down.is_some() {
                 return Err(Errno::ENETDOWN);
             }
-            events = events | locked.engine.readiness(id);
+            events |= locked.engine.readiness(id);
         }
         Ok(events)
     }
@@ -531,14 +534,14 @@ impl Socket {
     /// A listener's copies on shards 1 and up (empty unless it listens on a stack of
     /// several shards).
     #[cfg(feature = "tokio")]
-    pub(crate) fn mirrors(&self) -> Vec<(Arc<Shared>, SockId)> {
+    pub(crate) fn mirrors(&self) -> Vec<Mirror> {
         self.mirrors.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
 /// Closes a listener's copies on the other shards (its last handle closed, or making
 /// them failed).
-fn close_all(mirrors: &mut Vec<(Arc<Shared>, SockId)>) {
+fn close_all(mirrors: &mut Vec<Mirror>) {
     for (shared, id) in mirrors.drain(..) {
         let mut locked = shared.lock();
         locked.engine.close(id);
