@@ -259,3 +259,72 @@ impl<D: Link> Link for Steered<D> {
         self.inner.transmit_from(now, frame)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 packet of `proto` from 10.7.0.1:`sport` to 10.7.0.2:`dport`, with the
+    /// fragment field `frag`.
+    fn ipv4(proto: u8, sport: u16, dport: u16, frag: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[6..8].copy_from_slice(&frag.to_be_bytes());
+        p[9] = proto;
+        p[12..16].copy_from_slice(&[10, 7, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 7, 0, 2]);
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn only_tcp_to_a_shared_port_spreads_and_a_flow_stays_on_its_shard() {
+        let steering = Steering::new(2).unwrap();
+        let owners = |dport| (40000..40200).map(|sport| steering.owner(&ipv4(6, sport, dport, 0))).collect::<Vec<_>>();
+        assert!(owners(7).iter().all(|&o| o == 0), "not shared yet: shard 0");
+        steering.share_port(7);
+        let spread = owners(7);
+        assert_eq!(spread, owners(7), "the same flow, the same shard");
+        let on_1 = spread.iter().filter(|&&o| o == 1).count();
+        assert!((50..150).contains(&on_1), "{on_1} of 200 on shard 1");
+        assert!(owners(8).iter().all(|&o| o == 0), "another port is not shared");
+        assert_eq!(steering.owner(&ipv4(17, 40000, 7, 0)), 0, "UDP: shard 0");
+        // A fragment (more fragments set, or an offset) goes to shard 0, which reassembles.
+        assert!((40000..40100).all(|sport| steering.owner(&ipv4(6, sport, 7, 0x2000)) == 0));
+        assert!((40000..40100).all(|sport| steering.owner(&ipv4(6, sport, 7, 0x0010)) == 0));
+        // "Don't fragment" is not a fragment.
+        assert_eq!((40000..40200).map(|sport| steering.owner(&ipv4(6, sport, 7, 0x4000))).collect::<Vec<_>>(), spread);
+    }
+
+    #[test]
+    fn garbage_goes_to_shard_0_without_a_panic() {
+        let steering = Steering::new(3).unwrap();
+        steering.share_port(7);
+        for len in 0..64 {
+            for first in [0x00, 0x45, 0x4f, 0x60, 0xff] {
+                let mut p = vec![6u8; len];
+                if let Some(b) = p.first_mut() {
+                    *b = first;
+                }
+                assert!(steering.owner(&p) < 3);
+            }
+        }
+        // A header length past the end of the packet.
+        let mut short = ipv4(6, 40000, 7, 0);
+        short[0] = 0x4f;
+        short.truncate(30);
+        assert_eq!(steering.owner(&short), 0);
+    }
+
+    #[test]
+    fn a_full_inbox_drops_and_counts() {
+        let steering = Steering::new(2).unwrap();
+        for _ in 0..INBOX_LIMIT + 10 {
+            steering.forward(1, vec![0; 20]);
+        }
+        assert_eq!(steering.forwarded()[1], (INBOX_LIMIT as u64, 10));
+        assert!(steering.take(1).is_some());
+        assert!(steering.take(0).is_none());
+    }
+}
