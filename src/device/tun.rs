@@ -132,7 +132,20 @@ impl TunDevice {
         }
         let name = config.name.as_str();
         validate_name(name)?;
-        let first = open_multi_queue(name).map_err(|e| open_error(name, e))?;
+        let first = open_multi_queue(name).map_err(|e| {
+            // An existing TUN without IFF_MULTI_QUEUE refuses the flag with EINVAL.
+            let single_queue = e.raw_os_error() == Some(libc::EINVAL);
+            let e = open_error(name, e);
+            match single_queue {
+                true => io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; a persistent TUN needs multi_queue for {queues} queues (ip tuntap add ... multi_queue)"
+                    ),
+                ),
+                false => e,
+            }
+        })?;
         let name = first.name.clone();
         let mut files = vec![first];
         for _ in 1..queues {

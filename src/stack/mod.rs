@@ -219,7 +219,8 @@ impl Stack {
     /// socket are woken — for a layer that mirrors readiness elsewhere (the LD_PRELOAD
     /// library makes a kernel fd readable and writable as the socket is). It runs with the
     /// stack locked: it must not call into the stack, only note the id and return. One
-    /// hook per stack; a second call is refused (false).
+    /// hook per stack; a second call is refused (false). On a stack of several shards it
+    /// sees shard 0's sockets only (ids are per shard; `ustack run` uses one shard).
     pub fn on_touched(&self, hook: TouchHook) -> bool {
         self.shared.touch_hook.set(hook).is_ok()
     }

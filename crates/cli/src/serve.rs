@@ -228,8 +228,19 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     if let Some(bytes) = args.tcp_buffer {
         config.tcp_buffer = bytes as usize;
     }
-    let shards = args.shards();
-    let (stack, _mtu) = args.net.open_sharded_stack(config, &args.taps, shards)?;
+    let mut shards = args.shards();
+    let stack = match args.net.open_sharded_stack(config.clone(), &args.taps, shards) {
+        Ok((stack, _mtu)) => stack,
+        // The default asked for more than one, and the TUN cannot have several queues (a
+        // persistent one made without multi_queue, e.g. by root for this user): one shard,
+        // as before shards existed. An explicit --shards N gets the error instead.
+        Err(e) if shards > 1 && args.shards.is_none() => {
+            info!(target: "ustack", "{e}: serving on one shard");
+            shards = 1;
+            args.net.open_stack(config, &args.taps)?.0
+        }
+        Err(e) => return Err(e),
+    };
     // Shared with the threads that need the stack itself (HTTP pages show its demux
     // table; --show-demux watches it). They are never joined: the process ends with run().
     let stack = Arc::new(stack);
@@ -331,7 +342,25 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
 
 /// Prints the demux table to standard output, under a line saying when and why.
 fn print_table(stack: &Stack, why: &str) {
-    print_block(&format!("demux table at {} ({why}):\n{}\n\n", time_of_day(), stack.demux_table()));
+    print_block(&format!("demux table at {} ({why}):\n{}\n{}\n", time_of_day(), stack.demux_table(), forwarded(stack)));
+}
+
+/// "frames forwarded between shards: 3 to shard 0, 5 to shard 1\n" on a stack of several
+/// shards (see `ustack::device::steer`), else nothing.
+fn forwarded(stack: &Stack) -> String {
+    let counts = stack.forwarded();
+    if counts.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = counts
+        .iter()
+        .enumerate()
+        .map(|(shard, (sent, dropped))| {
+            let dropped = if *dropped > 0 { format!(" ({dropped} dropped)") } else { String::new() };
+            format!("{sent} to shard {shard}{dropped}")
+        })
+        .collect();
+    format!("frames forwarded between shards: {}\n", each.join(", "))
 }
 
 /// Writes `block` to standard output in one write, so that neither another printing

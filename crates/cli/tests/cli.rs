@@ -863,8 +863,9 @@ fn serve_shards_spread_kernel_clients_over_both_shards() {
 
     serve.signal(libc::SIGUSR1);
     let usr1 = |t: &str| t.find("(SIGUSR1):").map(|at| t[at..].to_string());
-    let text = serve
-        .expect_stdout_with("the SIGUSR1 table", READY, |t| usr1(t).is_some_and(|table| table.contains("\npackets: ")));
+    let text = serve.expect_stdout_with("the SIGUSR1 table", READY, |t| {
+        usr1(t).is_some_and(|table| table.contains("\nframes forwarded between shards: "))
+    });
     let table = usr1(&text).unwrap();
     assert!(table.lines().nth(1).is_some_and(|l| l.starts_with("SHARD  PROTO  LOCAL")), "{table}");
     let rows = |shard: &str, what: &str| {
