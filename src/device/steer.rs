@@ -28,10 +28,10 @@ use smoltcp::time::Instant;
 
 use super::Link;
 
-/// Frames waiting in one shard's inbox, at most: beyond that, forwarded frames are
-/// dropped (and counted), as a full device queue drops them, so a flood aimed at one
-/// shard cannot grow another's memory.
-const INBOX_LIMIT: usize = 4096;
+/// Bytes of frames waiting in one shard's inbox, at most: beyond that, forwarded frames
+/// are dropped (and counted), as a full device queue drops them, so a flood aimed at one
+/// shard cannot grow another's memory by more than this.
+const INBOX_BYTES: usize = 4 << 20;
 
 /// Frames a receive may forward before it gives the shard a turn (so a stream of other
 /// shards' frames cannot keep one shard's thread in one call).
@@ -49,7 +49,8 @@ pub struct Steering {
 
 /// Frames forwarded to one shard.
 struct Inbox {
-    frames: Mutex<VecDeque<Vec<u8>>>,
+    /// The frames, and their bytes in all.
+    frames: Mutex<(VecDeque<Vec<u8>>, usize)>,
     /// How many frames wait, read without the lock on every receive.
     len: AtomicUsize,
     /// Written after a frame is pushed: wakes the shard's thread.
@@ -66,7 +67,7 @@ impl Steering {
         let inboxes = (0..shards.max(1))
             .map(|_| {
                 Ok(Inbox {
-                    frames: Mutex::new(VecDeque::new()),
+                    frames: Mutex::new((VecDeque::new(), 0)),
                     len: AtomicUsize::new(0),
                     wake: EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
                     forwarded: AtomicU64::new(0),
@@ -121,16 +122,19 @@ impl Steering {
         (hasher.finish() % shards as u64) as usize
     }
 
-    /// Hands `frame` to shard `to`'s inbox and wakes it (or drops it if the inbox is full).
-    fn forward(&self, to: usize, frame: Vec<u8>) {
+    /// Hands a copy of `frame` (its own size, not the read buffer's) to shard `to`'s
+    /// inbox and wakes it, or drops it if the inbox is full.
+    fn forward(&self, to: usize, frame: &[u8]) {
         let inbox = &self.inboxes[to];
         {
-            let mut frames = inbox.frames.lock().unwrap_or_else(|p| p.into_inner());
-            if frames.len() >= INBOX_LIMIT {
+            let mut guard = inbox.frames.lock().unwrap_or_else(|p| p.into_inner());
+            let (frames, bytes) = &mut *guard;
+            if *bytes + frame.len() > INBOX_BYTES {
                 inbox.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            frames.push_back(frame);
+            *bytes += frame.len();
+            frames.push_back(frame.to_vec());
             inbox.len.fetch_add(1, Ordering::Release);
         }
         inbox.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +147,9 @@ impl Steering {
         if inbox.len.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let frame = inbox.frames.lock().unwrap_or_else(|p| p.into_inner()).pop_front()?;
+        let mut guard = inbox.frames.lock().unwrap_or_else(|p| p.into_inner());
+        let frame = guard.0.pop_front()?;
+        guard.1 -= frame.len();
         inbox.len.fetch_sub(1, Ordering::Release);
         Some(frame)
     }
@@ -230,7 +236,8 @@ impl<D: Link> Link for Steered<D> {
 
     fn receive_into(&mut self, now: Instant, frame: &mut Vec<u8>) -> bool {
         if let Some(forwarded) = self.steering.take(self.shard) {
-            *frame = forwarded;
+            frame.clear();
+            frame.extend_from_slice(&forwarded);
             return true;
         }
         for _ in 0..MAX_FORWARDS {
@@ -241,14 +248,16 @@ impl<D: Link> Link for Steered<D> {
             if owner == self.shard {
                 return true;
             }
-            self.steering.forward(owner, std::mem::take(frame));
+            self.steering.forward(owner, frame);
         }
         // Nothing more: empty the inbox's eventfd (so poll(2) sleeps), then look once more
         // for a frame forwarded before that read, whose wake-up it just consumed.
         let _ = self.steering.inboxes[self.shard].wake.read();
         match self.steering.take(self.shard) {
             Some(forwarded) => {
-                *frame = forwarded;
+                // Copied into the caller's buffer, which keeps its size for the next read.
+                frame.clear();
+                frame.extend_from_slice(&forwarded);
                 true
             }
             None => false,
@@ -320,10 +329,11 @@ mod tests {
     #[test]
     fn a_full_inbox_drops_and_counts() {
         let steering = Steering::new(2).unwrap();
-        for _ in 0..INBOX_LIMIT + 10 {
-            steering.forward(1, vec![0; 20]);
+        let frame = [0; 1024];
+        for _ in 0..INBOX_BYTES / frame.len() + 10 {
+            steering.forward(1, &frame);
         }
-        assert_eq!(steering.forwarded()[1], (INBOX_LIMIT as u64, 10));
+        assert_eq!(steering.forwarded()[1], ((INBOX_BYTES / frame.len()) as u64, 10));
         assert!(steering.take(1).is_some());
         assert!(steering.take(0).is_none());
     }
