@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ustack::tokio::{TcpListener, TcpStream, UdpSocket};
-use ustack_testkit::lab::{KERNEL, USTACK, lab};
+use ustack_testkit::lab::{KERNEL, USTACK, lab, lab_sharded};
 use ustack_testkit::{A, B, addr, output_within, pair, pattern};
 
 /// How long a kernel client waits for an answer before the test fails.
@@ -379,4 +379,34 @@ fn a_pending_read_is_not_woken_by_its_own_polls() {
         drop(client);
     });
     assert!(matches!(poll_with(read.as_mut(), &probe), Poll::Ready(Ok(4))));
+}
+
+/// A tokio listener on a stack of two shards accepts the connections of both shards: its
+/// task is woken by whichever shard's round fills its queue there.
+#[test]
+fn accept_on_a_sharded_stack_takes_from_both_shards() {
+    ustack::require_tun!();
+    const CLIENTS: usize = 16;
+    let lab = lab_sharded(2);
+    let rt = runtime();
+    let listener = TcpListener::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    let acceptor = rt.spawn(async move {
+        let mut accepted = Vec::new();
+        while accepted.len() < CLIENTS {
+            accepted.push(listener.accept().await.unwrap().0);
+        }
+        accepted
+    });
+    let clients = lab
+        .ns
+        .run(|| {
+            (0..CLIENTS).map(|_| KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE).unwrap()).collect::<Vec<_>>()
+        })
+        .unwrap();
+    let accepted =
+        rt.block_on(async { tokio::time::timeout(PATIENCE, acceptor).await }).expect("all accepted").unwrap();
+    let shards: Vec<usize> =
+        lab.stack.demux_table().rows.iter().filter(|r| r.state == "ESTABLISHED").map(|r| r.shard).collect();
+    assert!(shards.contains(&0) && shards.contains(&1), "{shards:?}");
+    drop((accepted, clients));
 }

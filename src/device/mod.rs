@@ -13,12 +13,14 @@ use smoltcp::time::Instant;
 
 pub mod fault;
 pub mod pcap;
+pub mod steer;
 pub mod trace;
 pub mod tun;
 pub mod wire;
 
 pub use fault::{Corruption, FaultConfig, FaultCounters, FaultInjector, FaultStats, Faults};
 pub use pcap::{PcapRecorder, PcapWriter};
+pub use steer::{Steered, Steering};
 pub use trace::Tracer;
 pub use tun::{TunConfig, TunDevice, tun_support};
 pub use wire::{Wire, WireEnd};

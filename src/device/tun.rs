@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io;
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::time::Duration;
 
 use log::{debug, warn};
@@ -119,6 +120,43 @@ impl TunDevice {
         Ok(TunDevice::with_file(TunFile { file, name }, mtu))
     }
 
+    /// Opens `queues` queues of one TUN interface (`IFF_MULTI_QUEUE`), each its own fd and
+    /// its own device, and configures the kernel side once, as [`TunDevice::open`] does.
+    /// The kernel spreads flows over the queues and, for a flow a queue has written, sends
+    /// that flow's packets back on the same queue (drivers/net/tun.c: `tun_flow_update`,
+    /// `tun_automq_select_queue`): one queue per stack shard. One queue is
+    /// [`TunDevice::open`] (a TUN without `IFF_MULTI_QUEUE`, attachable to as before).
+    pub fn open_queues(config: &TunConfig, queues: usize) -> io::Result<Vec<TunDevice>> {
+        if queues <= 1 {
+            return Ok(vec![TunDevice::open(config)?]);
+        }
+        let name = config.name.as_str();
+        validate_name(name)?;
+        let first = open_multi_queue(name).map_err(|e| {
+            // An existing TUN without IFF_MULTI_QUEUE refuses the flag with EINVAL.
+            let single_queue = e.raw_os_error() == Some(libc::EINVAL);
+            let e = open_error(name, e);
+            match single_queue {
+                true => io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; a persistent TUN needs multi_queue for {queues} queues (ip tuntap add ... multi_queue)"
+                    ),
+                ),
+                false => e,
+            }
+        })?;
+        let name = first.name.clone();
+        let mut files = vec![first];
+        for _ in 1..queues {
+            files.push(open_multi_queue(&name).map_err(|e| open_error(&name, e))?);
+        }
+        let mtu =
+            configure(&name, config).map_err(|e| io::Error::new(e.kind(), format!("configuring TUN {name}: {e}")))?;
+        debug!("TUN {name} open with {queues} queues, MTU {mtu}, peer addresses {:?}", config.peer_addrs);
+        Ok(files.into_iter().map(|file| TunDevice::with_file(file, mtu)).collect())
+    }
+
     /// A device on a TUN opened (and configured) elsewhere, e.g. by `ustack run` for the
     /// program it runs, which inherits the fd: `fd` is the TUN's (IFF_TUN | IFF_NO_PI),
     /// `name` its interface name (for messages), `mtu` its MTU. Makes it non-blocking.
@@ -201,6 +239,36 @@ fn open_error(name: &str, e: io::Error) -> io::Error {
         _ => "",
     };
     io::Error::new(e.kind(), format!("opening TUN {name}: {e}{hint}"))
+}
+
+/// Opens one queue of the multi-queue TUN `name` (created by the first call), non-blocking.
+/// tun-tap cannot ask for `IFF_MULTI_QUEUE`, so this is the TUNSETIFF ioctl itself.
+fn open_multi_queue(name: &str) -> io::Result<TunFile> {
+    /// `_IOW('T', 202, int)` from linux/if_tun.h.
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const IFF_TUN: libc::c_short = 0x0001;
+    const IFF_NO_PI: libc::c_short = 0x1000;
+    const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")?;
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE, _pad: [0; 22] };
+    // validate_name has bounded it to IFNAMSIZ - 1 bytes, so the name stays NUL-terminated.
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which IfReq lays out (40 bytes).
+    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = req.name.iter().position(|&b| b == 0).unwrap_or(req.name.len());
+    Ok(TunFile { file, name: String::from_utf8_lossy(&req.name[..len]).into_owned() })
 }
 
 /// Configures the kernel side and returns the resulting MTU.

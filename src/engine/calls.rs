@@ -188,6 +188,21 @@ impl Engine {
         id
     }
 
+    /// socket() on this engine for a copy of socket `id` of engine `from`: the same
+    /// domain, type and options (those its connections inherit), for a listener that
+    /// listens on every shard of a stack. Not bound: bind it to the original's address.
+    pub fn socket_like(&mut self, from: &Engine, id: SockId) -> Result<SockId> {
+        let original = from.entries.get(&id).ok_or(Errno::EBADF)?;
+        let mut entry = Entry::new(original.domain, original.ty);
+        entry.opts = original.opts;
+        entry.v6only = original.v6only;
+        entry.broadcast = original.broadcast;
+        entry.reuse_addr = original.reuse_addr;
+        let copy = self.new_id();
+        self.entries.insert(copy, entry);
+        Ok(copy)
+    }
+
     /// The socket's type.
     pub fn socket_type(&self, id: SockId) -> Result<Type> {
         self.entries.get(&id).map(|e| e.ty).ok_or(Errno::EBADF)

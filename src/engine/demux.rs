@@ -325,6 +325,46 @@ pub struct DemuxCounters {
 }
 
 impl DemuxCounters {
+    /// Adds `other`'s counts to these: the counters of a stack of several shards.
+    pub fn add(&mut self, other: &DemuxCounters) {
+        let DemuxCounters {
+            connection,
+            admitted,
+            overflow_dropped,
+            overflow_reset,
+            ack_dropped,
+            cookies_sent,
+            cookies_accepted,
+            challenge_acks,
+            rst_ignored,
+            syn_acks_resent,
+            fin_duplicate_acks,
+            tcp_no_socket,
+            udp,
+            udp_dropped,
+            udp_no_socket,
+            ping,
+            other: others,
+        } = *other;
+        self.connection += connection;
+        self.admitted += admitted;
+        self.overflow_dropped += overflow_dropped;
+        self.overflow_reset += overflow_reset;
+        self.ack_dropped += ack_dropped;
+        self.cookies_sent += cookies_sent;
+        self.cookies_accepted += cookies_accepted;
+        self.challenge_acks += challenge_acks;
+        self.rst_ignored += rst_ignored;
+        self.syn_acks_resent += syn_acks_resent;
+        self.fin_duplicate_acks += fin_duplicate_acks;
+        self.tcp_no_socket += tcp_no_socket;
+        self.udp += udp;
+        self.udp_dropped += udp_dropped;
+        self.udp_no_socket += udp_no_socket;
+        self.ping += ping;
+        self.other += others;
+    }
+
     /// Every decision made, of all kinds: one per frame classified. A watcher that
     /// remembers this number knows how many of [`Engine::demux_events`](super::Engine::demux_events)
     /// are new since it last looked, even once older ones have been forgotten.

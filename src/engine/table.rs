@@ -47,6 +47,9 @@ pub struct DemuxRow {
     pub queues: Option<ListenQueues>,
     /// For UDP sockets: datagrams dropped because the receive buffer was full.
     pub dropped: u64,
+    /// The stack shard whose engine holds the row (0 for a stack of one shard; an engine
+    /// alone does not know, so it says 0 and [`crate::Stack::demux_table`] fills it in).
+    pub shard: usize,
 }
 
 /// The demux table: listeners, then connections, then UDP sockets.
@@ -54,6 +57,9 @@ pub struct DemuxRow {
 pub struct DemuxTable {
     /// Its entries.
     pub rows: Vec<DemuxRow>,
+    /// How many shards' engines the table gathers (1 for an engine, or a stack of one
+    /// shard); with more, it is shown with a SHARD column.
+    pub shards: usize,
     /// The demux's decisions so far, counted by kind.
     pub counters: DemuxCounters,
 }
@@ -83,6 +89,7 @@ impl Engine {
                         acks_reset: l.acks_reset,
                     }),
                     dropped: 0,
+                    shard: 0,
                 }),
                 SockState::Udp { peer, .. } => udp.push(DemuxRow {
                     proto: "udp",
@@ -92,6 +99,7 @@ impl Engine {
                     state: if peer.is_some() { "connected" } else { "bound" }.into(),
                     queues: None,
                     dropped: entry.udp_dropped,
+                    shard: 0,
                 }),
                 _ => {}
             }
@@ -112,6 +120,7 @@ impl Engine {
                 state: conn.state.to_string(),
                 queues: None,
                 dropped: 0,
+                shard: 0,
             })
             .collect();
         let key = |row: &DemuxRow| (row.local.port(), row.local, row.remote);
@@ -119,13 +128,14 @@ impl Engine {
         conns.sort_by_key(key);
         udp.sort_by_key(key);
         let rows = listeners.into_iter().chain(conns).chain(udp).collect();
-        DemuxTable { rows, counters: self.demux_log.counters }
+        DemuxTable { rows, shards: 1, counters: self.demux_log.counters }
     }
 }
 
 impl fmt::Display for DemuxTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cells: Vec<[String; 6]> = self
+        let sharded = self.shards > 1;
+        let cells: Vec<Vec<String>> = self
             .rows
             .iter()
             .map(|row| {
@@ -145,18 +155,27 @@ impl fmt::Display for DemuxTable {
                         s
                     },
                 );
-                [
-                    row.proto.to_string(),
-                    row.local.to_string(),
-                    row.remote.map_or("*".into(), |r| r.to_string()),
-                    row.owner.clone(),
-                    row.state.clone(),
-                    queues,
-                ]
+                let shard = sharded.then(|| row.shard.to_string());
+                shard
+                    .into_iter()
+                    .chain([
+                        row.proto.to_string(),
+                        row.local.to_string(),
+                        row.remote.map_or("*".into(), |r| r.to_string()),
+                        row.owner.clone(),
+                        row.state.clone(),
+                        queues,
+                    ])
+                    .collect()
             })
             .collect();
-        let header = ["PROTO", "LOCAL", "REMOTE", "SOCKET", "STATE", "QUEUES"];
-        let mut widths = header.map(str::len);
+        let header: Vec<String> = sharded
+            .then_some("SHARD")
+            .into_iter()
+            .chain(["PROTO", "LOCAL", "REMOTE", "SOCKET", "STATE", "QUEUES"])
+            .map(String::from)
+            .collect();
+        let mut widths: Vec<usize> = header.iter().map(String::len).collect();
         for row in &cells {
             for (width, cell) in widths.iter_mut().zip(row) {
                 *width = (*width).max(cell.len());
@@ -173,7 +192,7 @@ impl fmt::Display for DemuxTable {
             }
             writeln!(f, "{}", text.trim_end())
         };
-        line(f, &header.map(String::from))?;
+        line(f, &header)?;
         for row in &cells {
             line(f, row)?;
         }

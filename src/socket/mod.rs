@@ -44,15 +44,15 @@
 //! EOPNOTSUPP.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smoltcp::socket::tcp;
 
 use crate::engine::calls::Blocking;
 use crate::engine::{ConnectionInfo, SockId};
-use crate::stack::{Locked, Shared, Stack};
+use crate::stack::{Locked, ShardSet, Shared, Stack};
 
 mod msg;
 mod net;
@@ -105,7 +105,13 @@ pub struct Socket {
     shared: Arc<Shared>,
     id: SockId,
     open: AtomicBool,
+    /// On a stack of several shards, a listener's copies on shards 1 and up (see
+    /// [`Stack::sharded`]); shared by the handles of one socket, as its state is.
+    mirrors: Arc<Mutex<Vec<Mirror>>>,
 }
+
+/// A listener's copy on another shard: that shard, and the copy's id there.
+type Mirror = (Arc<Shared>, SockId);
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,7 +139,12 @@ impl Socket {
             }
             locked.engine.socket(domain, ty)
         };
-        Ok(Socket { shared, id, open: AtomicBool::new(true) })
+        Ok(Socket::on(shared, id))
+    }
+
+    /// A handle to socket `id` of the shard with `shared`.
+    pub(crate) fn on(shared: Arc<Shared>, id: SockId) -> Socket {
+        Socket { shared, id, open: AtomicBool::new(true), mirrors: Arc::default() }
     }
 
     /// The socket's number in its stack (what a file descriptor would be).
@@ -225,15 +236,102 @@ impl Socket {
     /// Linux does). `backlog` bounds the accept queue: up to `backlog + 1` established
     /// connections wait for accept() (Linux's rule); beyond that new SYNs are dropped.
     /// Backlogs over [`SOMAXCONN`] are clamped to it. A second listen() changes the backlog.
+    ///
+    /// On a stack of several shards ([`Stack::sharded`]) the listener listens on every
+    /// shard, each with this backlog, and new connections spread over them.
     pub fn listen(&self, backlog: u32) -> Result<()> {
-        self.call(|l| l.engine.listen(self.id, backlog))
+        self.call(|l| l.engine.listen(self.id, backlog))?;
+        self.listen_on_every_shard(backlog)
+    }
+
+    /// On a stack of several shards: makes (or updates) the listener's copies on shards
+    /// 1 and up, bound to its address, then has the port's new connections spread over
+    /// the shards. Shard 0's engine already holds the port, so the copies cannot clash
+    /// with another socket of the stack: sockets are only ever bound on shard 0.
+    fn listen_on_every_shard(&self, backlog: u32) -> Result<()> {
+        let Some(set) = self.shared.set.get() else { return Ok(()) };
+        let mut mirrors = self.mirrors.lock().unwrap_or_else(|p| p.into_inner());
+        if !mirrors.is_empty() {
+            for (shared, id) in mirrors.iter() {
+                let mut locked = shared.lock();
+                locked.engine.listen(*id, backlog)?;
+                shared.after_call(&mut locked);
+            }
+            return Ok(());
+        }
+        let local = self.call(|l| l.engine.local_addr(self.id))?;
+        for shared in set.shards().skip(1) {
+            // Shard 0 before shard k, the one order in which two shards are ever locked.
+            let primary = self.shared.lock();
+            let mut locked = shared.lock();
+            let id = locked.engine.socket_like(&primary.engine, self.id)?;
+            drop(primary);
+            let made = locked.engine.bind(id, local).and_then(|()| locked.engine.listen(id, backlog));
+            if let Err(e) = made {
+                locked.engine.close(id);
+                drop(locked);
+                close_all(&mut mirrors);
+                return Err(e);
+            }
+            shared.after_call(&mut locked);
+            drop(locked);
+            mirrors.push((shared, id));
+        }
+        set.steering.share_port(local.port());
+        Ok(())
     }
 
     /// accept(): the next established connection and its peer's address. Only connections
     /// that completed the 3-way handshake are returned. EINVAL if not listening.
+    ///
+    /// On a stack of several shards it takes from any shard's accept queue (starting
+    /// with a different shard each time, so none is left behind); the connection stays
+    /// on its shard.
     pub fn accept(&self) -> Result<(Socket, SocketAddr)> {
+        let mirrors = self.mirrors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let (false, Some(set)) = (mirrors.is_empty(), self.shared.set.get()) {
+            return self.accept_any(set, &mirrors);
+        }
         let (id, peer) = self.blocking(Direction::Read, None, |l| l.engine.accept(self.id))?;
-        Ok((Socket { shared: self.shared.clone(), id, open: AtomicBool::new(true) }, peer))
+        Ok((Socket::on(self.shared.clone(), id), peer))
+    }
+
+    /// accept() on a listener of every shard: tries each shard's queue, and waits for a
+    /// round of any shard between tries, as [`Socket::blocking`] waits for one.
+    fn accept_any(&self, set: &ShardSet, mirrors: &[Mirror]) -> Result<(Socket, SocketAddr)> {
+        let Blocking { nonblocking, read_timeout, .. } = self.call(|l| l.engine.blocking(self.id))?;
+        let deadline = read_timeout.map(|t| Instant::now() + t);
+        let listeners: Vec<(&Arc<Shared>, SockId)> =
+            std::iter::once((&self.shared, self.id)).chain(mirrors.iter().map(|(s, id)| (s, *id))).collect();
+        loop {
+            let seen = set.generation();
+            let start = seen as usize % listeners.len();
+            for k in 0..listeners.len() {
+                let (shared, id) = listeners[(start + k) % listeners.len()];
+                if !self.open.load(Ordering::Acquire) {
+                    return Err(Errno::EBADF);
+                }
+                let accepted = {
+                    let mut locked = shared.lock();
+                    if locked.down.is_some() {
+                        return Err(Errno::ENETDOWN);
+                    }
+                    let accepted = locked.engine.accept(id);
+                    shared.after_call(&mut locked);
+                    accepted
+                };
+                match accepted {
+                    Ok((conn, peer)) => return Ok((Socket::on(shared.clone(), conn), peer)),
+                    Err(Errno::EAGAIN) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if nonblocking || left == Some(Duration::ZERO) {
+                return Err(Errno::EAGAIN);
+            }
+            set.wait(seen, left);
+        }
     }
 
     /// connect(): for TCP, opens a connection and (blocking) waits until it is established
@@ -311,7 +409,13 @@ impl Socket {
     /// with EINVAL (`Write` does nothing), as in Linux. ENOTCONN if there is no connection
     /// (or it is over: reset, or closed both ways).
     pub fn shutdown(&self, how: Shutdown) -> Result<()> {
-        self.call(|l| l.engine.shutdown(self.id, how))
+        self.call(|l| l.engine.shutdown(self.id, how))?;
+        for (shared, id) in self.mirrors.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let mut locked = shared.lock();
+            let _ = locked.engine.shutdown(*id, how);
+            shared.after_call(&mut locked);
+        }
+        Ok(())
     }
 
     /// close(): lets go of this handle; when it was the last, the socket closes. Returns
@@ -340,13 +444,23 @@ impl Socket {
         }
         locked.engine.close(self.id);
         self.shared.after_call(&mut locked);
+        let last = !locked.engine.is_open(self.id);
+        drop(locked);
+        if last {
+            close_all(&mut self.mirrors.lock().unwrap_or_else(|p| p.into_inner()));
+        }
         Ok(())
     }
 
     /// dup(): another handle to the same socket.
     pub fn try_clone(&self) -> Result<Socket> {
         self.call(|l| l.engine.dup(self.id))?;
-        Ok(Socket { shared: self.shared.clone(), id: self.id, open: AtomicBool::new(true) })
+        Ok(Socket {
+            shared: self.shared.clone(),
+            id: self.id,
+            open: AtomicBool::new(true),
+            mirrors: self.mirrors.clone(),
+        })
     }
 
     /// O_NONBLOCK: calls that would wait return EAGAIN (EINPROGRESS for connect) instead.
@@ -399,6 +513,39 @@ impl Socket {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// What poll() reports for the socket, on every shard it is on (a listener of a
+    /// stack of several shards is ready if any shard's queue has a connection).
+    /// ENETDOWN once its stack has stopped.
+    pub(crate) fn readiness(&self) -> Result<Events> {
+        let mirrors = self.mirrors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut events = Events::NONE;
+        for (shared, id) in std::iter::once((&self.shared, self.id)).chain(mirrors.iter().map(|(s, id)| (s, *id))) {
+            let mut locked = shared.lock();
+            if locked.down.is_some() {
+                return Err(Errno::ENETDOWN);
+            }
+            events |= locked.engine.readiness(id);
+        }
+        Ok(events)
+    }
+
+    /// A listener's copies on shards 1 and up (empty unless it listens on a stack of
+    /// several shards).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn mirrors(&self) -> Vec<Mirror> {
+        self.mirrors.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Closes a listener's copies on the other shards (its last handle closed, or making
+/// them failed).
+fn close_all(mirrors: &mut Vec<Mirror>) {
+    for (shared, id) in mirrors.drain(..) {
+        let mut locked = shared.lock();
+        locked.engine.close(id);
+        shared.after_call(&mut locked);
     }
 }
 

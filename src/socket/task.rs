@@ -3,11 +3,12 @@
 //! [`crate::stack`]). What `crate::tokio` builds its futures on.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use super::{Errno, Result, Socket};
-use crate::stack::{Interest, Locked};
+use crate::engine::SockId;
+use crate::stack::{Interest, Locked, Shared};
 
 impl Socket {
     /// Makes call `f` on the engine once. If it says EAGAIN, the task of `cx` is woken by
@@ -20,23 +21,36 @@ impl Socket {
         interest: Interest,
         f: impl FnOnce(&mut Locked) -> Result<T>,
     ) -> Poll<Result<T>> {
+        self.poll_call_on(&self.shared, self.id, cx, interest, f)
+    }
+
+    /// [`Socket::poll_call`] on socket `id` of the shard with `shared`: this socket, or
+    /// a copy of this listener on another shard.
+    fn poll_call_on<T>(
+        &self,
+        shared: &Shared,
+        id: SockId,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        f: impl FnOnce(&mut Locked) -> Result<T>,
+    ) -> Poll<Result<T>> {
         if !self.open.load(Ordering::Acquire) {
             return Poll::Ready(Err(Errno::EBADF));
         }
-        let mut locked = self.shared.lock();
-        if !locked.engine.is_open(self.id) {
+        let mut locked = shared.lock();
+        if !locked.engine.is_open(id) {
             return Poll::Ready(Err(Errno::EBADF));
         }
         // Left from an earlier Pending and not yet woken (tokio's select! polls every
         // branch when one is ready): dropped first, so that what this call touches on its
         // own socket does not wake its own task.
-        locked.forget_waker(self.id, interest, cx.waker());
+        locked.forget_waker(id, interest, cx.waker());
         let result = f(&mut locked);
-        self.shared.after_call(&mut locked);
+        shared.after_call(&mut locked);
         match result {
             Err(Errno::EAGAIN) if locked.down.is_some() => Poll::Ready(Err(Errno::ENETDOWN)),
             Err(Errno::EAGAIN) => {
-                locked.register_waker(self.id, interest, cx.waker());
+                locked.register_waker(id, interest, cx.waker());
                 Poll::Pending
             }
             result => Poll::Ready(result),
@@ -46,9 +60,19 @@ impl Socket {
     /// accept() once: the next established connection, or Pending (woken when the
     /// listener's accept queue may have one). A connection is taken off the queue only in
     /// the call that returns it.
+    ///
+    /// A listener of a stack of several shards tries each shard's queue, and is woken
+    /// by whichever shard's round touches its copy there.
     pub(crate) fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<(Socket, SocketAddr)>> {
-        self.poll_call(cx, Interest::Read, |l| l.engine.accept(self.id))
-            .map_ok(|(id, peer)| (Socket { shared: self.shared.clone(), id, open: AtomicBool::new(true) }, peer))
+        let listeners = std::iter::once((self.shared.clone(), self.id)).chain(self.mirrors());
+        for (shared, id) in listeners {
+            match self.poll_call_on(&shared, id, cx, Interest::Read, |l| l.engine.accept(id)) {
+                Poll::Ready(Ok((conn, peer))) => return Poll::Ready(Ok((Socket::on(shared, conn), peer))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
     }
 
     /// Starts a TCP connect (or fixes a UDP socket's peer) without waiting: EINPROGRESS

@@ -29,11 +29,13 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::device::Link;
-use crate::engine::{DemuxEvent, DemuxTable, Engine, Outbox, SockId, StackConfig};
+use crate::engine::{DemuxEvent, DemuxRow, DemuxTable, Engine, Outbox, SockId, StackConfig};
 
 mod clock;
+mod shards;
 
 pub(crate) use clock::Clock;
+pub(crate) use shards::ShardSet;
 
 /// Frames handed to the engine per lock hold, so API calls are never kept waiting long.
 const INGRESS_BATCH: usize = 64;
@@ -142,6 +144,8 @@ pub(crate) struct Shared {
     wake: EventFd,
     /// Told of every socket the engine touched (see [`Stack::on_touched`]).
     touch_hook: OnceLock<TouchHook>,
+    /// The stack this engine is one shard of, if it has several (see [`shards`]).
+    pub(crate) set: OnceLock<Arc<ShardSet>>,
 }
 
 /// What [`Stack::on_touched`] calls.
@@ -168,6 +172,9 @@ pub type TouchHook = Box<dyn Fn(SockId) + Send + Sync>;
 pub struct Stack {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Shards 1 and up of a stack of several ([`Stack::sharded`]), each a stack of one;
+    /// this one is shard 0.
+    siblings: Vec<Stack>,
 }
 
 impl Stack {
@@ -192,13 +199,14 @@ impl Stack {
             queues: (0..WAIT_QUEUES).map(|_| Condvar::new()).collect(),
             wake,
             touch_hook: OnceLock::new(),
+            set: OnceLock::new(),
         });
         let thread_shared = shared.clone();
         let preread = preread_buffers(device.capabilities().max_transmission_unit);
         let thread = std::thread::Builder::new()
             .name("ustack".into())
             .spawn(move || run(&thread_shared, &mut device, preread))?;
-        Ok(Stack { shared, thread: Some(thread) })
+        Ok(Stack { shared, thread: Some(thread), siblings: Vec::new() })
     }
 
     /// The state the socket API works on.
@@ -211,7 +219,8 @@ impl Stack {
     /// socket are woken — for a layer that mirrors readiness elsewhere (the LD_PRELOAD
     /// library makes a kernel fd readable and writable as the socket is). It runs with the
     /// stack locked: it must not call into the stack, only note the id and return. One
-    /// hook per stack; a second call is refused (false).
+    /// hook per stack; a second call is refused (false). On a stack of several shards it
+    /// sees shard 0's sockets only (ids are per shard; `ustack run` uses one shard).
     pub fn on_touched(&self, hook: TouchHook) -> bool {
         self.shared.touch_hook.set(hook).is_ok()
     }
@@ -222,7 +231,7 @@ impl Stack {
     // Public only for crates/replay; not part of the library's API.
     #[doc(hidden)]
     pub fn barrier(&self) {
-        drop(self.shared.lock());
+        self.each_shard().for_each(|shard| drop(shard.lock()));
     }
 
     /// The stack's addresses.
@@ -233,7 +242,23 @@ impl Stack {
     /// A snapshot of the demux table: listeners with their queues, connections with their
     /// states, bound UDP sockets, and the demux's counters.
     pub fn demux_table(&self) -> DemuxTable {
-        self.shared.lock().engine.demux_table()
+        let mut table = self.shared.lock().engine.demux_table();
+        table.shards = self.shards();
+        for (shard, shared) in self.each_shard().enumerate().skip(1) {
+            let more = shared.lock().engine.demux_table();
+            table.counters.add(&more.counters);
+            table.rows.extend(more.rows.into_iter().map(|row| DemuxRow { shard, ..row }));
+        }
+        if !self.siblings.is_empty() {
+            // Each shard's rows come sorted; the table's order is by kind, then port.
+            let kind = |row: &DemuxRow| match (row.proto, row.queues.is_some()) {
+                ("tcp", true) => 0,
+                ("tcp", false) => 1,
+                _ => 2,
+            };
+            table.rows.sort_by_key(|row| (kind(row), row.local.port(), row.local, row.remote, row.shard));
+        }
+        table
     }
 
     /// IP reassembly: what became of the fragments that arrived, and the bytes and
@@ -244,24 +269,38 @@ impl Stack {
 
     /// The demux's most recent decisions (up to [`crate::engine::demux::HISTORY`]), oldest first.
     pub fn demux_events(&self) -> Vec<DemuxEvent> {
-        self.shared.lock().engine.demux_events().copied().collect()
+        let mut events: Vec<DemuxEvent> = self
+            .each_shard()
+            .flat_map(|shard| shard.lock().engine.demux_events().copied().collect::<Vec<_>>())
+            .collect();
+        if !self.siblings.is_empty() {
+            events.sort_by_key(|e| e.at_ms);
+        }
+        events
     }
 
     /// The handshake and close of every connection the stack holds and of the most recent
     /// ones that are gone, ordered by when they started (see [`Engine::connections`]).
     pub fn connections(&self) -> Vec<crate::engine::ConnectionInfo> {
-        self.shared.lock().engine.connections()
+        let mut all: Vec<_> = self.each_shard().flat_map(|shard| shard.lock().engine.connections()).collect();
+        if !self.siblings.is_empty() {
+            all.sort_by(|a, b| a.started_ms.total_cmp(&b.started_ms));
+        }
+        all
     }
 
     /// A number that changes whenever the demux table does; pass it to
     /// [`Stack::wait_for_change`].
     pub fn generation(&self) -> u64 {
-        self.shared.lock().engine.generation()
+        self.each_shard().map(|shard| shard.lock().engine.generation()).sum()
     }
 
     /// Waits until the demux table differs from generation `seen`, or `timeout` passes.
     /// Returns the generation now.
     pub fn wait_for_change(&self, seen: u64, timeout: Duration) -> u64 {
+        if let Some(set) = self.shared.set.get() {
+            return set.wait_for_change(self, seen, timeout);
+        }
         let deadline = std::time::Instant::now() + timeout;
         let mut locked = self.shared.lock();
         while locked.engine.generation() == seen && locked.down.is_none() {
@@ -283,6 +322,25 @@ impl Stack {
     /// process's exit does not wait for it on Linux either.)
     pub fn shutdown(&self, timeout: Duration) -> usize {
         let deadline = std::time::Instant::now() + timeout;
+        // Every shard's sockets close at once; then each shard's FINs are waited for.
+        for sibling in &self.siblings {
+            let mut locked = sibling.shared.lock();
+            locked.engine.close_all();
+            locked.wake_all_tasks();
+            sibling.shared.wake();
+            sibling.shared.notify_everyone();
+        }
+        let mut open = 0;
+        for sibling in &self.siblings {
+            open += sibling.shutdown(deadline.saturating_duration_since(std::time::Instant::now()));
+        }
+        let timeout = deadline.saturating_duration_since(std::time::Instant::now());
+        open + self.shutdown_shard(timeout)
+    }
+
+    /// [`Stack::shutdown`] of this shard alone.
+    fn shutdown_shard(&self, timeout: Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
         let mut locked = self.shared.lock();
         locked.engine.close_all();
         locked.wake_all_tasks();
@@ -301,7 +359,12 @@ impl Stack {
 
     /// Why the stack stopped, if it has (e.g. the device failed).
     pub fn error(&self) -> Option<String> {
-        self.shared.lock().down.clone()
+        self.each_shard().find_map(|shard| shard.lock().down.clone())
+    }
+
+    /// The shared state of every shard, shard 0 first.
+    fn each_shard(&self) -> impl Iterator<Item = &Arc<Shared>> {
+        std::iter::once(&self.shared).chain(self.siblings.iter().map(|s| &s.shared))
     }
 }
 
@@ -358,6 +421,9 @@ impl Shared {
 
     /// Wakes every waiting caller (the stack stops, or every socket closes at once).
     fn notify_everyone(&self) {
+        if let Some(set) = self.set.get() {
+            set.touched();
+        }
         self.changed.notify_all();
         for queue in self.queues.iter() {
             queue.notify_all();
@@ -383,6 +449,9 @@ impl Shared {
         }
         if let Some(hook) = self.touch_hook.get() {
             touched.iter().for_each(|&id| hook(id));
+        }
+        if let Some(set) = self.set.get() {
+            set.touched();
         }
         for id in touched.iter_mut() {
             *id = wait_queue(*id) as SockId;

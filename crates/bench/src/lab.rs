@@ -66,9 +66,17 @@ pub fn tun(mtu: Option<usize>) -> io::Result<(NetNs, TunDevice)> {
 
 /// ustack on a TUN of `mtu` (the kernel's default if `None`), with `tcp_buffer`-byte
 /// socket buffers: the stack at [`TUN_STACK`], kernel clients in the lab's namespace.
-pub fn ustack_lab(mtu: Option<usize>, tcp_buffer: usize) -> io::Result<Lab> {
+/// With `shards` above 1, the stack has that many shards on a multi-queue TUN.
+pub fn ustack_lab(mtu: Option<usize>, tcp_buffer: usize, shards: usize) -> io::Result<Lab> {
     let config = StackConfig { tcp_buffer, ..StackConfig::default() };
-    Lab::start_in(client_namespace()?, &tun_net(mtu), config, |tun| tun)
+    if shards <= 1 {
+        return Lab::start_in(client_namespace()?, &tun_net(mtu), config, |tun| tun);
+    }
+    let ns = client_namespace()?;
+    let net = tun_net(mtu);
+    let queues = net.open_queues_in(&ns, shards)?;
+    let stack = ustack::Stack::sharded(queues, net.stack_config(config))?;
+    Ok(Lab { stack, ns })
 }
 
 /// Two kernel stacks joined by a veth pair: clients in `client` at [`VETH_CLIENT`],

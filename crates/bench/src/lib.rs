@@ -202,6 +202,9 @@ pub struct Plan {
     pub tcp_buffer: usize,
     /// The ustack binary, for `ustack inspect` in the decode scenario.
     pub ustack_exe: PathBuf,
+    /// Shards of the ustack stacks measured ([`ustack::Stack::sharded`]); 1 as `ustack
+    /// run` and the library's `Stack::new`, so that figures stay comparable across runs.
+    pub shards: usize,
 }
 
 /// The MTUs the bulk scenario uses unless told otherwise: Ethernet's, and nearly the
@@ -224,6 +227,9 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str);
 pub fn run(plan: &Plan, progress: Progress<'_>) -> Table {
     let mut table = Table::default();
     table.notes.push(format!("Machine: {}.", os::machine()));
+    if plan.shards > 1 {
+        table.notes.push(format!("ustack runs {} shards (a TUN queue and a thread each).", plan.shards));
+    }
     let s = &plan.sizes;
     table.notes.push(format!(
         "Sizes \"{}\": each figure is the median of {} runs after {} warm-up run(s) unless said otherwise; \
@@ -326,7 +332,7 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
     for &mtu in &plan.mtus {
         progress(&format!("bulk TCP, MTU {mtu}: ustack"));
         let ustack = or_failed((|| {
-            let lab = ustack_lab(Some(mtu), plan.tcp_buffer)?;
+            let lab = ustack_lab(Some(mtu), plan.tcp_buffer, plan.shards)?;
             let server = Server::Ustack(&lab.stack);
             let listener = server.listen(PORT, BIG_BACKLOG)?;
             Ok(dirs.map(|dir| {
@@ -409,7 +415,7 @@ fn connect_rows(plan: &Plan, progress: Progress<'_>) -> Vec<Row> {
     };
     progress("connect + close: ustack");
     let ustack = or_failed((|| {
-        let lab = ustack_lab(None, StackConfig::default().tcp_buffer)?;
+        let lab = ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards)?;
         Ok(measure(Server::Ustack(&lab.stack), &lab.ns))
     })());
     progress("connect + close: kernel over veth");
@@ -454,7 +460,7 @@ fn burst_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> V
     progress(&format!("burst of {clients} connects into backlog {backlog}: ustack"));
     let mut ustack_cookies = 0;
     let ustack = or_failed((|| {
-        let lab = ustack_lab(None, StackConfig::default().tcp_buffer)?;
+        let lab = ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards)?;
         let server = Server::Ustack(&lab.stack);
         // (SYNs and handshake ACKs dropped, SYN cookies sent) so far.
         let counters = || {
@@ -526,7 +532,7 @@ fn udp_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Vec
         }))
     };
     progress("UDP request/response: ustack");
-    let ustack = or_failed(ustack_lab(None, StackConfig::default().tcp_buffer).and_then(|lab| {
+    let ustack = or_failed(ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards).and_then(|lab| {
         let cells = measure(Server::Ustack(&lab.stack), &lab.ns);
         drop(lab);
         cells
@@ -575,7 +581,7 @@ fn scale_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>, open
         progress(&format!("{n} connections: ustack"));
         let ustack = match room(n + FD_HEADROOM) {
             Some(why) => Outcome::Skipped(why),
-            None => Outcome::from(ustack_lab(None, StackConfig::default().tcp_buffer).and_then(|lab| {
+            None => Outcome::from(ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards).and_then(|lab| {
                 let memory = scale::Memory { read: os::rss_bytes, endpoints: 1 };
                 run(Server::Ustack(&lab.stack), &lab.ns, &memory)
             })),

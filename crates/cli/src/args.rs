@@ -102,6 +102,33 @@ impl NetArgs {
     /// (whose addresses are replaced by --addr), tapped as `taps` says. Returns the stack
     /// and the TUN's MTU.
     pub fn open_stack(&self, config: StackConfig, taps: &TapArgs) -> Result<(Stack, usize), Failure> {
+        self.open_sharded_stack(config, taps, 1)
+    }
+
+    /// [`NetArgs::open_stack`] with `shards` shards: a multi-queue TUN with a queue and a
+    /// stack thread per shard ([`Stack::sharded`]). More than one takes no --pcap or
+    /// faults (the caller's [`TapArgs::single_shard_only`] says so); --trace traces each
+    /// shard's queue.
+    pub fn open_sharded_stack(
+        &self,
+        config: StackConfig,
+        taps: &TapArgs,
+        shards: usize,
+    ) -> Result<(Stack, usize), Failure> {
+        let config = StackConfig {
+            addrs: self.addrs.clone(),
+            gateways: self.gateways.clone(),
+            congestion: self.congestion,
+            loss_recovery: self.recovery,
+            ..config
+        };
+        if shards > 1 {
+            let queues = TunDevice::open_queues(&self.tun_config(), shards).map_err(Failure::new)?;
+            let mtu = queues[0].mtu();
+            let devices = queues.into_iter().map(|q| Tracer::new(q).with_formatter(TcpdumpFormatter::new())).collect();
+            let stack = Stack::sharded(devices, config).map_err(context("starting the stack"))?;
+            return Ok((stack, mtu));
+        }
         // Before the TUN exists, so that a bad --pcap path changes nothing.
         let mut pcap = taps.open_pcap()?;
         let device = self.open_tun()?;
@@ -126,9 +153,11 @@ impl NetArgs {
                 "stack address {cidr} is in no --peer-addr subnet: the kernel will not route to it"
             );
         }
-        let tun =
-            TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
-        TunDevice::open(&tun).map_err(Failure::new)
+        TunDevice::open(&self.tun_config()).map_err(Failure::new)
+    }
+
+    fn tun_config(&self) -> TunConfig {
+        TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) }
     }
 
     /// "10.7.0.2, fd00:7::2": the stack's addresses without prefixes.
@@ -195,6 +224,18 @@ pub enum Switch {
 pub type PcapFile = BufWriter<File>;
 
 impl TapArgs {
+    /// What asks for a stack of one shard: a --pcap file records one ordered stream, and
+    /// fault injection with a --seed replays one sequence of losses.
+    pub fn single_shard_only(&self) -> Option<&'static str> {
+        if self.pcap.is_some() {
+            Some("--pcap")
+        } else if self.faults().is_some() {
+            Some("fault injection")
+        } else {
+            None
+        }
+    }
+
     /// The fault injector to put under the stack, if --drop-chance or --corrupt-chance asked
     /// for one.
     pub fn faults(&self) -> Option<FaultConfig> {

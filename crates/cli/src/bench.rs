@@ -33,6 +33,11 @@ pub struct BenchArgs {
     /// scenario (default 1 MiB); as `serve --tcp-buffer`.
     #[arg(long = "tcp-buffer", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub tcp_buffer: Option<u64>,
+
+    /// Stack shards for ustack (as `serve --shards`; default 1, the library's default, so
+    /// that tables compare across runs and machines).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub shards: u16,
 }
 
 /// The scenarios, as named on the command line.
@@ -93,6 +98,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         mtus,
         tcp_buffer: args.tcp_buffer.map_or(DEFAULT_TCP_BUFFER, |b| b as usize),
         ustack_exe: std::env::current_exe().map_err(context("finding the ustack binary"))?,
+        shards: usize::from(args.shards),
     };
     complain!("ustack bench ({}), {}", plan.sizes.name, utc_now());
     let table = bench::run(&plan, &mut |line| complain!("bench: {line}"));

@@ -52,6 +52,8 @@ struct Sample {
 /// A listener's recent history.
 struct Track {
     local: SocketAddr,
+    /// A listener of a stack of several shards has a row, and a track, on each.
+    shard: usize,
     samples: VecDeque<Sample>,
 }
 
@@ -123,17 +125,23 @@ impl History {
         for row in &table.rows {
             let Some(q) = row.queues else { continue };
             let sample = Sample { ms, syn: q.syn, accept: q.accept };
-            let at = match tracks.iter().position(|t| t.local == row.local) {
+            let at = match tracks.iter().position(|t| (t.local, t.shard) == (row.local, row.shard)) {
                 Some(at) => at,
                 None => {
                     if tracks.len() == LISTENERS {
                         // Make room by forgetting a listener that is gone; when all are
                         // still there, the ones beyond the first LISTENERS go unrecorded.
-                        let gone = tracks.iter().position(|t| !table.rows.iter().any(|r| r.local == t.local));
+                        let gone = tracks
+                            .iter()
+                            .position(|t| !table.rows.iter().any(|r| (r.local, r.shard) == (t.local, t.shard)));
                         let Some(gone) = gone else { continue };
                         tracks.remove(gone);
                     }
-                    tracks.push(Track { local: row.local, samples: VecDeque::with_capacity(SAMPLES) });
+                    tracks.push(Track {
+                        local: row.local,
+                        shard: row.shard,
+                        samples: VecDeque::with_capacity(SAMPLES),
+                    });
                     tracks.len() - 1
                 }
             };
@@ -158,12 +166,13 @@ impl History {
             first = false;
             let _ = write!(
                 j,
-                "{{\"local\":{},\"socket\":{},{},\"samples\":[",
+                "{{\"local\":{},\"shard\":{},\"socket\":{},{},\"samples\":[",
                 quote(&row.local.to_string()),
+                row.shard,
                 quote(&row.owner),
                 queue_fields(&q)
             );
-            if let Some(track) = tracks.iter().find(|t| t.local == row.local) {
+            if let Some(track) = tracks.iter().find(|t| (t.local, t.shard) == (row.local, row.shard)) {
                 for (i, s) in track.samples.iter().enumerate() {
                     if i > 0 {
                         j.push(',');
@@ -195,7 +204,8 @@ pub fn rows_json(table: &DemuxTable) -> String {
         .map(|row| {
             let queues = row.queues.map_or("null".to_string(), |q| format!("{{{}}}", queue_fields(&q)));
             format!(
-                "{{\"proto\":{},\"local\":{},\"remote\":{},\"socket\":{},\"state\":{},\"queues\":{queues}}}",
+                "{{\"shard\":{},\"proto\":{},\"local\":{},\"remote\":{},\"socket\":{},\"state\":{},\"queues\":{queues}}}",
+                row.shard,
                 quote(row.proto),
                 quote(&row.local.to_string()),
                 row.remote.map_or("null".to_string(), |r| quote(&r.to_string())),
@@ -308,7 +318,7 @@ resets, segments for no socket.</p>
 <h2>Recent handshakes</h2>
 <div class="ladders" id="ladders"></div>
 <h2>Demux table</h2>
-<table id="demux"><thead><tr><th>proto</th><th>local</th><th>remote</th><th>socket</th><th>state</th><th>queues</th></tr></thead><tbody></tbody></table>
+<table id="demux"><thead><tr><th>shard</th><th>proto</th><th>local</th><th>remote</th><th>socket</th><th>state</th><th>queues</th></tr></thead><tbody></tbody></table>
 <p id="observed"></p>
 <script>
 "use strict";
@@ -383,11 +393,11 @@ async function refresh() {
       await Promise.all(["/api/demux", "/api/listeners", "/api/handshakes", "/api/counters"].map(get));
     const graphs = document.getElementById("graphs");
     graphs.replaceChildren(...listeners.listeners.map(l => {
-      const s = seen[l.local] || (seen[l.local] = {peak: 0});
+      const key = `${l.local} ${l.shard}`, s = seen[key] || (seen[key] = {peak: 0});
       s.peak = Math.max(s.peak, l.accept, ...l.samples.map(x => x[2]));
       const peak = Math.max(0, ...l.samples.map(x => x[2]));
       const card = el("div", {class: "card listener", "data-local": l.local});
-      card.append(el("div", {}, `${l.local} (socket ${l.socket}, backlog ${l.backlog})`));
+      card.append(el("div", {}, `${l.local} (shard ${l.shard}, socket ${l.socket}, backlog ${l.backlog})`));
       card.append(queueGraph(l, listeners.now_ms));
       card.append(el("div", {class: "queues-now"},
         `SYN queue ${l.syn}/${l.syn_limit}, accept queue ${l.accept}/${l.accept_limit}; ` +
@@ -398,7 +408,7 @@ async function refresh() {
     body.replaceChildren(...demux.rows.map(r => {
       const tr = el("tr", {class: r.state === "LISTEN" ? "listen" : (r.socket.includes("-q") ? "queued" : "")});
       const q = r.queues ? `syn ${r.queues.syn}/${r.queues.syn_limit}, accept ${r.queues.accept}/${r.queues.accept_limit}` : "";
-      for (const v of [r.proto, r.local, r.remote || "*", r.socket, r.state, q]) tr.append(el("td", {}, v));
+      for (const v of [String(r.shard), r.proto, r.local, r.remote || "*", r.socket, r.state, q]) tr.append(el("td", {}, v));
       return tr;
     }));
     document.getElementById("ladders").replaceChildren(...handshakes.handshakes.slice().reverse().map(ladder));
@@ -459,8 +469,10 @@ mod tests {
                         state: "LISTEN".into(),
                         queues: Some(queues),
                         dropped: 0,
+                        shard: 0,
                     })
                     .collect(),
+                shards: 1,
                 counters: DemuxCounters::default(),
             }
         };

@@ -144,6 +144,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub ui_port: Option<u16>,
 
+    /// Stack shards: an engine, a thread and a TUN queue each (IFF_MULTI_QUEUE); each TCP
+    /// listener listens on every shard and new connections spread over them by flow hash.
+    /// Default: the number of CPUs, or 1 with --pcap, --trace or fault injection (one
+    /// ordered record of the packets) or --accept-delay (one accept queue to watch).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub shards: Option<u16>,
+
     /// Receive and send buffer per TCP connection, in bytes (each way; default 65536).
     #[arg(long = "tcp-buffer", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub tcp_buffer: Option<u64>,
@@ -171,12 +178,25 @@ impl ServeArgs {
         {
             return Err(format!("--ui-port {port} is also a --tcp port: give the live view a port of its own"));
         }
+        if let (Some(n @ 2..), Some(tap)) = (self.shards, self.taps.single_shard_only()) {
+            return Err(format!("--shards {n} does not go with {tap}, which needs one shard: drop one of them"));
+        }
         for (proto, ports) in [("--tcp", &self.tcp), ("--udp", &self.udp)] {
             if let Some(port) = ports.iter().enumerate().find_map(|(i, p)| ports[..i].contains(p).then_some(p)) {
                 return Err(format!("{proto} {port} is given twice"));
             }
         }
         Ok(())
+    }
+
+    /// How many shards, with the default applied.
+    fn shards(&self) -> usize {
+        match self.shards {
+            Some(n) => usize::from(n),
+            // One queue to watch: --accept-delay is for seeing one listener's queues fill.
+            None if self.taps.single_shard_only().is_some() || self.taps.trace || self.accept_delay.is_some() => 1,
+            None => thread::available_parallelism().map_or(1, |n| n.get()).min(64),
+        }
     }
 
     /// The TCP and UDP ports to serve, with the default applied.
@@ -208,7 +228,19 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     if let Some(bytes) = args.tcp_buffer {
         config.tcp_buffer = bytes as usize;
     }
-    let (stack, _mtu) = args.net.open_stack(config, &args.taps)?;
+    let mut shards = args.shards();
+    let stack = match args.net.open_sharded_stack(config.clone(), &args.taps, shards) {
+        Ok((stack, _mtu)) => stack,
+        // The default asked for more than one, and the TUN cannot have several queues (a
+        // persistent one made without multi_queue, e.g. by root for this user): one shard,
+        // as before shards existed. An explicit --shards N gets the error instead.
+        Err(e) if shards > 1 && args.shards.is_none() => {
+            info!(target: "ustack", "{e}: serving on one shard");
+            shards = 1;
+            args.net.open_stack(config, &args.taps)?.0
+        }
+        Err(e) => return Err(e),
+    };
     // Shared with the threads that need the stack itself (HTTP pages show its demux
     // table; --show-demux watches it). They are never joined: the process ends with run().
     let stack = Arc::new(stack);
@@ -270,6 +302,9 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         args.net.tun,
         args.net.peer_ips()
     );
+    if shards > 1 {
+        info!(target: "ustack", "{shards} shards: a thread and a TUN queue each; listeners listen on every shard");
+    }
     if let Some(delay) = accept_delay {
         info!(target: "ustack", "waiting {} ms before each accept()", delay.as_millis());
     }
@@ -307,7 +342,25 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
 
 /// Prints the demux table to standard output, under a line saying when and why.
 fn print_table(stack: &Stack, why: &str) {
-    print_block(&format!("demux table at {} ({why}):\n{}\n\n", time_of_day(), stack.demux_table()));
+    print_block(&format!("demux table at {} ({why}):\n{}\n{}\n", time_of_day(), stack.demux_table(), forwarded(stack)));
+}
+
+/// "frames forwarded between shards: 3 to shard 0, 5 to shard 1\n" on a stack of several
+/// shards (see `ustack::device::steer`), else nothing.
+fn forwarded(stack: &Stack) -> String {
+    let counts = stack.forwarded();
+    if counts.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = counts
+        .iter()
+        .enumerate()
+        .map(|(shard, (sent, dropped))| {
+            let dropped = if *dropped > 0 { format!(" ({dropped} dropped)") } else { String::new() };
+            format!("{sent} to shard {shard}{dropped}")
+        })
+        .collect();
+    format!("frames forwarded between shards: {}\n", each.join(", "))
 }
 
 /// Writes `block` to standard output in one write, so that neither another printing

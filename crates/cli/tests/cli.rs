@@ -776,7 +776,9 @@ fn serve_syn_cookies_off_drops_syns_beyond_the_syn_queue() {
     ustack::require_tun!();
     let ns = NetNs::new().unwrap();
     for cookies in ["on", "off"] {
-        let serve = serve_in(&ns, &["serve", "--tcp", "7", "--backlog", "1", "--syn-cookies", cookies]);
+        // One shard: one SYN queue of 1 to fill (each shard would have its own).
+        let serve =
+            serve_in(&ns, &["serve", "--tcp", "7", "--backlog", "1", "--syn-cookies", cookies, "--shards", "1"]);
         ns.run(|| spoofed_syn([10, 7, 0, 9], 7)).unwrap().unwrap();
         serve.expect_stderr("admitted, SYN queue 1/1", READY);
         let started = Instant::now();
@@ -805,7 +807,8 @@ fn serve_syn_cookies_off_drops_syns_beyond_the_syn_queue() {
 fn serve_show_demux_prints_the_table_as_it_changes() {
     ustack::require_tun!();
     let ns = NetNs::new().unwrap();
-    let serve = serve_in(&ns, &["serve", "--tcp", "7", "--show-demux"]);
+    // One shard: the table without the SHARD column (serve_shards_spread_... has it).
+    let serve = serve_in(&ns, &["serve", "--tcp", "7", "--show-demux", "--shards", "1"]);
     let listener_row =
         |text: &str| text.lines().any(|l| l.starts_with("tcp ") && l.contains("[::]:7 ") && l.contains("LISTEN"));
     let start = serve.expect_stdout_with("listener row", READY, |t| t.contains("PROTO  LOCAL") && listener_row(t));
@@ -828,6 +831,54 @@ fn serve_show_demux_prints_the_table_as_it_changes() {
     let after = after.as_str();
     assert!(listener_row(after) && row(after), "{after}");
     drop(stream);
+    stop(serve);
+}
+
+/// The "done when" for shards: `serve --shards 2` with 100 kernel clients holds
+/// them on both shards, as the demux table shows (a SHARD column; the listener on each
+/// shard); every client gets its echo, and UDP is answered from a sharded stack too.
+#[test]
+fn serve_shards_spread_kernel_clients_over_both_shards() {
+    ustack::require_tun!();
+    const CLIENTS: usize = 100;
+    let ns = NetNs::new().unwrap();
+    let mut serve = serve_in(&ns, &["serve", "--tcp", "7", "--udp", "7", "--shards", "2"]);
+    serve.expect_stderr("] 2 shards", READY);
+    let addr: SocketAddr = "10.7.0.2:7".parse().unwrap();
+    let mut clients = vec![connect_when_ready(&ns, &mut serve, addr)];
+    while clients.len() < CLIENTS {
+        clients.push(ns.run(move || TcpStream::connect_timeout(&addr, READY)).unwrap().unwrap());
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.set_read_timeout(Some(READY)).unwrap();
+        let hello = format!("hello {i}\n");
+        client.write_all(hello.as_bytes()).unwrap();
+        let mut back = vec![0; hello.len()];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(back, hello.as_bytes());
+    }
+    for data in [&b"one"[..], b"two", b"three"] {
+        assert_eq!(udp_echo(&ns, addr, data).0, data);
+    }
+
+    serve.signal(libc::SIGUSR1);
+    let usr1 = |t: &str| t.find("(SIGUSR1):").map(|at| t[at..].to_string());
+    let text = serve.expect_stdout_with("the SIGUSR1 table", READY, |t| {
+        usr1(t).is_some_and(|table| table.contains("\nframes forwarded between shards: "))
+    });
+    let table = usr1(&text).unwrap();
+    assert!(table.lines().nth(1).is_some_and(|l| l.starts_with("SHARD  PROTO  LOCAL")), "{table}");
+    let rows = |shard: &str, what: &str| {
+        table.lines().filter(|l| l.split_whitespace().next() == Some(shard) && l.contains(what)).count()
+    };
+    for shard in ["0", "1"] {
+        assert_eq!(rows(shard, "LISTEN"), 1, "a listener on shard {shard}:\n{table}");
+    }
+    let (on_0, on_1) = (rows("0", "ESTABLISHED"), rows("1", "ESTABLISHED"));
+    assert_eq!(on_0 + on_1, CLIENTS, "{table}");
+    // By a keyed hash, each shard's share of 100 is binomial: below 20 once in 10^9 runs.
+    assert!(on_0 >= 20 && on_1 >= 20, "{on_0} on shard 0, {on_1} on shard 1:\n{table}");
+    drop(clients);
     stop(serve);
 }
 

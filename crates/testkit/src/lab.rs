@@ -85,6 +85,15 @@ impl LabNet {
             .map_err(|e| io::Error::new(e.kind(), format!("opening the TUN {} inside the namespace: {e}", self.tun)))
     }
 
+    /// This TUN with `queues` queues (`IFF_MULTI_QUEUE`, one per stack shard), created
+    /// in `ns`, its kernel side configured and up.
+    pub fn open_queues_in(&self, ns: &NetNs, queues: usize) -> io::Result<Vec<TunDevice>> {
+        let config = TunConfig { name: self.tun.clone(), peer_addrs: self.kernel.clone(), mtu: self.mtu };
+        ns.run(|| TunDevice::open_queues(&config, queues))
+            .and_then(|opened| opened)
+            .map_err(|e| io::Error::new(e.kind(), format!("opening the TUN {} inside the namespace: {e}", self.tun)))
+    }
+
     /// `config` with this lab's stack addresses.
     pub fn stack_config(&self, config: StackConfig) -> StackConfig {
         StackConfig { addrs: self.stack.clone(), ..config }
@@ -121,6 +130,17 @@ impl Lab {
             .map_err(|e| io::Error::new(e.kind(), format!("starting the stack: {e}")))?;
         Ok(Lab { stack, ns })
     }
+}
+
+/// The tests' lab ([`LabNet::dual_stack`]) with a default stack of `shards` shards
+/// ([`Stack::sharded`] on a multi-queue TUN); panics if it cannot be made.
+pub fn lab_sharded(shards: usize) -> Lab {
+    crate::init_test_logging();
+    let ns = NetNs::new().expect("creating a network namespace");
+    let net = LabNet::dual_stack();
+    let queues = net.open_queues_in(&ns, shards).expect("opening the TUN's queues");
+    let stack = Stack::sharded(queues, net.stack_config(StackConfig::default())).expect("starting the stack");
+    Lab { stack, ns }
 }
 
 /// The tests' lab ([`LabNet::dual_stack`]) with a default stack; panics if it cannot be

@@ -1,0 +1,213 @@
+//! A stack of two shards (`Stack::sharded` on a two-queue TUN) against the Linux kernel,
+//! inside a network namespace each test creates: accept() takes from either shard, UDP
+//! and connect() work as on one shard, a listener's copies go when it closes.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener as KernelListener, TcpStream as KernelStream, UdpSocket as KernelUdp};
+use std::time::Duration;
+
+use ustack::{TcpListener, TcpStream, UdpSocket};
+use ustack_testkit::addr;
+use ustack_testkit::lab::{KERNEL, USTACK, lab_sharded};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The shards of the table's rows that `keep` keeps.
+fn shards_of(stack: &ustack::Stack, keep: impl Fn(&ustack::engine::DemuxRow) -> bool) -> Vec<usize> {
+    stack.demux_table().rows.iter().filter(|r| keep(r)).map(|r| r.shard).collect()
+}
+
+/// One accept() loop takes the connections of both shards, and each answers on its own.
+#[test]
+fn accept_takes_connections_from_every_shard() {
+    ustack::require_tun!();
+    const CLIENTS: usize = 40;
+    let lab = lab_sharded(2);
+    assert_eq!(lab.stack.shards(), 2);
+    let listener = TcpListener::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    assert_eq!(shards_of(&lab.stack, |r| r.queues.is_some()), [0, 1], "a listener on each shard");
+
+    let clients = lab
+        .ns
+        .run(|| (0..CLIENTS).map(|_| KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE)).collect::<Vec<_>>())
+        .unwrap();
+    let mut accepted = Vec::new();
+    for _ in 0..CLIENTS {
+        accepted.push(listener.accept().unwrap().0);
+    }
+    let shards = shards_of(&lab.stack, |r| r.state == "ESTABLISHED");
+    assert_eq!(shards.len(), CLIENTS);
+    assert!(shards.contains(&0) && shards.contains(&1), "connections on both shards: {shards:?}");
+
+    // Each connection carries data from the shard it is on. (accept()'s order is not
+    // connect()'s: every server writes before any client reads.)
+    for server in &mut accepted {
+        server.write_all(b"hello\n").unwrap();
+    }
+    for client in clients {
+        let mut client = client.unwrap();
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut line = [0; 6];
+        client.read_exact(&mut line).unwrap();
+        assert_eq!(&line, b"hello\n");
+    }
+    listener.set_nonblocking(true).unwrap();
+    assert_eq!(listener.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock, "nothing left on any shard");
+}
+
+/// A blocking accept() waits for a connection that comes to either shard.
+#[test]
+fn a_blocked_accept_wakes_for_either_shard() {
+    ustack::require_tun!();
+    let lab = lab_sharded(2);
+    let listener = TcpListener::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    let ns = lab.ns.clone();
+    let clients = std::thread::spawn(move || {
+        ns.run(|| {
+            (0..8)
+                .map(|_| {
+                    let stream = KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE).unwrap();
+                    // One at a time, each after accept() is already waiting.
+                    std::thread::sleep(Duration::from_millis(20));
+                    stream
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap()
+    });
+    listener.set_nonblocking(false).unwrap();
+    listener.socket().set_read_timeout(Some(PATIENCE)).unwrap();
+    for _ in 0..8 {
+        listener.accept().expect("accept() woken by a connection on either shard");
+    }
+    drop(clients.join().unwrap());
+}
+
+/// Closing a listener closes its copies: the port is free on every shard again.
+#[test]
+fn a_closed_listener_leaves_no_copy_behind() {
+    ustack::require_tun!();
+    let lab = lab_sharded(2);
+    let listener = TcpListener::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    let copy = listener.try_clone().unwrap();
+    drop(listener);
+    assert_eq!(shards_of(&lab.stack, |r| r.queues.is_some()).len(), 2, "a handle is still open");
+    drop(copy);
+    assert!(shards_of(&lab.stack, |r| r.queues.is_some()).is_empty());
+    let again = TcpListener::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    assert_eq!(shards_of(&lab.stack, |r| r.queues.is_some()), [0, 1]);
+    drop(again);
+}
+
+/// UDP on a sharded stack: a ustack echo socket answers kernel clients on many ports, and
+/// a ustack client gets its kernel server's answers.
+#[test]
+fn udp_works_on_a_sharded_stack() {
+    ustack::require_tun!();
+    let lab = lab_sharded(2);
+    let echo = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    echo.set_read_timeout(Some(PATIENCE)).unwrap();
+    let echoer = std::thread::spawn(move || {
+        let mut buf = [0; 2048];
+        for _ in 0..16 {
+            let (n, from) = echo.recv_from(&mut buf).unwrap();
+            echo.send_to(&buf[..n], from).unwrap();
+        }
+    });
+    lab.ns
+        .run(|| -> io::Result<()> {
+            for i in 0..16u8 {
+                let socket = KernelUdp::bind(addr(KERNEL, 0))?;
+                socket.set_read_timeout(Some(PATIENCE))?;
+                socket.send_to(&[i; 10], addr(USTACK, 7))?;
+                let mut buf = [0; 64];
+                let (n, from) = socket.recv_from(&mut buf)?;
+                assert_eq!((&buf[..n], from), (&[i; 10][..], addr(USTACK, 7)));
+            }
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+    echoer.join().unwrap();
+
+    let server = lab.ns.run(|| KernelUdp::bind(addr(KERNEL, 5353))).unwrap().unwrap();
+    let kernel = std::thread::spawn(move || {
+        server.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut buf = [0; 64];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        server.send_to(&buf[..n], from).unwrap();
+    });
+    let client = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 0)).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.send_to(b"ping", addr(KERNEL, 5353)).unwrap();
+    let mut buf = [0; 64];
+    assert_eq!(client.recv_from(&mut buf).unwrap(), (4, addr(KERNEL, 5353)));
+    kernel.join().unwrap();
+}
+
+/// connect() from a sharded stack: its connections, opened on shard 0, get their
+/// answers there whichever queue the kernel chose, and carry data both ways.
+#[test]
+fn connect_works_from_a_sharded_stack() {
+    ustack::require_tun!();
+    const CONNECTIONS: usize = 20;
+    let lab = lab_sharded(2);
+    let server = lab.ns.run(|| KernelListener::bind(addr(KERNEL, 8000))).unwrap().unwrap();
+    let kernel = std::thread::spawn(move || {
+        for _ in 0..CONNECTIONS {
+            let (mut stream, _) = server.accept().unwrap();
+            stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            let mut buf = [0; 1024];
+            let n = stream.read(&mut buf).unwrap();
+            stream.write_all(&buf[..n]).unwrap();
+        }
+    });
+    let mut streams = Vec::new();
+    for i in 0..CONNECTIONS {
+        let mut stream = TcpStream::connect(&lab.stack, addr(KERNEL, 8000)).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let hello = format!("hello {i}");
+        stream.write_all(hello.as_bytes()).unwrap();
+        let mut back = vec![0; hello.len()];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(back, hello.as_bytes());
+        streams.push(stream);
+    }
+    kernel.join().unwrap();
+    let remote: SocketAddr = addr(KERNEL, 8000);
+    assert_eq!(shards_of(&lab.stack, |r| r.remote == Some(remote)), vec![0; CONNECTIONS]);
+}
+
+/// poll() takes the sockets of every shard of one stack: a listener is readable when a
+/// connection waits on any shard, and accepted connections from both shards poll together.
+#[test]
+fn poll_watches_sockets_on_every_shard() {
+    use ustack::{Events, PollFd, poll};
+    ustack::require_tun!();
+    const CLIENTS: usize = 16;
+    let lab = lab_sharded(2);
+    let listener = TcpListener::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    let mut clients = lab
+        .ns
+        .run(|| {
+            (0..CLIENTS).map(|_| KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE).unwrap()).collect::<Vec<_>>()
+        })
+        .unwrap();
+    let mut accepted = Vec::new();
+    while accepted.len() < CLIENTS {
+        let mut fds = [PollFd::new(listener.socket(), Events::IN)];
+        assert_eq!(poll(&mut fds, Some(PATIENCE)).unwrap(), 1, "the listener is readable");
+        accepted.push(listener.accept().unwrap().0);
+    }
+    let shards = shards_of(&lab.stack, |r| r.state == "ESTABLISHED");
+    assert!(shards.contains(&0) && shards.contains(&1), "{shards:?}");
+    for client in &mut clients {
+        client.write_all(b"x").unwrap();
+    }
+    let mut fds: Vec<PollFd<'_>> = accepted.iter().map(|s| PollFd::new(s.socket(), Events::IN)).collect();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while fds.iter().any(|fd| fd.revents.is_empty()) {
+        assert!(std::time::Instant::now() < deadline, "every connection readable");
+        poll(&mut fds, Some(PATIENCE)).unwrap();
+    }
+}
