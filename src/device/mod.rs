@@ -15,6 +15,7 @@ pub mod fault;
 pub mod pcap;
 pub mod trace;
 pub mod tun;
+pub mod vnet;
 pub mod wire;
 
 pub use fault::{Corruption, FaultConfig, FaultCounters, FaultInjector, FaultStats, Faults};

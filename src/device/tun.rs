@@ -5,25 +5,37 @@
 //! userspace stack through it. Unlike smoltcp's own `TunTapInterface`, this device never
 //! panics on I/O errors: a failure stops the device and is reported through
 //! [`Link::take_error`].
+//!
+//! Offloads: unless [`TunConfig::offload`] is off, the TUN is opened with `IFF_VNET_HDR`
+//! and `TUNSETOFFLOAD` (checksum, TSO4, TSO6), as virtio and the kernel's own veth do:
+//! the kernel then hands over TCP super-segments of up to 64 KiB in one read, and takes
+//! super-segments smoltcp builds (its `segmentation-offload`) in one write, cutting them
+//! itself; TCP and UDP checksums are left to it. Above the device every frame is still a
+//! plain IP packet (see [`vnet`](super::vnet)), just possibly longer than the MTU.
 
 use std::fs::File;
 use std::io;
 use std::io::Write as _;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::time::Duration;
 
 use log::{debug, warn};
 use nix::errno::Errno;
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use tun_tap::{Iface, Mode};
 
 use super::Link;
+use super::vnet::{VNET_HDR_LEN, VnetHdr};
 use crate::sys::netlink::{MAX_IFNAME_LEN, Netlink};
 
 /// The receive buffer holds any IP packet (65535 bytes), not just one MTU: the MTU can be
 /// raised behind our back (`ip link set mtu`), and a short read would truncate packets.
 const RX_BUFFER: usize = 65535;
+
+/// With offloads, an IPv6 super-segment's payload alone may be 65535 bytes, after a
+/// 40-byte header.
+const RX_BUFFER_GSO: usize = 65535 + 40;
 
 /// Reads per [`Device::receive`] call that may be skipped (empty frames) before giving up
 /// until the next poll, so a misbehaving fd cannot spin the stack thread.
@@ -36,7 +48,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(3);
 const IPV6_MIN_MTU: usize = 1280;
 
 /// How to open and configure a TUN interface.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunConfig {
     /// Interface name, at most 15 bytes, e.g. `ustack0`. An existing (persistent) TUN of
     /// that name is attached to; otherwise a new one is created, and it disappears when
@@ -48,6 +60,16 @@ pub struct TunConfig {
     pub peer_addrs: Vec<crate::Cidr>,
     /// If set, the interface MTU to configure; otherwise the current MTU is used.
     pub mtu: Option<usize>,
+    /// Whether to ask the kernel for offloads (`IFF_VNET_HDR`; on by default): TCP
+    /// super-segments both ways, checksums left to the kernel. When the kernel refuses,
+    /// the device says so once and works without, as with this off.
+    pub offload: bool,
+}
+
+impl Default for TunConfig {
+    fn default() -> TunConfig {
+        TunConfig { name: String::new(), peer_addrs: Vec::new(), mtu: None, offload: true }
+    }
 }
 
 /// Packet counters of a [`TunDevice`].
@@ -67,6 +89,10 @@ pub struct TunStats {
     /// full (`EAGAIN`, `ENOBUFS`), the interface was administratively down (`EIO`), or
     /// the packet was not valid IP (`EINVAL`).
     pub tx_dropped: u64,
+    /// Of `rx_packets`, the TCP super-segments (GSO) the kernel handed over whole.
+    pub rx_gso_packets: u64,
+    /// Of `tx_packets`, the TCP super-segments written for the kernel to cut.
+    pub tx_gso_packets: u64,
 }
 
 /// A TUN interface (`IFF_TUN | IFF_NO_PI`, non-blocking) as a smoltcp [`Device`] with
@@ -74,6 +100,8 @@ pub struct TunStats {
 pub struct TunDevice {
     iface: TunFile,
     mtu: usize,
+    /// Whether every packet comes and goes behind a `virtio_net_hdr` (`IFF_VNET_HDR`).
+    vnet: bool,
     rx_buf: Vec<u8>,
     state: State,
 }
@@ -82,6 +110,9 @@ pub struct TunDevice {
 /// `receive` can hand out both tokens without copying the received packet.
 struct State {
     tx_buf: Vec<u8>,
+    /// See [`TunDevice::vnet`]; with it the MTU, to tell a super-segment.
+    vnet: bool,
+    mtu: usize,
     stats: TunStats,
     /// Set by the first fatal I/O error; the device yields no more tokens.
     failed: bool,
@@ -106,30 +137,23 @@ impl TunDevice {
     pub fn open(config: &TunConfig) -> io::Result<TunDevice> {
         let name = config.name.as_str();
         validate_name(name)?;
-        let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| open_error(name, e))?;
-        iface
-            .set_non_blocking()
-            .map_err(|e| io::Error::new(e.kind(), format!("making TUN {name} non-blocking: {e}")))?;
-        let name = iface.name().to_string();
+        let (file, name, vnet) = open_tun(name, config.offload)?;
+        set_non_blocking(&file, &name)?;
         let mtu =
             configure(&name, config).map_err(|e| io::Error::new(e.kind(), format!("configuring TUN {name}: {e}")))?;
-        debug!("TUN {name} open, MTU {mtu}, peer addresses {:?}", config.peer_addrs);
-        // SAFETY: into_raw_fd hands over the interface's open fd, owned by nobody else.
-        let file = File::from(unsafe { OwnedFd::from_raw_fd(iface.into_raw_fd()) });
-        Ok(TunDevice::with_file(TunFile { file, name }, mtu))
+        debug!("TUN {name} open, MTU {mtu}, offloads {vnet}, peer addresses {:?}", config.peer_addrs);
+        Ok(TunDevice::with_file(TunFile { file, name }, mtu, vnet))
     }
 
     /// A device on a TUN opened (and configured) elsewhere, e.g. by `ustack run` for the
-    /// program it runs, which inherits the fd: `fd` is the TUN's (IFF_TUN | IFF_NO_PI),
+    /// program it runs, which inherits the fd: `fd` is the TUN's (IFF_TUN | IFF_NO_PI,
+    /// and IFF_VNET_HDR if it was opened with offloads: the device asks the kernel),
     /// `name` its interface name (for messages), `mtu` its MTU. Makes it non-blocking.
     pub fn from_fd(fd: OwnedFd, name: &str, mtu: usize) -> io::Result<TunDevice> {
-        let mut nonblocking: libc::c_int = 1;
-        // SAFETY: FIONBIO reads one c_int from the pointer, which is valid.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut nonblocking) } == -1 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("making TUN {name} non-blocking: {e}")));
-        }
-        Ok(TunDevice::with_file(TunFile { file: File::from(fd), name: name.to_string() }, mtu))
+        let file = File::from(fd);
+        set_non_blocking(&file, name)?;
+        let vnet = tun_flags(&file).is_ok_and(|flags| flags & IFF_VNET_HDR != 0);
+        Ok(TunDevice::with_file(TunFile { file, name: name.to_string() }, mtu, vnet))
     }
 
     /// Gives up the device for its fd, to hand the TUN to another process (`ustack run`).
@@ -137,13 +161,16 @@ impl TunDevice {
         OwnedFd::from(self.iface.file)
     }
 
-    fn with_file(iface: TunFile, mtu: usize) -> TunDevice {
+    fn with_file(iface: TunFile, mtu: usize, vnet: bool) -> TunDevice {
         TunDevice {
             iface,
             mtu,
-            rx_buf: vec![0; RX_BUFFER.max(mtu)],
+            vnet,
+            rx_buf: vec![0; rx_buffer(vnet, mtu)],
             state: State {
                 tx_buf: vec![0; mtu],
+                vnet,
+                mtu,
                 stats: TunStats::default(),
                 failed: false,
                 error: None,
@@ -162,6 +189,12 @@ impl TunDevice {
         self.mtu
     }
 
+    /// Whether offloads are on: packets carry a `virtio_net_hdr`, TCP super-segments go
+    /// both ways and the kernel computes TCP and UDP checksums.
+    pub fn offload(&self) -> bool {
+        self.vnet
+    }
+
     /// Packet counters.
     pub fn stats(&self) -> TunStats {
         self.state.stats
@@ -178,8 +211,8 @@ impl TunDevice {
     }
 }
 
-/// tun-tap silently truncates long names, and the kernel would then open or create a
-/// different interface; refuse instead.
+/// A long name would be truncated (the kernel takes 15 bytes and a NUL), and the kernel
+/// would then open or create a different interface; refuse instead.
 fn validate_name(name: &str) -> io::Result<()> {
     let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid TUN name {name:?}: {why}"));
     if name.len() > MAX_IFNAME_LEN {
@@ -201,6 +234,108 @@ fn open_error(name: &str, e: io::Error) -> io::Error {
         _ => "",
     };
     io::Error::new(e.kind(), format!("opening TUN {name}: {e}{hint}"))
+}
+
+/// The receive buffer a device needs (see [`RX_BUFFER`]).
+fn rx_buffer(vnet: bool, mtu: usize) -> usize {
+    if vnet { RX_BUFFER_GSO.max(mtu) } else { RX_BUFFER.max(mtu) }
+}
+
+// <linux/if_tun.h>; libc lacks some of them.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+
+/// `struct ifreq` as TUNSETIFF/TUNGETIFF use it: a name and flags, padded to its size.
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Opens /dev/net/tun as the TUN `name` (IFF_TUN | IFF_NO_PI), with offloads if `offload`
+/// and the kernel has them; returns the fd, the interface's name and whether offloads
+/// are on. A kernel without them (or a persistent TUN made without IFF_VNET_HDR, which
+/// refuses a differently flagged attach) gets the plain TUN, and a warning.
+fn open_tun(name: &str, offload: bool) -> io::Result<(File, String, bool)> {
+    if offload {
+        match attach(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR).and_then(|(file, name)| {
+            enable_offloads(&file)?;
+            Ok((file, name))
+        }) {
+            Ok((file, name)) => return Ok((file, name, true)),
+            Err(e) => warn!("TUN {name}: no offloads ({e}); moving one MTU-sized packet per read and write"),
+        }
+    }
+    let (file, name) = attach(name, IFF_TUN | IFF_NO_PI)?;
+    Ok((file, name, false))
+}
+
+/// TUNSETIFF with `flags` on a fresh /dev/net/tun fd.
+fn attach(name: &str, flags: libc::c_short) -> io::Result<(File, String)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .map_err(|e| open_error(name, e))?;
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
+    // validate_name keeps the name short enough to leave a terminating NUL.
+    for (dst, &src) in req.name.iter_mut().zip(name.as_bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is (same size and layout).
+    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } == -1 {
+        return Err(open_error(name, io::Error::last_os_error()));
+    }
+    let len = req.name.iter().position(|&c| c == 0).unwrap_or(req.name.len());
+    let actual = String::from_utf8_lossy(&req.name[..len].iter().map(|&c| c as u8).collect::<Vec<_>>()).into_owned();
+    Ok((file, actual))
+}
+
+/// Sets the 10-byte header ustack parses and asks for checksum and TCP offloads. UDP
+/// segmentation (TUN_F_USO4/6) is not asked for: smoltcp builds no UDP super-datagrams,
+/// and the kernel would hand over ones the device would have to cut.
+fn enable_offloads(file: &File) -> io::Result<()> {
+    let size = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one c_int from the pointer, which is valid.
+    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETVNETHDRSZ, &size) } == -1 {
+        return Err(io::Error::other(format!("TUNSETVNETHDRSZ: {}", io::Error::last_os_error())));
+    }
+    let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value.
+    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD, offloads as libc::c_ulong) } == -1 {
+        return Err(io::Error::other(format!("TUNSETOFFLOAD: {}", io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
+/// The TUN's flags (TUNGETIFF).
+fn tun_flags(file: &File) -> io::Result<libc::c_short> {
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    // SAFETY: TUNGETIFF writes one ifreq, which `req` is.
+    if unsafe { libc::ioctl(file.as_raw_fd(), TUNGETIFF, &mut req) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(req.flags)
+}
+
+fn set_non_blocking(file: &File, name: &str) -> io::Result<()> {
+    let mut nonblocking: libc::c_int = 1;
+    // SAFETY: FIONBIO reads one c_int from the pointer, which is valid.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::FIONBIO, &mut nonblocking) } == -1 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("making TUN {name} non-blocking: {e}")));
+    }
+    Ok(())
 }
 
 /// Configures the kernel side and returns the resulting MTU.
@@ -305,6 +440,16 @@ impl Device for TunDevice {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = self.mtu;
+        if self.vnet {
+            // Received checksums are still verified (the device completes those the
+            // kernel left partial); sent ones are the kernel's job.
+            caps.checksum.tcp = Checksum::Rx;
+            caps.checksum.udp = Checksum::Rx;
+            // IPv4 only: smoltcp 0.14 drops an IPv6 packet longer than the MTU even when
+            // it asked for segmentation offload (`dispatch_ip`'s IPv6 arm has no
+            // `segmentation_offload_size` check), so IPv6 super-segments go one way only.
+            caps.segmentation.tcpv4 = std::num::NonZeroUsize::new(usize::from(u16::MAX));
+        }
         caps
     }
 }
@@ -323,7 +468,16 @@ impl Link for TunDevice {
     }
 
     fn transmit_from(&mut self, _now: Instant, frame: &[u8]) -> bool {
-        self.state.send(&self.iface, frame);
+        if self.state.vnet {
+            // The checksum field changes for the kernel: a copy (kept for the next).
+            let mut buf = std::mem::take(&mut self.state.tx_buf);
+            buf.clear();
+            buf.extend_from_slice(frame);
+            self.state.send(&self.iface, &mut buf);
+            self.state.tx_buf = buf;
+        } else {
+            self.state.send_plain(&self.iface, frame, None);
+        }
         !self.state.failed
     }
 }
@@ -336,19 +490,33 @@ impl TunDevice {
             return None;
         }
         buf.clear();
-        buf.reserve(RX_BUFFER.max(self.mtu));
+        buf.reserve(rx_buffer(self.vnet, self.mtu));
+        let mut hdr = [0u8; VNET_HDR_LEN];
         for _ in 0..MAX_SKIPS {
             // Straight into the spare capacity: zeroing it first would cost as much as
-            // the copy this saves.
+            // the copy this saves. The vnet header, if any, goes to `hdr` in the same read.
             let spare = buf.spare_capacity_mut();
-            // SAFETY: read(2) writes at most `spare.len()` bytes to memory `buf` owns,
-            // and `set_len` below covers only bytes it wrote.
-            let n = unsafe { libc::read(self.iface.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-            match usize::try_from(n) {
-                Ok(0) => self.state.stats.rx_dropped += 1,
+            let iov = [
+                libc::iovec { iov_base: hdr.as_mut_ptr().cast(), iov_len: hdr.len() },
+                libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() },
+            ];
+            let iov = if self.vnet { &iov[..] } else { &iov[1..] };
+            // SAFETY: readv(2) writes at most each iovec's length to memory `hdr` and
+            // `buf` own, and `set_len` below covers only bytes it wrote.
+            let n = unsafe { libc::readv(self.iface.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+            let n = match usize::try_from(n) {
+                Ok(n) if self.vnet => n.checked_sub(VNET_HDR_LEN).ok_or(n),
+                Ok(n) => Ok(n),
+                Err(_) => Err(usize::MAX),
+            };
+            match n {
+                Ok(0) | Err(0..VNET_HDR_LEN) => self.state.stats.rx_dropped += 1,
                 Ok(len) => {
-                    // SAFETY: see above; read(2) initialized the first `len` bytes.
+                    // SAFETY: see above; readv(2) initialized the first `len` bytes.
                     unsafe { buf.set_len(len) };
+                    if self.vnet && !self.complete_rx(&hdr, buf) {
+                        continue;
+                    }
                     self.state.stats.rx_packets += 1;
                     self.state.stats.rx_bytes += len as u64;
                     return Some(());
@@ -367,6 +535,23 @@ impl TunDevice {
             }
         }
         None
+    }
+
+    /// Makes a packet read behind `hdr` an ordinary one (see [`VnetHdr::complete_rx`]);
+    /// false, with the packet counted as dropped, if the header is unusable.
+    fn complete_rx(&mut self, hdr: &[u8; VNET_HDR_LEN], packet: &mut [u8]) -> bool {
+        let result = VnetHdr::parse(hdr).and_then(|hdr| hdr.complete_rx(packet).map(|()| hdr));
+        match result {
+            Ok(hdr) => {
+                self.state.stats.rx_gso_packets += u64::from(hdr.is_gso());
+                true
+            }
+            Err(e) => {
+                self.state.stats.rx_dropped += 1;
+                debug!("TUN {}: dropped a {}-byte packet: {e}", self.iface.name(), packet.len());
+                false
+            }
+        }
     }
 }
 
@@ -415,25 +600,34 @@ impl phy::TxToken for TxToken<'_> {
             buf.resize(len, 0);
         }
         let result = f(&mut buf[..len]);
-        state.send(self.iface, &buf[..len]);
+        state.send(self.iface, &mut buf[..len]);
         state.tx_buf = buf;
         result
     }
 }
 
 impl State {
-    /// Writes one packet to the TUN. A write error that loses only this packet is
-    /// counted; any other stops the device.
-    fn send(&mut self, iface: &TunFile, packet: &[u8]) {
+    /// Writes one packet to the TUN, behind the vnet header it needs if offloads are on
+    /// (which may change its checksum field: see [`VnetHdr::for_tx`]).
+    fn send(&mut self, iface: &TunFile, packet: &mut [u8]) {
+        let hdr = self.vnet.then(|| VnetHdr::for_tx(packet, self.mtu));
+        self.send_plain(iface, packet, hdr);
+    }
+
+    /// Writes one packet to the TUN, behind `hdr` if offloads are on. A write error that
+    /// loses only this packet is counted; any other stops the device.
+    fn send_plain(&mut self, iface: &TunFile, packet: &[u8], hdr: Option<VnetHdr>) {
         if self.failed {
             return;
         }
+        let hdr = hdr.map(VnetHdr::to_bytes);
         loop {
-            match iface.send(packet) {
+            match iface.send(hdr.as_ref().map(|h| &h[..]), packet) {
                 Ok(_) => {
                     self.down_reported = false;
                     self.stats.tx_packets += 1;
                     self.stats.tx_bytes += packet.len() as u64;
+                    self.stats.tx_gso_packets += u64::from(hdr.is_some_and(|h| h[1] != 0));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(Errno::EIO as i32) => {
@@ -471,9 +665,12 @@ impl TunFile {
         self.file.as_raw_fd()
     }
 
-    /// Writes one packet (a TUN write is all or nothing).
-    fn send(&self, packet: &[u8]) -> io::Result<usize> {
-        (&self.file).write(packet)
+    /// Writes one packet, behind `hdr` if given (a TUN write is all or nothing).
+    fn send(&self, hdr: Option<&[u8]>, packet: &[u8]) -> io::Result<usize> {
+        match hdr {
+            None => (&self.file).write(packet),
+            Some(hdr) => (&self.file).write_vectored(&[io::IoSlice::new(hdr), io::IoSlice::new(packet)]),
+        }
     }
 }
 
@@ -497,7 +694,7 @@ fn probe_tun_support() -> Result<(), String> {
         return Err("/dev/net/tun does not exist (load the tun module, or give the container the device)".into());
     }
     let ns = crate::sys::NetNs::new().map_err(|e| e.to_string())?;
-    let config = TunConfig { name: "ustackprobe0".into(), peer_addrs: Vec::new(), mtu: None };
+    let config = TunConfig { name: "ustackprobe0".into(), offload: false, ..TunConfig::default() };
     ns.run(|| TunDevice::open(&config).map(drop))
         .map_err(|e| format!("cannot enter a network namespace: {e}"))?
         .map_err(|e| format!("cannot open a TUN device in a network namespace: {e}"))

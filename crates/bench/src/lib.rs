@@ -201,6 +201,8 @@ pub struct Plan {
     pub tcp_buffer: usize,
     /// The ustack binary, for `ustack inspect` in the decode scenario.
     pub ustack_exe: PathBuf,
+    /// Whether ustack's TUN asks for offloads (`--no-offload` turns them off, to compare).
+    pub offload: bool,
 }
 
 /// The MTUs the bulk scenario uses unless told otherwise: Ethernet's, and nearly the
@@ -322,7 +324,7 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
     for &mtu in &plan.mtus {
         progress(&format!("bulk TCP, MTU {mtu}: ustack"));
         let ustack = or_failed((|| {
-            let lab = ustack_lab(Some(mtu), plan.tcp_buffer)?;
+            let lab = ustack_lab(Some(mtu), plan.tcp_buffer, plan.offload)?;
             let server = Server::Ustack(&lab.stack);
             let listener = server.listen(PORT, BIG_BACKLOG)?;
             Ok(dirs.map(|dir| {
@@ -409,7 +411,7 @@ fn connect_rows(plan: &Plan, progress: Progress<'_>) -> Vec<Row> {
     };
     progress("connect + close: ustack");
     let ustack = or_failed((|| {
-        let lab = ustack_lab(None, StackConfig::default().tcp_buffer)?;
+        let lab = ustack_lab(None, StackConfig::default().tcp_buffer, plan.offload)?;
         Ok(measure(Server::Ustack(&lab.stack), &lab.ns))
     })());
     progress("connect + close: kernel over veth");
@@ -454,7 +456,7 @@ fn burst_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> V
     progress(&format!("burst of {clients} connects into backlog {backlog}: ustack"));
     let mut ustack_cookies = 0;
     let ustack = or_failed((|| {
-        let lab = ustack_lab(None, StackConfig::default().tcp_buffer)?;
+        let lab = ustack_lab(None, StackConfig::default().tcp_buffer, plan.offload)?;
         let server = Server::Ustack(&lab.stack);
         // (SYNs and handshake ACKs dropped, SYN cookies sent) so far.
         let counters = || {
@@ -526,7 +528,7 @@ fn udp_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Vec
         }))
     };
     progress("UDP request/response: ustack");
-    let ustack = or_failed(ustack_lab(None, StackConfig::default().tcp_buffer).and_then(|lab| {
+    let ustack = or_failed(ustack_lab(None, StackConfig::default().tcp_buffer, plan.offload).and_then(|lab| {
         let cells = measure(Server::Ustack(&lab.stack), &lab.ns);
         drop(lab);
         cells
@@ -575,7 +577,7 @@ fn scale_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>, open
         progress(&format!("{n} connections: ustack"));
         let ustack = match room(n + FD_HEADROOM) {
             Some(why) => Outcome::Skipped(why),
-            None => Outcome::from(ustack_lab(None, StackConfig::default().tcp_buffer).and_then(|lab| {
+            None => Outcome::from(ustack_lab(None, StackConfig::default().tcp_buffer, plan.offload).and_then(|lab| {
                 let memory = scale::Memory { read: os::rss_bytes, endpoints: 1 };
                 run(Server::Ustack(&lab.stack), &lab.ns, &memory)
             })),

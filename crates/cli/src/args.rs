@@ -43,6 +43,13 @@ pub struct NetArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(68..))]
     pub mtu: Option<u16>,
 
+    /// Open the TUN without offloads: one MTU-sized packet per read and write, checksums
+    /// computed by ustack (by default the kernel hands over and takes TCP super-segments
+    /// of up to 64 KiB, and computes checksums; without kernel support ustack says so
+    /// and does without).
+    #[arg(long)]
+    pub no_offload: bool,
+
     /// TCP congestion control: none (ustack's default for now: docs/linux-differences.md), cubic
     /// (Linux's default) or reno.
     #[arg(long, value_name = "NAME", default_value_t = Congestion::None)]
@@ -126,8 +133,12 @@ impl NetArgs {
                 "stack address {cidr} is in no --peer-addr subnet: the kernel will not route to it"
             );
         }
-        let tun =
-            TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
+        let tun = TunConfig {
+            name: self.tun.clone(),
+            peer_addrs: self.peer_addrs.clone(),
+            mtu: self.mtu.map(usize::from),
+            offload: !self.no_offload,
+        };
         TunDevice::open(&tun).map_err(Failure::new)
     }
 

@@ -33,6 +33,11 @@ pub struct BenchArgs {
     /// scenario (default 1 MiB); as `serve --tcp-buffer`.
     #[arg(long = "tcp-buffer", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub tcp_buffer: Option<u64>,
+
+    /// Run ustack without TUN offloads (as `serve --no-offload`), e.g. to measure what
+    /// they bring. Raw smoltcp never uses them.
+    #[arg(long)]
+    pub no_offload: bool,
 }
 
 /// The scenarios, as named on the command line.
@@ -93,6 +98,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         mtus,
         tcp_buffer: args.tcp_buffer.map_or(DEFAULT_TCP_BUFFER, |b| b as usize),
         ustack_exe: std::env::current_exe().map_err(context("finding the ustack binary"))?,
+        offload: !args.no_offload,
     };
     complain!("ustack bench ({}), {}", plan.sizes.name, utc_now());
     let table = bench::run(&plan, &mut |line| complain!("bench: {line}"));
