@@ -166,3 +166,27 @@ fn a_tun_fd_handed_over_keeps_its_offload_setting() {
         assert_eq!(again.offload(), offload, "from_fd reads IFF_VNET_HDR back");
     }
 }
+
+#[test]
+fn a_fault_injector_damaging_sent_frames_turns_sending_offloads_off() {
+    use ustack::device::{FaultConfig, FaultInjector, Faults};
+    use ustack::smoltcp::phy::Device;
+    ustack::require_tun!();
+    let ns = NetNs::new().unwrap();
+    let config = TunConfig { name: "ustackfi0".into(), ..TunConfig::default() };
+    let tun = ns.run(|| TunDevice::open(&config)).unwrap().unwrap();
+    assert!(tun.offload());
+    let caps = tun.capabilities();
+    assert!(!caps.checksum.tcp.tx() && caps.segmentation.tcpv4.is_some(), "offloads on: {caps:?}");
+    // Damage on the way out must meet a checksum computed before it, as on a wire; the
+    // kernel would compute one over the damaged bytes.
+    let injector = FaultInjector::new(tun, FaultConfig::tx_only(Faults::lossy(0.0, 1.0))).unwrap();
+    let caps = injector.capabilities();
+    assert!(caps.checksum.tcp.tx() && caps.checksum.udp.tx(), "{caps:?}");
+    assert!(caps.segmentation.tcpv4.is_none(), "{caps:?}");
+    assert!(injector.get_ref().offload(), "receiving keeps its offloads");
+    // Losing frames alone changes nothing.
+    let tun = injector.into_inner();
+    let lossy = FaultInjector::new(tun, FaultConfig::both(Faults::lossy(5.0, 0.0))).unwrap();
+    assert!(lossy.capabilities().checksum.tcp.tx(), "the TUN itself keeps what it was told");
+}

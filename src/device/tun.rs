@@ -113,6 +113,9 @@ struct State {
     /// See [`TunDevice::vnet`]; with it the MTU, to tell a super-segment.
     vnet: bool,
     mtu: usize,
+    /// With `vnet`: whether sent packets leave checksums and segmentation to the kernel
+    /// (see [`Link::disable_tx_offloads`]).
+    tx_offload: bool,
     stats: TunStats,
     /// Set by the first fatal I/O error; the device yields no more tokens.
     failed: bool,
@@ -171,6 +174,7 @@ impl TunDevice {
                 tx_buf: vec![0; mtu],
                 vnet,
                 mtu,
+                tx_offload: vnet,
                 stats: TunStats::default(),
                 failed: false,
                 error: None,
@@ -440,7 +444,7 @@ impl Device for TunDevice {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = self.mtu;
-        if self.vnet {
+        if self.state.tx_offload {
             // Received checksums are still verified (the device completes those the
             // kernel left partial); sent ones are the kernel's job.
             caps.checksum.tcp = Checksum::Rx;
@@ -463,21 +467,16 @@ impl Link for TunDevice {
         self.state.error.take()
     }
 
+    fn disable_tx_offloads(&mut self) {
+        self.state.tx_offload = false;
+    }
+
     fn receive_into(&mut self, _now: Instant, frame: &mut Vec<u8>) -> bool {
         self.read_packet(frame).is_some()
     }
 
     fn transmit_from(&mut self, _now: Instant, frame: &[u8]) -> bool {
-        if self.state.vnet {
-            // The checksum field changes for the kernel: a copy (kept for the next).
-            let mut buf = std::mem::take(&mut self.state.tx_buf);
-            buf.clear();
-            buf.extend_from_slice(frame);
-            self.state.send(&self.iface, &mut buf);
-            self.state.tx_buf = buf;
-        } else {
-            self.state.send_plain(&self.iface, frame, None);
-        }
+        self.state.send(&self.iface, frame);
         !self.state.failed
     }
 }
@@ -600,7 +599,7 @@ impl phy::TxToken for TxToken<'_> {
             buf.resize(len, 0);
         }
         let result = f(&mut buf[..len]);
-        state.send(self.iface, &mut buf[..len]);
+        state.send(self.iface, &buf[..len]);
         state.tx_buf = buf;
         result
     }
@@ -608,21 +607,23 @@ impl phy::TxToken for TxToken<'_> {
 
 impl State {
     /// Writes one packet to the TUN, behind the vnet header it needs if offloads are on
-    /// (which may change its checksum field: see [`VnetHdr::for_tx`]).
-    fn send(&mut self, iface: &TunFile, packet: &mut [u8]) {
-        let hdr = self.vnet.then(|| VnetHdr::for_tx(packet, self.mtu));
-        self.send_plain(iface, packet, hdr);
-    }
-
-    /// Writes one packet to the TUN, behind `hdr` if offloads are on. A write error that
-    /// loses only this packet is counted; any other stops the device.
-    fn send_plain(&mut self, iface: &TunFile, packet: &[u8], hdr: Option<VnetHdr>) {
+    /// (with its checksum field as [`VnetHdr::plan_tx`] says). A write error that loses
+    /// only this packet is counted; any other stops the device.
+    fn send(&mut self, iface: &TunFile, packet: &[u8]) {
         if self.failed {
             return;
         }
+        let (hdr, field) = match (self.vnet, self.tx_offload) {
+            (false, _) => (None, None),
+            (true, false) => (Some(VnetHdr::default()), None),
+            (true, true) => {
+                let (hdr, field) = VnetHdr::plan_tx(packet, self.mtu);
+                (Some(hdr), field)
+            }
+        };
         let hdr = hdr.map(VnetHdr::to_bytes);
         loop {
-            match iface.send(hdr.as_ref().map(|h| &h[..]), packet) {
+            match iface.send(hdr.as_ref().map(|h| &h[..]), packet, field) {
                 Ok(_) => {
                     self.down_reported = false;
                     self.stats.tx_packets += 1;
@@ -665,11 +666,18 @@ impl TunFile {
         self.file.as_raw_fd()
     }
 
-    /// Writes one packet, behind `hdr` if given (a TUN write is all or nothing).
-    fn send(&self, hdr: Option<&[u8]>, packet: &[u8]) -> io::Result<usize> {
-        match hdr {
-            None => (&self.file).write(packet),
-            Some(hdr) => (&self.file).write_vectored(&[io::IoSlice::new(hdr), io::IoSlice::new(packet)]),
+    /// Writes one packet, behind `hdr` if given, with the two bytes at `field.0` replaced
+    /// by `field.1` (a TUN write is all or nothing).
+    fn send(&self, hdr: Option<&[u8]>, packet: &[u8], field: Option<(usize, [u8; 2])>) -> io::Result<usize> {
+        match (hdr, field) {
+            (None, _) => (&self.file).write(packet),
+            (Some(hdr), None) => (&self.file).write_vectored(&[io::IoSlice::new(hdr), io::IoSlice::new(packet)]),
+            (Some(hdr), Some((at, value))) => (&self.file).write_vectored(&[
+                io::IoSlice::new(hdr),
+                io::IoSlice::new(&packet[..at]),
+                io::IoSlice::new(&value),
+                io::IoSlice::new(&packet[at + 2..]),
+            ]),
         }
     }
 }

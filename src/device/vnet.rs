@@ -152,30 +152,40 @@ impl VnetHdr {
         Ok(())
     }
 
-    /// The header for sending `packet` (a plain IP packet from the stack, whose TCP or
-    /// UDP checksum need not be computed) on a TUN of `mtu`, and the packet made ready
-    /// for it: for TCP and UDP the checksum is left to the kernel (`NEEDS_CSUM`, the
-    /// field set to the pseudo-header's sum); a TCP segment longer than `mtu` becomes a
-    /// super-segment the kernel cuts into segments that fit it. Anything else (ICMP, a
-    /// header ustack cannot follow) goes as it is, with a zero header.
+    /// [`VnetHdr::plan_tx`], with the checksum field set in `packet`.
     pub fn for_tx(packet: &mut [u8], mtu: usize) -> VnetHdr {
-        let Some(l4) = Transport::find(packet) else { return VnetHdr::default() };
+        let (hdr, field) = VnetHdr::plan_tx(packet, mtu);
+        if let Some((at, value)) = field {
+            packet[at..at + 2].copy_from_slice(&value);
+        }
+        hdr
+    }
+
+    /// The header for sending `packet` (a plain IP packet from the stack, whose TCP or
+    /// UDP checksum need not be computed) on a TUN of `mtu`, and what its checksum field
+    /// must hold instead (offset, bytes): for TCP and UDP the checksum is left to the
+    /// kernel (`NEEDS_CSUM`, the field set to the pseudo-header's sum); a TCP segment
+    /// longer than `mtu` becomes a super-segment the kernel cuts into segments that fit
+    /// it. Anything else (ICMP, a header ustack cannot follow) goes as it is, with a zero
+    /// header. The packet is not changed, so the device can write it without a copy.
+    pub fn plan_tx(packet: &[u8], mtu: usize) -> (VnetHdr, Option<(usize, [u8; 2])>) {
+        let none = (VnetHdr::default(), None);
+        let Some(l4) = Transport::find(packet) else { return none };
         let (csum_offset, tcp) = match l4.protocol {
             IpProtocol::Tcp => (TCP_CSUM_OFFSET, true),
             IpProtocol::Udp => (UDP_CSUM_OFFSET, false),
-            _ => return VnetHdr::default(),
+            _ => return none,
         };
         let start = l4.start;
         let field = start + usize::from(csum_offset);
         let l4_len = packet.len() - start;
         if field + 2 > packet.len() {
-            return VnetHdr::default();
+            return none;
         }
         let (Ok(csum_start), Ok(l4_len32)) = (u16::try_from(start), u32::try_from(l4_len)) else {
-            return VnetHdr::default();
+            return none;
         };
         let pseudo = pseudo_header(&l4.src, &l4.dst, l4.protocol, l4_len32);
-        packet[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
         let mut hdr = VnetHdr { flags: F_NEEDS_CSUM, csum_start, csum_offset, ..VnetHdr::default() };
         if tcp && packet.len() > mtu {
             let tcp_header = usize::from(packet[start + 12] >> 4) * 4;
@@ -191,7 +201,7 @@ impl VnetHdr {
                 hdr.gso_size = gso_size;
             }
         }
-        hdr
+        (hdr, Some((field, pseudo.to_be_bytes())))
     }
 }
 
@@ -334,6 +344,26 @@ mod tests {
 
     fn checksum_ok(packet: &[u8]) -> bool {
         TcpPacket::new_checked(&packet[20..]).unwrap().verify_checksum(&SRC.into(), &DST.into())
+    }
+
+    #[test]
+    fn the_sum_is_rfc_1071s_for_every_length_and_alignment() {
+        let naive = |data: &[u8]| -> u16 {
+            let mut s: u32 = 0;
+            for pair in data.chunks(2) {
+                s += u32::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]));
+                s = (s & 0xffff) + (s >> 16);
+            }
+            s as u16
+        };
+        let bytes: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 0x80).collect();
+        for start in 0..2 {
+            for len in 0..bytes.len() - start {
+                let data = &bytes[start..start + len];
+                assert_eq!(fold(sum(data)), naive(data), "len {len}");
+            }
+        }
+        assert_eq!(fold(sum(&[0xff; 4096])), 0xffff);
     }
 
     #[test]
