@@ -245,24 +245,21 @@ fn rx_buffer(vnet: bool, mtu: usize) -> usize {
     if vnet { RX_BUFFER_GSO.max(mtu) } else { RX_BUFFER.max(mtu) }
 }
 
-// <linux/if_tun.h>; libc lacks some of them.
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
-const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
-const IFF_TUN: libc::c_short = 0x0001;
-const IFF_NO_PI: libc::c_short = 0x1000;
-const IFF_VNET_HDR: libc::c_short = 0x4000;
-const TUN_F_CSUM: libc::c_uint = 0x01;
-const TUN_F_TSO4: libc::c_uint = 0x02;
-const TUN_F_TSO6: libc::c_uint = 0x04;
+/// TUNSETIFF's flags, as `ifreq` holds them.
+const IFF_TUN: libc::c_short = libc::IFF_TUN as libc::c_short;
+const IFF_NO_PI: libc::c_short = libc::IFF_NO_PI as libc::c_short;
+const IFF_VNET_HDR: libc::c_short = libc::IFF_VNET_HDR as libc::c_short;
 
-/// `struct ifreq` as TUNSETIFF/TUNGETIFF use it: a name and flags, padded to its size.
-#[repr(C)]
-struct IfReq {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
+/// An `ifreq` naming `name` (validate_name keeps it short enough for a terminating NUL),
+/// with `flags`.
+fn ifreq(name: &str, flags: libc::c_short) -> libc::ifreq {
+    // SAFETY: all-zero is a valid ifreq.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = flags;
+    req
 }
 
 /// Opens /dev/net/tun as the TUN `name` (IFF_TUN | IFF_NO_PI), with offloads if `offload`
@@ -291,17 +288,14 @@ fn attach(name: &str, flags: libc::c_short) -> io::Result<(File, String)> {
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/net/tun")
         .map_err(|e| open_error(name, e))?;
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags, _pad: [0; 22] };
-    // validate_name keeps the name short enough to leave a terminating NUL.
-    for (dst, &src) in req.name.iter_mut().zip(name.as_bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is (same size and layout).
-    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } == -1 {
+    let mut req = ifreq(name, flags);
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) } == -1 {
         return Err(open_error(name, io::Error::last_os_error()));
     }
-    let len = req.name.iter().position(|&c| c == 0).unwrap_or(req.name.len());
-    let actual = String::from_utf8_lossy(&req.name[..len].iter().map(|&c| c as u8).collect::<Vec<_>>()).into_owned();
+    let len = req.ifr_name.iter().position(|&c| c == 0).unwrap_or(req.ifr_name.len());
+    let actual =
+        String::from_utf8_lossy(&req.ifr_name[..len].iter().map(|&c| c as u8).collect::<Vec<_>>()).into_owned();
     Ok((file, actual))
 }
 
@@ -311,12 +305,12 @@ fn attach(name: &str, flags: libc::c_short) -> io::Result<(File, String)> {
 fn enable_offloads(file: &File) -> io::Result<()> {
     let size = VNET_HDR_LEN as libc::c_int;
     // SAFETY: TUNSETVNETHDRSZ reads one c_int from the pointer, which is valid.
-    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETVNETHDRSZ, &size) } == -1 {
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &size) } == -1 {
         return Err(io::Error::other(format!("TUNSETVNETHDRSZ: {}", io::Error::last_os_error())));
     }
-    let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
     // SAFETY: TUNSETOFFLOAD takes its argument by value.
-    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD, offloads as libc::c_ulong) } == -1 {
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETOFFLOAD, offloads as libc::c_ulong) } == -1 {
         return Err(io::Error::other(format!("TUNSETOFFLOAD: {}", io::Error::last_os_error())));
     }
     Ok(())
@@ -324,12 +318,13 @@ fn enable_offloads(file: &File) -> io::Result<()> {
 
 /// The TUN's flags (TUNGETIFF).
 fn tun_flags(file: &File) -> io::Result<libc::c_short> {
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    let mut req = ifreq("", 0);
     // SAFETY: TUNGETIFF writes one ifreq, which `req` is.
-    if unsafe { libc::ioctl(file.as_raw_fd(), TUNGETIFF, &mut req) } == -1 {
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNGETIFF, &mut req) } == -1 {
         return Err(io::Error::last_os_error());
     }
-    Ok(req.flags)
+    // SAFETY: TUNGETIFF filled in the flags member.
+    Ok(unsafe { req.ifr_ifru.ifru_flags })
 }
 
 fn set_non_blocking(file: &File, name: &str) -> io::Result<()> {
