@@ -264,14 +264,16 @@ fn ifreq(name: &str, flags: libc::c_short) -> libc::ifreq {
 
 /// Opens /dev/net/tun as the TUN `name` (IFF_TUN | IFF_NO_PI), with offloads if `offload`
 /// and the kernel has them; returns the fd, the interface's name and whether offloads
-/// are on. A kernel without them (or a persistent TUN made without IFF_VNET_HDR, which
-/// refuses a differently flagged attach) gets the plain TUN, and a warning.
+/// are on. A kernel that refuses IFF_VNET_HDR (EINVAL) or the offloads gets the plain
+/// TUN, and a warning; any other failure to open is the caller's error.
 fn open_tun(name: &str, offload: bool) -> io::Result<(File, String, bool)> {
     if offload {
-        match attach(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR).and_then(|(file, name)| {
-            enable_offloads(&file)?;
-            Ok((file, name))
-        }) {
+        let result = match attach(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR) {
+            Ok((file, name)) => enable_offloads(&file).map(|()| (file, name)),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Err(e),
+            Err(e) => return Err(e),
+        };
+        match result {
             Ok((file, name)) => return Ok((file, name, true)),
             Err(e) => warn!("TUN {name}: no offloads ({e}); moving one MTU-sized packet per read and write"),
         }
