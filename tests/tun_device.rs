@@ -27,6 +27,7 @@ fn config(name: &str) -> TunConfig {
         name: name.into(),
         peer_addrs: vec![ustack::Cidr::new(KERNEL_V4, 24).unwrap(), ustack::Cidr::new(KERNEL_V6, 64).unwrap()],
         mtu: Some(1400),
+        offload: true,
     }
 }
 

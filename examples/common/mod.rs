@@ -33,8 +33,12 @@ impl NetArgs {
     /// Creates the TUN, gives its kernel side the --peer-addr addresses, and starts a stack
     /// on it at the --addr addresses.
     pub fn start(&self) -> io::Result<Stack> {
-        let tun =
-            TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) };
+        let tun = TunConfig {
+            name: self.tun.clone(),
+            peer_addrs: self.peer_addrs.clone(),
+            mtu: self.mtu.map(usize::from),
+            ..TunConfig::default()
+        };
         let device =
             TunDevice::open(&tun).map_err(|e| io::Error::new(e.kind(), format!("opening TUN {}: {e}", self.tun)))?;
         Stack::new(device, StackConfig { addrs: self.addrs.clone(), ..StackConfig::default() })

@@ -515,7 +515,11 @@ impl<D: Link> FaultInjector<D> {
     /// Wraps `inner`. Fails only if the epoll instance or timerfd cannot be created
     /// (out of file descriptors). `inner`'s `wait_fd` must stay the same fd for its
     /// lifetime, as it does for every ustack device.
-    pub fn new(inner: D, config: FaultConfig) -> io::Result<FaultInjector<D>> {
+    pub fn new(mut inner: D, config: FaultConfig) -> io::Result<FaultInjector<D>> {
+        // A damaged frame must carry the checksum of the undamaged one.
+        if config.tx.corrupt_pct > 0.0 {
+            inner.disable_tx_offloads();
+        }
         let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         // Level-triggered: readable for as long as either has something, like the fd itself.
@@ -619,6 +623,10 @@ impl<D: Device> Device for FaultInjector<D> {
 }
 
 impl<D: Link> Link for FaultInjector<D> {
+    fn disable_tx_offloads(&mut self) {
+        self.inner.disable_tx_offloads();
+    }
+
     /// Readable when the inner device is, or when a packet the injector kept is due.
     fn wait_fd(&self) -> BorrowedFd<'_> {
         self.epoll.0.as_fd()

@@ -16,6 +16,7 @@ pub mod pcap;
 pub mod steer;
 pub mod trace;
 pub mod tun;
+pub mod vnet;
 pub mod wire;
 
 pub use fault::{Corruption, FaultConfig, FaultCounters, FaultInjector, FaultStats, Faults};
@@ -48,6 +49,14 @@ pub trait Link: Device + Send {
     fn take_error(&mut self) -> Option<io::Error> {
         None
     }
+
+    /// Turns off whatever the device would do to frames on their way out that the stack
+    /// would otherwise do itself (the TUN's checksum and segmentation offloads), so that
+    /// [`Device::capabilities`] asks smoltcp for complete packets. For a middleware that
+    /// damages frames: the damage must come after the checksum, as on a wire, or the
+    /// kernel would checksum the damaged bytes and take them. Called before the stack
+    /// reads the capabilities. Middlewares pass it on.
+    fn disable_tx_offloads(&mut self) {}
 
     /// Takes the next received frame into `frame`, replacing its contents; false if none
     /// is waiting. The stack thread receives this way, not through [`Device::receive`]:

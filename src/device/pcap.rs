@@ -163,6 +163,10 @@ impl<D: Device, W: Write> Device for PcapRecorder<D, W> {
 }
 
 impl<D: Link, W: Write + Send> Link for PcapRecorder<D, W> {
+    fn disable_tx_offloads(&mut self) {
+        self.inner.disable_tx_offloads();
+    }
+
     fn wait_fd(&self) -> BorrowedFd<'_> {
         self.inner.wait_fd()
     }

@@ -120,6 +120,10 @@ impl<D: Device> Device for Tracer<D> {
 }
 
 impl<D: Link> Link for Tracer<D> {
+    fn disable_tx_offloads(&mut self) {
+        self.inner.disable_tx_offloads();
+    }
+
     fn wait_fd(&self) -> BorrowedFd<'_> {
         self.inner.wait_fd()
     }

@@ -5,6 +5,13 @@
 //! userspace stack through it. Unlike smoltcp's own `TunTapInterface`, this device never
 //! panics on I/O errors: a failure stops the device and is reported through
 //! [`Link::take_error`].
+//!
+//! Offloads: unless [`TunConfig::offload`] is off, the TUN is opened with `IFF_VNET_HDR`
+//! and `TUNSETOFFLOAD` (checksum, TSO4, TSO6), as virtio and the kernel's own veth do:
+//! the kernel then hands over TCP super-segments of up to 64 KiB in one read, and takes
+//! super-segments smoltcp builds (its `segmentation-offload`) in one write, cutting them
+//! itself; TCP and UDP checksums are left to it. Above the device every frame is still a
+//! plain IP packet (see [`vnet`](super::vnet)), just possibly longer than the MTU.
 
 use std::fs::File;
 use std::io;
@@ -15,16 +22,21 @@ use std::time::Duration;
 
 use log::{debug, warn};
 use nix::errno::Errno;
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use tun_tap::{Iface, Mode};
 
 use super::Link;
+use super::vnet::{VNET_HDR_LEN, VnetHdr};
 use crate::sys::netlink::{MAX_IFNAME_LEN, Netlink};
 
 /// The receive buffer holds any IP packet (65535 bytes), not just one MTU: the MTU can be
 /// raised behind our back (`ip link set mtu`), and a short read would truncate packets.
 const RX_BUFFER: usize = 65535;
+
+/// With offloads, an IPv6 super-segment's payload alone may be 65535 bytes, after a
+/// 40-byte header.
+const RX_BUFFER_GSO: usize = 65535 + 40;
 
 /// Reads per [`Device::receive`] call that may be skipped (empty frames) before giving up
 /// until the next poll, so a misbehaving fd cannot spin the stack thread.
@@ -37,7 +49,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(3);
 const IPV6_MIN_MTU: usize = 1280;
 
 /// How to open and configure a TUN interface.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunConfig {
     /// Interface name, at most 15 bytes, e.g. `ustack0`. An existing (persistent) TUN of
     /// that name is attached to; otherwise a new one is created, and it disappears when
@@ -49,6 +61,16 @@ pub struct TunConfig {
     pub peer_addrs: Vec<crate::Cidr>,
     /// If set, the interface MTU to configure; otherwise the current MTU is used.
     pub mtu: Option<usize>,
+    /// Whether to ask the kernel for offloads (`IFF_VNET_HDR`; on by default): TCP
+    /// super-segments both ways, checksums left to the kernel. When the kernel refuses,
+    /// the device says so once and works without, as with this off.
+    pub offload: bool,
+}
+
+impl Default for TunConfig {
+    fn default() -> TunConfig {
+        TunConfig { name: String::new(), peer_addrs: Vec::new(), mtu: None, offload: true }
+    }
 }
 
 /// Packet counters of a [`TunDevice`].
@@ -68,6 +90,10 @@ pub struct TunStats {
     /// full (`EAGAIN`, `ENOBUFS`), the interface was administratively down (`EIO`), or
     /// the packet was not valid IP (`EINVAL`).
     pub tx_dropped: u64,
+    /// Of `rx_packets`, the TCP super-segments (GSO) the kernel handed over whole.
+    pub rx_gso_packets: u64,
+    /// Of `tx_packets`, the TCP super-segments written for the kernel to cut.
+    pub tx_gso_packets: u64,
 }
 
 /// A TUN interface (`IFF_TUN | IFF_NO_PI`, non-blocking) as a smoltcp [`Device`] with
@@ -75,6 +101,8 @@ pub struct TunStats {
 pub struct TunDevice {
     iface: TunFile,
     mtu: usize,
+    /// Whether every packet comes and goes behind a `virtio_net_hdr` (`IFF_VNET_HDR`).
+    vnet: bool,
     rx_buf: Vec<u8>,
     state: State,
 }
@@ -83,6 +111,12 @@ pub struct TunDevice {
 /// `receive` can hand out both tokens without copying the received packet.
 struct State {
     tx_buf: Vec<u8>,
+    /// See [`TunDevice::vnet`]; with it the MTU, to tell a super-segment.
+    vnet: bool,
+    mtu: usize,
+    /// With `vnet`: whether sent packets leave checksums and segmentation to the kernel
+    /// (see [`Link::disable_tx_offloads`]).
+    tx_offload: bool,
     stats: TunStats,
     /// Set by the first fatal I/O error; the device yields no more tokens.
     failed: bool,
@@ -107,17 +141,12 @@ impl TunDevice {
     pub fn open(config: &TunConfig) -> io::Result<TunDevice> {
         let name = config.name.as_str();
         validate_name(name)?;
-        let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| open_error(name, e))?;
-        iface
-            .set_non_blocking()
-            .map_err(|e| io::Error::new(e.kind(), format!("making TUN {name} non-blocking: {e}")))?;
-        let name = iface.name().to_string();
+        let (file, name, vnet) = open_tun(name, config.offload, false)?;
+        set_non_blocking(&file, &name)?;
         let mtu =
             configure(&name, config).map_err(|e| io::Error::new(e.kind(), format!("configuring TUN {name}: {e}")))?;
-        debug!("TUN {name} open, MTU {mtu}, peer addresses {:?}", config.peer_addrs);
-        // SAFETY: into_raw_fd hands over the interface's open fd, owned by nobody else.
-        let file = File::from(unsafe { OwnedFd::from_raw_fd(iface.into_raw_fd()) });
-        Ok(TunDevice::with_file(TunFile { file, name }, mtu))
+        debug!("TUN {name} open, MTU {mtu}, offloads {vnet}, peer addresses {:?}", config.peer_addrs);
+        Ok(TunDevice::with_file(TunFile { file, name }, mtu, vnet))
     }
 
     /// Opens `queues` queues of one TUN interface (`IFF_MULTI_QUEUE`), each its own fd and
@@ -126,17 +155,16 @@ impl TunDevice {
     /// that flow's packets back on the same queue (drivers/net/tun.c: `tun_flow_update`,
     /// `tun_automq_select_queue`): one queue per stack shard. One queue is
     /// [`TunDevice::open`] (a TUN without `IFF_MULTI_QUEUE`, attachable to as before).
+    /// Offloads are asked for on every queue alike: the kernel keeps one set per interface.
     pub fn open_queues(config: &TunConfig, queues: usize) -> io::Result<Vec<TunDevice>> {
         if queues <= 1 {
             return Ok(vec![TunDevice::open(config)?]);
         }
         let name = config.name.as_str();
         validate_name(name)?;
-        let first = open_multi_queue(name).map_err(|e| {
+        let (first, name, vnet) = open_tun(name, config.offload, true).map_err(|e| {
             // An existing TUN without IFF_MULTI_QUEUE refuses the flag with EINVAL.
-            let single_queue = e.raw_os_error() == Some(libc::EINVAL);
-            let e = open_error(name, e);
-            match single_queue {
+            match e.raw_os_error() == Some(libc::EINVAL) {
                 true => io::Error::new(
                     e.kind(),
                     format!(
@@ -146,28 +174,38 @@ impl TunDevice {
                 false => e,
             }
         })?;
-        let name = first.name.clone();
         let mut files = vec![first];
         for _ in 1..queues {
-            files.push(open_multi_queue(&name).map_err(|e| open_error(&name, e))?);
+            let (file, _, also_vnet) = open_tun(&name, vnet, true)?;
+            if also_vnet != vnet {
+                return Err(io::Error::other(format!("TUN {name}: offloads on one queue and not on another")));
+            }
+            files.push(file);
+        }
+        for file in &files {
+            set_non_blocking(file, &name)?;
         }
         let mtu =
             configure(&name, config).map_err(|e| io::Error::new(e.kind(), format!("configuring TUN {name}: {e}")))?;
-        debug!("TUN {name} open with {queues} queues, MTU {mtu}, peer addresses {:?}", config.peer_addrs);
-        Ok(files.into_iter().map(|file| TunDevice::with_file(file, mtu)).collect())
+        debug!(
+            "TUN {name} open with {queues} queues, MTU {mtu}, offloads {vnet}, peer addresses {:?}",
+            config.peer_addrs
+        );
+        Ok(files
+            .into_iter()
+            .map(|file| TunDevice::with_file(TunFile { file, name: name.clone() }, mtu, vnet))
+            .collect())
     }
 
     /// A device on a TUN opened (and configured) elsewhere, e.g. by `ustack run` for the
-    /// program it runs, which inherits the fd: `fd` is the TUN's (IFF_TUN | IFF_NO_PI),
+    /// program it runs, which inherits the fd: `fd` is the TUN's (IFF_TUN | IFF_NO_PI,
+    /// and IFF_VNET_HDR if it was opened with offloads: the device asks the kernel),
     /// `name` its interface name (for messages), `mtu` its MTU. Makes it non-blocking.
     pub fn from_fd(fd: OwnedFd, name: &str, mtu: usize) -> io::Result<TunDevice> {
-        let mut nonblocking: libc::c_int = 1;
-        // SAFETY: FIONBIO reads one c_int from the pointer, which is valid.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut nonblocking) } == -1 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("making TUN {name} non-blocking: {e}")));
-        }
-        Ok(TunDevice::with_file(TunFile { file: File::from(fd), name: name.to_string() }, mtu))
+        let file = File::from(fd);
+        set_non_blocking(&file, name)?;
+        let vnet = tun_flags(&file).is_ok_and(|flags| flags & IFF_VNET_HDR != 0);
+        Ok(TunDevice::with_file(TunFile { file, name: name.to_string() }, mtu, vnet))
     }
 
     /// Gives up the device for its fd, to hand the TUN to another process (`ustack run`).
@@ -175,13 +213,17 @@ impl TunDevice {
         OwnedFd::from(self.iface.file)
     }
 
-    fn with_file(iface: TunFile, mtu: usize) -> TunDevice {
+    fn with_file(iface: TunFile, mtu: usize, vnet: bool) -> TunDevice {
         TunDevice {
             iface,
             mtu,
-            rx_buf: vec![0; RX_BUFFER.max(mtu)],
+            vnet,
+            rx_buf: vec![0; rx_buffer(vnet, mtu)],
             state: State {
                 tx_buf: vec![0; mtu],
+                vnet,
+                mtu,
+                tx_offload: vnet,
                 stats: TunStats::default(),
                 failed: false,
                 error: None,
@@ -200,6 +242,12 @@ impl TunDevice {
         self.mtu
     }
 
+    /// Whether offloads are on: packets carry a `virtio_net_hdr`, TCP super-segments go
+    /// both ways and the kernel computes TCP and UDP checksums.
+    pub fn offload(&self) -> bool {
+        self.vnet
+    }
+
     /// Packet counters.
     pub fn stats(&self) -> TunStats {
         self.state.stats
@@ -216,8 +264,8 @@ impl TunDevice {
     }
 }
 
-/// tun-tap silently truncates long names, and the kernel would then open or create a
-/// different interface; refuse instead.
+/// A long name would be truncated (the kernel takes 15 bytes and a NUL), and the kernel
+/// would then open or create a different interface; refuse instead.
 fn validate_name(name: &str) -> io::Result<()> {
     let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid TUN name {name:?}: {why}"));
     if name.len() > MAX_IFNAME_LEN {
@@ -241,34 +289,114 @@ fn open_error(name: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("opening TUN {name}: {e}{hint}"))
 }
 
-/// Opens one queue of the multi-queue TUN `name` (created by the first call), non-blocking.
-/// tun-tap cannot ask for `IFF_MULTI_QUEUE`, so this is the TUNSETIFF ioctl itself.
-fn open_multi_queue(name: &str) -> io::Result<TunFile> {
-    /// `_IOW('T', 202, int)` from linux/if_tun.h.
-    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-    const IFF_TUN: libc::c_short = 0x0001;
-    const IFF_NO_PI: libc::c_short = 0x1000;
-    const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; libc::IFNAMSIZ],
-        flags: libc::c_short,
-        _pad: [u8; 22],
+/// The receive buffer a device needs (see [`RX_BUFFER`]).
+fn rx_buffer(vnet: bool, mtu: usize) -> usize {
+    if vnet { RX_BUFFER_GSO.max(mtu) } else { RX_BUFFER.max(mtu) }
+}
+
+/// TUNSETIFF's flags, as `ifreq` holds them.
+const IFF_TUN: libc::c_short = libc::IFF_TUN as libc::c_short;
+const IFF_NO_PI: libc::c_short = libc::IFF_NO_PI as libc::c_short;
+const IFF_VNET_HDR: libc::c_short = libc::IFF_VNET_HDR as libc::c_short;
+const IFF_MULTI_QUEUE: libc::c_short = libc::IFF_MULTI_QUEUE as libc::c_short;
+
+/// An `ifreq` naming `name` (validate_name keeps it short enough for a terminating NUL),
+/// with `flags`.
+fn ifreq(name: &str, flags: libc::c_short) -> libc::ifreq {
+    // SAFETY: all-zero is a valid ifreq.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *dst = src as libc::c_char;
     }
+    req.ifr_ifru.ifru_flags = flags;
+    req
+}
+
+/// Opens /dev/net/tun as the TUN `name` (IFF_TUN | IFF_NO_PI, and IFF_MULTI_QUEUE if
+/// `multi_queue`), with offloads if `offload` and the kernel has them; returns the fd, the
+/// interface's name and whether offloads are on. A kernel that refuses IFF_VNET_HDR
+/// (EINVAL) or the offloads gets the plain TUN, and a warning; any other failure to open
+/// is the caller's error. The plain single-queue TUN is tun-tap's; the flags it cannot
+/// ask for (IFF_VNET_HDR, IFF_MULTI_QUEUE) are this module's own TUNSETIFF.
+fn open_tun(name: &str, offload: bool, multi_queue: bool) -> io::Result<(File, String, bool)> {
+    let queue_flag = if multi_queue { IFF_MULTI_QUEUE } else { 0 };
+    if offload {
+        let result = match attach(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | queue_flag) {
+            Ok((file, name)) => enable_offloads(&file).map(|()| (file, name)),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Err(e),
+            Err(e) => return Err(e),
+        };
+        match result {
+            Ok((file, name)) => return Ok((file, name, true)),
+            Err(e) => warn!("TUN {name}: no offloads ({e}); moving one MTU-sized packet per read and write"),
+        }
+    }
+    if multi_queue {
+        let (file, name) = attach(name, IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE)?;
+        return Ok((file, name, false));
+    }
+    let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| open_error(name, e))?;
+    let name = iface.name().to_string();
+    // SAFETY: into_raw_fd hands over the interface's open fd, owned by nobody else.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(iface.into_raw_fd()) });
+    Ok((file, name, false))
+}
+
+/// TUNSETIFF with `flags` on a fresh /dev/net/tun fd.
+fn attach(name: &str, flags: libc::c_short) -> io::Result<(File, String)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open("/dev/net/tun")?;
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE, _pad: [0; 22] };
-    // validate_name has bounded it to IFNAMSIZ - 1 bytes, so the name stays NUL-terminated.
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which IfReq lays out (40 bytes).
-    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) } == -1 {
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .map_err(|e| open_error(name, e))?;
+    let mut req = ifreq(name, flags);
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) } == -1 {
+        return Err(open_error(name, io::Error::last_os_error()));
+    }
+    let len = req.ifr_name.iter().position(|&c| c == 0).unwrap_or(req.ifr_name.len());
+    let actual =
+        String::from_utf8_lossy(&req.ifr_name[..len].iter().map(|&c| c as u8).collect::<Vec<_>>()).into_owned();
+    Ok((file, actual))
+}
+
+/// Sets the 10-byte header ustack parses and asks for checksum and TCP offloads. UDP
+/// segmentation (TUN_F_USO4/6) is not asked for: smoltcp builds no UDP super-datagrams,
+/// and the kernel would hand over ones the device would have to cut.
+fn enable_offloads(file: &File) -> io::Result<()> {
+    let size = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one c_int from the pointer, which is valid.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &size) } == -1 {
+        return Err(io::Error::other(format!("TUNSETVNETHDRSZ: {}", io::Error::last_os_error())));
+    }
+    let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETOFFLOAD, offloads as libc::c_ulong) } == -1 {
+        return Err(io::Error::other(format!("TUNSETOFFLOAD: {}", io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
+/// The TUN's flags (TUNGETIFF).
+fn tun_flags(file: &File) -> io::Result<libc::c_short> {
+    let mut req = ifreq("", 0);
+    // SAFETY: TUNGETIFF writes one ifreq, which `req` is.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNGETIFF, &mut req) } == -1 {
         return Err(io::Error::last_os_error());
     }
-    let len = req.name.iter().position(|&b| b == 0).unwrap_or(req.name.len());
-    Ok(TunFile { file, name: String::from_utf8_lossy(&req.name[..len]).into_owned() })
+    // SAFETY: TUNGETIFF filled in the flags member.
+    Ok(unsafe { req.ifr_ifru.ifru_flags })
+}
+
+fn set_non_blocking(file: &File, name: &str) -> io::Result<()> {
+    let mut nonblocking: libc::c_int = 1;
+    // SAFETY: FIONBIO reads one c_int from the pointer, which is valid.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::FIONBIO, &mut nonblocking) } == -1 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("making TUN {name} non-blocking: {e}")));
+    }
+    Ok(())
 }
 
 /// Configures the kernel side and returns the resulting MTU.
@@ -373,6 +501,16 @@ impl Device for TunDevice {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = self.mtu;
+        if self.state.tx_offload {
+            // Received checksums are still verified (the device completes those the
+            // kernel left partial); sent ones are the kernel's job.
+            caps.checksum.tcp = Checksum::Rx;
+            caps.checksum.udp = Checksum::Rx;
+            // IPv4 only: smoltcp 0.14 drops an IPv6 packet longer than the MTU even when
+            // it asked for segmentation offload (`dispatch_ip`'s IPv6 arm has no
+            // `segmentation_offload_size` check), so IPv6 super-segments go one way only.
+            caps.segmentation.tcpv4 = std::num::NonZeroUsize::new(usize::from(u16::MAX));
+        }
         caps
     }
 }
@@ -384,6 +522,10 @@ impl Link for TunDevice {
 
     fn take_error(&mut self) -> Option<io::Error> {
         self.state.error.take()
+    }
+
+    fn disable_tx_offloads(&mut self) {
+        self.state.tx_offload = false;
     }
 
     fn receive_into(&mut self, _now: Instant, frame: &mut Vec<u8>) -> bool {
@@ -404,19 +546,33 @@ impl TunDevice {
             return None;
         }
         buf.clear();
-        buf.reserve(RX_BUFFER.max(self.mtu));
+        buf.reserve(rx_buffer(self.vnet, self.mtu));
+        let mut hdr = [0u8; VNET_HDR_LEN];
         for _ in 0..MAX_SKIPS {
             // Straight into the spare capacity: zeroing it first would cost as much as
-            // the copy this saves.
+            // the copy this saves. The vnet header, if any, goes to `hdr` in the same read.
             let spare = buf.spare_capacity_mut();
-            // SAFETY: read(2) writes at most `spare.len()` bytes to memory `buf` owns,
-            // and `set_len` below covers only bytes it wrote.
-            let n = unsafe { libc::read(self.iface.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-            match usize::try_from(n) {
-                Ok(0) => self.state.stats.rx_dropped += 1,
+            let iov = [
+                libc::iovec { iov_base: hdr.as_mut_ptr().cast(), iov_len: hdr.len() },
+                libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() },
+            ];
+            let iov = if self.vnet { &iov[..] } else { &iov[1..] };
+            // SAFETY: readv(2) writes at most each iovec's length to memory `hdr` and
+            // `buf` own, and `set_len` below covers only bytes it wrote.
+            let n = unsafe { libc::readv(self.iface.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+            let n = match usize::try_from(n) {
+                Ok(n) if self.vnet => n.checked_sub(VNET_HDR_LEN).ok_or(n),
+                Ok(n) => Ok(n),
+                Err(_) => Err(usize::MAX),
+            };
+            match n {
+                Ok(0) | Err(0..VNET_HDR_LEN) => self.state.stats.rx_dropped += 1,
                 Ok(len) => {
-                    // SAFETY: see above; read(2) initialized the first `len` bytes.
+                    // SAFETY: see above; readv(2) initialized the first `len` bytes.
                     unsafe { buf.set_len(len) };
+                    if self.vnet && !self.complete_rx(&hdr, buf) {
+                        continue;
+                    }
                     self.state.stats.rx_packets += 1;
                     self.state.stats.rx_bytes += len as u64;
                     return Some(());
@@ -435,6 +591,23 @@ impl TunDevice {
             }
         }
         None
+    }
+
+    /// Makes a packet read behind `hdr` an ordinary one (see [`VnetHdr::complete_rx`]);
+    /// false, with the packet counted as dropped, if the header is unusable.
+    fn complete_rx(&mut self, hdr: &[u8; VNET_HDR_LEN], packet: &mut [u8]) -> bool {
+        let result = VnetHdr::parse(hdr).and_then(|hdr| hdr.complete_rx(packet).map(|()| hdr));
+        match result {
+            Ok(hdr) => {
+                self.state.stats.rx_gso_packets += u64::from(hdr.is_gso());
+                true
+            }
+            Err(e) => {
+                self.state.stats.rx_dropped += 1;
+                debug!("TUN {}: dropped a {}-byte packet: {e}", self.iface.name(), packet.len());
+                false
+            }
+        }
     }
 }
 
@@ -490,18 +663,29 @@ impl phy::TxToken for TxToken<'_> {
 }
 
 impl State {
-    /// Writes one packet to the TUN. A write error that loses only this packet is
-    /// counted; any other stops the device.
+    /// Writes one packet to the TUN, behind the vnet header it needs if offloads are on
+    /// (with its checksum field as [`VnetHdr::plan_tx`] says). A write error that loses
+    /// only this packet is counted; any other stops the device.
     fn send(&mut self, iface: &TunFile, packet: &[u8]) {
         if self.failed {
             return;
         }
+        let (hdr, field) = match (self.vnet, self.tx_offload) {
+            (false, _) => (None, None),
+            (true, false) => (Some(VnetHdr::default()), None),
+            (true, true) => {
+                let (hdr, field) = VnetHdr::plan_tx(packet, self.mtu);
+                (Some(hdr), field)
+            }
+        };
+        let hdr = hdr.map(VnetHdr::to_bytes);
         loop {
-            match iface.send(packet) {
+            match iface.send(hdr.as_ref().map(|h| &h[..]), packet, field) {
                 Ok(_) => {
                     self.down_reported = false;
                     self.stats.tx_packets += 1;
                     self.stats.tx_bytes += packet.len() as u64;
+                    self.stats.tx_gso_packets += u64::from(hdr.is_some_and(|h| h[1] != 0));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(Errno::EIO as i32) => {
@@ -539,9 +723,19 @@ impl TunFile {
         self.file.as_raw_fd()
     }
 
-    /// Writes one packet (a TUN write is all or nothing).
-    fn send(&self, packet: &[u8]) -> io::Result<usize> {
-        (&self.file).write(packet)
+    /// Writes one packet, behind `hdr` if given, with the two bytes at `field.0` replaced
+    /// by `field.1` (a TUN write is all or nothing).
+    fn send(&self, hdr: Option<&[u8]>, packet: &[u8], field: Option<(usize, [u8; 2])>) -> io::Result<usize> {
+        match (hdr, field) {
+            (None, _) => (&self.file).write(packet),
+            (Some(hdr), None) => (&self.file).write_vectored(&[io::IoSlice::new(hdr), io::IoSlice::new(packet)]),
+            (Some(hdr), Some((at, value))) => (&self.file).write_vectored(&[
+                io::IoSlice::new(hdr),
+                io::IoSlice::new(&packet[..at]),
+                io::IoSlice::new(&value),
+                io::IoSlice::new(&packet[at + 2..]),
+            ]),
+        }
     }
 }
 
@@ -565,7 +759,7 @@ fn probe_tun_support() -> Result<(), String> {
         return Err("/dev/net/tun does not exist (load the tun module, or give the container the device)".into());
     }
     let ns = crate::sys::NetNs::new().map_err(|e| e.to_string())?;
-    let config = TunConfig { name: "ustackprobe0".into(), peer_addrs: Vec::new(), mtu: None };
+    let config = TunConfig { name: "ustackprobe0".into(), offload: false, ..TunConfig::default() };
     ns.run(|| TunDevice::open(&config).map(drop))
         .map_err(|e| format!("cannot enter a network namespace: {e}"))?
         .map_err(|e| format!("cannot open a TUN device in a network namespace: {e}"))

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use smoltcp::iface::SocketHandle;
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpVersion, Ipv4Packet, Ipv6Packet};
+use smoltcp::wire::{IpAddress, IpProtocol, IpVersion, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
 use super::HashMap;
 use super::conn::LastSent;
@@ -242,6 +242,8 @@ const HEADERS_MAX: usize = 128;
 
 /// A permission to send one packet, granted while the outbox has room.
 pub struct Tx<'a, 'b> {
+    /// Whether smoltcp leaves TCP and UDP checksums to the device (TUN offloads).
+    partial_checksums: bool,
     local: &'a [IpAddr],
     queue: &'a mut VecDeque<Vec<u8>>,
     outbox: &'a mut Outbox,
@@ -257,11 +259,46 @@ impl phy::TxToken for Tx<'_, '_> {
             return result;
         }
         if local {
-            self.queue.push_back(slot.to_vec());
+            let mut packet = slot.to_vec();
+            // No device computes it on the way back in, where smoltcp verifies it.
+            if self.partial_checksums {
+                fill_transport_checksum(&mut packet);
+            }
+            self.queue.push_back(packet);
         } else {
             self.outbox.commit();
         }
         result
+    }
+}
+
+/// Computes the TCP or UDP checksum of an IP packet smoltcp built without it.
+fn fill_transport_checksum(packet: &mut [u8]) {
+    let (src, dst, protocol, offset) = match super::rewrite::ip_version(packet) {
+        Some(IpVersion::Ipv4) => {
+            let Ok(ip) = Ipv4Packet::new_checked(&*packet) else { return };
+            (ip.src_addr().into(), ip.dst_addr().into(), ip.next_header(), ip.header_len().into())
+        }
+        Some(IpVersion::Ipv6) => {
+            let Ok(ip) = Ipv6Packet::new_checked(&*packet) else { return };
+            (ip.src_addr().into(), ip.dst_addr().into(), ip.next_header(), ip.header_len())
+        }
+        None => return,
+    };
+    let (src, dst): (IpAddress, IpAddress) = (src, dst);
+    let Some(payload) = packet.get_mut(offset..) else { return };
+    match protocol {
+        IpProtocol::Tcp => {
+            if let Ok(mut tcp) = TcpPacket::new_checked(payload) {
+                tcp.fill_checksum(&src, &dst);
+            }
+        }
+        IpProtocol::Udp => {
+            if let Ok(mut udp) = UdpPacket::new_checked(payload) {
+                udp.fill_checksum(&src, &dst);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -301,7 +338,13 @@ impl<'a> Device for Egress<'a> {
         if self.outbox.is_full() {
             return None;
         }
-        Some(Tx { local: self.local, queue: &mut *self.queue, outbox: &mut *self.outbox, seq: &mut self.seq })
+        Some(Tx {
+            partial_checksums: !self.capabilities.checksum.tcp.tx(),
+            local: self.local,
+            queue: &mut *self.queue,
+            outbox: &mut *self.outbox,
+            seq: &mut self.seq,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

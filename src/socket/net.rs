@@ -50,7 +50,7 @@ fn no_multicast<T>() -> io::Result<T> {
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // As root: the TUN ustack0, the kernel at 10.7.0.1 on its side, ustack at 10.7.0.2.
-/// let tun = TunDevice::open(&TunConfig { name: "ustack0".into(), peer_addrs: vec!["10.7.0.1/24".parse()?], mtu: None })?;
+/// let tun = TunDevice::open(&TunConfig { name: "ustack0".into(), peer_addrs: vec!["10.7.0.1/24".parse()?], ..TunConfig::default() })?;
 /// let stack = Stack::new(tun, StackConfig { addrs: vec!["10.7.0.2/24".parse()?], ..Default::default() })?;
 /// let listener = TcpListener::bind(&stack, "0.0.0.0:7")?;
 /// for stream in listener.incoming() {
@@ -189,7 +189,7 @@ impl Iterator for IntoIncoming {
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // As root: the TUN ustack0, the kernel at 10.7.0.1 on its side, ustack at 10.7.0.2.
-/// let tun = TunDevice::open(&TunConfig { name: "ustack0".into(), peer_addrs: vec!["10.7.0.1/24".parse()?], mtu: None })?;
+/// let tun = TunDevice::open(&TunConfig { name: "ustack0".into(), peer_addrs: vec!["10.7.0.1/24".parse()?], ..TunConfig::default() })?;
 /// let stack = Stack::new(tun, StackConfig { addrs: vec!["10.7.0.2/24".parse()?], ..Default::default() })?;
 /// let mut stream = TcpStream::connect(&stack, "10.7.0.1:8000")?;
 /// stream.set_nodelay(true)?;
@@ -386,7 +386,7 @@ impl Write for TcpStream {
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // As root: the TUN ustack0, the kernel at 10.7.0.1 on its side, ustack at 10.7.0.2.
-/// let tun = TunDevice::open(&TunConfig { name: "ustack0".into(), peer_addrs: vec!["10.7.0.1/24".parse()?], mtu: None })?;
+/// let tun = TunDevice::open(&TunConfig { name: "ustack0".into(), peer_addrs: vec!["10.7.0.1/24".parse()?], ..TunConfig::default() })?;
 /// let stack = Stack::new(tun, StackConfig { addrs: vec!["10.7.0.2/24".parse()?], ..Default::default() })?;
 /// let socket = UdpSocket::bind(&stack, "0.0.0.0:7")?;
 /// let mut buf = [0; 1500];

@@ -163,7 +163,7 @@ pub type TouchHook = Box<dyn Fn(SockId) + Send + Sync>;
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // As root (or on a TUN made for this user): the kernel gets 10.7.0.1 on the TUN's side,
 /// // and routes 10.7.0.0/24 into it; the stack answers at 10.7.0.2.
-/// let tun = TunDevice::open(&TunConfig { name: "ustack0".into(), peer_addrs: vec!["10.7.0.1/24".parse()?], mtu: None })?;
+/// let tun = TunDevice::open(&TunConfig { name: "ustack0".into(), peer_addrs: vec!["10.7.0.1/24".parse()?], ..TunConfig::default() })?;
 /// let stack = Stack::new(tun, StackConfig { addrs: vec!["10.7.0.2/24".parse()?], ..Default::default() })?;
 /// assert_eq!(stack.addrs()[0].to_string(), "10.7.0.2/24");
 /// # Ok(())

@@ -51,29 +51,30 @@ fn client_namespace() -> io::Result<NetNs> {
 }
 
 /// The TUN of the ustack and raw-smoltcp runs: its kernel side at [`TUN_KERNEL`], the
-/// stack at [`TUN_STACK`], with `mtu`.
-fn tun_net(mtu: Option<usize>) -> LabNet {
-    LabNet { tun: TUN_NAME.into(), kernel: vec![cidr(TUN_KERNEL)], stack: vec![cidr(TUN_STACK)], mtu }
+/// stack at [`TUN_STACK`], with `mtu`, with offloads if `offload`.
+fn tun_net(mtu: Option<usize>, offload: bool) -> LabNet {
+    LabNet { tun: TUN_NAME.into(), kernel: vec![cidr(TUN_KERNEL)], stack: vec![cidr(TUN_STACK)], mtu, offload }
 }
 
 /// A TUN in a new client namespace: its kernel side at [`TUN_KERNEL`] with `mtu`.
 /// Returns the namespace (kernel clients run in it) and the device.
 pub fn tun(mtu: Option<usize>) -> io::Result<(NetNs, TunDevice)> {
     let ns = client_namespace()?;
-    let device = tun_net(mtu).open_in(&ns)?;
+    let device = tun_net(mtu, false).open_in(&ns)?;
     Ok((ns, device))
 }
 
 /// ustack on a TUN of `mtu` (the kernel's default if `None`), with `tcp_buffer`-byte
-/// socket buffers: the stack at [`TUN_STACK`], kernel clients in the lab's namespace.
-/// With `shards` above 1, the stack has that many shards on a multi-queue TUN.
-pub fn ustack_lab(mtu: Option<usize>, tcp_buffer: usize, shards: usize) -> io::Result<Lab> {
+/// socket buffers and TUN offloads if `offload`: the stack at [`TUN_STACK`], kernel
+/// clients in the lab's namespace. With `shards` above 1, the stack has that many shards
+/// on a multi-queue TUN.
+pub fn ustack_lab(mtu: Option<usize>, tcp_buffer: usize, shards: usize, offload: bool) -> io::Result<Lab> {
     let config = StackConfig { tcp_buffer, ..StackConfig::default() };
     if shards <= 1 {
-        return Lab::start_in(client_namespace()?, &tun_net(mtu), config, |tun| tun);
+        return Lab::start_in(client_namespace()?, &tun_net(mtu, offload), config, |tun| tun);
     }
     let ns = client_namespace()?;
-    let net = tun_net(mtu);
+    let net = tun_net(mtu, offload);
     let queues = net.open_queues_in(&ns, shards)?;
     let stack = ustack::Stack::sharded(queues, net.stack_config(config))?;
     Ok(Lab { stack, ns })

@@ -205,6 +205,8 @@ pub struct Plan {
     /// Shards of the ustack stacks measured ([`ustack::Stack::sharded`]); 1 as `ustack
     /// run` and the library's `Stack::new`, so that figures stay comparable across runs.
     pub shards: usize,
+    /// Whether ustack's TUN asks for offloads (`--no-offload` turns them off, to compare).
+    pub offload: bool,
 }
 
 /// The MTUs the bulk scenario uses unless told otherwise: Ethernet's, and nearly the
@@ -332,7 +334,7 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
     for &mtu in &plan.mtus {
         progress(&format!("bulk TCP, MTU {mtu}: ustack"));
         let ustack = or_failed((|| {
-            let lab = ustack_lab(Some(mtu), plan.tcp_buffer, plan.shards)?;
+            let lab = ustack_lab(Some(mtu), plan.tcp_buffer, plan.shards, plan.offload)?;
             let server = Server::Ustack(&lab.stack);
             let listener = server.listen(PORT, BIG_BACKLOG)?;
             Ok(dirs.map(|dir| {
@@ -415,7 +417,7 @@ fn connect_rows(plan: &Plan, progress: Progress<'_>) -> Vec<Row> {
     };
     progress("connect + close: ustack");
     let ustack = or_failed((|| {
-        let lab = ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards)?;
+        let lab = ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards, plan.offload)?;
         Ok(measure(Server::Ustack(&lab.stack), &lab.ns))
     })());
     progress("connect + close: kernel over veth");
@@ -460,7 +462,7 @@ fn burst_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> V
     progress(&format!("burst of {clients} connects into backlog {backlog}: ustack"));
     let mut ustack_cookies = 0;
     let ustack = or_failed((|| {
-        let lab = ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards)?;
+        let lab = ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards, plan.offload)?;
         let server = Server::Ustack(&lab.stack);
         // (SYNs and handshake ACKs dropped, SYN cookies sent) so far.
         let counters = || {
@@ -532,11 +534,12 @@ fn udp_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Vec
         }))
     };
     progress("UDP request/response: ustack");
-    let ustack = or_failed(ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards).and_then(|lab| {
-        let cells = measure(Server::Ustack(&lab.stack), &lab.ns);
-        drop(lab);
-        cells
-    }));
+    let ustack =
+        or_failed(ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards, plan.offload).and_then(|lab| {
+            let cells = measure(Server::Ustack(&lab.stack), &lab.ns);
+            drop(lab);
+            cells
+        }));
     progress("UDP request/response: kernel over veth");
     let kernel = or_failed(VethLab::new(None).and_then(|lab| measure(Server::Kernel(&lab.server), &lab.client)));
     notes.push(format!(
@@ -581,10 +584,12 @@ fn scale_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>, open
         progress(&format!("{n} connections: ustack"));
         let ustack = match room(n + FD_HEADROOM) {
             Some(why) => Outcome::Skipped(why),
-            None => Outcome::from(ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards).and_then(|lab| {
-                let memory = scale::Memory { read: os::rss_bytes, endpoints: 1 };
-                run(Server::Ustack(&lab.stack), &lab.ns, &memory)
-            })),
+            None => Outcome::from(
+                ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards, plan.offload).and_then(|lab| {
+                    let memory = scale::Memory { read: os::rss_bytes, endpoints: 1 };
+                    run(Server::Ustack(&lab.stack), &lab.ns, &memory)
+                }),
+            ),
         };
         progress(&format!("{n} connections: kernel over veth"));
         let kernel = match room(2 * n + FD_HEADROOM) {

@@ -55,6 +55,9 @@ pub fn ustack(drop_pct: f64, bytes: usize, seed: u64) -> io::Result<LossRun> {
         kernel: vec![Cidr::new(CLIENT, 24).expect("a /24")],
         stack: vec![Cidr::new(SERVER, 24).expect("a /24")],
         mtu: None,
+        // Loss is per frame: without offloads a frame is a packet, as for the kernel
+        // baseline, whose relay moves packets one by one too.
+        offload: false,
     };
     let lab = Lab::start_in(NetNs::new()?, &net, StackConfig::default(), |tun| {
         FaultInjector::new(tun, faults(drop_pct, seed)).expect("an epoll and a timerfd")
@@ -179,6 +182,7 @@ impl Relay {
             kernel: vec![Cidr::new(kernel, 24).expect("a /24")],
             stack: Vec::new(),
             mtu: None,
+            offload: false,
         };
         let client = NetNs::new()?;
         let server = NetNs::new()?;

@@ -43,6 +43,13 @@ pub struct NetArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(68..))]
     pub mtu: Option<u16>,
 
+    /// Open the TUN without offloads: one MTU-sized packet per read and write, checksums
+    /// computed by ustack (by default the kernel hands over and takes TCP super-segments
+    /// of up to 64 KiB, and computes checksums; without kernel support ustack says so
+    /// and does without).
+    #[arg(long)]
+    pub no_offload: bool,
+
     /// TCP congestion control: none (ustack's default for now: docs/linux-differences.md), cubic
     /// (Linux's default) or reno.
     #[arg(long, value_name = "NAME", default_value_t = Congestion::None)]
@@ -157,7 +164,12 @@ impl NetArgs {
     }
 
     fn tun_config(&self) -> TunConfig {
-        TunConfig { name: self.tun.clone(), peer_addrs: self.peer_addrs.clone(), mtu: self.mtu.map(usize::from) }
+        TunConfig {
+            name: self.tun.clone(),
+            peer_addrs: self.peer_addrs.clone(),
+            mtu: self.mtu.map(usize::from),
+            offload: !self.no_offload,
+        }
     }
 
     /// "10.7.0.2, fd00:7::2": the stack's addresses without prefixes.

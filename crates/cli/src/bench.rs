@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// that tables compare across runs and machines).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub shards: u16,
+    /// Run ustack without TUN offloads (as `serve --no-offload`), e.g. to measure what
+    /// they bring. Raw smoltcp never uses them.
+    #[arg(long)]
+    pub no_offload: bool,
 }
 
 /// The scenarios, as named on the command line.
@@ -99,6 +103,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         tcp_buffer: args.tcp_buffer.map_or(DEFAULT_TCP_BUFFER, |b| b as usize),
         ustack_exe: std::env::current_exe().map_err(context("finding the ustack binary"))?,
         shards: usize::from(args.shards),
+        offload: !args.no_offload,
     };
     complain!("ustack bench ({}), {}", plan.sizes.name, utc_now());
     let table = bench::run(&plan, &mut |line| complain!("bench: {line}"));

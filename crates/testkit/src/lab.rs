@@ -40,6 +40,8 @@ pub struct LabNet {
     pub stack: Vec<Cidr>,
     /// The TUN's MTU; the kernel's default (1500) if `None`.
     pub mtu: Option<usize>,
+    /// Whether the TUN asks for offloads (see [`TunConfig::offload`]).
+    pub offload: bool,
 }
 
 /// `ip/len`.
@@ -59,6 +61,7 @@ impl LabNet {
             kernel: vec![cidr(v4(KERNEL), 24), cidr(v6(KERNEL6), 64)],
             stack: vec![cidr(v4(USTACK), 24), cidr(v6(USTACK6), 64)],
             mtu: None,
+            offload: true,
         }
     }
 
@@ -66,7 +69,13 @@ impl LabNet {
     /// Without IPv6 the kernel sends nothing of its own (router solicitations, MLD) into
     /// the TUN, so every packet on it is one the lab's programs sent.
     pub fn ipv4(kernel: Ipv4Addr, stack: Ipv4Addr) -> LabNet {
-        LabNet { tun: TUN_NAME.into(), kernel: vec![cidr(kernel, 24)], stack: vec![cidr(stack, 24)], mtu: None }
+        LabNet {
+            tun: TUN_NAME.into(),
+            kernel: vec![cidr(kernel, 24)],
+            stack: vec![cidr(stack, 24)],
+            mtu: None,
+            offload: true,
+        }
     }
 
     /// A new network namespace with this TUN in it, its kernel side configured and up.
@@ -79,7 +88,8 @@ impl LabNet {
     /// This TUN, created in `ns` (a namespace the caller made, and perhaps configured
     /// further), its kernel side configured and up.
     pub fn open_in(&self, ns: &NetNs) -> io::Result<TunDevice> {
-        let config = TunConfig { name: self.tun.clone(), peer_addrs: self.kernel.clone(), mtu: self.mtu };
+        let config =
+            TunConfig { name: self.tun.clone(), peer_addrs: self.kernel.clone(), mtu: self.mtu, offload: self.offload };
         ns.run(|| TunDevice::open(&config))
             .and_then(|opened| opened)
             .map_err(|e| io::Error::new(e.kind(), format!("opening the TUN {} inside the namespace: {e}", self.tun)))
@@ -88,7 +98,8 @@ impl LabNet {
     /// This TUN with `queues` queues (`IFF_MULTI_QUEUE`, one per stack shard), created
     /// in `ns`, its kernel side configured and up.
     pub fn open_queues_in(&self, ns: &NetNs, queues: usize) -> io::Result<Vec<TunDevice>> {
-        let config = TunConfig { name: self.tun.clone(), peer_addrs: self.kernel.clone(), mtu: self.mtu };
+        let config =
+            TunConfig { name: self.tun.clone(), peer_addrs: self.kernel.clone(), mtu: self.mtu, offload: self.offload };
         ns.run(|| TunDevice::open_queues(&config, queues))
             .and_then(|opened| opened)
             .map_err(|e| io::Error::new(e.kind(), format!("opening the TUN {} inside the namespace: {e}", self.tun)))

@@ -1,0 +1,448 @@
+//! The `virtio_net_hdr` a TUN opened with `IFF_VNET_HDR` puts before every packet, and
+//! the checksum work that goes with it.
+//!
+//! With offloads on, the kernel hands the TUN TCP super-segments of up to 64 KiB (GSO)
+//! whose checksum it has not computed (`NEEDS_CSUM`: the field holds only the
+//! pseudo-header's sum), and takes such packets from us: it computes what is missing
+//! and cuts super-segments into segments of `gso_size` where needed. The header stays
+//! inside [`TunDevice`](super::TunDevice): above it every frame is a plain IP packet,
+//! possibly longer than the MTU, with a complete checksum on receive.
+//!
+//! Layout (`include/uapi/linux/virtio_net.h`, little-endian on the hosts ustack runs on):
+//! `flags: u8, gso_type: u8, hdr_len: u16, gso_size: u16, csum_start: u16, csum_offset: u16`.
+
+use std::fmt;
+
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Address, Ipv6Address};
+
+/// Bytes of the header (`TUNSETVNETHDRSZ`'s default, which ustack keeps).
+pub const VNET_HDR_LEN: usize = 10;
+
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum from `csum_start` on is still to be computed.
+pub const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_F_DATA_VALID`: the kernel has verified the checksum.
+pub const F_DATA_VALID: u8 = 2;
+
+/// `VIRTIO_NET_HDR_GSO_NONE`: an ordinary packet.
+pub const GSO_NONE: u8 = 0;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`: an IPv4 TCP super-segment.
+pub const GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_UDP`: UDP fragmentation offload (UFO; ustack never asks for it).
+pub const GSO_UDP: u8 = 3;
+/// `VIRTIO_NET_HDR_GSO_TCPV6`: an IPv6 TCP super-segment.
+pub const GSO_TCPV6: u8 = 4;
+/// `VIRTIO_NET_HDR_GSO_UDP_L4`: UDP segmentation offload (USO; ustack never asks for it).
+pub const GSO_UDP_L4: u8 = 5;
+/// Flag bit on `gso_type`: the super-segment carries ECN's CWR.
+pub const GSO_ECN: u8 = 0x80;
+
+/// Offset of the checksum field in a TCP header, and in a UDP header.
+const TCP_CSUM_OFFSET: u16 = 16;
+const UDP_CSUM_OFFSET: u16 = 6;
+
+/// A parsed `virtio_net_hdr`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    /// [`F_NEEDS_CSUM`], [`F_DATA_VALID`].
+    pub flags: u8,
+    /// `GSO_*`, perhaps with [`GSO_ECN`].
+    pub gso_type: u8,
+    /// Bytes of IP and TCP header in a super-segment (a hint).
+    pub hdr_len: u16,
+    /// Payload bytes per segment a super-segment is cut into.
+    pub gso_size: u16,
+    /// Where the checksummed part begins (the TCP or UDP header).
+    pub csum_start: u16,
+    /// Where the checksum field is, from `csum_start`.
+    pub csum_offset: u16,
+}
+
+/// Why a header, or the packet it describes, cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VnetError {
+    /// Fewer bytes than a header.
+    Short(usize),
+    /// A GSO type ustack did not ask for (it enables TCP offloads only).
+    GsoType(u8),
+    /// `csum_start`/`csum_offset` point outside the packet.
+    ChecksumRange {
+        /// The header's `csum_start`.
+        start: u16,
+        /// The header's `csum_offset`.
+        offset: u16,
+        /// The packet's length.
+        len: usize,
+    },
+}
+
+impl fmt::Display for VnetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VnetError::Short(n) => write!(f, "virtio_net_hdr: {n} bytes, need {VNET_HDR_LEN}"),
+            VnetError::GsoType(t) => write!(f, "virtio_net_hdr: unexpected GSO type {t:#x}"),
+            VnetError::ChecksumRange { start, offset, len } => {
+                write!(f, "virtio_net_hdr: checksum at {start}+{offset} outside a {len}-byte packet")
+            }
+        }
+    }
+}
+
+impl std::error::Error for VnetError {}
+
+impl VnetHdr {
+    /// Parses the first [`VNET_HDR_LEN`] bytes of `bytes`.
+    pub fn parse(bytes: &[u8]) -> Result<VnetHdr, VnetError> {
+        let b: &[u8; VNET_HDR_LEN] =
+            bytes.get(..VNET_HDR_LEN).and_then(|b| b.try_into().ok()).ok_or(VnetError::Short(bytes.len()))?;
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Ok(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16_at(2),
+            gso_size: u16_at(4),
+            csum_start: u16_at(6),
+            csum_offset: u16_at(8),
+        })
+    }
+
+    /// The header's wire form.
+    pub fn to_bytes(self) -> [u8; VNET_HDR_LEN] {
+        let mut b = [0; VNET_HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        b
+    }
+
+    /// Whether the packet is a TCP super-segment (any size; the kernel may mark one
+    /// that fits a single segment).
+    pub fn is_gso(self) -> bool {
+        self.gso_type & !GSO_ECN != GSO_NONE
+    }
+
+    /// Makes `packet`, received with this header, an ordinary IP packet: a checksum the
+    /// kernel left for the device (`NEEDS_CSUM`) is computed. A super-segment stays one
+    /// packet (its IP length covers all of it, as tcpdump shows it on the kernel side).
+    pub fn complete_rx(self, packet: &mut [u8]) -> Result<(), VnetError> {
+        match self.gso_type & !GSO_ECN {
+            GSO_NONE | GSO_TCPV4 | GSO_TCPV6 => {}
+            other => return Err(VnetError::GsoType(other)),
+        }
+        if self.flags & F_NEEDS_CSUM == 0 {
+            return Ok(());
+        }
+        let start = usize::from(self.csum_start);
+        let field = start + usize::from(self.csum_offset);
+        if field + 2 > packet.len() || start >= packet.len() {
+            return Err(VnetError::ChecksumRange {
+                start: self.csum_start,
+                offset: self.csum_offset,
+                len: packet.len(),
+            });
+        }
+        // The field holds the pseudo-header's sum, so summing everything from `start`
+        // (the field included) and complementing gives the final checksum.
+        let sum = !fold(sum(&packet[start..]));
+        // UDP (the only other NEEDS_CSUM user) sends an all-zero sum as all ones.
+        let sum = if sum == 0 && self.csum_offset == UDP_CSUM_OFFSET { 0xffff } else { sum };
+        packet[field..field + 2].copy_from_slice(&sum.to_be_bytes());
+        Ok(())
+    }
+
+    /// [`VnetHdr::plan_tx`], with the checksum field set in `packet`.
+    pub fn for_tx(packet: &mut [u8], mtu: usize) -> VnetHdr {
+        let (hdr, field) = VnetHdr::plan_tx(packet, mtu);
+        if let Some((at, value)) = field {
+            packet[at..at + 2].copy_from_slice(&value);
+        }
+        hdr
+    }
+
+    /// The header for sending `packet` (a plain IP packet from the stack, whose TCP or
+    /// UDP checksum need not be computed) on a TUN of `mtu`, and what its checksum field
+    /// must hold instead (offset, bytes): for TCP and UDP the checksum is left to the
+    /// kernel (`NEEDS_CSUM`, the field set to the pseudo-header's sum); a TCP segment
+    /// longer than `mtu` becomes a super-segment the kernel cuts into segments that fit
+    /// it. Anything else (ICMP, a header ustack cannot follow) goes as it is, with a zero
+    /// header. The packet is not changed, so the device can write it without a copy.
+    pub fn plan_tx(packet: &[u8], mtu: usize) -> (VnetHdr, Option<(usize, [u8; 2])>) {
+        let none = (VnetHdr::default(), None);
+        let Some(l4) = Transport::find(packet) else { return none };
+        let (csum_offset, tcp) = match l4.protocol {
+            IpProtocol::Tcp => (TCP_CSUM_OFFSET, true),
+            IpProtocol::Udp => (UDP_CSUM_OFFSET, false),
+            _ => return none,
+        };
+        let start = l4.start;
+        let field = start + usize::from(csum_offset);
+        let l4_len = packet.len() - start;
+        if field + 2 > packet.len() {
+            return none;
+        }
+        let (Ok(csum_start), Ok(l4_len32)) = (u16::try_from(start), u32::try_from(l4_len)) else {
+            return none;
+        };
+        let pseudo = pseudo_header(&l4.src, &l4.dst, l4.protocol, l4_len32);
+        let mut hdr = VnetHdr { flags: F_NEEDS_CSUM, csum_start, csum_offset, ..VnetHdr::default() };
+        if tcp && packet.len() > mtu {
+            let tcp_header = usize::from(packet[start + 12] >> 4) * 4;
+            let headers = start + tcp_header;
+            // The segment size a packet of `mtu` bytes with these headers carries.
+            let gso_size = mtu.saturating_sub(headers);
+            if let (Ok(hdr_len), Ok(gso_size)) = (u16::try_from(headers), u16::try_from(gso_size))
+                && gso_size > 0
+                && headers <= packet.len()
+            {
+                hdr.gso_type = if l4.src.version() == smoltcp::wire::IpVersion::Ipv4 { GSO_TCPV4 } else { GSO_TCPV6 };
+                hdr.hdr_len = hdr_len;
+                hdr.gso_size = gso_size;
+            }
+        }
+        (hdr, Some((field, pseudo.to_be_bytes())))
+    }
+}
+
+/// The ones' complement sum (RFC 1071) of `data` as big-endian 16-bit words, unfolded:
+/// eight bytes at a time into a 64-bit accumulator, whose carries [`fold`] adds back.
+fn sum(data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(8);
+    let mut acc: u64 = 0;
+    let mut carries: u64 = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_be_bytes(chunk.try_into().expect("8 bytes"));
+        let (s, c) = acc.overflowing_add(word);
+        acc = s;
+        carries += u64::from(c);
+    }
+    // A word's place in the accumulator does not matter: 2^16 ≡ 1 in ones' complement.
+    let mut tail = 0u64;
+    for pair in chunks.remainder().chunks(2) {
+        tail += u64::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]));
+    }
+    // The 64-bit sum's carries wrap around to bit 0 (2^64 ≡ 1 too).
+    let (s, c) = acc.overflowing_add(tail);
+    let carries = carries + u64::from(c);
+    let (s, c) = s.overflowing_add(carries);
+    s + u64::from(c)
+}
+
+/// Folds a [`sum`] into 16 bits.
+fn fold(mut s: u64) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// The pseudo-header's sum, folded, not complemented: what `NEEDS_CSUM` wants in the field.
+fn pseudo_header(src: &IpAddress, dst: &IpAddress, protocol: IpProtocol, len: u32) -> u16 {
+    let addrs = match (src, dst) {
+        (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) => {
+            u64::from(fold(sum(&s.octets()))) + u64::from(fold(sum(&d.octets())))
+        }
+        (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => {
+            u64::from(fold(sum(&s.octets()))) + u64::from(fold(sum(&d.octets())))
+        }
+        _ => 0,
+    };
+    fold(addrs + u64::from(u8::from(protocol)) + u64::from(len >> 16) + u64::from(len & 0xffff))
+}
+
+/// Where an IP packet's TCP or UDP header starts, and the addresses of its pseudo-header.
+struct Transport {
+    protocol: IpProtocol,
+    start: usize,
+    src: IpAddress,
+    dst: IpAddress,
+}
+
+impl Transport {
+    /// None for anything but an unfragmented IPv4 packet, or an IPv6 packet without
+    /// extension headers, whose lengths agree with `packet`.
+    fn find(packet: &[u8]) -> Option<Transport> {
+        match packet.first()? >> 4 {
+            4 => {
+                let ihl = usize::from(packet[0] & 0x0f) * 4;
+                if ihl < 20
+                    || packet.len() < ihl
+                    || usize::from(u16::from_be_bytes([packet[2], packet[3]])) != packet.len()
+                {
+                    return None;
+                }
+                // More fragments, or a fragment offset: the checksum spans fragments.
+                if u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0 {
+                    return None;
+                }
+                let src: [u8; 4] = packet[12..16].try_into().ok()?;
+                let dst: [u8; 4] = packet[16..20].try_into().ok()?;
+                Some(Transport {
+                    protocol: IpProtocol::from(packet[9]),
+                    start: ihl,
+                    src: IpAddress::Ipv4(Ipv4Address::from(src)),
+                    dst: IpAddress::Ipv4(Ipv4Address::from(dst)),
+                })
+            }
+            6 => {
+                if packet.len() < 40 || usize::from(u16::from_be_bytes([packet[4], packet[5]])) + 40 != packet.len() {
+                    return None;
+                }
+                let src: [u8; 16] = packet[8..24].try_into().ok()?;
+                let dst: [u8; 16] = packet[24..40].try_into().ok()?;
+                Some(Transport {
+                    protocol: IpProtocol::from(packet[6]),
+                    start: 40,
+                    src: IpAddress::Ipv6(Ipv6Address::from(src)),
+                    dst: IpAddress::Ipv6(Ipv6Address::from(dst)),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+
+    const SRC: Ipv4Address = Ipv4Address::new(10, 7, 0, 1);
+    const DST: Ipv4Address = Ipv4Address::new(10, 7, 0, 2);
+
+    /// An IPv4 TCP packet with `payload`, its checksum computed.
+    fn tcp_packet(payload: &[u8]) -> Vec<u8> {
+        let tcp = TcpRepr {
+            src_port: 5000,
+            dst_port: 80,
+            control: TcpControl::Psh,
+            seq_number: TcpSeqNumber(1000),
+            ack_number: Some(TcpSeqNumber(7)),
+            window_len: 512,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        };
+        let ip = Ipv4Repr {
+            src_addr: SRC,
+            dst_addr: DST,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut buf = vec![0; ip.buffer_len() + tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+        tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[20..]), &SRC.into(), &DST.into(), &caps);
+        buf
+    }
+
+    fn checksum_ok(packet: &[u8]) -> bool {
+        TcpPacket::new_checked(&packet[20..]).unwrap().verify_checksum(&SRC.into(), &DST.into())
+    }
+
+    #[test]
+    fn the_sum_is_rfc_1071s_for_every_length_and_alignment() {
+        let naive = |data: &[u8]| -> u16 {
+            let mut s: u32 = 0;
+            for pair in data.chunks(2) {
+                s += u32::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]));
+                s = (s & 0xffff) + (s >> 16);
+            }
+            s as u16
+        };
+        let bytes: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 0x80).collect();
+        for start in 0..2 {
+            for len in 0..bytes.len() - start {
+                let data = &bytes[start..start + len];
+                assert_eq!(fold(sum(data)), naive(data), "len {len}");
+            }
+        }
+        assert_eq!(fold(sum(&[0xff; 4096])), 0xffff);
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV6 | GSO_ECN,
+            hdr_len: 72,
+            gso_size: 1428,
+            csum_start: 40,
+            csum_offset: 16,
+        };
+        assert_eq!(VnetHdr::parse(&hdr.to_bytes()), Ok(hdr));
+        assert!(hdr.is_gso());
+        assert!(!VnetHdr::default().is_gso());
+    }
+
+    #[test]
+    fn short_header_is_an_error() {
+        for len in 0..VNET_HDR_LEN {
+            assert_eq!(VnetHdr::parse(&[0; VNET_HDR_LEN][..len]), Err(VnetError::Short(len)));
+        }
+    }
+
+    #[test]
+    fn a_tx_header_completed_as_the_kernel_would_gives_the_right_checksum() {
+        let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        let mut packet = tcp_packet(&payload);
+        assert!(checksum_ok(&packet));
+        packet[36] ^= 0x55; // any garbage where the checksum goes: for_tx replaces it
+        let hdr = VnetHdr::for_tx(&mut packet, 1500);
+        assert_eq!((hdr.flags, hdr.gso_type, hdr.csum_start, hdr.csum_offset), (F_NEEDS_CSUM, GSO_TCPV4, 20, 16));
+        assert_eq!((hdr.hdr_len, hdr.gso_size), (40, 1460));
+        // Our receive side does what the kernel does with NEEDS_CSUM.
+        let rx = VnetHdr { gso_type: GSO_NONE, ..hdr };
+        rx.complete_rx(&mut packet).unwrap();
+        assert!(checksum_ok(&packet));
+    }
+
+    #[test]
+    fn a_packet_within_the_mtu_is_not_a_super_segment() {
+        let mut packet = tcp_packet(b"hello");
+        let hdr = VnetHdr::for_tx(&mut packet, 1500);
+        assert_eq!((hdr.flags, hdr.gso_type, hdr.gso_size), (F_NEEDS_CSUM, GSO_NONE, 0));
+    }
+
+    #[test]
+    fn non_ip_or_inconsistent_packets_get_a_zero_header() {
+        for mut bad in [vec![], vec![0x45], vec![0x60; 39], vec![0x12; 100], {
+            let mut p = tcp_packet(b"x");
+            p[3] += 1; // IP total length disagrees with the packet
+            p
+        }] {
+            assert_eq!(VnetHdr::for_tx(&mut bad, 1500), VnetHdr::default());
+        }
+    }
+
+    #[test]
+    fn bad_rx_headers_are_errors_not_panics() {
+        let mut packet = tcp_packet(b"data");
+        let len = packet.len();
+        let cases = [
+            VnetHdr { flags: F_NEEDS_CSUM, csum_start: 20, csum_offset: 200, ..VnetHdr::default() },
+            VnetHdr { flags: F_NEEDS_CSUM, csum_start: u16::MAX, csum_offset: u16::MAX, ..VnetHdr::default() },
+            VnetHdr { flags: F_NEEDS_CSUM, csum_start: len as u16, csum_offset: 0, ..VnetHdr::default() },
+        ];
+        for hdr in cases {
+            assert!(matches!(hdr.complete_rx(&mut packet), Err(VnetError::ChecksumRange { .. })), "{hdr:?}");
+        }
+        let udp_gso = VnetHdr { gso_type: GSO_UDP_L4, ..VnetHdr::default() };
+        assert_eq!(udp_gso.complete_rx(&mut packet), Err(VnetError::GsoType(GSO_UDP_L4)));
+        assert_eq!(VnetHdr { gso_type: GSO_UDP, ..udp_gso }.complete_rx(&mut packet), Err(VnetError::GsoType(GSO_UDP)));
+        // Arbitrary headers on arbitrary bytes never panic.
+        for seed in 0..2000u32 {
+            let bytes: Vec<u8> =
+                (0..VNET_HDR_LEN as u32).map(|i| (seed.wrapping_mul(2654435761) >> (i % 24)) as u8).collect();
+            let hdr = VnetHdr::parse(&bytes).unwrap();
+            let _ = hdr.complete_rx(&mut packet.clone());
+            let _ = hdr.complete_rx(&mut []);
+        }
+    }
+}
