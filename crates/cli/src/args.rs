@@ -43,9 +43,9 @@ pub struct NetArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(68..))]
     pub mtu: Option<u16>,
 
-    /// TCP congestion control: none (ustack's default for now: docs/linux-differences.md), cubic
-    /// (Linux's default) or reno.
-    #[arg(long, value_name = "NAME", default_value_t = Congestion::None)]
+    /// TCP congestion control: cubic (the default, as Linux's), reno or none; smoltcp-cubic and
+    /// smoltcp-reno are smoltcp's own controllers, blind to ustack's loss recovery (for comparison).
+    #[arg(long, value_name = "NAME", default_value_t = Congestion::Cubic)]
     pub congestion: Congestion,
 
     /// Who resends lost TCP segments: ustack (SACK, RACK-TLP, a 200 ms RTO floor, as

@@ -78,9 +78,9 @@ pub struct SimArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     time_limit: u64,
 
-    /// TCP congestion control of both stacks: none (ustack's default for now:
-    /// docs/linux-differences.md), cubic (Linux's default) or reno.
-    #[arg(long, value_name = "NAME", default_value_t = Congestion::None)]
+    /// TCP congestion control of both stacks: cubic (the default, as Linux's), reno or none;
+    /// smoltcp-cubic and smoltcp-reno are smoltcp's own, blind to ustack's recovery.
+    #[arg(long, value_name = "NAME", default_value_t = Congestion::Cubic)]
     congestion: Congestion,
 
     /// Who resends lost segments: ustack (SACK, RACK-TLP, a 200 ms RTO floor, as Linux) or
