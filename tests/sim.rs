@@ -88,7 +88,7 @@ fn eight_connections_through_loss_and_damage_each_finish_their_exchange_and_clos
     assert_eq!(report.server_connections.len(), 8);
 }
 
-/// With congestion control, a retransmission timeout leaves smoltcp one segment to send,
+/// With smoltcp's congestion control, a retransmission timeout leaves smoltcp one segment to send,
 /// from a rewound SND.NXT; the peer's ACKs of what it had sent before used to be refused
 /// by smoltcp (above SND.NXT), and its own bare ACKs, sent at the rewound SND.NXT, dropped
 /// by the peer as out of window: both ends resent one segment per timeout, forever. These
@@ -96,7 +96,7 @@ fn eight_connections_through_loss_and_damage_each_finish_their_exchange_and_clos
 #[test]
 fn congestion_control_recovers_from_timeouts_instead_of_stalling() {
     for seed in 1..=5 {
-        for congestion in [Congestion::Cubic, Congestion::Reno] {
+        for congestion in [Congestion::Cubic, Congestion::Reno, Congestion::SmoltcpCubic, Congestion::SmoltcpReno] {
             let config = EchoConfig {
                 congestion,
                 time_limit: Duration::from_secs(600),

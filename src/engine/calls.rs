@@ -784,6 +784,21 @@ impl Engine {
         }
     }
 
+    /// The congestion state of the socket's connection, as Linux's `TCP_INFO` reports its
+    /// own (`tcpi_snd_cwnd`, `tcpi_snd_ssthresh`, but in bytes): None without a connection
+    /// or with ustack's congestion control off (`StackConfig::congestion`).
+    pub fn congestion_info(&self, id: SockId) -> Option<super::CongestionInfo> {
+        let SockState::Connected(handle) = self.entries.get(&id)?.state else { return None };
+        let cc = self.conns.get(&handle)?.cc.as_ref()?;
+        Some(super::CongestionInfo {
+            cwnd: cc.cwnd(),
+            ssthresh: cc.ssthresh(),
+            mss: cc.mss(),
+            reductions: cc.counters.reductions,
+            timeouts: cc.counters.timeouts,
+        })
+    }
+
     /// A listener's queue lengths: (SYN queue, accept queue, SYNs and ACKs dropped so far).
     pub fn listen_queues(&self, id: SockId) -> Option<(usize, usize, u64)> {
         match &self.entries.get(&id)?.state {

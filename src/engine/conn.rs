@@ -5,6 +5,7 @@
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 
+use super::congestion::Controller;
 use super::recovery::Recovery;
 use super::send_front::SendFront;
 use super::{SockId, TcpTuple};
@@ -122,6 +123,14 @@ pub struct Conn {
     /// The most ustack ever had unacknowledged (SND.MAX − SND.UNA): how far behind SND.UNA
     /// a reordered segment's acknowledgment can genuinely be.
     pub max_flight: u32,
+    /// ustack's congestion control for what this connection sends, unless it is off or
+    /// smoltcp's (see `StackConfig::congestion`).
+    pub cc: Option<Controller>,
+    /// When the first retransmission timeout since the last progress fired: Linux's
+    /// `retrans_stamp`, from which `tcp_retries2` counts (see [`super::give_up`]).
+    pub retrans_stamp: Option<Instant>,
+    /// The connection was given up on (no ACK for too long): it closes without a RST.
+    pub gave_up: bool,
 }
 
 /// See [`Conn::sent`].
@@ -163,6 +172,9 @@ impl Conn {
             syn_ack_resent_at: None,
             snd_una: None,
             max_flight: 0,
+            cc: None,
+            retrans_stamp: None,
+            gave_up: false,
         }
     }
 

@@ -1020,6 +1020,7 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
     };
     match verdict {
         Verdict::Connection(handle) => {
+            let mss = local_mss(core, &flow);
             let Some(conn) = core.conns.get_mut(&handle) else {
                 return (Decision::Other("stale demux entry"), Deliver);
             };
@@ -1028,6 +1029,9 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             // A segment with an old ACK (never a RST) says nothing new about acknowledgments.
             // Both below may need to know the checksum is right: it is computed once.
             let mut intact = None;
+            if seg.has(super::rewrite::SYN) {
+                note_peer_syn(conn, frame, &seg, mss);
+            }
             let old_ack = accept_old_ack(conn, frame, &seg, &flow, &mut intact);
             if !old_ack {
                 note_segment(conn, &seg);
@@ -1040,6 +1044,7 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             if !old_ack {
                 lower_ack_to_send_front(conn, frame, &seg);
             }
+            limit_window_to_congestion(conn, frame, &seg);
             if let Some(shift) = conn.shift {
                 super::rewrite::incoming(frame, seg.offset, shift);
             }
@@ -1131,6 +1136,10 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
         }
         Verdict::Admit { listener } => match new_half_open(core, tuple, listener) {
             Ok(handle) => {
+                let mss = local_mss(core, &flow);
+                if let (Some(conn), Some(seg)) = (core.conns.get_mut(&handle), seg) {
+                    note_peer_syn(conn, frame, &seg, mss);
+                }
                 let Some(l) = listener_of(core, listener) else { unreachable!("decided on a listener") };
                 let decision = Decision::Admitted {
                     listener,
@@ -1201,8 +1210,73 @@ fn recover_on_ack(
         return;
     }
     let (blocks, n) = super::recovery::sack_blocks(&frame[seg.offset..seg.end]);
+    let before = conn.cc.is_some().then(|| (conn.recovery.unsacked_bytes(), conn.recovery.counters.bytes));
     let lost = conn.recovery.on_ack(now, (seg.ack, seg.window, seg.is_empty()), &blocks[..n], pool);
     super::resend(conn, &lost, outbox);
+    if let (Some(cc), Some((pipe_before, resent_before)), Some(sent_max)) = (conn.cc.as_mut(), before, conn.sent_max) {
+        let pipe = conn.recovery.unsacked_bytes();
+        let resent = (conn.recovery.counters.bytes - resent_before) as u32;
+        let delivered = (pipe_before + resent).saturating_sub(pipe);
+        let ack = conn.snd_una.unwrap_or(seg.ack);
+        let srtt = conn.recovery.srtt();
+        let sample =
+            super::congestion::AckSample { ack, delivered, pipe, resent, loss: !lost.is_empty(), sent_max, srtt };
+        let cuts = cc.counters.reductions;
+        cc.on_ack(now, sample);
+        if cc.counters.reductions > cuts {
+            log::debug!(target: "ustack::congestion", "{}: loss, window cut: {cc:?}", conn.tuple);
+        }
+    }
+}
+
+/// The MSS this stack offers for a connection between `flow`'s ends: its MTU less the IP
+/// and TCP headers (as smoltcp computes its own).
+fn local_mss(core: &Engine, flow: &PacketEnds) -> u32 {
+    let ip_header = if flow.local.is_ipv4() { 20 } else { 40 };
+    (core.capabilities.max_transmission_unit as u32).saturating_sub(ip_header + 20)
+}
+
+/// What the peer's SYN (or SYN-ACK) tells congestion control: its window scale (RFC 7323)
+/// and its MSS, which with `local_mss` sizes the segments this side sends.
+fn note_peer_syn(conn: &mut Conn, frame: &[u8], seg: &TcpSegment, local_mss: u32) {
+    use smoltcp::wire::{TcpOption, TcpPacket};
+    let Some(cc) = conn.cc.as_mut() else { return };
+    let Ok(packet) = TcpPacket::new_checked(seg.bytes(frame)) else { return };
+    let mut options = packet.options();
+    let (mut scale, mut mss) = (0, 536);
+    while !options.is_empty() {
+        let Ok((rest, option)) = TcpOption::parse(options) else { break };
+        match option {
+            TcpOption::WindowScale(s) => scale = s,
+            TcpOption::MaxSegmentSize(m) => mss = u32::from(m),
+            TcpOption::EndOfList => break,
+            _ => {}
+        }
+        options = rest;
+    }
+    cc.peer_scale = scale;
+    cc.set_mss(mss.min(local_mss));
+}
+
+/// A segment's window field reaches smoltcp lowered to what congestion control allows
+/// (see [`super::congestion`]); in smoltcp's view of the acknowledgment, after the other
+/// rewrites.
+fn limit_window_to_congestion(conn: &Conn, frame: &mut [u8], seg: &TcpSegment) {
+    use super::rewrite::{ACK, RST, SYN, ack_and_window};
+    let (Some(cc), Some(sent_max)) = (conn.cc.as_ref(), conn.sent_max) else { return };
+    if !seg.has(ACK) || seg.has(RST) {
+        return;
+    }
+    let (ack, window) = ack_and_window(&frame[seg.offset..]);
+    let limited = if seg.has(SYN) {
+        // A SYN-ACK's window is not scaled: the initial window is the room.
+        window.min(u16::try_from(cc.cwnd()).unwrap_or(u16::MAX))
+    } else {
+        cc.limit_window(ack, window, sent_max, conn.recovery.in_flight() > 0)
+    };
+    if limited != window {
+        super::rewrite::set_window(frame, seg.offset, limited);
+    }
 }
 
 /// An acknowledgment beyond smoltcp's SND.NXT, of data it sent before a retransmission

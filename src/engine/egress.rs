@@ -182,6 +182,10 @@ impl SeqNumbers<'_> {
             return true;
         };
         let (syn, ack, seq) = rewrite::flags_and_seq(packet, offset);
+        if conn.gave_up && rewrite::flags(packet, offset) & rewrite::RST != 0 {
+            // A connection given up on closes without a RST, as Linux's (tcp_write_err).
+            return false;
+        }
         if syn {
             if let Some(cookie) = conn.cookie.take() {
                 conn.shift = Some(seq.wrapping_sub(cookie));

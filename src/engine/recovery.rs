@@ -484,6 +484,22 @@ impl Recovery {
     pub fn in_flight(&self) -> usize {
         self.flight.len()
     }
+
+    /// Bytes sent and neither acknowledged nor SACKed: what is in the network, for
+    /// congestion control (lost segments are resent at once, so this is RFC 6675's pipe).
+    pub fn unsacked_bytes(&self) -> u32 {
+        self.flight.iter().filter(|s| !s.sacked).map(|s| s.end.wrapping_sub(s.seq)).sum()
+    }
+
+    /// The smoothed RTT, once measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    /// How many times the retransmission timeout has doubled since the last progress.
+    pub fn backoff(&self) -> u32 {
+        self.backoff
+    }
 }
 
 /// The SACK blocks of the TCP header `tcp` (at most four).

@@ -745,8 +745,8 @@ fn loss_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
     notes.push(
         "Loss: a kernel client echoes the bytes through the server, from connect to the echo's end of stream; \
          ustack's fault injector loses packets each way, under ustack's stack or (kernel baseline) in a relay \
-         between two kernel stacks' TUNs. Both run with the same injector seeds, and without congestion control \
-         on ustack's side (its default). Bytes resent: the kernel's tcpi_bytes_retrans, ustack's own count."
+         between two kernel stacks' TUNs. Both run with the same injector seeds, and with CUBIC on every socket \
+         (ustack's default; the kernel's set with TCP_CONGESTION, whatever the machine's default). Bytes resent: the kernel's tcpi_bytes_retrans, ustack's own count."
             .to_string(),
     );
     rows

@@ -59,6 +59,13 @@ fn set_option<T>(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value
     .map(drop)
 }
 
+/// Sets a kernel socket's congestion control (`TCP_CONGESTION`) to `name`, whatever this
+/// machine's default (`net.ipv4.tcp_congestion_control`) is; a listener's accepted
+/// connections inherit it.
+pub fn set_congestion<const N: usize>(fd: &impl AsRawFd, name: &[u8; N]) -> io::Result<()> {
+    set_option(fd, libc::IPPROTO_TCP, libc::TCP_CONGESTION, name)
+}
+
 /// Makes close() of `stream` abortive (SO_LINGER 0: a RST, no FIN_WAIT or TIME_WAIT), so
 /// ten thousand closing connections leave nothing behind to slow the next scenario.
 pub fn set_abortive_close(stream: &TcpStream) -> io::Result<()> {

@@ -50,9 +50,9 @@ pub struct NetArgs {
     #[arg(long)]
     pub no_offload: bool,
 
-    /// TCP congestion control: none (ustack's default for now: docs/linux-differences.md), cubic
-    /// (Linux's default) or reno.
-    #[arg(long, value_name = "NAME", default_value_t = Congestion::None)]
+    /// TCP congestion control: cubic (the default, as Linux's), reno or none; smoltcp-cubic and
+    /// smoltcp-reno are smoltcp's own controllers, blind to ustack's loss recovery (for comparison).
+    #[arg(long, value_name = "NAME", default_value_t = Congestion::Cubic)]
     pub congestion: Congestion,
 
     /// Who resends lost TCP segments: ustack (SACK, RACK-TLP, a 200 ms RTO floor, as

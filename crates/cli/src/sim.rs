@@ -78,15 +78,19 @@ pub struct SimArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     time_limit: u64,
 
-    /// TCP congestion control of both stacks: none (ustack's default for now:
-    /// docs/linux-differences.md), cubic (Linux's default) or reno.
-    #[arg(long, value_name = "NAME", default_value_t = Congestion::None)]
+    /// TCP congestion control of both stacks: cubic (the default, as Linux's), reno or none;
+    /// smoltcp-cubic and smoltcp-reno are smoltcp's own, blind to ustack's recovery.
+    #[arg(long, value_name = "NAME", default_value_t = Congestion::Cubic)]
     congestion: Congestion,
 
     /// Who resends lost segments: ustack (SACK, RACK-TLP, a 200 ms RTO floor, as Linux) or
     /// smoltcp (its own recovery alone, for comparison).
     #[arg(long, value_name = "WHO", default_value_t = LossRecovery::Ustack)]
     recovery: LossRecovery,
+
+    /// Receive and send buffer per TCP connection, in bytes, on both stacks.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
+    tcp_buffer: u64,
 }
 
 /// Runs the simulation and prints its report; exit 1 if the echo did not come back intact.
@@ -106,6 +110,7 @@ pub fn run(args: SimArgs) -> Result<(), Failure> {
         time_limit: Duration::from_secs(args.time_limit),
         congestion: args.congestion,
         loss_recovery: args.recovery,
+        tcp_buffer: args.tcp_buffer as usize,
         ..EchoConfig::default()
     };
     let mut pcap = match &args.pcap {
