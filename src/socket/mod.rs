@@ -141,8 +141,9 @@ impl Socket {
         self.id
     }
 
-    /// Makes one call on the engine: EBADF once this handle is closed. Wakes the stack
-    /// thread, and the callers waiting on other sockets, as the call's effects require.
+    /// Makes one call on the engine: EBADF once this handle is closed. Sends what the
+    /// call made ready, and wakes the callers waiting on other sockets, as the call's
+    /// effects require.
     fn call<T>(&self, f: impl FnOnce(&mut Locked) -> Result<T>) -> Result<T> {
         if !self.open.load(Ordering::Acquire) {
             return Err(Errno::EBADF);
@@ -152,7 +153,8 @@ impl Socket {
             return Err(Errno::EBADF);
         }
         let result = f(&mut locked);
-        self.shared.after_call(&mut locked);
+        self.shared.after_call(&mut locked, self.id);
+        self.shared.unlock(locked);
         result
     }
 
@@ -198,15 +200,22 @@ impl Socket {
                 return Err(Errno::EBADF);
             }
             let result = f(&mut locked);
-            self.shared.after_call(&mut locked);
-            if !matches!(result, Err(Errno::EAGAIN)) || nonblocking {
-                return result;
-            }
+            let after = self.shared.after_call(&mut locked, self.id);
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left == Some(Duration::ZERO) {
+            if !matches!(result, Err(Errno::EAGAIN)) || nonblocking || left == Some(Duration::ZERO) {
+                self.shared.unlock(locked);
                 return result;
             }
-            locked = self.shared.wait_socket(locked, self.id, left).0;
+            if after.queued {
+                // What the call sent goes out before it waits, from this thread; the
+                // lock was let go meanwhile, so the call is made again before waiting.
+                self.shared.unlock(locked);
+                locked = self.shared.lock();
+            } else if after.touched {
+                // The call's own poll changed the socket: ask again.
+            } else {
+                locked = self.shared.wait_socket(locked, self.id, left).0;
+            }
             if locked.down.is_some() {
                 return Err(Errno::ENETDOWN);
             }
@@ -328,7 +337,10 @@ impl Socket {
         // Linux) until the peer has acknowledged the data and the FIN, or the time is up;
         // then the close goes on in the background as usual.
         if let Ok(Some(linger)) = locked.engine.start_linger(self.id) {
-            self.shared.after_call(&mut locked);
+            self.shared.after_call(&mut locked, self.id);
+            // The data and FIN go out before the wait.
+            self.shared.unlock(locked);
+            locked = self.shared.lock();
             let deadline = Instant::now() + linger;
             while locked.engine.lingering(self.id) && locked.down.is_none() {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -339,7 +351,8 @@ impl Socket {
             }
         }
         locked.engine.close(self.id);
-        self.shared.after_call(&mut locked);
+        self.shared.after_call(&mut locked, self.id);
+        self.shared.unlock(locked);
         Ok(())
     }
 
