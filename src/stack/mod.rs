@@ -26,8 +26,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -46,10 +45,6 @@ use device::{SharedDevice, Writer};
 
 /// Frames handed to the engine per lock hold, so API calls are never kept waiting long.
 const INGRESS_BATCH: usize = 64;
-
-/// How many times the stack thread yields the CPU, at most, after ending a round early
-/// for an API caller waiting for the lock, while the caller has not got it.
-const YIELDS: usize = 4;
 
 /// Bytes of frames read from the device before the lock is taken, at most: that many
 /// frames' reads overlap with API calls (which copy data in and out of socket buffers
@@ -159,13 +154,6 @@ pub(crate) struct Shared {
     wake: EventFd,
     /// The device, which the stack thread reads and every thread writes.
     device: SharedDevice,
-    /// API callers waiting for the engine lock right now. The stack thread hands frames
-    /// to the engine in batches under one lock hold; while a caller waits it ends the
-    /// batch after the current frame and lets go. In a burst of handshakes the acceptor
-    /// takes the lock three times per connection (accept, two setsockopts, in the bench),
-    /// and waiting each time for a batch of 64 SYNs and ACKs it fell behind: the accept
-    /// queue filled and handshakes were dropped (BENCHMARKS.md, section 15).
-    contenders: AtomicUsize,
     /// Told of every socket the engine touched (see [`Stack::on_touched`]).
     touch_hook: OnceLock<TouchHook>,
 }
@@ -232,7 +220,6 @@ impl Stack {
             queues: (0..WAIT_QUEUES).map(|_| Condvar::new()).collect(),
             wake,
             device: SharedDevice::new(device, clock),
-            contenders: AtomicUsize::new(0),
             touch_hook: OnceLock::new(),
         });
         let thread_shared = shared.clone();
@@ -363,23 +350,7 @@ impl Drop for Stack {
 impl Shared {
     /// Locks the engine. A panic elsewhere while holding the lock is a bug; the state is
     /// still the best there is, so carry on rather than poison every later call.
-    ///
-    /// A caller that finds the lock taken says so while it waits ([`Shared::contenders`]):
-    /// the stack thread ends its round early for it.
     pub fn lock(&self) -> MutexGuard<'_, Locked> {
-        match self.locked.try_lock() {
-            Ok(guard) => return guard,
-            Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => {}
-        }
-        self.contenders.fetch_add(1, Ordering::Relaxed);
-        let guard = self.lock_uncounted();
-        self.contenders.fetch_sub(1, Ordering::Relaxed);
-        guard
-    }
-
-    /// Locks the engine without counting as a contender: for the stack thread.
-    fn lock_uncounted(&self) -> MutexGuard<'_, Locked> {
         self.locked.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -533,11 +504,8 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
     let mut frame = Vec::with_capacity(mtu);
     let device = &shared.device;
     let clock = shared.lock().clock;
-    // Frames read but not handed to the engine yet (a round ended early for an API
-    // caller), at the front of `preread`.
-    let mut carried = 0;
     loop {
-        let mut prereads = carried;
+        let mut prereads = 0;
         let read_at = clock.now();
         while prereads < preread.len() {
             // What the read's flush left, the flush after the round writes.
@@ -547,33 +515,24 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
             }
             prereads += 1;
         }
-        let mut yielded = false;
         let delay = {
-            let mut guard = shared.lock_uncounted();
+            let mut guard = shared.lock();
             let locked = &mut *guard;
             if locked.down.is_some() {
                 break;
             }
             let now = clock.now();
             let mut more = false;
-            let mut taken = 0;
+            let mut prereads = preread[..prereads].iter_mut();
             for _ in 0..INGRESS_BATCH {
-                if taken < prereads {
-                    std::mem::swap(&mut frame, &mut preread[taken]);
-                    taken += 1;
+                if let Some(buffer) = prereads.next() {
+                    std::mem::swap(&mut frame, buffer);
                 } else if !device.try_receive_into(now, &mut frame) {
                     break;
                 }
                 more = true;
                 locked.engine.ingress(now, &mut frame);
-                if shared.contenders.load(Ordering::Relaxed) > 0 {
-                    yielded = true;
-                    break;
-                }
             }
-            // The frames not handed over go first next round.
-            preread[..prereads].rotate_left(taken);
-            carried = prereads - taken;
             let next = locked.engine.poll(now);
             device.push(locked.engine.outbox());
             if let Some(err) = device.take_error() {
@@ -592,16 +551,7 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
         // Packets left queued (more than a round's worth), or an error the round has to
         // see: go round again instead of sleeping.
         let flushed = device.flush(Writer::Stack);
-        if yielded {
-            // The caller was woken when the lock was let go; on two busy CPUs it may
-            // still wait for one. Give it a moment before taking the lock again.
-            for _ in 0..YIELDS {
-                if shared.contenders.load(Ordering::Relaxed) == 0 {
-                    break;
-                }
-                std::thread::yield_now();
-            }
-        } else if delay != Some(Duration::ZERO) && !flushed.left && !flushed.failed {
+        if delay != Some(Duration::ZERO) && !flushed.left && !flushed.failed {
             sleep(shared, delay);
         }
     }
