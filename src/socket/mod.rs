@@ -152,8 +152,9 @@ impl Socket {
         self.id
     }
 
-    /// Makes one call on the engine: EBADF once this handle is closed. Wakes the stack
-    /// thread, and the callers waiting on other sockets, as the call's effects require.
+    /// Makes one call on the engine: EBADF once this handle is closed. Sends what the
+    /// call made ready, and wakes the callers waiting on other sockets, as the call's
+    /// effects require.
     fn call<T>(&self, f: impl FnOnce(&mut Locked) -> Result<T>) -> Result<T> {
         if !self.open.load(Ordering::Acquire) {
             return Err(Errno::EBADF);
@@ -163,7 +164,8 @@ impl Socket {
             return Err(Errno::EBADF);
         }
         let result = f(&mut locked);
-        self.shared.after_call(&mut locked);
+        self.shared.after_call(&mut locked, self.id);
+        self.shared.unlock(locked);
         result
     }
 
@@ -209,15 +211,22 @@ impl Socket {
                 return Err(Errno::EBADF);
             }
             let result = f(&mut locked);
-            self.shared.after_call(&mut locked);
-            if !matches!(result, Err(Errno::EAGAIN)) || nonblocking {
-                return result;
-            }
+            let after = self.shared.after_call(&mut locked, self.id);
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left == Some(Duration::ZERO) {
+            if !matches!(result, Err(Errno::EAGAIN)) || nonblocking || left == Some(Duration::ZERO) {
+                self.shared.unlock(locked);
                 return result;
             }
-            locked = self.shared.wait_socket(locked, self.id, left).0;
+            if after.queued {
+                // What the call sent goes out before it waits, from this thread; the
+                // lock was let go meanwhile, so the call is made again before waiting.
+                self.shared.unlock(locked);
+                locked = self.shared.lock();
+            } else if after.touched {
+                // The call's own poll changed the socket: ask again.
+            } else {
+                locked = self.shared.wait_socket(locked, self.id, left).0;
+            }
             if locked.down.is_some() {
                 return Err(Errno::ENETDOWN);
             }
@@ -255,7 +264,8 @@ impl Socket {
             for (shared, id) in mirrors.iter() {
                 let mut locked = shared.lock();
                 locked.engine.listen(*id, backlog)?;
-                shared.after_call(&mut locked);
+                shared.after_call(&mut locked, *id);
+                shared.unlock(locked);
             }
             return Ok(());
         }
@@ -273,8 +283,8 @@ impl Socket {
                 close_all(&mut mirrors);
                 return Err(e);
             }
-            shared.after_call(&mut locked);
-            drop(locked);
+            shared.after_call(&mut locked, id);
+            shared.unlock(locked);
             mirrors.push((shared, id));
         }
         set.steering.share_port(local.port());
@@ -317,7 +327,8 @@ impl Socket {
                         return Err(Errno::ENETDOWN);
                     }
                     let accepted = locked.engine.accept(id);
-                    shared.after_call(&mut locked);
+                    shared.after_call(&mut locked, id);
+                    shared.unlock(locked);
                     accepted
                 };
                 match accepted {
@@ -413,7 +424,8 @@ impl Socket {
         for (shared, id) in self.mirrors.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let mut locked = shared.lock();
             let _ = locked.engine.shutdown(*id, how);
-            shared.after_call(&mut locked);
+            shared.after_call(&mut locked, *id);
+            shared.unlock(locked);
         }
         Ok(())
     }
@@ -432,7 +444,10 @@ impl Socket {
         // Linux) until the peer has acknowledged the data and the FIN, or the time is up;
         // then the close goes on in the background as usual.
         if let Ok(Some(linger)) = locked.engine.start_linger(self.id) {
-            self.shared.after_call(&mut locked);
+            self.shared.after_call(&mut locked, self.id);
+            // The data and FIN go out before the wait.
+            self.shared.unlock(locked);
+            locked = self.shared.lock();
             let deadline = Instant::now() + linger;
             while locked.engine.lingering(self.id) && locked.down.is_none() {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -443,9 +458,9 @@ impl Socket {
             }
         }
         locked.engine.close(self.id);
-        self.shared.after_call(&mut locked);
+        self.shared.after_call(&mut locked, self.id);
         let last = !locked.engine.is_open(self.id);
-        drop(locked);
+        self.shared.unlock(locked);
         if last {
             close_all(&mut self.mirrors.lock().unwrap_or_else(|p| p.into_inner()));
         }
@@ -545,7 +560,8 @@ fn close_all(mirrors: &mut Vec<Mirror>) {
     for (shared, id) in mirrors.drain(..) {
         let mut locked = shared.lock();
         locked.engine.close(id);
-        shared.after_call(&mut locked);
+        shared.after_call(&mut locked, id);
+        shared.unlock(locked);
     }
 }
 

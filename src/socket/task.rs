@@ -46,15 +46,23 @@ impl Socket {
         // own socket does not wake its own task.
         locked.forget_waker(id, interest, cx.waker());
         let result = f(&mut locked);
-        shared.after_call(&mut locked);
-        match result {
+        let after = shared.after_call(&mut locked, id);
+        let poll = match result {
             Err(Errno::EAGAIN) if locked.down.is_some() => Poll::Ready(Err(Errno::ENETDOWN)),
+            Err(Errno::EAGAIN) if after.touched => {
+                // The call's own poll changed the socket after the call looked: no round
+                // will wake the task for that, so it is polled again at once.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Err(Errno::EAGAIN) => {
                 locked.register_waker(id, interest, cx.waker());
                 Poll::Pending
             }
             result => Poll::Ready(result),
-        }
+        };
+        shared.unlock(locked);
+        poll
     }
 
     /// accept() once: the next established connection, or Pending (woken when the

@@ -3,14 +3,20 @@
 //!
 //! The shape is lwIP's: a single owner of protocol state, and callers that wait for it.
 //! The engine sits behind one lock. API calls lock it, make their call on the engine
-//! (which never blocks), wake the stack thread through an eventfd when the engine wants
-//! a poll, and wait on their socket's condition variable when the call would block; the
-//! stack thread signals it after a round that touched that socket (a packet, a timer, a
-//! state change), so a thread is woken for its own socket, not for every round. The stack
-//! thread reads what the device has before it takes the lock and writes what the engine
-//! sent after letting go of it, so its device I/O overlaps with API calls instead of
-//! taking turns with them. It sleeps in `poll(2)` on the device and the eventfd until the
-//! engine's next deadline: no busy loop, no fixed tick.
+//! (which never blocks), and wait on their socket's condition variable when the call
+//! would block; the stack thread signals it after a round that touched that socket (a
+//! packet, a timer, a state change), so a thread is woken for its own socket, not for
+//! every round. A call that gave the engine something to send (data, a connect, a close,
+//! a window opened by a read) polls the engine itself and writes the packets to the
+//! device once it has let go of the engine lock, rather than waking the stack thread to
+//! do it: a request answered by the application costs one thread hand-off, not two (see
+//! [`device`] for how threads share the device and keep the packets' order). It wakes
+//! the stack thread (an eventfd) only when the engine's next deadline moved earlier than
+//! the one the thread sleeps for. The stack thread reads what the device has before it
+//! takes the lock and writes what the engine sent after letting go of it, so its device
+//! I/O overlaps with API calls instead of taking turns with them. It sleeps in `poll(2)`
+//! on the device and the eventfd until the engine's next deadline: no busy loop, no
+//! fixed tick.
 //!
 //! Async callers (`crate::tokio`) wait the same way without a thread: a call that says
 //! EAGAIN leaves its task's waker in a registry beside the wait queues, under the same
@@ -19,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::thread::JoinHandle;
@@ -29,12 +35,14 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::device::Link;
-use crate::engine::{DemuxEvent, DemuxRow, DemuxTable, Engine, Outbox, SockId, StackConfig};
+use crate::engine::{DemuxEvent, DemuxRow, DemuxTable, Engine, SockId, StackConfig};
 
 mod clock;
+mod device;
 mod shards;
 
 pub(crate) use clock::Clock;
+use device::{SharedDevice, Writer};
 pub(crate) use shards::ShardSet;
 
 /// Frames handed to the engine per lock hold, so API calls are never kept waiting long.
@@ -64,6 +72,10 @@ pub(crate) struct Locked {
     queue_waiters: Vec<u32>,
     /// Sockets whose waiters are to be woken (taken from the engine).
     touched: Vec<SockId>,
+    /// When the stack thread means to poll the engine next (None: not before the device
+    /// or the API wakes it). An API call that polls the engine wakes the thread only when
+    /// the engine's next deadline is earlier than this.
+    wake_at: Option<smoltcp::time::Instant>,
     /// The tasks of async calls waiting on each socket (see [`Wakers`]).
     wakers: HashMap<SockId, Wakers>,
 }
@@ -142,10 +154,23 @@ pub(crate) struct Shared {
     /// The sockets' wait queues (see [`WAIT_QUEUES`]).
     queues: Box<[Condvar]>,
     wake: EventFd,
+    /// The device, which the stack thread reads and every thread writes.
+    device: SharedDevice,
     /// Told of every socket the engine touched (see [`Stack::on_touched`]).
     touch_hook: OnceLock<TouchHook>,
     /// The stack this engine is one shard of, if it has several (see [`shards`]).
     pub(crate) set: OnceLock<Arc<ShardSet>>,
+}
+
+/// What [`Shared::after_call`] did beside waking waiters.
+#[derive(Clone, Copy)]
+pub(crate) struct AfterCall {
+    /// Packets were queued for the device.
+    pub queued: bool,
+    /// The engine's poll touched the calling socket: what the call saw (EAGAIN) may be
+    /// out of date already, and nobody will wake the caller for it — the looped-back
+    /// FIN its own poll delivered, say. A blocking call asks again instead of waiting.
+    pub touched: bool,
 }
 
 /// What [`Stack::on_touched`] calls.
@@ -179,7 +204,7 @@ pub struct Stack {
 
 impl Stack {
     /// Starts a stack on `device` with `config`.
-    pub fn new<D: Link + 'static>(mut device: D, config: StackConfig) -> io::Result<Stack> {
+    pub fn new<D: Link + 'static>(device: D, config: StackConfig) -> io::Result<Stack> {
         let clock = Clock::new();
         let engine = Engine::new(config, device.capabilities(), clock.now())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -191,21 +216,23 @@ impl Stack {
             waiters: 0,
             queue_waiters: vec![0; WAIT_QUEUES],
             touched: Vec::new(),
+            wake_at: None,
             wakers: HashMap::new(),
         };
+        let preread = preread_buffers(device.capabilities().max_transmission_unit);
+        let mtu = device.capabilities().max_transmission_unit;
         let shared = Arc::new(Shared {
             locked: Mutex::new(locked),
             changed: Condvar::new(),
             queues: (0..WAIT_QUEUES).map(|_| Condvar::new()).collect(),
             wake,
+            device: SharedDevice::new(device, clock),
             touch_hook: OnceLock::new(),
             set: OnceLock::new(),
         });
         let thread_shared = shared.clone();
-        let preread = preread_buffers(device.capabilities().max_transmission_unit);
-        let thread = std::thread::Builder::new()
-            .name("ustack".into())
-            .spawn(move || run(&thread_shared, &mut device, preread))?;
+        let thread =
+            std::thread::Builder::new().name("ustack".into()).spawn(move || run(&thread_shared, mtu, preread))?;
         Ok(Stack { shared, thread: Some(thread), siblings: Vec::new() })
     }
 
@@ -395,13 +422,36 @@ impl Shared {
         let _ = self.wake.write(1);
     }
 
-    /// After an API call on the engine: wakes the stack thread if the engine wants a poll,
-    /// and the callers waiting on the sockets the call touched.
-    pub fn after_call(&self, locked: &mut Locked) {
-        if locked.engine.wants_poll() {
+    /// After an API call on socket `caller`: if the call gave the engine something to
+    /// send, polls it and queues the packets for the device (for [`Shared::unlock`] to
+    /// write); wakes the stack thread if the engine's next deadline moved earlier, and the
+    /// callers waiting on the sockets the call touched.
+    pub fn after_call(&self, locked: &mut Locked, caller: SockId) -> AfterCall {
+        let mut queued = false;
+        if locked.engine.wants_poll() && locked.down.is_none() {
+            let now = locked.clock.now();
+            let next = locked.engine.poll(now);
+            queued = !locked.engine.outbox().is_empty();
+            self.device.push(locked.engine.outbox());
+            // Due now (more to do: looped-back packets, a full outbox), or before the
+            // stack thread means to look.
+            if next.is_some_and(|at| at <= now || locked.wake_at.is_none_or(|planned| at < planned)) {
+                locked.wake_at = next;
+                self.wake();
+            }
+        }
+        let touched = self.notify_touched(locked, Some(caller));
+        AfterCall { queued, touched }
+    }
+
+    /// Lets go of the engine lock and writes what API calls queued (unless another thread
+    /// is at the device and will). The end of every API call that may have sent.
+    pub fn unlock(&self, locked: MutexGuard<'_, Locked>) {
+        drop(locked);
+        let flushed = self.device.flush(Writer::Api);
+        if flushed.left || flushed.failed {
             self.wake();
         }
-        self.notify_touched(locked);
     }
 
     /// Waits until something may have changed for socket `id` (or until `timeout`).
@@ -433,13 +483,15 @@ impl Shared {
     /// Wakes the callers and tasks waiting on the sockets the engine touched. A wait queue
     /// is signalled only when somebody waits on it, and once per call; a task is woken
     /// once, and registers again if it still has to wait.
-    fn notify_touched(&self, locked: &mut Locked) {
+    /// Returns whether socket `caller` was among them.
+    fn notify_touched(&self, locked: &mut Locked, caller: Option<SockId>) -> bool {
         let mut touched = std::mem::take(&mut locked.touched);
         locked.engine.take_touched(&mut touched);
         if touched.is_empty() {
             locked.touched = touched;
-            return;
+            return false;
         }
+        let caller_touched = caller.is_some_and(|id| touched.contains(&id));
         if !locked.wakers.is_empty() {
             for id in &touched {
                 if let Some(wakers) = locked.wakers.remove(id) {
@@ -468,6 +520,7 @@ impl Shared {
         if locked.waiters > 0 {
             self.changed.notify_all();
         }
+        caller_touched
     }
 
     /// Waits for the stack thread's next round, or until `timeout`. Returns the guard and
@@ -516,16 +569,19 @@ fn preread_buffers(mtu: usize) -> Vec<Vec<u8>> {
 
 /// The stack thread: read frames, hand them to the engine, poll it, write what it sent,
 /// sleep until the device, the API or the engine's next deadline wakes it.
-fn run<D: Link>(shared: &Shared, device: &mut D, mut preread: Vec<Vec<u8>>) {
-    let mut frame = Vec::with_capacity(device.capabilities().max_transmission_unit);
-    // The engine's packets are written from here, outside the lock; the two outboxes
-    // take turns, so their buffers are reused.
-    let mut outbox = Outbox::default();
+fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
+    let mut frame = Vec::with_capacity(mtu);
+    let device = &shared.device;
     let clock = shared.lock().clock;
     loop {
         let mut prereads = 0;
         let read_at = clock.now();
-        while prereads < preread.len() && device.receive_into(read_at, &mut preread[prereads]) {
+        while prereads < preread.len() {
+            // What the read's flush left, the flush after the round writes.
+            let (received, _) = device.receive_into(read_at, &mut preread[prereads]);
+            if !received {
+                break;
+            }
             prereads += 1;
         }
         let delay = {
@@ -540,51 +596,59 @@ fn run<D: Link>(shared: &Shared, device: &mut D, mut preread: Vec<Vec<u8>>) {
             for _ in 0..INGRESS_BATCH {
                 if let Some(buffer) = prereads.next() {
                     std::mem::swap(&mut frame, buffer);
-                } else if !device.receive_into(now, &mut frame) {
+                } else if !device.try_receive_into(now, &mut frame) {
                     break;
                 }
                 more = true;
                 locked.engine.ingress(now, &mut frame);
             }
             let next = locked.engine.poll(now);
-            std::mem::swap(locked.engine.outbox(), &mut outbox);
+            device.push(locked.engine.outbox());
             if let Some(err) = device.take_error() {
                 log::error!(target: "ustack", "device failed: {err}");
                 locked.down = Some(format!("device failed: {err}"));
             }
-            shared.notify_touched(locked);
-            if more || next.is_some_and(|at| at <= now) {
+            shared.notify_touched(locked, None);
+            let delay = if more || next.is_some_and(|at| at <= now) {
                 Some(Duration::ZERO)
             } else {
                 next.map(|at| Duration::from(at - now))
-            }
+            };
+            locked.wake_at = if delay == Some(Duration::ZERO) { Some(now) } else { next };
+            delay
         };
-        let now = clock.now();
-        for packet in outbox.packets() {
-            device.transmit_from(now, packet);
-        }
-        outbox.clear();
-        if delay != Some(Duration::ZERO) {
-            sleep(shared, device, delay);
+        // Packets left queued (more than a round's worth), or an error the round has to
+        // see: go round again instead of sleeping.
+        let flushed = device.flush(Writer::Stack);
+        if delay != Some(Duration::ZERO) && !flushed.left && !flushed.failed {
+            sleep(shared, delay);
         }
     }
     shared.lock().wake_all_tasks();
     shared.notify_everyone();
+    // Packets queued by the last calls go nowhere now; the device closes with the stack
+    // (a TUN's interface vanishes), not with the last socket.
+    device.close();
 }
 
 /// Sleeps until the device is readable, the API wakes us, or `delay` passes.
-fn sleep<D: Link>(shared: &Shared, device: &D, delay: Option<Duration>) {
+fn sleep(shared: &Shared, delay: Option<Duration>) {
     let timeout = match delay {
         // Round up: waking a little early only means another short sleep.
         Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
             .unwrap_or(PollTimeout::MAX),
         None => PollTimeout::NONE,
     };
-    let mut fds =
-        [PollFd::new(device.wait_fd(), PollFlags::POLLIN), PollFd::new(shared.wake.as_fd(), PollFlags::POLLIN)];
+    // SAFETY: the device's fd stays open while the stack thread runs (it is closed by
+    // `SharedDevice::close`, after the thread's last sleep).
+    let device = unsafe { BorrowedFd::borrow_raw(shared.device.wait_fd()) };
+    let mut fds = [PollFd::new(device, PollFlags::POLLIN), PollFd::new(shared.wake.as_fd(), PollFlags::POLLIN)];
     // EINTR and the like just mean another round.
     let _ = nix::poll::poll(&mut fds, timeout);
     if fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
         let _ = shared.wake.read();
     }
 }
+
+#[cfg(test)]
+mod tests;
