@@ -852,6 +852,42 @@ fn several_holes_in_one_window_are_all_resent_in_one_round_trip() {
     assert_eq!(done, Some(ms(3)));
 }
 
+/// The segment before the one carrying the FIN is lost. smoltcp's SACK block for the FIN
+/// segment covers its data and not its FIN, and smoltcp forgets a FIN that arrives out of
+/// order: RACK must still take the block as the FIN segment's delivery and resend the
+/// hole at once (it used to wait for the 200 ms timeout), and the FIN, which the
+/// cumulative ACK then stops short of, goes again right away.
+#[test]
+fn a_hole_before_the_fin_segment_is_resent_at_once_and_the_forgotten_fin_after_it() {
+    let (mut sim, c, s) = connected_losing(|i, nth| i == 3 && nth == 0);
+    let start = sim.now();
+    let data: Vec<u8> = (0..5 * MSS).map(|i| (i % 251) as u8).collect();
+    assert_eq!(sim.nodes[CLIENT].engine.send(c, &data, false), Ok(data.len()));
+    sim.nodes[CLIENT].engine.shutdown(c, Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    let mut eof = None;
+    sim.run_until(start + secs(5), |now, nodes| {
+        let mut buf = [0; 4096];
+        loop {
+            match nodes[SERVER].engine.recv(s, &mut buf) {
+                Ok(0) => {
+                    eof.get_or_insert(now);
+                    break;
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        eof.is_some()
+    });
+    assert_eq!(got, data);
+    let client: Vec<Seg> =
+        segments(&mut sim).into_iter().filter(|s| s.from == CLIENT && (s.len > 0 || s.fin)).collect();
+    let fin_sends: Vec<Duration> = client.iter().filter(|s| s.fin).map(|s| s.at - start).collect();
+    assert_eq!(fin_sends.len(), 2, "the FIN goes twice: {fin_sends:?}");
+    assert!(eof.is_some_and(|at| at - start <= ms(10)), "end of stream within a few round trips, not 200 ms: {eof:?}");
+}
+
 /// A segment overtaken by the one after it arrives 0.1 ms late: one SACKed segment is
 /// not enough to call it lost at once, and RACK's reordering window (a quarter of the
 /// RTT) gives its ACK time to come. Nothing is resent.

@@ -59,6 +59,12 @@ struct Segment {
     sent_at: Instant,
     retransmitted: bool,
     sacked: bool,
+    /// It carries a FIN.
+    fin: bool,
+    /// A SACK block covered its data but not its FIN. smoltcp's blocks never cover a FIN
+    /// (Linux's do), and smoltcp forgets a FIN that arrives out of order: once the
+    /// cumulative ACK reaches the FIN and stops there, the FIN alone goes again at once.
+    data_sacked: bool,
 }
 
 /// What recovery did, for the logs and counters.
@@ -195,6 +201,8 @@ impl Recovery {
             sent_at: now,
             retransmitted: false,
             sacked: false,
+            fin: super::rewrite::flags(packet, offset) & super::rewrite::FIN != 0,
+            data_sacked: false,
         });
         self.probed = false;
         Sent::Send
@@ -243,6 +251,7 @@ impl Recovery {
         };
         // The cumulative ACK.
         let advanced = self.una.is_none_or(|una| seq_after(ack, una));
+        let mut fin_forgotten = false;
         while let Some(front) = self.flight.front_mut() {
             if !seq_at_or_after(ack, front.end) {
                 // Acknowledged in part: only the rest goes out again, as Linux trims it
@@ -255,6 +264,7 @@ impl Recovery {
                         super::rewrite::trim_front(Arc::make_mut(&mut front.packet), front.offset, k);
                         front.seq = ack;
                     }
+                    fin_forgotten = front.fin && front.data_sacked && front.end.wrapping_sub(ack) == 1;
                 }
                 break;
             }
@@ -272,8 +282,16 @@ impl Recovery {
             }
             self.peer_sacks = true;
             for s in self.flight.iter_mut() {
-                if !s.sacked && seq_at_or_after(s.seq, left) && seq_at_or_after(right, s.end) {
+                if s.sacked || !seq_at_or_after(s.seq, left) {
+                    continue;
+                }
+                if seq_at_or_after(right, s.end) {
                     s.sacked = true;
+                    note(s);
+                } else if s.fin && !s.data_sacked && s.end.wrapping_sub(s.seq) > 1 && right == s.end.wrapping_sub(1) {
+                    // Delivered, as far as RACK is concerned: the holes sent before it
+                    // are found; the FIN is not taken as received (see `data_sacked`).
+                    s.data_sacked = true;
                     note(s);
                 }
             }
@@ -314,6 +332,10 @@ impl Recovery {
             && !lost.contains(&0)
             && self.flight.front().is_some_and(|first| !first.sacked)
         {
+            lost.push(0);
+        }
+        if fin_forgotten {
+            self.flight[0].data_sacked = false;
             lost.push(0);
         }
         lost.sort_unstable();
