@@ -12,7 +12,7 @@ use std::time::Duration;
 use ustack::{Errno, TcpListener, TcpStream, UdpSocket};
 use ustack_testkit::lab::{KERNEL, KERNEL6, USTACK, USTACK6, lab, lab_with};
 use ustack_testkit::servers::{self, App, Ending, StopAfter};
-use ustack_testkit::{addr, pattern};
+use ustack_testkit::{addr, kernel_echo, pattern};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -45,23 +45,7 @@ fn kernel_client_echoes_one_mebibyte_through_ustack() {
     let server = echo_server(TcpListener::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap(), 1);
     let data = pattern(1 << 20, 0x9e37_79b9);
     let sent = data.clone();
-    let echoed = lab
-        .ns
-        .run(move || -> io::Result<Vec<u8>> {
-            let stream = KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE)?;
-            stream.set_read_timeout(Some(PATIENCE))?;
-            let writer = stream.try_clone()?;
-            let sender = std::thread::spawn(move || -> io::Result<()> {
-                (&writer).write_all(&sent)?;
-                writer.shutdown(Shutdown::Write)
-            });
-            let mut echoed = Vec::new();
-            (&stream).read_to_end(&mut echoed)?;
-            sender.join().unwrap()?;
-            Ok(echoed)
-        })
-        .unwrap()
-        .expect("kernel client");
+    let echoed = lab.ns.run(move || kernel_echo(addr(USTACK, 7), sent, PATIENCE)).unwrap().expect("kernel client");
     assert_eq!(echoed.len(), data.len());
     assert!(echoed == data, "echo is not byte-exact");
     let peers = server.join().unwrap();

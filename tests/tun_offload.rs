@@ -5,7 +5,7 @@
 //! which sees what the stack sees: one record per super-segment, its whole length.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream as KernelStream};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use ustack::device::{PcapRecorder, TunConfig, TunDevice};
 use ustack::sys::NetNs;
 use ustack::{StackConfig, TcpListener};
 use ustack_testkit::lab::{KERNEL, KERNEL6, Lab, LabNet, USTACK, USTACK6};
-use ustack_testkit::{addr, pattern};
+use ustack_testkit::{addr, kernel_echo, pattern};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 /// The lab's TUN MTU (the kernel's default).
@@ -93,23 +93,7 @@ fn echo_through_ustack(lab: &Lab, server: &str) {
     let data = pattern(BYTES, 0x9e37_79b9);
     let sent = data.clone();
     let server: SocketAddr = addr(server, 7);
-    let echoed = lab
-        .ns
-        .run(move || -> io::Result<Vec<u8>> {
-            let stream = KernelStream::connect_timeout(&server, PATIENCE)?;
-            stream.set_read_timeout(Some(PATIENCE))?;
-            let writer = stream.try_clone()?;
-            let sender = std::thread::spawn(move || -> io::Result<()> {
-                (&writer).write_all(&sent)?;
-                writer.shutdown(Shutdown::Write)
-            });
-            let mut echoed = Vec::new();
-            (&stream).read_to_end(&mut echoed)?;
-            sender.join().unwrap()?;
-            Ok(echoed)
-        })
-        .unwrap()
-        .expect("kernel client");
+    let echoed = lab.ns.run(move || kernel_echo(server, sent, PATIENCE)).unwrap().expect("kernel client");
     echo.join().unwrap().expect("ustack echo server");
     assert_eq!(echoed.len(), data.len());
     assert!(echoed == data, "echo is not byte-exact");

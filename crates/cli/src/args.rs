@@ -140,13 +140,6 @@ impl NetArgs {
         let mut pcap = taps.open_pcap()?;
         let device = self.open_tun()?;
         let mtu = device.mtu();
-        let config = StackConfig {
-            addrs: self.addrs.clone(),
-            gateways: self.gateways.clone(),
-            congestion: self.congestion,
-            loss_recovery: self.recovery,
-            ..config
-        };
         let stack = start_tapped(device, taps.faults(), &mut pcap, TcpdumpFormatter::new(), config)?;
         Ok((stack, mtu))
     }

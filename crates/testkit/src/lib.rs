@@ -28,7 +28,8 @@ pub mod spoof;
 pub use fixtures::fixture;
 pub use pair::{A, A6, B, B6, Lone, Pair, config, lone_a, lone_b, pair, pair_with};
 pub use sockets::{
-    WAIT, addr, connection, domain_of, err, eventually, listener, pattern, recv_exact, sock, tcp, udp, wait_for,
+    WAIT, addr, connection, domain_of, err, eventually, kernel_echo, listener, pattern, recv_exact, sock, tcp, udp,
+    wait_for,
 };
 
 /// Logs to the test harness's captured output (`RUST_LOG` chooses what), once per test

@@ -115,3 +115,21 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A kernel TCP client (run it inside the lab's namespace) that connects to `server`,
+/// writes `data` from a second thread and shuts down its sending side, while it reads
+/// the echo to its end: what came back. Every step is bounded by `patience`.
+pub fn kernel_echo(server: SocketAddr, data: Vec<u8>, patience: Duration) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read as _, Write as _};
+    let stream = std::net::TcpStream::connect_timeout(&server, patience)?;
+    stream.set_read_timeout(Some(patience))?;
+    let writer = stream.try_clone()?;
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        (&writer).write_all(&data)?;
+        writer.shutdown(std::net::Shutdown::Write)
+    });
+    let mut echoed = Vec::new();
+    (&stream).read_to_end(&mut echoed)?;
+    sender.join().map_err(|_| std::io::Error::other("the sending thread panicked"))??;
+    Ok(echoed)
+}
