@@ -36,7 +36,7 @@ const RX_BUFFER: usize = 65535;
 
 /// With offloads, an IPv6 super-segment's payload alone may be 65535 bytes, after a
 /// 40-byte header.
-const RX_BUFFER_GSO: usize = 65535 + 40;
+pub(crate) const RX_BUFFER_GSO: usize = 65535 + 40;
 
 /// Reads per [`Device::receive`] call that may be skipped (empty frames) before giving up
 /// until the next poll, so a misbehaving fd cannot spin the stack thread.
@@ -546,7 +546,10 @@ impl TunDevice {
             return None;
         }
         buf.clear();
-        buf.reserve(rx_buffer(self.vnet, self.mtu));
+        // Exact: `reserve` may double the capacity, and a stack's 64 preread buffers of
+        // 64 KiB grew to 128 KiB each on their first read with offloads (RX_BUFFER_GSO is
+        // a little over 64 KiB): 4 MiB more, for nothing.
+        buf.reserve_exact(rx_buffer(self.vnet, self.mtu));
         let mut hdr = [0u8; VNET_HDR_LEN];
         for _ in 0..MAX_SKIPS {
             // Straight into the spare capacity: zeroing it first would cost as much as

@@ -159,7 +159,7 @@ impl Outbox {
 
 /// What the transmit path needs to put TCP sequence numbers into the wire's numbering.
 pub struct SeqNumbers<'a> {
-    pub conns: &'a mut HashMap<SocketHandle, Conn>,
+    pub conns: &'a mut HashMap<SocketHandle, Box<Conn>>,
     pub demux: &'a HashMap<TcpTuple, SocketHandle>,
     pub secret: &'a Secret,
     /// Now (RFC 6528's 4 µs clock counts from it).

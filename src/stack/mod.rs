@@ -560,17 +560,19 @@ fn wait_queue(id: SockId) -> usize {
 
 /// The buffers the stack thread reads frames into before it takes the lock: up to
 /// [`PREREAD_BYTES`] of frames. Allocated by [`Stack::new`] at their full size (any IP
-/// packet: a device may read up to 64 KiB), so that this fixed memory of the stack is there
-/// when it starts, not counted against its first connections.
+/// packet: a device may read up to 64 KiB, a TUN with offloads 40 bytes more), so that this
+/// fixed memory of the stack is there when it starts, not counted against its first
+/// connections, and no read has to grow a buffer.
 fn preread_buffers(mtu: usize) -> Vec<Vec<u8>> {
     let count = (PREREAD_BYTES / mtu.max(1)).clamp(1, INGRESS_BATCH);
-    (0..count).map(|_| Vec::with_capacity(mtu.max(usize::from(u16::MAX)))).collect()
+    (0..count).map(|_| Vec::with_capacity(mtu.max(crate::device::tun::RX_BUFFER_GSO))).collect()
 }
 
 /// The stack thread: read frames, hand them to the engine, poll it, write what it sent,
 /// sleep until the device, the API or the engine's next deadline wakes it.
 fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
-    let mut frame = Vec::with_capacity(mtu);
+    // As big as the preread buffers it trades places with (see `preread_buffers`).
+    let mut frame = Vec::with_capacity(mtu.max(crate::device::tun::RX_BUFFER_GSO));
     let device = &shared.device;
     let clock = shared.lock().clock;
     loop {
