@@ -170,18 +170,7 @@ fn a_retransmission_timeout_leaves_one_segment_then_slow_start() {
 #[test]
 fn reordering_without_loss_does_not_cut_the_window() {
     let (mut sim, c, s) = connected(Congestion::Cubic);
-    let held = std::rc::Rc::new(std::cell::RefCell::new(None));
-    let stash = held.clone();
-    let mut data_segments = 0;
-    sim.link.lose_if(move |_, from, p| {
-        let data = from == CLIENT && p.len() > 60;
-        data_segments += usize::from(data);
-        if data && data_segments == 4 {
-            *stash.borrow_mut() = Some(p.to_vec());
-            return true;
-        }
-        false
-    });
+    let held = hold_back_client_data_segment(&mut sim, 4);
     let start = sim.now();
     let mut injected = false;
     transfer(&mut sim, (c, s), 5 * MSS as usize, |sim| {

@@ -893,22 +893,11 @@ fn a_hole_before_the_fin_segment_is_resent_at_once_and_the_forgotten_fin_after_i
 /// RTT) gives its ACK time to come. Nothing is resent.
 #[test]
 fn reordering_without_loss_resends_nothing() {
-    let held = std::rc::Rc::new(std::cell::RefCell::new(None));
-    let stash = held.clone();
     let mut sim = network(|_| {});
     let l = listen(&mut sim, SERVER, 1);
     let (c, s) = establish(&mut sim, l);
     segments(&mut sim);
-    let mut data_segments = 0;
-    sim.link.lose_if(move |_, from, p| {
-        let data = from == CLIENT && p.len() > 60;
-        data_segments += usize::from(data);
-        if data && data_segments == 4 {
-            *stash.borrow_mut() = Some(p.to_vec());
-            return true;
-        }
-        false
-    });
+    let held = hold_back_client_data_segment(&mut sim, 4);
     let start = sim.now();
     let data: Vec<u8> = (0..5 * MSS).map(|i| (i % 251) as u8).collect();
     assert_eq!(sim.nodes[CLIENT].engine.send(c, &data, false), Ok(data.len()));

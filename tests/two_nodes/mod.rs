@@ -138,3 +138,25 @@ pub fn segments(sim: &mut Simulation) -> Vec<Seg> {
         })
         .collect()
 }
+
+/// Reordering: the client's `nth` data segment (counting from 1) is taken off the link
+/// instead of delivered, into the returned cell, for the test to inject late.
+pub fn hold_back_client_data_segment(
+    sim: &mut Simulation,
+    nth: usize,
+) -> std::rc::Rc<std::cell::RefCell<Option<Vec<u8>>>> {
+    let held = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let stash = held.clone();
+    let mut data_segments = 0;
+    sim.link.lose_if(move |_, from, p| {
+        // Longer than the IP and TCP headers with options: it carries data.
+        let data = from == CLIENT && p.len() > 60;
+        data_segments += usize::from(data);
+        if data && data_segments == nth {
+            *stash.borrow_mut() = Some(p.to_vec());
+            return true;
+        }
+        false
+    });
+    held
+}
