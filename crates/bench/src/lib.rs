@@ -719,7 +719,7 @@ fn loss_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
     let mut rows = Vec::new();
     for &rate in &s.loss_rates {
         // The same seeds for both, run by run: the same choices of the injector.
-        let measure = |run: &dyn Fn(f64, usize, u64) -> io::Result<loss::LossRun>| {
+        let measure = |run: fn(f64, usize, u64) -> io::Result<loss::LossRun>| {
             let mut seed = 0;
             repeat(0, s.loss_repeats, || {
                 seed += 1;
@@ -730,9 +730,9 @@ fn loss_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
             })
         };
         progress(&format!("echo through {rate}% loss: ustack"));
-        let [u_time, u_rate, u_stall, u_resent] = measure(&|r, b, s| loss::ustack(r, b, s, plan.tcp_buffer));
+        let [u_time, u_rate, u_stall, u_resent] = measure(loss::ustack);
         progress(&format!("echo through {rate}% loss: kernel, relayed"));
-        let [k_time, k_rate, k_stall, k_resent] = measure(&loss::kernel);
+        let [k_time, k_rate, k_stall, k_resent] = measure(loss::kernel);
         let scenario =
             format!("TCP echo of {}, {rate}% loss each way", table::format_value(s.loss_bytes as f64, Unit::Bytes));
         rows.extend([
@@ -742,15 +742,12 @@ fn loss_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
             row(&scenario, "bytes resent", Unit::Bytes, u_resent, vec![(KERNEL_RELAY, k_resent)]),
         ]);
     }
-    notes.push(format!(
+    notes.push(
         "Loss: a kernel client echoes the bytes through the server, from connect to the echo's end of stream; \
          ustack's fault injector loses packets each way, under ustack's stack or (kernel baseline) in a relay \
          between two kernel stacks' TUNs. Both run with the same injector seeds, and with CUBIC on every socket \
-         (ustack's default; the kernel's set with TCP_CONGESTION, whatever the machine's default). ustack's socket \
-         buffers are {} each way, as in the bulk scenario (--tcp-buffer); the kernel autotunes its own. With the 64 KiB \
-         of `serve` the kernel client's flight is capped by ustack's receive window, and a loss at the end of a capped \
-         flight waits for the client's tail loss probe. Bytes resent: the kernel's tcpi_bytes_retrans, ustack's own count.",
-        table::format_value(plan.tcp_buffer as f64, Unit::Bytes)
-    ));
+         (ustack's default; the kernel's set with TCP_CONGESTION, whatever the machine's default). Bytes resent: the kernel's tcpi_bytes_retrans, ustack's own count."
+            .to_string(),
+    );
     rows
 }

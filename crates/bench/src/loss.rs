@@ -48,8 +48,8 @@ fn faults(drop_pct: f64, seed: u64) -> FaultConfig {
 }
 
 /// Echoes `bytes` through a ustack echo server behind an injector losing `drop_pct`%
-/// each way, with `tcp_buffer`-byte socket buffers.
-pub fn ustack(drop_pct: f64, bytes: usize, seed: u64, tcp_buffer: usize) -> io::Result<LossRun> {
+/// each way.
+pub fn ustack(drop_pct: f64, bytes: usize, seed: u64) -> io::Result<LossRun> {
     let net = LabNet {
         tun: "bloss0".into(),
         kernel: vec![Cidr::new(CLIENT, 24).expect("a /24")],
@@ -59,8 +59,7 @@ pub fn ustack(drop_pct: f64, bytes: usize, seed: u64, tcp_buffer: usize) -> io::
         // baseline, whose relay moves packets one by one too.
         offload: false,
     };
-    let config = StackConfig { tcp_buffer, ..StackConfig::default() };
-    let lab = Lab::start_in(NetNs::new()?, &net, config, |tun| {
+    let lab = Lab::start_in(NetNs::new()?, &net, StackConfig::default(), |tun| {
         FaultInjector::new(tun, faults(drop_pct, seed)).expect("an epoll and a timerfd")
     })?;
     let listener = TcpListener::bind_with_backlog(&lab.stack, any(), 16)?;
