@@ -94,6 +94,11 @@ impl RecoveryCounters {
 pub struct Recovery {
     /// Unacknowledged segments, in sequence order.
     flight: VecDeque<Segment>,
+    /// Of `flight`: the sequence space of the segments not SACKed (the congestion
+    /// controller's pipe), and how many are SACKed (RACK's DupThresh), kept as segments
+    /// come, go and are SACKed, so that an ACK does not count them over the whole flight.
+    unsacked: u32,
+    sacked_segments: usize,
     /// The cumulative acknowledgment (SND.UNA) and the peer's window field, last seen.
     una: Option<u32>,
     last_window: u16,
@@ -130,6 +135,8 @@ impl Default for Recovery {
     fn default() -> Self {
         Recovery {
             flight: VecDeque::new(),
+            unsacked: 0,
+            sacked_segments: 0,
             una: None,
             last_window: 0,
             dup_acks: 0,
@@ -193,6 +200,7 @@ impl Recovery {
         }
         // SND.UNA before any ACK: the first byte recorded.
         self.una.get_or_insert(seq);
+        self.unsacked = self.unsacked.wrapping_add(end.wrapping_sub(seq));
         self.flight.push_back(Segment {
             seq,
             end,
@@ -263,12 +271,18 @@ impl Recovery {
                     if k <= payload {
                         super::rewrite::trim_front(Arc::make_mut(&mut front.packet), front.offset, k);
                         front.seq = ack;
+                        if !front.sacked {
+                            self.unsacked = self.unsacked.wrapping_sub(k as u32);
+                        }
                     }
                     fin_forgotten = front.fin && front.data_sacked && front.end.wrapping_sub(ack) == 1;
                 }
                 break;
             }
-            if !front.sacked {
+            if front.sacked {
+                self.sacked_segments -= 1;
+            } else {
+                self.unsacked = self.unsacked.wrapping_sub(front.end.wrapping_sub(front.seq));
                 note(front);
             }
             if let Some(s) = self.flight.pop_front() {
@@ -287,6 +301,8 @@ impl Recovery {
                 }
                 if seq_at_or_after(right, s.end) {
                     s.sacked = true;
+                    self.unsacked = self.unsacked.wrapping_sub(s.end.wrapping_sub(s.seq));
+                    self.sacked_segments += 1;
                     note(s);
                 } else if s.fin && !s.data_sacked && s.end.wrapping_sub(s.seq) > 1 && right == s.end.wrapping_sub(1) {
                     // Delivered, as far as RACK is concerned: the holes sent before it
@@ -379,8 +395,7 @@ impl Recovery {
         let srtt = self.srtt.unwrap_or(rack_rtt);
         // RFC 8985 §6.2 step 4, as Linux's `tcp_rack_reo_wnd`: with no reordering seen,
         // DupThresh (3) segments SACKed above a hole make it lost at once.
-        let sacked = self.flight.iter().filter(|s| s.sacked).count();
-        let reo_wnd = if !self.reordering_seen && sacked >= 3 {
+        let reo_wnd = if !self.reordering_seen && self.sacked_segments >= 3 {
             Duration::ZERO
         } else {
             (self.min_rtt.unwrap_or(rack_rtt) / 4).min(srtt)
@@ -442,8 +457,12 @@ impl Recovery {
             // RTO: everything not SACKed is lost, and the first segment whatever SACK said
             // of it: the cumulative ACK stops there, so the peer does not have it (it may
             // have dropped data it had SACKed: RFC 2018 lets it renege).
-            if let Some(first) = self.flight.front_mut() {
+            if let Some(first) = self.flight.front_mut()
+                && first.sacked
+            {
                 first.sacked = false;
+                self.unsacked = self.unsacked.wrapping_add(first.end.wrapping_sub(first.seq));
+                self.sacked_segments -= 1;
             }
             let lost: Vec<usize> = (0..self.flight.len()).filter(|&i| !self.flight[i].sacked).collect();
             for &i in &lost {
@@ -510,7 +529,12 @@ impl Recovery {
     /// Bytes sent and neither acknowledged nor SACKed: what is in the network, for
     /// congestion control (lost segments are resent at once, so this is RFC 6675's pipe).
     pub fn unsacked_bytes(&self) -> u32 {
-        self.flight.iter().filter(|s| !s.sacked).map(|s| s.end.wrapping_sub(s.seq)).sum()
+        debug_assert_eq!(
+            self.unsacked,
+            self.flight.iter().filter(|s| !s.sacked).map(|s| s.end.wrapping_sub(s.seq)).sum::<u32>()
+        );
+        debug_assert_eq!(self.sacked_segments, self.flight.iter().filter(|s| s.sacked).count());
+        self.unsacked
     }
 
     /// The smoothed RTT, once measured.
