@@ -48,6 +48,10 @@ struct Seen {
     to_port: u16,
     /// It carries a timestamps option (RFC 7323).
     timestamps: bool,
+    /// Its window field.
+    window: u16,
+    /// The window scale option, if any.
+    wscale: Option<u8>,
 }
 
 fn seen(packet: &[u8]) -> Option<Seen> {
@@ -55,6 +59,10 @@ fn seen(packet: &[u8]) -> Option<Seen> {
     let Some(TransportSlice::Tcp(tcp)) = sliced.transport else { return None };
     let mss = tcp.options_iterator().find_map(|o| match o {
         Ok(etherparse::TcpOptionElement::MaximumSegmentSize(mss)) => Some(mss),
+        _ => None,
+    });
+    let wscale = tcp.options_iterator().find_map(|o| match o {
+        Ok(etherparse::TcpOptionElement::WindowScale(s)) => Some(s),
         _ => None,
     });
     let timestamps = tcp.options_iterator().any(|o| matches!(o, Ok(etherparse::TcpOptionElement::Timestamp(..))));
@@ -69,12 +77,25 @@ fn seen(packet: &[u8]) -> Option<Seen> {
         len: tcp.payload().len(),
         mss,
         to_port: tcp.destination_port(),
+        window: tcp.window_size(),
+        wscale,
     })
 }
 
 /// A segment from the peer (10.7.0.2:`from`) to the side under test's [`PORT`].
 fn segment(from: u16, seq: u32, ack: Option<u32>, syn: bool, options: &[u8], payload: &[u8]) -> Vec<u8> {
     urgent_segment(from, seq, ack, syn, options, payload, None)
+}
+
+/// An acknowledgment from the peer offering `window`, with `payload` if any.
+fn ack_with_window(from: u16, seq: u32, ack: u32, window: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ipv4(PEER, UNDER_TEST, 64)
+        .tcp(from, PORT, seq, window)
+        .ack(ack)
+        .write(&mut frame, payload)
+        .expect("a segment");
+    frame
 }
 
 /// [`segment`], with URG set and the urgent pointer `urgent` if given.
@@ -115,6 +136,8 @@ trait UnderTest {
     /// The next segment it sends that `wanted` accepts, within [`PATIENCE`].
     fn expect(&mut self, wanted: &dyn Fn(&Seen) -> bool) -> Option<Seen>;
     /// What the accepted connection has read, once it has `n` bytes or [`PATIENCE`] passed.
+    /// Until this is called, the application reads nothing: what arrives fills the
+    /// connection's receive buffer.
     fn read(&mut self, n: usize) -> Vec<u8>;
     /// The next packet it sends that `wanted` picks (and says what of), within [`PATIENCE`].
     fn expect_packet(&mut self, wanted: &dyn Fn(&[u8]) -> Option<u16>) -> Option<u16>;
@@ -238,6 +261,8 @@ struct Ustack {
     /// Every connection accepted, first first.
     conns: Vec<SockId>,
     greeting: &'static [u8],
+    /// The application reads (from [`UnderTest::read`] on).
+    reading: bool,
     got: Vec<u8>,
     /// The packet the last `expect` took, as a segment.
     last: Option<Seen>,
@@ -249,6 +274,8 @@ impl Ustack {
     fn new() -> Ustack {
         let config = StackConfig {
             addrs: vec![cidr(std::net::Ipv4Addr::from(UNDER_TEST), 24), cidr(UNDER_TEST6, 64)],
+            // Larger than 64 KiB, so that the window is scaled, as Linux's is.
+            tcp_buffer: 256 * 1024,
             ..StackConfig::default()
         };
         let mut sim = Simulation::new(1, vec![("ustack", config)], LinkConfig::default(), 1500).expect("a simulation");
@@ -258,6 +285,7 @@ impl Ustack {
             listener: None,
             conns: Vec::new(),
             greeting: b"",
+            reading: false,
             got: Vec::new(),
             last: None,
             unread: Default::default(),
@@ -273,7 +301,7 @@ impl Ustack {
                 self.conns.push(c);
             }
         }
-        if let Some(&c) = self.conns.first() {
+        if let (Some(&c), true) = (self.conns.first(), self.reading) {
             let mut buf = [0; 4096];
             while let Ok(n @ 1..) = engine.recv(c, &mut buf) {
                 self.got.extend_from_slice(&buf[..n]);
@@ -330,6 +358,7 @@ impl UnderTest for Ustack {
 
     fn read(&mut self, n: usize) -> Vec<u8> {
         let start: Instant = self.sim.now();
+        self.reading = true;
         while self.got.len() < n && self.sim.now() - start < Duration::from_millis(Ustack::patience()) {
             self.tick();
         }
@@ -387,6 +416,52 @@ fn data_with_an_ack_older_than_snd_una_is_delivered_as_linux_delivers_it() {
         side.send(segment(40000, 1001, Some(isn.wrapping_add(1)), false, &[], b"abc"));
         let all_acked = side.expect(&|s| s.ack && s.ack_no == 1007).is_some();
         (all_acked, side.read(6))
+    });
+}
+
+/// A receiver should not move its window's right edge back (RFC 9293 §3.8.6.2.2), and
+/// Linux never does; smoltcp rounds its window down to its scale, so its edge can move
+/// back a few bytes as its buffer fills. The side greets with 1000 bytes; the peer (MSS
+/// 100, window 500, window scaling on) lets 500 through, then sends up to every edge it
+/// is offered, never acknowledging, until the side's buffer, which nothing reads, is full
+/// and its window zero. Its bare ACK, at its SND.NXT (the furthest edge offered), then
+/// acknowledges the 500 bytes and offers 2000: the side must take it and send the rest
+/// of its greeting. (ustack, whose edge had moved back, refused that ACK: a bulk echo with
+/// 1 MiB buffers deadlocked.)
+#[test]
+fn an_ack_from_the_edge_of_the_window_offered_is_taken_once_the_window_is_zero() {
+    compare(Some(0), |side| {
+        const FROM: u16 = 40100;
+        side.serve(&GREETING);
+        // MSS 100, window scale 0: the side may scale its own.
+        side.send(segment(FROM, 1000, None, true, &[2, 4, 0, 100, 1, 3, 3, 0], b""));
+        let syn_ack = side.expect(&|s| s.syn && s.ack).expect("a SYN-ACK");
+        let (isn, scale) = (syn_ack.seq, syn_ack.wscale.unwrap_or(0));
+        assert!(scale > 0, "the side scales its window, so its edge can be rounded");
+        side.send(ack_with_window(FROM, 1001, isn.wrapping_add(1), 500, b""));
+        let mut last =
+            side.expect(&|s| s.seq.wrapping_add(s.len as u32) == isn.wrapping_add(501)).expect("500 bytes of greeting");
+        let (mut snd_nxt, mut edge) = (1001u32, 1001u32);
+        for _ in 0..2000 {
+            let offered = last.ack_no.wrapping_add(u32::from(last.window) << scale);
+            if offered.wrapping_sub(edge) as i32 > 0 {
+                edge = offered;
+            }
+            if last.window == 0 && snd_nxt == edge {
+                break;
+            }
+            while snd_nxt != edge {
+                let n = edge.wrapping_sub(snd_nxt).min(1001);
+                side.send(ack_with_window(FROM, snd_nxt, isn.wrapping_add(1), 500, &[b'f'; 1001][..n as usize]));
+                snd_nxt = snd_nxt.wrapping_add(n);
+            }
+            // Bare, or on a retransmission of the greeting.
+            last = side.expect(&|s| s.ack && !s.syn).expect("an ACK of the peer's data");
+        }
+        assert_eq!((last.window, snd_nxt), (0, edge), "the side's window closed at the edge it offered");
+        side.send(ack_with_window(FROM, snd_nxt, isn.wrapping_add(501), 2000, b""));
+        let rest = side.expect(&|s| s.len > 0 && s.seq.wrapping_add(s.len as u32) == isn.wrapping_add(1001))?;
+        Some(rest.window)
     });
 }
 

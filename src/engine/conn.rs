@@ -94,6 +94,9 @@ pub struct Conn {
     /// ended, what it acknowledged (RCV.NXT as the peer knows it), and its window field.
     /// RFC 5961's checks of incoming RSTs measure against it.
     pub sent: Option<LastSent>,
+    /// The window scale the peer applies to ustack's window fields (ustack's SYN's, if
+    /// both SYNs carried one).
+    pub rcv_scale: u8,
     /// When the last challenge ACK went out (RFC 5961 §7: at most one a second).
     pub challenged_at: Option<Instant>,
     /// Where ustack's FIN ends in the wire's numbering (its sequence number + 1), once one
@@ -139,6 +142,9 @@ pub struct LastSent {
     pub seq_end: u32,
     pub ack: u32,
     pub window: u16,
+    /// The furthest right edge of the receive window ustack has offered (ACK + scaled
+    /// window): smoltcp may have moved it back since (see `demux::ack_from_a_shrunk_window`).
+    pub edge: u32,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -162,6 +168,7 @@ impl Conn {
             cookie: None,
             via_cookie: false,
             sent: None,
+            rcv_scale: 0,
             challenged_at: None,
             fin_end: None,
             last_ack_in: None,
@@ -229,12 +236,22 @@ impl Conn {
                 _ if self.reset => Some(Errno::ECONNRESET),
                 _ => None,
             });
-            let how = match (self.reset, self.closed_first) {
-                (true, _) => "reset".to_string(),
-                (false, Some(side)) => format!("{side} closed first"),
-                (false, None) => "never established".to_string(),
-            };
+            let how = self.how_it_closed();
             log::info!(target: "ustack::handshake", "{} closed: {how}, after {since_syn:.3}ms", self.tuple);
+        }
+    }
+
+    /// How a closed connection ended, for the log.
+    fn how_it_closed(&self) -> String {
+        match (self.reset, self.closed_first) {
+            (true, _) => "reset".to_string(),
+            (false, Some(side)) => format!("{side} closed first"),
+            (false, None) if self.gave_up => "given up, nothing acknowledged".to_string(),
+            // smoltcp's abort: close() with unread data, SO_LINGER 0.
+            (false, None) if self.timeline.iter().any(|(_, s)| *s == State::Established) => {
+                "aborted by this side (RST sent)".to_string()
+            }
+            (false, None) => "never established".to_string(),
         }
     }
 
@@ -263,6 +280,18 @@ mod tests {
         assert_eq!(c.closed_first, Some(Closer::Remote));
         let states: Vec<_> = c.timeline_ms().into_iter().map(|(_, s)| s).collect();
         assert_eq!(states, ["LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT"]);
+    }
+
+    #[test]
+    fn an_established_connection_closed_without_fin_or_reset_received_was_aborted() {
+        let mut c = conn(State::Listen);
+        c.advance(State::SynReceived, Instant::from_millis(1));
+        c.advance(State::Established, Instant::from_millis(2));
+        c.advance(State::Closed, Instant::from_millis(3));
+        assert_eq!(c.how_it_closed(), "aborted by this side (RST sent)");
+        let mut never = conn(State::SynSent);
+        never.advance(State::Closed, Instant::from_millis(3));
+        assert_eq!(never.how_it_closed(), "never established");
     }
 
     #[test]

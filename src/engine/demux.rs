@@ -59,9 +59,10 @@ pub(crate) enum Disposition {
     /// socket `handle`, then, its own SYN-ACK suppressed, the ACK itself (whose TCP header
     /// starts at `offset`).
     Cookie { handle: SocketHandle, syn: Vec<u8>, offset: usize },
-    /// A segment with data and FIN, split for smoltcp (see `rewrite::split_fin`): it
-    /// processes this, the data, then the frame, now the FIN alone.
-    DataThenFin(Vec<u8>),
+    /// smoltcp processes this segment first, then the frame: the data of a segment split
+    /// from its FIN (see `rewrite::split_fin`), or the acknowledgment carried by data that
+    /// smoltcp refuses for a window it shrank (see `ack_from_a_shrunk_window`).
+    First(Vec<u8>),
 }
 
 /// Which of a listener's queues was full.
@@ -1048,8 +1049,11 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             if let Some(shift) = conn.shift {
                 super::rewrite::incoming(frame, seg.offset, shift);
             }
+            if let Some(ack) = ack_from_a_shrunk_window(conn, frame, &seg, &flow, &mut intact) {
+                return (decision, Disposition::First(ack));
+            }
             match super::rewrite::split_fin(frame, seg.offset, flow.remote.ip(), flow.local.ip()) {
-                Some(data) => (decision, Disposition::DataThenFin(data)),
+                Some(data) => (decision, Disposition::First(data)),
                 None => (decision, Deliver),
             }
         }
@@ -1238,24 +1242,15 @@ fn local_mss(core: &Engine, flow: &PacketEnds) -> u32 {
 
 /// What the peer's SYN (or SYN-ACK) tells congestion control: its window scale (RFC 7323)
 /// and its MSS, which with `local_mss` sizes the segments this side sends.
+/// Without the peer's window scale, neither side scales (RFC 7323 §2.2).
 fn note_peer_syn(conn: &mut Conn, frame: &[u8], seg: &TcpSegment, local_mss: u32) {
-    use smoltcp::wire::{TcpOption, TcpPacket};
-    let Some(cc) = conn.cc.as_mut() else { return };
-    let Ok(packet) = TcpPacket::new_checked(seg.bytes(frame)) else { return };
-    let mut options = packet.options();
-    let (mut scale, mut mss) = (0, 536);
-    while !options.is_empty() {
-        let Ok((rest, option)) = TcpOption::parse(options) else { break };
-        match option {
-            TcpOption::WindowScale(s) => scale = s,
-            TcpOption::MaxSegmentSize(m) => mss = u32::from(m),
-            TcpOption::EndOfList => break,
-            _ => {}
-        }
-        options = rest;
+    let (scale, mss) = super::rewrite::syn_options(seg.bytes(frame));
+    if scale.is_none() {
+        conn.rcv_scale = 0;
     }
-    cc.peer_scale = scale;
-    cc.set_mss(mss.min(local_mss));
+    let Some(cc) = conn.cc.as_mut() else { return };
+    cc.peer_scale = scale.unwrap_or(0);
+    cc.set_mss(u32::from(mss.unwrap_or(536)).min(local_mss));
 }
 
 /// A segment's window field reaches smoltcp lowered to what congestion control allows
@@ -1359,6 +1354,51 @@ fn accept_old_ack(
 }
 
 /// Whether a TCP segment's checksum is right; `known` keeps the answer for the next asker.
+/// A segment that smoltcp refuses only because it has moved its window's right edge back:
+/// its acknowledgment and window, for smoltcp to take. For data, a copy of the segment
+/// without the data, at RCV.NXT, which smoltcp takes before it refuses the frame (and
+/// answers it with an ACK); a bare ACK is moved to RCV.NXT in place.
+///
+/// smoltcp 0.14 rounds its window down to its scale, so as its buffer fills the right edge
+/// it offers can move back by up to 2^scale − 1 bytes (RFC 9293 §3.8.6.2.2 says it should
+/// not; Linux's `tcp_select_window` never does). A peer that already sent up to the edge
+/// it was offered then has data beyond smoltcp's. Once the window is zero, smoltcp refuses
+/// everything that peer sends — its bare ACKs start past RCV.NXT, its retransmissions
+/// carry data — and with it every acknowledgment: an echo whose reader waited for its own
+/// writes deadlocked, ustack's send buffer never draining, so the application never
+/// reading, so the window never opening (the loss bench with 1 MiB buffers, every run).
+/// Linux, having offered the same edge, would take those segments: here they are taken
+/// as far as Linux takes them — a segment ending within the furthest edge offered
+/// (Linux 6.17+ refuses data ending beyond its window while its queue holds data,
+/// `tcp_sequence`).
+fn ack_from_a_shrunk_window(
+    conn: &Conn,
+    frame: &mut [u8],
+    seg: &TcpSegment,
+    flow: &PacketEnds,
+    intact: &mut Option<bool>,
+) -> Option<Vec<u8>> {
+    use super::rewrite::{ACK, FIN, RST, SYN, seq_after};
+    let sent = conn.sent?;
+    if sent.window != 0 || !seg.has(ACK) || seg.has(SYN) || seg.has(RST) {
+        return None;
+    }
+    let (rcv_nxt, edge) = (sent.ack, sent.edge);
+    let len = (seg.end - seg.offset - seg.header_len) as u32 + u32::from(seg.has(FIN));
+    let seg_end = seg.seq.wrapping_add(len);
+    let smoltcp_takes = len == 0 && seg.seq == rcv_nxt;
+    let linux_takes = !seq_after(rcv_nxt, seg_end) && !seq_after(seg_end, edge);
+    if smoltcp_takes || !linux_takes || !checksum_ok(seg.bytes(frame), flow, intact) {
+        return None;
+    }
+    log::debug!(target: "ustack::demux", "{}: a segment within the window offered before smoltcp shrank it; its ACK taken", conn.tuple);
+    if len == 0 {
+        super::rewrite::set_seq(frame, seg.offset, rcv_nxt);
+        return None;
+    }
+    Some(super::rewrite::ack_alone(frame, seg.offset, rcv_nxt, flow.remote.ip(), flow.local.ip()))
+}
+
 fn checksum_ok(tcp: &[u8], flow: &PacketEnds, known: &mut Option<bool>) -> bool {
     *known.get_or_insert_with(|| {
         TcpPacket::new_checked(tcp).is_ok_and(|t| t.verify_checksum(&flow.remote.ip().into(), &flow.local.ip().into()))

@@ -187,6 +187,7 @@ impl SeqNumbers<'_> {
             return false;
         }
         if syn {
+            conn.rcv_scale = rewrite::syn_options(&packet[offset..]).0.unwrap_or(0);
             if let Some(cookie) = conn.cookie.take() {
                 conn.shift = Some(seq.wrapping_sub(cookie));
                 return false;
@@ -214,7 +215,13 @@ impl SeqNumbers<'_> {
             };
             let sent_max = conn.sent_max;
             let fin = rewrite::flags(packet, offset) & rewrite::FIN != 0;
-            conn.sent = Some(LastSent { seq_end, ack, window });
+            // A SYN's window is not scaled; it offers what the first ACK will.
+            let offered = ack.wrapping_add(if syn { 0 } else { u32::from(window) << conn.rcv_scale });
+            let edge = match conn.sent {
+                Some(LastSent { edge, .. }) if !syn && !rewrite::seq_after(offered, edge) => edge,
+                _ => offered,
+            };
+            conn.sent = Some(LastSent { seq_end, ack, window, edge });
             conn.send_front.on_sent(seq, seq_end);
             if self.recovery && !local && !syn {
                 if let Some(rtt) = conn.handshake_rtt {

@@ -679,8 +679,8 @@ impl Engine {
                 }
             }),
             Disposition::Deliver => self.deliver(which, frame),
-            Disposition::DataThenFin(data) => {
-                self.deliver(which, &data);
+            Disposition::First(first) => {
+                self.deliver(which, &first);
                 self.deliver(which, frame);
             }
             Disposition::Admit(handle) => {

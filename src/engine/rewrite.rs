@@ -123,6 +123,25 @@ pub fn position(packet: &[u8], offset: usize) -> (u32, Option<u32>, u16) {
     (read_u32(tcp, 4).wrapping_add(len), (flags & ACK != 0).then_some(ack), window)
 }
 
+/// The window scale and MSS options of a SYN's TCP header (`tcp` starts at it), if present.
+pub fn syn_options(tcp: &[u8]) -> (Option<u8>, Option<u16>) {
+    use smoltcp::wire::{TcpOption, TcpPacket};
+    let Ok(packet) = TcpPacket::new_checked(tcp) else { return (None, None) };
+    let mut options = packet.options();
+    let (mut scale, mut mss) = (None, None);
+    while !options.is_empty() {
+        let Ok((rest, option)) = TcpOption::parse(options) else { break };
+        match option {
+            TcpOption::WindowScale(s) => scale = Some(s),
+            TcpOption::MaxSegmentSize(m) => mss = Some(m),
+            TcpOption::EndOfList => break,
+            _ => {}
+        }
+        options = rest;
+    }
+    (scale, mss)
+}
+
 /// Sets the window field of the TCP segment at `offset`.
 pub fn set_window(packet: &mut [u8], offset: usize, window: u16) {
     let tcp = &mut packet[offset..];
@@ -254,15 +273,12 @@ pub fn sack_option(tcp: &[u8]) -> Option<std::ops::Range<usize>> {
 /// it would have taken whole, the halves have the same effect: it reads the data, then
 /// the FIN at the end of it.
 pub fn split_fin(packet: &mut Vec<u8>, offset: usize, src: IpAddr, dst: IpAddr) -> Option<Vec<u8>> {
-    use smoltcp::wire::{IpAddress, Ipv4Packet, Ipv6Packet, TcpPacket};
     let flags = *packet.get(offset + 13)?;
     if flags & FIN == 0 || flags & (SYN | RST) != 0 {
         return None;
     }
     let header = usize::from(packet[offset + 12] >> 4) * 4;
-    let v4 = packet[0] >> 4 == 4;
-    let length = |at: usize| usize::from(u16::from_be_bytes([packet[at], packet[at + 1]]));
-    let end = if v4 { length(2) } else { 40 + length(4) }.min(packet.len());
+    let end = segment_end(packet);
     let data_len = end.checked_sub(offset + header).filter(|&n| n > 0)?;
 
     let mut data = packet[..end].to_vec();
@@ -270,9 +286,36 @@ pub fn split_fin(packet: &mut Vec<u8>, offset: usize, src: IpAddr, dst: IpAddr) 
     set_u32(&mut data[offset..], 12, word & !(u32::from(FIN) << 16));
 
     let seq = read_u32(&packet[offset..], 4);
+    keep_header_only(packet, offset, seq.wrapping_add(data_len as u32), src, dst);
+    Some(data)
+}
+
+/// A copy of the TCP segment at `offset` without its data, FIN, PSH or URG, at sequence
+/// number `seq`: its acknowledgment, window and options alone.
+pub fn ack_alone(packet: &[u8], offset: usize, seq: u32, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    const PSH_URG: u8 = 0x08 | 0x20;
+    let header = usize::from(packet[offset + 12] >> 4) * 4;
+    let mut ack = packet[..offset + header].to_vec();
+    ack[offset + 13] &= !(FIN | PSH_URG);
+    keep_header_only(&mut ack, offset, seq, src, dst);
+    ack
+}
+
+/// Where the IP packet's stated length ends it (at most the buffer's end).
+fn segment_end(packet: &[u8]) -> usize {
+    let length = |at: usize| usize::from(u16::from_be_bytes([packet[at], packet[at + 1]]));
+    let stated = if packet[0] >> 4 == 4 { length(2) } else { 40 + length(4) };
+    stated.min(packet.len())
+}
+
+/// Cuts the segment at `offset` to its TCP header, at sequence number `seq`, and makes the
+/// IP length and the checksums right.
+fn keep_header_only(packet: &mut Vec<u8>, offset: usize, seq: u32, src: IpAddr, dst: IpAddr) {
+    use smoltcp::wire::{IpAddress, Ipv4Packet, Ipv6Packet, TcpPacket};
+    let header = usize::from(packet[offset + 12] >> 4) * 4;
     packet.truncate(offset + header);
-    packet[offset + 4..offset + 8].copy_from_slice(&seq.wrapping_add(data_len as u32).to_be_bytes());
-    if v4 {
+    packet[offset + 4..offset + 8].copy_from_slice(&seq.to_be_bytes());
+    if packet[0] >> 4 == 4 {
         let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
         ip.set_total_len((offset + header) as u16);
         ip.fill_checksum();
@@ -280,7 +323,6 @@ pub fn split_fin(packet: &mut Vec<u8>, offset: usize, src: IpAddr, dst: IpAddr) 
         Ipv6Packet::new_unchecked(&mut packet[..]).set_payload_len(header as u16);
     }
     TcpPacket::new_unchecked(&mut packet[offset..]).fill_checksum(&IpAddress::from(src), &IpAddress::from(dst));
-    Some(data)
 }
 
 /// Drops the first `k` bytes of the payload of the TCP segment at `offset` (which must
