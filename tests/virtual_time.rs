@@ -329,6 +329,32 @@ fn a_client_kept_out_by_a_full_accept_queue_times_out_instead_of_being_refused()
     assert_eq!((accept_queue, dropped), (2, 2), "the SYN and its retransmission at 1 s were dropped");
 }
 
+/// The engine tells its driver when an accept queue passes half its backlog — the
+/// application accepts more slowly than handshakes complete, and SYNs will soon be dropped
+/// — so that the stack thread can give a woken acceptor a turn; and says when accept()
+/// has brought it back to a quarter.
+#[test]
+fn an_accept_queue_past_half_its_backlog_is_reported_crowded_until_accept_takes_it_down() {
+    let mut sim = network(|_| {});
+    let l = listen(&mut sim, SERVER, 4); // half is 2, a quarter 1
+    let _clients = [connect(&mut sim), connect(&mut sim)];
+    run_for(&mut sim, ms(10));
+    let engine = &mut sim.nodes[SERVER].engine;
+    assert_eq!(engine.listen_queues(l), Some((0, 2, 0)));
+    assert_eq!(engine.take_crowded(), None, "two of backlog 4 is not past half");
+    let _third = connect(&mut sim);
+    run_for(&mut sim, ms(10));
+    let engine = &mut sim.nodes[SERVER].engine;
+    assert_eq!(engine.listen_queues(l), Some((0, 3, 0)));
+    assert_eq!(engine.take_crowded(), Some(l));
+    assert_eq!(engine.take_crowded(), None, "reported once");
+    assert!(engine.still_crowded(l));
+    engine.accept(l).unwrap();
+    assert!(engine.still_crowded(l), "two waiting: more than a quarter");
+    engine.accept(l).unwrap();
+    assert!(!engine.still_crowded(l), "one waiting: caught up");
+}
+
 // ---- SYN cookies ----
 
 #[test]

@@ -399,6 +399,14 @@ fn set_non_blocking(file: &File, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// The TUN's transmit queue, in packets: what the kernel may hold for the stack between
+/// two reads. A TUN gets 500; a burst of a thousand connects puts a SYN, an ACK and a
+/// request per client into it faster than one stack thread takes them out, and at 500
+/// the kernel dropped hundreds of them (the clients retry after a second). 1000 is what
+/// the kernel gives Ethernet devices, and the input backlog that a veth's packets wait
+/// in (`netdev_max_backlog`). Raised, never lowered.
+const TX_QUEUE_LEN: u32 = 1000;
+
 /// Configures the kernel side and returns the resulting MTU.
 fn configure(name: &str, config: &TunConfig) -> io::Result<usize> {
     let mut netlink = Netlink::open()?;
@@ -413,6 +421,12 @@ fn configure(name: &str, config: &TunConfig) -> io::Result<usize> {
         if mtu != link.mtu {
             netlink.set_mtu(link.index, mtu).map_err(needs_root)?;
         }
+    }
+    if link.tx_queue_len < TX_QUEUE_LEN
+        && let Err(e) = netlink.set_tx_queue_len(link.index, TX_QUEUE_LEN)
+    {
+        // Only a burst's worth of packets is at stake: carry on with the shorter queue.
+        debug!("TUN {name}: keeping txqueuelen {}: {e}", link.tx_queue_len);
     }
     for cidr in &config.peer_addrs {
         let addr = cidr.addr();

@@ -354,6 +354,11 @@ impl Listener {
     pub fn syn_queue_full(&self) -> bool {
         self.syn_queue.len() >= (self.backlog as usize).max(1)
     }
+
+    /// More than half of the backlog waiting for accept().
+    pub fn crowded(&self) -> bool {
+        self.accept_queue.len() > self.backlog as usize / 2
+    }
 }
 
 /// What a socket is, as the socket API sees it.
@@ -485,6 +490,9 @@ pub struct Engine {
     /// Sockets whose readiness may have changed since the driver last asked
     /// ([`Engine::take_touched`]).
     touched: Vec<SockId>,
+    /// A listener whose accept queue grew past half its backlog since the driver last
+    /// asked ([`Engine::take_crowded`]).
+    crowded: Option<SockId>,
     /// Bumped whenever the demux table changes (a connection, listener or UDP socket comes,
     /// goes or changes state), so a watcher can print it on every change.
     generation: u64,
@@ -558,6 +566,7 @@ impl Engine {
             next_sweep: Instant::ZERO,
             next_timeout: None,
             touched: Vec::new(),
+            crowded: None,
             udp_draining: Vec::new(),
             next_id: 3, // 0, 1 and 2 are stdin, stdout and stderr; start where a process's sockets would
             loopback: VecDeque::new(),
@@ -840,6 +849,23 @@ impl Engine {
         into.append(&mut self.touched);
     }
 
+    /// A listener whose accept queue grew past half its backlog since the last call: the
+    /// application accepts more slowly than handshakes complete, and the queue may fill
+    /// (then SYNs are dropped). A driver that takes SYNs in faster than its application
+    /// runs can give the application a turn (see `stack::run`).
+    pub fn take_crowded(&mut self) -> Option<SockId> {
+        self.crowded.take()
+    }
+
+    /// Whether listener `id`'s accept queue is still past a quarter of its backlog: an
+    /// application that was behind has not caught up yet.
+    pub fn still_crowded(&self, id: SockId) -> bool {
+        match self.entries.get(&id) {
+            Some(Entry { state: SockState::Listening(l), .. }) => l.accept_queue.len() > l.backlog as usize / 4,
+            _ => false,
+        }
+    }
+
     /// Whether something is waiting to be sent that only [`Engine::poll`] sends: a socket
     /// call made data or a connection ready. A driver wakes its poller when this is true
     /// after a call.
@@ -1066,6 +1092,9 @@ impl Engine {
                 l.syn_queue.swap_remove(pos);
                 l.accept_queue.push_back(handle);
                 self.touched.push(id);
+                if l.crowded() {
+                    self.crowded = Some(id);
+                }
                 log::info!(
                     target: "ustack::backlog",
                     "{}: handshake complete, to listener #{id}'s accept queue: {}/{} (backlog {}), SYN queue {}",

@@ -53,6 +53,10 @@ const INGRESS_BATCH: usize = 64;
 /// under the lock) instead of taking turns with them.
 const PREREAD_BYTES: usize = 1 << 20;
 
+/// How long the stack thread waits at most, after a round that left a listener's accept
+/// queue more than half full, for the application it has woken to accept: see [`run`].
+const ACCEPT_TURN: Duration = Duration::from_millis(1);
+
 /// Condition variables that blocked socket calls wait on, a socket's being number
 /// `id % WAIT_QUEUES` (hashed wait queues, as the kernel's futexes have): no allocation per
 /// socket, and sockets that share one only see a spurious wake-up, which every wait loop
@@ -78,6 +82,9 @@ pub(crate) struct Locked {
     wake_at: Option<smoltcp::time::Instant>,
     /// The tasks of async calls waiting on each socket (see [`Wakers`]).
     wakers: HashMap<SockId, Wakers>,
+    /// The listener whose acceptor the stack thread is giving a turn (see [`run`]): an
+    /// API call that leaves its accept queue no longer crowded signals `Shared::caught_up`.
+    accept_turn: Option<SockId>,
 }
 
 /// What an async call on a socket waits for: to read (or accept), or to write (or connect).
@@ -153,6 +160,8 @@ pub(crate) struct Shared {
     changed: Condvar,
     /// The sockets' wait queues (see [`WAIT_QUEUES`]).
     queues: Box<[Condvar]>,
+    /// Where the stack thread waits while an acceptor catches up (see [`run`]).
+    caught_up: Condvar,
     wake: EventFd,
     /// The device, which the stack thread reads and every thread writes.
     device: SharedDevice,
@@ -218,6 +227,7 @@ impl Stack {
             touched: Vec::new(),
             wake_at: None,
             wakers: HashMap::new(),
+            accept_turn: None,
         };
         let preread = preread_buffers(device.capabilities().max_transmission_unit);
         let mtu = device.capabilities().max_transmission_unit;
@@ -225,6 +235,7 @@ impl Stack {
             locked: Mutex::new(locked),
             changed: Condvar::new(),
             queues: (0..WAIT_QUEUES).map(|_| Condvar::new()).collect(),
+            caught_up: Condvar::new(),
             wake,
             device: SharedDevice::new(device, clock),
             touch_hook: OnceLock::new(),
@@ -441,6 +452,10 @@ impl Shared {
             }
         }
         let touched = self.notify_touched(locked, Some(caller));
+        if locked.accept_turn.is_some_and(|id| !locked.engine.still_crowded(id)) {
+            locked.accept_turn = None;
+            self.caught_up.notify_one();
+        }
         AfterCall { queued, touched }
     }
 
@@ -576,6 +591,7 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
     let device = &shared.device;
     let clock = shared.lock().clock;
     loop {
+        let crowded;
         let mut prereads = 0;
         let read_at = clock.now();
         while prereads < preread.len() {
@@ -611,6 +627,9 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
                 locked.down = Some(format!("device failed: {err}"));
             }
             shared.notify_touched(locked, None);
+            // A listener's accept queue is filling and its acceptor, blocked in accept(),
+            // has just been woken: it is behind, not busy elsewhere.
+            crowded = locked.engine.take_crowded().filter(|&id| locked.queue_waiters[wait_queue(id)] > 0);
             let delay = if more || next.is_some_and(|at| at <= now) {
                 Some(Duration::ZERO)
             } else {
@@ -622,6 +641,9 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
         // Packets left queued (more than a round's worth), or an error the round has to
         // see: go round again instead of sleeping.
         let flushed = device.flush(Writer::Stack);
+        if let Some(listener) = crowded {
+            give_acceptor_a_turn(shared, listener);
+        }
         if delay != Some(Duration::ZERO) && !flushed.left && !flushed.failed {
             sleep(shared, delay);
         }
@@ -631,6 +653,31 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
     // Packets queued by the last calls go nowhere now; the device closes with the stack
     // (a TUN's interface vanishes), not with the last socket.
     device.close();
+}
+
+/// Waits (up to [`ACCEPT_TURN`]) until the application has taken `listener`'s accept queue
+/// down to a quarter of its backlog, before reading more from the device.
+///
+/// A burst of SYNs can complete handshakes faster than a woken acceptor gets a CPU: the
+/// stack thread, the clients and the acceptor compete for few cores, and a thread that
+/// was just woken may wait milliseconds to run while the stack thread keeps taking SYNs
+/// in. Once the queue is full the next SYNs are dropped (as Linux drops them) and their
+/// clients retry a second later. Waiting here frees the stack thread's CPU for the acceptor;
+/// the frames meanwhile wait in the device's queue, which is what it is for. Bounded, and
+/// only when an acceptor was blocked in accept() at the end of the round — an application
+/// busy elsewhere is not waited for.
+fn give_acceptor_a_turn(shared: &Shared, listener: SockId) {
+    let deadline = std::time::Instant::now() + ACCEPT_TURN;
+    let mut locked = shared.lock();
+    while locked.down.is_none() && locked.engine.still_crowded(listener) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        locked.accept_turn = Some(listener);
+        locked = wait_on(&shared.caught_up, locked, Some(left)).0;
+    }
+    locked.accept_turn = None;
 }
 
 /// Sleeps until the device is readable, the API wakes us, or `delay` passes.

@@ -45,6 +45,8 @@ pub struct LinkInfo {
     pub mtu: u32,
     /// Whether the interface is administratively up (`IFF_UP`).
     pub up: bool,
+    /// Length of its transmit queue, in packets (`txqueuelen`).
+    pub tx_queue_len: u32,
 }
 
 /// A synchronous `NETLINK_ROUTE` socket.
@@ -97,6 +99,16 @@ impl Netlink {
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
             .map(drop)
             .map_err(|e| e.into_io(format_args!("setting MTU {mtu} on interface #{index}")))
+    }
+
+    /// Sets the transmit queue length (`txqueuelen`) of interface `index`, in packets.
+    pub fn set_tx_queue_len(&mut self, index: u32, len: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::TxQueueLen(len));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+            .map(drop)
+            .map_err(|e| e.into_io(format_args!("setting txqueuelen {len} on interface #{index}")))
     }
 
     /// Brings interface `index` administratively up.
@@ -286,11 +298,13 @@ fn link_info(link: &LinkMessage) -> LinkInfo {
         name: String::new(),
         mtu: 0,
         up: link.header.flags.contains(LinkFlags::Up),
+        tx_queue_len: 0,
     };
     for attr in &link.attributes {
         match attr {
             LinkAttribute::IfName(name) => info.name = name.clone(),
             LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+            LinkAttribute::TxQueueLen(len) => info.tx_queue_len = *len,
             _ => {}
         }
     }

@@ -465,18 +465,20 @@ fn burst_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> V
     let ustack = or_failed((|| {
         let lab = ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards, plan.offload)?;
         let server = Server::Ustack(&lab.stack);
-        // (SYNs and handshake ACKs dropped, SYN cookies sent) so far.
-        let counters = || {
+        // (SYNs and handshake ACKs dropped, SYN cookies sent) so far: at the listener, and
+        // before it, by the kernel's side of the TUN when its queue was full.
+        let counters = || -> io::Result<(u64, u64)> {
             let c = lab.stack.demux_table().counters;
-            (c.overflow_dropped + c.ack_dropped, c.cookies_sent)
+            let tun = os::tx_dropped(&lab.ns, lab::TUN_NAME)?;
+            Ok((c.overflow_dropped + c.ack_dropped + tun, c.cookies_sent))
         };
         let mut runs = Vec::new();
         for i in 0..s.burst_repeats {
             let port = 7000 + i as u16;
             let listener = server.listen(port, backlog)?;
-            let (drops, sent) = counters();
+            let (drops, sent) = counters()?;
             let burst = connect::burst(&*listener, &lab.ns, server.addr(port), clients, s.burst_limit)?;
-            let (drops_after, sent_after) = counters();
+            let (drops_after, sent_after) = counters()?;
             runs.push((burst, drops_after - drops));
             ustack_cookies += sent_after - sent;
         }
@@ -505,7 +507,7 @@ fn burst_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> V
          is retransmitted by the client after 1 s, 3 s, 7 s, a request whose connection the server did not keep \
          after its RTO. \
          \"Dropped\" counts SYNs and handshake-completing ACKs dropped at the listener (ustack's demux counters; the \
-         kernel's TcpExt ListenDrops). Both answer SYNs beyond a full SYN queue with SYN cookies (Linux's default \
+         kernel's TcpExt ListenDrops), and for ustack the packets its TUN's queue dropped before the stack read them. Both answer SYNs beyond a full SYN queue with SYN cookies (Linux's default \
          tcp_syncookies=1; ustack's StackConfig::syn_cookies) rather than dropping them: over {} burst(s) ustack \
          sent {ustack_cookies}, the kernel {cookies}.",
         s.burst_repeats

@@ -171,6 +171,17 @@ pub fn tcp_ext_counter(ns: &NetNs, name: &str) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no TcpExt {name} in /proc/net/netstat")))
 }
 
+/// Packets interface `iface` of namespace `ns` dropped on the way out (its transmit queue
+/// was full): for a TUN, packets the kernel had for the stack and did not keep.
+pub fn tx_dropped(ns: &NetNs, iface: &str) -> io::Result<u64> {
+    let text = ns.run(|| fs::read_to_string("/proc/thread-self/net/dev"))??;
+    // "name: rx bytes, packets, errs, drop, fifo, frame, compressed, multicast, tx bytes, packets, errs, drop, ..."
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix(iface)?.strip_prefix(':'))
+        .and_then(|fields| fields.split_whitespace().nth(11)?.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {iface} in /proc/net/dev")))
+}
+
 /// A counter from /proc/net/netstat's format: a line of names, then a line of values, both
 /// starting with `prefix`.
 fn netstat_field(text: &str, prefix: &str, name: &str) -> Option<u64> {
