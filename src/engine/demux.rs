@@ -779,14 +779,14 @@ fn decide(core: &Engine, parsed: &Parsed, frame: &[u8]) -> Verdict {
 }
 
 fn listener_of(core: &Engine, id: SockId) -> Option<&Listener> {
-    match core.entries.get(&id) {
+    match core.entries.get(&id).map(|e| &**e) {
         Some(Entry { state: SockState::Listening(l), .. }) => Some(l),
         _ => None,
     }
 }
 
 fn listener_mut(core: &mut Engine, id: SockId) -> Option<&mut Listener> {
-    match core.entries.get_mut(&id) {
+    match core.entries.get_mut(&id).map(|e| &mut **e) {
         Some(Entry { state: SockState::Listening(l), .. }) => Some(l),
         _ => None,
     }
@@ -1504,7 +1504,7 @@ pub(crate) fn settle(core: &mut Engine, handle: SocketHandle) {
 /// nothing.
 pub(crate) fn forget_half_open(core: &mut Engine, handle: SocketHandle) {
     if let Some(Owner::Listener(id)) = core.conns.get(&handle).map(|c| c.owner)
-        && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id)
+        && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id).map(|e| &mut **e)
     {
         l.syn_queue.retain(|&h| h != handle);
     }

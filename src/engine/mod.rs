@@ -455,7 +455,9 @@ pub struct Engine {
     local: Vec<IpAddr>,
     /// The time the driver last gave: what "now" is inside a call.
     now: Instant,
-    entries: HashMap<SockId, Entry>,
+    /// Boxed, as [`Engine::conns`] is: an entry is some 260 bytes, and inline the table's
+    /// empty slots cost as much as its entries (~150 bytes per connection at 10,000).
+    entries: HashMap<SockId, Box<Entry>>,
     /// Boxed: a connection record is some 600 bytes, and a hash table holds up to twice
     /// as many slots as entries; inline, the empty slots cost as much as the records
     /// (the scale scenario's heap per connection grew by ~0.3 KiB when congestion
@@ -716,7 +718,7 @@ impl Engine {
                 if len > 0 && self.udp(handle).recv_queue() == udp_queued && demux::udp_checksums_ok(frame) =>
             {
                 self.demux_log.counters.udp_dropped += 1;
-                if let Some(Entry { udp_dropped, .. }) = self.entries.get_mut(&socket) {
+                if let Some(Entry { udp_dropped, .. }) = self.entries.get_mut(&socket).map(|e| &mut **e) {
                     *udp_dropped += 1;
                 }
                 log::debug!(target: "ustack::demux", "UDP socket #{socket}: receive buffer full, datagram dropped");
@@ -1060,7 +1062,7 @@ impl Engine {
             // the next packet's accept-queue check counts it.
             let past_handshake = !matches!(state, tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed);
             if let (Owner::Listener(id), true) = (conn.owner, past_handshake)
-                && let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id)
+                && let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id).map(|e| &mut **e)
                 && let Some(pos) = l.syn_queue.iter().position(|&h| h == handle)
             {
                 l.syn_queue.swap_remove(pos);
@@ -1081,7 +1083,8 @@ impl Engine {
             // smoltcp sends a RST'd half-open socket back to LISTEN; ustack never keeps an
             // idle listening socket, so that connection is gone.
             Owner::Listener(id) if matches!(state, tcp::State::Closed | tcp::State::Listen) => {
-                if let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id) {
+                if let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id).map(|e| &mut **e)
+                {
                     l.syn_queue.retain(|&h| h != handle);
                     l.accept_queue.retain(|&h| h != handle);
                 }
