@@ -1210,12 +1210,12 @@ fn recover_on_ack(
         return;
     }
     let (blocks, n) = super::recovery::sack_blocks(&frame[seg.offset..seg.end]);
-    let before = conn.cc.is_some().then(|| (conn.recovery.unsacked_bytes(), conn.recovery.counters.bytes));
+    let before = conn.cc.is_some().then(|| (conn.recovery.unsacked_bytes(), conn.recovery.counters().bytes));
     let lost = conn.recovery.on_ack(now, (seg.ack, seg.window, seg.is_empty()), &blocks[..n], pool);
     super::resend(conn, &lost, outbox);
     if let (Some(cc), Some((pipe_before, resent_before)), Some(sent_max)) = (conn.cc.as_mut(), before, conn.sent_max) {
         let pipe = conn.recovery.unsacked_bytes();
-        let resent = (conn.recovery.counters.bytes - resent_before) as u32;
+        let resent = (conn.recovery.counters().bytes - resent_before) as u32;
         let delivered = (pipe_before + resent).saturating_sub(pipe);
         let ack = conn.snd_una.unwrap_or(seg.ack);
         let srtt = conn.recovery.srtt();

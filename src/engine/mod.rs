@@ -803,9 +803,9 @@ impl Engine {
         for which in due {
             let Which::Tcp(handle) = which else { continue };
             let Some(conn) = self.conns.get_mut(&handle) else { continue };
-            let before = (conn.recovery.counters, conn.recovery.backoff());
+            let before = (conn.recovery.counters(), conn.recovery.backoff());
             let lost = conn.recovery.on_timer(now);
-            let timed_out = conn.recovery.counters.timeout > before.0.timeout;
+            let timed_out = conn.recovery.counters().timeout > before.0.timeout;
             if timed_out && give_up::retries_exhausted(conn, now, before.1 == 0) {
                 log::info!(target: "ustack::recovery", "{}: no ACK for {:?} of retransmissions: ETIMEDOUT", conn.tuple, give_up::RETRIES2_TIMEOUT);
                 conn.pending_error.get_or_insert(Errno::ETIMEDOUT);
@@ -1211,10 +1211,10 @@ fn congestion_on_timer(conn: &mut Conn, before: recovery::RecoveryCounters, time
     if timed_out {
         cc.on_timeout(sent_max);
         log::debug!(target: "ustack::congestion", "{}: retransmission timeout: {cc:?}", conn.tuple);
-    } else if conn.recovery.counters.fast > before.fast
+    } else if conn.recovery.counters().fast > before.fast
         && let Some(ack) = conn.snd_una
     {
-        let resent = (conn.recovery.counters.bytes - before.bytes) as u32;
+        let resent = (conn.recovery.counters().bytes - before.bytes) as u32;
         let pipe = conn.recovery.unsacked_bytes();
         let srtt = conn.recovery.srtt();
         let sample = congestion::AckSample { ack, delivered: 0, pipe, resent, loss: true, sent_max, srtt };
@@ -1230,6 +1230,6 @@ fn resend(conn: &mut Conn, lost: &[usize], outbox: &mut Outbox) {
         outbox.push(conn.recovery.resend(i, ack, window));
     }
     if !lost.is_empty() {
-        log::debug!(target: "ustack::recovery", "{}: {} segment(s) resent ({:?})", conn.tuple, lost.len(), conn.recovery.counters);
+        log::debug!(target: "ustack::recovery", "{}: {} segment(s) resent ({:?})", conn.tuple, lost.len(), conn.recovery.counters());
     }
 }
