@@ -794,8 +794,8 @@ impl Engine {
             cwnd: cc.cwnd(),
             ssthresh: cc.ssthresh(),
             mss: cc.mss(),
-            reductions: cc.counters.reductions,
-            timeouts: cc.counters.timeouts,
+            reductions: cc.counters().reductions,
+            timeouts: cc.counters().timeouts,
         })
     }
 

@@ -1221,9 +1221,9 @@ fn recover_on_ack(
         let srtt = conn.recovery.srtt();
         let sample =
             super::congestion::AckSample { ack, delivered, pipe, resent, loss: !lost.is_empty(), sent_max, srtt };
-        let cuts = cc.counters.reductions;
+        let cuts = cc.counters().reductions;
         cc.on_ack(now, sample);
-        if cc.counters.reductions > cuts {
+        if cc.counters().reductions > cuts {
             log::debug!(target: "ustack::congestion", "{}: loss, window cut: {cc:?}", conn.tuple);
         }
     }
