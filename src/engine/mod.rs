@@ -431,7 +431,7 @@ pub struct Engine {
     iface: Interface,
     /// Every smoltcp socket; smoltcp itself only ever sees one at a time (`one_socket`).
     /// Reached through [`Engine::tcp_mut`] and friends, which note what changed.
-    sockets: SocketSet<'static>,
+    sockets: one_socket::Sockets,
     /// Where smoltcp works on one socket at a time.
     single: one_socket::OneSocket,
     /// The sockets smoltcp must look at in the next poll: touched by the API or a packet.
@@ -535,7 +535,7 @@ impl Engine {
         let secret = isn::Secret::from_keys(rng.next_u64(), rng.next_u64());
         Ok(Engine {
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            sockets: one_socket::Sockets::new(),
             single: one_socket::OneSocket::new(),
             egress: Vec::new(),
             timers: one_socket::Timers::default(),
@@ -874,7 +874,7 @@ impl Engine {
             },
         };
         let iface = &mut self.iface;
-        self.single.with(&mut self.sockets, which, |set| f(iface, set, &mut out))
+        self.single.with(&mut self.sockets.set, which, |set| f(iface, set, &mut out))
     }
 
     /// smoltcp processes `frame` with socket `which` (or none) in its set; `which` is then
@@ -968,7 +968,7 @@ impl Engine {
     /// Removes a socket from the set and frees it, buffers and all.
     fn remove_socket(&mut self, handle: SocketHandle) {
         // Put a swapped-in socket back, so the set's own copy is what gets removed.
-        self.single.hold(&mut self.sockets, None);
+        self.single.hold(&mut self.sockets.set, None);
         drop(self.sockets.remove(handle));
         // SAFETY: the only socket using the handle's buffers was just dropped.
         unsafe { self.buffers.release_for(handle) };
@@ -979,30 +979,30 @@ impl Engine {
 
     /// TCP socket `handle`.
     fn tcp(&self, handle: SocketHandle) -> &tcp::Socket<'static> {
-        self.single.get(&self.sockets, Which::Tcp(handle))
+        self.single.get(&self.sockets.set, Which::Tcp(handle))
     }
 
     /// TCP socket `handle`, to change: smoltcp looks at it in the next poll.
     fn tcp_mut(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
         self.egress.push(Which::Tcp(handle));
-        self.single.get_mut(&mut self.sockets, Which::Tcp(handle))
+        self.single.get_mut(&mut self.sockets.set, Which::Tcp(handle))
     }
 
     /// UDP socket `handle`.
     fn udp(&self, handle: SocketHandle) -> &udp::Socket<'static> {
-        self.single.get(&self.sockets, Which::Udp(handle))
+        self.single.get(&self.sockets.set, Which::Udp(handle))
     }
 
     /// UDP socket `handle`, to change: smoltcp looks at it in the next poll.
     fn udp_mut(&mut self, handle: SocketHandle) -> &mut udp::Socket<'static> {
         self.egress.push(Which::Udp(handle));
-        self.single.get_mut(&mut self.sockets, Which::Udp(handle))
+        self.single.get_mut(&mut self.sockets.set, Which::Udp(handle))
     }
 
     /// UDP socket `handle`, to take received datagrams from. That gives smoltcp nothing
     /// to send, so unlike [`Engine::udp_mut`] it schedules no egress for the socket.
     fn udp_receiving(&mut self, handle: SocketHandle) -> &mut udp::Socket<'static> {
-        self.single.get_mut(&mut self.sockets, Which::Udp(handle))
+        self.single.get_mut(&mut self.sockets.set, Which::Udp(handle))
     }
 
     /// Whether `which` is still a socket of the set.
@@ -1052,7 +1052,7 @@ impl Engine {
     /// catch another client's SYN), for connections the API touched, and in the sweep.
     fn observe(&mut self, handle: SocketHandle, now: Instant) {
         let Some(conn) = self.conns.get_mut(&handle) else { return };
-        let socket: &tcp::Socket = self.single.get(&self.sockets, Which::Tcp(handle));
+        let socket: &tcp::Socket = self.single.get(&self.sockets.set, Which::Tcp(handle));
         let state = socket.state();
         let finished = is_finished(socket);
         if conn.advance(state, now) {
