@@ -634,3 +634,42 @@ pub fn sack_blocks(tcp: &[u8]) -> ([(u32, u32); 4], usize) {
     }
     (blocks, n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment as recovery sees one: a bare TCP header (at offset 0) and `len` bytes.
+    fn segment(len: usize) -> Packet {
+        let mut packet = vec![0; 20 + len];
+        packet[12] = 5 << 4;
+        Arc::new(packet)
+    }
+
+    #[test]
+    fn nothing_is_held_before_data_and_an_emptied_flight_gives_its_room_back() {
+        let now = Instant::from_millis(0);
+        let mut recovery = Recovery::default();
+        // Pure ACKs are not recorded: a connection that only receives holds nothing.
+        recovery.on_sent(now, &segment(0), 0, (1000, 1000), Some(1000));
+        recovery.seed_rtt(Duration::from_millis(5));
+        assert!(recovery.state.is_none());
+        assert_eq!((recovery.in_flight(), recovery.srtt(), recovery.deadline()), (0, None, None));
+
+        // A bulk transfer's flight, then everything acknowledged.
+        let mut seq = 1000u32;
+        for _ in 0..100 {
+            recovery.on_sent(now, &segment(100), 0, (seq, seq + 100), Some(seq));
+            seq += 100;
+        }
+        recovery.seed_rtt(Duration::from_millis(5));
+        assert_eq!(recovery.in_flight(), 100);
+        assert_eq!(recovery.srtt(), Some(Duration::from_millis(5)), "the handshake's RTT seeds the state");
+        let mut pool = PacketPool::default();
+        let lost = recovery.on_ack(Instant::from_millis(10), (seq, 1000, true), &[], &mut pool);
+        assert!(lost.is_empty());
+        assert_eq!(recovery.in_flight(), 0);
+        let state = recovery.state.as_deref().unwrap();
+        assert!(state.flight.capacity() <= IDLE_CAPACITY, "{} segments' room kept", state.flight.capacity());
+    }
+}
