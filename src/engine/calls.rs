@@ -173,7 +173,7 @@ fn discard_unwanted(socket: &mut udp::Socket, domain: Domain, peer: Option<Socke
 
 impl Engine {
     pub(super) fn entry(&mut self, id: SockId) -> Result<&mut Entry> {
-        self.entries.get_mut(&id).ok_or(Errno::EBADF)
+        self.entries.get_mut(&id).map(|e| &mut **e).ok_or(Errno::EBADF)
     }
 
     /// Whether socket `id` is open.
@@ -184,7 +184,7 @@ impl Engine {
     /// socket(): a new, unbound socket.
     pub fn socket(&mut self, domain: Domain, ty: Type) -> SockId {
         let id = self.new_id();
-        self.entries.insert(id, Entry::new(domain, ty));
+        self.entries.insert(id, Box::new(Entry::new(domain, ty)));
         id
     }
 
@@ -199,7 +199,7 @@ impl Engine {
         entry.broadcast = original.broadcast;
         entry.reuse_addr = original.reuse_addr;
         let copy = self.new_id();
-        self.entries.insert(copy, entry);
+        self.entries.insert(copy, Box::new(entry));
         Ok(copy)
     }
 
@@ -321,7 +321,7 @@ impl Engine {
         entry.opts = opts;
         entry.local = Some(tuple.local);
         entry.state = SockState::Connected(handle);
-        self.entries.insert(new, entry);
+        self.entries.insert(new, Box::new(entry));
         // The connection's owner and the listener's accept queue changed: the demux table did.
         self.generation += 1;
         log::info!(target: "ustack::backlog", "{tuple}: accepted as socket #{new}; {waiting} still in the accept queue");
@@ -794,8 +794,8 @@ impl Engine {
             cwnd: cc.cwnd(),
             ssthresh: cc.ssthresh(),
             mss: cc.mss(),
-            reductions: cc.counters.reductions,
-            timeouts: cc.counters.timeouts,
+            reductions: cc.counters().reductions,
+            timeouts: cc.counters().timeouts,
         })
     }
 

@@ -26,6 +26,11 @@
 //!
 //! Retransmissions are not held back by the window: recovery sends a lost segment as soon
 //! as it finds it (they replace what the network dropped), and PRR counts them as sent.
+//!
+//! Memory: until the first ACK or timeout of data in flight, a connection's window is the
+//! initial one and nothing else has happened, so only the algorithm, the MSS and the peer's
+//! window scale are kept (16 bytes); the rest is allocated then (most of an idle server's
+//! connections never send).
 
 use smoltcp::time::{Duration, Instant};
 
@@ -94,6 +99,19 @@ pub struct Controller {
     algorithm: Algorithm,
     /// The sender's maximum segment size, in bytes.
     mss: u32,
+    /// The peer's window scale (RFC 7323), from its SYN; 0 without one.
+    pub peer_scale: u8,
+    /// Everything else, from the first ACK or timeout with data in flight on; until then
+    /// the window is the initial one.
+    window: Option<Box<Window>>,
+}
+
+/// A controller's state once data has been in flight.
+#[derive(Debug, Clone)]
+struct Window {
+    algorithm: Algorithm,
+    /// The sender's maximum segment size, in bytes.
+    mss: u32,
     /// The congestion window and slow start threshold, in bytes.
     cwnd: u32,
     ssthresh: u32,
@@ -118,18 +136,98 @@ pub struct Controller {
     acked_bytes: u32,
     /// The right edge smoltcp may send up to (wire numbering), from the last event.
     edge: Option<u32>,
-    /// The peer's window scale (RFC 7323), from its SYN; 0 without one.
-    pub peer_scale: u8,
-    pub counters: CongestionCounters,
+    counters: CongestionCounters,
 }
 
 impl Controller {
     /// A connection's controller, before the handshake told the MSS.
     pub fn new(algorithm: Algorithm) -> Controller {
-        Controller {
+        Controller { algorithm, mss: DEFAULT_MSS, peer_scale: 0, window: None }
+    }
+
+    /// The window's state, made now if nothing has happened yet.
+    fn window(&mut self) -> &mut Window {
+        self.window.get_or_insert_with(|| Box::new(Window::new(self.algorithm, self.mss)))
+    }
+
+    /// The handshake told the segment size this side sends (the smaller of the peer's MSS
+    /// option and the local one); the initial window is ten of them (RFC 6928).
+    pub fn set_mss(&mut self, mss: u32) {
+        let mss = mss.max(64);
+        if let Some(window) = self.window.as_deref_mut() {
+            window.set_mss(mss);
+        }
+        self.mss = mss;
+    }
+
+    /// The congestion window, in bytes.
+    pub fn cwnd(&self) -> u32 {
+        self.window.as_deref().map_or(INITIAL_WINDOW_SEGMENTS * self.mss, |window| window.cwnd)
+    }
+
+    /// The slow start threshold, in bytes (`u32::MAX` until the first loss).
+    pub fn ssthresh(&self) -> u32 {
+        self.window.as_deref().map_or(u32::MAX, |window| window.ssthresh)
+    }
+
+    /// The segment size counted in.
+    pub fn mss(&self) -> u32 {
+        self.mss
+    }
+
+    /// What the controller did so far.
+    pub fn counters(&self) -> CongestionCounters {
+        self.window.as_deref().map_or_else(CongestionCounters::default, |window| window.counters)
+    }
+
+    /// Where the connection is in its handling of loss.
+    #[cfg(test)]
+    pub fn phase(&self) -> Phase {
+        self.window.as_deref().map_or(Phase::Open, |window| window.phase)
+    }
+
+    /// An ACK that recovery processed.
+    pub fn on_ack(&mut self, now: Instant, s: AckSample) {
+        self.window().on_ack(now, s);
+    }
+
+    /// A retransmission timeout (recovery resent what it holds): the window is one
+    /// segment, and ssthresh is cut unless a loss episode had cut it already (Linux's
+    /// `tcp_enter_loss`).
+    pub fn on_timeout(&mut self, sent_max: u32) {
+        self.window().on_timeout(sent_max);
+    }
+
+    /// The window field an ACK is to reach smoltcp with: the peer's `window` (a field,
+    /// scaled by [`Controller::peer_scale`]) for acknowledgment `ack` as smoltcp will see
+    /// it, lowered so that the right edge is no further than the congestion window
+    /// allows — but never before `sent_max`, so that nothing in flight falls outside it.
+    /// `in_flight`: whether recovery holds anything unacknowledged.
+    pub fn limit_window(&self, ack: u32, window: u16, sent_max: u32, in_flight: bool) -> u16 {
+        let edge = match self.window.as_deref().and_then(|window| window.edge) {
+            Some(edge) if in_flight => edge,
+            // Nothing in flight: the whole window is room.
+            _ => ack.wrapping_add(self.cwnd()),
+        };
+        let edge = if seq_after(sent_max, edge) { sent_max } else { edge };
+        if !seq_after(edge, ack) && edge != ack {
+            return window;
+        }
+        let allowed = u64::from(edge.wrapping_sub(ack));
+        let shift = u32::from(self.peer_scale.min(14));
+        // Rounded up: a window rounded down could end before what is in flight.
+        let field = allowed.div_ceil(1 << shift).max(1);
+        field.min(u64::from(window)) as u16
+    }
+}
+
+impl Window {
+    /// The initial window: nothing has happened yet.
+    fn new(algorithm: Algorithm, mss: u32) -> Window {
+        Window {
             algorithm,
-            mss: DEFAULT_MSS,
-            cwnd: INITIAL_WINDOW_SEGMENTS * DEFAULT_MSS,
+            mss,
+            cwnd: INITIAL_WINDOW_SEGMENTS * mss,
             ssthresh: u32::MAX,
             phase: Phase::Open,
             prr_delivered: 0,
@@ -144,44 +242,19 @@ impl Controller {
             frac: 0.0,
             acked_bytes: 0,
             edge: None,
-            peer_scale: 0,
             counters: CongestionCounters::default(),
         }
     }
 
-    /// The handshake told the segment size this side sends (the smaller of the peer's MSS
-    /// option and the local one); the initial window is ten of them (RFC 6928).
-    pub fn set_mss(&mut self, mss: u32) {
-        let mss = mss.max(64);
+    /// A new MSS (at least 64): an initial window is ten of them again.
+    fn set_mss(&mut self, mss: u32) {
         if self.cwnd == INITIAL_WINDOW_SEGMENTS * self.mss {
             self.cwnd = INITIAL_WINDOW_SEGMENTS * mss;
         }
         self.mss = mss;
     }
 
-    /// The congestion window, in bytes.
-    pub fn cwnd(&self) -> u32 {
-        self.cwnd
-    }
-
-    /// The slow start threshold, in bytes (`u32::MAX` until the first loss).
-    pub fn ssthresh(&self) -> u32 {
-        self.ssthresh
-    }
-
-    /// The segment size counted in.
-    pub fn mss(&self) -> u32 {
-        self.mss
-    }
-
-    /// Where the connection is in its handling of loss.
-    #[cfg(test)]
-    pub fn phase(&self) -> Phase {
-        self.phase
-    }
-
-    /// An ACK that recovery processed.
-    pub fn on_ack(&mut self, now: Instant, s: AckSample) {
+    fn on_ack(&mut self, now: Instant, s: AckSample) {
         // Whatever smoltcp sent since the last ACK was new data; PRR counts it as sent.
         let new_data = self
             .last_sent_max
@@ -331,10 +404,7 @@ impl Controller {
         self.cwnd = self.cwnd.saturating_add(grown as u32).min(u32::MAX / 2);
     }
 
-    /// A retransmission timeout (recovery resent what it holds): the window is one
-    /// segment, and ssthresh is cut unless a loss episode had cut it already (Linux's
-    /// `tcp_enter_loss`).
-    pub fn on_timeout(&mut self, sent_max: u32) {
+    fn on_timeout(&mut self, sent_max: u32) {
         if self.phase == Phase::Open {
             self.ssthresh = self.reduced();
         } else if self.algorithm == Algorithm::Cubic {
@@ -346,28 +416,6 @@ impl Controller {
         self.counters.timeouts += 1;
         self.last_sent_max = Some(sent_max);
         self.edge = Some(sent_max);
-    }
-
-    /// The window field an ACK is to reach smoltcp with: the peer's `window` (a field,
-    /// scaled by [`Controller::peer_scale`]) for acknowledgment `ack` as smoltcp will see
-    /// it, lowered so that the right edge is no further than the congestion window
-    /// allows — but never before `sent_max`, so that nothing in flight falls outside it.
-    /// `in_flight`: whether recovery holds anything unacknowledged.
-    pub fn limit_window(&self, ack: u32, window: u16, sent_max: u32, in_flight: bool) -> u16 {
-        let edge = match self.edge {
-            Some(edge) if in_flight => edge,
-            // Nothing in flight: the whole window is room.
-            _ => ack.wrapping_add(self.cwnd),
-        };
-        let edge = if seq_after(sent_max, edge) { sent_max } else { edge };
-        if !seq_after(edge, ack) && edge != ack {
-            return window;
-        }
-        let allowed = u64::from(edge.wrapping_sub(ack));
-        let shift = u32::from(self.peer_scale.min(14));
-        // Rounded up: a window rounded down could end before what is in flight.
-        let field = allowed.div_ceil(1 << shift).max(1);
-        field.min(u64::from(window)) as u16
     }
 }
 

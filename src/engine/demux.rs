@@ -780,14 +780,14 @@ fn decide(core: &Engine, parsed: &Parsed, frame: &[u8]) -> Verdict {
 }
 
 fn listener_of(core: &Engine, id: SockId) -> Option<&Listener> {
-    match core.entries.get(&id) {
+    match core.entries.get(&id).map(|e| &**e) {
         Some(Entry { state: SockState::Listening(l), .. }) => Some(l),
         _ => None,
     }
 }
 
 fn listener_mut(core: &mut Engine, id: SockId) -> Option<&mut Listener> {
-    match core.entries.get_mut(&id) {
+    match core.entries.get_mut(&id).map(|e| &mut **e) {
         Some(Entry { state: SockState::Listening(l), .. }) => Some(l),
         _ => None,
     }
@@ -1214,20 +1214,20 @@ fn recover_on_ack(
         return;
     }
     let (blocks, n) = super::recovery::sack_blocks(&frame[seg.offset..seg.end]);
-    let before = conn.cc.is_some().then(|| (conn.recovery.unsacked_bytes(), conn.recovery.counters.bytes));
+    let before = conn.cc.is_some().then(|| (conn.recovery.unsacked_bytes(), conn.recovery.counters().bytes));
     let lost = conn.recovery.on_ack(now, (seg.ack, seg.window, seg.is_empty()), &blocks[..n], pool);
     super::resend(conn, &lost, outbox);
     if let (Some(cc), Some((pipe_before, resent_before)), Some(sent_max)) = (conn.cc.as_mut(), before, conn.sent_max) {
         let pipe = conn.recovery.unsacked_bytes();
-        let resent = (conn.recovery.counters.bytes - resent_before) as u32;
+        let resent = (conn.recovery.counters().bytes - resent_before) as u32;
         let delivered = (pipe_before + resent).saturating_sub(pipe);
         let ack = conn.snd_una.unwrap_or(seg.ack);
         let srtt = conn.recovery.srtt();
         let sample =
             super::congestion::AckSample { ack, delivered, pipe, resent, loss: !lost.is_empty(), sent_max, srtt };
-        let cuts = cc.counters.reductions;
+        let cuts = cc.counters().reductions;
         cc.on_ack(now, sample);
-        if cc.counters.reductions > cuts {
+        if cc.counters().reductions > cuts {
             log::debug!(target: "ustack::congestion", "{}: loss, window cut: {cc:?}", conn.tuple);
         }
     }
@@ -1544,7 +1544,7 @@ pub(crate) fn settle(core: &mut Engine, handle: SocketHandle) {
 /// nothing.
 pub(crate) fn forget_half_open(core: &mut Engine, handle: SocketHandle) {
     if let Some(Owner::Listener(id)) = core.conns.get(&handle).map(|c| c.owner)
-        && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id)
+        && let Some(Entry { state: SockState::Listening(l), .. }) = core.entries.get_mut(&id).map(|e| &mut **e)
     {
         l.syn_queue.retain(|&h| h != handle);
     }

@@ -224,10 +224,10 @@ impl SeqNumbers<'_> {
             conn.sent = Some(LastSent { seq_end, ack, window, edge });
             conn.send_front.on_sent(seq, seq_end);
             if self.recovery && !local && !syn {
+                let sent = conn.recovery.on_sent(self.now, slot, offset, (seq, seq_end), sent_max);
                 if let Some(rtt) = conn.handshake_rtt {
                     conn.recovery.seed_rtt(rtt);
                 }
-                let sent = conn.recovery.on_sent(self.now, slot, offset, (seq, seq_end), sent_max);
                 if sent == super::recovery::Sent::Suppress {
                     return false;
                 }

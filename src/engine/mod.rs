@@ -436,7 +436,7 @@ pub struct Engine {
     iface: Interface,
     /// Every smoltcp socket; smoltcp itself only ever sees one at a time (`one_socket`).
     /// Reached through [`Engine::tcp_mut`] and friends, which note what changed.
-    sockets: SocketSet<'static>,
+    sockets: one_socket::Sockets,
     /// Where smoltcp works on one socket at a time.
     single: one_socket::OneSocket,
     /// The sockets smoltcp must look at in the next poll: touched by the API or a packet.
@@ -460,7 +460,9 @@ pub struct Engine {
     local: Vec<IpAddr>,
     /// The time the driver last gave: what "now" is inside a call.
     now: Instant,
-    entries: HashMap<SockId, Entry>,
+    /// Boxed, as [`Engine::conns`] is: an entry is some 260 bytes, and inline the table's
+    /// empty slots cost as much as its entries (~150 bytes per connection at 10,000).
+    entries: HashMap<SockId, Box<Entry>>,
     /// Boxed: a connection record is some 600 bytes, and a hash table holds up to twice
     /// as many slots as entries; inline, the empty slots cost as much as the records
     /// (the scale scenario's heap per connection grew by ~0.3 KiB when congestion
@@ -541,7 +543,7 @@ impl Engine {
         let secret = isn::Secret::from_keys(rng.next_u64(), rng.next_u64());
         Ok(Engine {
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            sockets: one_socket::Sockets::new(),
             single: one_socket::OneSocket::new(),
             egress: Vec::new(),
             timers: one_socket::Timers::default(),
@@ -725,7 +727,7 @@ impl Engine {
                 if len > 0 && self.udp(handle).recv_queue() == udp_queued && demux::udp_checksums_ok(frame) =>
             {
                 self.demux_log.counters.udp_dropped += 1;
-                if let Some(Entry { udp_dropped, .. }) = self.entries.get_mut(&socket) {
+                if let Some(Entry { udp_dropped, .. }) = self.entries.get_mut(&socket).map(|e| &mut **e) {
                     *udp_dropped += 1;
                 }
                 log::debug!(target: "ustack::demux", "UDP socket #{socket}: receive buffer full, datagram dropped");
@@ -810,9 +812,9 @@ impl Engine {
         for which in due {
             let Which::Tcp(handle) = which else { continue };
             let Some(conn) = self.conns.get_mut(&handle) else { continue };
-            let before = (conn.recovery.counters, conn.recovery.backoff());
+            let before = (conn.recovery.counters(), conn.recovery.backoff());
             let lost = conn.recovery.on_timer(now);
-            let timed_out = conn.recovery.counters.timeout > before.0.timeout;
+            let timed_out = conn.recovery.counters().timeout > before.0.timeout;
             if timed_out && give_up::retries_exhausted(conn, now, before.1 == 0) {
                 log::info!(target: "ustack::recovery", "{}: no ACK for {:?} of retransmissions: ETIMEDOUT", conn.tuple, give_up::RETRIES2_TIMEOUT);
                 conn.pending_error.get_or_insert(Errno::ETIMEDOUT);
@@ -898,7 +900,7 @@ impl Engine {
             },
         };
         let iface = &mut self.iface;
-        self.single.with(&mut self.sockets, which, |set| f(iface, set, &mut out))
+        self.single.with(&mut self.sockets.set, which, |set| f(iface, set, &mut out))
     }
 
     /// smoltcp processes `frame` with socket `which` (or none) in its set; `which` is then
@@ -992,7 +994,7 @@ impl Engine {
     /// Removes a socket from the set and frees it, buffers and all.
     fn remove_socket(&mut self, handle: SocketHandle) {
         // Put a swapped-in socket back, so the set's own copy is what gets removed.
-        self.single.hold(&mut self.sockets, None);
+        self.single.hold(&mut self.sockets.set, None);
         drop(self.sockets.remove(handle));
         // SAFETY: the only socket using the handle's buffers was just dropped.
         unsafe { self.buffers.release_for(handle) };
@@ -1003,30 +1005,30 @@ impl Engine {
 
     /// TCP socket `handle`.
     fn tcp(&self, handle: SocketHandle) -> &tcp::Socket<'static> {
-        self.single.get(&self.sockets, Which::Tcp(handle))
+        self.single.get(&self.sockets.set, Which::Tcp(handle))
     }
 
     /// TCP socket `handle`, to change: smoltcp looks at it in the next poll.
     fn tcp_mut(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
         self.egress.push(Which::Tcp(handle));
-        self.single.get_mut(&mut self.sockets, Which::Tcp(handle))
+        self.single.get_mut(&mut self.sockets.set, Which::Tcp(handle))
     }
 
     /// UDP socket `handle`.
     fn udp(&self, handle: SocketHandle) -> &udp::Socket<'static> {
-        self.single.get(&self.sockets, Which::Udp(handle))
+        self.single.get(&self.sockets.set, Which::Udp(handle))
     }
 
     /// UDP socket `handle`, to change: smoltcp looks at it in the next poll.
     fn udp_mut(&mut self, handle: SocketHandle) -> &mut udp::Socket<'static> {
         self.egress.push(Which::Udp(handle));
-        self.single.get_mut(&mut self.sockets, Which::Udp(handle))
+        self.single.get_mut(&mut self.sockets.set, Which::Udp(handle))
     }
 
     /// UDP socket `handle`, to take received datagrams from. That gives smoltcp nothing
     /// to send, so unlike [`Engine::udp_mut`] it schedules no egress for the socket.
     fn udp_receiving(&mut self, handle: SocketHandle) -> &mut udp::Socket<'static> {
-        self.single.get_mut(&mut self.sockets, Which::Udp(handle))
+        self.single.get_mut(&mut self.sockets.set, Which::Udp(handle))
     }
 
     /// Whether `which` is still a socket of the set.
@@ -1076,7 +1078,7 @@ impl Engine {
     /// catch another client's SYN), for connections the API touched, and in the sweep.
     fn observe(&mut self, handle: SocketHandle, now: Instant) {
         let Some(conn) = self.conns.get_mut(&handle) else { return };
-        let socket: &tcp::Socket = self.single.get(&self.sockets, Which::Tcp(handle));
+        let socket: &tcp::Socket = self.single.get(&self.sockets.set, Which::Tcp(handle));
         let state = socket.state();
         let finished = is_finished(socket);
         if conn.advance(state, now) {
@@ -1086,7 +1088,7 @@ impl Engine {
             // the next packet's accept-queue check counts it.
             let past_handshake = !matches!(state, tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed);
             if let (Owner::Listener(id), true) = (conn.owner, past_handshake)
-                && let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id)
+                && let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id).map(|e| &mut **e)
                 && let Some(pos) = l.syn_queue.iter().position(|&h| h == handle)
             {
                 l.syn_queue.swap_remove(pos);
@@ -1110,7 +1112,8 @@ impl Engine {
             // smoltcp sends a RST'd half-open socket back to LISTEN; ustack never keeps an
             // idle listening socket, so that connection is gone.
             Owner::Listener(id) if matches!(state, tcp::State::Closed | tcp::State::Listen) => {
-                if let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id) {
+                if let Some(Entry { state: SockState::Listening(l), .. }) = self.entries.get_mut(&id).map(|e| &mut **e)
+                {
                     l.syn_queue.retain(|&h| h != handle);
                     l.accept_queue.retain(|&h| h != handle);
                 }
@@ -1237,10 +1240,10 @@ fn congestion_on_timer(conn: &mut Conn, before: recovery::RecoveryCounters, time
     if timed_out {
         cc.on_timeout(sent_max);
         log::debug!(target: "ustack::congestion", "{}: retransmission timeout: {cc:?}", conn.tuple);
-    } else if conn.recovery.counters.fast > before.fast
+    } else if conn.recovery.counters().fast > before.fast
         && let Some(ack) = conn.snd_una
     {
-        let resent = (conn.recovery.counters.bytes - before.bytes) as u32;
+        let resent = (conn.recovery.counters().bytes - before.bytes) as u32;
         let pipe = conn.recovery.unsacked_bytes();
         let srtt = conn.recovery.srtt();
         let sample = congestion::AckSample { ack, delivered: 0, pipe, resent, loss: true, sent_max, srtt };
@@ -1256,6 +1259,6 @@ fn resend(conn: &mut Conn, lost: &[usize], outbox: &mut Outbox) {
         outbox.push(conn.recovery.resend(i, ack, window));
     }
     if !lost.is_empty() {
-        log::debug!(target: "ustack::recovery", "{}: {} segment(s) resent ({:?})", conn.tuple, lost.len(), conn.recovery.counters);
+        log::debug!(target: "ustack::recovery", "{}: {} segment(s) resent ({:?})", conn.tuple, lost.len(), conn.recovery.counters());
     }
 }

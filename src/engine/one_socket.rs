@@ -12,12 +12,14 @@
 //!
 //! A packet for no socket goes to the set with only placeholders in it, where smoltcp
 //! answers as it would have: RST for TCP, port unreachable for UDP, echo replies for ping.
+//!
+//! The set of all sockets is [`Sockets`]: smoltcp's set, grown by an eighth at a time.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
-use smoltcp::socket::{AnySocket, tcp, udp};
+use smoltcp::socket::{AnySocket, Socket, tcp, udp};
 use smoltcp::time::Instant;
 
 use super::HashMap;
@@ -49,15 +51,99 @@ pub struct OneSocket {
     current: Option<Which>,
 }
 
+/// A TCP socket that stands in for another: closed and unbound, it accepts no packet and
+/// sends nothing, and owns no memory.
+fn tcp_placeholder() -> tcp::Socket<'static> {
+    tcp::Socket::new(tcp::SocketBuffer::new(Vec::new()), tcp::SocketBuffer::new(Vec::new()))
+}
+
+/// [`tcp_placeholder`]'s UDP counterpart.
+fn udp_placeholder() -> udp::Socket<'static> {
+    udp::Socket::new(udp::PacketBuffer::new(Vec::new(), Vec::new()), udp::PacketBuffer::new(Vec::new(), Vec::new()))
+}
+
+/// The fewest slots [`Sockets`] adds at a time.
+const MIN_GROWTH: usize = 16;
+
+/// The stack's set of every socket, grown by an eighth at a time.
+///
+/// smoltcp's set is a `Vec` of slots each as large as a TCP socket (~600 bytes) that it
+/// grows by pushing: by doubling, so that at 10,000 connections up to half the slots were
+/// empty (~400 bytes per connection: the largest single cost of an idle connection). The
+/// set is made with room for the slots wanted, and when it is full it is moved into a set
+/// an eighth larger, every socket into the slot of the same handle. Closing a socket frees
+/// its slot for the next one, as in smoltcp's own set; the set never shrinks.
+pub struct Sockets {
+    pub set: SocketSet<'static>,
+    /// Slots the set has (in use or free), sockets in them, and slots it has room for.
+    slots: usize,
+    live: usize,
+    capacity: usize,
+}
+
+impl Sockets {
+    pub fn new() -> Sockets {
+        Sockets { set: SocketSet::new(Vec::new()), slots: 0, live: 0, capacity: 0 }
+    }
+
+    /// Adds `socket` in the first free slot (as smoltcp's set does), growing the set first
+    /// if it has none.
+    pub fn add<T: AnySocket<'static>>(&mut self, socket: T) -> SocketHandle {
+        if self.live == self.slots {
+            // smoltcp's set pushes a slot: make room for it and some more, unless there is.
+            if self.slots == self.capacity {
+                self.capacity = self.slots + (self.slots / 8).max(MIN_GROWTH);
+                self.regrow();
+            }
+            self.slots += 1;
+        }
+        self.live += 1;
+        self.set.add(socket)
+    }
+
+    /// Removes socket `handle`, freeing its slot for the next socket.
+    pub fn remove(&mut self, handle: SocketHandle) -> Socket<'static> {
+        let socket = self.set.remove(handle);
+        self.live -= 1;
+        socket
+    }
+
+    /// Moves every socket into a set with room for `self.capacity` slots, each at its own
+    /// handle: the new set is filled slot by slot with placeholders, each socket swapped
+    /// into the placeholder at its handle; the placeholders of free slots are removed again.
+    fn regrow(&mut self) {
+        let mut grown = SocketSet::new(Vec::with_capacity(self.capacity));
+        let mut free = Vec::new();
+        for (handle, socket) in self.set.iter_mut() {
+            loop {
+                let is_tcp = tcp::Socket::downcast_mut(socket).is_some();
+                let slot = if is_tcp { grown.add(tcp_placeholder()) } else { grown.add(udp_placeholder()) };
+                if slot != handle {
+                    free.push(slot);
+                    continue;
+                }
+                if let Some(tcp) = tcp::Socket::downcast_mut(socket) {
+                    std::mem::swap(tcp, grown.get_mut::<tcp::Socket>(slot));
+                } else {
+                    let udp = udp::Socket::downcast_mut(socket).expect("the stack's sockets are TCP or UDP");
+                    std::mem::swap(udp, grown.get_mut::<udp::Socket>(slot));
+                }
+                break;
+            }
+        }
+        for slot in free {
+            grown.remove(slot);
+        }
+        // The old set holds only placeholders now.
+        self.set = grown;
+    }
+}
+
 impl OneSocket {
     pub fn new() -> OneSocket {
         let mut set = SocketSet::new(Vec::with_capacity(2));
-        // Closed and unbound: they accept no packet and send nothing.
-        let tcp = set.add(tcp::Socket::new(tcp::SocketBuffer::new(Vec::new()), tcp::SocketBuffer::new(Vec::new())));
-        let udp = set.add(udp::Socket::new(
-            udp::PacketBuffer::new(Vec::new(), Vec::new()),
-            udp::PacketBuffer::new(Vec::new(), Vec::new()),
-        ));
+        let tcp = set.add(tcp_placeholder());
+        let udp = set.add(udp_placeholder());
         OneSocket { set, tcp, udp, current: None }
     }
 
@@ -204,5 +290,52 @@ mod tests {
         due.clear();
         timers.take_due(Instant::from_millis(50), &mut due);
         assert!(due.is_empty(), "a forgotten socket never comes due");
+    }
+
+    #[test]
+    fn growing_the_set_keeps_every_socket_at_its_handle() {
+        let mut sockets = Sockets::new();
+        let tcp_on = |port: u16| {
+            let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 64]), tcp::SocketBuffer::new(vec![0; 64]));
+            socket.listen(port).unwrap();
+            socket
+        };
+        let udp_on = |port: u16| {
+            let mut socket = udp_placeholder();
+            socket.bind(port).unwrap();
+            socket
+        };
+        let mut held = Vec::new();
+        for port in 1..=200u16 {
+            let handle = if port % 3 == 0 {
+                Which::Udp(sockets.add(udp_on(port)))
+            } else {
+                Which::Tcp(sockets.add(tcp_on(port)))
+            };
+            held.push((handle, port));
+        }
+        // Free slots here and there, some refilled: the set's slots are not all in use
+        // when it next grows.
+        for i in (0..held.len()).rev().filter(|i| i % 7 == 0) {
+            let (which, _) = held.remove(i);
+            sockets.remove(which.handle());
+        }
+        for port in 1001..=1010u16 {
+            held.push((Which::Tcp(sockets.add(tcp_on(port))), port));
+        }
+        // Enough to grow it several times (by an eighth each).
+        for port in 2001..=2400u16 {
+            held.push((Which::Tcp(sockets.add(tcp_on(port))), port));
+        }
+        assert!(
+            sockets.capacity >= sockets.slots && sockets.capacity <= sockets.slots + sockets.slots / 8 + MIN_GROWTH
+        );
+        assert_eq!(sockets.set.iter().count(), held.len());
+        for (which, port) in held {
+            match which {
+                Which::Tcp(h) => assert_eq!(sockets.set.get::<tcp::Socket>(h).listen_endpoint().port, port),
+                Which::Udp(h) => assert_eq!(sockets.set.get::<udp::Socket>(h).endpoint().port, port),
+            }
+        }
     }
 }

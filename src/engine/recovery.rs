@@ -21,7 +21,9 @@
 //! (through [`super::send_front`], which fixes what its rewinds would otherwise refuse).
 //!
 //! Memory: one copy of each unacknowledged segment, which smoltcp's send buffer bounds;
-//! buffers are reused.
+//! buffers are reused. A connection that has sent no data holds nothing but a null pointer:
+//! the state is allocated with the first segment recorded (most of an idle server's
+//! connections never send), and the list of segments gives its room back when it empties.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -89,9 +91,19 @@ impl RecoveryCounters {
     }
 }
 
-/// One connection's loss recovery.
-#[derive(Debug)]
+/// One connection's loss recovery: nothing until it records its first segment.
+#[derive(Debug, Default)]
 pub struct Recovery {
+    state: Option<Box<State>>,
+}
+
+/// Room for segments that a flight's list keeps once it empties; beyond it, the list
+/// gives its memory back (an idle connection does not keep a bulk transfer's).
+const IDLE_CAPACITY: usize = 16;
+
+/// What recovery knows of a connection once it has sent data.
+#[derive(Debug)]
+struct State {
     /// Unacknowledged segments, in sequence order.
     flight: VecDeque<Segment>,
     /// Of `flight`: the sequence space of the segments not SACKed (the congestion
@@ -128,12 +140,12 @@ pub struct Recovery {
     /// Recording stopped (too many segments): smoltcp recovers on its own until the
     /// flight drains.
     overflowed: bool,
-    pub counters: RecoveryCounters,
+    counters: RecoveryCounters,
 }
 
-impl Default for Recovery {
+impl Default for State {
     fn default() -> Self {
-        Recovery {
+        State {
             flight: VecDeque::new(),
             unsacked: 0,
             sacked_segments: 0,
@@ -183,12 +195,108 @@ impl Recovery {
         }
         let old = sent_max.is_some_and(|max| seq_at_or_after(max, end));
         if old {
-            if !self.overflowed && self.covers(seq, end) {
-                self.counters.suppressed += 1;
-                return Sent::Suppress;
-            }
-            return Sent::Send;
+            return match self.state.as_deref_mut() {
+                Some(state) => state.on_sent_again(seq, end),
+                None => Sent::Send,
+            };
         }
+        self.state.get_or_insert_default().on_sent(now, packet, offset, (seq, end))
+    }
+
+    /// A segment from the peer with acknowledgment `ack`, window field `window`, SACK
+    /// blocks `sacks`, and no data if `empty`. Marks what it acknowledges, measures the
+    /// RTT, and detects losses; returns the segments to resend now, by index for
+    /// [`Recovery::resend`].
+    pub fn on_ack(
+        &mut self,
+        now: Instant,
+        ack: (u32, u16, bool),
+        sacks: &[(u32, u32)],
+        pool: &mut PacketPool,
+    ) -> Vec<usize> {
+        match self.state.as_deref_mut() {
+            Some(state) => state.on_ack(now, ack, sacks, pool),
+            None => Vec::new(),
+        }
+    }
+
+    /// The handshake's RTT, as a first sample before any data was acknowledged (Linux
+    /// measures the SYN-ACK's too). Until a segment is recorded there is nothing to seed
+    /// and nothing reads the RTT: call it after each [`Recovery::on_sent`].
+    pub fn seed_rtt(&mut self, rtt: Duration) {
+        if let Some(state) = self.state.as_deref_mut()
+            && state.srtt.is_none()
+        {
+            state.sample_rtt(rtt);
+        }
+    }
+
+    /// When recovery next has something to do, if ever.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.state.as_deref().and_then(State::deadline)
+    }
+
+    /// The timers due at `now`: the indices of the segments to resend.
+    pub fn on_timer(&mut self, now: Instant) -> Vec<usize> {
+        match self.state.as_deref_mut() {
+            Some(state) => state.on_timer(now),
+            None => Vec::new(),
+        }
+    }
+
+    /// The packet of segment `i` (an index [`Recovery::on_ack`] or [`Recovery::on_timer`]
+    /// gave), its acknowledgment number and window brought up to date with `ack` and
+    /// `window` (the last ones ustack sent), ready to go out again.
+    pub fn resend(&mut self, i: usize, ack: u32, window: u16) -> &Packet {
+        self.state.as_deref_mut().expect("only recorded segments have indices").resend(i, ack, window)
+    }
+
+    /// Lets go of every segment held (the connection is gone), keeping the counters.
+    pub fn release(&mut self) {
+        if let Some(state) = self.state.as_deref_mut() {
+            *state = State { counters: state.counters, ..State::default() };
+        }
+    }
+
+    /// Segments held.
+    pub fn in_flight(&self) -> usize {
+        self.state.as_deref().map_or(0, |state| state.flight.len())
+    }
+
+    /// Bytes sent and neither acknowledged nor SACKed: what is in the network, for
+    /// congestion control (lost segments are resent at once, so this is RFC 6675's pipe).
+    pub fn unsacked_bytes(&self) -> u32 {
+        self.state.as_deref().map_or(0, State::unsacked_bytes)
+    }
+
+    /// The smoothed RTT, once measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.state.as_deref().and_then(|state| state.srtt)
+    }
+
+    /// How many times the retransmission timeout has doubled since the last progress.
+    pub fn backoff(&self) -> u32 {
+        self.state.as_deref().map_or(0, |state| state.backoff)
+    }
+
+    /// What recovery did so far.
+    pub fn counters(&self) -> RecoveryCounters {
+        self.state.as_deref().map_or_else(RecoveryCounters::default, |state| state.counters)
+    }
+}
+
+impl State {
+    /// smoltcp sent `seq..end` again (it lies before SND.MAX).
+    fn on_sent_again(&mut self, seq: u32, end: u32) -> Sent {
+        if !self.overflowed && self.covers(seq, end) {
+            self.counters.suppressed += 1;
+            return Sent::Suppress;
+        }
+        Sent::Send
+    }
+
+    /// smoltcp sent new data, `seq..end`.
+    fn on_sent(&mut self, now: Instant, packet: &Packet, offset: usize, (seq, end): (u32, u32)) -> Sent {
         if self.flight.len() >= MAX_SEGMENTS {
             self.overflowed = true;
         }
@@ -233,11 +341,7 @@ impl Recovery {
         false
     }
 
-    /// A segment from the peer with acknowledgment `ack`, window field `window`, SACK
-    /// blocks `sacks`, and no data if `empty`. Marks what it acknowledges, measures the
-    /// RTT, and detects losses; the segments to resend now are appended to `resend`
-    /// (copies with the current ACK and window: see [`Recovery::resend`]).
-    pub fn on_ack(
+    fn on_ack(
         &mut self,
         now: Instant,
         (ack, window, empty): (u32, u16, bool),
@@ -288,6 +392,9 @@ impl Recovery {
             if let Some(s) = self.flight.pop_front() {
                 pool.give(s.packet);
             }
+        }
+        if self.flight.is_empty() && self.flight.capacity() > IDLE_CAPACITY {
+            self.flight = VecDeque::new();
         }
         // SACK blocks (below the cumulative ACK they are D-SACKs, which say nothing new).
         for &(left, right) in sacks {
@@ -364,14 +471,6 @@ impl Recovery {
         lost
     }
 
-    /// The handshake's RTT, as a first sample before any data was acknowledged (Linux
-    /// measures the SYN-ACK's too).
-    pub fn seed_rtt(&mut self, rtt: Duration) {
-        if self.srtt.is_none() {
-            self.sample_rtt(rtt);
-        }
-    }
-
     fn sample_rtt(&mut self, rtt: Duration) {
         self.min_rtt = Some(self.min_rtt.map_or(rtt, |min| min.min(rtt)));
         match self.srtt {
@@ -436,8 +535,7 @@ impl Recovery {
         Some(pto.max(PTO_MIN))
     }
 
-    /// When recovery next has something to do, if ever.
-    pub fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self) -> Option<Instant> {
         if self.flight.is_empty() || self.overflowed {
             return None;
         }
@@ -447,8 +545,7 @@ impl Recovery {
         [Some(rto), probe, self.reorder_at].into_iter().flatten().min()
     }
 
-    /// The timers due at `now`: the indices of the segments to resend.
-    pub fn on_timer(&mut self, now: Instant) -> Vec<usize> {
+    fn on_timer(&mut self, now: Instant) -> Vec<usize> {
         let Some(from) = self.rto_from else { return Vec::new() };
         if self.overflowed {
             return Vec::new();
@@ -504,10 +601,7 @@ impl Recovery {
         Vec::new()
     }
 
-    /// The packet of segment `i` (an index [`Recovery::on_ack`] or [`Recovery::on_timer`]
-    /// gave), its acknowledgment number and window brought up to date with `ack` and
-    /// `window` (the last ones ustack sent), ready to go out again.
-    pub fn resend(&mut self, i: usize, ack: u32, window: u16) -> &Packet {
+    fn resend(&mut self, i: usize, ack: u32, window: u16) -> &Packet {
         let s = &mut self.flight[i];
         self.counters.bytes += u64::from(s.end.wrapping_sub(s.seq));
         let packet = Arc::make_mut(&mut s.packet);
@@ -516,35 +610,13 @@ impl Recovery {
         &s.packet
     }
 
-    /// Lets go of every segment held (the connection is gone), keeping the counters.
-    pub fn release(&mut self) {
-        *self = Recovery { counters: self.counters, ..Recovery::default() };
-    }
-
-    /// Segments held.
-    pub fn in_flight(&self) -> usize {
-        self.flight.len()
-    }
-
-    /// Bytes sent and neither acknowledged nor SACKed: what is in the network, for
-    /// congestion control (lost segments are resent at once, so this is RFC 6675's pipe).
-    pub fn unsacked_bytes(&self) -> u32 {
+    fn unsacked_bytes(&self) -> u32 {
         debug_assert_eq!(
             self.unsacked,
             self.flight.iter().filter(|s| !s.sacked).map(|s| s.end.wrapping_sub(s.seq)).sum::<u32>()
         );
         debug_assert_eq!(self.sacked_segments, self.flight.iter().filter(|s| s.sacked).count());
         self.unsacked
-    }
-
-    /// The smoothed RTT, once measured.
-    pub fn srtt(&self) -> Option<Duration> {
-        self.srtt
-    }
-
-    /// How many times the retransmission timeout has doubled since the last progress.
-    pub fn backoff(&self) -> u32 {
-        self.backoff
     }
 }
 
@@ -561,4 +633,43 @@ pub fn sack_blocks(tcp: &[u8]) -> ([(u32, u32); 4], usize) {
         }
     }
     (blocks, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment as recovery sees one: a bare TCP header (at offset 0) and `len` bytes.
+    fn segment(len: usize) -> Packet {
+        let mut packet = vec![0; 20 + len];
+        packet[12] = 5 << 4;
+        Arc::new(packet)
+    }
+
+    #[test]
+    fn nothing_is_held_before_data_and_an_emptied_flight_gives_its_room_back() {
+        let now = Instant::from_millis(0);
+        let mut recovery = Recovery::default();
+        // Pure ACKs are not recorded: a connection that only receives holds nothing.
+        recovery.on_sent(now, &segment(0), 0, (1000, 1000), Some(1000));
+        recovery.seed_rtt(Duration::from_millis(5));
+        assert!(recovery.state.is_none());
+        assert_eq!((recovery.in_flight(), recovery.srtt(), recovery.deadline()), (0, None, None));
+
+        // A bulk transfer's flight, then everything acknowledged.
+        let mut seq = 1000u32;
+        for _ in 0..100 {
+            recovery.on_sent(now, &segment(100), 0, (seq, seq + 100), Some(seq));
+            seq += 100;
+        }
+        recovery.seed_rtt(Duration::from_millis(5));
+        assert_eq!(recovery.in_flight(), 100);
+        assert_eq!(recovery.srtt(), Some(Duration::from_millis(5)), "the handshake's RTT seeds the state");
+        let mut pool = PacketPool::default();
+        let lost = recovery.on_ack(Instant::from_millis(10), (seq, 1000, true), &[], &mut pool);
+        assert!(lost.is_empty());
+        assert_eq!(recovery.in_flight(), 0);
+        let state = recovery.state.as_deref().unwrap();
+        assert!(state.flight.capacity() <= IDLE_CAPACITY, "{} segments' room kept", state.flight.capacity());
+    }
 }

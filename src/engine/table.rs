@@ -247,8 +247,8 @@ impl Conn {
             timeline: self.timeline_ms(),
             handshake_rtt_ms: self.handshake_rtt.map(|d| d.total_micros() as f64 / 1000.0),
             closed_first: self.closed_first,
-            resent_segments: self.recovery.counters.segments(),
-            resent_bytes: self.recovery.counters.bytes,
+            resent_segments: self.recovery.counters().segments(),
+            resent_bytes: self.recovery.counters().bytes,
         }
     }
 }
