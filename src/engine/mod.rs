@@ -862,7 +862,7 @@ impl Engine {
     /// Whether listener `id`'s accept queue is still past a quarter of its backlog: an
     /// application that was behind has not caught up yet.
     pub fn still_crowded(&self, id: SockId) -> bool {
-        match self.entries.get(&id) {
+        match self.entries.get(&id).map(|e| &**e) {
             Some(Entry { state: SockState::Listening(l), .. }) => l.accept_queue.len() > l.backlog as usize / 4,
             _ => false,
         }
