@@ -39,6 +39,7 @@ use crate::engine::{DemuxEvent, DemuxRow, DemuxTable, Engine, SockId, StackConfi
 
 mod clock;
 mod device;
+mod drive;
 mod shards;
 
 pub(crate) use clock::Clock;
@@ -78,6 +79,10 @@ pub(crate) struct Locked {
     wake_at: Option<smoltcp::time::Instant>,
     /// The tasks of async calls waiting on each socket (see [`Wakers`]).
     wakers: HashMap<SockId, Wakers>,
+    /// The socket whose blocked call waits on the device itself, if one does (see [`drive`]).
+    driving: Option<SockId>,
+    /// The buffer a driving call reads frames into (allocated on the first drive).
+    drive_frame: Vec<u8>,
 }
 
 /// What an async call on a socket waits for: to read (or accept), or to write (or connect).
@@ -160,6 +165,11 @@ pub(crate) struct Shared {
     touch_hook: OnceLock<TouchHook>,
     /// The stack this engine is one shard of, if it has several (see [`shards`]).
     pub(crate) set: OnceLock<Arc<ShardSet>>,
+    /// The epoll sets a driving call and the stack thread wait on the device with; None
+    /// if the device cannot be waited on that way (then no call drives it).
+    watch: Option<drive::Watch>,
+    /// Bytes a frame read from the device may take.
+    frame_capacity: usize,
 }
 
 /// What [`Shared::after_call`] did beside waking waiters.
@@ -218,9 +228,18 @@ impl Stack {
             touched: Vec::new(),
             wake_at: None,
             wakers: HashMap::new(),
+            driving: None,
+            drive_frame: Vec::new(),
         };
         let preread = preread_buffers(device.capabilities().max_transmission_unit);
         let mtu = device.capabilities().max_transmission_unit;
+        let watch = match drive::Watch::new(device.wait_fd(), wake.as_fd()) {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                log::debug!(target: "ustack", "calls do not drive this device ({e}); the stack thread alone reads it");
+                None
+            }
+        };
         let shared = Arc::new(Shared {
             locked: Mutex::new(locked),
             changed: Condvar::new(),
@@ -229,6 +248,8 @@ impl Stack {
             device: SharedDevice::new(device, clock),
             touch_hook: OnceLock::new(),
             set: OnceLock::new(),
+            watch,
+            frame_capacity: mtu.max(crate::device::tun::RX_BUFFER_GSO),
         });
         let thread_shared = shared.clone();
         let thread =
@@ -259,6 +280,14 @@ impl Stack {
     #[doc(hidden)]
     pub fn barrier(&self) {
         self.each_shard().for_each(|shard| drop(shard.lock()));
+    }
+
+    /// The socket whose blocked receive waits on the device itself now, if one does (see
+    /// [`drive`]): for tests that need a call to be in that wait before they go on.
+    // Public only for the tests; not part of the library's API.
+    #[doc(hidden)]
+    pub fn driving(&self) -> Option<SockId> {
+        self.shared.lock().driving
     }
 
     /// The stack's addresses.
@@ -429,19 +458,94 @@ impl Shared {
     pub fn after_call(&self, locked: &mut Locked, caller: SockId) -> AfterCall {
         let mut queued = false;
         if locked.engine.wants_poll() && locked.down.is_none() {
-            let now = locked.clock.now();
-            let next = locked.engine.poll(now);
-            queued = !locked.engine.outbox().is_empty();
-            self.device.push(locked.engine.outbox());
-            // Due now (more to do: looped-back packets, a full outbox), or before the
-            // stack thread means to look.
-            if next.is_some_and(|at| at <= now || locked.wake_at.is_none_or(|planned| at < planned)) {
-                locked.wake_at = next;
-                self.wake();
-            }
+            queued = self.poll_engine(locked);
         }
         let touched = self.notify_touched(locked, Some(caller));
         AfterCall { queued, touched }
+    }
+
+    /// Polls the engine from an API call and queues what it sent for the device; wakes the
+    /// stack thread if the engine's next deadline moved earlier. Returns whether packets
+    /// were queued.
+    fn poll_engine(&self, locked: &mut Locked) -> bool {
+        let now = locked.clock.now();
+        let next = locked.engine.poll(now);
+        let queued = !locked.engine.outbox().is_empty();
+        self.device.push(locked.engine.outbox());
+        // Due now (more to do: looped-back packets, a full outbox), or before the
+        // stack thread means to look.
+        if next.is_some_and(|at| at <= now || locked.wake_at.is_none_or(|planned| at < planned)) {
+            locked.wake_at = next;
+            self.wake();
+        }
+        queued
+    }
+
+    /// Whether a blocked call on socket `id` may wait on the device itself now (see
+    /// [`drive`]): nobody else does, and the device and stack allow it.
+    pub fn may_drive(&self, locked: &Locked, id: SockId) -> bool {
+        // A stack of several shards steers frames between them; only its threads read.
+        self.watch.is_some() && locked.driving.is_none() && self.set.get().is_none() && locked.engine.is_open(id)
+    }
+
+    /// Waits, as socket `id`'s blocked call, on the device until it has frames, something
+    /// touches the socket, or `timeout`; then reads and hands to the engine what the device
+    /// has, as a round of the stack thread would (see [`drive`]). Call only when
+    /// [`Shared::may_drive`]. Returns the guard, and false if the stack thread held frames
+    /// that have to go first: the caller should then wait on its socket as usual once.
+    pub fn drive<'a>(
+        &'a self,
+        mut locked: MutexGuard<'a, Locked>,
+        id: SockId,
+        timeout: Option<Duration>,
+    ) -> (MutexGuard<'a, Locked>, bool) {
+        let Some(watch) = &self.watch else { return (locked, false) };
+        locked.driving = Some(id);
+        drop(locked);
+        // Woken or not, the device is read afterwards: a frame whose (exclusive) wake-up
+        // this wait took as it ended must not wait for the next one.
+        watch.caller_wait(timeout);
+        let mut locked = self.lock();
+        locked.driving = None;
+        if locked.down.is_some() {
+            return (locked, true);
+        }
+        let now = locked.clock.now();
+        let mut frame = std::mem::take(&mut locked.drive_frame);
+        if frame.capacity() == 0 {
+            frame.reserve_exact(self.frame_capacity);
+        }
+        let mut frames = 0;
+        let mut held = false;
+        while frames < INGRESS_BATCH {
+            match self.device.receive_unless_held(now, &mut frame) {
+                Some(true) => {
+                    locked.engine.ingress(now, &mut frame);
+                    frames += 1;
+                }
+                Some(false) => break,
+                None => {
+                    held = true;
+                    break;
+                }
+            }
+        }
+        locked.drive_frame = frame;
+        if frames > 0 {
+            self.poll_engine(&mut locked);
+            self.notify_touched(&mut locked, None);
+        }
+        // More frames than a batch, or a device error: the stack thread carries on.
+        if frames == INGRESS_BATCH || self.device.failed() {
+            self.wake();
+        }
+        if self.device.has_queued() {
+            // What the frames made (acknowledgements, replies) goes out now; the lock
+            // was let go meanwhile, so the call is asked again before waiting.
+            self.unlock(locked);
+            locked = self.lock();
+        }
+        (locked, !held)
     }
 
     /// Lets go of the engine lock and writes what API calls queued (unless another thread
@@ -474,6 +578,9 @@ impl Shared {
         if let Some(set) = self.set.get() {
             set.touched();
         }
+        if let Some(watch) = &self.watch {
+            watch.wake_caller();
+        }
         self.changed.notify_all();
         for queue in self.queues.iter() {
             queue.notify_all();
@@ -492,6 +599,11 @@ impl Shared {
             return false;
         }
         let caller_touched = caller.is_some_and(|id| touched.contains(&id));
+        if let (Some(driving), Some(watch)) = (locked.driving, &self.watch)
+            && touched.contains(&driving)
+        {
+            watch.wake_caller();
+        }
         if !locked.wakers.is_empty() {
             for id in &touched {
                 if let Some(wakers) = locked.wakers.remove(id) {
@@ -577,11 +689,13 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
     let clock = shared.lock().clock;
     loop {
         let mut prereads = 0;
+        let mut emptied = false;
         let read_at = clock.now();
         while prereads < preread.len() {
             // What the read's flush left, the flush after the round writes.
             let (received, _) = device.receive_into(read_at, &mut preread[prereads]);
             if !received {
+                emptied = true;
                 break;
             }
             prereads += 1;
@@ -593,17 +707,22 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
                 break;
             }
             let now = clock.now();
-            let mut more = false;
+            let mut frames = 0;
             let mut prereads = preread[..prereads].iter_mut();
-            for _ in 0..INGRESS_BATCH {
+            while frames < INGRESS_BATCH {
                 if let Some(buffer) = prereads.next() {
                     std::mem::swap(&mut frame, buffer);
-                } else if !device.try_receive_into(now, &mut frame) {
+                } else if emptied || !device.try_receive_into(now, &mut frame) {
+                    // The device said it had nothing left a moment ago (frames that came
+                    // since wake the sleep below), or it is busy.
                     break;
                 }
-                more = true;
+                frames += 1;
                 locked.engine.ingress(now, &mut frame);
             }
+            device.release_held();
+            // A full batch: more may be waiting, go round again at once.
+            let more = frames == INGRESS_BATCH;
             let next = locked.engine.poll(now);
             device.push(locked.engine.outbox());
             if let Some(err) = device.take_error() {
@@ -635,6 +754,12 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
 
 /// Sleeps until the device is readable, the API wakes us, or `delay` passes.
 fn sleep(shared: &Shared, delay: Option<Duration>) {
+    if let Some(watch) = &shared.watch {
+        if watch.stack_wait(delay).wake {
+            let _ = shared.wake.read();
+        }
+        return;
+    }
     let timeout = match delay {
         // Round up: waking a little early only means another short sleep.
         Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
