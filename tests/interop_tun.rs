@@ -663,7 +663,11 @@ fn kernel_packets_for_other_sockets_arrive_while_a_udp_recv_reads_the_tun() {
         });
         let kernel = lab.ns.run(|| KernelUdp::bind(addr(KERNEL, 0))).unwrap().unwrap();
         for i in 0..3u8 {
-            until_driving();
+            // The first is read by the waiting call, which then leaves the device to the
+            // stack thread (the traffic was not for it): both ways deliver.
+            if i == 0 {
+                until_driving();
+            }
             kernel.send_to(&[i; 20], addr(USTACK, 7002)).unwrap();
             let mut fds = [ustack::PollFd::new(other.socket(), ustack::Events::IN)];
             assert_eq!(ustack::poll(&mut fds, Some(PATIENCE)).unwrap(), 1, "the datagram arrived");
@@ -685,7 +689,6 @@ fn kernel_packets_for_other_sockets_arrive_while_a_udp_recv_reads_the_tun() {
             .unwrap()
             .unwrap();
         assert!(echoed == pattern(100_000, 1), "the TCP echo came back whole");
-        until_driving();
         assert!(!blocked.is_finished(), "nothing was sent to the waiting socket yet");
         kernel.send_to(b"yours", addr(USTACK, 7001)).unwrap();
         assert_eq!(blocked.join().unwrap(), b"yours");

@@ -234,10 +234,10 @@ impl Socket {
             } else if after.touched {
                 // The call's own poll changed the socket: ask again.
             } else if may_drive && self.shared.may_drive(&locked, self.id) {
-                let (guard, drove) = self.shared.drive(locked, self.id, left);
+                let (guard, again) = self.shared.drive(locked, self.id, left);
                 locked = guard;
-                // The stack thread had frames to hand over first: wait for it this once.
-                may_drive = drove;
+                // Otherwise the stack thread reads until this socket is woken.
+                may_drive = again;
             } else {
                 locked = self.shared.wait_socket(locked, self.id, left).0;
                 may_drive = datagram_read;

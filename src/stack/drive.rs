@@ -8,7 +8,11 @@
 //! condition variable: when a frame arrives it takes the engine lock, reads what the
 //! device has and hands it to the engine, as a round of the stack thread would, and then
 //! asks its socket again. Frames for other sockets are delivered and their waiters woken
-//! the same way the stack thread does it; timers stay the stack thread's.
+//! the same way the stack thread does it; timers stay the stack thread's. A caller whose
+//! reads brought only other sockets' frames goes back to waiting on its condition
+//! variable until its own socket is woken: a thread blocked on a quiet socket does not
+//! become the reader of everybody else's traffic (the stack thread reads outside the
+//! lock, which overlaps with API calls; a driving caller reads under it).
 //!
 //! Who is woken for a frame: the driving caller and the stack thread both wait on the
 //! device in epoll sets of their own, registered with `EPOLLEXCLUSIVE`, the caller's first.

@@ -491,8 +491,10 @@ impl Shared {
     /// Waits, as socket `id`'s blocked call, on the device until it has frames, something
     /// touches the socket, or `timeout`; then reads and hands to the engine what the device
     /// has, as a round of the stack thread would (see [`drive`]). Call only when
-    /// [`Shared::may_drive`]. Returns the guard, and false if the stack thread held frames
-    /// that have to go first: the caller should then wait on its socket as usual once.
+    /// [`Shared::may_drive`]. Returns the guard, and whether the caller should drive again
+    /// if it has to wait: not if the stack thread held frames that had to go first, nor if
+    /// the frames read were all for other sockets — a thread waiting on a quiet socket
+    /// does not become the reader of everybody else's traffic; the stack thread is.
     pub fn drive<'a>(
         &'a self,
         mut locked: MutexGuard<'a, Locked>,
@@ -531,9 +533,10 @@ impl Shared {
             }
         }
         locked.drive_frame = frame;
+        let mut again = !held;
         if frames > 0 {
             self.poll_engine(&mut locked);
-            self.notify_touched(&mut locked, None);
+            again &= self.notify_touched(&mut locked, Some(id));
         }
         // More frames than a batch, or a device error: the stack thread carries on.
         if frames == INGRESS_BATCH || self.device.failed() {
@@ -545,7 +548,7 @@ impl Shared {
             self.unlock(locked);
             locked = self.lock();
         }
-        (locked, !held)
+        (locked, again)
     }
 
     /// Lets go of the engine lock and writes what API calls queued (unless another thread
