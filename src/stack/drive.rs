@@ -9,7 +9,7 @@
 //! device has and hands it to the engine, as a round of the stack thread would, and then
 //! asks its socket again. Frames for other sockets are delivered and their waiters woken
 //! the same way the stack thread does it; timers stay the stack thread's. A caller whose
-//! reads brought only other sockets' frames goes back to waiting on its condition
+//! reads brought other sockets' frames and none of its own goes back to waiting on its condition
 //! variable until its own socket is woken: a thread blocked on a quiet socket does not
 //! become the reader of everybody else's traffic (the stack thread reads outside the
 //! lock, which overlaps with API calls; a driving caller reads under it).

@@ -9,14 +9,15 @@
 //! every round. A call that gave the engine something to send (data, a connect, a close,
 //! a window opened by a read) polls the engine itself and writes the packets to the
 //! device once it has let go of the engine lock, rather than waking the stack thread to
-//! do it: a request answered by the application costs one thread hand-off, not two (see
-//! [`device`] for how threads share the device and keep the packets' order). It wakes
+//! do it (see [`device`] for how threads share the device and keep the packets' order);
+//! and a blocked UDP receive waits on the device itself and reads it (see [`drive`]), so a
+//! request answered by a UDP server costs no hand-off between threads at all. A call wakes
 //! the stack thread (an eventfd) only when the engine's next deadline moved earlier than
 //! the one the thread sleeps for. The stack thread reads what the device has before it
 //! takes the lock and writes what the engine sent after letting go of it, so its device
-//! I/O overlaps with API calls instead of taking turns with them. It sleeps in `poll(2)`
-//! on the device and the eventfd until the engine's next deadline: no busy loop, no
-//! fixed tick.
+//! I/O overlaps with API calls instead of taking turns with them. It sleeps on the device
+//! and the eventfd (`epoll_wait`, or `poll(2)` on a device [`drive`] cannot watch) until
+//! the engine's next deadline: no busy loop, no fixed tick.
 //!
 //! Async callers (`crate::tokio`) wait the same way without a thread: a call that says
 //! EAGAIN leaves its task's waker in a registry beside the wait queues, under the same
@@ -493,8 +494,9 @@ impl Shared {
     /// has, as a round of the stack thread would (see [`drive`]). Call only when
     /// [`Shared::may_drive`]. Returns the guard, and whether the caller should drive again
     /// if it has to wait: not if the stack thread held frames that had to go first, nor if
-    /// the frames read were all for other sockets — a thread waiting on a quiet socket
-    /// does not become the reader of everybody else's traffic; the stack thread is.
+    /// the frames read touched other sockets and not the caller's — a thread waiting on a
+    /// quiet socket does not become the reader of everybody else's traffic; the stack
+    /// thread is.
     pub fn drive<'a>(
         &'a self,
         mut locked: MutexGuard<'a, Locked>,
@@ -536,7 +538,11 @@ impl Shared {
         let mut again = !held;
         if frames > 0 {
             self.poll_engine(&mut locked);
-            again &= self.notify_touched(&mut locked, Some(id));
+            // Frames that touched no socket (the kernel's IPv6 chatter, a ping) do not count.
+            let locked = &mut *locked;
+            locked.engine.take_touched(&mut locked.touched);
+            again &= locked.touched.iter().all(|&other| other == id) || locked.touched.contains(&id);
+            self.notify_touched(locked, None);
         }
         // More frames than a batch, or a device error: the stack thread carries on.
         if frames == INGRESS_BATCH || self.device.failed() {
