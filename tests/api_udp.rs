@@ -5,7 +5,7 @@ use ustack_testkit::*;
 
 use std::net::{Shutdown, SocketAddr};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ustack::{Domain, Errno, Events, PollFd, Socket};
 
@@ -297,4 +297,96 @@ fn a_stack_sends_datagrams_to_its_own_addresses() {
         assert_eq!(rx.recv_from(&mut buf).unwrap(), (4, from));
         assert_eq!(&buf[..4], b"loop");
     }
+}
+
+/// Waits (up to [`WAIT`]) until `socket`'s blocked receive waits on `stack`'s device itself
+/// (a blocked datagram receive does when no other call does; see `stack::drive`).
+#[track_caller]
+fn until_driving(stack: &ustack::Stack, socket: &Socket) {
+    let deadline = Instant::now() + WAIT;
+    while stack.driving() != Some(socket.id()) {
+        assert!(Instant::now() < deadline, "the blocked receive never waited on the device");
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn while_a_blocked_recv_reads_the_device_other_sockets_get_their_packets() {
+    // A blocked recvfrom reads the device itself and hands the stack what it reads: a
+    // datagram for another socket still reaches it (and wakes poll()). The waiting call
+    // then leaves the device to the stack thread (the traffic was not for it): a TCP
+    // connection across the stack works meanwhile, and the call still gets its own
+    // datagram in the end.
+    let p = pair();
+    let (waiting, waiting_at) = bound(&p.b, B);
+    let (other, other_at) = bound(&p.b, B);
+    let (tx, from) = bound(&p.a, A);
+    waiting.set_read_timeout(Some(WAIT)).unwrap();
+    other.set_nonblocking(true).unwrap();
+    thread::scope(|scope| {
+        let blocked = scope.spawn(|| {
+            let mut buf = [0; 16];
+            let (n, sender) = waiting.recv_from(&mut buf).unwrap();
+            (buf[..n].to_vec(), sender)
+        });
+        until_driving(&p.b, &waiting);
+        tx.send_to(&[7; 10], other_at).unwrap();
+        wait_for(&other, Events::IN);
+        let mut buf = [0; 16];
+        assert_eq!(other.recv_from(&mut buf).unwrap(), (10, from));
+        assert_eq!(buf[..10], [7; 10]);
+        let (client, server) = connection(&p, A, B);
+        client.send(b"over tcp").unwrap();
+        assert_eq!(recv_exact(&server, 8), b"over tcp");
+        assert!(!blocked.is_finished(), "nothing was sent to the waiting socket yet");
+        tx.send_to(b"yours", waiting_at).unwrap();
+        assert_eq!(blocked.join().unwrap(), (b"yours".to_vec(), from));
+    });
+}
+
+#[test]
+fn a_blocked_recv_reading_the_device_gets_each_of_its_datagrams() {
+    // Request after request to one socket, as a UDP server sees them, the server's
+    // blocked receive waiting on the device from the first (both stacks' receives do,
+    // the client's too): every datagram arrives, in order, none left unread until a timeout.
+    let p = pair();
+    let (server, server_at) = bound(&p.b, B);
+    let (client, client_at) = bound(&p.a, A);
+    server.set_read_timeout(Some(WAIT)).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut buf = [0; 16];
+            for _ in 0..100 {
+                let (n, peer) = server.recv_from(&mut buf).unwrap();
+                assert_eq!(peer, client_at);
+                server.send_to(&buf[..n], peer).unwrap();
+            }
+        });
+        for i in 0..100u32 {
+            if i == 0 {
+                until_driving(&p.b, &server);
+            }
+            client.send_to(&i.to_be_bytes(), server_at).unwrap();
+            let mut buf = [0; 16];
+            assert_eq!(client.recv_from(&mut buf).unwrap(), (4, server_at));
+            assert_eq!(buf[..4], i.to_be_bytes());
+        }
+    });
+}
+
+#[test]
+fn a_recv_waiting_on_the_device_fails_with_enetdown_when_the_stack_stops() {
+    let Pair { a: _a, b } = pair();
+    let (u, _) = bound(&b, B);
+    u.set_read_timeout(Some(WAIT)).unwrap();
+    let id = u.id();
+    let blocked = thread::spawn(move || u.recv_from(&mut [0; 8]).map(|(n, _)| n));
+    let deadline = Instant::now() + WAIT;
+    while b.driving() != Some(id) {
+        assert!(Instant::now() < deadline, "the blocked receive never waited on the device");
+        thread::yield_now();
+    }
+    drop(b);
+    assert_eq!(blocked.join().unwrap(), Err(Errno::ENETDOWN));
 }

@@ -634,3 +634,64 @@ fn a_close_with_linger_zero_resets_the_kernel_peer() {
     drop(stream);
     assert_eq!(kernel.join().unwrap().unwrap(), io::ErrorKind::ConnectionReset, "SO_LINGER 0: close() sends RST");
 }
+
+#[test]
+fn kernel_packets_for_other_sockets_arrive_while_a_udp_recv_reads_the_tun() {
+    // A blocked recv_from on a UDP socket waits on the TUN itself and hands the stack what
+    // it reads (stack::drive): the kernel's datagrams to another socket, and a TCP echo,
+    // are delivered meanwhile, and the waiting socket gets its own datagram at the end.
+    ustack::require_tun!();
+    let lab = lab();
+    let waiting = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7001)).unwrap();
+    waiting.set_read_timeout(Some(PATIENCE)).unwrap();
+    // Not a blocking receive (which might take over waiting on the TUN): poll, then read.
+    let other = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7002)).unwrap();
+    other.set_nonblocking(true).unwrap();
+    let until_driving = || {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while lab.stack.driving() != Some(waiting.socket().id()) {
+            assert!(std::time::Instant::now() < deadline, "the blocked recv_from never waited on the TUN");
+            std::thread::yield_now();
+        }
+    };
+    let echo = echo_server(TcpListener::bind(&lab.stack, addr("0.0.0.0", 7003)).unwrap(), 1);
+    std::thread::scope(|scope| {
+        let blocked = scope.spawn(|| {
+            let mut buf = [0; 64];
+            let (n, _) = waiting.recv_from(&mut buf).unwrap();
+            buf[..n].to_vec()
+        });
+        let kernel = lab.ns.run(|| KernelUdp::bind(addr(KERNEL, 0))).unwrap().unwrap();
+        for i in 0..3u8 {
+            // The first is read by the waiting call, which then leaves the device to the
+            // stack thread (the traffic was not for it): both ways deliver.
+            if i == 0 {
+                until_driving();
+            }
+            kernel.send_to(&[i; 20], addr(USTACK, 7002)).unwrap();
+            let mut fds = [ustack::PollFd::new(other.socket(), ustack::Events::IN)];
+            assert_eq!(ustack::poll(&mut fds, Some(PATIENCE)).unwrap(), 1, "the datagram arrived");
+            let mut buf = [0; 64];
+            let (n, from) = other.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (&[i; 20][..], kernel.local_addr().unwrap()));
+        }
+        let echoed = lab
+            .ns
+            .run(|| -> io::Result<Vec<u8>> {
+                let mut stream = KernelStream::connect_timeout(&addr(USTACK, 7003), PATIENCE)?;
+                stream.set_read_timeout(Some(PATIENCE))?;
+                stream.write_all(&pattern(100_000, 1))?;
+                stream.shutdown(Shutdown::Write)?;
+                let mut back = Vec::new();
+                stream.read_to_end(&mut back)?;
+                Ok(back)
+            })
+            .unwrap()
+            .unwrap();
+        assert!(echoed == pattern(100_000, 1), "the TCP echo came back whole");
+        assert!(!blocked.is_finished(), "nothing was sent to the waiting socket yet");
+        kernel.send_to(b"yours", addr(USTACK, 7001)).unwrap();
+        assert_eq!(blocked.join().unwrap(), b"yours");
+    });
+    echo.join().unwrap();
+}

@@ -122,7 +122,7 @@ impl std::fmt::Debug for Socket {
 }
 
 /// Which of a socket's timeouts a call waits under.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Direction {
     Read,
     Write,
@@ -210,6 +210,11 @@ impl Socket {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // A datagram receive may wait on the device itself (see `stack::drive`): a request
+        // then reaches the caller without a hand-off from the stack thread.
+        let datagram_read =
+            direction == Direction::Read && locked.engine.socket_type(self.id) == Ok(crate::engine::Type::Dgram);
+        let mut may_drive = datagram_read;
         loop {
             if !locked.engine.is_open(self.id) {
                 return Err(Errno::EBADF);
@@ -228,8 +233,14 @@ impl Socket {
                 locked = self.shared.lock();
             } else if after.touched {
                 // The call's own poll changed the socket: ask again.
+            } else if may_drive && self.shared.may_drive(&locked, self.id) {
+                let (guard, again) = self.shared.drive(locked, self.id, left);
+                locked = guard;
+                // Otherwise the stack thread reads until this socket is woken.
+                may_drive = again;
             } else {
                 locked = self.shared.wait_socket(locked, self.id, left).0;
+                may_drive = datagram_read;
             }
             if locked.down.is_some() {
                 return Err(Errno::ENETDOWN);

@@ -130,6 +130,11 @@ pub(crate) struct SharedDevice {
     /// The device's first error, kept for the stack thread (which stops the stack).
     error: Mutex<Option<io::Error>>,
     failed: AtomicBool,
+    /// The stack thread holds frames it read (before taking the engine lock) and has not
+    /// yet handed to the engine: a caller driving the device reads nothing meanwhile, so
+    /// the engine sees frames in the device's order (see [`super::drive`]). Set under the
+    /// device lock, cleared under the engine lock.
+    held: AtomicBool,
     clock: Clock,
     wait_fd: RawFd,
 }
@@ -143,6 +148,7 @@ impl SharedDevice {
             queued: AtomicUsize::new(0),
             error: Mutex::new(None),
             failed: AtomicBool::new(false),
+            held: AtomicBool::new(false),
             clock,
             wait_fd,
         }
@@ -190,11 +196,40 @@ impl SharedDevice {
     }
 
     /// Reads a frame, then writes what was queued meanwhile before letting go of the
-    /// device. For the stack thread, outside the engine lock.
+    /// device. For the stack thread, outside the engine lock; a frame read is held (see
+    /// [`SharedDevice::release_held`]).
     pub fn receive_into(&self, now: Instant, frame: &mut Vec<u8>) -> (bool, Flushed) {
         let mut port = lock(&self.port);
         let received = port.receive_into(now, frame);
+        if received {
+            self.held.store(true, Ordering::Relaxed);
+        }
         (received, self.release(port, Writer::Stack.budget()))
+    }
+
+    /// The frames [`SharedDevice::receive_into`] read are with the engine now. For the
+    /// stack thread, under the engine lock.
+    pub fn release_held(&self) {
+        self.held.store(false, Ordering::Relaxed);
+    }
+
+    /// Reads a frame for a caller driving the device, under the engine lock: `None` while
+    /// the stack thread holds frames read earlier (they go to the engine first), else
+    /// whether a frame came. Waits for the device if another thread is at it (writing, or
+    /// the stack thread reading): neither takes the engine lock while holding the device.
+    pub fn receive_unless_held(&self, now: Instant, frame: &mut Vec<u8>) -> Option<bool> {
+        let mut port = lock(&self.port);
+        if self.held.load(Ordering::Relaxed) {
+            return None;
+        }
+        let received = port.receive_into(now, frame);
+        self.keep_error(&mut **port);
+        Some(received)
+    }
+
+    /// Whether the device reported an error the stack thread has not seen yet.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Reads a frame if the device is free at once, without writing anything. For the

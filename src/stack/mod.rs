@@ -9,14 +9,15 @@
 //! every round. A call that gave the engine something to send (data, a connect, a close,
 //! a window opened by a read) polls the engine itself and writes the packets to the
 //! device once it has let go of the engine lock, rather than waking the stack thread to
-//! do it: a request answered by the application costs one thread hand-off, not two (see
-//! [`device`] for how threads share the device and keep the packets' order). It wakes
+//! do it (see [`device`] for how threads share the device and keep the packets' order);
+//! and a blocked UDP receive waits on the device itself and reads it (see [`drive`]), so a
+//! request answered by a UDP server costs no hand-off between threads at all. A call wakes
 //! the stack thread (an eventfd) only when the engine's next deadline moved earlier than
 //! the one the thread sleeps for. The stack thread reads what the device has before it
 //! takes the lock and writes what the engine sent after letting go of it, so its device
-//! I/O overlaps with API calls instead of taking turns with them. It sleeps in `poll(2)`
-//! on the device and the eventfd until the engine's next deadline: no busy loop, no
-//! fixed tick.
+//! I/O overlaps with API calls instead of taking turns with them. It sleeps on the device
+//! and the eventfd (`epoll_wait`, or `poll(2)` on a device [`drive`] cannot watch) until
+//! the engine's next deadline: no busy loop, no fixed tick.
 //!
 //! Async callers (`crate::tokio`) wait the same way without a thread: a call that says
 //! EAGAIN leaves its task's waker in a registry beside the wait queues, under the same
@@ -39,6 +40,7 @@ use crate::engine::{DemuxEvent, DemuxRow, DemuxTable, Engine, SockId, StackConfi
 
 mod clock;
 mod device;
+mod drive;
 mod shards;
 
 pub(crate) use clock::Clock;
@@ -85,6 +87,10 @@ pub(crate) struct Locked {
     /// The listener whose acceptor the stack thread is giving a turn (see [`run`]): an
     /// API call that leaves its accept queue no longer crowded signals `Shared::caught_up`.
     accept_turn: Option<SockId>,
+    /// The socket whose blocked call waits on the device itself, if one does (see [`drive`]).
+    driving: Option<SockId>,
+    /// The buffer a driving call reads frames into (allocated on the first drive).
+    drive_frame: Vec<u8>,
 }
 
 /// What an async call on a socket waits for: to read (or accept), or to write (or connect).
@@ -169,6 +175,11 @@ pub(crate) struct Shared {
     touch_hook: OnceLock<TouchHook>,
     /// The stack this engine is one shard of, if it has several (see [`shards`]).
     pub(crate) set: OnceLock<Arc<ShardSet>>,
+    /// The epoll sets a driving call and the stack thread wait on the device with; None
+    /// if the device cannot be waited on that way (then no call drives it).
+    watch: Option<drive::Watch>,
+    /// Bytes a frame read from the device may take.
+    frame_capacity: usize,
 }
 
 /// What [`Shared::after_call`] did beside waking waiters.
@@ -228,9 +239,18 @@ impl Stack {
             wake_at: None,
             wakers: HashMap::new(),
             accept_turn: None,
+            driving: None,
+            drive_frame: Vec::new(),
         };
         let preread = preread_buffers(device.capabilities().max_transmission_unit);
         let mtu = device.capabilities().max_transmission_unit;
+        let watch = match drive::Watch::new(device.wait_fd(), wake.as_fd()) {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                log::debug!(target: "ustack", "calls do not drive this device ({e}); the stack thread alone reads it");
+                None
+            }
+        };
         let shared = Arc::new(Shared {
             locked: Mutex::new(locked),
             changed: Condvar::new(),
@@ -240,6 +260,8 @@ impl Stack {
             device: SharedDevice::new(device, clock),
             touch_hook: OnceLock::new(),
             set: OnceLock::new(),
+            watch,
+            frame_capacity: mtu.max(crate::device::tun::RX_BUFFER_GSO),
         });
         let thread_shared = shared.clone();
         let thread =
@@ -270,6 +292,14 @@ impl Stack {
     #[doc(hidden)]
     pub fn barrier(&self) {
         self.each_shard().for_each(|shard| drop(shard.lock()));
+    }
+
+    /// The socket whose blocked receive waits on the device itself now, if one does (see
+    /// [`drive`]): for tests that need a call to be in that wait before they go on.
+    // Public only for the tests; not part of the library's API.
+    #[doc(hidden)]
+    pub fn driving(&self) -> Option<SockId> {
+        self.shared.lock().driving
     }
 
     /// The stack's addresses.
@@ -440,16 +470,7 @@ impl Shared {
     pub fn after_call(&self, locked: &mut Locked, caller: SockId) -> AfterCall {
         let mut queued = false;
         if locked.engine.wants_poll() && locked.down.is_none() {
-            let now = locked.clock.now();
-            let next = locked.engine.poll(now);
-            queued = !locked.engine.outbox().is_empty();
-            self.device.push(locked.engine.outbox());
-            // Due now (more to do: looped-back packets, a full outbox), or before the
-            // stack thread means to look.
-            if next.is_some_and(|at| at <= now || locked.wake_at.is_none_or(|planned| at < planned)) {
-                locked.wake_at = next;
-                self.wake();
-            }
+            queued = self.poll_engine(locked);
         }
         let touched = self.notify_touched(locked, Some(caller));
         if locked.accept_turn.is_some_and(|id| !locked.engine.still_crowded(id)) {
@@ -457,6 +478,98 @@ impl Shared {
             self.caught_up.notify_one();
         }
         AfterCall { queued, touched }
+    }
+
+    /// Polls the engine from an API call and queues what it sent for the device; wakes the
+    /// stack thread if the engine's next deadline moved earlier. Returns whether packets
+    /// were queued.
+    fn poll_engine(&self, locked: &mut Locked) -> bool {
+        let now = locked.clock.now();
+        let next = locked.engine.poll(now);
+        let queued = !locked.engine.outbox().is_empty();
+        self.device.push(locked.engine.outbox());
+        // Due now (more to do: looped-back packets, a full outbox), or before the
+        // stack thread means to look.
+        if next.is_some_and(|at| at <= now || locked.wake_at.is_none_or(|planned| at < planned)) {
+            locked.wake_at = next;
+            self.wake();
+        }
+        queued
+    }
+
+    /// Whether a blocked call on socket `id` may wait on the device itself now (see
+    /// [`drive`]): nobody else does, and the device and stack allow it.
+    pub fn may_drive(&self, locked: &Locked, id: SockId) -> bool {
+        // A stack of several shards steers frames between them; only its threads read.
+        self.watch.is_some() && locked.driving.is_none() && self.set.get().is_none() && locked.engine.is_open(id)
+    }
+
+    /// Waits, as socket `id`'s blocked call, on the device until it has frames, something
+    /// touches the socket, or `timeout`; then reads and hands to the engine what the device
+    /// has, as a round of the stack thread would (see [`drive`]). Call only when
+    /// [`Shared::may_drive`]. Returns the guard, and whether the caller should drive again
+    /// if it has to wait: not if the stack thread held frames that had to go first, nor if
+    /// the frames read touched other sockets and not the caller's — a thread waiting on a
+    /// quiet socket does not become the reader of everybody else's traffic; the stack
+    /// thread is.
+    pub fn drive<'a>(
+        &'a self,
+        mut locked: MutexGuard<'a, Locked>,
+        id: SockId,
+        timeout: Option<Duration>,
+    ) -> (MutexGuard<'a, Locked>, bool) {
+        let Some(watch) = &self.watch else { return (locked, false) };
+        locked.driving = Some(id);
+        drop(locked);
+        // Woken or not, the device is read afterwards: a frame whose (exclusive) wake-up
+        // this wait took as it ended must not wait for the next one.
+        watch.caller_wait(timeout);
+        let mut locked = self.lock();
+        locked.driving = None;
+        if locked.down.is_some() {
+            return (locked, true);
+        }
+        let now = locked.clock.now();
+        let mut frame = std::mem::take(&mut locked.drive_frame);
+        if frame.capacity() == 0 {
+            frame.reserve_exact(self.frame_capacity);
+        }
+        let mut frames = 0;
+        let mut held = false;
+        while frames < INGRESS_BATCH {
+            match self.device.receive_unless_held(now, &mut frame) {
+                Some(true) => {
+                    locked.engine.ingress(now, &mut frame);
+                    frames += 1;
+                }
+                Some(false) => break,
+                None => {
+                    held = true;
+                    break;
+                }
+            }
+        }
+        locked.drive_frame = frame;
+        let mut again = !held;
+        if frames > 0 {
+            self.poll_engine(&mut locked);
+            // Frames that touched no socket (the kernel's IPv6 chatter, a ping) do not count.
+            let locked = &mut *locked;
+            locked.engine.take_touched(&mut locked.touched);
+            again &= locked.touched.iter().all(|&other| other == id) || locked.touched.contains(&id);
+            self.notify_touched(locked, None);
+        }
+        // More frames than a batch, or a device error: the stack thread carries on.
+        if frames == INGRESS_BATCH || self.device.failed() {
+            self.wake();
+        }
+        if self.device.has_queued() {
+            // What the frames made (acknowledgements, replies) goes out now; the lock
+            // was let go meanwhile, so the call is asked again before waiting.
+            self.unlock(locked);
+            locked = self.lock();
+        }
+        (locked, again)
     }
 
     /// Lets go of the engine lock and writes what API calls queued (unless another thread
@@ -489,6 +602,9 @@ impl Shared {
         if let Some(set) = self.set.get() {
             set.touched();
         }
+        if let Some(watch) = &self.watch {
+            watch.wake_caller();
+        }
         self.changed.notify_all();
         for queue in self.queues.iter() {
             queue.notify_all();
@@ -507,6 +623,11 @@ impl Shared {
             return false;
         }
         let caller_touched = caller.is_some_and(|id| touched.contains(&id));
+        if let (Some(driving), Some(watch)) = (locked.driving, &self.watch)
+            && touched.contains(&driving)
+        {
+            watch.wake_caller();
+        }
         if !locked.wakers.is_empty() {
             for id in &touched {
                 if let Some(wakers) = locked.wakers.remove(id) {
@@ -593,11 +714,13 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
     loop {
         let crowded;
         let mut prereads = 0;
+        let mut emptied = false;
         let read_at = clock.now();
         while prereads < preread.len() {
             // What the read's flush left, the flush after the round writes.
             let (received, _) = device.receive_into(read_at, &mut preread[prereads]);
             if !received {
+                emptied = true;
                 break;
             }
             prereads += 1;
@@ -609,17 +732,22 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
                 break;
             }
             let now = clock.now();
-            let mut more = false;
+            let mut frames = 0;
             let mut prereads = preread[..prereads].iter_mut();
-            for _ in 0..INGRESS_BATCH {
+            while frames < INGRESS_BATCH {
                 if let Some(buffer) = prereads.next() {
                     std::mem::swap(&mut frame, buffer);
-                } else if !device.try_receive_into(now, &mut frame) {
+                } else if emptied || !device.try_receive_into(now, &mut frame) {
+                    // The device said it had nothing left a moment ago (frames that came
+                    // since wake the sleep below), or it is busy.
                     break;
                 }
-                more = true;
+                frames += 1;
                 locked.engine.ingress(now, &mut frame);
             }
+            device.release_held();
+            // A full batch: more may be waiting, go round again at once.
+            let more = frames == INGRESS_BATCH;
             let next = locked.engine.poll(now);
             device.push(locked.engine.outbox());
             if let Some(err) = device.take_error() {
@@ -682,6 +810,12 @@ fn give_acceptor_a_turn(shared: &Shared, listener: SockId) {
 
 /// Sleeps until the device is readable, the API wakes us, or `delay` passes.
 fn sleep(shared: &Shared, delay: Option<Duration>) {
+    if let Some(watch) = &shared.watch {
+        if watch.stack_wait(delay).wake {
+            let _ = shared.wake.read();
+        }
+        return;
+    }
     let timeout = match delay {
         // Round up: waking a little early only means another short sleep.
         Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
