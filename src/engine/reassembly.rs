@@ -291,6 +291,29 @@ fn assemble(key: &Key, partial: Partial) -> Option<Vec<u8>> {
     Some(header)
 }
 
+/// Whether a reassembled datagram's TCP checksum is right; true if it is not TCP (the
+/// datagrams [`assemble`] makes: IPv4, or IPv6 with the protocol straight after the fixed
+/// header).
+pub fn tcp_checksum_ok(datagram: &[u8]) -> bool {
+    use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Packet, TcpPacket};
+    let (src, dst, payload): (IpAddress, IpAddress, &[u8]) = match datagram.first().map(|b| b >> 4) {
+        Some(4) => match Ipv4Packet::new_checked(datagram) {
+            Ok(ip) if ip.next_header() == IpProtocol::Tcp => {
+                (ip.src_addr().into(), ip.dst_addr().into(), &datagram[ip.header_len().into()..ip.total_len().into()])
+            }
+            _ => return true,
+        },
+        Some(6) => match Ipv6Packet::new_checked(datagram) {
+            Ok(ip) if ip.next_header() == IpProtocol::Tcp => {
+                (ip.src_addr().into(), ip.dst_addr().into(), &datagram[ip.header_len()..ip.total_len()])
+            }
+            _ => return true,
+        },
+        _ => return true,
+    };
+    TcpPacket::new_checked(payload).is_ok_and(|tcp| tcp.verify_checksum(&src, &dst))
+}
+
 enum Read<'a> {
     NotFragment,
     Malformed(IpAddr, IpAddr),
