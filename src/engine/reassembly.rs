@@ -418,6 +418,30 @@ mod tests {
     }
 
     #[test]
+    fn a_reassembled_tcp_segment_damaged_in_a_fragment_fails_its_checksum() {
+        let payload: Vec<u8> = (0..3000).map(|i| (i * 7) as u8).collect();
+        let mut whole = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1000, 2000, 1, 4096)
+            .write(&mut whole, &payload)
+            .unwrap();
+        let reassemble = |whole: &[u8]| {
+            let mut r = Reassembly::default();
+            let _ = r.offer(at(0), &fragment_v4(whole, 9, 1480, whole.len() - 20));
+            match r.offer(at(1), &fragment_v4(whole, 9, 0, 1480)) {
+                Offer::Whole(datagram) => datagram,
+                other => panic!("not reassembled: {other:?}"),
+            }
+        };
+        assert!(tcp_checksum_ok(&reassemble(&whole)));
+        let mut damaged = whole.clone();
+        damaged[2000] ^= 0x08;
+        assert!(!tcp_checksum_ok(&reassemble(&damaged)));
+        // Not TCP: not for this check.
+        assert!(tcp_checksum_ok(&datagram_v4(100)));
+    }
+
+    #[test]
     fn fragments_in_any_order_make_the_datagram_again() {
         let whole = datagram_v4(3000);
         let mut r = Reassembly::default();
