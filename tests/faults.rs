@@ -269,6 +269,48 @@ fn four_mebibytes_each_way_with_the_kernel_through_a_lossy_tun() {
     assert!(stats.rx.dropped > 0 && stats.tx.corrupted > 0, "{stats:?}");
 }
 
+/// With TUN offloads the device vouches for received TCP checksums and smoltcp stops
+/// verifying them; frames damaged after the device, on their way in only (the TUN's
+/// offloads stay on), must still be caught: the injector turns smoltcp's checks back on.
+#[test]
+fn frames_damaged_on_the_way_in_from_an_offloading_tun_are_caught() {
+    ustack::require_tun!();
+    let mut counters = None;
+    let seed = seed::seed();
+    let stack_config = StackConfig { seed: Some(seed::derived(seed, 1)), ..StackConfig::default() };
+    let lab = lab_with_device(stack_config, |tun| {
+        assert!(tun.offload(), "the kernel gave no offloads: this test means nothing without them");
+        // A super-segment carries up to 64 KiB: 4 MiB is only ~70 of them, so damage many.
+        let config = FaultConfig::rx_only(Faults::lossy(2.0, 20.0)).with_seed(seed::derived(seed, 0));
+        let injector = FaultInjector::new(tun, config).expect("fault injector");
+        counters = Some(injector.counters());
+        injector
+    });
+    let counters = counters.unwrap();
+    let listener = TcpListener::bind(&lab.stack, addr(USTACK, 7)).unwrap();
+    let up = Arc::new(pattern(MIB4, 5));
+    let target: SocketAddr = addr(USTACK, 7);
+    let kernel = lab
+        .ns
+        .run(move || -> io::Result<KernelStream> {
+            let stream = KernelStream::connect_timeout(&target, PATIENCE)?;
+            stream.set_read_timeout(Some(PATIENCE))?;
+            stream.set_write_timeout(Some(PATIENCE))?;
+            Ok(stream)
+        })
+        .unwrap()
+        .expect("kernel connect through the lossy TUN");
+    let (server, _) = listener.accept().expect("accept");
+    patient(&server);
+    let at_kernel = exchange(kernel, up.clone(), 0, false, kernel_shut_write);
+    let at_ustack = exchange(server, Arc::new(Vec::new()), MIB4, false, ustack_shut_write);
+    let at_ustack = at_ustack.join().unwrap().expect("ustack side");
+    at_kernel.join().unwrap().expect("kernel side");
+    assert_eq!(at_ustack, Received::of(&up), "kernel to ustack is not byte-exact");
+    let stats = counters.get();
+    assert!(stats.rx.corrupted > 0, "{stats:?}");
+}
+
 // ---- UDP under loss and corruption ----
 
 /// How many frames stack `s`'s demux has classified, of every kind.

@@ -617,8 +617,17 @@ impl<D: Device> Device for FaultInjector<D> {
         Some(TxToken { token: Some(token), state: &self.state, now })
     }
 
+    /// The inner device's, but a device that vouches for received checksums (a TUN with
+    /// offloads) cannot vouch for frames damaged after it: with corruption on the way in,
+    /// smoltcp verifies them again.
     fn capabilities(&self) -> DeviceCapabilities {
-        self.inner.capabilities()
+        let mut caps = self.inner.capabilities();
+        if self.state.borrow().rx_faults.corrupt_pct > 0.0 {
+            for checksum in [&mut caps.checksum.tcp, &mut caps.checksum.udp] {
+                *checksum = if checksum.tx() { phy::Checksum::Both } else { phy::Checksum::Rx };
+            }
+        }
+        caps
     }
 }
 

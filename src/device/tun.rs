@@ -516,9 +516,12 @@ impl Device for TunDevice {
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = self.mtu;
         if self.state.tx_offload {
-            // Received checksums are still verified (the device completes those the
-            // kernel left partial); sent ones are the kernel's job.
-            caps.checksum.tcp = Checksum::Rx;
+            // Sent checksums are the kernel's job. A received TCP packet's is the device's
+            // (`VnetHdr::complete_rx`: computed for one the kernel left partial, verified
+            // for one nobody had checked), so smoltcp does not sum a 64 KiB super-segment
+            // a second time; UDP's are still verified by smoltcp. With a middleware that
+            // damages frames (offloads off) smoltcp verifies everything again.
+            caps.checksum.tcp = Checksum::None;
             caps.checksum.udp = Checksum::Rx;
             // IPv4 only: smoltcp 0.14 drops an IPv6 packet longer than the MTU even when
             // it asked for segmentation offload (`dispatch_ip`'s IPv6 arm has no

@@ -64,6 +64,9 @@ pub enum VnetError {
     Short(usize),
     /// A GSO type ustack did not ask for (it enables TCP offloads only).
     GsoType(u8),
+    /// A TCP packet the kernel did not vouch for (neither [`F_NEEDS_CSUM`] nor
+    /// [`F_DATA_VALID`]) whose checksum is wrong.
+    BadChecksum,
     /// `csum_start`/`csum_offset` point outside the packet.
     ChecksumRange {
         /// The header's `csum_start`.
@@ -80,6 +83,7 @@ impl fmt::Display for VnetError {
         match self {
             VnetError::Short(n) => write!(f, "virtio_net_hdr: {n} bytes, need {VNET_HDR_LEN}"),
             VnetError::GsoType(t) => write!(f, "virtio_net_hdr: unexpected GSO type {t:#x}"),
+            VnetError::BadChecksum => write!(f, "TCP checksum wrong (the kernel had not verified it)"),
             VnetError::ChecksumRange { start, offset, len } => {
                 write!(f, "virtio_net_hdr: checksum at {start}+{offset} outside a {len}-byte packet")
             }
@@ -123,15 +127,27 @@ impl VnetHdr {
         self.gso_type & !GSO_ECN != GSO_NONE
     }
 
-    /// Makes `packet`, received with this header, an ordinary IP packet: a checksum the
-    /// kernel left for the device (`NEEDS_CSUM`) is computed. A super-segment stays one
-    /// packet (its IP length covers all of it, as tcpdump shows it on the kernel side).
+    /// Makes `packet`, received with this header, an ordinary IP packet whose TCP checksum
+    /// is known to be right, so that the stack need not check it again (the device says so
+    /// in its capabilities). A super-segment stays one packet (its IP length covers all of
+    /// it, as tcpdump shows it on the kernel side).
+    ///
+    /// What the kernel's `virtio_net_hdr_from_skb` tells: `NEEDS_CSUM` is a packet that went
+    /// from memory to memory (the kernel's own TCP, or a guest's), whose checksum was never
+    /// computed — it is computed here, and there is nothing to verify; `DATA_VALID` is one
+    /// whose checksum the kernel or a NIC verified. Anything else (a forwarded packet whose
+    /// checksum nobody checked) has its TCP checksum verified here: a wrong one is
+    /// [`VnetError::BadChecksum`]. A TCP packet this cannot find the header of (an IPv4 or
+    /// IPv6 fragment) goes on unverified: the stack verifies what it reassembles.
     pub fn complete_rx(self, packet: &mut [u8]) -> Result<(), VnetError> {
         match self.gso_type & !GSO_ECN {
             GSO_NONE | GSO_TCPV4 | GSO_TCPV6 => {}
             other => return Err(VnetError::GsoType(other)),
         }
         if self.flags & F_NEEDS_CSUM == 0 {
+            if self.flags & F_DATA_VALID == 0 && !tcp_checksum_ok(packet) {
+                return Err(VnetError::BadChecksum);
+            }
             return Ok(());
         }
         let start = usize::from(self.csum_start);
@@ -205,28 +221,47 @@ impl VnetHdr {
     }
 }
 
-/// The ones' complement sum (RFC 1071) of `data` as big-endian 16-bit words, unfolded:
-/// eight bytes at a time into a 64-bit accumulator, whose carries [`fold`] adds back.
+/// The ones' complement sum (RFC 1071) of `data` as big-endian 16-bit words, folded or
+/// not (callers [`fold`] it).
+///
+/// Four bytes at a time, as native-endian words, into a 64-bit accumulator that cannot
+/// overflow (a 64 KiB packet adds at most 2^14 words of 2^32): no carry to chase from one
+/// word to the next, so the compiler vectorizes the loop. Byte order does not matter to a
+/// ones' complement sum but for swapping its result (RFC 1071, 2.(B)). Every received
+/// super-segment is summed once, so the loop is also built for AVX2, used where the CPU
+/// has it: about five times the speed of the SSE2 build x86-64 targets by default.
 fn sum(data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(8);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, the only feature the function is built with.
+        return finish(unsafe { sum_words_avx2(data) });
+    }
+    finish(sum_words(data))
+}
+
+/// [`sum_words`]' native-endian sum as [`sum`]'s big-endian one.
+fn finish(native: u64) -> u64 {
+    u64::from(u16::from_be(fold(native)))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_words_avx2(data: &[u8]) -> u64 {
+    sum_words(data)
+}
+
+/// See [`sum`]: the native-endian sum of `data`'s 32-bit words, unfolded.
+#[inline(always)]
+fn sum_words(data: &[u8]) -> u64 {
+    let mut words = data.chunks_exact(4);
     let mut acc: u64 = 0;
-    let mut carries: u64 = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_be_bytes(chunk.try_into().expect("8 bytes"));
-        let (s, c) = acc.overflowing_add(word);
-        acc = s;
-        carries += u64::from(c);
+    for word in &mut words {
+        acc += u64::from(u32::from_ne_bytes(word.try_into().expect("4 bytes")));
     }
-    // A word's place in the accumulator does not matter: 2^16 ≡ 1 in ones' complement.
-    let mut tail = 0u64;
-    for pair in chunks.remainder().chunks(2) {
-        tail += u64::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]));
-    }
-    // The 64-bit sum's carries wrap around to bit 0 (2^64 ≡ 1 too).
-    let (s, c) = acc.overflowing_add(tail);
-    let carries = carries + u64::from(c);
-    let (s, c) = s.overflowing_add(carries);
-    s + u64::from(c)
+    // The last 0–3 bytes, zero-padded: an odd last byte is the high half of its word.
+    let mut tail = [0u8; 4];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    acc + u64::from(u32::from_ne_bytes(tail))
 }
 
 /// Folds a [`sum`] into 16 bits.
@@ -249,6 +284,59 @@ fn pseudo_header(src: &IpAddress, dst: &IpAddress, protocol: IpProtocol, len: u3
         _ => 0,
     };
     fold(addrs + u64::from(u8::from(protocol)) + u64::from(len >> 16) + u64::from(len & 0xffff))
+}
+
+/// Whether `packet`'s TCP checksum is right; true for anything that is not a TCP packet
+/// whose header can be found here. Not found: an IPv4 or IPv6 fragment (the engine
+/// reassembles it and verifies the datagram), a header chain this does not follow, or a
+/// packet shorter than its IP length (smoltcp drops it).
+fn tcp_checksum_ok(packet: &[u8]) -> bool {
+    let Some(&first) = packet.first() else { return true };
+    let (start, end, src, dst) = match first >> 4 {
+        4 if packet.len() >= 20 => {
+            let ihl = usize::from(first & 0x0f) * 4;
+            let end = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+            let fragment = u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0;
+            if packet[9] != u8::from(IpProtocol::Tcp) || fragment || ihl < 20 || end < ihl || end > packet.len() {
+                return true;
+            }
+            let src: [u8; 4] = packet[12..16].try_into().expect("4 bytes");
+            let dst: [u8; 4] = packet[16..20].try_into().expect("4 bytes");
+            (ihl, end, IpAddress::Ipv4(Ipv4Address::from(src)), IpAddress::Ipv4(Ipv4Address::from(dst)))
+        }
+        6 if packet.len() >= 40 => {
+            let end = 40 + usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+            if end > packet.len() {
+                return true;
+            }
+            // Hop-by-hop, destination options and a spent routing header (the destination
+            // is the final one, as the pseudo-header needs) may come before TCP; 8 at most.
+            let (mut next, mut at) = (packet[6], 40);
+            for _ in 0..8 {
+                match next {
+                    0 | 60 if at + 2 <= end => {
+                        next = packet[at];
+                        at += (usize::from(packet[at + 1]) + 1) * 8;
+                    }
+                    43 if at + 4 <= end && packet[at + 3] == 0 => {
+                        next = packet[at];
+                        at += (usize::from(packet[at + 1]) + 1) * 8;
+                    }
+                    _ => break,
+                }
+            }
+            if next != u8::from(IpProtocol::Tcp) || at > end {
+                return true;
+            }
+            let src: [u8; 16] = packet[8..24].try_into().expect("16 bytes");
+            let dst: [u8; 16] = packet[24..40].try_into().expect("16 bytes");
+            (at, end, IpAddress::Ipv6(Ipv6Address::from(src)), IpAddress::Ipv6(Ipv6Address::from(dst)))
+        }
+        _ => return true,
+    };
+    let Ok(len) = u32::try_from(end - start) else { return true };
+    let pseudo = pseudo_header(&src, &dst, IpProtocol::Tcp, len);
+    fold(u64::from(pseudo) + sum(&packet[start..end])) == 0xffff
 }
 
 /// Where an IP packet's TCP or UDP header starts, and the addresses of its pseudo-header.
@@ -357,10 +445,12 @@ mod tests {
             s as u16
         };
         let bytes: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 0x80).collect();
-        for start in 0..2 {
+        for start in 0..4 {
             for len in 0..bytes.len() - start {
                 let data = &bytes[start..start + len];
                 assert_eq!(fold(sum(data)), naive(data), "len {len}");
+                // The build without AVX2 too, wherever the CPU has it.
+                assert_eq!(fold(finish(sum_words(data))), naive(data), "len {len}");
             }
         }
         assert_eq!(fold(sum(&[0xff; 4096])), 0xffff);
@@ -404,6 +494,63 @@ mod tests {
     }
 
     #[test]
+    fn a_tcp_checksum_nobody_verified_is_verified_and_one_the_kernel_vouched_for_is_not() {
+        let payload: Vec<u8> = (0..3000u32).map(|i| (i * 13) as u8).collect();
+        let good = tcp_packet(&payload);
+        let mut bad = good.clone();
+        bad[100] ^= 0x04;
+        let unchecked = VnetHdr::default();
+        assert_eq!(unchecked.complete_rx(&mut good.clone()), Ok(()));
+        assert_eq!(unchecked.complete_rx(&mut bad.clone()), Err(VnetError::BadChecksum));
+        // Verified by the kernel or a NIC: taken as it is.
+        let valid = VnetHdr { flags: F_DATA_VALID, ..VnetHdr::default() };
+        assert_eq!(valid.complete_rx(&mut bad.clone()), Ok(()));
+        // A fragment's checksum spans fragments: the engine verifies the datagram.
+        let mut fragment = bad.clone();
+        fragment[6] |= 0x20; // more fragments
+        assert_eq!(unchecked.complete_rx(&mut fragment), Ok(()));
+        // Not TCP (UDP's checksum smoltcp still verifies): not looked at.
+        let mut udp = bad.clone();
+        udp[9] = 17;
+        assert_eq!(unchecked.complete_rx(&mut udp), Ok(()));
+    }
+
+    #[test]
+    fn an_ipv6_tcp_checksum_is_found_behind_extension_headers() {
+        let (src, dst) = (Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 1), Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 2));
+        let payload = b"behind a destination options header";
+        let tcp = TcpRepr {
+            src_port: 5000,
+            dst_port: 80,
+            control: TcpControl::Psh,
+            seq_number: TcpSeqNumber(1),
+            ack_number: Some(TcpSeqNumber(2)),
+            window_len: 512,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        };
+        let mut segment = vec![0; tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        tcp.emit(&mut TcpPacket::new_unchecked(&mut segment[..]), &src.into(), &dst.into(), &caps);
+        // Fixed header, then an 8-byte destination options header (PadN), then TCP.
+        let mut good = vec![0x60, 0, 0, 0];
+        good.extend_from_slice(&u16::try_from(8 + segment.len()).unwrap().to_be_bytes());
+        good.extend_from_slice(&[60, 64]);
+        good.extend_from_slice(&src.octets());
+        good.extend_from_slice(&dst.octets());
+        good.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+        good.extend_from_slice(&segment);
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() ^= 0x10;
+        assert_eq!(VnetHdr::default().complete_rx(&mut good), Ok(()));
+        assert_eq!(VnetHdr::default().complete_rx(&mut bad), Err(VnetError::BadChecksum));
+    }
+
+    #[test]
     fn a_packet_within_the_mtu_is_not_a_super_segment() {
         let mut packet = tcp_packet(b"hello");
         let hdr = VnetHdr::for_tx(&mut packet, 1500);
@@ -436,6 +583,33 @@ mod tests {
         let udp_gso = VnetHdr { gso_type: GSO_UDP_L4, ..VnetHdr::default() };
         assert_eq!(udp_gso.complete_rx(&mut packet), Err(VnetError::GsoType(GSO_UDP_L4)));
         assert_eq!(VnetHdr { gso_type: GSO_UDP, ..udp_gso }.complete_rx(&mut packet), Err(VnetError::GsoType(GSO_UDP)));
+        // Arbitrary packets nobody vouched for are verified without a panic, whatever
+        // their lengths and extension headers claim.
+        let mut x = 0x9e37_79b9_u32;
+        for len in 0..600usize {
+            let mut bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            if let Some(first) = bytes.first_mut() {
+                *first = if len % 2 == 0 { 0x45 } else { 0x60 };
+            }
+            // Mostly lengths that agree, so the extension headers are walked.
+            if len % 2 == 0 && len >= 20 && len % 3 != 0 {
+                bytes[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                bytes[6..8].copy_from_slice(&[0, 0]);
+                bytes[9] = 6;
+            }
+            if len % 2 == 1 && len >= 40 && len % 3 != 0 {
+                bytes[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+                bytes[6] = [6, 0, 43, 60][len / 2 % 4];
+            }
+            let _ = VnetHdr::default().complete_rx(&mut bytes);
+        }
         // Arbitrary headers on arbitrary bytes never panic.
         for seed in 0..2000u32 {
             let bytes: Vec<u8> =

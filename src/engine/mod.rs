@@ -655,6 +655,19 @@ impl Engine {
         // A fragment waits for its datagram, which then goes through the demux whole.
         match self.fragments.offer(now, frame) {
             reassembly::Offer::NotFragment => {}
+            // A device that vouches for TCP checksums (a TUN with offloads) could not for
+            // the fragments: the datagram's is verified here, as smoltcp then will not.
+            reassembly::Offer::Whole(datagram)
+                if !self.capabilities.checksum.tcp.rx() && !reassembly::tcp_checksum_ok(&datagram) =>
+            {
+                let what = "reassembled TCP segment with a bad checksum: dropped";
+                self.demux_log.record(DemuxEvent {
+                    at_ms: now.total_millis() as u64,
+                    flow: None,
+                    decision: Decision::Other(what),
+                });
+                return;
+            }
             reassembly::Offer::Whole(datagram) => *frame = datagram,
             reassembly::Offer::Held { src, dst, what } => {
                 let flow = PacketEnds { proto: "ip", local: SocketAddr::new(dst, 0), remote: SocketAddr::new(src, 0) };

@@ -291,6 +291,29 @@ fn assemble(key: &Key, partial: Partial) -> Option<Vec<u8>> {
     Some(header)
 }
 
+/// Whether a reassembled datagram's TCP checksum is right; true if it is not TCP (the
+/// datagrams [`assemble`] makes: IPv4, or IPv6 with the protocol straight after the fixed
+/// header).
+pub fn tcp_checksum_ok(datagram: &[u8]) -> bool {
+    use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Packet, TcpPacket};
+    let (src, dst, payload): (IpAddress, IpAddress, &[u8]) = match datagram.first().map(|b| b >> 4) {
+        Some(4) => match Ipv4Packet::new_checked(datagram) {
+            Ok(ip) if ip.next_header() == IpProtocol::Tcp => {
+                (ip.src_addr().into(), ip.dst_addr().into(), &datagram[ip.header_len().into()..ip.total_len().into()])
+            }
+            _ => return true,
+        },
+        Some(6) => match Ipv6Packet::new_checked(datagram) {
+            Ok(ip) if ip.next_header() == IpProtocol::Tcp => {
+                (ip.src_addr().into(), ip.dst_addr().into(), &datagram[ip.header_len()..ip.total_len()])
+            }
+            _ => return true,
+        },
+        _ => return true,
+    };
+    TcpPacket::new_checked(payload).is_ok_and(|tcp| tcp.verify_checksum(&src, &dst))
+}
+
 enum Read<'a> {
     NotFragment,
     Malformed(IpAddr, IpAddr),
@@ -392,6 +415,30 @@ mod tests {
 
     fn at(ms: u64) -> Instant {
         Instant::from_millis(ms as i64)
+    }
+
+    #[test]
+    fn a_reassembled_tcp_segment_damaged_in_a_fragment_fails_its_checksum() {
+        let payload: Vec<u8> = (0..3000).map(|i| (i * 7) as u8).collect();
+        let mut whole = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1000, 2000, 1, 4096)
+            .write(&mut whole, &payload)
+            .unwrap();
+        let reassemble = |whole: &[u8]| {
+            let mut r = Reassembly::default();
+            let _ = r.offer(at(0), &fragment_v4(whole, 9, 1480, whole.len() - 20));
+            match r.offer(at(1), &fragment_v4(whole, 9, 0, 1480)) {
+                Offer::Whole(datagram) => datagram,
+                other => panic!("not reassembled: {other:?}"),
+            }
+        };
+        assert!(tcp_checksum_ok(&reassemble(&whole)));
+        let mut damaged = whole.clone();
+        damaged[2000] ^= 0x08;
+        assert!(!tcp_checksum_ok(&reassemble(&damaged)));
+        // Not TCP: not for this check.
+        assert!(tcp_checksum_ok(&datagram_v4(100)));
     }
 
     #[test]
