@@ -198,8 +198,7 @@ pub struct Plan {
     /// TUN and veth MTUs for the bulk scenario.
     pub mtus: Vec<usize>,
     /// Bytes of receive and of send buffer per TCP socket, for ustack and raw smoltcp in
-    /// the bulk scenario and ustack in the loss scenario (whose kernel baseline autotunes
-    /// its own). The other scenarios use ustack's defaults, as `serve` does.
+    /// the bulk scenario. The other scenarios use ustack's defaults, as `serve` does.
     pub tcp_buffer: usize,
     /// The ustack binary, for `ustack inspect` in the decode scenario.
     pub ustack_exe: PathBuf,
@@ -214,8 +213,8 @@ pub struct Plan {
 /// largest a TUN takes (where per-packet costs matter least).
 pub const DEFAULT_MTUS: [usize; 2] = [1500, 65000];
 
-/// The socket buffers of the bulk and loss scenarios unless told otherwise: large enough
-/// that the window never limits a 65000-byte MTU, nor a kernel sender recovering from loss.
+/// The socket buffers of the bulk scenario unless told otherwise: large enough that the
+/// window never limits a 65000-byte MTU.
 pub const DEFAULT_TCP_BUFFER: usize = 1 << 20;
 
 /// The listen backlog for the scenarios that are not about the backlog: the largest, so
@@ -722,11 +721,11 @@ fn loss_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
     let mut rows = Vec::new();
     for &rate in &s.loss_rates {
         // The same seeds for both, run by run: the same choices of the injector.
-        let measure = |run: fn(f64, usize, u64, usize) -> io::Result<loss::LossRun>| {
+        let measure = |run: fn(f64, usize, u64) -> io::Result<loss::LossRun>| {
             let mut seed = 0;
             repeat(0, s.loss_repeats, || {
                 seed += 1;
-                let r = run(rate, s.loss_bytes, seed, plan.tcp_buffer)?;
+                let r = run(rate, s.loss_bytes, seed)?;
                 let secs = r.elapsed.as_secs_f64();
                 let gbps = s.loss_bytes as f64 * 8.0 / secs / 1e9;
                 Ok([secs * 1000.0, gbps, r.longest_stall.as_secs_f64() * 1000.0, r.resent_bytes as f64])
@@ -745,14 +744,12 @@ fn loss_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
             row(&scenario, "bytes resent", Unit::Bytes, u_resent, vec![(KERNEL_RELAY, k_resent)]),
         ]);
     }
-    notes.push(format!(
+    notes.push(
         "Loss: a kernel client echoes the bytes through the server, from connect to the echo's end of stream; \
          ustack's fault injector loses packets each way, under ustack's stack or (kernel baseline) in a relay \
          between two kernel stacks' TUNs. Both run with the same injector seeds, and with CUBIC on every socket \
-         (ustack's default; the kernel's set with TCP_CONGESTION, whatever the machine's default). ustack's server \
-         has {} socket buffers, as in the bulk scenario; the kernel autotunes its own. Bytes resent: the kernel's \
-         tcpi_bytes_retrans, ustack's own count.",
-        table::format_value(plan.tcp_buffer as f64, Unit::Bytes)
-    ));
+         (ustack's default; the kernel's set with TCP_CONGESTION, whatever the machine's default). Bytes resent: the kernel's tcpi_bytes_retrans, ustack's own count."
+            .to_string(),
+    );
     rows
 }

@@ -47,9 +47,9 @@ fn faults(drop_pct: f64, seed: u64) -> FaultConfig {
     FaultConfig::both(Faults::lossy(drop_pct, 0.0)).with_seed(seed)
 }
 
-/// Echoes `bytes` through a ustack echo server with `tcp_buffer`-byte socket buffers,
-/// behind an injector losing `drop_pct`% each way.
-pub fn ustack(drop_pct: f64, bytes: usize, seed: u64, tcp_buffer: usize) -> io::Result<LossRun> {
+/// Echoes `bytes` through a ustack echo server behind an injector losing `drop_pct`%
+/// each way.
+pub fn ustack(drop_pct: f64, bytes: usize, seed: u64) -> io::Result<LossRun> {
     let net = LabNet {
         tun: "bloss0".into(),
         kernel: vec![Cidr::new(CLIENT, 24).expect("a /24")],
@@ -59,8 +59,7 @@ pub fn ustack(drop_pct: f64, bytes: usize, seed: u64, tcp_buffer: usize) -> io::
         // baseline, whose relay moves packets one by one too.
         offload: false,
     };
-    let config = StackConfig { tcp_buffer, ..StackConfig::default() };
-    let lab = Lab::start_in(NetNs::new()?, &net, config, |tun| {
+    let lab = Lab::start_in(NetNs::new()?, &net, StackConfig::default(), |tun| {
         FaultInjector::new(tun, faults(drop_pct, seed)).expect("an epoll and a timerfd")
     })?;
     let listener = TcpListener::bind_with_backlog(&lab.stack, any(), 16)?;
@@ -72,8 +71,8 @@ pub fn ustack(drop_pct: f64, bytes: usize, seed: u64, tcp_buffer: usize) -> io::
 }
 
 /// Echoes `bytes` through a kernel echo server, the kernel client's packets and its
-/// relayed through the same injector as ustack's run. The kernel sizes its own buffers.
-pub fn kernel(drop_pct: f64, bytes: usize, seed: u64, _tcp_buffer: usize) -> io::Result<LossRun> {
+/// relayed through the same injector as ustack's run.
+pub fn kernel(drop_pct: f64, bytes: usize, seed: u64) -> io::Result<LossRun> {
     let relay = Relay::new(drop_pct, seed)?;
     let listener = relay.server.run(|| std::net::TcpListener::bind(any()))??;
     super::os::set_accept_timeout(&listener, STOP_CHECK)?;
