@@ -120,6 +120,21 @@ fn kernel_shut_write(s: &KernelStream) -> io::Result<()> {
     s.shutdown(Shutdown::Write)
 }
 
+/// A kernel socket in the lab's namespace connected to ustack's port 7 through the lossy
+/// TUN, with [`PATIENCE`] for its reads and writes.
+fn kernel_connect(lab: &ustack_testkit::lab::Lab) -> KernelStream {
+    let target: SocketAddr = addr(USTACK, 7);
+    lab.ns
+        .run(move || -> io::Result<KernelStream> {
+            let stream = KernelStream::connect_timeout(&target, PATIENCE)?;
+            stream.set_read_timeout(Some(PATIENCE))?;
+            stream.set_write_timeout(Some(PATIENCE))?;
+            Ok(stream)
+        })
+        .unwrap()
+        .expect("kernel connect through the lossy TUN")
+}
+
 fn patient(stream: &TcpStream) {
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     stream.set_write_timeout(Some(PATIENCE)).unwrap();
@@ -243,17 +258,7 @@ fn four_mebibytes_each_way_with_the_kernel_through_a_lossy_tun() {
     let listener = TcpListener::bind(&lab.stack, addr(USTACK, 7)).unwrap();
     let (up, down) = (Arc::new(pattern(MIB4, 3)), Arc::new(pattern(MIB4, 4)));
     let started = Instant::now();
-    let target: SocketAddr = addr(USTACK, 7);
-    let kernel = lab
-        .ns
-        .run(move || -> io::Result<KernelStream> {
-            let stream = KernelStream::connect_timeout(&target, PATIENCE)?;
-            stream.set_read_timeout(Some(PATIENCE))?;
-            stream.set_write_timeout(Some(PATIENCE))?;
-            Ok(stream)
-        })
-        .unwrap()
-        .expect("kernel connect through the lossy TUN");
+    let kernel = kernel_connect(&lab);
     let (server, peer) = listener.accept().expect("accept");
     assert_eq!(peer.ip().to_string(), KERNEL);
     patient(&server);
@@ -289,17 +294,7 @@ fn frames_damaged_on_the_way_in_from_an_offloading_tun_are_caught() {
     let counters = counters.unwrap();
     let listener = TcpListener::bind(&lab.stack, addr(USTACK, 7)).unwrap();
     let up = Arc::new(pattern(MIB4, 5));
-    let target: SocketAddr = addr(USTACK, 7);
-    let kernel = lab
-        .ns
-        .run(move || -> io::Result<KernelStream> {
-            let stream = KernelStream::connect_timeout(&target, PATIENCE)?;
-            stream.set_read_timeout(Some(PATIENCE))?;
-            stream.set_write_timeout(Some(PATIENCE))?;
-            Ok(stream)
-        })
-        .unwrap()
-        .expect("kernel connect through the lossy TUN");
+    let kernel = kernel_connect(&lab);
     let (server, _) = listener.accept().expect("accept");
     patient(&server);
     let at_kernel = exchange(kernel, up.clone(), 0, false, kernel_shut_write);
