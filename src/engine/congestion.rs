@@ -42,7 +42,7 @@ const CUBIC_C: f64 = 0.4;
 /// RFC 6928's initial window, Linux's `TCP_INIT_CWND`.
 const INITIAL_WINDOW_SEGMENTS: u32 = 10;
 /// An MSS to count in until the peer's SYN tells it (RFC 9293's default).
-const DEFAULT_MSS: u32 = 536;
+pub(super) const DEFAULT_MSS: u32 = 536;
 
 /// Which algorithm grows and cuts the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

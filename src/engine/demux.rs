@@ -583,7 +583,16 @@ impl TcpSegment {
 
     /// An empty segment: no data (a bare ACK, a RST, a SYN).
     fn is_empty(&self) -> bool {
-        self.end - self.offset == self.header_len
+        self.payload_len() == 0
+    }
+
+    fn payload_len(&self) -> usize {
+        self.end - self.offset - self.header_len
+    }
+
+    /// SEG.LEN as RFC 9293 counts it: the data, and SYN and FIN.
+    fn seq_len(&self) -> u32 {
+        self.payload_len() as u32 + u32::from(self.has(super::rewrite::SYN)) + u32::from(self.has(super::rewrite::FIN))
     }
 }
 
@@ -1011,7 +1020,7 @@ fn check_cookie(core: &Engine, tuple: &TcpTuple, seg: &TcpSegment, frame: &[u8],
 /// Does what `verdict` says — the only place the demux changes anything — and gives the
 /// decision as applied, and what happens to the frame next.
 fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u8>) -> (Decision, Disposition) {
-    use super::rewrite::{ACK, FIN, RST};
+    use super::rewrite::{ACK, RST};
     use Disposition::{Deliver, Drop, Reply};
     let flow = parsed.flow();
     let tuple = TcpTuple { local: flow.local, remote: flow.remote };
@@ -1163,8 +1172,10 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
         // A segment without ACK (but not a SYN, which smoltcp answers right) gets RST+ACK.
         Verdict::TcpNoSocket { syn: false } if seg.is_some_and(|s| !s.has(ACK) && !s.has(RST)) => {
             let seg = seg.expect("checked above");
-            let len = (seg.end - seg.offset - seg.header_len) as u32 + u32::from(seg.has(FIN));
-            (Decision::TcpNoSocket { syn: false }, Reply(super::cookie::rst_ack(&tuple, seg.seq.wrapping_add(len))))
+            (
+                Decision::TcpNoSocket { syn: false },
+                Reply(super::cookie::rst_ack(&tuple, seg.seq.wrapping_add(seg.seq_len()))),
+            )
         }
         Verdict::TcpNoSocket { syn } => (Decision::TcpNoSocket { syn }, Deliver),
         Verdict::Udp(socket) => (Decision::Udp { socket }, Deliver),
@@ -1250,7 +1261,7 @@ fn note_peer_syn(conn: &mut Conn, frame: &[u8], seg: &TcpSegment, local_mss: u32
     }
     let Some(cc) = conn.cc.as_mut() else { return };
     cc.peer_scale = scale.unwrap_or(0);
-    cc.set_mss(u32::from(mss.unwrap_or(536)).min(local_mss));
+    cc.set_mss(mss.map_or(super::congestion::DEFAULT_MSS, u32::from).min(local_mss));
 }
 
 /// A segment's window field reaches smoltcp lowered to what congestion control allows
@@ -1378,13 +1389,13 @@ fn ack_from_a_shrunk_window(
     flow: &PacketEnds,
     intact: &mut Option<bool>,
 ) -> Option<Vec<u8>> {
-    use super::rewrite::{ACK, FIN, RST, SYN, seq_after};
+    use super::rewrite::{ACK, RST, SYN, seq_after};
     let sent = conn.sent?;
     if sent.window != 0 || !seg.has(ACK) || seg.has(SYN) || seg.has(RST) {
         return None;
     }
     let (rcv_nxt, edge) = (sent.ack, sent.edge);
-    let len = (seg.end - seg.offset - seg.header_len) as u32 + u32::from(seg.has(FIN));
+    let len = seg.seq_len();
     let seg_end = seg.seq.wrapping_add(len);
     let smoltcp_takes = len == 0 && seg.seq == rcv_nxt;
     let linux_takes = !seq_after(rcv_nxt, seg_end) && !seq_after(seg_end, edge);
