@@ -100,13 +100,18 @@ impl Watch {
     }
 }
 
-fn wait(epoll: &Epoll, timeout: Option<Duration>) -> Woken {
-    let timeout = match timeout {
-        // Round up: waking a little early only means another short wait.
+/// `timeout` in whole milliseconds for poll or epoll, rounded up (waking a little early
+/// would only mean another short wait); none: wait for ever.
+pub(crate) fn poll_timeout(timeout: Option<Duration>) -> PollTimeout {
+    match timeout {
         Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
             .unwrap_or(PollTimeout::MAX),
         None => PollTimeout::NONE,
-    };
+    }
+}
+
+fn wait(epoll: &Epoll, timeout: Option<Duration>) -> Woken {
+    let timeout = poll_timeout(timeout);
     let mut events = [EpollEvent::empty(); 2];
     // EINTR and the like: nothing happened, the caller looks and waits again.
     let n = epoll.wait(&mut events, timeout).unwrap_or(0);

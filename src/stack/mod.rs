@@ -32,7 +32,7 @@ use std::task::Waker;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::device::Link;
@@ -816,12 +816,7 @@ fn sleep(shared: &Shared, delay: Option<Duration>) {
         }
         return;
     }
-    let timeout = match delay {
-        // Round up: waking a little early only means another short sleep.
-        Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX),
-        None => PollTimeout::NONE,
-    };
+    let timeout = drive::poll_timeout(delay);
     // SAFETY: the device's fd stays open while the stack thread runs (it is closed by
     // `SharedDevice::close`, after the thread's last sleep).
     let device = unsafe { BorrowedFd::borrow_raw(shared.device.wait_fd()) };
