@@ -465,6 +465,45 @@ fn an_ack_from_the_edge_of_the_window_offered_is_taken_once_the_window_is_zero()
     });
 }
 
+/// A sender that filled the window it was offered has its SND.NXT at the window's right
+/// edge, and its bare ACKs carry that sequence number. With its last segment lost, RCV.NXT
+/// is before it: RFC 9293's acceptability test (SEG.SEQ < RCV.NXT + RCV.WND) refuses such
+/// an ACK, Linux's `tcp_sequence` takes it. Here the peer fills the side's window but for
+/// its last 100 bytes, then acknowledges the side's first 500 bytes from the edge, with
+/// room for the rest: the side must send the rest of its greeting. (ustack refused those
+/// ACKs: the loss bench's echo stalled ~200 ms, until the kernel's retransmission timeout.)
+#[test]
+fn a_bare_ack_from_the_right_edge_is_taken_while_a_segment_before_it_is_missing() {
+    compare(Some(true), |side| {
+        const FROM: u16 = 40200;
+        const LOST: u32 = 100;
+        side.serve(&GREETING);
+        side.send(segment(FROM, 1000, None, true, &[2, 4, 0, 100, 1, 3, 3, 0], b""));
+        let syn_ack = side.expect(&|s| s.syn && s.ack).expect("a SYN-ACK");
+        let (isn, scale) = (syn_ack.seq, syn_ack.wscale.unwrap_or(0));
+        side.send(ack_with_window(FROM, 1001, isn.wrapping_add(1), 500, b""));
+        side.expect(&|s| s.seq.wrapping_add(s.len as u32) == isn.wrapping_add(501)).expect("500 bytes of greeting");
+        // A SYN-ACK's window is not scaled. The edge grows as long as the side offers more.
+        let (mut snd_nxt, mut edge) = (1001u32, 1001u32.wrapping_add(u32::from(syn_ack.window)));
+        for _ in 0..100 {
+            let hole = edge.wrapping_sub(LOST);
+            while snd_nxt != hole {
+                let n = hole.wrapping_sub(snd_nxt).min(1000);
+                side.send(ack_with_window(FROM, snd_nxt, isn.wrapping_add(1), 500, &[b'f'; 1000][..n as usize]));
+                snd_nxt = snd_nxt.wrapping_add(n);
+            }
+            let acked = side.expect(&|s| s.ack && !s.syn && s.ack_no == hole).expect("an ACK of the data before the hole");
+            let offered = acked.ack_no.wrapping_add(u32::from(acked.window) << scale);
+            if offered.wrapping_sub(edge) as i32 <= 0 {
+                break;
+            }
+            edge = offered;
+        }
+        side.send(ack_with_window(FROM, edge, isn.wrapping_add(501), 2000, b""));
+        side.expect(&|s| s.len > 0 && s.seq.wrapping_add(s.len as u32) == isn.wrapping_add(1001)).map(|_| true)
+    });
+}
+
 /// A greeting longer than any MSS the peer's SYN may have announced, so the first data
 /// segment's length shows the MSS the side took from it.
 static GREETING: [u8; 1000] = [b'g'; 1000];

@@ -94,6 +94,10 @@ pub struct Conn {
     /// ended, what it acknowledged (RCV.NXT as the peer knows it), and its window field.
     /// RFC 5961's checks of incoming RSTs measure against it.
     pub sent: Option<LastSent>,
+    /// In-order bytes smoltcp has queued for the application since [`Conn::sent`] went out:
+    /// its RCV.NXT is `sent.ack` plus this (until a FIN arrives). smoltcp does not say
+    /// where its RCV.NXT is, and which segments it refuses depends on it.
+    pub received_since_sent: u32,
     /// The window scale the peer applies to ustack's window fields (ustack's SYN's, if
     /// both SYNs carried one).
     pub rcv_scale: u8,
@@ -143,7 +147,7 @@ pub struct LastSent {
     pub ack: u32,
     pub window: u16,
     /// The furthest right edge of the receive window ustack has offered (ACK + scaled
-    /// window): smoltcp may have moved it back since (see `demux::ack_from_a_shrunk_window`).
+    /// window): smoltcp may have moved it back since (see `demux::ack_smoltcp_refuses`).
     pub edge: u32,
 }
 
@@ -168,6 +172,7 @@ impl Conn {
             cookie: None,
             via_cookie: false,
             sent: None,
+            received_since_sent: 0,
             rcv_scale: 0,
             challenged_at: None,
             fin_end: None,

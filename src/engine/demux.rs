@@ -61,7 +61,7 @@ pub(crate) enum Disposition {
     Cookie { handle: SocketHandle, syn: Vec<u8>, offset: usize },
     /// smoltcp processes this segment first, then the frame: the data of a segment split
     /// from its FIN (see `rewrite::split_fin`), or the acknowledgment carried by data that
-    /// smoltcp refuses for a window it shrank (see `ack_from_a_shrunk_window`).
+    /// smoltcp refuses where Linux takes it (see `ack_smoltcp_refuses`).
     First(Vec<u8>),
 }
 
@@ -1058,7 +1058,7 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             if let Some(shift) = conn.shift {
                 super::rewrite::incoming(frame, seg.offset, shift);
             }
-            if let Some(ack) = ack_from_a_shrunk_window(conn, frame, &seg, &flow, &mut intact) {
+            if let Some(ack) = ack_smoltcp_refuses(conn, frame, &seg, &flow, &mut intact) {
                 return (decision, Disposition::First(ack));
             }
             match super::rewrite::split_fin(frame, seg.offset, flow.remote.ip(), flow.local.ip()) {
@@ -1365,24 +1365,34 @@ fn accept_old_ack(
 }
 
 /// Whether a TCP segment's checksum is right; `known` keeps the answer for the next asker.
-/// A segment that smoltcp refuses only because it has moved its window's right edge back:
+/// A segment that smoltcp refuses where Linux, having offered the same window, takes it:
 /// its acknowledgment and window, for smoltcp to take. For data, a copy of the segment
 /// without the data, at RCV.NXT, which smoltcp takes before it refuses the frame (and
-/// answers it with an ACK); a bare ACK is moved to RCV.NXT in place.
+/// answers it with an ACK); a bare ACK is moved to RCV.NXT in place (smoltcp reads nothing
+/// else from a bare ACK's sequence number).
 ///
-/// smoltcp 0.14 rounds its window down to its scale, so as its buffer fills the right edge
-/// it offers can move back by up to 2^scale − 1 bytes (RFC 9293 §3.8.6.2.2 says it should
-/// not; Linux's `tcp_select_window` never does). A peer that already sent up to the edge
-/// it was offered then has data beyond smoltcp's. Once the window is zero, smoltcp refuses
-/// everything that peer sends — its bare ACKs start past RCV.NXT, its retransmissions
-/// carry data — and with it every acknowledgment: an echo whose reader waited for its own
-/// writes deadlocked, ustack's send buffer never draining, so the application never
-/// reading, so the window never opening (the loss bench with 1 MiB buffers, every run).
-/// Linux, having offered the same edge, would take those segments: here they are taken
-/// as far as Linux takes them — a segment ending within the furthest edge offered
+/// Two cases, both met by the loss bench against Linux senders:
+/// - **A bare ACK at the window's right edge** (or beyond smoltcp's, below). A sender that filled the window has
+///   SND.NXT at its edge, and its bare ACKs carry that sequence number. If its last segment
+///   was lost, RCV.NXT is before it, and RFC 9293's test (SEG.SEQ < RCV.NXT + RCV.WND),
+///   which smoltcp applies, refuses those ACKs; Linux's `tcp_sequence` takes a segment
+///   starting at the edge. smoltcp then sees none of the sender's acknowledgments, so
+///   ustack's data stayed unacknowledged and the echo blocked until the kernel's
+///   retransmission timeout resent the lost segment, ~200 ms later (the loss bench at 1%,
+///   nearly every run).
+/// - **Any segment, once a window smoltcp shrank is zero.** smoltcp 0.14 rounds its window down to its scale, so as
+///   its buffer fills the right edge it offers can move back by up to 2^scale − 1 bytes
+///   (RFC 9293 §3.8.6.2.2 says it should not; Linux's `tcp_select_window` never does). A
+///   peer that already sent up to the edge it was offered then has data beyond smoltcp's.
+///   Once the window is zero smoltcp refuses everything that peer sends, and with it every
+///   acknowledgment: an echo whose reader waited for its own writes deadlocked (the loss
+///   bench with 1 MiB buffers, every run).
+///
+/// Taken as far as Linux takes them: a segment ending within the furthest edge offered
 /// (Linux 6.17+ refuses data ending beyond its window while its queue holds data,
-/// `tcp_sequence`).
-fn ack_from_a_shrunk_window(
+/// `tcp_sequence`), not before RCV.NXT, and not once the peer's FIN is in (smoltcp's
+/// RCV.NXT counts it; ustack's reckoning does not).
+fn ack_smoltcp_refuses(
     conn: &Conn,
     frame: &mut [u8],
     seg: &TcpSegment,
@@ -1391,23 +1401,42 @@ fn ack_from_a_shrunk_window(
 ) -> Option<Vec<u8>> {
     use super::rewrite::{ACK, RST, SYN, seq_after};
     let sent = conn.sent?;
-    if sent.window != 0 || !seg.has(ACK) || seg.has(SYN) || seg.has(RST) {
+    let before_fin = matches!(conn.state, tcp::State::Established | tcp::State::FinWait1 | tcp::State::FinWait2);
+    // In an open window smoltcp's refusal of data stands (`split_fin` mends its one slip).
+    let bare = seg.seq_len() == 0;
+    if !before_fin || !seg.has(ACK) || seg.has(SYN) || seg.has(RST) || (sent.window != 0 && !bare) {
         return None;
     }
-    let (rcv_nxt, edge) = (sent.ack, sent.edge);
-    let len = seg.seq_len();
-    let seg_end = seg.seq.wrapping_add(len);
-    let smoltcp_takes = len == 0 && seg.seq == rcv_nxt;
-    let linux_takes = !seq_after(rcv_nxt, seg_end) && !seq_after(seg_end, edge);
-    if smoltcp_takes || !linux_takes || !checksum_ok(seg.bytes(frame), flow, intact) {
+    let rcv_nxt = sent.ack.wrapping_add(conn.received_since_sent);
+    // smoltcp's right edge: its last segment's ACK and window, however stale.
+    let window_end = sent.ack.wrapping_add(u32::from(sent.window) << conn.rcv_scale);
+    let seg_end = seg.seq.wrapping_add(seg.seq_len());
+    let linux_takes = !seq_after(rcv_nxt, seg_end) && !seq_after(seg_end, sent.edge);
+    if !linux_takes || smoltcp_takes(seg, rcv_nxt, window_end) || !checksum_ok(seg.bytes(frame), flow, intact) {
         return None;
     }
-    log::debug!(target: "ustack::demux", "{}: a segment within the window offered before smoltcp shrank it; its ACK taken", conn.tuple);
-    if len == 0 {
+    log::debug!(target: "ustack::demux", "{}: a segment Linux takes within the window offered and smoltcp refuses; its ACK taken", conn.tuple);
+    if bare {
         super::rewrite::set_seq(frame, seg.offset, rcv_nxt);
         return None;
     }
     Some(super::rewrite::ack_alone(frame, seg.offset, rcv_nxt, flow.remote.ip(), flow.local.ip()))
+}
+
+/// Whether smoltcp 0.14 finds `seg` acceptable (RFC 9293 §3.10.7.4, as `tcp::Socket`
+/// `process` applies it): its window is [`rcv_nxt`, `window_end`), and it measures a
+/// segment by its data alone (a FIN does not count).
+fn smoltcp_takes(seg: &TcpSegment, rcv_nxt: u32, window_end: u32) -> bool {
+    use super::rewrite::seq_after;
+    let start = seg.seq;
+    let end = start.wrapping_add(seg.payload_len() as u32);
+    let within = |at: u32| !seq_after(rcv_nxt, at) && seq_after(window_end, at);
+    match (start == end, rcv_nxt == window_end) {
+        (true, true) => start == rcv_nxt,
+        (true, false) => within(start),
+        (false, true) => false,
+        (false, false) => within(start) || (seq_after(end, rcv_nxt) && !seq_after(end, window_end)),
+    }
 }
 
 fn checksum_ok(tcp: &[u8], flow: &PacketEnds, known: &mut Option<bool>) -> bool {

@@ -222,6 +222,7 @@ impl SeqNumbers<'_> {
                 _ => offered,
             };
             conn.sent = Some(LastSent { seq_end, ack, window, edge });
+            conn.received_since_sent = 0;
             conn.send_front.on_sent(seq, seq_end);
             if self.recovery && !local && !syn {
                 let sent = conn.recovery.on_sent(self.now, slot, offset, (seq, seq_end), sent_max);

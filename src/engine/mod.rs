@@ -925,8 +925,16 @@ impl Engine {
             self.egress.push(w);
             self.touch(w);
         }
+        let queued_before = match which {
+            Some(Which::Tcp(handle)) => self.tcp(handle).recv_queue(),
+            _ => 0,
+        };
         self.with_one(which, |iface, set, out| iface.poll_ingress_single(now, &mut OneFrame::new(frame, out), set));
         if let Some(Which::Tcp(handle)) = which {
+            let queued = self.tcp(handle).recv_queue().saturating_sub(queued_before);
+            if let Some(conn) = self.conns.get_mut(&handle) {
+                conn.received_since_sent = conn.received_since_sent.wrapping_add(queued as u32);
+            }
             self.arm_recovery(handle);
         }
         self.send_fragments();
