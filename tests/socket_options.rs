@@ -37,7 +37,7 @@ fn small_writes_sent_at_once(nodelay: bool) -> usize {
     sim.settle(|_, _| false);
     run_for(&mut sim, ms(100));
     let data: Vec<Seg> = segments(&mut sim).into_iter().filter(|s| s.from == CLIENT && s.len > 0).collect();
-    // Distinct send times: the tail loss probe may resend the last byte 10 ms on, if the
+    // Distinct send times: the tail loss probe may resend the last byte 2·SRTT + 2 ms on, if the
     // peer delays its ACK.
     let first_sends = data.iter().filter(|s| s.at == start).count();
     assert!(data.len() >= 2, "both bytes go out eventually: {data:?}");

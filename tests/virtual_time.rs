@@ -845,27 +845,28 @@ fn resent(sent: &[Seg]) -> Vec<(u32, Duration)> {
 }
 
 /// The last two segments of a burst are lost: nothing after them can report the loss.
-/// The tail loss probe resends the last one 2·SRTT after the last ACK (10 ms, its floor,
-/// after the ACKs of the others at 2 ms); its SACK shows the other missing, which RACK
-/// resends at once. smoltcp alone waits for its 1 s timeout.
+/// The tail loss probe resends the last one 2·SRTT + 2 ms after the last ACK (Linux's
+/// `tcp_schedule_loss_probe`; the ACKs of the others came at 2 ms, SRTT is 2 ms); its SACK
+/// shows the other missing, which RACK resends at once. smoltcp alone waits for its 1 s
+/// timeout.
 #[test]
-fn a_lost_tail_is_probed_after_10_ms_instead_of_waiting_for_the_timeout() {
+fn a_lost_tail_is_probed_after_two_round_trips_instead_of_waiting_for_the_timeout() {
     let (mut sim, c, s) = connected_losing(|i, nth| (i == 12 || i == 13) && nth == 0);
     let (done, sent) = transfer(&mut sim, c, s, 14 * MSS);
-    assert_eq!(resent(&sent), [(13, ms(12)), (12, ms(14))]);
-    assert_eq!(done, Some(ms(15)));
+    assert_eq!(resent(&sent), [(13, ms(8)), (12, ms(10))]);
+    assert_eq!(done, Some(ms(11)));
 }
 
 /// The first segment is lost, and so is its retransmission. Three SACKed segments make
 /// RACK resend it at once when the first SACK comes back (2 ms); that copy is lost too,
-/// and nothing sent after it can show it: the tail loss probe, 10 ms after the send,
-/// resends the only segment not SACKed.
+/// and nothing sent after it can show it: the tail loss probe, 2·SRTT + 2 ms after the
+/// send, resends the only segment not SACKed.
 #[test]
 fn a_lost_retransmission_is_resent_by_the_probe() {
     let (mut sim, c, s) = connected_losing(|i, nth| i == 0 && nth < 2);
     let (done, sent) = transfer(&mut sim, c, s, 14 * MSS);
-    assert_eq!(resent(&sent), [(0, ms(2)), (0, ms(10))]);
-    assert_eq!(done, Some(ms(11)));
+    assert_eq!(resent(&sent), [(0, ms(2)), (0, ms(6))]);
+    assert_eq!(done, Some(ms(7)));
 }
 
 /// Three holes in one window: the SACK blocks show all three, and each is resent once,

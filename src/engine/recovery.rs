@@ -39,9 +39,10 @@ const RTO_MAX: Duration = Duration::from_secs(120);
 const RTO_INITIAL: Duration = Duration::from_secs(1);
 /// RFC 8985's WCDelAckT: how long a lone segment's ACK may be delayed.
 const DELAYED_ACK_MAX: Duration = Duration::from_millis(200);
-/// The shortest tail loss probe timeout (Linux's `TCP_TIMEOUT_MIN` is 2 jiffies; RFC 8985
-/// suggests 10 ms).
-const PTO_MIN: Duration = Duration::from_millis(10);
+/// What Linux adds to a tail loss probe's 2·SRTT when more than one segment is in flight:
+/// `TCP_TIMEOUT_MIN`, 2 jiffies (2 ms at HZ=1000). RFC 8985 suggests a 10 ms floor instead;
+/// on a link of a millisecond that made every tail loss stall five times as long as Linux's.
+const PTO_SLACK: Duration = Duration::from_millis(2);
 /// Segments kept per connection at most; past that, recovery is left to smoltcp.
 const MAX_SEGMENTS: usize = 4096;
 
@@ -525,14 +526,11 @@ impl State {
         (base * factor).min(RTO_MAX)
     }
 
-    /// The tail loss probe's timeout (RFC 8985 §7.2).
+    /// The tail loss probe's timeout (RFC 8985 §7.2, as Linux's `tcp_schedule_loss_probe`).
     fn pto(&self) -> Option<Duration> {
         let srtt = self.srtt?;
-        let mut pto = srtt * 2;
-        if self.flight.len() == 1 {
-            pto += DELAYED_ACK_MAX;
-        }
-        Some(pto.max(PTO_MIN))
+        let slack = if self.flight.len() == 1 { DELAYED_ACK_MAX } else { PTO_SLACK };
+        Some(srtt * 2 + slack)
     }
 
     fn deadline(&self) -> Option<Instant> {
