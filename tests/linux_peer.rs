@@ -492,7 +492,8 @@ fn a_bare_ack_from_the_right_edge_is_taken_while_a_segment_before_it_is_missing(
                 side.send(ack_with_window(FROM, snd_nxt, isn.wrapping_add(1), 500, &[b'f'; 1000][..n as usize]));
                 snd_nxt = snd_nxt.wrapping_add(n);
             }
-            let acked = side.expect(&|s| s.ack && !s.syn && s.ack_no == hole).expect("an ACK of the data before the hole");
+            let acked =
+                side.expect(&|s| s.ack && !s.syn && s.ack_no == hole).expect("an ACK of the data before the hole");
             let offered = acked.ack_no.wrapping_add(u32::from(acked.window) << scale);
             if offered.wrapping_sub(edge) as i32 <= 0 {
                 break;

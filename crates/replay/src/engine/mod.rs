@@ -124,6 +124,8 @@ struct FlowState {
     peer_max_window: u64,
     /// How far into ustack's sequence space it acknowledged.
     acked: u64,
+    /// ustack resent data the replayer had acknowledged: it owes a duplicate ACK.
+    resent_acked: bool,
     /// Its last retransmission: when, and ustack's acknowledgment (`ack`) then.
     retransmitted: Option<(Instant, u64)>,
     /// Retransmissions since ustack's acknowledgment last moved.
@@ -398,11 +400,19 @@ impl<'a> Engine<'a> {
     /// The replayer's own ACK of every byte ustack sent without a gap, when it has not
     /// acknowledged them all yet (and has acknowledged ustack's SYN: the handshake is the
     /// capture's). Bytes only, not a FIN: acknowledging that is the capture's to do.
+    ///
+    /// Data it had acknowledged already, resent by ustack, gets a duplicate ACK at once, as
+    /// Linux answers a retransmission of what it has (`tcp_data_queue`): after a timeout
+    /// ustack's smoltcp resends from SND.UNA and takes the peer's later ACKs only as far as
+    /// it has resent (`engine::send_front`), so a peer that stayed silent left it waiting
+    /// for an ACK that never came (the bulk echo's replay, now and then, for 5 s).
     fn ack_what_arrived(&mut self, f: usize) {
-        let fs = &self.flows[f];
+        let fs = &mut self.flows[f];
         let data_extent = if fs.syn { 1 + fs.data() } else { 0 };
-        if fs.acked >= 1 && data_extent > fs.acked {
-            self.synthetic_ack(f, data_extent);
+        let resent_acked = std::mem::take(&mut fs.resent_acked);
+        let (acked, extent) = (fs.acked, data_extent.max(fs.acked));
+        if acked >= 1 && (data_extent > acked || resent_acked) {
+            self.synthetic_ack(f, extent);
         }
     }
 

@@ -242,7 +242,10 @@ impl<'a> Engine<'a> {
                 ),
             ));
         }
-        self.flows[f].sent.insert(start, end);
+        let fs = &mut self.flows[f];
+        // Extents count ustack's SYN.
+        fs.resent_acked |= fs.acked >= 1 && 1 + end <= fs.acked;
+        fs.sent.insert(start, end);
     }
 
     pub(super) fn on_udp(&mut self, f: usize, out: &Out) {
