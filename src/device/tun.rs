@@ -402,10 +402,13 @@ fn set_non_blocking(file: &File, name: &str) -> io::Result<()> {
 /// The TUN's transmit queue, in packets: what the kernel may hold for the stack between
 /// two reads. A TUN gets 500; a burst of a thousand connects puts a SYN, an ACK and a
 /// request per client into it faster than one stack thread takes them out, and at 500
-/// the kernel dropped hundreds of them (the clients retry after a second). 1000 is what
-/// the kernel gives Ethernet devices, and the input backlog that a veth's packets wait
-/// in (`netdev_max_backlog`). Raised, never lowered.
-const TX_QUEUE_LEN: u32 = 1000;
+/// the kernel dropped hundreds of them (the clients retry after a second). At 1000 (what
+/// the kernel gives Ethernet devices) it still dropped up to a few hundred whenever the
+/// stack thread was off the CPU for a moment: the kernel answers a SYN inside the
+/// client's connect(), ustack only when its thread runs, so the queue has to hold the
+/// whole burst, three packets a client (BENCHMARKS.md §25). The queue is only filled
+/// while the stack cannot keep up. Raised, never lowered.
+const TX_QUEUE_LEN: u32 = 4096;
 
 /// Configures the kernel side and returns the resulting MTU.
 fn configure(name: &str, config: &TunConfig) -> io::Result<usize> {
