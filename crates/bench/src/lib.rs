@@ -644,9 +644,10 @@ fn scale_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>, open
         "Scale: each count measured once. ustack's memory is this process's RSS growth (VmRSS) per connection, with \
          its default {} socket buffers each way. Those come from ustack's buffer pool (anonymous memory mapped \
          MAP_NORESERVE, given back with MADV_DONTNEED when a connection ends), so a buffer page is resident only once \
-         data has passed through it: an idle connection holds address space for its buffers, not memory. The heap \
-         it allocated per connection (glibc's mallinfo2) is the rest: smoltcp's socket, ustack's connection record \
-         and tables. The kernel clients' sockets are kernel memory and not in \
+         data has passed through it: an idle connection holds address space for its buffers, not memory. smoltcp's \
+         sockets are slots of a table mapped on its own (in the RSS, not the heap). The heap it allocated per \
+         connection (glibc's mallinfo2) is ustack's connection record and tables. The kernel clients' sockets are \
+         kernel memory and not in \
          the RSS. The kernel's is the growth of the machine-wide slab \
          (/proc/meminfo) per connection endpoint, so anything else running moves it. Echo: {} pings of 64 bytes, one \
          at a time, going round 16 of the connections while the rest stay idle; p50s: {}.",

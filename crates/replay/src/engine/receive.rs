@@ -243,8 +243,8 @@ impl<'a> Engine<'a> {
             ));
         }
         let fs = &mut self.flows[f];
-        // Extents count ustack's SYN.
-        fs.resent_acked |= fs.acked >= 1 && 1 + end <= fs.acked;
+        // Extents count ustack's SYN: data up to `end` is acknowledged at extent `end + 1`.
+        fs.resent_acked |= fs.acked >= 1 && end < fs.acked;
         fs.sent.insert(start, end);
     }
 
