@@ -932,10 +932,12 @@ impl Engine {
         self.with_one(which, |iface, set, out| iface.poll_ingress_single(now, &mut OneFrame::new(frame, out), set));
         if let Some(Which::Tcp(handle)) = which {
             let queued = self.tcp(handle).recv_queue().saturating_sub(queued_before);
-            if let Some(conn) = self.conns.get_mut(&handle) {
+            let conn = self.conns.get_mut(&handle);
+            let at = conn.and_then(|conn| {
                 conn.received_since_sent = conn.received_since_sent.wrapping_add(queued as u32);
-            }
-            self.arm_recovery(handle);
+                conn.recovery.deadline()
+            });
+            self.recovery_timers.set(Which::Tcp(handle), at);
         }
         self.send_fragments();
     }
