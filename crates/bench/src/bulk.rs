@@ -119,3 +119,44 @@ pub fn transfer(
         client.or(server).map(|t| t.gbps()).ok_or_else(|| io::Error::other("nobody measured"))
     })
 }
+
+/// Runs `transfer` (one transfer, its rate in Gbit/s) `runs` times and prints each rate
+/// with the CPU time the whole process spent per byte moved: for the examples that put one
+/// side of this scenario under a profiler (`bulk_one`, `raw_one`).
+pub fn print_rates_and_cpu(runs: usize, mut transfer: impl FnMut() -> io::Result<f64>) -> io::Result<()> {
+    for _ in 0..runs {
+        let (cpu_before, started) = (super::os::cpu_time(libc::RUSAGE_SELF), Instant::now());
+        let gbps = transfer()?;
+        let cpu = (super::os::cpu_time(libc::RUSAGE_SELF) - cpu_before).as_secs_f64();
+        // Bytes moved, roughly: the measured rate over the run's wall time.
+        let bytes = gbps * 1e9 / 8.0 * started.elapsed().as_secs_f64();
+        println!("{gbps:.2} Gbit/s, {:.3} CPU-ns/byte", cpu * 1e9 / bytes);
+    }
+    Ok(())
+}
+
+/// The arguments `bulk_one` and `raw_one` share: `MTU recv|send RUNS [MS]` (1500, recv, 5,
+/// 1000 where missing or unreadable).
+pub struct OneSide {
+    pub mtu: usize,
+    pub dir: Direction,
+    pub runs: usize,
+    pub duration: Duration,
+}
+
+impl OneSide {
+    /// From the program's arguments (`args[0]` is the program).
+    pub fn from_args(args: &[String]) -> OneSide {
+        let number = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+        let dir = match args.get(2).map(String::as_str) {
+            Some("send") => Direction::FromServer,
+            _ => Direction::ToServer,
+        };
+        OneSide {
+            mtu: number(1, 1500) as usize,
+            dir,
+            runs: number(3, 5) as usize,
+            duration: Duration::from_millis(number(4, 1000)),
+        }
+    }
+}

@@ -166,14 +166,7 @@ pub struct Timing {
 
 /// CPU time (user + system) of this process's waited-for children so far.
 fn children_cpu() -> Duration {
-    // SAFETY: `usage` is a valid rusage to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; RUSAGE_CHILDREN is a valid `who`.
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    super::os::cpu_time(libc::RUSAGE_CHILDREN)
 }
 
 /// Runs `decoder` on `file` with its output to /dev/null; how long it took. The CPU time

@@ -204,6 +204,19 @@ pub fn machine() -> String {
     format!("{model}, {cpus} CPUs, {:.1} GiB RAM, Linux {}", mem as f64 / (1u64 << 30) as f64, kernel.trim())
 }
 
+/// CPU time (user + system) of this whole process (`libc::RUSAGE_SELF`, every thread) or of
+/// its waited-for children (`libc::RUSAGE_CHILDREN`); zero if it cannot be read.
+pub fn cpu_time(who: libc::c_int) -> Duration {
+    // SAFETY: all-zero is a valid rusage, for getrusage to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `who` is one of getrusage's.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
