@@ -320,6 +320,7 @@ fn ifreq(name: &str, flags: libc::c_short) -> libc::ifreq {
 /// ask for (IFF_VNET_HDR, IFF_MULTI_QUEUE) are this module's own TUNSETIFF.
 fn open_tun(name: &str, offload: bool, multi_queue: bool) -> io::Result<(File, String, bool)> {
     let queue_flag = if multi_queue { IFF_MULTI_QUEUE } else { 0 };
+    let mut no_offloads = None;
     if offload {
         let result = match attach(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | queue_flag) {
             Ok((file, name)) => enable_offloads(&file).map(|()| (file, name)),
@@ -328,17 +329,22 @@ fn open_tun(name: &str, offload: bool, multi_queue: bool) -> io::Result<(File, S
         };
         match result {
             Ok((file, name)) => return Ok((file, name, true)),
-            Err(e) => warn!("TUN {name}: no offloads ({e}); moving one MTU-sized packet per read and write"),
+            Err(e) => no_offloads = Some(e),
         }
     }
-    if multi_queue {
-        let (file, name) = attach(name, IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE)?;
-        return Ok((file, name, false));
+    let (file, name) = if multi_queue {
+        attach(name, IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE)?
+    } else {
+        let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| open_error(name, e))?;
+        let name = iface.name().to_string();
+        // SAFETY: into_raw_fd hands over the interface's open fd, owned by nobody else.
+        (File::from(unsafe { OwnedFd::from_raw_fd(iface.into_raw_fd()) }), name)
+    };
+    // Said only once the plain TUN opened: when it cannot either (a persistent TUN made
+    // without multi_queue, asked for several queues), the offloads were not what failed.
+    if let Some(e) = no_offloads {
+        warn!("TUN {name}: no offloads ({e}); moving one MTU-sized packet per read and write");
     }
-    let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| open_error(name, e))?;
-    let name = iface.name().to_string();
-    // SAFETY: into_raw_fd hands over the interface's open fd, owned by nobody else.
-    let file = File::from(unsafe { OwnedFd::from_raw_fd(iface.into_raw_fd()) });
     Ok((file, name, false))
 }
 

@@ -94,6 +94,13 @@ fn a_user_runs_serve_without_root_on_a_persistent_tun_root_made_for_them() {
             }
         }
     }
+    // The TUN was made without multi_queue: serve falls back to one shard, with offloads,
+    // and does not claim it has none.
+    let one_shard = seen.iter().any(|l| l.contains("serving on one shard"));
+    if !one_shard || seen.iter().any(|l| l.contains("no offloads")) {
+        let _ = serve.kill();
+        panic!("serve should fall back to one shard and keep its offloads: {seen:#?}");
+    }
     let echoed = ns
         .run(|| -> std::io::Result<Vec<u8>> {
             let mut stream = std::net::TcpStream::connect_timeout(
