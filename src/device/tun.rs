@@ -412,7 +412,7 @@ fn set_non_blocking(file: &File, name: &str) -> io::Result<()> {
 /// the kernel gives Ethernet devices) it still dropped up to a few hundred whenever the
 /// stack thread was off the CPU for a moment: the kernel answers a SYN inside the
 /// client's connect(), ustack only when its thread runs, so the queue has to hold the
-/// whole burst, three packets a client (BENCHMARKS.md §25). The queue is only filled
+/// whole burst, three packets a client (BENCHMARKS.md §26). The queue is only filled
 /// while the stack cannot keep up. Raised, never lowered.
 const TX_QUEUE_LEN: u32 = 4096;
 
