@@ -235,7 +235,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         // persistent one made without multi_queue, e.g. by root for this user): one shard,
         // as before shards existed. An explicit --shards N gets the error instead.
         Err(e) if shards > 1 && args.shards.is_none() => {
-            info!(target: "ustack", "{e}: serving on one shard");
+            info!(target: "ustack", "{e}: falling back to one shard");
             shards = 1;
             args.net.open_stack(config, &args.taps)?.0
         }
