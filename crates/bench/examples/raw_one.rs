@@ -10,16 +10,14 @@
 //! the kernel client's too) per byte moved, as `bulk_one` does.
 
 use ustack_bench::bulk;
-use ustack_bench::{lab, raw};
+use ustack_bench::lab;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bulk::OneSide { mtu, dir, runs, duration } = bulk::OneSide::from_args(&args);
     let copying = args.get(5).map(String::as_str) == Some("copy");
-    let (ns, device) = lab::tun(Some(mtu)).expect("making the lab");
-    let addr = smoltcp::wire::IpCidr::new(smoltcp::wire::IpAddress::Ipv4(lab::TUN_STACK), 24);
     // The bench's socket buffers (its default `--tcp-buffer`), as `bulk_one` gives ustack.
-    let mut engine = raw::RawEngine::new(device, addr, 1 << 20);
+    let (ns, mut engine) = lab::raw_lab(Some(mtu), 1 << 20).expect("making the lab");
     if copying {
         engine = engine.copying();
     }

@@ -35,19 +35,33 @@ pub fn rate(
     duration: Duration,
     max: usize,
 ) -> io::Result<Rate> {
+    let serve = |stop: &AtomicBool| -> io::Result<()> {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some((mut stream, _)) = listener.accept()? {
+                // The client closes right after connecting: its FIN is usually there
+                // already, so this read returns 0 at once.
+                let mut buf = [0u8; 64];
+                while stream.read(&mut buf)? > 0 {}
+            }
+        }
+        Ok(())
+    };
+    rate_against(serve, client_ns, addr, duration, max)
+}
+
+/// [`rate`]'s client against any server: `serve` runs on a thread of its own and serves
+/// the connections to `addr` as [`rate`]'s does, until `stop` is set (the client is done);
+/// it should look at `stop` at least every [`peer::STOP_CHECK`].
+pub fn rate_against(
+    serve: impl FnOnce(&AtomicBool) -> io::Result<()> + Send,
+    client_ns: &NetNs,
+    addr: SocketAddrV4,
+    duration: Duration,
+    max: usize,
+) -> io::Result<Rate> {
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let acceptor = scope.spawn(|| -> io::Result<()> {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some((mut stream, _)) = listener.accept()? {
-                    // The client closes right after connecting: its FIN is usually there
-                    // already, so this read returns 0 at once.
-                    let mut buf = [0u8; 64];
-                    while stream.read(&mut buf)? > 0 {}
-                }
-            }
-            Ok(())
-        });
+        let server = scope.spawn(|| serve(&stop));
         let client = client_ns.run(|| -> io::Result<(usize, Duration, Vec<f64>)> {
             let mut latencies = Vec::with_capacity(max.min(1 << 20));
             let start = Instant::now();
@@ -60,9 +74,9 @@ pub fn rate(
             Ok((latencies.len(), start.elapsed(), latencies))
         });
         stop.store(true, Ordering::Relaxed);
-        let accepted = peer::join_scoped(acceptor);
+        let served = peer::join_scoped(server);
         let (count, elapsed, mut latencies) = client.and_then(|r| r)?;
-        accepted?;
+        served?;
         Ok(Rate {
             per_sec: count as f64 / elapsed.as_secs_f64(),
             p50_us: percentile(&mut latencies, 50.0).unwrap_or(f64::NAN),

@@ -16,6 +16,7 @@ use ustack::sys::netlink::Netlink;
 use ustack_testkit::lab::{Lab, LabNet};
 
 use super::os;
+use super::raw::RawEngine;
 
 /// The kernel side of the TUN: where kernel clients connect from.
 pub const TUN_KERNEL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -62,6 +63,14 @@ pub fn tun(mtu: Option<usize>) -> io::Result<(NetNs, TunDevice)> {
     let ns = client_namespace()?;
     let device = tun_net(mtu, false).open_in(&ns)?;
     Ok((ns, device))
+}
+
+/// Raw smoltcp ([`RawEngine`]) at [`TUN_STACK`] on a TUN of `mtu`, with `tcp_buffer`-byte
+/// socket buffers. Returns the namespace kernel clients run in, and the engine.
+pub fn raw_lab(mtu: Option<usize>, tcp_buffer: usize) -> io::Result<(NetNs, RawEngine)> {
+    let (ns, device) = tun(mtu)?;
+    let addr = smoltcp::wire::IpCidr::new(smoltcp::wire::IpAddress::Ipv4(TUN_STACK), PREFIX);
+    Ok((ns, RawEngine::new(device, addr, tcp_buffer)))
 }
 
 /// ustack on a TUN of `mtu` (the kernel's default if `None`), with `tcp_buffer`-byte

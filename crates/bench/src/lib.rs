@@ -358,9 +358,7 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
         })());
         let raw_runs = |copying: bool| {
             or_failed((|| {
-                let (ns, device) = lab::tun(Some(mtu))?;
-                let addr = smoltcp::wire::IpCidr::new(smoltcp::wire::IpAddress::Ipv4(lab::TUN_STACK), 24);
-                let mut engine = raw::RawEngine::new(device, addr, plan.tcp_buffer);
+                let (ns, mut engine) = lab::raw_lab(Some(mtu), plan.tcp_buffer)?;
                 if copying {
                     engine = engine.copying();
                 }
@@ -404,34 +402,45 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
 
 fn connect_rows(plan: &Plan, progress: Progress<'_>) -> Vec<Row> {
     let s = &plan.sizes;
-    // Each run gets a listener on a port of its own: the client's TIME-WAITs from one run
-    // then never stand in the way of the next.
-    let measure = |server: Server<'_>, client_ns: &ustack::sys::NetNs| {
+    // Each run gets a port of its own: the client's TIME-WAITs from one run then never
+    // stand in the way of the next.
+    let measure = |run: &mut dyn FnMut(u16) -> io::Result<connect::Rate>| {
         let mut port = 6000;
         repeat(s.warmups, s.repeats, || {
             port += 1;
-            let listener = server.listen(port, BIG_BACKLOG)?;
-            let r = connect::rate(&*listener, client_ns, server.addr(port), s.connect_time, s.connect_max)?;
+            let r = run(port)?;
             Ok([r.per_sec, r.p50_us, r.p99_us])
+        })
+    };
+    let listen_and_measure = |server: Server<'_>, client_ns: &ustack::sys::NetNs| {
+        measure(&mut |port| {
+            let listener = server.listen(port, BIG_BACKLOG)?;
+            connect::rate(&*listener, client_ns, server.addr(port), s.connect_time, s.connect_max)
         })
     };
     progress("connect + close: ustack");
     let ustack = or_failed((|| {
         let lab = ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards, plan.offload)?;
-        Ok(measure(Server::Ustack(&lab.stack), &lab.ns))
+        Ok(listen_and_measure(Server::Ustack(&lab.stack), &lab.ns))
     })());
     progress("connect + close: kernel over veth");
     let kernel = or_failed((|| {
         let lab = VethLab::new(None)?;
-        Ok(measure(Server::Kernel(&lab.server), &lab.client))
+        Ok(listen_and_measure(Server::Kernel(&lab.server), &lab.client))
+    })());
+    progress("connect + close: raw smoltcp");
+    let raw = or_failed((|| {
+        let (ns, mut engine) = lab::raw_lab(None, StackConfig::default().tcp_buffer)?;
+        Ok(measure(&mut |port| engine.connects(&ns, port, s.connect_time, s.connect_max)))
     })());
     let scenario = "Sequential connect + close, kernel client → listener";
     let [u_rate, u_p50, u_p99] = ustack;
     let [k_rate, k_p50, k_p99] = kernel;
+    let [r_rate, r_p50, r_p99] = raw;
     vec![
-        row(scenario, "connections/s", Unit::PerSec, u_rate, vec![(KERNEL, k_rate)]),
-        row(scenario, "connect() p50, µs", Unit::Micros, u_p50, vec![(KERNEL, k_p50)]),
-        row(scenario, "connect() p99, µs", Unit::Micros, u_p99, vec![(KERNEL, k_p99)]),
+        row(scenario, "connections/s", Unit::PerSec, u_rate, vec![(KERNEL, k_rate), (RAW, r_rate)]),
+        row(scenario, "connect() p50, µs", Unit::Micros, u_p50, vec![(KERNEL, k_p50), (RAW, r_p50)]),
+        row(scenario, "connect() p99, µs", Unit::Micros, u_p99, vec![(KERNEL, k_p99), (RAW, r_p99)]),
     ]
 }
 

@@ -7,21 +7,28 @@
 //! copied out of and into a [`bulk::CHUNK`]-byte buffer as an application of a socket API
 //! gets it: what the Berkeley API's copy costs, apart from ustack.
 //!
+//! [`RawEngine::connects`] serves sequential connects with the same loop, a listening
+//! socket always in place.
+//!
 //! It lives in the library, not in a separate crate or example, so that it is built and
 //! type-checked with everything else (it cannot rot) and runs in the same process and the
 //! same run as the figures it is a baseline for.
 
 use std::io;
+use std::net::SocketAddrV4;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpCidr};
 
 use super::bulk::{self, Direction, Transfer};
-use super::peer::IO_TIMEOUT;
+use super::connect;
+use super::lab::TUN_STACK;
+use super::peer::{IO_TIMEOUT, STOP_CHECK};
 use ustack::device::{Link, TunDevice};
 use ustack::sys::NetNs;
 
@@ -71,11 +78,8 @@ impl RawEngine {
     /// `client_ns` connects and sends to it or receives from it for `duration`. Gbit/s as
     /// the receiver measured it.
     pub fn transfer(&mut self, client_ns: &NetNs, port: u16, dir: Direction, duration: Duration) -> io::Result<f64> {
-        let size = self.buffer;
-        let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; size]), tcp::SocketBuffer::new(vec![0; size]));
-        socket.listen(port).map_err(|e| io::Error::other(format!("listen on {port}: {e}")))?;
-        let handle = self.sockets.add(socket);
-        let addr = std::net::SocketAddrV4::new(super::lab::TUN_STACK, port);
+        let handle = self.listen(port)?;
+        let addr = SocketAddrV4::new(TUN_STACK, port);
         let client = client_ns.spawn(move || bulk::kernel_client(addr, dir, duration))?;
         let served = self.serve(handle, dir, duration);
         self.sockets.remove(handle);
@@ -85,6 +89,87 @@ impl RawEngine {
             (s, c) => s?.or(c?),
         };
         measured.map(|t| t.gbps()).ok_or_else(|| io::Error::other("nobody measured"))
+    }
+
+    /// A new socket listening on `port`.
+    fn listen(&mut self, port: u16) -> io::Result<SocketHandle> {
+        let size = self.buffer;
+        let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; size]), tcp::SocketBuffer::new(vec![0; size]));
+        socket.listen(port).map_err(|e| io::Error::other(format!("listen on {port}: {e}")))?;
+        Ok(self.sockets.add(socket))
+    }
+
+    /// Sequential connects to `port`, measured by [`connect::rate`]'s client in
+    /// `client_ns` for `duration` or `max` connections, this loop serving them.
+    pub fn connects(
+        &mut self,
+        client_ns: &NetNs,
+        port: u16,
+        duration: Duration,
+        max: usize,
+    ) -> io::Result<connect::Rate> {
+        let addr = SocketAddrV4::new(TUN_STACK, port);
+        connect::rate_against(|stop| self.serve_connects(port, stop), client_ns, addr, duration, max)
+    }
+
+    /// The poll loop for sequential connects, until `stop`: each connection read to its
+    /// end, then closed, then removed.
+    fn serve_connects(&mut self, port: u16, stop: &AtomicBool) -> io::Result<()> {
+        let served = self.connects_loop(port, stop);
+        // The set holds only this loop's sockets.
+        let handles: Vec<SocketHandle> = self.sockets.iter().map(|(handle, _)| handle).collect();
+        for handle in handles {
+            self.sockets.remove(handle);
+        }
+        served
+    }
+
+    /// smoltcp has no backlog: the listening socket becomes the connection. So this loop
+    /// takes packets one at a time and puts a new listening socket in place as soon as the
+    /// old one took a SYN; a SYN behind it in the same batch (the client's next connect,
+    /// queued after its ACK and FIN) would otherwise be answered with a RST.
+    fn connects_loop(&mut self, port: u16, stop: &AtomicBool) -> io::Result<()> {
+        let mut listening = self.listen(port)?;
+        let mut connections: Vec<SocketHandle> = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let now = self.now();
+            self.iface.poll_maintenance(now);
+            while self.iface.poll_ingress_single(now, &mut self.device, &mut self.sockets)
+                != PollIngressSingleResult::None
+            {
+                if self.sockets.get::<tcp::Socket>(listening).state() != tcp::State::Listen {
+                    connections.push(listening);
+                    listening = self.listen(port)?;
+                }
+            }
+            connections.retain(|&handle| {
+                let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+                while socket.can_recv() {
+                    // Nothing to do with the data: the client sends none before its FIN.
+                    let _ = socket.recv(|buf| (buf.len(), ()));
+                }
+                // The client's FIN came: send ours, as the acceptor's close() does.
+                if socket.state() == tcp::State::CloseWait {
+                    socket.close();
+                }
+                // TIME-WAIT only if our FIN crossed the client's; the client keeps one anyway.
+                let over = matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait);
+                if over {
+                    self.sockets.remove(handle);
+                }
+                !over
+            });
+            while self.iface.poll_egress(now, &mut self.device, &mut self.sockets) != PollResult::None {}
+            if let Some(e) = self.device.take_error() {
+                return Err(e);
+            }
+            let now = self.now();
+            match self.iface.poll_delay(now, &self.sockets) {
+                Some(d) if d == smoltcp::time::Duration::ZERO => {}
+                delay => self.wait(delay.map(Duration::from).unwrap_or(STOP_CHECK).min(STOP_CHECK)),
+            }
+        }
+        Ok(())
     }
 
     /// The poll loop for one connection, until it is over.
