@@ -50,6 +50,13 @@ fn smoke_run_prints_every_scenario_with_its_baselines() {
     {
         assert!(stdout.contains(baseline), "no baseline {baseline:?} in:\n{stdout}");
     }
+    // The connect rows have raw smoltcp's figures too, on the line after the kernel's.
+    let lines: Vec<&str> = stdout.lines().collect();
+    for metric in ["| connections/s ", "| connect() p50, µs ", "| connect() p99, µs "] {
+        let at = lines.iter().position(|line| line.contains(metric));
+        let raw = at.and_then(|at| lines.get(at + 1)).is_some_and(|line| line.contains("| raw smoltcp, same TUN "));
+        assert!(raw, "no raw smoltcp baseline under {metric:?} in:\n{stdout}");
+    }
     assert!(!stdout.contains("failed:"), "a measurement failed:\n{stdout}");
 }
 
