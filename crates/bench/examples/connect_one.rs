@@ -25,7 +25,8 @@ fn main() {
         let listener = server.listen(port, 4096).expect("listening");
         let cpu = os::cpu_time(libc::RUSAGE_SELF);
         let rate = connect::rate(&*listener, &lab.ns, server.addr(port), duration, usize::MAX).expect("connects");
-        let per_conn = (os::cpu_time(libc::RUSAGE_SELF) - cpu).as_secs_f64() * 1e6 / (rate.per_sec * duration.as_secs_f64());
+        let per_conn =
+            (os::cpu_time(libc::RUSAGE_SELF) - cpu).as_secs_f64() * 1e6 / (rate.per_sec * duration.as_secs_f64());
         println!("{:.1}k/s, p50 {:.1} µs, {per_conn:.1} CPU-µs/connection", rate.per_sec / 1e3, rate.p50_us);
     }
 }
