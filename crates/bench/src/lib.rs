@@ -392,10 +392,12 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
          stream. ustack and raw smoltcp use {} socket buffers each way; the kernel its defaults (autotuning). The \
          kernel client connects in every case; \"ustack sends\" means the ustack side writes. Raw smoltcp reads \
          and writes its socket buffer in place; \"+ app copy\" copies through a {} application buffer, as read() \
-         and write() on any socket (ustack's or the kernel's) do.",
+         and write() on any socket (ustack's or the kernel's) do. Every kernel socket sends with CUBIC (Linux's \
+         default and ustack's, set with TCP_CONGESTION; this machine's default is {}).",
         s.bulk_time,
         table::format_value(plan.tcp_buffer as f64, Unit::Bytes),
-        table::format_value(bulk::CHUNK as f64, Unit::Bytes)
+        table::format_value(bulk::CHUNK as f64, Unit::Bytes),
+        os::default_congestion()
     ));
     rows
 }

@@ -76,16 +76,12 @@ pub fn kernel(drop_pct: f64, bytes: usize, seed: u64) -> io::Result<LossRun> {
     let relay = Relay::new(drop_pct, seed)?;
     let listener = relay.server.run(|| std::net::TcpListener::bind(any()))??;
     super::os::set_accept_timeout(&listener, STOP_CHECK)?;
-    super::os::set_congestion(&listener, KERNEL_CONGESTION)?;
+    // CUBIC, as on every kernel socket of the bench (BBR does not slow down for random loss).
+    super::os::set_congestion(&listener, peer::KERNEL_CONGESTION)?;
     let run = echo(&listener, &relay.client, bytes)?;
     relay.stop()?;
     Ok(run)
 }
-
-/// The kernel's congestion control in this scenario: CUBIC, Linux's default and
-/// ustack's, set on each kernel socket whatever this machine's default is (some, like this
-/// bench's, use BBR, which does not slow down for random loss).
-const KERNEL_CONGESTION: &[u8; 5] = b"cubic";
 
 fn any() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT)
@@ -120,7 +116,6 @@ fn echo(listener: &dyn Listener, client_ns: &NetNs, bytes: usize) -> io::Result<
 fn client(addr: SocketAddrV4, bytes: usize) -> io::Result<LossRun> {
     let start = Instant::now();
     let stream = peer::connect(addr)?;
-    super::os::set_congestion(&stream, KERNEL_CONGESTION)?;
     stream.set_read_timeout(Some(RUN_LIMIT))?;
     stream.set_write_timeout(Some(RUN_LIMIT))?;
     let mut writer = stream.try_clone()?;

@@ -59,6 +59,14 @@ fn set_option<T>(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value
     .map(drop)
 }
 
+/// The congestion control new kernel sockets get on this machine (the initial namespace's,
+/// which new namespaces inherit), or "unknown".
+pub fn default_congestion() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// Sets a kernel socket's congestion control (`TCP_CONGESTION`) to `name`, whatever this
 /// machine's default (`net.ipv4.tcp_congestion_control`) is; a listener's accepted
 /// connections inherit it.

@@ -43,6 +43,7 @@ impl Server<'_> {
     }
 
     /// A TCP listener on `port` with `backlog`; its accept() gives up after [`STOP_CHECK`].
+    /// A kernel listener's connections use [`KERNEL_CONGESTION`].
     pub fn listen(&self, port: u16, backlog: u32) -> io::Result<Box<dyn Listener>> {
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
         match self {
@@ -56,6 +57,8 @@ impl Server<'_> {
                 let listener = ns.run(|| std::net::TcpListener::bind(any))??;
                 os::set_backlog(&listener, backlog)?;
                 os::set_accept_timeout(&listener, STOP_CHECK)?;
+                // Accepted connections take the listener's.
+                os::set_congestion(&listener, KERNEL_CONGESTION)?;
                 Ok(Box::new(listener))
             }
         }
@@ -222,10 +225,19 @@ impl Datagram for std::net::UdpSocket {
     }
 }
 
+/// The congestion control of every kernel TCP socket that moves data in the bench: CUBIC,
+/// Linux's default and ustack's, set with `TCP_CONGESTION` whatever this machine's default
+/// is. Some machines (this bench's among them) default to BBR, whose pacing sets the pace
+/// of a bulk transfer on a path this short: the kernel's own over veth moved 18–26 Gbit/s
+/// with BBR and 58–64 with CUBIC (BENCHMARKS.md §30), and a ratio against it would say
+/// more about the machine's setting than about ustack.
+pub const KERNEL_CONGESTION: &[u8; 5] = b"cubic";
+
 /// A kernel client connection from the calling thread's namespace, with read and write
-/// timeouts of [`IO_TIMEOUT`].
+/// timeouts of [`IO_TIMEOUT`] and [`KERNEL_CONGESTION`].
 pub fn connect(addr: SocketAddrV4) -> io::Result<std::net::TcpStream> {
     let stream = std::net::TcpStream::connect_timeout(&addr.into(), IO_TIMEOUT)?;
+    os::set_congestion(&stream, KERNEL_CONGESTION)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     Ok(stream)
