@@ -23,11 +23,20 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 /// thread's namespace) and returns the socket at once, the handshake under way. It is
 /// writable once the handshake ends; [`TcpStream::take_error`] then tells how.
 pub fn start_connect(addr: SocketAddrV4) -> io::Result<TcpStream> {
+    start_connect_with(addr, |_| Ok(()))
+}
+
+/// [`start_connect`], with `configure` run on the socket before its connect().
+pub fn start_connect_with(
+    addr: SocketAddrV4,
+    configure: impl FnOnce(&OwnedFd) -> io::Result<()>,
+) -> io::Result<TcpStream> {
     // SAFETY: socket() takes no pointers.
     let fd =
         check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: a successful socket() returns a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    configure(&fd)?;
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: addr.port().to_be(),

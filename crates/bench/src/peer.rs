@@ -3,7 +3,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsFd;
 use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::lab::{TUN_STACK, VETH_SERVER};
 use super::os;
@@ -234,10 +237,25 @@ impl Datagram for std::net::UdpSocket {
 pub const KERNEL_CONGESTION: &[u8; 5] = b"cubic";
 
 /// A kernel client connection from the calling thread's namespace, with read and write
-/// timeouts of [`IO_TIMEOUT`] and [`KERNEL_CONGESTION`].
+/// timeouts of [`IO_TIMEOUT`] and [`KERNEL_CONGESTION`] from its SYN on. (Set after the
+/// handshake, the machine's default would already have run: BBR turns the socket's pacing
+/// on, and a switch to CUBIC leaves it on.)
 pub fn connect(addr: SocketAddrV4) -> io::Result<std::net::TcpStream> {
-    let stream = std::net::TcpStream::connect_timeout(&addr.into(), IO_TIMEOUT)?;
-    os::set_congestion(&stream, KERNEL_CONGESTION)?;
+    let stream = os::start_connect_with(addr, |fd| os::set_congestion(fd, KERNEL_CONGESTION))?;
+    let mut writable = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+    let timeout = PollTimeout::try_from(IO_TIMEOUT.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+    loop {
+        match nix::poll::poll(&mut writable, timeout) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr}: no answer"))),
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     Ok(stream)
