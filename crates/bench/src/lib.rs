@@ -407,6 +407,7 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
 }
 
 fn connect_rows(plan: &Plan, progress: Progress<'_>) -> Vec<Row> {
+    const PORT: u16 = 6001;
     let s = &plan.sizes;
     // Each run gets namespaces of its own: a run leaves up to `connect_max` of the
     // client's connections in TIME-WAIT, which would take ports from the next.
@@ -420,7 +421,6 @@ fn connect_rows(plan: &Plan, progress: Progress<'_>) -> Vec<Row> {
         let listener = server.listen(PORT, BIG_BACKLOG)?;
         connect::rate(&*listener, client_ns, server.addr(PORT), s.connect_time, s.connect_max)
     };
-    const PORT: u16 = 6001;
     progress("connect + close: ustack");
     let ustack = measure(&mut || {
         let lab = ustack_lab(None, StackConfig::default().tcp_buffer, plan.shards, plan.offload)?;

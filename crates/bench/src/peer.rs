@@ -232,7 +232,7 @@ impl Datagram for std::net::UdpSocket {
 /// Linux's default and ustack's, set with `TCP_CONGESTION` whatever this machine's default
 /// is. Some machines (this bench's among them) default to BBR, whose pacing sets the pace
 /// of a bulk transfer on a path this short: the kernel's own over veth moved 18–26 Gbit/s
-/// with BBR and 58–64 with CUBIC (BENCHMARKS.md §30), and a ratio against it would say
+/// with BBR and 58–78 with CUBIC (BENCHMARKS.md §30), and a ratio against it would say
 /// more about the machine's setting than about ustack.
 pub const KERNEL_CONGESTION: &[u8; 5] = b"cubic";
 
