@@ -18,6 +18,8 @@ use ustack::sys::NetNs;
 /// What sequential connects measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Rate {
+    /// Connections opened and closed.
+    pub connections: usize,
     /// Connections opened and closed per second.
     pub per_sec: f64,
     /// connect() latency, microseconds.
@@ -78,6 +80,7 @@ pub fn rate_against(
         let (count, elapsed, mut latencies) = client.and_then(|r| r)?;
         served?;
         Ok(Rate {
+            connections: count,
             per_sec: count as f64 / elapsed.as_secs_f64(),
             p50_us: percentile(&mut latencies, 50.0).unwrap_or(f64::NAN),
             p99_us: percentile(&mut latencies, 99.0).unwrap_or(f64::NAN),
