@@ -14,7 +14,7 @@ use ustack_bench::peer::Server;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bulk::OneSide { mtu, dir, runs, duration } = bulk::OneSide::from_args(&args);
-    let lab = lab::ustack_lab(Some(mtu), 1 << 20, 1, true).expect("making the lab");
+    let lab = lab::ustack_lab(Some(mtu), ustack_bench::DEFAULT_TCP_BUFFER, 1, true).expect("making the lab");
     let server = Server::Ustack(&lab.stack);
     let listener = server.listen(5001, 4096).expect("listening");
     bulk::print_rates_and_cpu(runs, || bulk::transfer(&*listener, &lab.ns, server.addr(5001), dir, duration))

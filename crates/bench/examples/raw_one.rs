@@ -17,7 +17,7 @@ fn main() {
     let bulk::OneSide { mtu, dir, runs, duration } = bulk::OneSide::from_args(&args);
     let copying = args.get(5).map(String::as_str) == Some("copy");
     // The bench's socket buffers (its default `--tcp-buffer`), as `bulk_one` gives ustack.
-    let (ns, mut engine) = lab::raw_lab(Some(mtu), 1 << 20).expect("making the lab");
+    let (ns, mut engine) = lab::raw_lab(Some(mtu), ustack_bench::DEFAULT_TCP_BUFFER).expect("making the lab");
     if copying {
         engine = engine.copying();
     }
