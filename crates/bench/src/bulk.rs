@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
+use super::os;
 use super::peer::{self, IO_TIMEOUT, Listener};
 use ustack::sys::NetNs;
 
@@ -72,30 +73,64 @@ fn await_eof(r: &mut impl Read) -> io::Result<()> {
     Ok(())
 }
 
+/// What one transfer measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// The rate the receiver measured.
+    pub gbps: f64,
+    /// When the kernel client sent: the share of its busy time (0 to 1) that the
+    /// receiver's window held it back (its `tcpi_rwnd_limited`). Near 1, the transfer ran
+    /// as fast as the receiver turned its window round, whatever the sender could do.
+    pub window_limited: Option<f64>,
+}
+
+/// What the kernel client of one transfer saw.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientSaw {
+    /// It sent; the share of its busy time the receiver's window held it back, if known.
+    Sent { window_limited: Option<f64> },
+    /// It received, and measured.
+    Received(Transfer),
+}
+
+impl ClientSaw {
+    /// The transfer's figures, from the client's view and, when the server received, the
+    /// server's measurement.
+    pub fn measured(self, server: Option<Transfer>) -> io::Result<Measured> {
+        let (transfer, window_limited) = match self {
+            ClientSaw::Sent { window_limited } => (server, window_limited),
+            ClientSaw::Received(transfer) => (Some(transfer), None),
+        };
+        let transfer = transfer.ok_or_else(|| io::Error::other("nobody measured"))?;
+        Ok(Measured { gbps: transfer.gbps(), window_limited })
+    }
+}
+
 /// The kernel client of one transfer, run inside the client namespace: connects to
 /// `addr`, then sends (and waits for the server's close) or receives (and measures).
-pub fn kernel_client(addr: SocketAddrV4, dir: Direction, duration: Duration) -> io::Result<Option<Transfer>> {
+pub fn kernel_client(addr: SocketAddrV4, dir: Direction, duration: Duration) -> io::Result<ClientSaw> {
     let mut stream = peer::connect(addr)?;
     match dir {
         Direction::ToServer => {
             send_for(&mut stream, duration)?;
             stream.shutdown(std::net::Shutdown::Write)?;
             await_eof(&mut stream)?;
-            Ok(None)
+            // Everything is acknowledged now: the busy time is complete.
+            Ok(ClientSaw::Sent { window_limited: os::TcpInfo::of(&stream).window_limited() })
         }
-        Direction::FromServer => receive_all(&mut stream).map(Some),
+        Direction::FromServer => receive_all(&mut stream).map(ClientSaw::Received),
     }
 }
 
 /// One transfer between a kernel client in `client_ns` and the server listening on
-/// `listener` at `addr`; Gbit/s as the receiver measured it.
+/// `listener` at `addr`.
 pub fn transfer(
     listener: &dyn Listener,
     client_ns: &NetNs,
     addr: SocketAddrV4,
     dir: Direction,
     duration: Duration,
-) -> io::Result<f64> {
+) -> io::Result<Measured> {
     std::thread::scope(|scope| {
         let server = scope.spawn(|| -> io::Result<Option<Transfer>> {
             let mut stream = peer::accept_within(listener, IO_TIMEOUT)?;
@@ -116,21 +151,23 @@ pub fn transfer(
             (Err(c), Err(s)) => return Err(io::Error::new(s.kind(), format!("{s} (client: {c})"))),
             (c, s) => (c?, s?),
         };
-        client.or(server).map(|t| t.gbps()).ok_or_else(|| io::Error::other("nobody measured"))
+        client.measured(server)
     })
 }
 
-/// Runs `transfer` (one transfer, its rate in Gbit/s) `runs` times and prints each rate
-/// with the CPU time the whole process spent per byte moved: for the examples that put one
-/// side of this scenario under a profiler (`bulk_one`, `raw_one`).
-pub fn print_rates_and_cpu(runs: usize, mut transfer: impl FnMut() -> io::Result<f64>) -> io::Result<()> {
+/// Runs `transfer` (one transfer) `runs` times and prints each rate with the CPU time the
+/// whole process spent per byte moved, and how much of the time the receiver's window held
+/// a kernel sender back: for the examples that put one side of this scenario under a
+/// profiler (`bulk_one`, `raw_one`).
+pub fn print_rates_and_cpu(runs: usize, mut transfer: impl FnMut() -> io::Result<Measured>) -> io::Result<()> {
     for _ in 0..runs {
-        let (cpu_before, started) = (super::os::cpu_time(libc::RUSAGE_SELF), Instant::now());
-        let gbps = transfer()?;
-        let cpu = (super::os::cpu_time(libc::RUSAGE_SELF) - cpu_before).as_secs_f64();
+        let (cpu_before, started) = (os::cpu_time(libc::RUSAGE_SELF), Instant::now());
+        let Measured { gbps, window_limited } = transfer()?;
+        let cpu = (os::cpu_time(libc::RUSAGE_SELF) - cpu_before).as_secs_f64();
         // Bytes moved, roughly: the measured rate over the run's wall time.
         let bytes = gbps * 1e9 / 8.0 * started.elapsed().as_secs_f64();
-        println!("{gbps:.2} Gbit/s, {:.3} CPU-ns/byte", cpu * 1e9 / bytes);
+        let window = window_limited.map(|w| format!(", sender held by the window {:.0}%", w * 100.0));
+        println!("{gbps:.2} Gbit/s, {:.3} CPU-ns/byte{}", cpu * 1e9 / bytes, window.unwrap_or_default());
     }
     Ok(())
 }

@@ -302,13 +302,21 @@ fn repeat<const N: usize>(
     }
     samples.map(|values| match Figure::of(&values) {
         Some(figure) => Cell::Measured(figure),
-        None => Cell::Failed("no finite value measured".into()),
+        None => Cell::Failed(NOT_FINITE.into()),
     })
 }
+
+/// Why [`repeat`] fails a figure none of whose runs measured a number.
+const NOT_FINITE: &str = "no finite value measured";
 
 /// `N` cells from a setup that may fail: the setup's error in every cell if it does.
 fn or_failed<const N: usize>(result: io::Result<[Cell; N]>) -> [Cell; N] {
     result.unwrap_or_else(|e| std::array::from_fn(|_| failed(&e)))
+}
+
+/// [`or_failed`] for a setup measuring `M` figures in each of `N` runs.
+fn or_failed_each<const N: usize, const M: usize>(result: io::Result<[[Cell; M]; N]>) -> [[Cell; M]; N] {
+    result.unwrap_or_else(|e| std::array::from_fn(|_| std::array::from_fn(|_| failed(&e))))
 }
 
 fn row(scenario: &str, metric: &str, unit: Unit, ustack: Cell, baselines: Vec<(&str, Cell)>) -> Row {
@@ -337,39 +345,35 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
     let mut rows = Vec::new();
     for &mtu in &plan.mtus {
         progress(&format!("bulk TCP, MTU {mtu}: ustack"));
-        let ustack = or_failed((|| {
+        let ustack = or_failed_each((|| {
             let lab = ustack_lab(Some(mtu), plan.tcp_buffer, plan.shards, plan.offload)?;
             let server = Server::Ustack(&lab.stack);
             let listener = server.listen(PORT, BIG_BACKLOG)?;
             Ok(dirs.map(|dir| {
-                let [cell] = repeat(s.warmups, s.repeats, || {
-                    bulk::transfer(&*listener, &lab.ns, server.addr(PORT), dir, s.bulk_time).map(|g| [g])
-                });
-                cell
+                repeat(s.warmups, s.repeats, || {
+                    bulk::transfer(&*listener, &lab.ns, server.addr(PORT), dir, s.bulk_time).map(bulk_figures)
+                })
             }))
         })());
         progress(&format!("bulk TCP, MTU {mtu}: kernel over veth"));
-        let kernel = or_failed((|| {
+        let kernel = or_failed_each((|| {
             let lab = VethLab::new(Some(mtu))?;
             let server = Server::Kernel(&lab.server);
             let listener = server.listen(PORT, BIG_BACKLOG)?;
             Ok(dirs.map(|dir| {
-                let [cell] = repeat(s.warmups, s.repeats, || {
-                    bulk::transfer(&*listener, &lab.client, server.addr(PORT), dir, s.bulk_time).map(|g| [g])
-                });
-                cell
+                repeat(s.warmups, s.repeats, || {
+                    bulk::transfer(&*listener, &lab.client, server.addr(PORT), dir, s.bulk_time).map(bulk_figures)
+                })
             }))
         })());
         let raw_runs = |copying: bool| {
-            or_failed((|| {
+            or_failed_each((|| {
                 let (ns, mut engine) = lab::raw_lab(Some(mtu), plan.tcp_buffer)?;
                 if copying {
                     engine = engine.copying();
                 }
                 Ok(dirs.map(|dir| {
-                    let [cell] =
-                        repeat(s.warmups, s.repeats, || engine.transfer(&ns, PORT, dir, s.bulk_time).map(|g| [g]));
-                    cell
+                    repeat(s.warmups, s.repeats, || engine.transfer(&ns, PORT, dir, s.bulk_time).map(bulk_figures))
                 }))
             })())
         };
@@ -382,13 +386,24 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
                 Direction::ToServer => format!("Bulk TCP kernel → ustack (ustack receives), MTU {mtu}"),
                 Direction::FromServer => format!("Bulk TCP ustack → kernel (ustack sends), MTU {mtu}"),
             };
+            let figure = |cells: &[[Cell; 2]; 2], figure: usize| window_cell(&cells[i][figure]);
             rows.push(row(
                 &scenario,
                 "Gbit/s",
                 Unit::Gbps,
-                ustack[i].clone(),
-                vec![(KERNEL, kernel[i].clone()), (RAW, raw[i].clone()), (RAW_COPYING, raw_copying[i].clone())],
+                figure(&ustack, 0),
+                vec![(KERNEL, figure(&kernel, 0)), (RAW, figure(&raw, 0)), (RAW_COPYING, figure(&raw_copying, 0))],
             ));
+            // Only a kernel sender says what held it back.
+            if dir == Direction::ToServer {
+                rows.push(row(
+                    &scenario,
+                    "sender held back by the receive window",
+                    Unit::Percent,
+                    figure(&ustack, 1),
+                    vec![(KERNEL, figure(&kernel, 1)), (RAW, figure(&raw, 1)), (RAW_COPYING, figure(&raw_copying, 1))],
+                ));
+            }
         }
     }
     notes.push(format!(
@@ -397,13 +412,32 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
          kernel client connects in every case; \"ustack sends\" means the ustack side writes. Raw smoltcp reads \
          and writes its socket buffer in place; \"+ app copy\" copies through a {} application buffer, as read() \
          and write() on any socket (ustack's or the kernel's) do. Every kernel socket sends with CUBIC (Linux's \
-         default and ustack's, set with TCP_CONGESTION; this machine's default is {}).",
+         default and ustack's, set with TCP_CONGESTION; this machine's default is {}). \"Sender held back by the \
+         receive window\": the kernel sender's tcpi_rwnd_limited over its tcpi_busy_time; near 100%, the rate is \
+         the receiver's window over the time it takes to turn it round, not what either stack could do with more \
+         window (the kernel's receiver grows its window as the application keeps up; ustack's and raw smoltcp's \
+         stay at their buffer).",
         s.bulk_time,
         table::format_value(plan.tcp_buffer as f64, Unit::Bytes),
         table::format_value(bulk::CHUNK as f64, Unit::Bytes),
         os::default_congestion()
     ));
     rows
+}
+
+/// A bulk transfer's figures for [`repeat`]: Gbit/s, and the percentage of its busy time a
+/// kernel sender spent held back by the receive window (not a number where it did not
+/// send, or its kernel does not say).
+fn bulk_figures(measured: bulk::Measured) -> [f64; 2] {
+    [measured.gbps, measured.window_limited.map_or(f64::NAN, |share| share * 100.0)]
+}
+
+/// `cell`, with [`bulk_figures`]' missing share said as such rather than as a failure.
+fn window_cell(cell: &Cell) -> Cell {
+    match cell {
+        Cell::Failed(why) if why == NOT_FINITE => Cell::Skipped("the kernel measured no busy time".into()),
+        other => other.clone(),
+    }
 }
 
 fn connect_rows(plan: &Plan, progress: Progress<'_>) -> Vec<Row> {

@@ -12,7 +12,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -24,6 +24,7 @@ use ustack::sys::NetNs;
 use ustack::{Cidr, StackConfig, TcpListener};
 use ustack_testkit::lab::{Lab, LabNet};
 
+use super::os;
 use super::peer::{self, IO_TIMEOUT, Listener, STOP_CHECK};
 
 /// The relay lab's addresses: the client's TUN and the server's TUN, one subnet.
@@ -146,26 +147,11 @@ fn client(addr: SocketAddrV4, bytes: usize) -> io::Result<LossRun> {
     if got != bytes {
         return Err(io::Error::other(format!("echoed {got} bytes of {bytes}")));
     }
-    Ok(LossRun { elapsed: start.elapsed(), longest_stall: longest, resent_bytes: bytes_retrans(&stream) })
-}
-
-/// The kernel's count of bytes a TCP socket resent (`tcpi_bytes_retrans`, Linux 4.19+);
-/// 0 where it cannot be read.
-pub fn bytes_retrans(socket: &impl AsRawFd) -> u64 {
-    // struct tcp_info (include/uapi/linux/tcp.h): 8 bytes of u8 fields, 24 u32s (to 104),
-    // 4 u64s (to 136), 6 u32s (to 160), 4 u64s (to 192), 2 u32s (to 200), tcpi_bytes_sent
-    // (200), then tcpi_bytes_retrans.
-    const OFFSET: usize = 208;
-    let mut info = [0u8; 256];
-    let mut len = info.len() as libc::socklen_t;
-    // SAFETY: the buffer and its length are valid for the call; the kernel writes at most `len` bytes.
-    let rc = unsafe {
-        libc::getsockopt(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &mut len)
-    };
-    if rc != 0 || (len as usize) < OFFSET + 8 {
-        return 0;
-    }
-    u64::from_ne_bytes(info[OFFSET..OFFSET + 8].try_into().unwrap_or([0; 8]))
+    Ok(LossRun {
+        elapsed: start.elapsed(),
+        longest_stall: longest,
+        resent_bytes: os::TcpInfo::of(&stream).bytes_retrans,
+    })
 }
 
 /// Two kernel stacks, each in a namespace with a TUN, and a thread copying packets

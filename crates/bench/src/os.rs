@@ -208,6 +208,55 @@ fn netstat_field(text: &str, prefix: &str, name: &str) -> Option<u64> {
     names.zip(values).find(|(n, _)| *n == name).and_then(|(_, v)| v.parse().ok())
 }
 
+/// The figures the bench reads from a kernel TCP socket's `struct tcp_info`
+/// (include/uapi/linux/tcp.h).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TcpInfo {
+    /// Time the socket had data outstanding (`tcpi_busy_time`, Linux 4.10+).
+    pub busy: Duration,
+    /// Of that, time it could not send because the receiver's window was full
+    /// (`tcpi_rwnd_limited`).
+    pub rwnd_limited: Duration,
+    /// Bytes it resent (`tcpi_bytes_retrans`, Linux 4.19+).
+    pub bytes_retrans: u64,
+}
+
+impl TcpInfo {
+    // Offsets in struct tcp_info: 8 bytes of u8 fields, 24 u32s (to 104), 4 u64s (to 136),
+    // 6 u32s (to 160), tcpi_delivery_rate (160), tcpi_busy_time (168), tcpi_rwnd_limited
+    // (176), tcpi_sndbuf_limited (184), 2 u32s (to 200), tcpi_bytes_sent (200),
+    // tcpi_bytes_retrans (208).
+    const BUSY: usize = 168;
+    const RWND_LIMITED: usize = 176;
+    const BYTES_RETRANS: usize = 208;
+
+    /// `socket`'s; a field the kernel does not fill in (an older kernel) reads as zero,
+    /// and so does everything if the call fails.
+    pub fn of(socket: &impl AsRawFd) -> TcpInfo {
+        let mut info = [0u8; 256];
+        let mut len = info.len() as libc::socklen_t;
+        // SAFETY: the buffer and its length are valid for the call; the kernel writes at most `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &mut len)
+        };
+        let filled = if rc == 0 { (len as usize).min(info.len()) } else { 0 };
+        let u64_at = |offset: usize| {
+            info[..filled].get(offset..offset + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_ne_bytes)
+        };
+        TcpInfo {
+            busy: Duration::from_micros(u64_at(Self::BUSY)),
+            rwnd_limited: Duration::from_micros(u64_at(Self::RWND_LIMITED)),
+            bytes_retrans: u64_at(Self::BYTES_RETRANS),
+        }
+    }
+
+    /// The share of the busy time the receiver's window held the socket back, 0 to 1;
+    /// None if the kernel measured no busy time.
+    pub fn window_limited(&self) -> Option<f64> {
+        (!self.busy.is_zero()).then(|| self.rwnd_limited.as_secs_f64() / self.busy.as_secs_f64())
+    }
+}
+
 /// One line about the machine: CPU model, how many CPUs, memory, kernel.
 pub fn machine() -> String {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -245,5 +294,26 @@ mod tests {
         assert_eq!(netstat_field(netstat, "TcpExt:", "Nope"), None);
         assert_eq!(kib_field("Name: x\nVmRSS:\t  2048 kB\n", "VmRSS:").unwrap(), 2 * 1024 * 1024);
         assert!(rss_bytes().unwrap() > 0);
+    }
+
+    #[test]
+    fn tcp_info_of_a_kernel_connection_that_moved_data() {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        client.write_all(&[7; 100_000]).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), 100_000);
+        let info = TcpInfo::of(&client);
+        assert_eq!(info.bytes_retrans, 0, "{info:?}");
+        assert!(info.rwnd_limited <= info.busy, "{info:?}");
+        if let Some(share) = info.window_limited() {
+            assert!((0.0..=1.0).contains(&share), "{info:?}");
+        }
+        let nothing = TcpInfo::of(&std::fs::File::open("/proc/self/stat").unwrap());
+        assert_eq!(nothing, TcpInfo::default(), "not a socket: all zero");
     }
 }

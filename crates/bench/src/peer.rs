@@ -214,7 +214,7 @@ impl Stream for std::net::TcpStream {
     }
 
     fn resent_bytes(&self) -> u64 {
-        super::loss::bytes_retrans(self)
+        os::TcpInfo::of(self).bytes_retrans
     }
 }
 

@@ -75,20 +75,24 @@ impl RawEngine {
     }
 
     /// One bulk transfer: a fresh socket listens on `port`, a kernel client in
-    /// `client_ns` connects and sends to it or receives from it for `duration`. Gbit/s as
-    /// the receiver measured it.
-    pub fn transfer(&mut self, client_ns: &NetNs, port: u16, dir: Direction, duration: Duration) -> io::Result<f64> {
+    /// `client_ns` connects and sends to it or receives from it for `duration`.
+    pub fn transfer(
+        &mut self,
+        client_ns: &NetNs,
+        port: u16,
+        dir: Direction,
+        duration: Duration,
+    ) -> io::Result<bulk::Measured> {
         let handle = self.listen(port)?;
         let addr = SocketAddrV4::new(TUN_STACK, port);
         let client = client_ns.spawn(move || bulk::kernel_client(addr, dir, duration))?;
         let served = self.serve(handle, dir, duration);
         self.sockets.remove(handle);
         let client = super::peer::join(client);
-        let measured = match (served, client) {
-            (Err(s), Err(c)) => return Err(io::Error::new(s.kind(), format!("{s} (client: {c})"))),
-            (s, c) => s?.or(c?),
-        };
-        measured.map(|t| t.gbps()).ok_or_else(|| io::Error::other("nobody measured"))
+        match (served, client) {
+            (Err(s), Err(c)) => Err(io::Error::new(s.kind(), format!("{s} (client: {c})"))),
+            (s, c) => c?.measured(s?),
+        }
     }
 
     /// A new socket listening on `port`.

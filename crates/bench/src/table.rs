@@ -23,6 +23,8 @@ pub enum Unit {
     Bytes,
     /// A count of things (connections, packets).
     Count,
+    /// A share, in per cent. Two shares make no ratio worth printing.
+    Percent,
 }
 
 /// One measured (or not) figure.
@@ -111,6 +113,7 @@ impl Table {
             }
             for (i, (name, cell)) in row.baselines.iter().enumerate() {
                 let ratio = match (row.ustack.value(), cell.value()) {
+                    _ if row.unit == Unit::Percent => "—".into(),
                     (Some(u), Some(b)) if b != 0.0 => format!("{}×", significant(u / b)),
                     _ => "—".into(),
                 };
@@ -199,6 +202,7 @@ pub fn format_value(v: f64, unit: Unit) -> String {
         Unit::Bytes if v.abs() >= 1024.0 => format!("{} KiB", significant(v / 1024.0)),
         Unit::Bytes => format!("{v:.0} B"),
         Unit::Count => format!("{v:.0}"),
+        Unit::Percent => format!("{v:.0}%"),
     }
 }
 
@@ -227,6 +231,7 @@ mod tests {
         assert_eq!(format_value(0.0512, Unit::Micros), "0.0512");
         assert_eq!(format_value(3.0 * 1024.0, Unit::Bytes), "3.00 KiB");
         assert_eq!(format_value(1000.0, Unit::Count), "1000");
+        assert_eq!(format_value(99.6, Unit::Percent), "100%");
     }
 
     #[test]

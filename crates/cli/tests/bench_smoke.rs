@@ -23,6 +23,7 @@ fn smoke_run_prints_every_scenario_with_its_baselines() {
         "| Bulk TCP ustack → kernel (ustack sends), MTU 1500 ",
         "| Bulk TCP kernel → ustack (ustack receives), MTU 65000 ",
         "| Bulk TCP ustack → kernel (ustack sends), MTU 65000 ",
+        "| sender held back by the receive window ",
         "| Sequential connect + close, kernel client → listener ",
         "| connections/s ",
         "| connect() p50, µs ",
