@@ -108,6 +108,11 @@ fn sendmsg_gathers_and_recvmsg_scatters_a_stream() {
         got += n;
     }
     assert_eq!((&x, &y), (b"one ", b"two three"));
+    // One buffer, read_vectored's usual call, is filled in place.
+    assert_eq!(c.send_msg(&[IoSlice::new(b"four")], None, MsgFlags::NOSIGNAL), Ok(4));
+    let mut one = [0; 8];
+    let (n, from, flags) = s.recv_msg(&mut [IoSliceMut::new(&mut one)], MsgFlags::NONE).unwrap();
+    assert_eq!((n, &one[..n], from, flags), (4, &b"four"[..], None, MsgFlags::NONE));
 
     // A datagram from several buffers is one datagram.
     let (a, b) = (udp(&p.a, Domain::Inet), udp(&p.b, Domain::Inet));

@@ -143,15 +143,22 @@ impl Socket {
         bufs: &mut [IoSliceMut<'_>],
         flags: MsgFlags,
     ) -> Result<(usize, Option<SocketAddr>, MsgFlags)> {
-        let total = bufs.iter().map(|b| b.len()).sum();
-        let mut data = vec![0; total];
-        let (received, stream) = self.receive(&mut data, flags)?;
-        let mut rest = &data[..received.len];
-        for buf in bufs.iter_mut() {
-            let n = buf.len().min(rest.len());
-            buf[..n].copy_from_slice(&rest[..n]);
-            rest = &rest[n..];
-        }
+        let (received, stream) = match bufs {
+            // One buffer (read_vectored's usual call): straight into it, as recv() does.
+            [one] => self.receive(one, flags)?,
+            _ => {
+                let total = bufs.iter().map(|b| b.len()).sum();
+                let mut data = vec![0; total];
+                let (received, stream) = self.receive(&mut data, flags)?;
+                let mut rest = &data[..received.len];
+                for buf in bufs.iter_mut() {
+                    let n = buf.len().min(rest.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                }
+                (received, stream)
+            }
+        };
         if stream {
             return Ok((received.len, None, MsgFlags::NONE));
         }
