@@ -218,8 +218,10 @@ pub struct Plan {
 pub const DEFAULT_MTUS: [usize; 2] = [1500, 65000];
 
 /// The socket buffers of the bulk scenario unless told otherwise: large enough that the
-/// window never limits a 65000-byte MTU.
-pub const DEFAULT_TCP_BUFFER: usize = 1 << 20;
+/// window does not hold the sender back, so that the rates say what each stack costs. At
+/// 1 MiB a kernel sender into ustack or raw smoltcp was held back by the window nearly all
+/// its time, at 8 MiB a few per cent (BENCHMARKS.md §32; the bench prints the share).
+pub const DEFAULT_TCP_BUFFER: usize = 8 << 20;
 
 /// The listen backlog for the scenarios that are not about the backlog: the largest, so
 /// that nothing is dropped.

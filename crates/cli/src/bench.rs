@@ -30,7 +30,7 @@ pub struct BenchArgs {
     pub mtus: Vec<u16>,
 
     /// Receive and send buffer per TCP socket for ustack and raw smoltcp in the bulk
-    /// scenario (default 1 MiB); as `serve --tcp-buffer`.
+    /// scenario (default 8 MiB); as `serve --tcp-buffer`.
     #[arg(long = "tcp-buffer", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub tcp_buffer: Option<u64>,
 
