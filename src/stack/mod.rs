@@ -714,15 +714,21 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
     loop {
         let crowded;
         let mut prereads = 0;
+        let mut preread_bytes = 0;
         let mut emptied = false;
         let read_at = clock.now();
-        while prereads < preread.len() {
+        // Counted in bytes too: with the TUN's offloads a frame can be a 64 KiB
+        // super-segment whatever the MTU, and 64 of them read ahead (4 MiB) left the first
+        // out of the CPU's cache by the time smoltcp copied it (MTU 1500: 27–30 Gbit/s
+        // against 31–33 with the bound; BENCHMARKS.md §33).
+        while prereads < preread.len() && preread_bytes < PREREAD_BYTES {
             // What the read's flush left, the flush after the round writes.
             let (received, _) = device.receive_into(read_at, &mut preread[prereads]);
             if !received {
                 emptied = true;
                 break;
             }
+            preread_bytes += preread[prereads].len();
             prereads += 1;
         }
         let delay = {
