@@ -316,4 +316,41 @@ mod tests {
         let nothing = TcpInfo::of(&std::fs::File::open("/proc/self/stat").unwrap());
         assert_eq!(nothing, TcpInfo::default(), "not a socket: all zero");
     }
+
+    #[test]
+    fn tcp_info_says_when_a_receiver_that_does_not_read_holds_the_sender_back() {
+        use std::io::Write;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let small: libc::c_int = 4096;
+        // SAFETY: SO_RCVBUF reads one c_int from the pointer, which is valid. Accepted
+        // sockets take the listener's buffer, and so a small window.
+        let rc = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        // Until the window and the send buffer are full: from then on the sender waits on
+        // the window for as long as the server does not read.
+        let mut sent = 0;
+        while sent < 64 << 20 {
+            match client.write(&[7; 65536]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let held = Duration::from_millis(50);
+        std::thread::sleep(held);
+        let info = TcpInfo::of(&client);
+        assert!(info.rwnd_limited >= held / 2, "{info:?}");
+        assert!(info.window_limited().is_some_and(|share| share > 0.5 && share <= 1.0), "{info:?}");
+    }
 }
