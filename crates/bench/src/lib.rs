@@ -388,23 +388,16 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
                 Direction::ToServer => format!("Bulk TCP kernel → ustack (ustack receives), MTU {mtu}"),
                 Direction::FromServer => format!("Bulk TCP ustack → kernel (ustack sends), MTU {mtu}"),
             };
-            let figure = |cells: &[[Cell; 2]; 2], figure: usize| window_cell(&cells[i][figure]);
-            rows.push(row(
-                &scenario,
-                "Gbit/s",
-                Unit::Gbps,
-                figure(&ustack, 0),
-                vec![(KERNEL, figure(&kernel, 0)), (RAW, figure(&raw, 0)), (RAW_COPYING, figure(&raw_copying, 0))],
-            ));
+            // Figure `f` of this direction's runs, as a row.
+            let figure_row = |metric: &str, unit: Unit, f: usize| {
+                let cell = |cells: &[[Cell; 2]; 2]| window_cell(&cells[i][f]);
+                let baselines = vec![(KERNEL, cell(&kernel)), (RAW, cell(&raw)), (RAW_COPYING, cell(&raw_copying))];
+                row(&scenario, metric, unit, cell(&ustack), baselines)
+            };
+            rows.push(figure_row("Gbit/s", Unit::Gbps, 0));
             // Only a kernel sender says what held it back.
             if dir == Direction::ToServer {
-                rows.push(row(
-                    &scenario,
-                    "sender held back by the receive window",
-                    Unit::Percent,
-                    figure(&ustack, 1),
-                    vec![(KERNEL, figure(&kernel, 1)), (RAW, figure(&raw, 1)), (RAW_COPYING, figure(&raw_copying, 1))],
-                ));
+                rows.push(figure_row("sender held back by the receive window", Unit::Percent, 1));
             }
         }
     }
