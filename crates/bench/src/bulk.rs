@@ -172,17 +172,20 @@ pub fn print_rates_and_cpu(runs: usize, mut transfer: impl FnMut() -> io::Result
     Ok(())
 }
 
-/// The arguments `bulk_one` and `raw_one` share: `MTU recv|send RUNS [MS]` (1500, recv, 5,
-/// 1000 where missing or unreadable).
+/// The arguments `bulk_one` and `raw_one` share: `MTU recv|send RUNS [MS] [BUFFER]` (1500,
+/// recv, 5, 1000, the bench's 8 MiB where missing or unreadable).
 pub struct OneSide {
     pub mtu: usize,
     pub dir: Direction,
     pub runs: usize,
     pub duration: Duration,
+    /// Socket buffers each way, in bytes.
+    pub buffer: usize,
 }
 
 impl OneSide {
-    /// From the program's arguments (`args[0]` is the program).
+    /// From the program's arguments (`args[0]` is the program): `MTU recv|send RUNS [MS]
+    /// [BUFFER]`, the buffer in bytes (the bench's default unless given).
     pub fn from_args(args: &[String]) -> OneSide {
         let number = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
         let dir = match args.get(2).map(String::as_str) {
@@ -194,6 +197,7 @@ impl OneSide {
             dir,
             runs: number(3, 5) as usize,
             duration: Duration::from_millis(number(4, 1000)),
+            buffer: number(5, super::DEFAULT_TCP_BUFFER as u64) as usize,
         }
     }
 }
