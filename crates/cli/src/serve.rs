@@ -151,7 +151,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub shards: Option<u16>,
 
-    /// Receive and send buffer per TCP connection, in bytes (each way; default 65536).
+    /// Receive and send buffer per TCP connection, in bytes (each way; default 65536). The
+    /// receive buffer is the most window ustack offers: bulk transfers into ustack need a
+    /// few MiB to run at full speed (BENCHMARKS.md §32); memory is used only where data passed.
     #[arg(long = "tcp-buffer", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub tcp_buffer: Option<u64>,
 }
