@@ -694,8 +694,9 @@ fn wait_queue(id: SockId) -> usize {
     (id % WAIT_QUEUES as SockId) as usize
 }
 
-/// The buffers the stack thread reads frames into before it takes the lock: up to
-/// [`PREREAD_BYTES`] of frames. Allocated by [`Stack::new`] at their full size (any IP
+/// The buffers the stack thread reads frames into before it takes the lock: enough for
+/// [`PREREAD_BYTES`] of MTU-sized frames (`run` stops at that many bytes when frames are
+/// the TUN's super-segments). Allocated by [`Stack::new`] at their full size (any IP
 /// packet: a device may read up to 64 KiB, a TUN with offloads 40 bytes more), so that this
 /// fixed memory of the stack is there when it starts, not counted against its first
 /// connections, and no read has to grow a buffer.
