@@ -321,19 +321,8 @@ mod tests {
     fn tcp_info_says_when_a_receiver_that_does_not_read_holds_the_sender_back() {
         use std::io::Write;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let small: libc::c_int = 4096;
-        // SAFETY: SO_RCVBUF reads one c_int from the pointer, which is valid. Accepted
-        // sockets take the listener's buffer, and so a small window.
-        let rc = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&small as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
+        // Accepted sockets take the listener's buffer, and so a small window.
+        set_option(&listener, libc::SOL_SOCKET, libc::SO_RCVBUF, &(4096 as libc::c_int)).unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (_server, _) = listener.accept().unwrap();
         client.set_nonblocking(true).unwrap();
