@@ -390,7 +390,8 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
             };
             // Figure `f` of this direction's runs, as a row.
             let figure_row = |metric: &str, unit: Unit, f: usize| {
-                let cell = |cells: &[[Cell; 2]; 2]| window_cell(&cells[i][f]);
+                let cell =
+                    |cells: &[[Cell; 2]; 2]| if f == 1 { window_cell(&cells[i][f]) } else { cells[i][f].clone() };
                 let baselines = vec![(KERNEL, cell(&kernel)), (RAW, cell(&raw)), (RAW_COPYING, cell(&raw_copying))];
                 row(&scenario, metric, unit, cell(&ustack), baselines)
             };
@@ -427,7 +428,8 @@ fn bulk_figures(measured: bulk::Measured) -> [f64; 2] {
     [measured.gbps, measured.window_limited.map_or(f64::NAN, |share| share * 100.0)]
 }
 
-/// `cell`, with [`bulk_figures`]' missing share said as such rather than as a failure.
+/// A share cell of [`bulk_figures`], its missing value said as such rather than as a
+/// failure (a missing rate stays a failure).
 fn window_cell(cell: &Cell) -> Cell {
     match cell {
         Cell::Failed(why) if why == NOT_FINITE => Cell::Skipped("the kernel measured no busy time".into()),
