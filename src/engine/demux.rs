@@ -1376,10 +1376,10 @@ fn accept_old_ack(
 ///   filled the window has SND.NXT at its edge, and its bare ACKs carry that sequence
 ///   number. If its last segment was lost, RCV.NXT is before it, and RFC 9293's test
 ///   (SEG.SEQ < RCV.NXT + RCV.WND), which smoltcp applies, refuses those ACKs; Linux's
-///   `tcp_sequence` takes a segment starting at the edge. smoltcp then sees none of the sender's acknowledgments, so
-///   ustack's data stayed unacknowledged and the echo blocked until the kernel's
-///   retransmission timeout resent the lost segment, ~200 ms later (the loss bench at 1%,
-///   nearly every run).
+///   `tcp_sequence` takes a segment starting at the edge. smoltcp then sees none of the
+///   sender's acknowledgments, so ustack's data stayed unacknowledged and the echo
+///   blocked until the kernel's retransmission timeout resent the lost segment, ~200 ms
+///   later (the loss bench at 1%, nearly every run).
 /// - **Any segment, once a window smoltcp shrank is zero.** smoltcp 0.14 rounds its window
 ///   down to its scale, so as its buffer fills the right edge it offers can move back by up
 ///   to 2^scale − 1 bytes (RFC 9293 §3.8.6.2.2 says it should not; Linux's

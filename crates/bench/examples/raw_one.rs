@@ -6,9 +6,9 @@
 //! `cargo run --release -p ustack-bench --example raw_one -- MTU recv|send RUNS [MS] [BUFFER] [copy]`
 //!
 //! BUFFER: the socket buffers each way, in bytes (the bench's default unless given, as for
-//! `bulk_one`). With `copy`, data goes through an application buffer (the bench's "raw smoltcp + app
-//! copy"). Prints each run's rate and the process's CPU time (user + system, every thread:
-//! the kernel client's too) per byte moved, as `bulk_one` does.
+//! `bulk_one`). With `copy`, data goes through an application buffer (the bench's "raw
+//! smoltcp + app copy"). Prints each run's rate and the process's CPU time (user + system,
+//! every thread: the kernel client's too) per byte moved, as `bulk_one` does.
 
 use ustack_bench::bulk;
 use ustack_bench::lab;
