@@ -2,14 +2,23 @@
 //! it uses, not the buffer sizes it was given.
 //!
 //! smoltcp takes a socket's buffers whole when the socket is made and cannot grow them,
-//! so each connection is given its full receive and send buffers up front (64 KiB each by
-//! default). Allocated on the heap, they would cost that much per connection as soon as
-//! the heap reuses memory (calloc then clears it, touching every page). Here each
-//! connection gets a slot of anonymous memory, mapped `MAP_NORESERVE`: a page becomes
-//! resident only when data passes through it, and when the connection is gone its pages
-//! go back to the kernel (`MADV_DONTNEED`), so the next connection in the slot starts
-//! from untouched, zero pages again. An idle connection costs a few pages, as in Linux,
-//! whose socket buffers hold only the data in flight.
+//! so each connection is given its full receive and send buffers up front: the receive
+//! buffer at the most its autotuned window may grow to (6 MiB by default, see
+//! [`super::rcv_window`]), the send buffer at 64 KiB. Allocated on the heap, they would
+//! cost that much per connection as soon as the heap reuses memory (calloc then clears
+//! it, touching every page). Here each connection gets a slot of anonymous memory, mapped
+//! `MAP_NORESERVE`: a page becomes resident only when data passes through it, and when
+//! the connection is gone its pages go back to the kernel (`MADV_DONTNEED`), so the next
+//! connection in the slot starts from untouched, zero pages again. An idle connection
+//! costs a few pages, as in Linux, whose socket buffers hold only the data in flight.
+//!
+//! smoltcp's receive ring never goes back to its start, so data passing through a
+//! connection touches every page of its receive buffer in turn; once the connection has
+//! been idle a while with nothing buffered, its receive pages are given back
+//! ([`BufferPool::trim_receive`]).
+//!
+//! A slot holds the send buffer first, then the receive buffer: the first pages of both,
+//! which every connection that moves data touches, then share one page table page.
 
 use std::ptr::NonNull;
 
@@ -21,7 +30,7 @@ use super::HashMap;
 /// Slots mapped at once when the pool runs out.
 const SLOTS_PER_CHUNK: usize = 16;
 
-/// The memory of one socket's two buffers: receive, then send.
+/// The memory of one socket's two buffers: send, then receive.
 #[derive(Debug)]
 pub struct Slot(NonNull<u8>);
 
@@ -32,10 +41,14 @@ pub struct Slot(NonNull<u8>);
 /// its pool, so its sockets are dropped before the pool unmaps their memory.
 #[derive(Debug)]
 pub struct BufferPool {
-    /// Bytes of each buffer, as configured.
-    size: usize,
-    /// Bytes of each buffer, rounded up to whole pages: where the send buffer starts.
-    stride: usize,
+    /// Bytes of each receive buffer, as configured.
+    rx_size: usize,
+    /// Bytes of each send buffer, as configured.
+    tx_size: usize,
+    /// Bytes of the send buffer, rounded up to whole pages: where the receive buffer starts.
+    tx_stride: usize,
+    /// Bytes of a slot: both buffers, each rounded up to whole pages.
+    slot_len: usize,
     chunks: Vec<(NonNull<u8>, usize)>,
     free: Vec<Slot>,
     used: HashMap<SocketHandle, Slot>,
@@ -53,32 +66,47 @@ fn page_size() -> usize {
 }
 
 impl BufferPool {
-    /// A pool for sockets with `size`-byte receive and send buffers.
-    pub fn new(size: usize) -> BufferPool {
+    /// A pool for sockets with `rx_size`-byte receive and `tx_size`-byte send buffers.
+    pub fn new(rx_size: usize, tx_size: usize) -> BufferPool {
         let page = page_size();
-        let stride = size.max(1).div_ceil(page) * page;
-        BufferPool { size, stride, chunks: Vec::new(), free: Vec::new(), used: HashMap::default() }
+        let pages = |size: usize| size.max(1).div_ceil(page) * page;
+        let tx_stride = pages(tx_size);
+        let slot_len = tx_stride + pages(rx_size);
+        BufferPool {
+            rx_size,
+            tx_size,
+            tx_stride,
+            slot_len,
+            chunks: Vec::new(),
+            free: Vec::new(),
+            used: HashMap::default(),
+        }
     }
 
     /// A new smoltcp TCP socket with full-size buffers in a slot of the pool; see
     /// [`BufferPool::tcp_socket_sized`].
     #[cfg(test)]
     pub fn tcp_socket(&mut self) -> Option<(tcp::Socket<'static>, Slot)> {
-        self.tcp_socket_sized(self.size, self.size)
+        self.tcp_socket_sized(self.rx_size, self.tx_size)
     }
 
-    /// Bytes of each buffer a slot holds: the most a socket's buffer can be.
-    pub fn size(&self) -> usize {
-        self.size
+    /// Bytes of receive buffer a slot holds: the most a socket's can be.
+    pub fn rx_size(&self) -> usize {
+        self.rx_size
     }
 
-    /// A new smoltcp TCP socket with a `rx`-byte receive and a `tx`-byte send buffer (each
-    /// at most [`BufferPool::size`]: SO_RCVBUF and SO_SNDBUF) in a slot of the pool, and
-    /// the slot; None if no memory could be mapped. The slot goes back with
-    /// [`BufferPool::register`] once the socket is in a socket set, or with
+    /// Bytes of send buffer a slot holds: the most a socket's can be.
+    pub fn tx_size(&self) -> usize {
+        self.tx_size
+    }
+
+    /// A new smoltcp TCP socket with a `rx`-byte receive and a `tx`-byte send buffer (at
+    /// most [`BufferPool::rx_size`] and [`BufferPool::tx_size`]: SO_RCVBUF and SO_SNDBUF)
+    /// in a slot of the pool, and the slot; None if no memory could be mapped. The slot
+    /// goes back with [`BufferPool::register`] once the socket is in a socket set, or with
     /// [`BufferPool::give_back`] if it never is.
     pub fn tcp_socket_sized(&mut self, rx: usize, tx: usize) -> Option<(tcp::Socket<'static>, Slot)> {
-        let (rx, tx) = (rx.min(self.size), tx.min(self.size));
+        let (rx, tx) = (rx.min(self.rx_size), tx.min(self.tx_size));
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -87,12 +115,12 @@ impl BufferPool {
             }
         };
         let base = slot.0.as_ptr();
-        // SAFETY: the slot spans 2 × `stride` bytes of a live mapping, and nothing else
+        // SAFETY: the slot spans `slot_len` bytes of a live mapping, and nothing else
         // refers to it until it is released, which only happens after the socket made
         // here is dropped (`give_back` takes the socket; `release` requires it). The
         // mapping outlives the socket: see the type's docs.
         let (rx, tx) = unsafe {
-            (std::slice::from_raw_parts_mut(base, rx), std::slice::from_raw_parts_mut(base.add(self.stride), tx))
+            (std::slice::from_raw_parts_mut(base.add(self.tx_stride), rx), std::slice::from_raw_parts_mut(base, tx))
         };
         Some((tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx)), slot))
     }
@@ -121,6 +149,30 @@ impl BufferPool {
         }
     }
 
+    /// Gives back the pages of socket `handle`'s receive buffer (it reads as zeros after).
+    ///
+    /// # Safety
+    /// The buffer must hold no data smoltcp will read: nothing queued for the application
+    /// and nothing received out of order.
+    pub unsafe fn trim_receive(&mut self, handle: SocketHandle) {
+        if let Some(slot) = self.used.get(&handle) {
+            // SAFETY: the receive buffer lies within the slot's mapping; the caller vouches
+            // that nothing in it is still to be read. Should this fail, the pages stay.
+            unsafe {
+                let rx = slot.0.as_ptr().add(self.tx_stride);
+                libc::madvise(rx.cast(), self.slot_len - self.tx_stride, libc::MADV_DONTNEED)
+            };
+        }
+    }
+
+    /// Resident pages of socket `handle`'s receive buffer.
+    #[cfg(test)]
+    pub fn resident_receive_pages(&self, handle: SocketHandle) -> usize {
+        let slot = &self.used[&handle];
+        // SAFETY (test): the receive buffer lies within the slot's live mapping.
+        tests::resident(unsafe { slot.0.as_ptr().add(self.tx_stride) }, self.slot_len - self.tx_stride)
+    }
+
     /// Slots in use.
     #[cfg(test)]
     pub fn in_use(&self) -> usize {
@@ -138,12 +190,12 @@ impl BufferPool {
     unsafe fn release(&mut self, slot: Slot) {
         // SAFETY: the slot lies in one of our mappings. Should this fail, the pages keep
         // old data, which is harmless: smoltcp never reads a buffer beyond what it wrote.
-        unsafe { libc::madvise(slot.0.as_ptr().cast(), 2 * self.stride, libc::MADV_DONTNEED) };
+        unsafe { libc::madvise(slot.0.as_ptr().cast(), self.slot_len, libc::MADV_DONTNEED) };
         self.free.push(slot);
     }
 
     fn grow(&mut self) -> Option<()> {
-        let len = SLOTS_PER_CHUNK.checked_mul(2 * self.stride)?;
+        let len = SLOTS_PER_CHUNK.checked_mul(self.slot_len)?;
         // SAFETY: a fresh anonymous private mapping, owned by the pool from here on.
         let base = unsafe {
             libc::mmap(
@@ -162,7 +214,7 @@ impl BufferPool {
         let base = NonNull::new(base.cast::<u8>())?;
         self.chunks.push((base, len));
         // SAFETY: each offset stays within the mapping just made.
-        self.free.extend((0..SLOTS_PER_CHUNK).rev().map(|i| Slot(unsafe { base.add(i * 2 * self.stride) })));
+        self.free.extend((0..SLOTS_PER_CHUNK).rev().map(|i| Slot(unsafe { base.add(i * self.slot_len) })));
         Some(())
     }
 }
@@ -183,13 +235,13 @@ mod tests {
 
     #[test]
     fn slots_are_reused_and_come_back_zeroed() {
-        let mut pool = BufferPool::new(10_000);
+        let mut pool = BufferPool::new(10_000, 10_000);
         let mut sockets = SocketSet::new(Vec::new());
         let (socket, slot) = pool.tcp_socket().unwrap();
         assert_eq!((socket.recv_capacity(), socket.send_capacity()), (10_000, 10_000));
         let first = slot.0;
         // SAFETY (test): write through the slot as smoltcp would, then release it.
-        unsafe { first.as_ptr().write_bytes(0xab, 2 * pool.stride) };
+        unsafe { first.as_ptr().write_bytes(0xab, pool.slot_len) };
         let handle = sockets.add(socket);
         pool.register(handle, slot);
         assert_eq!(pool.in_use(), 1);
@@ -198,20 +250,52 @@ mod tests {
         assert_eq!(pool.in_use(), 0);
         let (socket, slot) = pool.tcp_socket().unwrap();
         assert_eq!(slot.0, first, "the last slot released is the next one handed out");
-        let bytes = unsafe { std::slice::from_raw_parts(first.as_ptr(), 2 * pool.stride) };
+        let bytes = unsafe { std::slice::from_raw_parts(first.as_ptr(), pool.slot_len) };
         assert!(bytes.iter().all(|&b| b == 0), "released pages come back as zero pages");
         pool.give_back(socket, slot);
-        assert_eq!(pool.mapped(), SLOTS_PER_CHUNK * 2 * pool.stride);
+        assert_eq!(pool.mapped(), SLOTS_PER_CHUNK * pool.slot_len);
     }
 
     #[test]
     fn a_pool_grows_by_chunks() {
-        let mut pool = BufferPool::new(4096);
+        let mut pool = BufferPool::new(4096, 4096);
         let made: Vec<_> = (0..SLOTS_PER_CHUNK + 1).map(|_| pool.tcp_socket().unwrap()).collect();
         assert_eq!(pool.chunks.len(), 2);
         for (socket, slot) in made {
             pool.give_back(socket, slot);
         }
         assert_eq!(pool.free.len(), 2 * SLOTS_PER_CHUNK);
+    }
+
+    /// Pages of `len` bytes at `at` that are resident.
+    pub(super) fn resident(at: *mut u8, len: usize) -> usize {
+        let page = page_size();
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        // SAFETY (test): `at` is page-aligned and within a live mapping of `len` bytes.
+        assert_eq!(unsafe { libc::mincore(at.cast(), len, vec.as_mut_ptr()) }, 0);
+        vec.iter().filter(|&&b| b & 1 != 0).count()
+    }
+
+    #[test]
+    fn trimming_gives_back_the_receive_pages_and_leaves_the_send_buffer_alone() {
+        let mut pool = BufferPool::new(1024 * 1024, 64 * 1024);
+        let mut sockets = SocketSet::new(Vec::new());
+        let (socket, slot) = pool.tcp_socket().unwrap();
+        assert_eq!((socket.recv_capacity(), socket.send_capacity()), (1024 * 1024, 64 * 1024));
+        let base = slot.0.as_ptr();
+        let handle = sockets.add(socket);
+        pool.register(handle, slot);
+        // SAFETY (test): the slot is ours; write both buffers through, as data would.
+        unsafe { base.write_bytes(0xcd, pool.slot_len) };
+        let (tx_pages, rx_len) = (pool.tx_stride / page_size(), pool.slot_len - pool.tx_stride);
+        assert_eq!(resident(base, pool.slot_len), tx_pages + rx_len / page_size());
+        unsafe { pool.trim_receive(handle) };
+        assert_eq!(resident(base, pool.slot_len), tx_pages, "only the send buffer's pages stay");
+        let rx = unsafe { std::slice::from_raw_parts(base.add(pool.tx_stride), rx_len) };
+        assert!(rx.iter().all(|&b| b == 0));
+        let tx = unsafe { std::slice::from_raw_parts(base, pool.tx_stride) };
+        assert!(tx.iter().all(|&b| b == 0xcd));
+        sockets.remove(handle);
+        unsafe { pool.release_for(handle) };
     }
 }

@@ -511,7 +511,11 @@ impl Engine {
         let socket = self.tcp_mut(handle);
         if socket.can_recv() {
             let got = if peek { socket.peek_slice(buf) } else { socket.recv_slice(buf) };
-            return Ok(got.unwrap_or(0));
+            let got = got.unwrap_or(0);
+            if !peek && got > 0 {
+                self.after_read(handle, got);
+            }
+            return Ok(got);
         }
         let conn = self.conns.get_mut(&handle).ok_or(Errno::ENOTCONN)?;
         if let Some(err) = conn.pending_error.take() {

@@ -6,6 +6,7 @@ use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 
 use super::congestion::Controller;
+use super::rcv_window::RcvWindow;
 use super::recovery::Recovery;
 use super::send_front::SendFront;
 use super::{SockId, TcpTuple};
@@ -138,6 +139,15 @@ pub struct Conn {
     pub retrans_stamp: Option<Instant>,
     /// The connection was given up on (no ACK for too long): it closes without a RST.
     pub gave_up: bool,
+    /// Its receive window, if autotuned (see [`RcvWindow`]).
+    pub rcv_window: Option<RcvWindow>,
+    /// The furthest end of the data the peer sent that smoltcp was given (the peer's
+    /// numbering): beyond RCV.NXT, smoltcp may hold data out of order.
+    pub rcv_high: Option<u32>,
+    /// Bytes of data smoltcp was given since the receive buffer's pages were last given
+    /// back, and when the last came.
+    pub received_since_trim: u32,
+    pub received_at: Option<Instant>,
 }
 
 /// See [`Conn::sent`].
@@ -149,6 +159,9 @@ pub struct LastSent {
     /// The furthest right edge of the receive window ustack has offered (ACK + scaled
     /// window): smoltcp may have moved it back since (see `demux::ack_smoltcp_refuses`).
     pub edge: u32,
+    /// smoltcp's own window field, before autotuning made it smaller on the wire: where
+    /// smoltcp's right edge is.
+    pub own_window: u16,
 }
 
 fn millis(d: Duration) -> f64 {
@@ -187,6 +200,10 @@ impl Conn {
             cc: None,
             retrans_stamp: None,
             gave_up: false,
+            rcv_window: None,
+            rcv_high: None,
+            received_since_trim: 0,
+            received_at: None,
         }
     }
 

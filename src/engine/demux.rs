@@ -1058,6 +1058,11 @@ fn apply(core: &mut Engine, verdict: Verdict, parsed: &Parsed, frame: &mut Vec<u
             if let Some(shift) = conn.shift {
                 super::rewrite::incoming(frame, seg.offset, shift);
             }
+            if let Some(our_ack) = refuse_beyond_offered_edge(conn, frame, &seg, &flow, &mut intact) {
+                core.outbox.push(&std::sync::Arc::new(our_ack));
+                return (decision, Deliver);
+            }
+            note_data(conn, &seg, core.now);
             if let Some(ack) = ack_smoltcp_refuses(conn, frame, &seg, &flow, &mut intact) {
                 return (decision, Disposition::First(ack));
             }
@@ -1405,12 +1410,12 @@ fn ack_smoltcp_refuses(
     let before_fin = matches!(conn.state, tcp::State::Established | tcp::State::FinWait1 | tcp::State::FinWait2);
     // In an open window smoltcp's refusal of data stands (`split_fin` mends its one slip).
     let bare = seg.seq_len() == 0;
-    if !before_fin || !seg.has(ACK) || seg.has(SYN) || seg.has(RST) || (sent.window != 0 && !bare) {
+    if !before_fin || !seg.has(ACK) || seg.has(SYN) || seg.has(RST) || (sent.own_window != 0 && !bare) {
         return None;
     }
     let rcv_nxt = sent.ack.wrapping_add(conn.received_since_sent);
     // smoltcp's right edge: its last segment's ACK and window, however stale.
-    let window_end = sent.ack.wrapping_add(u32::from(sent.window) << conn.rcv_scale);
+    let window_end = sent.ack.wrapping_add(u32::from(sent.own_window) << conn.rcv_scale);
     let seg_end = seg.seq.wrapping_add(seg.seq_len());
     let linux_takes = !seq_after(rcv_nxt, seg_end) && !seq_after(seg_end, sent.edge);
     if !linux_takes || smoltcp_takes(seg, rcv_nxt, window_end) || !checksum_ok(seg.bytes(frame), flow, intact) {
@@ -1422,6 +1427,49 @@ fn ack_smoltcp_refuses(
         return None;
     }
     Some(super::rewrite::ack_alone(frame, seg.offset, rcv_nxt, flow.remote.ip(), flow.local.ip()))
+}
+
+/// Data ending beyond the right edge ustack offered, for a connection whose window is
+/// autotuned: smoltcp would take it (its own edge lies further, see [`super::rcv_window`]),
+/// into buffer pages ustack may have given back. The segment reaches smoltcp without its
+/// data (its acknowledgment still counts), and the peer gets ustack's last ACK again, as
+/// Linux answers data beyond its window (`tcp_data_queue`). A peer keeping to its window
+/// never sends such data. Returns that ACK, in the wire's numbering.
+fn refuse_beyond_offered_edge(
+    conn: &mut Conn,
+    frame: &mut Vec<u8>,
+    seg: &TcpSegment,
+    flow: &PacketEnds,
+    intact: &mut Option<bool>,
+) -> Option<Vec<u8>> {
+    use super::rewrite::{RST, SYN, seq_after};
+    let sent = conn.sent?;
+    let payload = seg.payload_len() as u32;
+    if conn.rcv_window.is_none() || conn.rcv_scale == 0 || payload == 0 || seg.has(SYN | RST) {
+        return None;
+    }
+    if !seq_after(seg.seq.wrapping_add(payload), sent.edge) || !checksum_ok(seg.bytes(frame), flow, intact) {
+        return None;
+    }
+    log::debug!(target: "ustack::demux", "{}: data beyond the window offered, dropped and acknowledged", conn.tuple);
+    let rcv_nxt = sent.ack.wrapping_add(conn.received_since_sent);
+    *frame = super::rewrite::ack_alone(frame, seg.offset, rcv_nxt, flow.remote.ip(), flow.local.ip());
+    Some(super::cookie::ack(&conn.tuple, &sent))
+}
+
+/// Notes the data of a segment smoltcp is about to get: how far the peer's data reaches
+/// (for [`Conn::rcv_high`]) and when it came.
+fn note_data(conn: &mut Conn, seg: &TcpSegment, now: smoltcp::time::Instant) {
+    let payload = seg.payload_len() as u32;
+    if payload == 0 {
+        return;
+    }
+    let end = seg.seq.wrapping_add(payload);
+    if conn.rcv_high.is_none_or(|high| super::rewrite::seq_after(end, high)) {
+        conn.rcv_high = Some(end);
+    }
+    conn.received_since_trim = conn.received_since_trim.saturating_add(payload);
+    conn.received_at = Some(now);
 }
 
 /// Whether smoltcp 0.14 finds `seg` acceptable (RFC 9293 §3.10.7.4, as `tcp::Socket`

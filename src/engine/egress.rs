@@ -16,6 +16,7 @@ use smoltcp::wire::{IpAddress, IpProtocol, IpVersion, Ipv4Packet, Ipv6Packet, Tc
 use super::HashMap;
 use super::conn::LastSent;
 use super::isn::Secret;
+use super::rcv_window;
 use super::{Conn, TcpTuple, rewrite};
 
 /// The destination of an IP packet, if it parses.
@@ -218,13 +219,32 @@ impl SeqNumbers<'_> {
             };
             let sent_max = conn.sent_max;
             let fin = rewrite::flags(packet, offset) & rewrite::FIN != 0;
-            // A SYN's window is not scaled; it offers what the first ACK will.
-            let offered = ack.wrapping_add(if syn { 0 } else { u32::from(window) << conn.rcv_scale });
+            let own_window = window;
+            let window = match &conn.rcv_window {
+                Some(tuning) if syn => {
+                    let clamped = window.min(u16::try_from(tuning.clamp()).unwrap_or(u16::MAX));
+                    rewrite::set_window(packet, offset, clamped);
+                    clamped
+                }
+                Some(tuning) if conn.rcv_scale > 0 => {
+                    let edge_room = match conn.sent {
+                        Some(LastSent { edge, .. }) if rewrite::seq_after(edge, ack) => edge.wrapping_sub(ack),
+                        _ => 0,
+                    };
+                    let clamped = rcv_window::clamp_field(window, conn.rcv_scale, tuning.hidden(), edge_room);
+                    rewrite::set_window(packet, offset, clamped);
+                    clamped
+                }
+                _ => window,
+            };
+            // A SYN's window is never scaled (RFC 7323 §2.2).
+            let scale = if syn { 0 } else { conn.rcv_scale };
+            let offered = ack.wrapping_add(u32::from(window) << scale);
             let edge = match conn.sent {
                 Some(LastSent { edge, .. }) if !syn && !rewrite::seq_after(offered, edge) => edge,
                 _ => offered,
             };
-            conn.sent = Some(LastSent { seq_end, ack, window, edge });
+            conn.sent = Some(LastSent { seq_end, ack, window, edge, own_window });
             conn.received_since_sent = 0;
             conn.send_front.on_sent(seq, seq_end);
             if self.recovery && !local && !syn {

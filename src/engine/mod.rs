@@ -47,6 +47,7 @@ mod one_socket;
 pub mod options;
 pub(crate) mod ports;
 pub mod random;
+mod rcv_window;
 pub mod reassembly;
 mod recovery;
 mod rewrite;
@@ -115,11 +116,16 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(127);
 pub struct StackConfig {
     /// The stack's own addresses, with prefix lengths.
     pub addrs: Vec<Cidr>,
-    /// Bytes of receive and of send buffer per TCP connection. This is address space
-    /// reserved per connection; memory is used only where data has passed through (see
+    /// Bytes of send buffer per TCP connection (the most SO_SNDBUF can give one), and the
+    /// receive window a connection starts with. This is address space reserved per
+    /// connection; memory is used only where data has passed through (see
     /// docs/architecture.md), so generous buffers cost idle connections next to nothing.
-    /// The most SO_RCVBUF/SO_SNDBUF can give a connection.
     pub tcp_buffer: usize,
+    /// The most a TCP connection's receive window grows to while its application keeps
+    /// up (Linux's `tcp_rmem[2]`, 6 MiB), from `tcp_buffer`; see `engine/rcv_window.rs`.
+    /// The receive buffer is reserved at this size (or `tcp_buffer`, if larger), the most
+    /// SO_RCVBUF can give a connection; SO_RCVBUF fixes a connection's window, as in Linux.
+    pub tcp_receive_max: usize,
     /// Datagrams buffered per UDP socket each way.
     pub udp_packets: usize,
     /// Bytes of payload buffered per UDP socket each way (the most SO_RCVBUF/SO_SNDBUF
@@ -281,6 +287,7 @@ impl Default for StackConfig {
         StackConfig {
             addrs: Vec::new(),
             tcp_buffer: 64 * 1024,
+            tcp_receive_max: 6 * 1024 * 1024,
             udp_packets: 64,
             udp_buffer: 64 * 1024,
             reset_on_overflow: false,
@@ -550,7 +557,7 @@ impl Engine {
             recovery_timers: one_socket::Timers::default(),
             recovery_pool: egress::PacketPool::default(),
             udp_handles: HashMap::default(),
-            buffers: buffers::BufferPool::new(config.tcp_buffer),
+            buffers: buffers::BufferPool::new(config.tcp_buffer.max(config.tcp_receive_max), config.tcp_buffer),
             local: config.addrs.iter().map(|cidr| cidr.addr()).collect(),
             config,
             capabilities,
@@ -925,16 +932,20 @@ impl Engine {
             self.egress.push(w);
             self.touch(w);
         }
-        let queued_before = match which {
-            Some(Which::Tcp(handle)) => self.tcp(handle).recv_queue(),
-            _ => 0,
+        let (queued_before, sent_before) = match which {
+            Some(Which::Tcp(handle)) => (self.tcp(handle).recv_queue(), self.conns.get(&handle).and_then(|c| c.sent)),
+            _ => (0, None),
         };
         self.with_one(which, |iface, set, out| iface.poll_ingress_single(now, &mut OneFrame::new(frame, out), set));
         if let Some(Which::Tcp(handle)) = which {
             let queued = self.tcp(handle).recv_queue().saturating_sub(queued_before);
             let conn = self.conns.get_mut(&handle);
             let at = conn.and_then(|conn| {
-                conn.received_since_sent = conn.received_since_sent.wrapping_add(queued as u32);
+                // smoltcp answers a frame (if at all) after taking its data in: an answer
+                // sent on the way already acknowledged that data.
+                if conn.sent == sent_before {
+                    conn.received_since_sent = conn.received_since_sent.wrapping_add(queued as u32);
+                }
                 conn.recovery.deadline()
             });
             self.recovery_timers.set(Which::Tcp(handle), at);
@@ -1076,6 +1087,13 @@ impl Engine {
         self.demux.insert(tuple, handle);
         let mut conn = Conn::new(tuple, owner, state, self.now);
         conn.cc = self.config.congestion.ustack_algorithm(self.config.loss_recovery).map(congestion::Controller::new);
+        // SO_RCVBUF fixes the window (Linux's SOCK_RCVBUF_LOCK): only a default buffer grows.
+        let rcvbuf_set =
+            owner.socket().and_then(|id| self.entries.get(&id)).is_some_and(|e| e.opts.recv_buffer.is_some());
+        if !rcvbuf_set {
+            let capacity = self.tcp(handle).recv_capacity();
+            conn.rcv_window = rcv_window::RcvWindow::new(capacity, self.config.tcp_buffer, self.now);
+        }
         if let Some(at) = self.runs_out(&conn) {
             self.next_timeout = Some(self.next_timeout.map_or(at, |next| next.min(at)));
         }
@@ -1216,7 +1234,9 @@ impl Engine {
                 _ => {}
             }
             self.observe(handle, now);
-            if let Some(at) = self.conns.get(&handle).and_then(|conn| self.runs_out(conn)) {
+            let trim = self.trim_if_idle(handle, now);
+            let runs_out = self.conns.get(&handle).and_then(|conn| self.runs_out(conn));
+            for at in [runs_out, trim].into_iter().flatten() {
                 next_timeout = Some(next_timeout.map_or(at, |next: Instant| next.min(at)));
             }
         }

@@ -49,6 +49,13 @@ impl SockOpts {
     }
 }
 
+/// Which of a socket's two buffers.
+#[derive(Clone, Copy)]
+enum Direction {
+    Receive,
+    Send,
+}
+
 /// SO_RCVBUF/SO_SNDBUF's value as Linux takes it: bytes of data, half of what getsockopt
 /// then reports, at least half the minimum and at most what ustack's buffers hold.
 fn buffer_bytes(requested: usize, min_reported: usize, max: usize) -> usize {
@@ -64,8 +71,8 @@ impl Engine {
     /// A smoltcp TCP socket made with `opts`: its buffers sized by SO_RCVBUF/SO_SNDBUF,
     /// its Nagle, keep-alive and TTL set. None if there is no memory for buffers.
     pub(super) fn new_tcp_socket(&mut self, opts: &SockOpts) -> Option<(tcp::Socket<'static>, buffers::Slot)> {
-        let max = self.buffers.size();
-        let (rx, tx) = (opts.recv_buffer.unwrap_or(max), opts.send_buffer.unwrap_or(max));
+        let (rx, tx) =
+            (opts.recv_buffer.unwrap_or(self.buffers.rx_size()), opts.send_buffer.unwrap_or(self.buffers.tx_size()));
         let (mut socket, slot) = self.buffers.tcp_socket_sized(rx, tx)?;
         opts.apply(&mut socket);
         Some((socket, slot))
@@ -137,25 +144,30 @@ impl Engine {
     }
 
     /// SO_RCVBUF: the receive buffer of the connections the socket makes from now on (its
-    /// connect(), or a listener's accepted connections) — the window TCP advertises — or of
-    /// a UDP socket bound after it. Linux's rules: `bytes` is doubled for bookkeeping,
-    /// [`Engine::recv_buffer_size`] reports the doubled value, and it is raised to Linux's
-    /// minimum; ustack also caps it at [`StackConfig::tcp_buffer`](super::StackConfig)
-    /// (or `udp_buffer`), as Linux caps it at `net.core.rmem_max`. smoltcp cannot resize
-    /// a connection's buffers, so an existing connection keeps its own size.
+    /// connect(), or a listener's accepted connections) — the window TCP advertises, fixed
+    /// from then on instead of autotuned, as in Linux — or of a UDP socket bound after it.
+    /// Linux's rules: `bytes` is doubled for bookkeeping, [`Engine::recv_buffer_size`]
+    /// reports the doubled value, and it is raised to Linux's minimum; ustack also caps it
+    /// at [`StackConfig::tcp_receive_max`](super::StackConfig) (or `udp_buffer`), as Linux
+    /// caps it at `net.core.rmem_max`. smoltcp cannot resize a connection's buffers, so an
+    /// existing connection keeps its own size.
     pub fn set_recv_buffer_size(&mut self, id: SockId, bytes: usize) -> Result<()> {
-        let max = self.buffer_max(id)?;
+        let max = self.buffer_max(id, Direction::Receive)?;
         self.change_opts(id, |o| o.recv_buffer = Some(buffer_bytes(bytes, MIN_RECV_BUFFER, max)))
     }
 
     /// SO_RCVBUF as getsockopt reports it: twice the bytes of data the buffer holds (of
-    /// the socket's connection, if it has one).
+    /// the socket's connection, if it has one; an autotuned one's as far as it grew).
     pub fn recv_buffer_size(&self, id: SockId) -> Result<usize> {
         let e = self.entries.get(&id).ok_or(Errno::EBADF)?;
         let bytes = match e.state {
-            SockState::Connected(handle) => self.tcp(handle).recv_capacity(),
+            SockState::Connected(handle) => match self.conns.get(&handle).and_then(|c| c.rcv_window.as_ref()) {
+                Some(tuning) => tuning.clamp() as usize,
+                None => self.tcp(handle).recv_capacity(),
+            },
             SockState::Udp { handle, .. } => self.udp(handle).payload_recv_capacity(),
-            _ => e.opts.recv_buffer.unwrap_or(self.buffer_max(id)?),
+            _ if e.ty == Type::Stream => e.opts.recv_buffer.unwrap_or(self.config.tcp_buffer),
+            _ => e.opts.recv_buffer.unwrap_or(self.config.udp_buffer),
         };
         Ok(2 * bytes)
     }
@@ -163,7 +175,7 @@ impl Engine {
     /// SO_SNDBUF: as [`Engine::set_recv_buffer_size`], for the send buffer: how much a
     /// send() takes before it blocks.
     pub fn set_send_buffer_size(&mut self, id: SockId, bytes: usize) -> Result<()> {
-        let max = self.buffer_max(id)?;
+        let max = self.buffer_max(id, Direction::Send)?;
         self.change_opts(id, |o| o.send_buffer = Some(buffer_bytes(bytes, MIN_SEND_BUFFER, max)))
     }
 
@@ -173,16 +185,17 @@ impl Engine {
         let bytes = match e.state {
             SockState::Connected(handle) => self.tcp(handle).send_capacity(),
             SockState::Udp { handle, .. } => self.udp(handle).payload_send_capacity(),
-            _ => e.opts.send_buffer.unwrap_or(self.buffer_max(id)?),
+            _ => e.opts.send_buffer.unwrap_or(self.buffer_max(id, Direction::Send)?),
         };
         Ok(2 * bytes)
     }
 
-    /// The largest buffer a socket of `id`'s type can have.
-    fn buffer_max(&self, id: SockId) -> Result<usize> {
-        Ok(match self.socket_type(id)? {
-            Type::Stream => self.buffers.size(),
-            Type::Dgram => self.config.udp_buffer,
+    /// The largest buffer a socket of `id`'s type can have, for receiving or sending.
+    fn buffer_max(&self, id: SockId, direction: Direction) -> Result<usize> {
+        Ok(match (self.socket_type(id)?, direction) {
+            (Type::Stream, Direction::Receive) => self.buffers.rx_size(),
+            (Type::Stream, Direction::Send) => self.buffers.tx_size(),
+            (Type::Dgram, _) => self.config.udp_buffer,
         })
     }
 

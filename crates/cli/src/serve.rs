@@ -151,11 +151,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub shards: Option<u16>,
 
-    /// Receive and send buffer per TCP connection, in bytes (each way; default 65536). The
-    /// receive buffer is the most window ustack offers: bulk transfers into ustack need a
-    /// few MiB to run at full speed (BENCHMARKS.md §32); memory is used only where data passed.
+    /// Send buffer per TCP connection, and the receive window a connection starts with, in
+    /// bytes (default 65536). The window then grows as the application keeps up, up to
+    /// --tcp-receive-max; memory is used only where data passed.
     #[arg(long = "tcp-buffer", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub tcp_buffer: Option<u64>,
+
+    /// The most a TCP connection's receive window grows to, in bytes (default 6 MiB, as
+    /// Linux's tcp_rmem[2]); at or below --tcp-buffer, the window stays at --tcp-buffer.
+    #[arg(long = "tcp-receive-max", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub tcp_receive_max: Option<u64>,
 }
 
 /// `--on-overflow`: what a full accept queue does to the handshake's last ACK.
@@ -227,6 +232,9 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         syn_cookies: args.syn_cookies == Switch::On,
         ..StackConfig::default()
     };
+    if let Some(bytes) = args.tcp_receive_max {
+        config.tcp_receive_max = bytes as usize;
+    }
     if let Some(bytes) = args.tcp_buffer {
         config.tcp_buffer = bytes as usize;
     }

@@ -91,11 +91,12 @@ pub const INTENDED: &[Intended] = &[
     Intended {
         aspect: "SYN window scale",
         linux: "10",
-        ustack: "1",
-        why: "each side picks the shift its largest receive buffer needs: Linux's is net.ipv4.tcp_rmem's \
-              maximum (32 MiB on the capturing host: 10; 7 with the default 6 MiB), smoltcp's its 64 KiB buffer",
+        ustack: "7",
+        why: "each side picks the shift its largest receive window needs: Linux's is net.ipv4.tcp_rmem's \
+              maximum (32 MiB on the capturing host: 10; 7 with the default 6 MiB), ustack's its \
+              tcp_receive_max (6 MiB: 7)",
     },
-    Intended { aspect: "SYN-ACK window scale", linux: "10", ustack: "1", why: "as for the SYN" },
+    Intended { aspect: "SYN-ACK window scale", linux: "10", ustack: "7", why: "as for the SYN" },
     Intended {
         aspect: "IPv6 flow label",
         linux: "set",

@@ -1,0 +1,167 @@
+//! Receive-window autotuning (engine/rcv_window.rs) on the simulator's virtual clock: a
+//! receiver that keeps up grows its window from the 64 KiB it starts with, and a transfer
+//! then runs many times faster than with a fixed 64 KiB (SO_RCVBUF); a receiver that does
+//! not read never lets its peer park more than the starting window; data a peer sends
+//! beyond the window offered is refused and answered with an ACK.
+
+use etherparse::{PacketBuilder, TcpOptionElement};
+use smoltcp::time::Duration;
+use ustack::engine::SockId;
+use ustack::sim::{LinkConfig, Simulation};
+
+mod two_nodes;
+use two_nodes::*;
+
+const KIB: usize = 1024;
+
+/// Bytes waiting to be read on `s` (peeked, not taken).
+fn unread(engine: &mut ustack::Engine, s: SockId) -> usize {
+    let mut buf = vec![0; 8 << 20];
+    engine.recv_msg(s, &mut buf, true).map_or(0, |r| r.len)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A connection from a client with 4 MiB send buffers (so that only the server's window
+/// limits the transfer) to a server with the default configuration, `setup` applied to
+/// the server's listener; the handshake's segments taken.
+fn connected(setup: impl FnOnce(&mut ustack::Engine, SockId)) -> (Simulation, SockId, SockId) {
+    let client = config(CLIENT).addrs;
+    let mut sim = network(|c| {
+        if c.addrs == client {
+            c.tcp_buffer = 4 << 20;
+        }
+    });
+    let l = listen_with(&mut sim, SERVER, 1, setup);
+    let (c, s) = establish_with(&mut sim, l, |_, _| {});
+    segments(&mut sim);
+    (sim, c, s)
+}
+
+/// Sends `len` bytes from the client while the server reads as fast as they come; returns
+/// how long it took and the server's largest SO_RCVBUF on the way.
+fn transfer(sim: &mut Simulation, (c, s): (SockId, SockId), len: usize) -> (Duration, usize) {
+    let start = sim.now();
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let (mut sent, mut got, mut rcvbuf) = (0, 0, 0);
+    let mut buf = vec![0; 256 * KIB];
+    while got < len {
+        assert!(sim.now() < start + Duration::from_secs(60), "the transfer stalled at {got} bytes");
+        sim.settle(|_, _| false);
+        if sent < len
+            && let Ok(n) = sim.nodes[CLIENT].engine.send(c, &data[sent..], false)
+        {
+            sent += n;
+        }
+        while let Ok(n @ 1..) = sim.nodes[SERVER].engine.recv(s, &mut buf) {
+            assert_eq!(buf[..n], data[got..got + n]);
+            got += n;
+        }
+        rcvbuf = rcvbuf.max(sim.nodes[SERVER].engine.recv_buffer_size(s).unwrap());
+        if let Some(at) = sim.next_event() {
+            sim.advance_to(at);
+        }
+    }
+    (sim.now() - start, rcvbuf)
+}
+
+#[test]
+fn a_receiver_that_keeps_up_grows_its_window_and_the_transfer_runs_many_times_faster() {
+    let len = 16 << 20;
+    let (mut sim, c, s) = connected(|_, _| {});
+    assert_eq!(sim.nodes[SERVER].engine.recv_buffer_size(s).unwrap(), 2 * 64 * KIB, "it starts at 64 KiB");
+    let (autotuned, rcvbuf) = transfer(&mut sim, (c, s), len);
+
+    let (mut sim, c, s) = connected(|engine, l| engine.set_recv_buffer_size(l, 64 * KIB).unwrap());
+    let (fixed, fixed_rcvbuf) = transfer(&mut sim, (c, s), len);
+    eprintln!("16 MiB over a 2 ms round trip: {autotuned} autotuned, {fixed} at a fixed 64 KiB");
+
+    assert!(rcvbuf >= 2 * (2 << 20), "the window grew to {} bytes only", rcvbuf / 2);
+    assert_eq!(fixed_rcvbuf, 2 * 64 * KIB, "SO_RCVBUF fixes the window");
+    // A 64 KiB window over a 2 ms round trip moves 32 MiB/s: 16 MiB take ~500 ms.
+    assert!(fixed >= ms(450), "{fixed}");
+    assert!(autotuned * 5 < fixed, "autotuned {autotuned}, fixed at 64 KiB {fixed}");
+}
+
+#[test]
+fn a_receiver_that_does_not_read_holds_no_more_than_its_starting_window() {
+    let (mut sim, c, s) = connected(|_, _| {});
+    let data = vec![7u8; 1 << 20];
+    let mut sent = 0;
+    let until = sim.now() + Duration::from_secs(2);
+    let ended = sim.run_until(until, |_, nodes| {
+        if let Ok(n) = nodes[CLIENT].engine.send(c, &data[sent..], false) {
+            sent += n;
+        }
+        false
+    });
+    assert!(ended.is_none(), "nothing ends the wait: the server does not read");
+    // Filled to the last of its 128-byte window units (scale 7, for a 6 MiB buffer).
+    let held = unread(&mut sim.nodes[SERVER].engine, s);
+    assert!((64 * KIB - 127..=64 * KIB).contains(&held), "the peer filled the starting window, and no more: {held}");
+    let windows: Vec<u16> = segments(&mut sim).iter().filter(|s| s.from == SERVER).map(|s| s.window).collect();
+    assert!(windows.iter().all(|&w| w <= 512), "never more than 64 KiB offered: {windows:?}");
+    assert_eq!(sim.nodes[SERVER].engine.recv_buffer_size(s).unwrap(), 2 * 64 * KIB, "nothing read: no growth");
+}
+
+/// The server running alone with the default configuration, for a test that plays the
+/// client: what it sends is in [`segments`].
+fn alone() -> Simulation {
+    let mut sim = Simulation::new(1, vec![("alone", config(SERVER))], LinkConfig::default(), 1500).unwrap();
+    sim.keep_crossings(true);
+    sim
+}
+
+/// A segment from 10.0.0.1:4000 to the server's [`PORT`], with window scaling (shift 7)
+/// if it is a SYN.
+fn client_segment(seq: u32, ack: Option<u32>, syn: bool, payload: &[u8]) -> Vec<u8> {
+    let mut b = PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(4000, PORT, seq, 65535);
+    if syn {
+        b = b.syn().options(&[TcpOptionElement::MaximumSegmentSize(1460), TcpOptionElement::WindowScale(7)]).unwrap();
+    }
+    if let Some(ack) = ack {
+        b = b.ack(ack);
+    }
+    let mut frame = Vec::new();
+    b.write(&mut frame, payload).unwrap();
+    frame
+}
+
+#[test]
+fn data_beyond_the_window_offered_is_refused_and_answered_with_an_ack() {
+    let mut sim = alone();
+    let l = listen_with(&mut sim, 0, 1, |_, _| {});
+    let isn = 1000u32;
+    sim.inject(0, client_segment(isn, None, true, &[]));
+    run_for(&mut sim, ms(1));
+    let syn_ack = segments(&mut sim).into_iter().find(|s| s.syn && s.ack).expect("a SYN-ACK");
+    assert_eq!(syn_ack.window, 65535, "a SYN's window is not scaled: 64 KiB at most");
+    let ours = syn_ack.seq.wrapping_add(1);
+    sim.inject(0, client_segment(isn + 1, Some(ours), false, &[]));
+    run_for(&mut sim, ms(1));
+    let (s, _) = sim.nodes[0].engine.accept(l).unwrap();
+
+    // 1000 bytes ending 900 bytes beyond the 65535 offered.
+    let beyond = isn + 1 + 65535 - 100;
+    sim.inject(0, client_segment(beyond, Some(ours), false, &[1; 1000]));
+    run_for(&mut sim, ms(1));
+    let replies = segments(&mut sim);
+    assert!(
+        replies.iter().any(|r| r.ack && r.ack_no == isn + 1 && r.len == 0),
+        "an ACK repeating RCV.NXT: {replies:?}"
+    );
+    sim.inject(0, client_segment(isn + 1, Some(ours), false, &[2; 1000]));
+    run_for(&mut sim, ms(1));
+    assert_eq!(unread(&mut sim.nodes[0].engine, s), 1000, "only the data within the window is taken");
+    // Nor was the data beyond kept out of order: filling the gap up to it takes no more.
+    let mut seq = isn + 1001;
+    while seq != beyond {
+        let len = (beyond - seq).min(1400);
+        sim.inject(0, client_segment(seq, Some(ours), false, &vec![3; len as usize]));
+        seq += len;
+        run_for(&mut sim, ms(1));
+    }
+    assert_eq!(unread(&mut sim.nodes[0].engine, s), 65_435);
+}
