@@ -35,43 +35,6 @@ fn connected_with(congestion: Congestion, buffer: usize) -> (Simulation, SockId,
     (sim, c, s)
 }
 
-/// Sends `len` bytes from the client; runs until the server has read them all, calling
-/// `watch` at every step. Returns how long that took.
-fn transfer(
-    sim: &mut Simulation,
-    (c, s): (SockId, SockId),
-    len: usize,
-    mut watch: impl FnMut(&mut Simulation),
-) -> Duration {
-    let start = sim.now();
-    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-    let mut sent = 0;
-    let mut got = 0;
-    let mut buf = vec![0; 65536];
-    loop {
-        sim.settle(|_, _| false);
-        if sent < len
-            && let Ok(n) = sim.nodes[CLIENT].engine.send(c, &data[sent..], false)
-        {
-            sent += n;
-        }
-        while let Ok(n @ 1..) = sim.nodes[SERVER].engine.recv(s, &mut buf) {
-            assert_eq!(buf[..n], data[got..got + n]);
-            got += n;
-        }
-        watch(sim);
-        sim.settle(|_, _| false);
-        if got == len {
-            break;
-        }
-        assert!(sim.now() < start + Duration::from_secs(60), "the transfer finishes");
-        let soon = sim.now() + Duration::from_micros(1);
-        let next = sim.next_event().map_or(soon, |at| at.max(soon)).min(sim.now() + ms(1));
-        sim.advance_to(next);
-    }
-    sim.now() - start
-}
-
 #[test]
 fn slow_start_sends_ten_segments_first_and_grows_by_what_each_ack_delivers() {
     let (mut sim, c, s) = connected(Congestion::Cubic);
