@@ -735,9 +735,10 @@ fn a_stack_connects_to_its_own_addresses() {
 
 #[test]
 fn send_nonblocking_fills_the_buffers_then_eagain_until_the_peer_reads() {
-    // Without receive-window autotuning, whose 128-byte window units (for a 6 MiB buffer)
-    // would leave up to 127 bytes of the peer's window unfilled.
-    let fixed = |c: ustack::StackConfig| ustack::StackConfig { tcp_receive_max: c.tcp_buffer, ..c };
+    // Without autotuning: the send buffer would grow with the congestion window, and the
+    // receive window's 128-byte units (for a 6 MiB buffer) leave up to 127 bytes unfilled.
+    let fixed =
+        |c: ustack::StackConfig| ustack::StackConfig { tcp_receive_max: c.tcp_buffer, tcp_send_max: c.tcp_buffer, ..c };
     let p = pair_with(fixed(config(A, A6)), fixed(config(B, B6)));
     let (c, s) = connection(&p, A, B);
     c.set_nonblocking(true).unwrap();

@@ -4,7 +4,7 @@
 //! smoltcp takes a socket's buffers whole when the socket is made and cannot grow them,
 //! so each connection is given its full receive and send buffers up front: the receive
 //! buffer at the most its autotuned window may grow to (6 MiB by default, see
-//! [`super::rcv_window`]), the send buffer at 64 KiB. Allocated on the heap, they would
+//! [`super::rcv_window`]), the send buffer likewise (4 MiB, [`super::snd_buffer`]). Allocated on the heap, they would
 //! cost that much per connection as soon as the heap reuses memory (calloc then clears
 //! it, touching every page). Here each connection gets a slot of anonymous memory, mapped
 //! `MAP_NORESERVE`: a page becomes resident only when data passes through it, and when
@@ -12,10 +12,9 @@
 //! connection in the slot starts from untouched, zero pages again. An idle connection
 //! costs a few pages, as in Linux, whose socket buffers hold only the data in flight.
 //!
-//! smoltcp's receive ring never goes back to its start, so data passing through a
-//! connection touches every page of its receive buffer in turn; once the connection has
-//! been idle a while with nothing buffered, its receive pages are given back
-//! ([`BufferPool::trim_receive`]).
+//! smoltcp's rings never go back to their start, so data passing through a connection
+//! touches every page of its buffers in turn; once a buffer has been idle a while with
+//! nothing in it, its pages are given back ([`super::idle_pages`]).
 //!
 //! A slot holds the send buffer first, then the receive buffer: the first pages of both,
 //! which every connection that moves data touches, then share one page table page.
@@ -163,6 +162,24 @@ impl BufferPool {
                 libc::madvise(rx.cast(), self.slot_len - self.tx_stride, libc::MADV_DONTNEED)
             };
         }
+    }
+
+    /// Gives back the pages of socket `handle`'s send buffer (it reads as zeros after).
+    ///
+    /// # Safety
+    /// The buffer must hold no data smoltcp will read: nothing unsent or unacknowledged.
+    pub unsafe fn trim_send(&mut self, handle: SocketHandle) {
+        if let Some(slot) = self.used.get(&handle) {
+            // SAFETY: the send buffer is the slot's first `tx_stride` bytes; the caller
+            // vouches that it holds nothing. Should this fail, the pages stay.
+            unsafe { libc::madvise(slot.0.as_ptr().cast(), self.tx_stride, libc::MADV_DONTNEED) };
+        }
+    }
+
+    /// Resident pages of socket `handle`'s send buffer.
+    #[cfg(test)]
+    pub fn resident_send_pages(&self, handle: SocketHandle) -> usize {
+        tests::resident(self.used[&handle].0.as_ptr(), self.tx_stride)
     }
 
     /// Resident pages of socket `handle`'s receive buffer.

@@ -474,9 +474,18 @@ impl Engine {
         if !socket.may_send() {
             return Err(Errno::EPIPE);
         }
-        match socket.send_slice(buf).unwrap_or(0) {
+        self.grow_send_buffer(handle);
+        let room = self.send_room(handle);
+        match self.tcp_mut(handle).send_slice(&buf[..buf.len().min(room)]).unwrap_or(0) {
             0 if !buf.is_empty() => Err(Errno::EAGAIN),
-            n => Ok(n),
+            n => {
+                let now = self.now;
+                if let Some(conn) = self.conns.get_mut(&handle) {
+                    conn.queued_since_trim = conn.queued_since_trim.saturating_add(n as u32);
+                    conn.queued_at = Some(now);
+                }
+                Ok(n)
+            }
         }
     }
 
@@ -838,7 +847,7 @@ impl Engine {
                     ready |= Events::IN;
                 }
                 // Writable when there is room, or when a send would fail at once (EPIPE).
-                if !connecting && (tcp.can_send() || !tcp.may_send()) {
+                if !connecting && (self.send_room(*handle) > 0 || !tcp.may_send()) {
                     ready |= Events::OUT;
                 }
                 if state == tcp::State::Closed || (!tcp.may_send() && !tcp.may_recv() && !connecting) {

@@ -9,6 +9,7 @@ use super::congestion::Controller;
 use super::rcv_window::RcvWindow;
 use super::recovery::Recovery;
 use super::send_front::SendFront;
+use super::snd_buffer::SndBuffer;
 use super::{SockId, TcpTuple};
 use crate::errno::Errno;
 
@@ -141,6 +142,8 @@ pub struct Conn {
     pub gave_up: bool,
     /// Its receive window, if autotuned (see [`RcvWindow`]).
     pub rcv_window: Option<RcvWindow>,
+    /// Its send buffer, if autotuned (see [`SndBuffer`]).
+    pub snd_buffer: Option<SndBuffer>,
     /// The furthest end of the data the peer sent that smoltcp was given (the peer's
     /// numbering): beyond RCV.NXT, smoltcp may hold data out of order.
     pub rcv_high: Option<u32>,
@@ -148,6 +151,10 @@ pub struct Conn {
     /// back, and when the last came.
     pub received_since_trim: u32,
     pub received_at: Option<Instant>,
+    /// Bytes the application queued to send since the send buffer's pages were last given
+    /// back, and when it last did.
+    pub queued_since_trim: u32,
+    pub queued_at: Option<Instant>,
 }
 
 /// See [`Conn::sent`].
@@ -201,9 +208,12 @@ impl Conn {
             retrans_stamp: None,
             gave_up: false,
             rcv_window: None,
+            snd_buffer: None,
             rcv_high: None,
             received_since_trim: 0,
             received_at: None,
+            queued_since_trim: 0,
+            queued_at: None,
         }
     }
 

@@ -41,6 +41,7 @@ pub mod demux;
 mod egress;
 mod fragment;
 mod give_up;
+mod idle_pages;
 mod isn;
 mod one_frame;
 mod one_socket;
@@ -53,6 +54,7 @@ mod recovery;
 mod rewrite;
 mod route;
 mod send_front;
+mod snd_buffer;
 mod table;
 mod teardown;
 
@@ -126,6 +128,10 @@ pub struct StackConfig {
     /// The receive buffer is reserved at this size (or `tcp_buffer`, if larger), the most
     /// SO_RCVBUF can give a connection; SO_RCVBUF fixes a connection's window, as in Linux.
     pub tcp_receive_max: usize,
+    /// The most a TCP connection's send buffer grows to as its congestion window does
+    /// (Linux's `tcp_wmem[2]`, 4 MiB), from `tcp_buffer`; see `engine/snd_buffer.rs`.
+    /// Reserved like the receive buffer; SO_SNDBUF fixes it, as in Linux.
+    pub tcp_send_max: usize,
     /// Datagrams buffered per UDP socket each way.
     pub udp_packets: usize,
     /// Bytes of payload buffered per UDP socket each way (the most SO_RCVBUF/SO_SNDBUF
@@ -288,6 +294,7 @@ impl Default for StackConfig {
             addrs: Vec::new(),
             tcp_buffer: 64 * 1024,
             tcp_receive_max: 6 * 1024 * 1024,
+            tcp_send_max: 4 * 1024 * 1024,
             udp_packets: 64,
             udp_buffer: 64 * 1024,
             reset_on_overflow: false,
@@ -557,7 +564,10 @@ impl Engine {
             recovery_timers: one_socket::Timers::default(),
             recovery_pool: egress::PacketPool::default(),
             udp_handles: HashMap::default(),
-            buffers: buffers::BufferPool::new(config.tcp_buffer.max(config.tcp_receive_max), config.tcp_buffer),
+            buffers: buffers::BufferPool::new(
+                config.tcp_buffer.max(config.tcp_receive_max),
+                config.tcp_buffer.max(config.tcp_send_max),
+            ),
             local: config.addrs.iter().map(|cidr| cidr.addr()).collect(),
             config,
             capabilities,
@@ -1087,12 +1097,15 @@ impl Engine {
         self.demux.insert(tuple, handle);
         let mut conn = Conn::new(tuple, owner, state, self.now);
         conn.cc = self.config.congestion.ustack_algorithm(self.config.loss_recovery).map(congestion::Controller::new);
-        // SO_RCVBUF fixes the window (Linux's SOCK_RCVBUF_LOCK): only a default buffer grows.
-        let rcvbuf_set =
-            owner.socket().and_then(|id| self.entries.get(&id)).is_some_and(|e| e.opts.recv_buffer.is_some());
-        if !rcvbuf_set {
-            let capacity = self.tcp(handle).recv_capacity();
-            conn.rcv_window = rcv_window::RcvWindow::new(capacity, self.config.tcp_buffer, self.now);
+        // SO_RCVBUF and SO_SNDBUF fix their buffers (Linux's SOCK_RCVBUF_LOCK and
+        // SOCK_SNDBUF_LOCK): only a default buffer grows.
+        let opts = owner.socket().and_then(|id| self.entries.get(&id)).map(|e| e.opts).unwrap_or_default();
+        let tcp = self.tcp(handle);
+        if opts.recv_buffer.is_none() {
+            conn.rcv_window = rcv_window::RcvWindow::new(tcp.recv_capacity(), self.config.tcp_buffer, self.now);
+        }
+        if opts.send_buffer.is_none() && conn.cc.is_some() {
+            conn.snd_buffer = snd_buffer::SndBuffer::new(tcp.send_capacity(), self.config.tcp_buffer);
         }
         if let Some(at) = self.runs_out(&conn) {
             self.next_timeout = Some(self.next_timeout.map_or(at, |next| next.min(at)));

@@ -179,13 +179,17 @@ impl Engine {
         self.change_opts(id, |o| o.send_buffer = Some(buffer_bytes(bytes, MIN_SEND_BUFFER, max)))
     }
 
-    /// SO_SNDBUF as getsockopt reports it (doubled).
+    /// SO_SNDBUF as getsockopt reports it (doubled; an autotuned one's as far as it grew).
     pub fn send_buffer_size(&self, id: SockId) -> Result<usize> {
         let e = self.entries.get(&id).ok_or(Errno::EBADF)?;
         let bytes = match e.state {
-            SockState::Connected(handle) => self.tcp(handle).send_capacity(),
+            SockState::Connected(handle) => match self.conns.get(&handle).and_then(|c| c.snd_buffer.as_ref()) {
+                Some(buffer) => buffer.clamp() as usize,
+                None => self.tcp(handle).send_capacity(),
+            },
             SockState::Udp { handle, .. } => self.udp(handle).payload_send_capacity(),
-            _ => e.opts.send_buffer.unwrap_or(self.buffer_max(id, Direction::Send)?),
+            _ if e.ty == Type::Stream => e.opts.send_buffer.unwrap_or(self.config.tcp_buffer),
+            _ => e.opts.send_buffer.unwrap_or(self.config.udp_buffer),
         };
         Ok(2 * bytes)
     }

@@ -14,7 +14,8 @@
 //! - once per round trip, if the application read more than in any round trip before, the
 //!   clamp becomes twice that ([`RcvWindow::on_read`]);
 //! - the demux drops data beyond the edge offered (smoltcp would take anything up to its
-//!   own, larger, edge), so no data lands where the pages may be given back.
+//!   own, larger, edge), so no data lands where the pages may be given back
+//!   ([`super::idle_pages`]).
 //!
 //! Peers that do not scale windows see at most 64 KiB, as without autotuning: the clamp is
 //! not applied to them.
@@ -35,15 +36,6 @@ const MIN_PERIOD: Duration = Duration::from_millis(1);
 /// The period when no round-trip time is known (a connection made from a SYN cookie that
 /// has sent nothing). Erring long only makes the first growth larger.
 const UNKNOWN_RTT_PERIOD: Duration = Duration::from_millis(100);
-
-/// How long a connection's receive buffer must have had nothing new before its pages are
-/// given back: long enough that a transfer in progress keeps its pages (touching them
-/// again costs a page fault each), short enough that an idle connection soon holds none.
-pub const TRIM_IDLE: Duration = Duration::from_millis(500);
-
-/// Data that must have passed through a receive buffer before its pages are worth giving
-/// back (it touches at most this much, plus a page).
-const TRIM_MIN: u32 = 64 * 1024;
 
 /// One connection's autotuned receive window.
 #[derive(Debug, Clone)]
@@ -159,34 +151,6 @@ impl Engine {
             }
         });
     }
-
-    /// Gives back connection `handle`'s receive pages once nothing new has come for
-    /// [`TRIM_IDLE`] and nothing is buffered (see [`super::buffers`]); otherwise says when
-    /// to look again, if ever.
-    pub(super) fn trim_if_idle(&mut self, handle: SocketHandle, now: Instant) -> Option<Instant> {
-        let conn = self.conns.get(&handle)?;
-        let idle_since = conn.received_at.filter(|_| conn.received_since_trim >= TRIM_MIN)?;
-        let due = idle_since + TRIM_IDLE;
-        if now < due {
-            return Some(due);
-        }
-        // Data out of order beyond RCV.NXT is in the buffer too, where smoltcp put it: only
-        // a connection whose every byte given to smoltcp is in order is trimmed.
-        let rcv_nxt = conn.sent.map(|sent| sent.ack.wrapping_add(conn.received_since_sent));
-        let all_in_order = rcv_nxt.is_some() && rcv_nxt == conn.rcv_high;
-        if !all_in_order || self.tcp(handle).recv_queue() > 0 {
-            return Some(now + TRIM_IDLE);
-        }
-        // SAFETY: nothing is queued for the application and nothing beyond RCV.NXT was given
-        // to smoltcp, so its receive buffer holds nothing it will read.
-        unsafe { self.buffers.trim_receive(handle) };
-        if let Some(conn) = self.conns.get_mut(&handle) {
-            log::debug!(target: "ustack::window", "{}: idle, receive buffer's pages given back", conn.tuple);
-            conn.received_since_trim = 0;
-            conn.received_at = None;
-        }
-        None
-    }
 }
 
 /// The window field to send in place of smoltcp's `field` (scaled by `scale`) for a
@@ -300,82 +264,5 @@ mod tests {
         // Never beyond smoltcp's own window.
         assert_eq!(clamp_field(10, 7, 0, 100 * 1024), 10);
         assert_eq!(clamp_field(field, 0, 0, 0), field);
-    }
-
-    /// A simulated client (4 MiB send buffer) and server (defaults) with a connection
-    /// between them: (simulation, client socket, server socket).
-    fn connected() -> (crate::sim::Simulation, super::super::SockId, super::super::SockId) {
-        use crate::engine::{Domain, StackConfig, Type};
-        use crate::sim::{LinkConfig, Simulation, node_addr};
-        let config = |index: usize| StackConfig {
-            addrs: vec![crate::Cidr::new(node_addr(index, 0).ip(), 24).unwrap()],
-            ..StackConfig::default()
-        };
-        let client = StackConfig { tcp_buffer: 4 << 20, ..config(0) };
-        let mut sim =
-            Simulation::new(1, vec![("client", client), ("server", config(1))], LinkConfig::default(), 1500).unwrap();
-        let l = sim.nodes[1].engine.socket(Domain::Inet, Type::Stream);
-        sim.nodes[1].engine.bind(l, node_addr(1, 80)).unwrap();
-        sim.nodes[1].engine.listen(l, 1).unwrap();
-        let c = sim.nodes[0].engine.socket(Domain::Inet, Type::Stream);
-        let now = sim.now();
-        let _ = sim.nodes[0].engine.connect(now, c, node_addr(1, 80));
-        let mut accepted = None;
-        sim.run_until(sim.now() + Duration::from_secs(1), |_, nodes| {
-            accepted = accepted.or(nodes[1].engine.accept(l).ok().map(|(s, _)| s));
-            accepted.is_some()
-        })
-        .unwrap();
-        (sim, c, accepted.unwrap())
-    }
-
-    /// Sends `len` bytes from the client, until the server has read them all if `read`, or
-    /// for 100 ms.
-    fn send(sim: &mut crate::sim::Simulation, (c, s): (u64, u64), len: usize, read: bool) {
-        let data = vec![9u8; len];
-        let (mut sent, mut got, mut buf) = (0, 0, vec![0; 64 * KIB]);
-        let limit = sim.now() + Duration::from_millis(if read { 1000 } else { 100 });
-        sim.run_until(limit, |_, nodes| {
-            if let Ok(n) = nodes[0].engine.send(c, &data[sent..], false) {
-                sent += n;
-            }
-            while read && let Ok(n @ 1..) = nodes[1].engine.recv(s, &mut buf) {
-                got += n;
-            }
-            read && got == len
-        });
-        assert_eq!(sent, len);
-    }
-
-    fn server_handle(sim: &crate::sim::Simulation, s: u64) -> SocketHandle {
-        match sim.nodes[1].engine.entries[&s].state {
-            super::super::SockState::Connected(handle) => handle,
-            _ => panic!("not connected"),
-        }
-    }
-
-    #[test]
-    fn an_idle_connection_gives_its_receive_pages_back_and_one_with_unread_data_keeps_them() {
-        let (mut sim, c, s) = connected();
-        let handle = server_handle(&sim, s);
-        send(&mut sim, (c, s), 1 << 20, true);
-        let pages = |sim: &crate::sim::Simulation| sim.nodes[1].engine.buffers.resident_receive_pages(handle);
-        assert!(pages(&sim) >= 200, "1 MiB passed through: {} pages", pages(&sim));
-        // Idle, everything read: given back once TRIM_IDLE has passed since the last data.
-        sim.run_to(sim.now() + Duration::from_millis(300));
-        assert!(pages(&sim) > 0);
-        sim.run_to(sim.now() + TRIM_IDLE);
-        assert_eq!(pages(&sim), 0);
-
-        // Data left unread keeps its pages, and reads back intact.
-        send(&mut sim, (c, s), 100 * KIB, false);
-        sim.run_to(sim.now() + TRIM_IDLE * 3);
-        assert!(pages(&sim) > 0);
-        let mut buf = vec![0; 256 * KIB];
-        let mut got = 0;
-        while let Ok(n @ 1..) = sim.nodes[1].engine.recv(s, &mut buf[got..]) {
-            got += n;
-        }
-        assert!(got >= 60 * KIB && buf[..got].iter().all(|&b| b == 9), "{got} bytes read intact");
     }
 }

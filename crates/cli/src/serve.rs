@@ -151,9 +151,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub shards: Option<u16>,
 
-    /// Send buffer per TCP connection, and the receive window a connection starts with, in
-    /// bytes (default 65536). The window then grows as the application keeps up, up to
-    /// --tcp-receive-max; memory is used only where data passed.
+    /// Send buffer and receive window a TCP connection starts with, in bytes (default
+    /// 65536). The window grows as the application keeps up, up to --tcp-receive-max, and
+    /// the send buffer with the congestion window, up to --tcp-send-max; memory is used only
+    /// where data passed.
     #[arg(long = "tcp-buffer", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub tcp_buffer: Option<u64>,
 
@@ -161,6 +162,11 @@ pub struct ServeArgs {
     /// Linux's tcp_rmem[2]); at or below --tcp-buffer, the window stays at --tcp-buffer.
     #[arg(long = "tcp-receive-max", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub tcp_receive_max: Option<u64>,
+
+    /// The most a TCP connection's send buffer grows to, in bytes (default 4 MiB, as
+    /// Linux's tcp_wmem[2]); at or below --tcp-buffer, it stays at --tcp-buffer.
+    #[arg(long = "tcp-send-max", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub tcp_send_max: Option<u64>,
 }
 
 /// `--on-overflow`: what a full accept queue does to the handshake's last ACK.
@@ -234,6 +240,9 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     };
     if let Some(bytes) = args.tcp_receive_max {
         config.tcp_receive_max = bytes as usize;
+    }
+    if let Some(bytes) = args.tcp_send_max {
+        config.tcp_send_max = bytes as usize;
     }
     if let Some(bytes) = args.tcp_buffer {
         config.tcp_buffer = bytes as usize;

@@ -88,8 +88,8 @@ pub struct SimArgs {
     #[arg(long, value_name = "WHO", default_value_t = LossRecovery::Ustack)]
     recovery: LossRecovery,
 
-    /// Send buffer per TCP connection, and the receive window it starts with (which grows
-    /// up to 6 MiB as the application keeps up), in bytes, on both stacks.
+    /// Send buffer and receive window a TCP connection starts with (they grow up to 4 and
+    /// 6 MiB as the network and the application keep up), in bytes, on both stacks.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
     tcp_buffer: u64,
 }

@@ -1,0 +1,174 @@
+//! Giving an idle connection's buffer pages back to the kernel.
+//!
+//! A connection's buffers are reserved at their largest (the receive buffer at the most
+//! its autotuned window grows to, the send buffer likewise), and a page becomes resident
+//! when data first passes through it ([`super::buffers`]). smoltcp's rings never return
+//! to their start, so data passing through a connection touches every page of a buffer in
+//! turn, and without this a connection that had moved 6 MiB would hold 6 MiB until it
+//! closed. Once a buffer has had nothing new for [`TRIM_IDLE`] and holds nothing smoltcp
+//! will read, its pages are given back (`MADV_DONTNEED`); they come back as zero pages
+//! when data next passes. A transfer in progress keeps its pages: touching them again
+//! costs a page fault each.
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::time::{Duration, Instant};
+
+use super::Engine;
+
+/// How long a buffer must have had nothing new before its pages are given back.
+pub const TRIM_IDLE: Duration = Duration::from_millis(500);
+
+/// Data that must have passed through a buffer before its pages are worth giving back (it
+/// touches at most this much, plus a page).
+const TRIM_MIN: u32 = 64 * 1024;
+
+impl Engine {
+    /// Gives back connection `handle`'s receive pages, and its send pages, each once its
+    /// buffer has had nothing new for [`TRIM_IDLE`] and holds nothing smoltcp will read;
+    /// otherwise says when to look again, if ever.
+    pub(super) fn trim_if_idle(&mut self, handle: SocketHandle, now: Instant) -> Option<Instant> {
+        let receive = self.trim_receive_if_idle(handle, now);
+        let send = self.trim_send_if_idle(handle, now);
+        [receive, send].into_iter().flatten().min()
+    }
+
+    fn trim_receive_if_idle(&mut self, handle: SocketHandle, now: Instant) -> Option<Instant> {
+        let conn = self.conns.get(&handle)?;
+        let idle_since = conn.received_at.filter(|_| conn.received_since_trim >= TRIM_MIN)?;
+        if now < idle_since + TRIM_IDLE {
+            return Some(idle_since + TRIM_IDLE);
+        }
+        // Data out of order beyond RCV.NXT is in the buffer too, where smoltcp put it: only
+        // a connection whose every byte given to smoltcp is in order is trimmed.
+        let rcv_nxt = conn.sent.map(|sent| sent.ack.wrapping_add(conn.received_since_sent));
+        let all_in_order = rcv_nxt.is_some() && rcv_nxt == conn.rcv_high;
+        if !all_in_order || self.tcp(handle).recv_queue() > 0 {
+            return Some(now + TRIM_IDLE);
+        }
+        // SAFETY: nothing is queued for the application and nothing beyond RCV.NXT was given
+        // to smoltcp, so its receive buffer holds nothing it will read.
+        unsafe { self.buffers.trim_receive(handle) };
+        let conn = self.conns.get_mut(&handle)?;
+        log::debug!(target: "ustack::buffers", "{}: idle, receive buffer's pages given back", conn.tuple);
+        conn.received_since_trim = 0;
+        conn.received_at = None;
+        None
+    }
+
+    fn trim_send_if_idle(&mut self, handle: SocketHandle, now: Instant) -> Option<Instant> {
+        let conn = self.conns.get(&handle)?;
+        let idle_since = conn.queued_at.filter(|_| conn.queued_since_trim >= TRIM_MIN)?;
+        if now < idle_since + TRIM_IDLE {
+            return Some(idle_since + TRIM_IDLE);
+        }
+        // Unacknowledged data stays in the buffer until acknowledged.
+        if self.tcp(handle).send_queue() > 0 {
+            return Some(now + TRIM_IDLE);
+        }
+        // SAFETY: everything sent was acknowledged: the send buffer holds nothing.
+        unsafe { self.buffers.trim_send(handle) };
+        let conn = self.conns.get_mut(&handle)?;
+        log::debug!(target: "ustack::buffers", "{}: idle, send buffer's pages given back", conn.tuple);
+        conn.queued_since_trim = 0;
+        conn.queued_at = None;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: usize = 1024;
+
+    /// A simulated client (4 MiB send buffer) and server (defaults) with a connection
+    /// between them: (simulation, client socket, server socket).
+    fn connected() -> (crate::sim::Simulation, super::super::SockId, super::super::SockId) {
+        use crate::engine::{Domain, StackConfig, Type};
+        use crate::sim::{LinkConfig, Simulation, node_addr};
+        let config = |index: usize| StackConfig {
+            addrs: vec![crate::Cidr::new(node_addr(index, 0).ip(), 24).unwrap()],
+            ..StackConfig::default()
+        };
+        let client = StackConfig { tcp_buffer: 4 << 20, ..config(0) };
+        let mut sim =
+            Simulation::new(1, vec![("client", client), ("server", config(1))], LinkConfig::default(), 1500).unwrap();
+        let l = sim.nodes[1].engine.socket(Domain::Inet, Type::Stream);
+        sim.nodes[1].engine.bind(l, node_addr(1, 80)).unwrap();
+        sim.nodes[1].engine.listen(l, 1).unwrap();
+        let c = sim.nodes[0].engine.socket(Domain::Inet, Type::Stream);
+        let now = sim.now();
+        let _ = sim.nodes[0].engine.connect(now, c, node_addr(1, 80));
+        let mut accepted = None;
+        sim.run_until(sim.now() + Duration::from_secs(1), |_, nodes| {
+            accepted = accepted.or(nodes[1].engine.accept(l).ok().map(|(s, _)| s));
+            accepted.is_some()
+        })
+        .unwrap();
+        (sim, c, accepted.unwrap())
+    }
+
+    /// Sends `len` bytes from the client, until the server has read them all if `read`, or
+    /// for 100 ms.
+    fn send(sim: &mut crate::sim::Simulation, (c, s): (u64, u64), len: usize, read: bool) {
+        let data = vec![9u8; len];
+        let (mut sent, mut got, mut buf) = (0, 0, vec![0; 64 * KIB]);
+        let limit = sim.now() + Duration::from_millis(if read { 1000 } else { 100 });
+        sim.run_until(limit, |_, nodes| {
+            if let Ok(n) = nodes[0].engine.send(c, &data[sent..], false) {
+                sent += n;
+            }
+            while read && let Ok(n @ 1..) = nodes[1].engine.recv(s, &mut buf) {
+                got += n;
+            }
+            read && got == len
+        });
+        assert_eq!(sent, len);
+    }
+
+    fn server_handle(sim: &crate::sim::Simulation, s: u64) -> SocketHandle {
+        match sim.nodes[1].engine.entries[&s].state {
+            super::super::SockState::Connected(handle) => handle,
+            _ => panic!("not connected"),
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_gives_its_receive_pages_back_and_one_with_unread_data_keeps_them() {
+        let (mut sim, c, s) = connected();
+        let handle = server_handle(&sim, s);
+        send(&mut sim, (c, s), 1 << 20, true);
+        let pages = |sim: &crate::sim::Simulation| sim.nodes[1].engine.buffers.resident_receive_pages(handle);
+        assert!(pages(&sim) >= 200, "1 MiB passed through: {} pages", pages(&sim));
+        // Idle, everything read: given back once TRIM_IDLE has passed since the last data.
+        sim.run_to(sim.now() + Duration::from_millis(300));
+        assert!(pages(&sim) > 0);
+        sim.run_to(sim.now() + TRIM_IDLE);
+        assert_eq!(pages(&sim), 0);
+
+        // Data left unread keeps its pages, and reads back intact.
+        send(&mut sim, (c, s), 100 * KIB, false);
+        sim.run_to(sim.now() + TRIM_IDLE * 3);
+        assert!(pages(&sim) > 0);
+        let mut buf = vec![0; 256 * KIB];
+        let mut got = 0;
+        while let Ok(n @ 1..) = sim.nodes[1].engine.recv(s, &mut buf[got..]) {
+            got += n;
+        }
+        assert!(got >= 60 * KIB && buf[..got].iter().all(|&b| b == 9), "{got} bytes read intact");
+    }
+
+    #[test]
+    fn a_sender_gives_its_send_pages_back_once_everything_is_acknowledged_and_idle() {
+        let (mut sim, c, s) = connected();
+        send(&mut sim, (c, s), 1 << 20, true);
+        let client = match sim.nodes[0].engine.entries[&c].state {
+            super::super::SockState::Connected(handle) => handle,
+            _ => panic!("not connected"),
+        };
+        let pages = |sim: &crate::sim::Simulation| sim.nodes[0].engine.buffers.resident_send_pages(client);
+        assert!(pages(&sim) >= 200, "1 MiB was sent: {} pages", pages(&sim));
+        sim.run_to(sim.now() + TRIM_IDLE + Duration::from_millis(100));
+        assert_eq!(pages(&sim), 0);
+    }
+}
