@@ -34,7 +34,7 @@
 //! | `UdpSocket::set_broadcast`/`broadcast` | as std: sending to 255.255.255.255 or a subnet's broadcast address needs it (else EACCES). Receiving broadcasts: not honoured, the demux takes only datagrams for the stack's own addresses |
 //! | `UdpSocket` multicast (`join_multicast_v4`/`v6`, `leave_*`, `set_multicast_loop_*`, `set_multicast_ttl_v4` and getters) | **not honoured**: each says ENOPROTOOPT. ustack is built without smoltcp's IGMP/MLD and its demux delivers only unicast for its own addresses, so a joined group would never deliver |
 //! | `set_keepalive` (not in std; on [`Socket`]) | keep-alive probes after the idle time; unlike Linux, unanswered probes do not end the connection (smoltcp counts no probes) |
-//! | `set_recv_buffer_size`/`set_send_buffer_size` (not in std; on [`Socket`]) | Linux's rules (doubled when read back, a minimum, a cap at [`StackConfig::tcp_buffer`](crate::StackConfig::tcp_buffer)); they size the connections made after the call, as smoltcp cannot resize an existing connection's buffers |
+//! | `set_recv_buffer_size`/`set_send_buffer_size` (not in std; on [`Socket`]) | Linux's rules (doubled when read back, a minimum, a cap at [`StackConfig::tcp_receive_max`](crate::StackConfig::tcp_receive_max) and [`tcp_send_max`](crate::StackConfig::tcp_send_max), and the buffer's autotuning off); they size the connections made after the call, as smoltcp cannot resize an existing connection's buffers |
 //!
 //! [`Socket`] adds what std lacks: MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_TRUNC and
 //! MSG_NOSIGNAL ([`MsgFlags`]) on send/recv/sendto/recvfrom, sendmsg/recvmsg with

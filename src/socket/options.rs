@@ -45,13 +45,13 @@ impl Socket {
         self.call(|l| l.engine.linger(self.id))
     }
 
-    /// SO_RCVBUF: the receive buffer (TCP's advertised window) of the connections this
-    /// socket makes after the call — set it before connect() or listen(), as with Linux
-    /// for the window scale. As in Linux, [`Socket::recv_buffer_size`] then reports twice
-    /// `bytes`, raised to Linux's minimum; ustack caps it at
-    /// [`StackConfig::tcp_buffer`](crate::StackConfig::tcp_buffer) (`udp_buffer` for UDP,
-    /// before bind()) as Linux caps it at `net.core.rmem_max`. An existing connection
-    /// keeps its size: smoltcp cannot resize it.
+    /// SO_RCVBUF: the receive buffer (TCP's advertised window, fixed instead of autotuned)
+    /// of the connections this socket makes after the call — set it before connect() or
+    /// listen(), as with Linux for the window scale. As in Linux,
+    /// [`Socket::recv_buffer_size`] then reports twice `bytes`, raised to Linux's minimum;
+    /// ustack caps it at [`StackConfig::tcp_receive_max`](crate::StackConfig::tcp_receive_max)
+    /// (`udp_buffer` for UDP, before bind()) as Linux caps it at `net.core.rmem_max`. An
+    /// existing connection keeps its size: smoltcp cannot resize it.
     pub fn set_recv_buffer_size(&self, bytes: usize) -> Result<()> {
         self.call(|l| l.engine.set_recv_buffer_size(self.id, bytes))
     }
