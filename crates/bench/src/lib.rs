@@ -404,15 +404,16 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
     }
     notes.push(format!(
         "Bulk TCP: one connection, {:?} of sending per run, measured by the receiver from its first read to end of \
-         stream. ustack and raw smoltcp use {} socket buffers each way; the kernel its defaults (autotuning). The \
+         stream. ustack and raw smoltcp use {} socket buffers each way, fixed (ustack autotunes from a smaller \
+         start only, BENCHMARKS.md §35); the kernel its defaults (autotuning). The \
          kernel client connects in every case; \"ustack sends\" means the ustack side writes. Raw smoltcp reads \
          and writes its socket buffer in place; \"+ app copy\" copies through a {} application buffer, as read() \
          and write() on any socket (ustack's or the kernel's) do. Every kernel socket sends with CUBIC (Linux's \
          default and ustack's, set with TCP_CONGESTION; this machine's default is {}). \"Sender held back by the \
          receive window\": the kernel sender's tcpi_rwnd_limited over its tcpi_busy_time; near 100%, the rate is \
          the receiver's window over the time it takes to turn it round, not what either stack could do with more \
-         window (the kernel's receiver grows its window as the application keeps up; ustack's and raw smoltcp's \
-         stay at their buffer).",
+         window (the kernel's receiver grows its window as the application keeps up; here ustack's and raw \
+         smoltcp's stay at their buffer).",
         s.bulk_time,
         table::format_value(plan.tcp_buffer as f64, Unit::Bytes),
         table::format_value(bulk::CHUNK as f64, Unit::Bytes),
@@ -685,7 +686,8 @@ fn scale_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>, open
     }
     notes.push(format!(
         "Scale: each count measured once. ustack's memory is this process's RSS growth (VmRSS) per connection, with \
-         its default {} socket buffers each way. Those come from ustack's buffer pool (anonymous memory mapped \
+         its default socket buffers: {} each way to start, autotuned up to {} to receive and {} to send, and \
+         reserved at that size. Those come from ustack's buffer pool (anonymous memory mapped \
          MAP_NORESERVE, given back with MADV_DONTNEED when a connection ends), so a buffer page is resident only once \
          data has passed through it: an idle connection holds address space for its buffers, not memory. smoltcp's \
          sockets are slots of a table mapped on its own (in the RSS, not the heap). The heap it allocated per \
@@ -695,6 +697,8 @@ fn scale_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>, open
          (/proc/meminfo) per connection endpoint, so anything else running moves it. Echo: {} pings of 64 bytes, one \
          at a time, going round 16 of the connections while the rest stay idle; p50s: {}.",
         table::format_value(StackConfig::default().tcp_buffer as f64, Unit::Bytes),
+        table::format_value(StackConfig::default().tcp_receive_max as f64, Unit::Bytes),
+        table::format_value(StackConfig::default().tcp_send_max as f64, Unit::Bytes),
         s.scale_pings,
         p50s.join("; ")
     ));
