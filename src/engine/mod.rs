@@ -498,10 +498,11 @@ pub struct Engine {
     /// Work was done since the last sweep, which is due at `next_sweep`.
     sweep_owed: bool,
     next_sweep: Instant,
-    /// The earliest time a connect() or a half-open connection may run out of time: a
-    /// sweep is owed then even if nothing else happens, so that a timeout is noticed when
-    /// it runs out, not at the connection's next retransmission (up to a minute later).
-    /// Lowered when such a connection is made; each sweep recomputes it.
+    /// The earliest time a connect() or a half-open connection may run out of time, or an
+    /// idle connection's buffer pages are due to go back ([`idle_pages`]): a sweep is owed
+    /// then even if nothing else happens, so that a timeout is noticed when it runs out,
+    /// not at the connection's next retransmission (up to a minute later). Lowered when
+    /// such a connection is made; each sweep recomputes it.
     next_timeout: Option<Instant>,
     /// Sockets whose readiness may have changed since the driver last asked
     /// ([`Engine::take_touched`]).
@@ -1222,8 +1223,8 @@ impl Engine {
         }
     }
 
-    /// Every connection: timeouts first, then what its state says. Notes when the next
-    /// timeout may run out.
+    /// Every connection: timeouts first, then what its state says, then whether its buffers'
+    /// pages can go back. Notes when the next timeout may run out.
     fn sweep(&mut self, now: Instant) {
         let connect_timeout = smoltcp::time::Duration::from(self.config.connect_timeout);
         let half_open_timeout = smoltcp::time::Duration::from(HALF_OPEN_TIMEOUT);
