@@ -116,13 +116,11 @@ fn ustack_client_talks_to_kernel_server() {
     assert!((49152..=65535).contains(&peer.port()));
 }
 
-#[test]
-fn ustack_client_sends_one_mebibyte_to_kernel() {
-    ustack::require_tun!();
-    let lab = lab();
-    let kernel = kernel_thread(
-        &lab,
-        || KernelListener::bind(addr(KERNEL, 9000)),
+/// A kernel server on `port` that takes one connection and returns all it received.
+fn kernel_receiver(lab: &ustack_testkit::lab::Lab, port: u16) -> std::thread::JoinHandle<io::Result<Vec<u8>>> {
+    kernel_thread(
+        lab,
+        move || KernelListener::bind(addr(KERNEL, port)),
         |listener| {
             let (mut stream, _) = listener.accept()?;
             stream.set_read_timeout(Some(PATIENCE))?;
@@ -130,7 +128,14 @@ fn ustack_client_sends_one_mebibyte_to_kernel() {
             stream.read_to_end(&mut received)?;
             Ok(received)
         },
-    );
+    )
+}
+
+#[test]
+fn ustack_client_sends_one_mebibyte_to_kernel() {
+    ustack::require_tun!();
+    let lab = lab();
+    let kernel = kernel_receiver(&lab, 9000);
     let data = pattern(1 << 20, 0x9e37_79b9);
     let stream = TcpStream::connect_timeout(&lab.stack, &addr(KERNEL, 9000), PATIENCE).unwrap();
     stream.set_write_timeout(Some(PATIENCE)).unwrap();
@@ -181,17 +186,7 @@ fn a_kernel_sender_grows_ustack_s_receive_window_and_every_byte_arrives() {
 fn ustack_s_send_buffer_grows_sending_to_a_kernel_receiver() {
     ustack::require_tun!();
     let lab = lab();
-    let kernel = kernel_thread(
-        &lab,
-        || KernelListener::bind(addr(KERNEL, 9002)),
-        |listener| {
-            let (mut stream, _) = listener.accept()?;
-            stream.set_read_timeout(Some(PATIENCE))?;
-            let mut received = Vec::new();
-            stream.read_to_end(&mut received)?;
-            Ok(received)
-        },
-    );
+    let kernel = kernel_receiver(&lab, 9002);
     let data = pattern(64 << 20, 0x85eb_ca6b);
     let stream = TcpStream::connect_timeout(&lab.stack, &addr(KERNEL, 9002), PATIENCE).unwrap();
     assert_eq!(stream.socket().send_buffer_size().unwrap(), 2 * 64 * 1024, "it starts at 64 KiB");

@@ -481,8 +481,7 @@ impl Engine {
             n => {
                 let now = self.now;
                 if let Some(conn) = self.conns.get_mut(&handle) {
-                    conn.queued_since_trim = conn.queued_since_trim.saturating_add(n as u32);
-                    conn.queued_at = Some(now);
+                    conn.queued.note(n, now);
                 }
                 Ok(n)
             }

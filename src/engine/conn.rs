@@ -6,6 +6,7 @@ use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 
 use super::congestion::Controller;
+use super::idle_pages::Traffic;
 use super::rcv_window::RcvWindow;
 use super::recovery::Recovery;
 use super::send_front::SendFront;
@@ -147,14 +148,11 @@ pub struct Conn {
     /// The furthest end of the data the peer sent that smoltcp was given (the peer's
     /// numbering): beyond RCV.NXT, smoltcp may hold data out of order.
     pub rcv_high: Option<u32>,
-    /// Bytes of data smoltcp was given since the receive buffer's pages were last given
-    /// back, and when the last came.
-    pub received_since_trim: u32,
-    pub received_at: Option<Instant>,
-    /// Bytes the application queued to send since the send buffer's pages were last given
-    /// back, and when it last did.
-    pub queued_since_trim: u32,
-    pub queued_at: Option<Instant>,
+    /// Data smoltcp was given for the application since the receive buffer's pages were
+    /// last given back ([`super::idle_pages`]).
+    pub received: Traffic,
+    /// Data the application queued since the send buffer's pages were last given back.
+    pub queued: Traffic,
 }
 
 /// See [`Conn::sent`].
@@ -210,10 +208,8 @@ impl Conn {
             rcv_window: None,
             snd_buffer: None,
             rcv_high: None,
-            received_since_trim: 0,
-            received_at: None,
-            queued_since_trim: 0,
-            queued_at: None,
+            received: Traffic::default(),
+            queued: Traffic::default(),
         }
     }
 

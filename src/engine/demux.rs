@@ -1468,8 +1468,7 @@ fn note_data(conn: &mut Conn, seg: &TcpSegment, now: smoltcp::time::Instant) {
     if conn.rcv_high.is_none_or(|high| super::rewrite::seq_after(end, high)) {
         conn.rcv_high = Some(end);
     }
-    conn.received_since_trim = conn.received_since_trim.saturating_add(payload);
-    conn.received_at = Some(now);
+    conn.received.note(payload as usize, now);
 }
 
 /// Whether smoltcp 0.14 finds `seg` acceptable (RFC 9293 §3.10.7.4, as `tcp::Socket`

@@ -22,56 +22,85 @@ pub const TRIM_IDLE: Duration = Duration::from_millis(500);
 /// touches at most this much, plus a page).
 const TRIM_MIN: u32 = 64 * 1024;
 
+/// Data that passed through one of a connection's buffers since its pages were last
+/// given back.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Traffic {
+    bytes: u32,
+    last: Option<Instant>,
+}
+
+impl Traffic {
+    /// Counts `n` bytes passing at `now`.
+    pub fn note(&mut self, n: usize, now: Instant) {
+        self.bytes = self.bytes.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        self.last = Some(now);
+    }
+
+    /// When the buffer's pages are due to go back, if enough passed through it.
+    fn trim_due(&self) -> Option<Instant> {
+        self.last.filter(|_| self.bytes >= TRIM_MIN).map(|last| last + TRIM_IDLE)
+    }
+}
+
+/// Which of a connection's buffers.
+#[derive(Debug, Clone, Copy)]
+enum Buffer {
+    Receive,
+    Send,
+}
+
 impl Engine {
     /// Gives back connection `handle`'s receive pages, and its send pages, each once its
     /// buffer has had nothing new for [`TRIM_IDLE`] and holds nothing smoltcp will read;
     /// otherwise says when to look again, if ever.
     pub(super) fn trim_if_idle(&mut self, handle: SocketHandle, now: Instant) -> Option<Instant> {
-        let receive = self.trim_receive_if_idle(handle, now);
-        let send = self.trim_send_if_idle(handle, now);
+        let receive = self.trim_buffer_if_idle(handle, Buffer::Receive, now);
+        let send = self.trim_buffer_if_idle(handle, Buffer::Send, now);
         [receive, send].into_iter().flatten().min()
     }
 
-    fn trim_receive_if_idle(&mut self, handle: SocketHandle, now: Instant) -> Option<Instant> {
+    fn trim_buffer_if_idle(&mut self, handle: SocketHandle, buffer: Buffer, now: Instant) -> Option<Instant> {
         let conn = self.conns.get(&handle)?;
-        let idle_since = conn.received_at.filter(|_| conn.received_since_trim >= TRIM_MIN)?;
-        if now < idle_since + TRIM_IDLE {
-            return Some(idle_since + TRIM_IDLE);
+        let due = match buffer {
+            Buffer::Receive => conn.received.trim_due(),
+            Buffer::Send => conn.queued.trim_due(),
+        }?;
+        if now < due {
+            return Some(due);
         }
-        // Data out of order beyond RCV.NXT is in the buffer too, where smoltcp put it: only
-        // a connection whose every byte given to smoltcp is in order is trimmed.
-        let rcv_nxt = conn.sent.map(|sent| sent.ack.wrapping_add(conn.received_since_sent));
-        let all_in_order = rcv_nxt.is_some() && rcv_nxt == conn.rcv_high;
-        if !all_in_order || self.tcp(handle).recv_queue() > 0 {
+        if !self.holds_nothing(handle, buffer) {
             return Some(now + TRIM_IDLE);
         }
-        // SAFETY: nothing is queued for the application and nothing beyond RCV.NXT was given
-        // to smoltcp, so its receive buffer holds nothing it will read.
-        unsafe { self.buffers.trim_receive(handle) };
+        // SAFETY: the buffer holds nothing smoltcp will read (`holds_nothing`).
+        unsafe {
+            match buffer {
+                Buffer::Receive => self.buffers.trim_receive(handle),
+                Buffer::Send => self.buffers.trim_send(handle),
+            }
+        };
         let conn = self.conns.get_mut(&handle)?;
-        log::debug!(target: "ustack::buffers", "{}: idle, receive buffer's pages given back", conn.tuple);
-        conn.received_since_trim = 0;
-        conn.received_at = None;
+        log::debug!(target: "ustack::buffers", "{}: idle, {buffer:?} buffer's pages given back", conn.tuple);
+        match buffer {
+            Buffer::Receive => conn.received = Traffic::default(),
+            Buffer::Send => conn.queued = Traffic::default(),
+        }
         None
     }
 
-    fn trim_send_if_idle(&mut self, handle: SocketHandle, now: Instant) -> Option<Instant> {
-        let conn = self.conns.get(&handle)?;
-        let idle_since = conn.queued_at.filter(|_| conn.queued_since_trim >= TRIM_MIN)?;
-        if now < idle_since + TRIM_IDLE {
-            return Some(idle_since + TRIM_IDLE);
+    /// Whether connection `handle`'s `buffer` holds nothing smoltcp will read: for the
+    /// receive buffer, nothing unread and nothing out of order beyond RCV.NXT (only a
+    /// connection whose every byte given to smoltcp is below RCV.NXT qualifies); for the
+    /// send buffer, nothing unsent or unacknowledged.
+    fn holds_nothing(&self, handle: SocketHandle, buffer: Buffer) -> bool {
+        let (Some(conn), tcp) = (self.conns.get(&handle), self.tcp(handle)) else { return false };
+        match buffer {
+            Buffer::Receive => {
+                let rcv_nxt = conn.sent.map(|sent| sent.ack.wrapping_add(conn.received_since_sent));
+                rcv_nxt.is_some() && rcv_nxt == conn.rcv_high && tcp.recv_queue() == 0
+            }
+            Buffer::Send => tcp.send_queue() == 0,
         }
-        // Unacknowledged data stays in the buffer until acknowledged.
-        if self.tcp(handle).send_queue() > 0 {
-            return Some(now + TRIM_IDLE);
-        }
-        // SAFETY: everything sent was acknowledged: the send buffer holds nothing.
-        unsafe { self.buffers.trim_send(handle) };
-        let conn = self.conns.get_mut(&handle)?;
-        log::debug!(target: "ustack::buffers", "{}: idle, send buffer's pages given back", conn.tuple);
-        conn.queued_since_trim = 0;
-        conn.queued_at = None;
-        None
     }
 }
 
