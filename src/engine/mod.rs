@@ -715,11 +715,7 @@ impl Engine {
         };
         match disposition {
             Disposition::Drop => {}
-            Disposition::Reply(packet) => self.with_one(None, |_, _, out| {
-                if let Some(token) = phy::Device::transmit(out, now) {
-                    phy::TxToken::consume(token, packet.len(), |buf| buf.copy_from_slice(&packet));
-                }
-            }),
+            Disposition::Reply(packet) => self.transmit_own(&packet),
             Disposition::Deliver => self.deliver(which, frame),
             Disposition::First(first) => {
                 self.deliver(which, &first);
@@ -932,6 +928,17 @@ impl Engine {
         };
         let iface = &mut self.iface;
         self.single.with(&mut self.sockets.set, which, |set| f(iface, set, &mut out))
+    }
+
+    /// Sends a packet ustack built itself (in smoltcp's numbering) through the transmit
+    /// path, as smoltcp's own go: shifted to the wire's numbering, recorded, into the outbox.
+    fn transmit_own(&mut self, packet: &[u8]) {
+        let now = self.now;
+        self.with_one(None, |_, _, out| {
+            if let Some(token) = phy::Device::transmit(out, now) {
+                phy::TxToken::consume(token, packet.len(), |buf| buf.copy_from_slice(packet));
+            }
+        });
     }
 
     /// smoltcp processes `frame` with socket `which` (or none) in its set; `which` is then

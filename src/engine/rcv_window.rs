@@ -21,7 +21,6 @@
 //! not applied to them.
 
 use smoltcp::iface::SocketHandle;
-use smoltcp::phy;
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
@@ -145,11 +144,7 @@ impl Engine {
             own_window: own,
         };
         let packet = super::cookie::ack(&conn.tuple, &update);
-        self.with_one(None, |_, _, out| {
-            if let Some(token) = phy::Device::transmit(out, now) {
-                phy::TxToken::consume(token, packet.len(), |buf| buf.copy_from_slice(&packet));
-            }
-        });
+        self.transmit_own(&packet);
     }
 }
 
