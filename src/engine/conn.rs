@@ -213,6 +213,13 @@ impl Conn {
         }
     }
 
+    /// smoltcp's RCV.NXT as ustack reckons it (the peer's numbering, before a FIN): what
+    /// ustack last acknowledged plus what smoltcp queued since. None before ustack sent
+    /// an ACK.
+    pub fn rcv_nxt(&self) -> Option<u32> {
+        self.sent.map(|sent| sent.ack.wrapping_add(self.received_since_sent))
+    }
+
     /// Records that smoltcp's socket is now in `state`. Returns whether it changed.
     ///
     /// smoltcp may move through several states on one segment (an ACK carrying data and

@@ -1413,7 +1413,7 @@ fn ack_smoltcp_refuses(
     if !before_fin || !seg.has(ACK) || seg.has(SYN) || seg.has(RST) || (sent.own_window != 0 && !bare) {
         return None;
     }
-    let rcv_nxt = sent.ack.wrapping_add(conn.received_since_sent);
+    let rcv_nxt = conn.rcv_nxt()?;
     // smoltcp's right edge: its last segment's ACK and window, however stale.
     let window_end = sent.ack.wrapping_add(u32::from(sent.own_window) << conn.rcv_scale);
     let seg_end = seg.seq.wrapping_add(seg.seq_len());
@@ -1452,7 +1452,7 @@ fn refuse_beyond_offered_edge(
         return None;
     }
     log::debug!(target: "ustack::demux", "{}: data beyond the window offered, dropped and acknowledged", conn.tuple);
-    let rcv_nxt = sent.ack.wrapping_add(conn.received_since_sent);
+    let rcv_nxt = conn.rcv_nxt()?;
     *frame = super::rewrite::ack_alone(frame, seg.offset, rcv_nxt, flow.remote.ip(), flow.local.ip());
     Some(super::cookie::ack(&conn.tuple, &sent))
 }

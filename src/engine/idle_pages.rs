@@ -96,7 +96,7 @@ impl Engine {
         let (Some(conn), tcp) = (self.conns.get(&handle), self.tcp(handle)) else { return false };
         match buffer {
             Buffer::Receive => {
-                let rcv_nxt = conn.sent.map(|sent| sent.ack.wrapping_add(conn.received_since_sent));
+                let rcv_nxt = conn.rcv_nxt();
                 rcv_nxt.is_some() && rcv_nxt == conn.rcv_high && tcp.recv_queue() == 0
             }
             Buffer::Send => tcp.send_queue() == 0,

@@ -122,13 +122,11 @@ impl Engine {
         let open = matches!(socket.state(), tcp::State::Established | tcp::State::FinWait1 | tcp::State::FinWait2);
         let Some(conn) = self.conns.get_mut(&handle) else { return };
         let rtt = conn.handshake_rtt.or_else(|| conn.recovery.srtt());
-        let (Some(tuning), Some(sent), true) = (conn.rcv_window.as_mut(), conn.sent, conn.rcv_scale > 0) else {
-            return;
-        };
+        let (Some(sent), Some(rcv_nxt)) = (conn.sent, conn.rcv_nxt()) else { return };
+        let (Some(tuning), true) = (conn.rcv_window.as_mut(), conn.rcv_scale > 0) else { return };
         if tuning.on_read(n, now, rtt) {
             log::debug!(target: "ustack::window", "{}: receive window grows to {} bytes", conn.tuple, tuning.clamp());
         }
-        let rcv_nxt = sent.ack.wrapping_add(conn.received_since_sent);
         let remaining = if seq_after(sent.edge, rcv_nxt) { sent.edge.wrapping_sub(rcv_nxt) } else { 0 };
         if !open || !tuning.wants_update(remaining, unread) {
             return;
