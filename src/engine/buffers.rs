@@ -16,8 +16,10 @@
 //! touches every page of its buffers in turn; once a buffer has been idle a while with
 //! nothing in it, its pages are given back ([`super::idle_pages`]).
 //!
-//! A slot holds the send buffer first, then the receive buffer: the first pages of both,
-//! which every connection that moves data touches, then share one page table page.
+//! A slot holds the send buffer first, then the receive buffer. With the default sizes
+//! each buffer's first page lies in a 2 MiB region of its own, so a connection that moves
+//! data each way costs two page-table pages (not in VmRSS), where 64 KiB buffers shared
+//! one among 16 connections.
 
 use std::ptr::NonNull;
 
@@ -28,6 +30,13 @@ use super::HashMap;
 
 /// Slots mapped at once when the pool runs out.
 const SLOTS_PER_CHUNK: usize = 16;
+
+/// One of a socket's two buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buffer {
+    Receive,
+    Send,
+}
 
 /// The memory of one socket's two buffers: send, then receive.
 #[derive(Debug)]
@@ -148,46 +157,35 @@ impl BufferPool {
         }
     }
 
-    /// Gives back the pages of socket `handle`'s receive buffer (it reads as zeros after).
-    ///
-    /// # Safety
-    /// The buffer must hold no data smoltcp will read: nothing queued for the application
-    /// and nothing received out of order.
-    pub unsafe fn trim_receive(&mut self, handle: SocketHandle) {
-        if let Some(slot) = self.used.get(&handle) {
-            // SAFETY: the receive buffer lies within the slot's mapping; the caller vouches
-            // that nothing in it is still to be read. Should this fail, the pages stay.
-            unsafe {
-                let rx = slot.0.as_ptr().add(self.tx_stride);
-                libc::madvise(rx.cast(), self.slot_len - self.tx_stride, libc::MADV_DONTNEED)
-            };
+    /// Where `slot`'s `buffer` lies, in whole pages.
+    fn region(&self, slot: &Slot, buffer: Buffer) -> (*mut u8, usize) {
+        match buffer {
+            // SAFETY: `tx_stride` is within the slot, whose mapping is live.
+            Buffer::Receive => (unsafe { slot.0.as_ptr().add(self.tx_stride) }, self.slot_len - self.tx_stride),
+            Buffer::Send => (slot.0.as_ptr(), self.tx_stride),
         }
     }
 
-    /// Gives back the pages of socket `handle`'s send buffer (it reads as zeros after).
+    /// Gives back the pages of socket `handle`'s `buffer`: it reads as zeros after.
     ///
     /// # Safety
-    /// The buffer must hold no data smoltcp will read: nothing unsent or unacknowledged.
-    pub unsafe fn trim_send(&mut self, handle: SocketHandle) {
+    /// The buffer must hold no data smoltcp will read: for the receive buffer, nothing
+    /// queued for the application and nothing received out of order; for the send buffer,
+    /// nothing unsent or unacknowledged.
+    pub unsafe fn trim(&mut self, handle: SocketHandle, buffer: Buffer) {
         if let Some(slot) = self.used.get(&handle) {
-            // SAFETY: the send buffer is the slot's first `tx_stride` bytes; the caller
-            // vouches that it holds nothing. Should this fail, the pages stay.
-            unsafe { libc::madvise(slot.0.as_ptr().cast(), self.tx_stride, libc::MADV_DONTNEED) };
+            let (at, len) = self.region(slot, buffer);
+            // SAFETY: the region lies within the slot's mapping; the caller vouches that
+            // nothing in it is still to be read. Should this fail, the pages stay.
+            unsafe { libc::madvise(at.cast(), len, libc::MADV_DONTNEED) };
         }
     }
 
-    /// Resident pages of socket `handle`'s send buffer.
+    /// Resident pages of socket `handle`'s `buffer`.
     #[cfg(test)]
-    pub fn resident_send_pages(&self, handle: SocketHandle) -> usize {
-        tests::resident(self.used[&handle].0.as_ptr(), self.tx_stride)
-    }
-
-    /// Resident pages of socket `handle`'s receive buffer.
-    #[cfg(test)]
-    pub fn resident_receive_pages(&self, handle: SocketHandle) -> usize {
-        let slot = &self.used[&handle];
-        // SAFETY (test): the receive buffer lies within the slot's live mapping.
-        tests::resident(unsafe { slot.0.as_ptr().add(self.tx_stride) }, self.slot_len - self.tx_stride)
+    pub fn resident_pages(&self, handle: SocketHandle, buffer: Buffer) -> usize {
+        let (at, len) = self.region(&self.used[&handle], buffer);
+        tests::resident(at, len)
     }
 
     /// Slots in use.
@@ -306,7 +304,7 @@ mod tests {
         unsafe { base.write_bytes(0xcd, pool.slot_len) };
         let (tx_pages, rx_len) = (pool.tx_stride / page_size(), pool.slot_len - pool.tx_stride);
         assert_eq!(resident(base, pool.slot_len), tx_pages + rx_len / page_size());
-        unsafe { pool.trim_receive(handle) };
+        unsafe { pool.trim(handle, Buffer::Receive) };
         assert_eq!(resident(base, pool.slot_len), tx_pages, "only the send buffer's pages stay");
         let rx = unsafe { std::slice::from_raw_parts(base.add(pool.tx_stride), rx_len) };
         assert!(rx.iter().all(|&b| b == 0));

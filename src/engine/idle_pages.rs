@@ -14,6 +14,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::time::{Duration, Instant};
 
 use super::Engine;
+use super::buffers::Buffer;
 
 /// How long a buffer must have had nothing new before its pages are given back.
 pub const TRIM_IDLE: Duration = Duration::from_millis(500);
@@ -43,13 +44,6 @@ impl Traffic {
     }
 }
 
-/// Which of a connection's buffers.
-#[derive(Debug, Clone, Copy)]
-enum Buffer {
-    Receive,
-    Send,
-}
-
 impl Engine {
     /// Gives back connection `handle`'s receive pages, and its send pages, each once its
     /// buffer has had nothing new for [`TRIM_IDLE`] and holds nothing smoltcp will read;
@@ -73,12 +67,7 @@ impl Engine {
             return Some(now + TRIM_IDLE);
         }
         // SAFETY: the buffer holds nothing smoltcp will read (`holds_nothing`).
-        unsafe {
-            match buffer {
-                Buffer::Receive => self.buffers.trim_receive(handle),
-                Buffer::Send => self.buffers.trim_send(handle),
-            }
-        };
+        unsafe { self.buffers.trim(handle, buffer) };
         let conn = self.conns.get_mut(&handle)?;
         log::debug!(target: "ustack::buffers", "{}: idle, {buffer:?} buffer's pages given back", conn.tuple);
         match buffer {
@@ -167,7 +156,7 @@ mod tests {
         let (mut sim, c, s) = connected();
         let handle = server_handle(&sim, s);
         send(&mut sim, (c, s), 1 << 20, true);
-        let pages = |sim: &crate::sim::Simulation| sim.nodes[1].engine.buffers.resident_receive_pages(handle);
+        let pages = |sim: &crate::sim::Simulation| sim.nodes[1].engine.buffers.resident_pages(handle, Buffer::Receive);
         assert!(pages(&sim) >= 200, "1 MiB passed through: {} pages", pages(&sim));
         // Idle, everything read: given back once TRIM_IDLE has passed since the last data.
         sim.run_to(sim.now() + Duration::from_millis(300));
@@ -195,7 +184,7 @@ mod tests {
             super::super::SockState::Connected(handle) => handle,
             _ => panic!("not connected"),
         };
-        let pages = |sim: &crate::sim::Simulation| sim.nodes[0].engine.buffers.resident_send_pages(client);
+        let pages = |sim: &crate::sim::Simulation| sim.nodes[0].engine.buffers.resident_pages(client, Buffer::Send);
         assert!(pages(&sim) >= 200, "1 MiB was sent: {} pages", pages(&sim));
         sim.run_to(sim.now() + TRIM_IDLE + Duration::from_millis(100));
         assert_eq!(pages(&sim), 0);
