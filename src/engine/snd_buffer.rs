@@ -64,13 +64,9 @@ impl Engine {
         let tcp = self.tcp(handle);
         let free = tcp.send_capacity() - tcp.send_queue();
         let Some(conn) = self.conns.get(&handle) else { return free };
-        match (&conn.snd_buffer, in_flight_allowed(conn)) {
-            (Some(buffer), Some(allowed)) => {
-                (buffer.clamp_for(allowed) as usize).saturating_sub(tcp.send_queue()).min(free)
-            }
-            (Some(buffer), None) => (buffer.clamp() as usize).saturating_sub(tcp.send_queue()).min(free),
-            (None, _) => free,
-        }
+        let Some(buffer) = &conn.snd_buffer else { return free };
+        let clamp = in_flight_allowed(conn).map_or(buffer.clamp(), |allowed| buffer.clamp_for(allowed));
+        (clamp as usize).saturating_sub(tcp.send_queue()).min(free)
     }
 
     /// Keeps connection `handle`'s send buffer grown to what its network now takes.
