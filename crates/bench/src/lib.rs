@@ -404,22 +404,39 @@ fn bulk_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
     }
     notes.push(format!(
         "Bulk TCP: one connection, {:?} of sending per run, measured by the receiver from its first read to end of \
-         stream. ustack and raw smoltcp use {} socket buffers each way, fixed (ustack autotunes from a smaller \
-         start only, BENCHMARKS.md §35); the kernel its defaults (autotuning). The \
+         stream. ustack and raw smoltcp use {} socket buffers each way{}; the kernel its defaults (autotuning). The \
          kernel client connects in every case; \"ustack sends\" means the ustack side writes. Raw smoltcp reads \
          and writes its socket buffer in place; \"+ app copy\" copies through a {} application buffer, as read() \
          and write() on any socket (ustack's or the kernel's) do. Every kernel socket sends with CUBIC (Linux's \
          default and ustack's, set with TCP_CONGESTION; this machine's default is {}). \"Sender held back by the \
          receive window\": the kernel sender's tcpi_rwnd_limited over its tcpi_busy_time; near 100%, the rate is \
          the receiver's window over the time it takes to turn it round, not what either stack could do with more \
-         window (the kernel's receiver grows its window as the application keeps up; here ustack's and raw \
-         smoltcp's stay at their buffer).",
+         window (the kernel's receiver grows its window as the application keeps up; raw smoltcp's stays at its \
+         buffer).",
         s.bulk_time,
         table::format_value(plan.tcp_buffer as f64, Unit::Bytes),
+        ustack_buffers_note(plan.tcp_buffer),
         table::format_value(bulk::CHUNK as f64, Unit::Bytes),
         os::default_congestion()
     ));
     rows
+}
+
+/// How ustack's bulk buffers of `tcp_buffer` bytes behave: fixed, as raw smoltcp's, when
+/// they are at least the most its autotuning grows to (BENCHMARKS.md §35); otherwise they
+/// only start there.
+fn ustack_buffers_note(tcp_buffer: usize) -> String {
+    let defaults = StackConfig::default();
+    if tcp_buffer >= defaults.tcp_receive_max.max(defaults.tcp_send_max) {
+        ", fixed (ustack autotunes from a smaller start only, BENCHMARKS.md §35)".into()
+    } else {
+        format!(
+            ", fixed for raw smoltcp; ustack's start there and autotune up to {} to receive and {} to send \
+             (BENCHMARKS.md §35)",
+            table::format_value(defaults.tcp_receive_max as f64, Unit::Bytes),
+            table::format_value(defaults.tcp_send_max as f64, Unit::Bytes)
+        )
+    }
 }
 
 /// A bulk transfer's figures for [`repeat`]: Gbit/s, and the percentage of its busy time a
@@ -800,4 +817,16 @@ fn loss_rows(plan: &Plan, progress: Progress<'_>, notes: &mut Vec<String>) -> Ve
             .to_string(),
     );
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bulk_note_says_ustack_s_buffers_are_fixed_only_at_or_above_its_autotuning_maxima() {
+        assert!(ustack_buffers_note(DEFAULT_TCP_BUFFER).starts_with(", fixed ("));
+        let small = ustack_buffers_note(64 << 10);
+        assert!(small.contains("autotune up to 6.00 MiB to receive and 4.00 MiB to send"), "{small}");
+    }
 }
