@@ -5,6 +5,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddrV4, TcpStream};
 use std::os::fd::AsFd;
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -210,8 +211,14 @@ pub fn burst(
     let deadline = Instant::now() + limit;
     let accepted = AtomicUsize::new(0);
     let done = AtomicBool::new(false);
+    // The clients start once the acceptor runs, as they would against a server waiting in
+    // accept(). Started together, the clients' SYNs could fill the accept queue before
+    // the acceptor's thread had run at all (in 15 of 48 ustack bursts, each of which then
+    // waited for the clients' 1 s SYN retransmission: BENCHMARKS.md §36).
+    let acceptor_running = Barrier::new(2);
     std::thread::scope(|scope| {
         let acceptor = scope.spawn(|| -> io::Result<Accepted> {
+            acceptor_running.wait();
             // Accepted connections stay open until the end, so nothing frees room in a
             // way the clients did not cause.
             let mut streams = Vec::with_capacity(clients);
@@ -225,6 +232,7 @@ pub fn burst(
             }
             Ok((streams, last))
         });
+        acceptor_running.wait();
         let client = client_ns.run(|| -> io::Result<(Outcomes, Instant)> {
             let first_connect = Instant::now();
             let outcomes = connect_many(addr, clients, clients, deadline, true)?;
@@ -239,11 +247,38 @@ pub fn burst(
         let (outcomes, first_connect) = client.and_then(|r| r)?;
         let (streams, last) = server?;
         let all = streams.len() == clients;
-        Ok(Burst {
+        let burst = Burst {
             accepted: streams.len(),
             connected: outcomes.connected.len(),
             reset: outcomes.reset,
             all_accepted: if all { last.map(|t| t.saturating_duration_since(first_connect)) } else { None },
-        })
+        };
+        drop(streams);
+        drop(outcomes);
+        wait_until_closed(client_ns)?;
+        Ok(burst)
     })
+}
+
+/// How long [`burst`] waits for its connections to finish closing.
+const CLOSING_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long [`burst`] waits after they have.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Waits until the kernel clients in `client_ns` have no connection left that is open or
+/// closing (TIME_WAIT aside), or [`CLOSING_LIMIT`] passes; then [`SETTLE`] more. The next
+/// burst then starts on a quiet machine. Back to back, 6 of 32 ustack bursts waited for
+/// the clients' 1 s SYN retransmission after an accept queue overflow, against 1 of 48
+/// with the pause (BENCHMARKS.md §36). Waiting for the closes alone was not enough:
+/// ustack's side has nothing left open within a millisecond, and what the pause lets
+/// finish (the kernel's deferred work for a thousand closed sockets is a guess) was not
+/// established.
+fn wait_until_closed(client_ns: &NetNs) -> io::Result<()> {
+    let deadline = Instant::now() + CLOSING_LIMIT;
+    while os::tcp_sockets_not_done(client_ns)? > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(SETTLE);
+    Ok(())
 }

@@ -28,7 +28,7 @@ pub const VETH_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
 pub const VETH_SERVER: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
 
 const PREFIX: u8 = 24;
-pub(crate) const TUN_NAME: &str = "bench0";
+pub const TUN_NAME: &str = "bench0";
 const VETH_CLIENT_NAME: &str = "benchc";
 const VETH_SERVER_NAME: &str = "benchs";
 

@@ -199,6 +199,27 @@ pub fn tx_dropped(ns: &NetNs, iface: &str) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {iface} in /proc/net/dev")))
 }
 
+/// TCP sockets of namespace `ns` that are connected or on their way to closing: any
+/// state but LISTEN, TIME_WAIT and CLOSE.
+pub fn tcp_sockets_not_done(ns: &NetNs) -> io::Result<usize> {
+    let tables = ns.run(|| -> io::Result<[String; 2]> {
+        Ok([fs::read_to_string("/proc/thread-self/net/tcp")?, fs::read_to_string("/proc/thread-self/net/tcp6")?])
+    })??;
+    Ok(tables.iter().map(|t| not_done(t)).sum())
+}
+
+/// The sockets of a /proc/net/tcp table (a header line, then one line per socket whose
+/// fourth column, `st`, is the kernel's `TCP_*` state in hex) in any state but TIME_WAIT
+/// (06), CLOSE (07) and LISTEN (0A).
+fn not_done(table: &str) -> usize {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter(|st| !["06", "07", "0A"].contains(st))
+        .count()
+}
+
 /// A counter from /proc/net/netstat's format: a line of names, then a line of values, both
 /// starting with `prefix`.
 fn netstat_field(text: &str, prefix: &str, name: &str) -> Option<u64> {
@@ -294,6 +315,19 @@ mod tests {
         assert_eq!(netstat_field(netstat, "TcpExt:", "Nope"), None);
         assert_eq!(kib_field("Name: x\nVmRSS:\t  2048 kB\n", "VmRSS:").unwrap(), 2 * 1024 * 1024);
         assert!(rss_bytes().unwrap() > 0);
+    }
+
+    #[test]
+    fn sockets_not_done_leave_out_listeners_and_time_wait() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100000A:1B58 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 0 0
+   1: 0100000A:9C40 0200000A:1B58 06 00000000:00000000 03:00000F9D 00000000     0        0 0 3 0 0 0
+   2: 0100000A:9C41 0200000A:1B58 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 0 0
+   3: 0100000A:9C42 0200000A:1B58 09 00000000:00000000 01:00000014 00000000     0        0 3 1 0 0 0
+";
+        // ESTABLISHED (01) and LAST_ACK (09): the TIME_WAIT and the listener are done.
+        assert_eq!(not_done(table), 2);
+        assert_eq!(not_done(table.lines().next().unwrap()), 0);
     }
 
     #[test]
