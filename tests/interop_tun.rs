@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{
     Shutdown, SocketAddr, TcpListener as KernelListener, TcpStream as KernelStream, UdpSocket as KernelUdp,
 };
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -694,4 +695,64 @@ fn kernel_packets_for_other_sockets_arrive_while_a_udp_recv_reads_the_tun() {
         assert_eq!(blocked.join().unwrap(), b"yours");
     });
     echo.join().unwrap();
+}
+
+#[test]
+fn a_blocked_udp_recv_goes_on_reading_the_tun_while_the_kernel_sends_elsewhere() {
+    // The kernel floods a closed port while a recv_from blocks. The blocked call reads the
+    // TUN itself, but at times the stack thread has just read frames that must reach the
+    // engine first. The call then used to leave the device to the stack thread until its
+    // own socket was touched — here, never before its datagram came (found as a flaky
+    // run of the test above, whose trigger was the kernel's IPv6 chatter). It must read
+    // the TUN again once the stack thread has handed its frames over.
+    ustack::require_tun!();
+    for round in 0..5 {
+        let lab = lab();
+        let waiting = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7001)).unwrap();
+        waiting.set_read_timeout(Some(PATIENCE)).unwrap();
+        let (stop, sent) = (AtomicBool::new(false), AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            let flood = scope.spawn(|| {
+                let kernel = lab.ns.run(|| KernelUdp::bind(addr(KERNEL, 0))).unwrap().unwrap();
+                // Bounded: 200,000 datagrams at most.
+                for n in 1..=200_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let _ = kernel.send_to(&[1; 20], addr(USTACK, 9));
+                    sent.store(n, Ordering::Relaxed);
+                }
+            });
+            while sent.load(Ordering::Relaxed) < 1000 && !flood.is_finished() {
+                std::thread::yield_now();
+            }
+            let blocked = scope.spawn(|| {
+                let mut buf = [0; 64];
+                waiting.recv_from(&mut buf).map(|(n, _)| buf[..n].to_vec())
+            });
+            // Long enough for many of the stack thread's rounds, any of which may hold frames
+            // (the flood may be over sooner: the call must be back on the TUN either way).
+            let watch_until = std::time::Instant::now() + Duration::from_millis(500);
+            let mut drove_late = false;
+            while std::time::Instant::now() < watch_until {
+                drove_late = lab.stack.driving() == Some(waiting.socket().id());
+                std::thread::yield_now();
+            }
+            // Read again: the loop's last look may have been just before a drive.
+            let deadline = std::time::Instant::now() + PATIENCE;
+            while !drove_late && std::time::Instant::now() < deadline && !flood.is_finished() {
+                drove_late = lab.stack.driving() == Some(waiting.socket().id());
+                std::thread::yield_now();
+            }
+            stop.store(true, Ordering::Relaxed);
+            flood.join().unwrap();
+            let kernel = lab.ns.run(|| KernelUdp::bind(addr(KERNEL, 0))).unwrap().unwrap();
+            kernel.send_to(b"yours", addr(USTACK, 7001)).unwrap();
+            assert_eq!(blocked.join().unwrap().unwrap(), b"yours");
+            assert!(
+                drove_late,
+                "round {round}: after the flood's first 500 ms the blocked recv_from no longer read the TUN"
+            );
+        });
+    }
 }

@@ -52,7 +52,7 @@ use smoltcp::socket::tcp;
 
 use crate::engine::calls::Blocking;
 use crate::engine::{ConnectionInfo, SockId};
-use crate::stack::{Locked, ShardSet, Shared, Stack};
+use crate::stack::{AFTER_STACK, DriveNext, Locked, ShardSet, Shared, Stack};
 
 mod msg;
 mod net;
@@ -234,10 +234,17 @@ impl Socket {
             } else if after.touched {
                 // The call's own poll changed the socket: ask again.
             } else if may_drive && self.shared.may_drive(&locked, self.id) {
-                let (guard, again) = self.shared.drive(locked, self.id, left);
+                let (guard, next) = self.shared.drive(locked, self.id, left);
                 locked = guard;
-                // Otherwise the stack thread reads until this socket is woken.
-                may_drive = again;
+                match next {
+                    DriveNext::Again => {}
+                    DriveNext::AfterStack => {
+                        let brief = left.map_or(AFTER_STACK, |left| left.min(AFTER_STACK));
+                        locked = self.shared.wait_socket(locked, self.id, Some(brief)).0;
+                    }
+                    // The stack thread reads until this socket is woken.
+                    DriveNext::Wait => may_drive = false,
+                }
             } else {
                 locked = self.shared.wait_socket(locked, self.id, left).0;
                 may_drive = datagram_read;

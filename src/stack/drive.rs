@@ -25,7 +25,8 @@
 //! driving caller (which reads under the lock) reads nothing while the stack thread holds
 //! frames it has read and not yet handed to the engine (see
 //! [`SharedDevice::receive_unless_held`](super::device::SharedDevice::receive_unless_held)),
-//! so the engine sees the frames in the device's order, whoever read them.
+//! so the engine sees the frames in the device's order, whoever read them. It waits for the
+//! stack thread's round instead (at most [`AFTER_STACK`]) and then drives again.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -34,6 +35,27 @@ use std::time::Duration;
 use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+
+/// What a caller that drove the device does next if it still has to wait (see
+/// [`Shared::drive`](super::Shared::drive)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DriveNext {
+    /// Drive again.
+    Again,
+    /// The stack thread held frames it had read, which go to the engine first: wait on the
+    /// socket for at most [`AFTER_STACK`] — the stack thread needs the engine lock for
+    /// them — then drive again. (Waiting until the socket was touched instead left a
+    /// receive whose socket stayed quiet off the device for the rest of the call.)
+    AfterStack,
+    /// The frames touched other sockets and not the caller's: wait on the socket until it
+    /// is touched, and let the stack thread read everybody else's traffic.
+    Wait,
+}
+
+/// How long a driving caller that met the stack thread's held frames waits before it
+/// drives again: the stack thread hands them to the engine as soon as it gets the lock,
+/// in microseconds; a frame for the caller's own socket ends the wait at once.
+pub(crate) const AFTER_STACK: Duration = Duration::from_millis(1);
 
 /// Event data of the device in an epoll set.
 const DEVICE: u64 = 0;

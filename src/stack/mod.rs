@@ -45,6 +45,7 @@ mod shards;
 
 pub(crate) use clock::Clock;
 use device::{SharedDevice, Writer};
+pub(crate) use drive::{AFTER_STACK, DriveNext};
 pub(crate) use shards::ShardSet;
 
 /// Frames handed to the engine per lock hold, so API calls are never kept waiting long.
@@ -507,18 +508,18 @@ impl Shared {
     /// Waits, as socket `id`'s blocked call, on the device until it has frames, something
     /// touches the socket, or `timeout`; then reads and hands to the engine what the device
     /// has, as a round of the stack thread would (see [`drive`]). Call only when
-    /// [`Shared::may_drive`]. Returns the guard, and whether the caller should drive again
-    /// if it has to wait: not if the stack thread held frames that had to go first, nor if
-    /// the frames read touched other sockets and not the caller's — a thread waiting on a
-    /// quiet socket does not become the reader of everybody else's traffic; the stack
-    /// thread is.
+    /// [`Shared::may_drive`]. Returns the guard, and what the caller does if it has to wait
+    /// ([`DriveNext`]): drive again, unless the stack thread held frames that had to go
+    /// first (then after its round), or the frames read touched other sockets and not the
+    /// caller's — a thread waiting on a quiet socket does not become the reader of
+    /// everybody else's traffic; the stack thread is.
     pub fn drive<'a>(
         &'a self,
         mut locked: MutexGuard<'a, Locked>,
         id: SockId,
         timeout: Option<Duration>,
-    ) -> (MutexGuard<'a, Locked>, bool) {
-        let Some(watch) = &self.watch else { return (locked, false) };
+    ) -> (MutexGuard<'a, Locked>, DriveNext) {
+        let Some(watch) = &self.watch else { return (locked, DriveNext::Wait) };
         locked.driving = Some(id);
         drop(locked);
         // Woken or not, the device is read afterwards: a frame whose (exclusive) wake-up
@@ -527,7 +528,7 @@ impl Shared {
         let mut locked = self.lock();
         locked.driving = None;
         if locked.down.is_some() {
-            return (locked, true);
+            return (locked, DriveNext::Again);
         }
         let now = locked.clock.now();
         let mut frame = std::mem::take(&mut locked.drive_frame);
@@ -550,13 +551,15 @@ impl Shared {
             }
         }
         locked.drive_frame = frame;
-        let mut again = !held;
+        let mut next = if held { DriveNext::AfterStack } else { DriveNext::Again };
         if frames > 0 {
             self.poll_engine(&mut locked);
             // Frames that touched no socket (the kernel's IPv6 chatter, a ping) do not count.
             let locked = &mut *locked;
             locked.engine.take_touched(&mut locked.touched);
-            again &= locked.touched.iter().all(|&other| other == id) || locked.touched.contains(&id);
+            if !(locked.touched.iter().all(|&other| other == id) || locked.touched.contains(&id)) {
+                next = DriveNext::Wait;
+            }
             self.notify_touched(locked, None);
         }
         // More frames than a batch, or a device error: the stack thread carries on.
@@ -569,7 +572,7 @@ impl Shared {
             self.unlock(locked);
             locked = self.lock();
         }
-        (locked, again)
+        (locked, next)
     }
 
     /// Lets go of the engine lock and writes what API calls queued (unless another thread
