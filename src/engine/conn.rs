@@ -104,6 +104,13 @@ pub struct Conn {
     /// The window scale the peer applies to ustack's window fields (ustack's SYN's, if
     /// both SYNs carried one).
     pub rcv_scale: u8,
+    /// The MSS ustack's SYN advertised (0 until it went out): the segment size the peer
+    /// sends at most, which a window must reach to be worth offering (see
+    /// [`Conn::sws_floor`]).
+    pub rcv_mss: u16,
+    /// The receive buffer's capacity, in bytes (smoltcp's; an autotuned window offers
+    /// less of it).
+    pub rcv_buffer: u32,
     /// When the last challenge ACK went out (RFC 5961 §7: at most one a second).
     pub challenged_at: Option<Instant>,
     /// Where ustack's FIN ends in the wire's numbering (its sequence number + 1), once one
@@ -192,6 +199,8 @@ impl Conn {
             sent: None,
             received_since_sent: 0,
             rcv_scale: 0,
+            rcv_mss: 0,
+            rcv_buffer: 0,
             challenged_at: None,
             fin_end: None,
             last_ack_in: None,
@@ -218,6 +227,19 @@ impl Conn {
     /// an ACK.
     pub fn rcv_nxt(&self) -> Option<u32> {
         self.sent.map(|sent| sent.ack.wrapping_add(self.received_since_sent))
+    }
+
+    /// The most the receive window may offer: an autotuned window's clamp, or the whole
+    /// buffer (Linux's `tcp_full_space`).
+    pub fn rcv_full(&self) -> u32 {
+        self.rcv_window.as_ref().map_or(self.rcv_buffer, |tuning| tuning.clamp())
+    }
+
+    /// The smallest window worth offering: a segment's worth, or half the buffer if that is
+    /// less (RFC 1122 §4.2.3.3's receiver-side silly window avoidance, as Linux's
+    /// `__tcp_select_window`). A smaller one leaves the window's edge where it was.
+    pub fn sws_floor(&self) -> u32 {
+        u32::from(self.rcv_mss).min(self.rcv_full() / 2)
     }
 
     /// Records that smoltcp's socket is now in `state`. Returns whether it changed.

@@ -191,7 +191,9 @@ impl SeqNumbers<'_> {
             return false;
         }
         if syn {
-            conn.rcv_scale = rewrite::syn_options(&packet[offset..]).0.unwrap_or(0);
+            let (scale, mss) = rewrite::syn_options(&packet[offset..]);
+            conn.rcv_scale = scale.unwrap_or(0);
+            conn.rcv_mss = mss.unwrap_or(0);
             if let Some(cookie) = conn.cookie.take() {
                 conn.shift = Some(seq.wrapping_sub(cookie));
                 return false;
@@ -210,6 +212,8 @@ impl SeqNumbers<'_> {
         }
         if let (seq_end, Some(ack), window) = rewrite::position(packet, offset) {
             let seq = rewrite::flags_and_seq(packet, offset).2;
+            // No data, SYN or FIN (an RST aside): an ACK alone.
+            let pure_ack = seq_end == seq && rewrite::flags(packet, offset) & rewrite::RST == 0;
             let seq_end = match conn.send_front.pure_ack_seq(seq, seq_end, conn.sent_max) {
                 Some(moved) => {
                     rewrite::set_seq(packet, offset, moved);
@@ -220,23 +224,39 @@ impl SeqNumbers<'_> {
             let sent_max = conn.sent_max;
             let fin = rewrite::flags(packet, offset) & rewrite::FIN != 0;
             let own_window = window;
+            // How far past this ACK the window already offered reaches: the edge never
+            // moves back (RFC 9293 §3.8.6.2.2).
+            let edge_room = match conn.sent {
+                Some(LastSent { edge, .. }) if rewrite::seq_after(edge, ack) => edge.wrapping_sub(ack),
+                _ => 0,
+            };
             let window = match &conn.rcv_window {
-                Some(tuning) if syn => {
-                    let clamped = window.min(u16::try_from(tuning.clamp()).unwrap_or(u16::MAX));
-                    rewrite::set_window(packet, offset, clamped);
-                    clamped
-                }
+                Some(tuning) if syn => window.min(u16::try_from(tuning.clamp()).unwrap_or(u16::MAX)),
                 Some(tuning) if conn.rcv_scale > 0 => {
-                    let edge_room = match conn.sent {
-                        Some(LastSent { edge, .. }) if rewrite::seq_after(edge, ack) => edge.wrapping_sub(ack),
-                        _ => 0,
-                    };
-                    let clamped = rcv_window::clamp_field(window, conn.rcv_scale, tuning.hidden(), edge_room);
-                    rewrite::set_window(packet, offset, clamped);
-                    clamped
+                    rcv_window::clamp_field(window, conn.rcv_scale, tuning.hidden(), edge_room)
                 }
                 _ => window,
             };
+            let window = if syn {
+                window
+            } else {
+                let worth = rcv_window::avoid_silly_window(window, conn.rcv_scale, conn.sws_floor(), edge_room);
+                // smoltcp's window update that offered too little to be worth it now says
+                // what the last segment said: a duplicate ACK, which the peer could count
+                // toward a fast retransmit. It does not go out. (One with SACK blocks is an
+                // answer to data out of order, which the peer needs.)
+                if worth != window
+                    && pure_ack
+                    && conn.sent.is_some_and(|last| last.ack == ack && last.window == worth)
+                    && !rewrite::has_sack_blocks(&packet[offset..])
+                {
+                    return false;
+                }
+                worth
+            };
+            if window != own_window {
+                rewrite::set_window(packet, offset, window);
+            }
             // A SYN's window is never scaled (RFC 7323 §2.2).
             let scale = if syn { 0 } else { conn.rcv_scale };
             let offered = ack.wrapping_add(u32::from(window) << scale);

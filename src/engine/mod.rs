@@ -1109,6 +1109,7 @@ impl Engine {
         // SOCK_SNDBUF_LOCK): only a default buffer grows.
         let opts = owner.socket().and_then(|id| self.entries.get(&id)).map(|e| e.opts).unwrap_or_default();
         let tcp = self.tcp(handle);
+        conn.rcv_buffer = u32::try_from(tcp.recv_capacity()).unwrap_or(u32::MAX);
         if opts.recv_buffer.is_none() {
             conn.rcv_window = rcv_window::RcvWindow::new(tcp.recv_capacity(), self.config.tcp_buffer, self.now);
         }

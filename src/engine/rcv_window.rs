@@ -9,7 +9,7 @@
 //! - ustack's egress takes [`RcvWindow::hidden`] bytes off every window field it sends, so
 //!   the window on the wire is `clamp − unread` ([`RcvWindow::wire_window`]);
 //! - smoltcp, which believes it offered the whole buffer, sends no window update when the
-//!   application reads, so ustack sends its own ([`RcvWindow::wants_update`], Linux's rule
+//!   application reads, so ustack sends its own ([`wants_update`], Linux's rule
 //!   in `tcp_cleanup_rbuf`);
 //! - once per round trip, if the application read more than in any round trip before, the
 //!   clamp becomes twice that ([`RcvWindow::on_read`]);
@@ -101,20 +101,14 @@ impl RcvWindow {
         self.clamp = self.clamp.max(grown);
         grew
     }
-
-    /// Whether, after a read, the window the peer was last offered is worth updating at
-    /// once: what is left of it (`remaining`, from RCV.NXT to the edge offered) is at most
-    /// half the clamp, and the window now is at least twice that (Linux's
-    /// `tcp_cleanup_rbuf`). Otherwise the next segment smoltcp sends carries it.
-    pub fn wants_update(&self, remaining: u32, unread: usize) -> bool {
-        let now = self.wire_window(unread);
-        remaining.saturating_mul(2) <= self.clamp && now > 0 && now >= remaining.saturating_mul(2)
-    }
 }
 
 impl Engine {
     /// After the application read `n` bytes from connection `handle`: measures the read
-    /// for growth, and sends a window update if the window the peer knows is worth one.
+    /// for growth (an autotuned window), and sends a window update if the window the peer
+    /// knows is worth one — for every connection: smoltcp's own rule (an update once its
+    /// window doubled) would offer silly windows, which its segments no longer carry (see
+    /// [`avoid_silly_window`]), and may then send none when one is due.
     pub(super) fn after_read(&mut self, handle: SocketHandle, n: usize) {
         let now = self.now;
         let socket = self.tcp(handle);
@@ -123,12 +117,17 @@ impl Engine {
         let Some(conn) = self.conns.get_mut(&handle) else { return };
         let rtt = conn.handshake_rtt.or_else(|| conn.recovery.srtt());
         let (Some(sent), Some(rcv_nxt)) = (conn.sent, conn.rcv_nxt()) else { return };
-        let (Some(tuning), true) = (conn.rcv_window.as_mut(), conn.rcv_scale > 0) else { return };
-        if tuning.on_read(n, now, rtt) {
-            log::debug!(target: "ustack::window", "{}: receive window grows to {} bytes", conn.tuple, tuning.clamp());
-        }
+        let window_now = match (conn.rcv_window.as_mut(), conn.rcv_scale > 0) {
+            (Some(tuning), true) => {
+                if tuning.on_read(n, now, rtt) {
+                    log::debug!(target: "ustack::window", "{}: receive window grows to {} bytes", conn.tuple, tuning.clamp());
+                }
+                tuning.wire_window(unread)
+            }
+            _ => u32::try_from(capacity.saturating_sub(unread)).unwrap_or(u32::MAX),
+        };
         let remaining = if seq_after(sent.edge, rcv_nxt) { sent.edge.wrapping_sub(rcv_nxt) } else { 0 };
-        if !open || !tuning.wants_update(remaining, unread) {
+        if !open || !wants_update(conn.rcv_full(), conn.sws_floor(), remaining, window_now) {
             return;
         }
         // smoltcp's own window field, as it would send it: the transmit path clamps it like
@@ -159,6 +158,29 @@ pub fn clamp_field(field: u16, scale: u8, hidden: u32, edge_room: u32) -> u16 {
     let keep_edge = edge_room / unit;
     let clamped = u32::from(field).saturating_sub(hidden_units).max(keep_edge);
     u16::try_from(clamped.min(u32::from(field))).unwrap_or(field)
+}
+
+/// The window field to send in place of `field` (scaled by `scale`) so that no silly
+/// window is offered (RFC 1122 §4.2.3.3; Linux's `__tcp_select_window`): a window below
+/// `floor` bytes (a segment's worth, or half the buffer) is not offered, and the edge stays
+/// where it was, `edge_room` bytes past the ACK, to the unit below (as [`clamp_field`]).
+/// Once the edge is reached the window is zero, until the application has read enough.
+pub fn avoid_silly_window(field: u16, scale: u8, floor: u32, edge_room: u32) -> u16 {
+    let unit_shift = u32::from(scale.min(14));
+    if (u32::from(field) << unit_shift) >= floor {
+        return field;
+    }
+    field.min(u16::try_from(edge_room >> unit_shift).unwrap_or(u16::MAX))
+}
+
+/// Whether, after a read, a window update is worth sending at once (Linux's
+/// `tcp_cleanup_rbuf`): what is left of the window the peer knows (`remaining`, from
+/// RCV.NXT to the edge offered) is at most half of `full` (the most the window may offer),
+/// and the window now (`now`) is worth offering (at least `floor`, see
+/// [`avoid_silly_window`]) and at least twice what is left. Otherwise the next segment
+/// carries it.
+pub fn wants_update(full: u32, floor: u32, remaining: u32, now: u32) -> bool {
+    remaining.saturating_mul(2) <= full && now > 0 && now >= floor && now >= remaining.saturating_mul(2)
 }
 
 #[cfg(test)]
@@ -233,16 +255,35 @@ mod tests {
     }
 
     #[test]
-    fn an_update_goes_out_when_the_window_left_is_small_and_the_window_now_twice_it() {
-        let w = RcvWindow::new(4096 * KIB, 64 * 1024, at_ms(0)).unwrap();
+    fn an_update_goes_out_when_the_window_left_is_small_and_the_window_now_twice_it_and_worth_it() {
+        const FULL: u32 = 64 * 1024;
+        const FLOOR: u32 = 1460;
         // 10 KiB left of what was offered, nothing unread: 64 KiB now.
-        assert!(w.wants_update(10 * 1024, 0));
-        // 40 KiB left: more than half the clamp.
-        assert!(!w.wants_update(40 * 1024, 0));
+        assert!(wants_update(FULL, FLOOR, 10 * 1024, 64 * 1024));
+        // 40 KiB left: more than half the window.
+        assert!(!wants_update(FULL, FLOOR, 40 * 1024, 64 * 1024));
         // 10 KiB left, 50 KiB still unread: 14 KiB now, less than twice what is left.
-        assert!(!w.wants_update(10 * 1024, 50 * KIB));
+        assert!(!wants_update(FULL, FLOOR, 10 * 1024, 14 * 1024));
         // Zero left and zero now: nothing to tell.
-        assert!(!w.wants_update(0, 64 * KIB));
+        assert!(!wants_update(FULL, FLOOR, 0, 0));
+        // The window shut, and a read freed 100 bytes: a silly window, not worth telling.
+        assert!(!wants_update(FULL, FLOOR, 0, 100));
+        assert!(wants_update(FULL, FLOOR, 0, 1460), "a segment's worth is");
+    }
+
+    #[test]
+    fn a_window_below_a_segment_is_not_offered_and_the_edge_stays() {
+        // Scale 7 (128-byte units), a floor of 1460 bytes.
+        assert_eq!(avoid_silly_window(12, 7, 1460, 0), 12, "1536 bytes: worth offering");
+        assert_eq!(avoid_silly_window(11, 7, 1460, 0), 0, "1408 bytes: not, and the edge was reached");
+        assert_eq!(avoid_silly_window(11, 7, 1460, 640), 5, "the edge offered before stays");
+        assert_eq!(avoid_silly_window(3, 7, 1460, 640), 3, "never more than smoltcp's own");
+        // Unscaled: a 100-byte window is shut.
+        assert_eq!(avoid_silly_window(100, 0, 1460, 0), 0);
+        // A small buffer: half of it is worth offering.
+        assert_eq!(avoid_silly_window(512, 0, 512, 0), 512);
+        // No floor known (no SYN seen): anything goes.
+        assert_eq!(avoid_silly_window(1, 7, 0, 0), 1);
     }
 
     #[test]

@@ -142,6 +142,23 @@ pub fn syn_options(tcp: &[u8]) -> (Option<u8>, Option<u16>) {
     (scale, mss)
 }
 
+/// Whether a TCP header (`tcp` starts at it) carries SACK blocks.
+pub fn has_sack_blocks(tcp: &[u8]) -> bool {
+    use smoltcp::wire::{TcpOption, TcpPacket};
+    let Ok(packet) = TcpPacket::new_checked(tcp) else { return false };
+    let mut options = packet.options();
+    while !options.is_empty() {
+        let Ok((rest, option)) = TcpOption::parse(options) else { break };
+        match option {
+            TcpOption::SackRange(ranges) if ranges.iter().any(Option::is_some) => return true,
+            TcpOption::EndOfList => break,
+            _ => {}
+        }
+        options = rest;
+    }
+    false
+}
+
 /// Sets the window field of the TCP segment at `offset`.
 pub fn set_window(packet: &mut [u8], offset: usize, window: u16) {
     let tcp = &mut packet[offset..];
