@@ -243,11 +243,12 @@ impl SeqNumbers<'_> {
                 let worth = rcv_window::avoid_silly_window(window, conn.rcv_scale, conn.sws_floor(), edge_room);
                 // smoltcp's window update that offered too little to be worth it now says
                 // what the last segment said: a duplicate ACK, which the peer could count
-                // toward a fast retransmit. It does not go out. (One with SACK blocks is an
-                // answer to data out of order, which the peer needs.)
+                // toward a fast retransmit. It does not go out. (Not one with SACK blocks,
+                // an answer to data out of order, which the peer needs; nor a keep-alive,
+                // which sits one byte below the last segment's end.)
                 if worth != window
                     && pure_ack
-                    && conn.sent.is_some_and(|last| last.ack == ack && last.window == worth)
+                    && conn.sent.is_some_and(|last| last.ack == ack && last.window == worth && last.seq_end == seq_end)
                     && !rewrite::has_sack_blocks(&packet[offset..])
                 {
                     return false;

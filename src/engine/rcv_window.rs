@@ -126,6 +126,8 @@ impl Engine {
             }
             _ => u32::try_from(capacity.saturating_sub(unread)).unwrap_or(u32::MAX),
         };
+        // As the window field will say it, in whole units of the scale.
+        let window_now = window_now >> conn.rcv_scale << conn.rcv_scale;
         let remaining = if seq_after(sent.edge, rcv_nxt) { sent.edge.wrapping_sub(rcv_nxt) } else { 0 };
         if !open || !wants_update(conn.rcv_full(), conn.sws_floor(), remaining, window_now) {
             return;
