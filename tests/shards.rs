@@ -211,3 +211,41 @@ fn poll_watches_sockets_on_every_shard() {
         poll(&mut fds, Some(PATIENCE)).unwrap();
     }
 }
+
+/// Options set on a listener after listen() reach the connections every shard accepts,
+/// as a listener's options reach Linux's accepted sockets whenever they were set.
+#[test]
+fn options_set_on_a_listener_after_listen_reach_connections_on_every_shard() {
+    use ustack::{Domain, Socket, Type};
+    ustack::require_tun!();
+    const CLIENTS: usize = 40;
+    let lab = lab_sharded(2);
+    let listener = Socket::new(&lab.stack, Domain::Inet, Type::Stream).unwrap();
+    listener.bind(addr("0.0.0.0", 7)).unwrap();
+    listener.listen(64).unwrap();
+    listener.set_nodelay(true).unwrap();
+    listener.set_keepalive(Some(Duration::from_secs(30))).unwrap();
+    listener.set_linger(Some(Duration::ZERO)).unwrap();
+    listener.set_recv_buffer_size(32 * 1024).unwrap();
+    listener.set_send_buffer_size(32 * 1024).unwrap();
+    listener.set_ttl(9).unwrap();
+    let clients = lab
+        .ns
+        .run(|| (0..CLIENTS).map(|_| KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE)).collect::<Vec<_>>())
+        .unwrap();
+    let mut accepted = Vec::new();
+    for _ in 0..CLIENTS {
+        accepted.push(listener.accept().unwrap().0);
+    }
+    let shards = shards_of(&lab.stack, |r| r.state == "ESTABLISHED");
+    assert!(shards.contains(&0) && shards.contains(&1), "connections on both shards: {shards:?}");
+    for s in &accepted {
+        assert!(s.nodelay().unwrap(), "TCP_NODELAY");
+        assert_eq!(s.keepalive().unwrap(), Some(Duration::from_secs(30)), "SO_KEEPALIVE");
+        assert_eq!(s.linger().unwrap(), Some(Duration::ZERO), "SO_LINGER");
+        assert_eq!(s.recv_buffer_size().unwrap(), 2 * 32 * 1024, "SO_RCVBUF");
+        assert_eq!(s.send_buffer_size().unwrap(), 2 * 32 * 1024, "SO_SNDBUF");
+        assert_eq!(s.ttl().unwrap(), 9, "IP_TTL");
+    }
+    drop(clients);
+}

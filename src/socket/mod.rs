@@ -159,6 +159,21 @@ impl Socket {
     /// Makes one call on the engine: EBADF once this handle is closed. Sends what the
     /// call made ready, and wakes the callers waiting on other sockets, as the call's
     /// effects require.
+    /// Sets an option with `set`: on the socket, then on its copies on other shards (a
+    /// listener of a sharded stack), so that the connections every shard accepts inherit
+    /// it, whenever it was set.
+    fn set_option(&self, set: impl Fn(&mut crate::engine::Engine, SockId) -> Result<()>) -> Result<()> {
+        self.call(|l| set(&mut l.engine, self.id))?;
+        for (shared, id) in self.mirror_list() {
+            let mut locked = shared.lock();
+            let result = set(&mut locked.engine, id);
+            shared.after_call(&mut locked, id);
+            shared.unlock(locked);
+            result?;
+        }
+        Ok(())
+    }
+
     fn call<T>(&self, f: impl FnOnce(&mut Locked) -> Result<T>) -> Result<T> {
         if !self.open.load(Ordering::Acquire) {
             return Err(Errno::EBADF);
@@ -503,24 +518,24 @@ impl Socket {
 
     /// O_NONBLOCK: calls that would wait return EAGAIN (EINPROGRESS for connect) instead.
     pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
-        self.call(|l| l.engine.set_nonblocking(self.id, nonblocking))
+        self.set_option(|engine, id| engine.set_nonblocking(id, nonblocking))
     }
 
     /// SO_REUSEADDR: lets bind() take a port that only lingering connections (closing,
     /// TIME-WAIT, accepted) hold — so a restarted server can listen again at once. It
     /// never shares a port with another open socket (that would be SO_REUSEPORT).
     pub fn set_reuse_address(&self, reuse: bool) -> Result<()> {
-        self.call(|l| l.engine.set_reuse_address(self.id, reuse))
+        self.set_option(|engine, id| engine.set_reuse_address(id, reuse))
     }
 
     /// SO_RCVTIMEO: recv() and accept() give EAGAIN after waiting this long.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
-        self.call(|l| l.engine.set_timeout(self.id, true, timeout))
+        self.set_option(|engine, id| engine.set_timeout(id, true, timeout))
     }
 
     /// SO_SNDTIMEO: send() gives EAGAIN (or what it queued) after waiting this long.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
-        self.call(|l| l.engine.set_timeout(self.id, false, timeout))
+        self.set_option(|engine, id| engine.set_timeout(id, false, timeout))
     }
 
     /// getsockname(): the local address; the family's wildcard with port 0 if unbound.

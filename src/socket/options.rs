@@ -11,7 +11,7 @@ impl Socket {
     /// earlier data is unacknowledged, to be sent together (Nagle's algorithm, on by
     /// default). Inherited by accepted connections. ENOPROTOOPT on a UDP socket.
     pub fn set_nodelay(&self, nodelay: bool) -> Result<()> {
-        self.call(|l| l.engine.set_nodelay(self.id, nodelay))
+        self.set_option(|engine, id| engine.set_nodelay(id, nodelay))
     }
 
     /// TCP_NODELAY's value.
@@ -24,7 +24,7 @@ impl Socket {
     /// comes; `None` (the default) sends none. EINVAL for zero. Unlike Linux, unanswered
     /// probes do not end the connection (smoltcp has no probe count).
     pub fn set_keepalive(&self, idle: Option<Duration>) -> Result<()> {
-        self.call(|l| l.engine.set_keepalive(self.id, idle))
+        self.set_option(|engine, id| engine.set_keepalive(id, idle))
     }
 
     /// SO_KEEPALIVE's idle time, if on.
@@ -37,7 +37,7 @@ impl Socket {
     /// close wait up to `t` until the peer has acknowledged all data and the FIN; `None`
     /// (the default) closes in the background.
     pub fn set_linger(&self, linger: Option<Duration>) -> Result<()> {
-        self.call(|l| l.engine.set_linger(self.id, linger))
+        self.set_option(|engine, id| engine.set_linger(id, linger))
     }
 
     /// SO_LINGER's value.
@@ -53,7 +53,7 @@ impl Socket {
     /// (`udp_buffer` for UDP, before bind()) as Linux caps it at `net.core.rmem_max`. An
     /// existing connection keeps its size: smoltcp cannot resize it.
     pub fn set_recv_buffer_size(&self, bytes: usize) -> Result<()> {
-        self.call(|l| l.engine.set_recv_buffer_size(self.id, bytes))
+        self.set_option(|engine, id| engine.set_recv_buffer_size(id, bytes))
     }
 
     /// SO_RCVBUF as Linux's getsockopt reports it: twice the bytes of data the buffer
@@ -65,7 +65,7 @@ impl Socket {
     /// SO_SNDBUF: as [`Socket::set_recv_buffer_size`], for the send buffer — how much
     /// send() takes before it blocks or says EAGAIN.
     pub fn set_send_buffer_size(&self, bytes: usize) -> Result<()> {
-        self.call(|l| l.engine.set_send_buffer_size(self.id, bytes))
+        self.set_option(|engine, id| engine.set_send_buffer_size(id, bytes))
     }
 
     /// SO_SNDBUF as Linux's getsockopt reports it (twice the bytes of data).
@@ -83,7 +83,7 @@ impl Socket {
     /// listener or UDP socket gets no IPv4 packets). Set it before bind(): EINVAL after,
     /// ENOPROTOOPT on an AF_INET socket, as Linux says.
     pub fn set_only_v6(&self, only_v6: bool) -> Result<()> {
-        self.call(|l| l.engine.set_only_v6(self.id, only_v6))
+        self.set_option(|engine, id| engine.set_only_v6(id, only_v6))
     }
 
     /// IPV6_V6ONLY's value; ENOPROTOOPT on an AF_INET socket.
@@ -94,7 +94,7 @@ impl Socket {
     /// IP_TTL: the TTL (IPv6: hop limit) of the socket's packets, 1 to 255 (EINVAL
     /// otherwise).
     pub fn set_ttl(&self, ttl: u32) -> Result<()> {
-        self.call(|l| l.engine.set_ttl(self.id, ttl))
+        self.set_option(|engine, id| engine.set_ttl(id, ttl))
     }
 
     /// IP_TTL's value: 64 unless set, as Linux's default.
@@ -127,7 +127,7 @@ impl Socket {
     /// (255.255.255.255) or a directed broadcast of one of the stack's IPv4 subnets;
     /// without it such a sendto() says EACCES, as in Linux.
     pub fn set_broadcast(&self, broadcast: bool) -> Result<()> {
-        self.call(|l| l.engine.set_broadcast(self.id, broadcast))
+        self.set_option(|engine, id| engine.set_broadcast(id, broadcast))
     }
 
     /// SO_BROADCAST's value.
