@@ -738,9 +738,10 @@ fn a_blocked_udp_recv_goes_on_reading_the_tun_while_the_kernel_sends_elsewhere()
                 drove_late = lab.stack.driving() == Some(waiting.socket().id());
                 std::thread::yield_now();
             }
-            // Read again: the loop's last look may have been just before a drive.
+            // Look again (the loop's last look may have come just before a drive), through
+            // the rest of the flood and after it.
             let deadline = std::time::Instant::now() + PATIENCE;
-            while !drove_late && std::time::Instant::now() < deadline && !flood.is_finished() {
+            while !drove_late && std::time::Instant::now() < deadline {
                 drove_late = lab.stack.driving() == Some(waiting.socket().id());
                 std::thread::yield_now();
             }
