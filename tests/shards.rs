@@ -249,3 +249,103 @@ fn options_set_on_a_listener_after_listen_reach_connections_on_every_shard() {
     }
     drop(clients);
 }
+
+/// A UDP socket bound on a stack of two shards has a copy on each: the kernel's flows
+/// spread over both (with nobody reading, both copies fill and drop, the demux table
+/// shows), and once the socket answers a flow from the shard that flow belongs to, the
+/// kernel keeps the flow on that shard's queue: no datagram needs forwarding.
+#[test]
+fn udp_flows_spread_over_the_shards_and_are_answered_from_their_own() {
+    ustack::require_tun!();
+    const CLIENTS: usize = 32;
+    let lab = lab_sharded(2);
+    let echo = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    let udp_rows = |stack: &ustack::Stack| {
+        stack.demux_table().rows.into_iter().filter(|r| r.proto == "udp" && r.local.port() == 7).collect::<Vec<_>>()
+    };
+    assert_eq!(udp_rows(&lab.stack).iter().map(|r| r.shard).collect::<Vec<_>>(), [0, 1], "a copy on each shard");
+    let clients: Vec<KernelUdp> =
+        lab.ns.run(|| (0..CLIENTS).map(|_| KernelUdp::bind(addr(KERNEL, 0)).unwrap()).collect()).unwrap();
+    for c in &clients {
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+    }
+    echo.set_read_timeout(Some(PATIENCE)).unwrap();
+    // Three rounds of one request per client, each answered.
+    let mut forwarded_after_first_round = 0;
+    for round in 0..3u8 {
+        for (i, c) in clients.iter().enumerate() {
+            c.send_to(&[round, i as u8], addr(USTACK, 7)).unwrap();
+        }
+        for _ in 0..CLIENTS {
+            let mut buf = [0; 16];
+            let (n, from) = echo.recv_from(&mut buf).unwrap();
+            echo.send_to(&buf[..n], from).unwrap();
+        }
+        for (i, c) in clients.iter().enumerate() {
+            let mut buf = [0; 16];
+            let (n, from) = c.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (&[round, i as u8][..], addr(USTACK, 7)));
+        }
+        if round == 0 {
+            forwarded_after_first_round = lab.stack.forwarded().iter().map(|(f, _)| f).sum::<u64>();
+        }
+    }
+    let forwarded = lab.stack.forwarded().iter().map(|(f, _)| f).sum::<u64>();
+    assert_eq!(forwarded, forwarded_after_first_round, "rounds 2 and 3 came on their shards' queues");
+
+    // Nobody reads: each copy's buffer fills, and both drop.
+    for _ in 0..200 {
+        for c in &clients {
+            c.send_to(&[0; 1400], addr(USTACK, 7)).unwrap();
+        }
+    }
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while udp_rows(&lab.stack).iter().any(|r| r.dropped == 0) {
+        assert!(std::time::Instant::now() < deadline, "both copies dropped: {:?}", udp_rows(&lab.stack));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // The copies close with the socket, and the port can be bound again.
+    drop(echo);
+    assert!(udp_rows(&lab.stack).is_empty(), "the copies closed with the socket");
+    let again = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    again.set_read_timeout(Some(PATIENCE)).unwrap();
+    for c in &clients {
+        c.send_to(b"again", addr(USTACK, 7)).unwrap();
+    }
+    // (Datagrams of the flood still on their way reach it first.)
+    let mut buf = [0; 2048];
+    let mut senders = std::collections::HashSet::new();
+    while senders.len() < CLIENTS {
+        let (n, from) = again.recv_from(&mut buf).expect("every flow reaches the new socket");
+        if n == 5 {
+            senders.insert(from);
+        }
+    }
+}
+
+/// A connected UDP socket on a stack of two shards sends and receives whichever shard
+/// its peer's flow belongs to; MSG_DONTWAIT and poll() look at every shard.
+#[test]
+fn a_connected_udp_socket_on_two_shards_talks_to_its_peer() {
+    use ustack::{Events, MsgFlags, PollFd, poll};
+    ustack::require_tun!();
+    let lab = lab_sharded(2);
+    for port in 7100..7108u16 {
+        let socket = UdpSocket::bind(&lab.stack, addr("0.0.0.0", port)).unwrap();
+        let peer = lab.ns.run(|| KernelUdp::bind(addr(KERNEL, 0))).unwrap().unwrap();
+        peer.set_read_timeout(Some(PATIENCE)).unwrap();
+        socket.connect(peer.local_addr().unwrap()).unwrap();
+        socket.send(b"hello").unwrap();
+        let mut buf = [0; 16];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"hello"[..], addr(USTACK, port)));
+        let raw = socket.socket();
+        assert_eq!(raw.recv_flags(&mut buf, MsgFlags::DONTWAIT), Err(ustack::Errno::EAGAIN));
+        peer.send_to(b"back", addr(USTACK, port)).unwrap();
+        let mut fds = [PollFd::new(raw, Events::IN)];
+        assert_eq!(poll(&mut fds, Some(PATIENCE)).unwrap(), 1, "readable, whichever shard has it");
+        assert_eq!(socket.recv(&mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"back");
+    }
+}

@@ -4,9 +4,10 @@
 //! the others to their owner's inbox.
 //!
 //! Who owns a frame is a pure function of its header ([`Steering::owner`]): TCP segments
-//! to a port that listens on every shard ([`Steering::share_port`]) belong to the shard
-//! their 4-tuple hashes to; everything else (UDP, ICMP, fragments, connections the stack
-//! opened) belongs to shard 0, where the sockets that are not listeners live. A flow's
+//! to a port that listens on every shard ([`Steering::share_port`]), and UDP datagrams to
+//! a port a UDP socket is bound to on every shard ([`Steering::share_udp_port`]), belong
+//! to the shard their 4-tuple hashes to; everything else (ICMP, fragments, other UDP,
+//! connections the stack opened) belongs to shard 0, where the other sockets live. A flow's
 //! frames thus always reach the same engine, whichever queue the kernel put them on.
 //! The kernel mostly puts them on the right one already: it sends a flow's packets back
 //! on the queue that flow was last written on (drivers/net/tun.c, `tun_flow_update`),
@@ -17,6 +18,7 @@
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +45,8 @@ pub struct Steering {
     inboxes: Box<[Inbox]>,
     /// TCP ports that listen on every shard, one bit each.
     shared_ports: Box<[AtomicU64]>,
+    /// UDP ports bound on every shard, one bit each.
+    shared_udp_ports: Box<[AtomicU64]>,
     /// The flow hash's key: random per stack, so nobody can aim every flow at one shard.
     hasher: std::collections::hash_map::RandomState,
 }
@@ -78,6 +82,7 @@ impl Steering {
         Ok(Arc::new(Steering {
             inboxes,
             shared_ports: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+            shared_udp_ports: (0..1024).map(|_| AtomicU64::new(0)).collect(),
             hasher: Default::default(),
         }))
     }
@@ -94,8 +99,50 @@ impl Steering {
         self.shared_ports[usize::from(port / 64)].fetch_or(1 << (port % 64), Ordering::Release);
     }
 
-    fn is_shared(&self, port: u16) -> bool {
-        self.shared_ports[usize::from(port / 64)].load(Ordering::Acquire) & (1 << (port % 64)) != 0
+    /// From now on, UDP datagrams to `port` belong to the shard their 4-tuple hashes to: a
+    /// socket is bound to it on every shard. Until [`Steering::unshare_udp_port`].
+    pub fn share_udp_port(&self, port: u16) {
+        self.shared_udp_ports[usize::from(port / 64)].fetch_or(1 << (port % 64), Ordering::Release);
+    }
+
+    /// UDP datagrams to `port` belong to shard 0 again: its socket closed, and the next one
+    /// bound to it may be on shard 0 alone.
+    pub fn unshare_udp_port(&self, port: u16) {
+        self.shared_udp_ports[usize::from(port / 64)].fetch_and(!(1 << (port % 64)), Ordering::Release);
+    }
+
+    fn is_shared(&self, proto: u8, port: u16) -> bool {
+        let ports = if proto == TCP { &self.shared_ports } else { &self.shared_udp_ports };
+        ports[usize::from(port / 64)].load(Ordering::Acquire) & (1 << (port % 64)) != 0
+    }
+
+    /// The shard that owns the UDP flow between `local` (the stack's end) and `peer`: where
+    /// the datagrams `peer` sends to `local` go, so where the stack should send to `peer`
+    /// from (the kernel then keeps that flow on the shard's queue). Shard 0 unless
+    /// `local`'s port is shared.
+    pub fn udp_owner(&self, local: SocketAddr, peer: SocketAddr) -> usize {
+        let shards = self.inboxes.len();
+        if shards == 1 || !self.is_shared(UDP, local.port()) {
+            return 0;
+        }
+        let mut ports = [0; 4];
+        ports[..2].copy_from_slice(&peer.port().to_be_bytes());
+        ports[2..].copy_from_slice(&local.port().to_be_bytes());
+        match (peer.ip(), local.ip()) {
+            (IpAddr::V4(p), IpAddr::V4(l)) => self.shard_of(&p.octets(), &l.octets(), &ports),
+            (IpAddr::V6(p), IpAddr::V6(l)) => self.shard_of(&p.octets(), &l.octets(), &ports),
+            _ => 0,
+        }
+    }
+
+    /// The shard a flow hashes to, from its source and destination addresses and its
+    /// ports (as they stand in an arriving packet: source port, then destination port).
+    fn shard_of(&self, src: &[u8], dst: &[u8], ports: &[u8]) -> usize {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(src);
+        hasher.write(dst);
+        hasher.write(ports);
+        (hasher.finish() % self.inboxes.len() as u64) as usize
     }
 
     /// Frames forwarded to each shard so far, and frames dropped because its inbox was full.
@@ -109,17 +156,13 @@ impl Steering {
         if shards == 1 {
             return 0;
         }
-        let Some((src, dst, l4)) = tcp_addresses(frame) else { return 0 };
+        let Some((proto, src, dst, l4)) = transport_addresses(frame) else { return 0 };
         let Some(ports) = frame.get(l4..l4 + 4) else { return 0 };
         let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
-        if !self.is_shared(dst_port) {
+        if !self.is_shared(proto, dst_port) {
             return 0;
         }
-        let mut hasher = self.hasher.build_hasher();
-        hasher.write(src);
-        hasher.write(dst);
-        hasher.write(ports);
-        (hasher.finish() % shards as u64) as usize
+        self.shard_of(src, dst, ports)
     }
 
     /// Hands a copy of `frame` (its own size, not the read buffer's) to shard `to`'s
@@ -155,18 +198,26 @@ impl Steering {
     }
 }
 
-/// The source and destination addresses of a TCP segment in an unfragmented IPv4 packet
-/// or an IPv6 packet without extension headers, and where its TCP header starts.
-fn tcp_addresses(frame: &[u8]) -> Option<(&[u8], &[u8], usize)> {
-    const TCP: u8 = 6;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+/// The protocol (TCP or UDP) and the source and destination addresses of a TCP segment or
+/// UDP datagram in an unfragmented IPv4 packet or an IPv6 packet without extension
+/// headers, and where its TCP or UDP header starts.
+fn transport_addresses(frame: &[u8]) -> Option<(u8, &[u8], &[u8], usize)> {
     match frame.first()? >> 4 {
         4 if frame.len() >= 20 => {
             let header = usize::from(frame[0] & 0x0f) * 4;
-            // More fragments, or a fragment offset: not the whole segment (shard 0 reassembles).
+            // More fragments, or a fragment offset: not the whole packet (shard 0 reassembles).
             let fragmented = u16::from_be_bytes([frame[6], frame[7]]) & 0x3fff != 0;
-            (frame[9] == TCP && !fragmented && header >= 20).then(|| (&frame[12..16], &frame[16..20], header))
+            let proto = frame[9];
+            ((proto == TCP || proto == UDP) && !fragmented && header >= 20)
+                .then(|| (proto, &frame[12..16], &frame[16..20], header))
         }
-        6 if frame.len() >= 40 => (frame[6] == TCP).then(|| (&frame[8..24], &frame[24..40], 40)),
+        6 if frame.len() >= 40 => {
+            let proto = frame[6];
+            (proto == TCP || proto == UDP).then(|| (proto, &frame[8..24], &frame[24..40], 40))
+        }
         _ => None,
     }
 }
@@ -298,12 +349,31 @@ mod tests {
         let on_1 = spread.iter().filter(|&&o| o == 1).count();
         assert!((50..150).contains(&on_1), "{on_1} of 200 on shard 1");
         assert!(owners(8).iter().all(|&o| o == 0), "another port is not shared");
-        assert_eq!(steering.owner(&ipv4(17, 40000, 7, 0)), 0, "UDP: shard 0");
+        assert_eq!(steering.owner(&ipv4(17, 40000, 7, 0)), 0, "UDP to a port shared for TCP: shard 0");
         // A fragment (more fragments set, or an offset) goes to shard 0, which reassembles.
         assert!((40000..40100).all(|sport| steering.owner(&ipv4(6, sport, 7, 0x2000)) == 0));
         assert!((40000..40100).all(|sport| steering.owner(&ipv4(6, sport, 7, 0x0010)) == 0));
         // "Don't fragment" is not a fragment.
         assert_eq!((40000..40200).map(|sport| steering.owner(&ipv4(6, sport, 7, 0x4000))).collect::<Vec<_>>(), spread);
+    }
+
+    #[test]
+    fn udp_to_a_shared_udp_port_spreads_where_the_stack_sends_from_until_unshared() {
+        let steering = Steering::new(2).unwrap();
+        let owners = || (40000..40200).map(|sport| steering.owner(&ipv4(17, sport, 7, 0))).collect::<Vec<_>>();
+        assert!(owners().iter().all(|&o| o == 0), "not shared yet: shard 0");
+        steering.share_udp_port(7);
+        let spread = owners();
+        let on_1 = spread.iter().filter(|&&o| o == 1).count();
+        assert!((50..150).contains(&on_1), "{on_1} of 200 on shard 1");
+        assert!((40000..40200).all(|sport| steering.owner(&ipv4(6, sport, 7, 0)) == 0), "TCP to it: shard 0");
+        // The stack sends each flow from the shard its datagrams arrive at.
+        let local: SocketAddr = "10.7.0.2:7".parse().unwrap();
+        let from = |sport: u16| steering.udp_owner(local, SocketAddr::from(([10, 7, 0, 1], sport)));
+        assert_eq!((40000..40200).map(from).collect::<Vec<_>>(), spread);
+        steering.unshare_udp_port(7);
+        assert!(owners().iter().all(|&o| o == 0), "unshared: shard 0 again");
+        assert_eq!(from(40000), 0);
     }
 
     #[test]

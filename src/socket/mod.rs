@@ -58,6 +58,7 @@ mod msg;
 mod net;
 mod options;
 mod poll;
+mod shards;
 #[cfg(feature = "tokio")]
 mod task;
 
@@ -105,14 +106,15 @@ pub struct Socket {
     shared: Arc<Shared>,
     id: SockId,
     open: AtomicBool,
-    /// On a stack of several shards, a listener's copies on shards 1 and up (see
-    /// [`Stack::sharded`]); shared by the handles of one socket, as its state is. None
+    /// On a stack of several shards, a listener's (or a bound UDP socket's) copies on
+    /// shards 1 and up (see [`Stack::sharded`] and `socket/shards.rs`); shared by the
+    /// handles of one socket, as its state is. None
     /// on a stack of one shard: every accepted connection is a socket, and the 64 bytes
     /// of an empty list were some 2.5% of an idle connection's heap.
     mirrors: Option<Arc<Mutex<Vec<Mirror>>>>,
 }
 
-/// A listener's copy on another shard: that shard, and the copy's id there.
+/// A socket's copy on another shard: that shard, and the copy's id there.
 type Mirror = (Arc<Shared>, SockId);
 
 impl std::fmt::Debug for Socket {
@@ -274,8 +276,12 @@ impl Socket {
     ///
     /// EADDRINUSE if another socket holds the port (see [`Socket::set_reuse_address`]),
     /// EADDRNOTAVAIL if the address is not the stack's, EINVAL if already bound.
+    ///
+    /// On a stack of several shards, a UDP socket is bound on every shard, and datagrams
+    /// to it spread over them (see `socket/shards.rs`).
     pub fn bind(&self, addr: SocketAddr) -> Result<()> {
-        self.call(|l| l.engine.bind(self.id, addr))
+        self.call(|l| l.engine.bind(self.id, addr))?;
+        self.bind_on_every_shard()
     }
 
     /// listen(): makes a TCP socket a listener (binding an ephemeral port if unbound, as
@@ -346,40 +352,10 @@ impl Socket {
     /// accept() on a listener of every shard: tries each shard's queue, and waits for a
     /// round of any shard between tries, as [`Socket::blocking`] waits for one.
     fn accept_any(&self, set: &ShardSet, mirrors: &[Mirror]) -> Result<(Socket, SocketAddr)> {
-        let Blocking { nonblocking, read_timeout, .. } = self.call(|l| l.engine.blocking(self.id))?;
-        let deadline = read_timeout.map(|t| Instant::now() + t);
-        let listeners: Vec<(&Arc<Shared>, SockId)> =
-            std::iter::once((&self.shared, self.id)).chain(mirrors.iter().map(|(s, id)| (s, *id))).collect();
-        loop {
-            let seen = set.generation();
-            let start = seen as usize % listeners.len();
-            for k in 0..listeners.len() {
-                let (shared, id) = listeners[(start + k) % listeners.len()];
-                if !self.open.load(Ordering::Acquire) {
-                    return Err(Errno::EBADF);
-                }
-                let accepted = {
-                    let mut locked = shared.lock();
-                    if locked.down.is_some() {
-                        return Err(Errno::ENETDOWN);
-                    }
-                    let accepted = locked.engine.accept(id);
-                    shared.after_call(&mut locked, id);
-                    shared.unlock(locked);
-                    accepted
-                };
-                match accepted {
-                    Ok((conn, peer)) => return Ok((Socket::on(shared.clone(), conn), peer)),
-                    Err(Errno::EAGAIN) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if nonblocking || left == Some(Duration::ZERO) {
-                return Err(Errno::EAGAIN);
-            }
-            set.wait(seen, left);
-        }
+        let listeners = self.with_mirrors(mirrors);
+        self.on_shards(set, &listeners, Direction::Read, false, |shared, engine, id| {
+            engine.accept(id).map(|(conn, peer)| (Socket::on(shared.clone(), conn), peer))
+        })
     }
 
     /// connect(): for TCP, opens a connection and (blocking) waits until it is established
@@ -404,6 +380,7 @@ impl Socket {
         })?;
         match started {
             Err(Errno::EINPROGRESS | Errno::EALREADY) if !nonblocking => {}
+            Ok(()) => return self.connect_mirrors(addr),
             other => return other,
         }
         // The connect_outcome call says EINPROGRESS while the handshake goes on: as EAGAIN
@@ -432,6 +409,9 @@ impl Socket {
     /// then 0. ENOTCONN on an unconnected TCP socket. For UDP, one datagram (see
     /// [`Socket::recv_from`]).
     pub fn recv(&self, buf: &mut [u8]) -> Result<usize> {
+        if self.has_mirrors() {
+            return self.recv_flags(buf, MsgFlags::NONE);
+        }
         self.blocking(Direction::Read, None, |l| l.engine.recv(self.id, buf))
     }
 
@@ -448,6 +428,9 @@ impl Socket {
     /// to fit and the rest discarded, as in Linux. On a connected UDP socket, datagrams
     /// from other senders are dropped. For TCP, this is recv() with the peer's address.
     pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
+        if self.has_mirrors() {
+            return self.recv_from_flags(buf, MsgFlags::NONE);
+        }
         self.blocking(Direction::Read, None, |l| l.engine.recv_from(self.id, buf))
     }
 
@@ -495,12 +478,22 @@ impl Socket {
                 locked = self.shared.wait_socket(locked, self.id, Some(left)).0;
             }
         }
+        // A UDP socket's port, should its last handle close it: its copies on other shards
+        // close with it, and the port's datagrams go back to shard 0.
+        let udp_port = match (locked.engine.socket_type(self.id), locked.engine.local_addr(self.id)) {
+            (Ok(Type::Dgram), Ok(local)) => Some(local.port()),
+            _ => None,
+        };
         locked.engine.close(self.id);
         self.shared.after_call(&mut locked, self.id);
         let last = !locked.engine.is_open(self.id);
         self.shared.unlock(locked);
         if let (true, Some(mirrors)) = (last, &self.mirrors) {
-            close_all(&mut mirrors.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut mirrors = mirrors.lock().unwrap_or_else(|p| p.into_inner());
+            if let (Some(port), false, Some(set)) = (udp_port, mirrors.is_empty(), self.shared.set.get()) {
+                set.steering.unshare_udp_port(port);
+            }
+            close_all(&mut mirrors);
         }
         Ok(())
     }
@@ -591,14 +584,20 @@ impl Socket {
         self.mirror_list()
     }
 
-    /// The listener's copies on other shards, as they are now.
+    /// Whether the socket has copies on other shards (a listener, or a bound UDP socket,
+    /// of a stack of several shards).
+    fn has_mirrors(&self) -> bool {
+        self.mirrors.as_ref().is_some_and(|m| !m.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
+    }
+
+    /// The socket's copies on other shards, as they are now.
     fn mirror_list(&self) -> Vec<Mirror> {
         self.mirrors.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).clone()).unwrap_or_default()
     }
 }
 
-/// Closes a listener's copies on the other shards (its last handle closed, or making
-/// them failed).
+/// Closes a socket's copies on the other shards (its last handle closed, or making them
+/// failed).
 fn close_all(mirrors: &mut Vec<Mirror>) {
     for (shared, id) in mirrors.drain(..) {
         let mut locked = shared.lock();

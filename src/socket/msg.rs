@@ -78,6 +78,10 @@ impl Socket {
     pub fn send_flags(&self, buf: &[u8], flags: MsgFlags) -> Result<usize> {
         check(flags)?;
         let dontwait = flags.contains(MsgFlags::DONTWAIT);
+        if let Some(mirrors) = self.datagram_mirrors() {
+            let peer = self.call(|l| l.engine.peer_addr(self.id)).map_err(|_| Errno::EDESTADDRREQ)?;
+            return self.send_from_owner(&mirrors, peer, dontwait, |engine, id| engine.send(id, buf, false));
+        }
         let mut sent = 0;
         let result = self.blocking_unless(dontwait, Direction::Write, None, |l| {
             let n = l.engine.send(self.id, &buf[sent..], sent > 0)?;
@@ -100,7 +104,25 @@ impl Socket {
             return self.send_flags(buf, flags);
         }
         let dontwait = flags.contains(MsgFlags::DONTWAIT);
+        if let Some(mirrors) = self.datagram_mirrors() {
+            return self.send_from_owner(&mirrors, addr, dontwait, |engine, id| engine.send_to(id, buf, addr));
+        }
         self.blocking_unless(dontwait, Direction::Write, None, |l| l.engine.send_to(self.id, buf, addr))
+    }
+
+    /// A UDP socket with copies on other shards sends to `peer` from the shard where
+    /// `peer`'s datagrams arrive (see `socket/shards.rs`), waiting as a send waits.
+    fn send_from_owner(
+        &self,
+        mirrors: &[super::Mirror],
+        peer: SocketAddr,
+        dontwait: bool,
+        mut send: impl FnMut(&mut crate::engine::Engine, crate::engine::SockId) -> Result<usize>,
+    ) -> Result<usize> {
+        let set = self.shared.set.get().ok_or(Errno::EINVAL)?;
+        let everywhere = self.with_mirrors(mirrors);
+        let owner = [self.sender_for(set, &everywhere, peer)?];
+        self.on_shards(set, &owner, Direction::Write, dontwait, |_, engine, id| send(engine, id))
     }
 
     /// sendmsg(): the buffers `bufs` sent as one (one datagram for UDP), to `addr` if given
@@ -184,6 +206,13 @@ impl Socket {
         };
         // MSG_WAITALL: only TCP, and (as Linux) not with MSG_PEEK, which this leaves to
         // return what is there.
+        if let (false, Some(mirrors), Some(set)) = (stream, self.datagram_mirrors(), self.shared.set.get()) {
+            // One datagram, from whichever shard has one.
+            let everywhere = self.with_mirrors(&mirrors);
+            return self
+                .on_shards(set, &everywhere, Direction::Read, dontwait, |_, engine, id| engine.recv_msg(id, buf, peek))
+                .map(|received| (received, false));
+        }
         let wait_all = stream && flags.contains(MsgFlags::WAITALL) && !peek && !buf.is_empty();
         let mut got = 0;
         let mut last = None;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use super::{Errno, Result, Socket};
-use crate::engine::SockId;
+use crate::engine::{Engine, SockId};
 use crate::stack::{Interest, Locked, Shared};
 
 impl Socket {
@@ -83,13 +83,55 @@ impl Socket {
         Poll::Pending
     }
 
+    /// A datagram receive once (`f`, on each copy of the socket: a bound UDP socket of a
+    /// stack of several shards has one on every shard), or Pending, woken by whichever
+    /// shard's round touches its copy there.
+    pub(crate) fn poll_recv_any<T>(
+        &self,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut(&mut Engine, SockId) -> Result<T>,
+    ) -> Poll<Result<T>> {
+        let copies = std::iter::once((self.shared.clone(), self.id)).chain(self.mirrors());
+        for (shared, id) in copies {
+            match self.poll_call_on(&shared, id, cx, Interest::Read, |l| f(&mut l.engine, id)) {
+                Poll::Pending => {}
+                ready => return ready,
+            }
+        }
+        Poll::Pending
+    }
+
+    /// A datagram send once (`f`), to `peer` (the connected peer if None), from the copy
+    /// of the socket on the shard where `peer`'s datagrams arrive; or Pending.
+    pub(crate) fn poll_send_from_owner(
+        &self,
+        cx: &mut Context<'_>,
+        peer: Option<SocketAddr>,
+        f: impl FnOnce(&mut Engine, SockId) -> Result<usize>,
+    ) -> Poll<Result<usize>> {
+        let mirrors = self.mirrors();
+        let Some(set) = self.shared.set.get().filter(|_| !mirrors.is_empty()) else {
+            return self.poll_call(cx, Interest::Write, |l| f(&mut l.engine, self.id));
+        };
+        let peer = match peer.map_or_else(|| self.call(|l| l.engine.peer_addr(self.id)), Ok) {
+            Ok(peer) => peer,
+            Err(_) => return Poll::Ready(Err(Errno::EDESTADDRREQ)),
+        };
+        let copies = self.with_mirrors(&mirrors);
+        match self.sender_for(set, &copies, peer) {
+            Ok((shared, id)) => self.poll_call_on(shared, id, cx, Interest::Write, |l| f(&mut l.engine, id)),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
     /// Starts a TCP connect (or fixes a UDP socket's peer) without waiting: EINPROGRESS
     /// while a handshake is under way, to be followed by [`Socket::poll_connected`].
     pub(crate) fn start_connect(&self, addr: SocketAddr) -> Result<()> {
         self.call(|l| {
             let now = l.now();
             l.engine.connect(now, self.id, addr)
-        })
+        })?;
+        self.connect_mirrors(addr)
     }
 
     /// How the connect() under way ended, or Pending while the handshake goes on. The
@@ -110,9 +152,17 @@ impl Socket {
             Interest::Write => Events::OUT,
         } | Events::ERR
             | Events::HUP;
-        self.poll_call(cx, interest, |l| {
-            if l.engine.readiness(self.id).intersects(wanted) { Ok(()) } else { Err(Errno::EAGAIN) }
-        })
+        // Ready if the socket is, on any shard it has a copy on.
+        let copies = std::iter::once((self.shared.clone(), self.id)).chain(self.mirrors());
+        for (shared, id) in copies {
+            let ready = self.poll_call_on(&shared, id, cx, interest, |l| {
+                if l.engine.readiness(id).intersects(wanted) { Ok(()) } else { Err(Errno::EAGAIN) }
+            });
+            if ready.is_ready() {
+                return ready;
+            }
+        }
+        Poll::Pending
     }
 
     /// One call without waiting, EAGAIN included: for `try_read` and friends.

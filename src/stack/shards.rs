@@ -11,6 +11,8 @@
 //!   other shard when it listens, like SO_REUSEPORT) and its port becomes shared: new
 //!   connections to it spread over the shards by flow hash, and accept() takes from any
 //!   shard's queue. An accepted connection lives on its shard, driven by its thread.
+//! - A bound UDP socket likewise has a copy on every shard: datagrams spread by flow hash,
+//!   a receive takes from any shard, a send goes from the flow's shard (`socket/shards.rs`).
 //! - This set tells waiters when any shard did something ([`ShardSet::touched`]), for
 //!   calls that wait on several shards at once (accept on a listener, the demux table).
 

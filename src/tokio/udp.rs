@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
 use super::domain_of;
-use crate::socket::{Socket, Type};
+use crate::socket::{MsgFlags, Socket, Type};
 use crate::stack::{Interest, Stack};
 
 /// A UDP socket, like `tokio::net::UdpSocket`. Its methods take `&self`: several tasks
@@ -48,38 +48,36 @@ impl UdpSocket {
 
     /// Sends one datagram to the connected peer. Cancel safe, as [`UdpSocket::send_to`].
     pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        let id = self.socket.id();
-        poll_fn(|cx| self.socket.poll_call(cx, Interest::Write, |l| l.engine.send(id, buf, false)).map_err(Into::into))
-            .await
+        poll_fn(|cx| {
+            self.socket.poll_send_from_owner(cx, None, |engine, id| engine.send(id, buf, false)).map_err(Into::into)
+        })
+        .await
     }
 
     /// Waits for the next datagram from the connected peer. Cancel safe, as
     /// [`UdpSocket::recv_from`].
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let id = self.socket.id();
-        poll_fn(|cx| self.socket.poll_call(cx, Interest::Read, |l| l.engine.recv(id, buf)).map_err(Into::into)).await
+        poll_fn(|cx| self.socket.poll_recv_any(cx, |engine, id| engine.recv(id, buf)).map_err(Into::into)).await
     }
 
     /// [`UdpSocket::send_to`] as a poll.
     pub fn poll_send_to(&self, cx: &mut Context<'_>, buf: &[u8], addr: SocketAddr) -> Poll<io::Result<usize>> {
-        let id = self.socket.id();
-        self.socket.poll_call(cx, Interest::Write, |l| l.engine.send_to(id, buf, addr)).map_err(Into::into)
+        self.socket.poll_send_from_owner(cx, Some(addr), |engine, id| engine.send_to(id, buf, addr)).map_err(Into::into)
     }
 
     /// [`UdpSocket::recv_from`] as a poll.
     pub fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<(usize, SocketAddr)>> {
-        let id = self.socket.id();
-        self.socket.poll_call(cx, Interest::Read, |l| l.engine.recv_from(id, buf)).map_err(Into::into)
+        self.socket.poll_recv_any(cx, |engine, id| engine.recv_from(id, buf)).map_err(Into::into)
     }
 
     /// Sends without waiting: `WouldBlock` if the send buffer has no room.
     pub fn try_send_to(&self, buf: &[u8], addr: SocketAddr) -> io::Result<usize> {
-        Ok(self.socket.try_call(|l| l.engine.send_to(self.socket.id(), buf, addr))?)
+        Ok(self.socket.send_to_flags(buf, addr, MsgFlags::DONTWAIT)?)
     }
 
     /// Receives without waiting: `WouldBlock` if no datagram is there.
     pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        Ok(self.socket.try_call(|l| l.engine.recv_from(self.socket.id(), buf))?)
+        Ok(self.socket.recv_from_flags(buf, MsgFlags::DONTWAIT)?)
     }
 
     /// Waits until a datagram is there (or the socket is shut down). Cancel safe.
