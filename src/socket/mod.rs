@@ -353,6 +353,7 @@ impl Socket {
     /// round of any shard between tries, as [`Socket::blocking`] waits for one.
     fn accept_any(&self, set: &ShardSet, mirrors: &[Mirror]) -> Result<(Socket, SocketAddr)> {
         let listeners = self.with_mirrors(mirrors);
+        let _accepting = set.accepting();
         self.on_shards(set, &listeners, Direction::Read, false, |shared, engine, id| {
             engine.accept(id).map(|(conn, peer)| (Socket::on(shared.clone(), conn), peer))
         })

@@ -766,8 +766,12 @@ fn run(shared: &Shared, mtu: usize, mut preread: Vec<Vec<u8>>) {
             }
             shared.notify_touched(locked, None);
             // A listener's accept queue is filling and its acceptor, blocked in accept(),
-            // has just been woken: it is behind, not busy elsewhere.
-            crowded = locked.engine.take_crowded().filter(|&id| locked.queue_waiters[wait_queue(id)] > 0);
+            // has just been woken: it is behind, not busy elsewhere. On a stack of several
+            // shards, an acceptor in accept() at all: it may be taking another shard's
+            // connections while this shard's queue fills (BENCHMARKS.md §39).
+            let acceptor_waits =
+                |id| locked.queue_waiters[wait_queue(id)] > 0 || shared.set.get().is_some_and(|set| set.has_acceptor());
+            crowded = locked.engine.take_crowded().filter(|&id| acceptor_waits(id));
             let delay = if more || next.is_some_and(|at| at <= now) {
                 Some(Duration::ZERO)
             } else {

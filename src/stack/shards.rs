@@ -35,6 +35,8 @@ pub(crate) struct ShardSet {
     generation: AtomicU64,
     /// Callers waiting in [`ShardSet::wait`].
     waiters: AtomicUsize,
+    /// Callers in accept() on a listener of every shard.
+    accepting: AtomicUsize,
     lock: Mutex<()>,
     changed: Condvar,
 }
@@ -59,6 +61,24 @@ impl ShardSet {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.changed.notify_all();
         }
+    }
+
+    /// Whether an acceptor is in accept() on a listener of every shard now, taking
+    /// connections or waiting in [`ShardSet::wait`] for one.
+    pub fn has_acceptor(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst) > 0
+    }
+
+    /// Counts an acceptor in accept() until the guard drops (see [`ShardSet::has_acceptor`]).
+    pub fn accepting(&self) -> impl Drop + '_ {
+        struct Accepting<'a>(&'a AtomicUsize);
+        impl Drop for Accepting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.accepting.fetch_add(1, Ordering::SeqCst);
+        Accepting(&self.accepting)
     }
 
     /// Waits until the generation differs from `seen` or `timeout` passes.
@@ -121,6 +141,7 @@ impl Stack {
             steering,
             generation: AtomicU64::new(0),
             waiters: AtomicUsize::new(0),
+            accepting: AtomicUsize::new(0),
             lock: Mutex::new(()),
             changed: Condvar::new(),
         });

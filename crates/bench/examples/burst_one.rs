@@ -3,7 +3,7 @@
 //! ranges; this prints every burst, its drops split by where they happened. Needs root,
 //! like the bench.
 //!
-//! `cargo run --release -p ustack-bench --example burst_one -- RUNS [CLIENTS] [BACKLOG]`
+//! `cargo run --release -p ustack-bench --example burst_one -- RUNS [CLIENTS] [BACKLOG] [SHARDS]`
 
 use ustack_bench::peer::Server;
 use ustack_bench::{Sizes, connect, lab, os};
@@ -14,7 +14,8 @@ fn main() {
     let sizes = Sizes::full();
     let (runs, clients, backlog) =
         (number(1, 5), number(2, sizes.burst_clients), number(3, sizes.burst_backlog as usize));
-    let lab = lab::ustack_lab(None, ustack::StackConfig::default().tcp_buffer, 1, true).expect("making the lab");
+    let shards = number(4, 1);
+    let lab = lab::ustack_lab(None, ustack::StackConfig::default().tcp_buffer, shards, true).expect("making the lab");
     let server = Server::Ustack(&lab.stack);
     let tun = || os::tx_dropped(&lab.ns, lab::TUN_NAME).expect("reading the TUN's counters");
     for run in 0..runs {
@@ -33,5 +34,8 @@ fn main() {
             tun_after - tun_before,
             after.cookies_sent - before.cookies_sent,
         );
+        if shards > 1 {
+            println!("  frames forwarded between shards so far: {:?}", lab.stack.forwarded());
+        }
     }
 }
