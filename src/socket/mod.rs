@@ -161,21 +161,6 @@ impl Socket {
     /// Makes one call on the engine: EBADF once this handle is closed. Sends what the
     /// call made ready, and wakes the callers waiting on other sockets, as the call's
     /// effects require.
-    /// Sets an option with `set`: on the socket, then on its copies on other shards (a
-    /// listener of a sharded stack), so that the connections every shard accepts inherit
-    /// it, whenever it was set.
-    fn set_option(&self, set: impl Fn(&mut crate::engine::Engine, SockId) -> Result<()>) -> Result<()> {
-        self.call(|l| set(&mut l.engine, self.id))?;
-        for (shared, id) in self.mirror_list() {
-            let mut locked = shared.lock();
-            let result = set(&mut locked.engine, id);
-            shared.after_call(&mut locked, id);
-            shared.unlock(locked);
-            result?;
-        }
-        Ok(())
-    }
-
     fn call<T>(&self, f: impl FnOnce(&mut Locked) -> Result<T>) -> Result<T> {
         if !self.open.load(Ordering::Acquire) {
             return Err(Errno::EBADF);
@@ -188,6 +173,22 @@ impl Socket {
         self.shared.after_call(&mut locked, self.id);
         self.shared.unlock(locked);
         result
+    }
+
+    /// Sets an option with `set`: on the socket, then on its copies on other shards (a
+    /// listener, or a bound UDP socket, of a sharded stack), so that what every shard does
+    /// with the socket, and the connections every shard accepts, follow it, whenever it
+    /// was set.
+    fn set_option(&self, set: impl Fn(&mut crate::engine::Engine, SockId) -> Result<()>) -> Result<()> {
+        self.call(|l| set(&mut l.engine, self.id))?;
+        for (shared, id) in self.mirror_list() {
+            let mut locked = shared.lock();
+            let result = set(&mut locked.engine, id);
+            shared.after_call(&mut locked, id);
+            shared.unlock(locked);
+            result?;
+        }
+        Ok(())
     }
 
     /// Makes a call until it does not say EAGAIN, waiting between tries for the stack to
