@@ -8,13 +8,27 @@ use std::time::Duration;
 
 use ustack::{TcpListener, TcpStream, UdpSocket};
 use ustack_testkit::addr;
-use ustack_testkit::lab::{KERNEL, USTACK, lab_sharded};
+use ustack_testkit::lab::{KERNEL, Lab, USTACK, lab_sharded};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The shards of the table's rows that `keep` keeps.
 fn shards_of(stack: &ustack::Stack, keep: impl Fn(&ustack::engine::DemuxRow) -> bool) -> Vec<usize> {
     stack.demux_table().rows.iter().filter(|r| keep(r)).map(|r| r.shard).collect()
+}
+
+/// `n` kernel clients connected to ustack's port 7, each taken by `accept`; asserts that
+/// the connections landed on both shards.
+fn connect_on_both_shards<T>(lab: &Lab, n: usize, accept: impl Fn() -> T) -> (Vec<io::Result<KernelStream>>, Vec<T>) {
+    let clients = lab
+        .ns
+        .run(|| (0..n).map(|_| KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE)).collect::<Vec<_>>())
+        .unwrap();
+    let accepted: Vec<T> = (0..n).map(|_| accept()).collect();
+    let shards = shards_of(&lab.stack, |r| r.state == "ESTABLISHED");
+    assert_eq!(shards.len(), n);
+    assert!(shards.contains(&0) && shards.contains(&1), "connections on both shards: {shards:?}");
+    (clients, accepted)
 }
 
 /// One accept() loop takes the connections of both shards, and each answers on its own.
@@ -27,17 +41,7 @@ fn accept_takes_connections_from_every_shard() {
     let listener = TcpListener::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
     assert_eq!(shards_of(&lab.stack, |r| r.queues.is_some()), [0, 1], "a listener on each shard");
 
-    let clients = lab
-        .ns
-        .run(|| (0..CLIENTS).map(|_| KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE)).collect::<Vec<_>>())
-        .unwrap();
-    let mut accepted = Vec::new();
-    for _ in 0..CLIENTS {
-        accepted.push(listener.accept().unwrap().0);
-    }
-    let shards = shards_of(&lab.stack, |r| r.state == "ESTABLISHED");
-    assert_eq!(shards.len(), CLIENTS);
-    assert!(shards.contains(&0) && shards.contains(&1), "connections on both shards: {shards:?}");
+    let (clients, mut accepted) = connect_on_both_shards(&lab, CLIENTS, || listener.accept().unwrap().0);
 
     // Each connection carries data from the shard it is on. (accept()'s order is not
     // connect()'s: every server writes before any client reads.)
@@ -229,16 +233,7 @@ fn options_set_on_a_listener_after_listen_reach_connections_on_every_shard() {
     listener.set_recv_buffer_size(32 * 1024).unwrap();
     listener.set_send_buffer_size(32 * 1024).unwrap();
     listener.set_ttl(9).unwrap();
-    let clients = lab
-        .ns
-        .run(|| (0..CLIENTS).map(|_| KernelStream::connect_timeout(&addr(USTACK, 7), PATIENCE)).collect::<Vec<_>>())
-        .unwrap();
-    let mut accepted = Vec::new();
-    for _ in 0..CLIENTS {
-        accepted.push(listener.accept().unwrap().0);
-    }
-    let shards = shards_of(&lab.stack, |r| r.state == "ESTABLISHED");
-    assert!(shards.contains(&0) && shards.contains(&1), "connections on both shards: {shards:?}");
+    let (clients, accepted) = connect_on_both_shards(&lab, CLIENTS, || listener.accept().unwrap().0);
     for s in &accepted {
         assert!(s.nodelay().unwrap(), "TCP_NODELAY");
         assert_eq!(s.keepalive().unwrap(), Some(Duration::from_secs(30)), "SO_KEEPALIVE");
@@ -309,18 +304,20 @@ fn udp_flows_spread_over_the_shards_and_are_answered_from_their_own() {
     drop(echo);
     assert!(udp_rows(&lab.stack).is_empty(), "the copies closed with the socket");
     let again = UdpSocket::bind(&lab.stack, addr("0.0.0.0", 7)).unwrap();
+    // What the flood left in the TUN's queues reaches it first: read until 200 ms pass
+    // without a datagram, so that its buffers have room for what follows.
+    let mut buf = [0; 2048];
+    again.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    while again.recv_from(&mut buf).is_ok() {}
     again.set_read_timeout(Some(PATIENCE)).unwrap();
     for c in &clients {
         c.send_to(b"again", addr(USTACK, 7)).unwrap();
     }
-    // (Datagrams of the flood still on their way reach it first.)
-    let mut buf = [0; 2048];
     let mut senders = std::collections::HashSet::new();
     while senders.len() < CLIENTS {
         let (n, from) = again.recv_from(&mut buf).expect("every flow reaches the new socket");
-        if n == 5 {
-            senders.insert(from);
-        }
+        assert_eq!(n, 5);
+        senders.insert(from);
     }
 }
 
