@@ -4,8 +4,8 @@
 //! (SO_RCVBUF); a receiver that does not read never lets its peer park more than the
 //! starting window; data a peer sends beyond the window offered is refused and answered
 //! with an ACK. The send buffer (engine/snd_buffer.rs): a sender's buffer grows with its
-//! congestion window, and a transfer runs many times faster than with a fixed 64 KiB
-//! (SO_SNDBUF). Then both against the Linux kernel over a real TUN ([`over_a_tun`]).
+//! congestion window (with the peer's window, without ustack's congestion control), and a
+//! transfer runs many times faster than with a fixed 64 KiB (SO_SNDBUF). Then both against the Linux kernel over a real TUN ([`over_a_tun`]).
 
 use etherparse::{PacketBuilder, TcpOptionElement};
 use smoltcp::time::Duration;
@@ -173,6 +173,21 @@ fn a_sender_s_buffer_grows_with_its_congestion_window_and_the_transfer_runs_many
     assert!(sndbuf >= 2 * (1 << 20), "the send buffer grew to {} bytes only", sndbuf / 2);
     assert_eq!(sim.nodes[CLIENT].engine.send_buffer_size(c).unwrap(), 2 * 64 * KIB, "SO_SNDBUF fixes it");
     assert!(autotuned * 5 < fixed, "autotuned {autotuned}, fixed at 64 KiB {fixed}");
+}
+
+#[test]
+fn without_ustack_s_congestion_control_a_sender_s_buffer_grows_with_the_peer_s_window() {
+    // `--congestion none` (and smoltcp's own controllers): no congestion window to go by,
+    // so the peer's window sets how far the buffer grows.
+    let mut sim = network(|c| c.congestion = ustack::Congestion::None);
+    let l = listen_with(&mut sim, SERVER, 1, |_, _| {});
+    let (c, s) = establish_with(&mut sim, l, |_, _| {});
+    assert_eq!(sim.nodes[CLIENT].engine.send_buffer_size(c).unwrap(), 2 * 64 * KIB, "it starts at 64 KiB");
+    let mut sndbuf = 0;
+    transfer(&mut sim, (c, s), 16 << 20, |sim| {
+        sndbuf = sndbuf.max(sim.nodes[CLIENT].engine.send_buffer_size(c).unwrap());
+    });
+    assert!(sndbuf >= 2 * (1 << 20), "the send buffer grew to {} bytes only", sndbuf / 2);
 }
 
 /// Autotuning with the Linux kernel on the other side of a real TUN, in a namespace each

@@ -104,6 +104,9 @@ pub struct Conn {
     /// The window scale the peer applies to ustack's window fields (ustack's SYN's, if
     /// both SYNs carried one).
     pub rcv_scale: u8,
+    /// The window scale ustack applies to the peer's window fields (the peer's SYN's, if
+    /// both SYNs carried one).
+    pub snd_scale: u8,
     /// The MSS ustack's SYN advertised (0 until it went out): the segment size the peer
     /// sends at most, which a window must reach to be worth offering (see
     /// [`Conn::sws_floor`]).
@@ -199,6 +202,7 @@ impl Conn {
             sent: None,
             received_since_sent: 0,
             rcv_scale: 0,
+            snd_scale: 0,
             rcv_mss: 0,
             rcv_buffer: 0,
             challenged_at: None,

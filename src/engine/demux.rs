@@ -1264,6 +1264,7 @@ fn note_peer_syn(conn: &mut Conn, frame: &[u8], seg: &TcpSegment, local_mss: u32
     if scale.is_none() {
         conn.rcv_scale = 0;
     }
+    conn.snd_scale = scale.unwrap_or(0);
     let Some(cc) = conn.cc.as_mut() else { return };
     cc.peer_scale = scale.unwrap_or(0);
     cc.set_mss(mss.map_or(super::congestion::DEFAULT_MSS, u32::from).min(local_mss));

@@ -1113,7 +1113,7 @@ impl Engine {
         if opts.recv_buffer.is_none() {
             conn.rcv_window = rcv_window::RcvWindow::new(tcp.recv_capacity(), self.config.tcp_buffer, self.now);
         }
-        if opts.send_buffer.is_none() && conn.cc.is_some() {
+        if opts.send_buffer.is_none() {
             conn.snd_buffer = snd_buffer::SndBuffer::new(tcp.send_capacity(), self.config.tcp_buffer);
         }
         if let Some(at) = self.runs_out(&conn) {

@@ -7,8 +7,9 @@
 //! send buffer is reserved at its largest and send() fills it only up to a clamp. The
 //! clamp starts at `StackConfig::tcp_buffer` and grows to twice what the connection may
 //! have in flight — its congestion window, or the peer's window if smaller — never
-//! shrinking. It needs ustack's congestion control (the default) to know the congestion
-//! window; without it, the send buffer stays at `tcp_buffer`.
+//! shrinking. Without ustack's congestion control (`--congestion none` or smoltcp's own),
+//! which knows the congestion window, the peer's window alone sets it: with smoltcp's
+//! controllers that may queue more than Linux would, never more than `tcp_send_max`.
 
 use smoltcp::iface::SocketHandle;
 
@@ -50,11 +51,13 @@ impl SndBuffer {
 }
 
 /// What `conn` may have in flight now: its congestion window, or the peer's window if
-/// smaller. None without ustack's congestion control.
+/// smaller; without ustack's congestion control, the peer's window (None until one came).
 fn in_flight_allowed(conn: &Conn) -> Option<u32> {
-    let cc = conn.cc.as_ref()?;
-    let peer_window = conn.last_ack_in.map_or(u32::MAX, |(_, window)| u32::from(window) << cc.peer_scale.min(14));
-    Some(cc.cwnd().min(peer_window))
+    let peer_window = conn.last_ack_in.map(|(_, window)| u32::from(window) << conn.snd_scale.min(14));
+    match &conn.cc {
+        Some(cc) => Some(cc.cwnd().min(peer_window.unwrap_or(u32::MAX))),
+        None => peer_window,
+    }
 }
 
 impl Engine {
