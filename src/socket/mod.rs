@@ -59,6 +59,7 @@ mod net;
 mod options;
 mod poll;
 mod shards;
+use shards::call_on;
 #[cfg(feature = "tokio")]
 mod task;
 
@@ -182,11 +183,7 @@ impl Socket {
     fn set_option(&self, set: impl Fn(&mut crate::engine::Engine, SockId) -> Result<()>) -> Result<()> {
         self.call(|l| set(&mut l.engine, self.id))?;
         for (shared, id) in self.mirror_list() {
-            let mut locked = shared.lock();
-            let result = set(&mut locked.engine, id);
-            shared.after_call(&mut locked, id);
-            shared.unlock(locked);
-            result?;
+            call_on(&shared, id, |l| set(&mut l.engine, id))?;
         }
         Ok(())
     }
@@ -306,31 +303,12 @@ impl Socket {
         let mut mirrors = mirrors.lock().unwrap_or_else(|p| p.into_inner());
         if !mirrors.is_empty() {
             for (shared, id) in mirrors.iter() {
-                let mut locked = shared.lock();
-                locked.engine.listen(*id, backlog)?;
-                shared.after_call(&mut locked, *id);
-                shared.unlock(locked);
+                call_on(shared, *id, |l| l.engine.listen(*id, backlog))?;
             }
             return Ok(());
         }
         let local = self.call(|l| l.engine.local_addr(self.id))?;
-        for shared in set.shards().skip(1) {
-            // Shard 0 before shard k, the one order in which two shards are ever locked.
-            let primary = self.shared.lock();
-            let mut locked = shared.lock();
-            let id = locked.engine.socket_like(&primary.engine, self.id)?;
-            drop(primary);
-            let made = locked.engine.bind(id, local).and_then(|()| locked.engine.listen(id, backlog));
-            if let Err(e) = made {
-                locked.engine.close(id);
-                drop(locked);
-                close_all(&mut mirrors);
-                return Err(e);
-            }
-            shared.after_call(&mut locked, id);
-            shared.unlock(locked);
-            mirrors.push((shared, id));
-        }
+        self.make_copies(set, &mut mirrors, local, |engine, id| engine.listen(id, backlog))?;
         set.steering.share_port(local.port());
         Ok(())
     }
@@ -445,10 +423,7 @@ impl Socket {
         self.call(|l| l.engine.shutdown(self.id, how))?;
         let mirrors = self.mirrors.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
         for (shared, id) in mirrors.iter().flat_map(|m| m.iter()) {
-            let mut locked = shared.lock();
-            let _ = locked.engine.shutdown(*id, how);
-            shared.after_call(&mut locked, *id);
-            shared.unlock(locked);
+            let _ = call_on(shared, *id, |l| l.engine.shutdown(*id, how));
         }
         Ok(())
     }
@@ -602,10 +577,7 @@ impl Socket {
 /// failed).
 fn close_all(mirrors: &mut Vec<Mirror>) {
     for (shared, id) in mirrors.drain(..) {
-        let mut locked = shared.lock();
-        locked.engine.close(id);
-        shared.after_call(&mut locked, id);
-        shared.unlock(locked);
+        call_on(&shared, id, |l| l.engine.close(id));
     }
 }
 

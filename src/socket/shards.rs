@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::{Direction, Errno, Mirror, Result, Socket, close_all};
 use crate::engine::calls::Blocking;
 use crate::engine::{Engine, SockId, Type};
-use crate::stack::{ShardSet, Shared};
+use crate::stack::{Locked, ShardSet, Shared};
 
 /// A socket on one shard: this socket, or one of its copies.
 pub(super) type OnShard<'a> = (&'a Arc<Shared>, SockId);
@@ -95,19 +95,39 @@ impl Socket {
             return Ok(());
         }
         let mut mirrors = mirrors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = self.make_copies(set, &mut mirrors, local, |_, _| Ok(())) {
+            log::warn!(target: "ustack", "UDP {local}: no copy on every shard ({e}); shard 0 receives it all");
+            return Ok(());
+        }
+        set.steering.share_udp_port(local.port());
+        Ok(())
+    }
+
+    /// Makes this socket's copies on shards 1 and up into `mirrors`: each with its domain,
+    /// type and options (`Engine::socket_like`), bound to `local`, then made ready by
+    /// `then` (listen, for a listener). Should one fail, those made are closed, and the
+    /// error returned.
+    pub(super) fn make_copies(
+        &self,
+        set: &ShardSet,
+        mirrors: &mut Vec<Mirror>,
+        local: SocketAddr,
+        then: impl Fn(&mut Engine, SockId) -> Result<()>,
+    ) -> Result<()> {
         for shared in set.shards().skip(1) {
             // Shard 0 before shard k, the one order in which two shards are ever locked.
             let primary = self.shared.lock();
             let mut locked = shared.lock();
             let made = locked.engine.socket_like(&primary.engine, self.id);
             drop(primary);
-            let made = made.and_then(|id| match locked.engine.bind(id, local) {
-                Ok(()) => Ok(id),
-                Err(e) => {
-                    locked.engine.close(id);
-                    Err(e)
-                }
-            });
+            let made =
+                made.and_then(|id| match locked.engine.bind(id, local).and_then(|()| then(&mut locked.engine, id)) {
+                    Ok(()) => Ok(id),
+                    Err(e) => {
+                        locked.engine.close(id);
+                        Err(e)
+                    }
+                });
             match made {
                 Ok(id) => {
                     shared.after_call(&mut locked, id);
@@ -116,13 +136,11 @@ impl Socket {
                 }
                 Err(e) => {
                     drop(locked);
-                    log::warn!(target: "ustack", "UDP {local}: no copy on every shard ({e}); shard 0 receives it all");
-                    close_all(&mut mirrors);
-                    return Ok(());
+                    close_all(mirrors);
+                    return Err(e);
                 }
             }
         }
-        set.steering.share_udp_port(local.port());
         Ok(())
     }
 
@@ -131,12 +149,10 @@ impl Socket {
     pub(super) fn connect_mirrors(&self, peer: SocketAddr) -> Result<()> {
         let Some(mirrors) = self.datagram_mirrors() else { return Ok(()) };
         for (shared, id) in &mirrors {
-            let mut locked = shared.lock();
-            let now = locked.now();
-            let result = locked.engine.connect(now, *id, peer);
-            shared.after_call(&mut locked, *id);
-            shared.unlock(locked);
-            result?;
+            call_on(shared, *id, |l| {
+                let now = l.now();
+                l.engine.connect(now, *id, peer)
+            })?;
         }
         Ok(())
     }
@@ -172,4 +188,15 @@ impl Socket {
         let shard = set.steering.udp_owner(local, peer);
         Ok(on.get(shard).copied().unwrap_or(on[0]))
     }
+}
+
+/// One call `f` on socket `id` of the shard with `shared` (a copy of a socket), sending
+/// what it made ready and waking whom it touched, as [`Socket::call`] does on the socket
+/// itself.
+pub(super) fn call_on<T>(shared: &Shared, id: SockId, f: impl FnOnce(&mut Locked) -> T) -> T {
+    let mut locked = shared.lock();
+    let result = f(&mut locked);
+    shared.after_call(&mut locked, id);
+    shared.unlock(locked);
+    result
 }
