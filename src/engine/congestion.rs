@@ -99,8 +99,6 @@ pub struct Controller {
     algorithm: Algorithm,
     /// The sender's maximum segment size, in bytes.
     mss: u32,
-    /// The peer's window scale (RFC 7323), from its SYN; 0 without one.
-    pub peer_scale: u8,
     /// Everything else, from the first ACK or timeout with data in flight on; until then
     /// the window is the initial one.
     window: Option<Box<Window>>,
@@ -142,7 +140,7 @@ struct Window {
 impl Controller {
     /// A connection's controller, before the handshake told the MSS.
     pub fn new(algorithm: Algorithm) -> Controller {
-        Controller { algorithm, mss: DEFAULT_MSS, peer_scale: 0, window: None }
+        Controller { algorithm, mss: DEFAULT_MSS, window: None }
     }
 
     /// The window's state, made now if nothing has happened yet.
@@ -199,11 +197,11 @@ impl Controller {
     }
 
     /// The window field an ACK is to reach smoltcp with: the peer's `window` (a field,
-    /// scaled by [`Controller::peer_scale`]) for acknowledgment `ack` as smoltcp will see
+    /// scaled by `peer_scale`, the peer's window scale) for acknowledgment `ack` as smoltcp will see
     /// it, lowered so that the right edge is no further than the congestion window
     /// allows — but never before `sent_max`, so that nothing in flight falls outside it.
     /// `in_flight`: whether recovery holds anything unacknowledged.
-    pub fn limit_window(&self, ack: u32, window: u16, sent_max: u32, in_flight: bool) -> u16 {
+    pub fn limit_window(&self, ack: u32, window: u16, peer_scale: u8, sent_max: u32, in_flight: bool) -> u16 {
         let edge = match self.window.as_deref().and_then(|window| window.edge) {
             Some(edge) if in_flight => edge,
             // Nothing in flight: the whole window is room.
@@ -214,7 +212,7 @@ impl Controller {
             return window;
         }
         let allowed = u64::from(edge.wrapping_sub(ack));
-        let shift = u32::from(self.peer_scale.min(14));
+        let shift = u32::from(peer_scale.min(14));
         // Rounded up: a window rounded down could end before what is in flight.
         let field = allowed.div_ceil(1 << shift).max(1);
         field.min(u64::from(window)) as u16
@@ -531,16 +529,15 @@ mod tests {
     #[test]
     fn the_window_field_stops_at_the_congestion_window_but_never_before_snd_max() {
         let mut cc = cc(Algorithm::Cubic);
-        cc.peer_scale = 7;
         cc.on_ack(at(10), ack(10 * MSS, 10 * MSS, 5 * MSS, 15 * MSS, false));
         // cwnd 20, pipe 5: the edge is SND.MAX + 15 segments, 20 segments past the ACK.
-        let field = cc.limit_window(10 * MSS, 1000, 15 * MSS, true);
+        let field = cc.limit_window(10 * MSS, 1000, 7, 15 * MSS, true);
         assert_eq!(field, (20 * MSS).div_ceil(128) as u16);
         // A peer's smaller window stays.
-        assert_eq!(cc.limit_window(10 * MSS, 3, 15 * MSS, true), 3);
+        assert_eq!(cc.limit_window(10 * MSS, 3, 7, 15 * MSS, true), 3);
         // After a timeout: no room, but what is in flight stays inside the window.
         cc.on_timeout(15 * MSS);
-        let field = cc.limit_window(10 * MSS, 1000, 15 * MSS, true);
+        let field = cc.limit_window(10 * MSS, 1000, 7, 15 * MSS, true);
         assert!(u32::from(field) << 7 >= 5 * MSS);
         assert!(u32::from(field - 1) << 7 < 5 * MSS);
     }

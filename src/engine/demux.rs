@@ -1256,8 +1256,8 @@ fn local_mss(core: &Engine, flow: &PacketEnds) -> u32 {
     (core.capabilities.max_transmission_unit as u32).saturating_sub(ip_header + 20)
 }
 
-/// What the peer's SYN (or SYN-ACK) tells congestion control: its window scale (RFC 7323)
-/// and its MSS, which with `local_mss` sizes the segments this side sends.
+/// What the peer's SYN (or SYN-ACK) tells: its window scale (RFC 7323), which scales its
+/// window fields, and its MSS, which with `local_mss` sizes the segments this side sends.
 /// Without the peer's window scale, neither side scales (RFC 7323 §2.2).
 fn note_peer_syn(conn: &mut Conn, frame: &[u8], seg: &TcpSegment, local_mss: u32) {
     let (scale, mss) = super::rewrite::syn_options(seg.bytes(frame));
@@ -1266,7 +1266,6 @@ fn note_peer_syn(conn: &mut Conn, frame: &[u8], seg: &TcpSegment, local_mss: u32
     }
     conn.snd_scale = scale.unwrap_or(0);
     let Some(cc) = conn.cc.as_mut() else { return };
-    cc.peer_scale = scale.unwrap_or(0);
     cc.set_mss(mss.map_or(super::congestion::DEFAULT_MSS, u32::from).min(local_mss));
 }
 
@@ -1284,7 +1283,7 @@ fn limit_window_to_congestion(conn: &Conn, frame: &mut [u8], seg: &TcpSegment) {
         // A SYN-ACK's window is not scaled: the initial window is the room.
         window.min(u16::try_from(cc.cwnd()).unwrap_or(u16::MAX))
     } else {
-        cc.limit_window(ack, window, sent_max, conn.recovery.in_flight() > 0)
+        cc.limit_window(ack, window, conn.snd_scale, sent_max, conn.recovery.in_flight() > 0)
     };
     if limited != window {
         super::rewrite::set_window(frame, seg.offset, limited);
