@@ -123,40 +123,43 @@ pub fn position(packet: &[u8], offset: usize) -> (u32, Option<u32>, u16) {
     (read_u32(tcp, 4).wrapping_add(len), (flags & ACK != 0).then_some(ack), window)
 }
 
+/// The options of a TCP header (`tcp` starts at it), up to its end or the first one
+/// smoltcp cannot parse.
+fn options(tcp: &[u8]) -> impl Iterator<Item = smoltcp::wire::TcpOption<'_>> {
+    use smoltcp::wire::{TcpOption, TcpPacket};
+    let mut rest = TcpPacket::new_checked(tcp).map_or(&[][..], |packet| {
+        let header = usize::from(packet.header_len()).min(tcp.len());
+        &tcp[20.min(header)..header]
+    });
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (next, option) = TcpOption::parse(rest).ok()?;
+        rest = next;
+        (option != TcpOption::EndOfList).then_some(option)
+    })
+}
+
 /// The window scale and MSS options of a SYN's TCP header (`tcp` starts at it), if present.
 pub fn syn_options(tcp: &[u8]) -> (Option<u8>, Option<u16>) {
-    use smoltcp::wire::{TcpOption, TcpPacket};
-    let Ok(packet) = TcpPacket::new_checked(tcp) else { return (None, None) };
-    let mut options = packet.options();
+    use smoltcp::wire::TcpOption;
     let (mut scale, mut mss) = (None, None);
-    while !options.is_empty() {
-        let Ok((rest, option)) = TcpOption::parse(options) else { break };
+    for option in options(tcp) {
         match option {
             TcpOption::WindowScale(s) => scale = Some(s),
             TcpOption::MaxSegmentSize(m) => mss = Some(m),
-            TcpOption::EndOfList => break,
             _ => {}
         }
-        options = rest;
     }
     (scale, mss)
 }
 
 /// Whether a TCP header (`tcp` starts at it) carries SACK blocks.
 pub fn has_sack_blocks(tcp: &[u8]) -> bool {
-    use smoltcp::wire::{TcpOption, TcpPacket};
-    let Ok(packet) = TcpPacket::new_checked(tcp) else { return false };
-    let mut options = packet.options();
-    while !options.is_empty() {
-        let Ok((rest, option)) = TcpOption::parse(options) else { break };
-        match option {
-            TcpOption::SackRange(ranges) if ranges.iter().any(Option::is_some) => return true,
-            TcpOption::EndOfList => break,
-            _ => {}
-        }
-        options = rest;
-    }
-    false
+    options(tcp).any(
+        |option| matches!(option, smoltcp::wire::TcpOption::SackRange(ranges) if ranges.iter().any(Option::is_some)),
+    )
 }
 
 /// Sets the window field of the TCP segment at `offset`.
