@@ -104,7 +104,9 @@ impl Socket {
             return self.send_flags(buf, flags);
         }
         let dontwait = flags.contains(MsgFlags::DONTWAIT);
-        if let Some(mirrors) = self.datagram_mirrors() {
+        // A datagram socket: its copies, if any, are a bound UDP socket's.
+        let mirrors = self.mirror_list();
+        if !mirrors.is_empty() {
             return self.send_from_owner(&mirrors, addr, dontwait, |engine, id| engine.send_to(id, buf, addr));
         }
         self.blocking_unless(dontwait, Direction::Write, None, |l| l.engine.send_to(self.id, buf, addr))
@@ -206,7 +208,9 @@ impl Socket {
         };
         // MSG_WAITALL: only TCP, and (as Linux) not with MSG_PEEK, which this leaves to
         // return what is there.
-        if let (false, Some(mirrors), Some(set)) = (stream, self.datagram_mirrors(), self.shared.set.get()) {
+        // Not a stream: the copies, if any, are a bound UDP socket's.
+        let mirrors = if stream { Vec::new() } else { self.mirror_list() };
+        if let (false, Some(set)) = (mirrors.is_empty(), self.shared.set.get()) {
             // One datagram, from whichever shard has one.
             let everywhere = self.with_mirrors(&mirrors);
             return self
