@@ -206,8 +206,6 @@ impl Socket {
         } else {
             buf
         };
-        // MSG_WAITALL: only TCP, and (as Linux) not with MSG_PEEK, which this leaves to
-        // return what is there.
         // Not a stream: the copies, if any, are a bound UDP socket's.
         let mirrors = if stream { Vec::new() } else { self.mirror_list() };
         if let (false, Some(set)) = (mirrors.is_empty(), self.shared.set.get()) {
@@ -217,6 +215,8 @@ impl Socket {
                 .on_shards(set, &everywhere, Direction::Read, dontwait, |_, engine, id| engine.recv_msg(id, buf, peek))
                 .map(|received| (received, false));
         }
+        // MSG_WAITALL: only TCP, and (as Linux) not with MSG_PEEK, which this leaves to
+        // return what is there.
         let wait_all = stream && flags.contains(MsgFlags::WAITALL) && !peek && !buf.is_empty();
         let mut got = 0;
         let mut last = None;
